@@ -1,0 +1,333 @@
+//! Identities and signatures: secp256k1 keys, Ethereum-style addresses, and 65-byte recoverable
+//! ECDSA signatures `(r, s, v)` with low `s` and `v` in {27, 28}, as `ecrecover` takes them.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+use secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
+use secp256k1::{Message, PublicKey, Secp256k1, SecretKey, SignOnly, VerifyOnly};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_big_array::BigArray;
+use sha3::{Digest, Keccak256};
+
+/// Half the order of the secp256k1 group: a signature's `s` must not exceed it.
+const HALF_ORDER: [u8; 32] = [
+    0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0x5d, 0x57, 0x6e, 0x73, 0x57, 0xa4, 0x50, 0x1d, 0xdf, 0xe9, 0x2f, 0x46, 0x68, 0x1b, 0x20, 0xa0,
+];
+
+fn verifier() -> &'static Secp256k1<VerifyOnly> {
+    static CONTEXT: OnceLock<Secp256k1<VerifyOnly>> = OnceLock::new();
+    CONTEXT.get_or_init(Secp256k1::verification_only)
+}
+
+/// Why a key or signature was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CryptoError {
+    /// The bytes are not a valid compressed secp256k1 public key.
+    #[error("not a valid secp256k1 public key")]
+    InvalidPublicKey,
+    /// The bytes are not a valid secp256k1 secret key.
+    #[error("not a valid secp256k1 secret key")]
+    InvalidSecretKey,
+    /// `v` is not 27 or 28.
+    #[error("signature recovery byte v must be 27 or 28")]
+    InvalidRecoveryByte,
+    /// `s` is in the upper half of the group order (the malleable twin of a valid signature).
+    #[error("signature has a high s value")]
+    HighS,
+    /// `r` or `s` is out of range, or no key can be recovered.
+    #[error("malformed signature")]
+    Malformed,
+    /// The signature is valid but was made by another key.
+    #[error("signature is not from the expected key")]
+    WrongSigner,
+}
+
+/// A node's identity: its secp256k1 public key, shown as 66 hex digits (compressed form).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(PublicKey);
+
+impl NodeId {
+    pub fn from_public_key(key: PublicKey) -> NodeId {
+        NodeId(key)
+    }
+
+    pub fn from_bytes(bytes: &[u8; 33]) -> Result<NodeId, CryptoError> {
+        PublicKey::from_slice(bytes)
+            .map(NodeId)
+            .map_err(|_| CryptoError::InvalidPublicKey)
+    }
+
+    pub fn public_key(&self) -> &PublicKey {
+        &self.0
+    }
+
+    pub fn to_bytes(&self) -> [u8; 33] {
+        self.0.serialize()
+    }
+
+    /// The Ethereum-style address: the last 20 bytes of keccak256 of the uncompressed key
+    /// without its 0x04 prefix. This is what `ecrecover` yields for this key.
+    pub fn address(&self) -> Address {
+        let uncompressed = self.0.serialize_uncompressed();
+        let hash = Keccak256::digest(&uncompressed[1..]);
+        let mut out = [0u8; 20];
+        out.copy_from_slice(&hash[12..]);
+        Address(out)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.to_bytes()))
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeId({})", &hex::encode(self.to_bytes())[..10])
+    }
+}
+
+impl FromStr for NodeId {
+    type Err = CryptoError;
+
+    fn from_str(s: &str) -> Result<NodeId, CryptoError> {
+        let bytes = hex::decode(s).map_err(|_| CryptoError::InvalidPublicKey)?;
+        let bytes: [u8; 33] = bytes
+            .try_into()
+            .map_err(|_| CryptoError::InvalidPublicKey)?;
+        NodeId::from_bytes(&bytes)
+    }
+}
+
+impl Serialize for NodeId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        BigArray::serialize(&self.to_bytes(), serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<NodeId, D::Error> {
+        let bytes: [u8; 33] = BigArray::deserialize(deserializer)?;
+        NodeId::from_bytes(&bytes).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A 20-byte Ethereum-style address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Address(pub [u8; 20]);
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "0x{}", hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A recoverable ECDSA signature over a 32-byte digest: `r || s || v`, 65 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Signature(#[serde(with = "BigArray")] pub [u8; 65]);
+
+impl Signature {
+    pub fn r(&self) -> &[u8] {
+        &self.0[..32]
+    }
+
+    pub fn s(&self) -> &[u8] {
+        &self.0[32..64]
+    }
+
+    pub fn v(&self) -> u8 {
+        self.0[64]
+    }
+
+    /// Checks that this signature over `digest` was made by `signer`, with the rules an EVM
+    /// contract applies: `v` in {27, 28}, low `s`, the recovered key equals `signer`.
+    pub fn verify(&self, digest: &[u8; 32], signer: &NodeId) -> Result<(), CryptoError> {
+        if self.recover(digest)? == *signer {
+            Ok(())
+        } else {
+            Err(CryptoError::WrongSigner)
+        }
+    }
+
+    /// The key that made this signature over `digest`.
+    pub fn recover(&self, digest: &[u8; 32]) -> Result<NodeId, CryptoError> {
+        let recid = match self.v() {
+            27 => RecoveryId::Zero,
+            28 => RecoveryId::One,
+            _ => return Err(CryptoError::InvalidRecoveryByte),
+        };
+        if self.s() > &HALF_ORDER[..] {
+            return Err(CryptoError::HighS);
+        }
+        let sig = RecoverableSignature::from_compact(&self.0[..64], recid)
+            .map_err(|_| CryptoError::Malformed)?;
+        verifier()
+            .recover_ecdsa(Message::from_digest(*digest), &sig)
+            .map(NodeId)
+            .map_err(|_| CryptoError::Malformed)
+    }
+}
+
+/// Plain ECDSA verification of `(r, s)` against `key`, ignoring `v`: what a protocol without
+/// `ecrecover` compatibility would pay. Benchmarks compare it with [`Signature::verify`].
+pub fn verify_plain(sig: &Signature, digest: &[u8; 32], key: &NodeId) -> bool {
+    secp256k1::ecdsa::Signature::from_compact(&sig.0[..64])
+        .and_then(|s| verifier().verify_ecdsa(Message::from_digest(*digest), &s, &key.0))
+        .is_ok()
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature({}..)", hex::encode(&self.0[..6]))
+    }
+}
+
+/// A node's secret key with a signing context. The context is randomized once, from a seed the
+/// host supplies, as blinding against side channels (see ARCHITECTURE.md, "Signatures").
+pub struct Signer {
+    context: Secp256k1<SignOnly>,
+    secret: SecretKey,
+    id: NodeId,
+}
+
+impl Signer {
+    pub fn new(secret: &[u8; 32], blinding_seed: &[u8; 32]) -> Result<Signer, CryptoError> {
+        let secret =
+            SecretKey::from_byte_array(*secret).map_err(|_| CryptoError::InvalidSecretKey)?;
+        let mut context = Secp256k1::signing_only();
+        context.seeded_randomize(blinding_seed);
+        let id = NodeId(PublicKey::from_secret_key(&context, &secret));
+        Ok(Signer {
+            context,
+            secret,
+            id,
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Signs a 32-byte digest. libsecp256k1 always produces low-`s` signatures; a recovery id
+    /// of 2 or 3 (an `r` above the group order, probability about 2^-127) cannot be expressed as
+    /// `v` in {27, 28} and is retried with extra nonce data.
+    pub fn sign(&self, digest: &[u8; 32]) -> Signature {
+        let msg = Message::from_digest(*digest);
+        let mut sig = self.context.sign_ecdsa_recoverable(msg, &self.secret);
+        let mut extra = [0u8; 32];
+        loop {
+            let (recid, rs) = sig.serialize_compact();
+            let recid = i32::from(recid);
+            if recid < 2 {
+                let mut out = [0u8; 65];
+                out[..64].copy_from_slice(&rs);
+                out[64] = 27 + recid as u8;
+                return Signature(out);
+            }
+            extra[0] = extra[0].wrapping_add(1);
+            sig = self
+                .context
+                .sign_ecdsa_recoverable_with_noncedata(msg, &self.secret, &extra);
+        }
+    }
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the secret.
+        write!(f, "Signer({:?})", self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer(byte: u8) -> Signer {
+        Signer::new(&[byte; 32], &[0u8; 32]).unwrap()
+    }
+
+    #[test]
+    fn sign_then_verify() {
+        let s = signer(1);
+        let sig = s.sign(&[7; 32]);
+        assert!(sig.v() == 27 || sig.v() == 28);
+        assert_eq!(sig.verify(&[7; 32], &s.id()), Ok(()));
+    }
+
+    #[test]
+    fn wrong_signer_wrong_digest_and_bad_v_are_refused() {
+        let s = signer(1);
+        let sig = s.sign(&[7; 32]);
+        assert_eq!(
+            sig.verify(&[7; 32], &signer(2).id()),
+            Err(CryptoError::WrongSigner)
+        );
+        assert_eq!(sig.verify(&[8; 32], &s.id()), Err(CryptoError::WrongSigner));
+        let mut bad_v = sig;
+        bad_v.0[64] = 1;
+        assert_eq!(
+            bad_v.verify(&[7; 32], &s.id()),
+            Err(CryptoError::InvalidRecoveryByte)
+        );
+    }
+
+    #[test]
+    fn high_s_twin_is_refused() {
+        let s = signer(3);
+        let sig = s.sign(&[9; 32]);
+        // The twin: s' = n - s, v flipped. Valid ECDSA, but malleable, so refused.
+        let n: [u8; 32] = [
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xfe, 0xba, 0xae, 0xdc, 0xe6, 0xaf, 0x48, 0xa0, 0x3b, 0xbf, 0xd2, 0x5e, 0x8c,
+            0xd0, 0x36, 0x41, 0x41,
+        ];
+        let mut twin = sig;
+        let mut borrow = 0i16;
+        for i in (0..32).rev() {
+            let d = i16::from(n[i]) - i16::from(sig.0[32 + i]) - borrow;
+            twin.0[32 + i] = d.rem_euclid(256) as u8;
+            borrow = i16::from(d < 0);
+        }
+        twin.0[64] = if sig.v() == 27 { 28 } else { 27 };
+        assert_eq!(twin.verify(&[9; 32], &s.id()), Err(CryptoError::HighS));
+    }
+
+    #[test]
+    fn garbage_signature_is_malformed_not_a_panic() {
+        let mut sig = Signature([0u8; 65]);
+        sig.0[64] = 27;
+        assert_eq!(
+            sig.verify(&[1; 32], &signer(1).id()),
+            Err(CryptoError::Malformed)
+        );
+    }
+
+    #[test]
+    fn address_matches_ethereum_for_secret_key_one() {
+        let mut one = [0u8; 32];
+        one[31] = 1;
+        let id = Signer::new(&one, &[0; 32]).unwrap().id();
+        assert_eq!(
+            id.address().to_string(),
+            "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf"
+        );
+    }
+
+    #[test]
+    fn node_ids_round_trip_through_hex() {
+        let id = signer(5).id();
+        assert_eq!(id.to_string().parse::<NodeId>(), Ok(id));
+        assert!("00".parse::<NodeId>().is_err());
+    }
+}

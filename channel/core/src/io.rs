@@ -1,0 +1,262 @@
+//! What goes into the state machine and what comes out: inputs from the host, outputs as data.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::NodeId;
+use crate::params::{ChannelParams, MeterTolerance};
+use crate::signed::{Proposal, SignedState};
+use crate::state::{Refusal, Trade};
+use crate::tariff::Tariff;
+use crate::types::{Amount, ChannelId, IntervalIndex, Party, Version, WattHours};
+use crate::wire::Message;
+
+/// Identifies one persist request; the host acknowledges it with [`Input::Persisted`].
+/// Ids are issued in increasing order and must be acknowledged in that order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UpdateId(pub u64);
+
+/// An input to the state machine.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// A decoded message from a connected, authenticated peer.
+    Message { from: NodeId, message: Message },
+    /// A connection to `peer` is up: channels with it reestablish.
+    Connected(NodeId),
+    /// The connection to `peer` is gone.
+    Disconnected(NodeId),
+    /// This gateway's meter reading for one channel and interval.
+    Reading {
+        channel: ChannelId,
+        reading: IntervalReading,
+    },
+    /// Something a person or the daemon asked for.
+    Command(Command),
+    /// Something the ledger reported about a channel.
+    Ledger {
+        channel: ChannelId,
+        event: LedgerEvent,
+    },
+    /// The current time, in milliseconds since the Unix epoch. Timeouts only advance on ticks.
+    Tick { now_ms: u64 },
+    /// The persist request and every earlier one are durable.
+    Persisted(UpdateId),
+    /// The persist request could not be written: its channel freezes.
+    PersistFailed(UpdateId),
+}
+
+/// A gateway's reading for one channel and one interval, after the daemon allocated its meter's
+/// export and import across its channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntervalReading {
+    pub interval: IntervalIndex,
+    /// Energy this gateway delivered to the peer over this channel.
+    pub delivered: WattHours,
+    /// Energy this gateway took from the peer over this channel.
+    pub received: WattHours,
+    /// Everything this gateway's meter imported in the interval: no neighbour may bill more.
+    pub metered_import: WattHours,
+}
+
+/// A request from a person or the daemon.
+#[derive(Clone, Debug)]
+pub enum Command {
+    /// Propose a channel to `peer`, this node being party A.
+    Open(OpenRequest),
+    /// Close cooperatively: propose a final state.
+    Close(ChannelId),
+    /// Close unilaterally: register the newest state on the ledger.
+    ForceClose(ChannelId),
+    /// Try again to persist a channel frozen by a failed write.
+    RetryPersist(ChannelId),
+}
+
+/// What a new channel should look like.
+#[derive(Clone, Debug)]
+pub struct OpenRequest {
+    pub peer: NodeId,
+    pub deposit: Amount,
+    pub peer_deposit: Amount,
+    pub tariff: Tariff,
+    pub challenge_window_blocks: u64,
+    pub funding_window_blocks: u64,
+    pub interval_seconds: u32,
+    pub tolerance: MeterTolerance,
+    pub opened_at: IntervalIndex,
+    /// Fresh randomness from the host, so channels between the same parties differ.
+    pub nonce: [u8; 32],
+}
+
+/// What the ledger reported about a channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LedgerEvent {
+    /// Both deposits arrived.
+    Funded,
+    /// The funding window passed without both deposits.
+    FundingExpired,
+    /// A state was registered (by either party) with this version.
+    Registered { version: Version },
+    /// A registration was refuted with a newer state of this version.
+    Refuted { version: Version },
+    /// The challenge window ended: the channel can be concluded.
+    WindowClosed,
+    /// The ledger paid out the state with this version.
+    Concluded { version: Version },
+}
+
+/// Something the host should submit to the ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LedgerRequest {
+    /// Deposit our share into the channel.
+    Deposit {
+        params: Arc<ChannelParams>,
+        amount: Amount,
+    },
+    /// Take back a deposit the peer never matched.
+    Reclaim { channel: ChannelId },
+    /// Start a unilateral close with our newest state.
+    Register(SignedState),
+    /// Answer an older registration with our newer state.
+    Refute(SignedState),
+    /// After the challenge window: pay out the newest state the ledger saw.
+    Conclude { channel: ChannelId },
+    /// Pay out a final state at once.
+    ConcludeFinal(SignedState),
+}
+
+/// A notable thing that happened, for logs and user interfaces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Both parties signed version 0.
+    ChannelAgreed { channel: ChannelId, peer: NodeId },
+    /// Both deposits are on the ledger: trading starts.
+    ChannelOpen { channel: ChannelId },
+    /// An interval settled: a new state signed by both.
+    Settled {
+        channel: ChannelId,
+        version: Version,
+        trade: Trade,
+    },
+    /// The peer refused our proposal (or we refused theirs) for an honest reason.
+    Refused {
+        channel: ChannelId,
+        version: Version,
+        by: Party,
+        reason: Refusal,
+    },
+    /// Both proposed at once; the deterministic rule picked one.
+    Crossed { channel: ChannelId, winner: Party },
+    /// A final state is signed by both.
+    ClosedCooperatively {
+        channel: ChannelId,
+        version: Version,
+    },
+    /// We decided to close unilaterally (command, or the peer stopped answering).
+    ForceClosing {
+        channel: ChannelId,
+        version: Version,
+    },
+    /// The peer registered an older state than ours: we refute it.
+    Refuting {
+        channel: ChannelId,
+        registered: Version,
+        ours: Version,
+    },
+    /// The ledger paid out.
+    Concluded {
+        channel: ChannelId,
+        version: Version,
+    },
+    /// A write failed: the channel signs nothing until a retry persists it.
+    Frozen { channel: ChannelId },
+    /// A retried write succeeded: the channel trades again.
+    Thawed { channel: ChannelId },
+    /// The peer broke the protocol and was disconnected.
+    PeerMisbehaved { peer: NodeId, reason: String },
+}
+
+/// An output of the state machine: data for the host to act on.
+#[derive(Clone, Debug)]
+pub enum Output {
+    /// Send a message to a peer. Released only after the persists it depends on are durable.
+    Send { to: NodeId, message: Message },
+    /// Write this channel record durably, then acknowledge with [`Input::Persisted`].
+    Persist {
+        update: UpdateId,
+        record: Box<ChannelRecord>,
+    },
+    /// Submit to the ledger.
+    Ledger(LedgerRequest),
+    /// Hand a new doubly signed state to the watchtowers.
+    Watchtower(SignedState),
+    /// Close the connection to a peer that broke the protocol.
+    Disconnect { peer: NodeId, reason: String },
+    /// Something worth logging or showing.
+    Event(Event),
+}
+
+/// Where a channel is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// We (party A) signed version 0 and wait for B's signature.
+    AwaitingAccept,
+    /// Both signed version 0; waiting for both deposits.
+    Funding,
+    /// Trading.
+    Open,
+    /// A final state is being negotiated: no more interval trades.
+    Closing,
+    /// Both signed a final state; the ledger pays it out.
+    ClosedCooperatively,
+    /// A state is registered on the ledger; waiting for the challenge window.
+    Disputed,
+    /// The ledger paid out; nothing more happens.
+    Concluded,
+}
+
+/// Everything a channel must find again after a restart. Persisted whole on every change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelRecord {
+    /// `params.channel_id()`, kept so nobody recomputes it.
+    pub id: ChannelId,
+    pub params: Arc<ChannelParams>,
+    pub me: Party,
+    pub phase: Phase,
+    /// The newest state signed by both (absent only while awaiting the peer's version 0).
+    pub current: Option<SignedState>,
+    /// Our own proposal waiting for a countersignature.
+    pub proposal: Option<Proposal>,
+    /// The highest version we ever signed: we never sign another state at or below it.
+    pub highest_signed: Version,
+    /// The highest version we have seen the peer sign.
+    pub peer_highest: Version,
+}
+
+/// Limits and timeouts a node applies; not part of any channel's parameters.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// The shortest challenge window this node accepts in a channel.
+    pub min_challenge_window_blocks: u64,
+    /// How long an own proposal may go unanswered before we force-close. `None`: never.
+    pub force_close_after_ms: Option<u64>,
+    /// How long a peer proposal waits for our own meter reading of its interval.
+    pub reading_wait_ms: u64,
+    /// How long we wait for the peer to propose an earlier interval it is owed before we
+    /// propose a later one of ours (which skips it).
+    pub peer_turn_wait_ms: u64,
+    /// Own readings kept per channel (older unsettled ones are dropped).
+    pub max_readings: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            min_challenge_window_blocks: 10,
+            force_close_after_ms: Some(6 * 3_600_000),
+            reading_wait_ms: 120_000,
+            peer_turn_wait_ms: 120_000,
+            max_readings: 4 * 96,
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! # gridchan-channel: the channel protocol core
+//!
+//! Two neighbours' home energy gateways keep a bidirectional payment channel. Every metering
+//! interval the party that is owed proposes a new balance state with its signature; the other
+//! checks the energy against its own meter and the price against the tariff, and countersigns.
+//! A state counts only with both signatures; the newest one wins on the ledger.
+//!
+//! This crate is the protocol and nothing else: it does no I/O, has no clock and no randomness
+//! of its own. A host (the gateway daemon, the test harness) feeds [`Input`]s to a [`Node`] and
+//! carries out the [`Output`]s: messages to send, records to persist, ledger requests, states
+//! for watchtowers. An output that carries our signature is released only after the host has
+//! acknowledged the persist it depends on ([`Input::Persisted`]).
+//!
+//! Layout, bottom up:
+//! - [`types`]: newtypes that keep units apart (versions, amounts, watt-hours, intervals).
+//! - [`crypto`]: node ids, addresses, 65-byte recoverable signatures.
+//! - [`tariff`], [`params`], [`state`]: what both parties agree on and sign, with the
+//!   32-byte-word encoding of `specs/encoding.md`.
+//! - [`signed`]: [`SignedState`] and [`Proposal`], which exist only once their signatures
+//!   were checked.
+//! - [`wire`]: the messages and their frames.
+//! - [`Node`] and the per-channel state machine; [`io`] holds inputs and outputs.
+
+pub mod abi;
+mod channel;
+pub mod crypto;
+pub mod io;
+mod node;
+mod outbox;
+pub mod params;
+pub mod signed;
+pub mod state;
+pub mod store;
+pub mod tariff;
+pub mod types;
+pub mod vectors;
+pub mod wire;
+
+pub use channel::ChannelView;
+pub use crypto::{Address, CryptoError, NodeId, Signature, Signer};
+pub use io::{
+    ChannelRecord, Command, Event, Input, IntervalReading, LedgerEvent, LedgerRequest, OpenRequest,
+    Output, Phase, Policy, UpdateId,
+};
+pub use node::{CommandError, Node};
+pub use params::{ChannelParams, MeterTolerance, ParamsError};
+pub use signed::{Proposal, ProposalParts, SignedState, SignedStateParts};
+pub use state::{Refusal, State, Trade};
+pub use store::{ChannelStore, MemoryStore, StoreError};
+pub use tariff::{Tariff, TimeOfUse};
+pub use types::{Amount, ChannelId, IntervalIndex, Party, PricePerKwh, Version, WattHours};
+pub use wire::{Message, WireError};

@@ -1,0 +1,209 @@
+//! Wire messages between two gateways, and their framing.
+//!
+//! A frame is `length: u32 BE | protocol version: u16 BE | message type: u8 | payload`, where
+//! `length` counts everything after itself and the payload is the message's bincode 2 encoding
+//! (standard configuration: little-endian, variable-length integers). See `specs/protocol.md`.
+
+use bincode::config::{Configuration, Limit, LittleEndian, Varint};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::crypto::Signature;
+use crate::params::ChannelParams;
+use crate::signed::{ProposalParts, SignedStateParts};
+use crate::state::Refusal;
+use crate::types::{ChannelId, Version};
+
+/// The protocol version every frame carries.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The largest frame accepted, header included. Every message fits in well under 2 KiB.
+pub const MAX_FRAME: usize = 16 * 1024;
+/// Bytes before the payload: length, version, type.
+pub const HEADER_LEN: usize = 7;
+
+type WireConfig = Configuration<LittleEndian, Varint, Limit<MAX_FRAME>>;
+
+fn config() -> WireConfig {
+    bincode::config::standard().with_limit::<MAX_FRAME>()
+}
+
+/// A message between two gateways.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// A proposes a channel and signs its version 0.
+    OpenChannel(Box<OpenChannel>),
+    /// B accepts the channel and countersigns version 0.
+    AcceptChannel(AcceptChannel),
+    /// The owed party proposes the next state with its signature.
+    Propose(ProposalParts),
+    /// The other party's signature on a proposed state.
+    Countersign(Countersign),
+    /// A proposal or channel is refused, with the reason.
+    Refuse(Refuse),
+    /// After a (re)connection: what this side holds for one channel.
+    Reestablish(Box<Reestablish>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenChannel {
+    pub params: ChannelParams,
+    pub sig_a: Signature,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptChannel {
+    pub channel_id: ChannelId,
+    pub sig_b: Signature,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Countersign {
+    pub channel_id: ChannelId,
+    pub version: Version,
+    pub sig: Signature,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refuse {
+    pub channel_id: ChannelId,
+    pub version: Version,
+    pub reason: Refusal,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reestablish {
+    pub channel_id: ChannelId,
+    /// The newest state this side holds signed by both.
+    pub current: SignedStateParts,
+    /// This side's own proposal still waiting for a countersignature, if any.
+    pub proposal: Option<ProposalParts>,
+    /// The highest version this side has ever signed.
+    pub highest_signed: Version,
+}
+
+/// Why bytes from a peer are not a message. Every variant costs the peer its connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The frame is larger than [`MAX_FRAME`].
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    Oversized(usize),
+    /// The frame is shorter than its header or than its length field says.
+    #[error("truncated frame")]
+    Truncated,
+    /// A protocol version this implementation does not speak.
+    #[error("unsupported protocol version {0}")]
+    UnsupportedVersion(u16),
+    /// An unknown message type.
+    #[error("unknown message type {0}")]
+    UnknownType(u8),
+    /// The payload does not decode as its message type, or has trailing bytes.
+    #[error("malformed {kind} payload: {detail}")]
+    Malformed { kind: &'static str, detail: String },
+}
+
+impl Message {
+    fn type_byte(&self) -> u8 {
+        match self {
+            Message::OpenChannel(_) => 1,
+            Message::AcceptChannel(_) => 2,
+            Message::Propose(_) => 3,
+            Message::Countersign(_) => 4,
+            Message::Refuse(_) => 5,
+            Message::Reestablish(_) => 6,
+        }
+    }
+
+    /// The channel this message is about (for an open: the id its parameters hash to).
+    pub fn channel_id(&self) -> ChannelId {
+        match self {
+            Message::OpenChannel(m) => m.params.channel_id(),
+            Message::AcceptChannel(m) => m.channel_id,
+            Message::Propose(m) => m.state.channel_id,
+            Message::Countersign(m) => m.channel_id,
+            Message::Refuse(m) => m.channel_id,
+            Message::Reestablish(m) => m.channel_id,
+        }
+    }
+
+    /// Encodes this message as one frame.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![0u8; HEADER_LEN];
+        let payload = match self {
+            Message::OpenChannel(m) => encode_payload(m, &mut out),
+            Message::AcceptChannel(m) => encode_payload(m, &mut out),
+            Message::Propose(m) => encode_payload(m, &mut out),
+            Message::Countersign(m) => encode_payload(m, &mut out),
+            Message::Refuse(m) => encode_payload(m, &mut out),
+            Message::Reestablish(m) => encode_payload(m, &mut out),
+        };
+        debug_assert!(payload.is_ok(), "our own messages always encode");
+        let len = (out.len() - 4) as u32;
+        out[..4].copy_from_slice(&len.to_be_bytes());
+        out[4..6].copy_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+        out[6] = self.type_byte();
+        out
+    }
+
+    /// Decodes exactly one frame. Never panics, whatever the bytes.
+    pub fn decode(frame: &[u8]) -> Result<Message, WireError> {
+        if frame.len() > MAX_FRAME {
+            return Err(WireError::Oversized(frame.len()));
+        }
+        let len = frame_length(frame)?.ok_or(WireError::Truncated)?;
+        if frame.len() != len {
+            return Err(WireError::Truncated);
+        }
+        let version = u16::from_be_bytes([frame[4], frame[5]]);
+        if version != PROTOCOL_VERSION {
+            return Err(WireError::UnsupportedVersion(version));
+        }
+        let payload = &frame[HEADER_LEN..];
+        Ok(match frame[6] {
+            1 => Message::OpenChannel(decode_payload(payload, "open_channel")?),
+            2 => Message::AcceptChannel(decode_payload(payload, "accept_channel")?),
+            3 => Message::Propose(decode_payload(payload, "propose")?),
+            4 => Message::Countersign(decode_payload(payload, "countersign")?),
+            5 => Message::Refuse(decode_payload(payload, "refuse")?),
+            6 => Message::Reestablish(decode_payload(payload, "reestablish")?),
+            other => return Err(WireError::UnknownType(other)),
+        })
+    }
+}
+
+/// The total length of the frame that starts `buf`, once its length field is there:
+/// `Ok(None)` if fewer than 4 bytes arrived, an error if the frame would exceed [`MAX_FRAME`]
+/// or is too short to hold a header. Lets a reader refuse an oversized frame before buffering it.
+pub fn frame_length(buf: &[u8]) -> Result<Option<usize>, WireError> {
+    let Some(prefix) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let declared = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+    let total = declared.saturating_add(4);
+    if total > MAX_FRAME {
+        return Err(WireError::Oversized(total));
+    }
+    if total < HEADER_LEN {
+        return Err(WireError::Truncated);
+    }
+    Ok(Some(total))
+}
+
+fn encode_payload<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<usize, String> {
+    bincode::serde::encode_into_std_write(value, out, config()).map_err(|e| e.to_string())
+}
+
+fn decode_payload<T: DeserializeOwned>(payload: &[u8], kind: &'static str) -> Result<T, WireError> {
+    let (value, used) =
+        bincode::serde::decode_from_slice::<T, _>(payload, config()).map_err(|e| {
+            WireError::Malformed {
+                kind,
+                detail: e.to_string(),
+            }
+        })?;
+    if used != payload.len() {
+        return Err(WireError::Malformed {
+            kind,
+            detail: format!("{} trailing bytes", payload.len() - used),
+        });
+    }
+    Ok(value)
+}

@@ -1,0 +1,101 @@
+//! The core benchmark: one channel's updates through the in-memory harness, beside the bare
+//! cost of the cryptography every update needs, measured in the same run.
+
+use std::time::{Duration, Instant};
+
+use gridchan_channel::crypto::verify_plain;
+use gridchan_channel::{IntervalIndex, Signer, WattHours};
+
+use crate::pair::{Pair, PairConfig, Side, Trade};
+
+/// What [`run`] measured.
+#[derive(Clone, Debug)]
+pub struct CoreBench {
+    pub updates: u64,
+    pub elapsed: Duration,
+    /// 2 signs + 2 verifications by key recovery, the cryptography of one update.
+    pub crypto_floor: Duration,
+    /// 2 signs + 2 plain ECDSA verifications, for comparison.
+    pub plain_verify_floor: Duration,
+}
+
+impl CoreBench {
+    pub fn per_update(&self) -> Duration {
+        self.elapsed / self.updates.max(1) as u32
+    }
+
+    pub fn updates_per_second(&self) -> f64 {
+        self.updates as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Time per update over the cryptographic floor: 1.0 would be free protocol logic.
+    pub fn ratio(&self) -> f64 {
+        self.per_update().as_secs_f64() / self.crypto_floor.as_secs_f64()
+    }
+}
+
+/// Settles `updates` intervals (sellers alternating) between two nodes in memory, then measures
+/// the bare cryptography of as many updates.
+pub fn run(updates: u64) -> CoreBench {
+    let mut pair = Pair::new(PairConfig::default());
+    pair.referee = false;
+    let start_interval = PairConfig::default().opened_at.0;
+    // Warm up caches and allocators.
+    for i in 1..=100 {
+        pair.trade(trade(start_interval + i));
+        pair.drive();
+    }
+    let first = start_interval + 101;
+    let started = Instant::now();
+    for i in first..first + updates {
+        pair.trade(trade(i));
+        pair.drive();
+    }
+    let elapsed = started.elapsed();
+    let settled = pair.current(Side::A).version().0;
+    assert_eq!(settled, 100 + updates, "every interval settled");
+    let (crypto_floor, plain_verify_floor) = crypto_floor(updates);
+    CoreBench {
+        updates,
+        elapsed,
+        crypto_floor,
+        plain_verify_floor,
+    }
+}
+
+fn trade(i: u64) -> Trade {
+    let seller = if i % 2 == 0 { Side::A } else { Side::B };
+    Trade::agreed(IntervalIndex(i), seller, WattHours(100 + i % 400))
+}
+
+/// Per update: A signs, B verifies, B signs, A verifies. Returns (with key recovery, with plain
+/// verification).
+fn crypto_floor(updates: u64) -> (Duration, Duration) {
+    let a = Signer::new(&[0xa1; 32], &[1; 32]).expect("fixed key");
+    let b = Signer::new(&[0xb2; 32], &[2; 32]).expect("fixed key");
+    let digests: Vec<[u8; 32]> = (0..updates)
+        .map(|i| {
+            let mut d = [0u8; 32];
+            d[..8].copy_from_slice(&i.to_be_bytes());
+            d[31] = 1;
+            d
+        })
+        .collect();
+    let started = Instant::now();
+    for d in &digests {
+        let sa = a.sign(d);
+        sa.verify(d, &a.id()).expect("valid");
+        let sb = b.sign(d);
+        sb.verify(d, &b.id()).expect("valid");
+    }
+    let recover = started.elapsed() / updates.max(1) as u32;
+    let started = Instant::now();
+    for d in &digests {
+        let sa = a.sign(d);
+        assert!(verify_plain(&sa, d, &a.id()));
+        let sb = b.sign(d);
+        assert!(verify_plain(&sb, d, &b.id()));
+    }
+    let plain = started.elapsed() / updates.max(1) as u32;
+    (recover, plain)
+}

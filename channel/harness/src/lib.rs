@@ -1,0 +1,18 @@
+//! # gridchan-harness: two channel cores in one process
+//!
+//! A deterministic harness in the manner of quinn's `Pair`: two [`Node`]s joined by in-memory
+//! queues that can drop, duplicate, reorder and delay frames; a virtual clock; stores that can
+//! fail or stop after the Nth write. [`Pair::drive`] runs until nothing is left to do. Messages
+//! cross the link as encoded frames, so the wire codec is exercised too.
+//!
+//! The harness is also a referee: every signature that leaves a node is checked against that
+//! node's store at that instant (persist before sign) and against every other signature it made
+//! at the same version (never two different states at one version). Breaches are collected in
+//! [`Pair::violations`].
+
+pub mod bench;
+mod faulty;
+mod pair;
+
+pub use faulty::{FaultyStore, WriteFault};
+pub use pair::{Link, Pair, PairConfig, Side, Trade};
