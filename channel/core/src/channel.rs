@@ -456,11 +456,11 @@ impl Channel {
             return self.resolve_crossing(ours, proposal, ctx);
         }
         let expected = self.next_version().ok_or(Refusal::Overflow)?;
-        self.peer_highest = self.peer_highest.max(proposal.version());
         let trade =
             match cur.check_successor(&self.params, proposal.state(), self.me.other(), expected) {
                 Ok(trade) => trade,
                 Err(reason) if reason.is_disagreement() => {
+                    self.peer_highest = self.peer_highest.max(proposal.version());
                     self.refuse(proposal.version(), reason, ctx);
                     return Ok(());
                 }
@@ -469,6 +469,9 @@ impl Channel {
                     return Err(reason.into());
                 }
             };
+        // Only a proposal that passed the checks moves what we expect next: a malformed one,
+        // even validly signed, must not.
+        self.peer_highest = self.peer_highest.max(proposal.version());
         self.yielding = false;
         match trade {
             None => self.countersign(proposal, None, ctx),

@@ -219,6 +219,8 @@ impl Node {
             other => {
                 let (mut ctx, channels) = self.ctx();
                 match channels.get_mut(&id) {
+                    // A refusal of an open we never recorded (or already forgot): nothing to do.
+                    None if matches!(other, Message::Refuse(_)) => Ok(()),
                     None => Err(Violation(format!("unknown channel {}", id.short()))),
                     Some(ch) if *ch.peer() != from => {
                         Err(Violation(format!("not a party of channel {}", id.short())))

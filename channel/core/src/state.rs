@@ -107,7 +107,6 @@ impl Refusal {
             Refusal::EnergyBeyondImport { .. }
                 | Refusal::OutsideTolerance { .. }
                 | Refusal::NoMeterReading(_)
-                | Refusal::InsufficientBalance { .. }
                 | Refusal::NotAccepting
         )
     }
