@@ -42,7 +42,8 @@ pub(crate) struct Channel {
     current: Option<SignedState>,
     /// Our proposal awaiting a countersignature (in `AwaitingAccept`: our version 0).
     proposal: Option<Proposal>,
-    proposal_sent_ms: u64,
+    /// When our proposal was made; `None` after a restart until the first tick says when now is.
+    proposal_sent_ms: Option<u64>,
     highest_signed: Version,
     peer_highest: Version,
     /// Our own readings for intervals not settled yet, with the time each arrived.
@@ -78,7 +79,7 @@ impl Channel {
         let v0 = Proposal::sign(State::initial(&params), Party::A, ctx.signer);
         let mut ch = Channel::new(params, Party::A, Phase::AwaitingAccept, None);
         ch.proposal = Some(v0);
-        ch.proposal_sent_ms = ctx.now_ms;
+        ch.proposal_sent_ms = Some(ctx.now_ms);
         ch.persist(ctx);
         ch
     }
@@ -156,7 +157,7 @@ impl Channel {
             phase,
             current,
             proposal: None,
-            proposal_sent_ms: 0,
+            proposal_sent_ms: None,
             highest_signed: Version(0),
             peer_highest: Version(0),
             readings: BTreeMap::new(),
@@ -420,7 +421,7 @@ impl Channel {
         debug_assert!(state.version > self.highest_signed);
         let proposal = Proposal::sign(state, self.me, ctx.signer);
         self.highest_signed = proposal.version();
-        self.proposal_sent_ms = ctx.now_ms;
+        self.proposal_sent_ms = Some(ctx.now_ms);
         let parts = proposal.to_parts();
         self.proposal = Some(proposal);
         self.persist(ctx);
@@ -859,12 +860,18 @@ impl Channel {
                 self.refuse(version, Refusal::NoMeterReading(interval), ctx);
             }
         }
+        if self.proposal.is_some() && self.proposal_sent_ms.is_none() {
+            self.proposal_sent_ms = Some(ctx.now_ms);
+        }
+        let waited = ctx
+            .now_ms
+            .saturating_sub(self.proposal_sent_ms.unwrap_or(ctx.now_ms));
         let unanswered = self.proposal.is_some()
             && matches!(self.phase, Phase::Open | Phase::Closing)
             && ctx
                 .policy
                 .force_close_after_ms
-                .is_some_and(|limit| ctx.now_ms.saturating_sub(self.proposal_sent_ms) >= limit);
+                .is_some_and(|limit| waited >= limit);
         if unanswered {
             self.force_close(ctx);
             return;

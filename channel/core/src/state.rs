@@ -301,3 +301,100 @@ impl State {
         Ok(Some(trade))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Signer;
+    use crate::params::MeterTolerance;
+    use crate::tariff::Tariff;
+
+    fn params() -> ChannelParams {
+        let a = Signer::new(&[1; 32], &[0; 32]).unwrap().id();
+        let b = Signer::new(&[2; 32], &[0; 32]).unwrap().id();
+        ChannelParams {
+            party_a: a,
+            party_b: b,
+            nonce: [0; 32],
+            deposit_a: Amount(1_000),
+            deposit_b: Amount(1_000),
+            challenge_window_blocks: 10,
+            funding_window_blocks: 10,
+            interval_seconds: 900,
+            tolerance: MeterTolerance {
+                absolute_wh: 0,
+                permille: 0,
+            },
+            opened_at: IntervalIndex(10),
+            tariff: Tariff::Flat(PricePerKwh(1_000)),
+        }
+    }
+
+    #[test]
+    fn settling_moves_the_price_of_the_energy() {
+        let p = params();
+        let s0 = State::initial(&p);
+        let (s1, trade) = s0
+            .settle(&p, Version(1), Party::B, IntervalIndex(11), WattHours(300))
+            .unwrap();
+        assert_eq!(trade.amount, Amount(300));
+        assert_eq!((s1.balance_a, s1.balance_b), (Amount(700), Amount(1_300)));
+        assert_eq!(
+            s0.check_successor(&p, &s1, Party::B, Version(1)),
+            Ok(Some(trade))
+        );
+    }
+
+    #[test]
+    fn a_buyer_cannot_go_negative() {
+        let p = params();
+        let s0 = State::initial(&p);
+        assert_eq!(
+            s0.settle(
+                &p,
+                Version(1),
+                Party::A,
+                IntervalIndex(11),
+                WattHours(1_001)
+            ),
+            Err(Refusal::InsufficientBalance { needed: 1_001 })
+        );
+    }
+
+    #[test]
+    fn an_energy_counter_cannot_overflow() {
+        let p = params();
+        let mut s0 = State::initial(&p);
+        s0.energy_a_to_b = WattHours(u64::MAX);
+        let mut free = p.clone();
+        free.tariff = Tariff::Flat(PricePerKwh(0));
+        assert_eq!(
+            s0.settle(&free, Version(1), Party::A, IntervalIndex(11), WattHours(1)),
+            Err(Refusal::Overflow)
+        );
+    }
+
+    #[test]
+    fn a_stale_or_empty_update_is_refused() {
+        let p = params();
+        let s0 = State::initial(&p);
+        assert!(matches!(
+            s0.settle(&p, Version(1), Party::A, IntervalIndex(10), WattHours(1)),
+            Err(Refusal::StaleInterval { .. })
+        ));
+        let mut same = s0.clone();
+        same.version = Version(1);
+        assert_eq!(
+            s0.check_successor(&p, &same, Party::A, Version(1)),
+            Err(Refusal::EmptyUpdate)
+        );
+    }
+
+    #[test]
+    fn a_final_state_keeps_everything() {
+        let p = params();
+        let s0 = State::initial(&p);
+        let f = s0.finalized(Version(1));
+        assert_eq!(s0.check_successor(&p, &f, Party::B, Version(1)), Ok(None));
+    }
+}

@@ -207,3 +207,104 @@ fn decode_payload<T: DeserializeOwned>(payload: &[u8], kind: &'static str) -> Re
     }
     Ok(value)
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::crypto::Signer;
+    use crate::state::State;
+    use crate::types::{Amount, IntervalIndex, Party, WattHours};
+
+    fn sample_state() -> State {
+        State {
+            channel_id: ChannelId([3; 32]),
+            version: Version(12),
+            balance_a: Amount(5),
+            balance_b: Amount(7),
+            energy_a_to_b: WattHours(100),
+            energy_b_to_a: WattHours(200),
+            last_interval: IntervalIndex(1_929_700),
+            is_final: false,
+        }
+    }
+
+    fn samples() -> Vec<Message> {
+        let signer = Signer::new(&[5; 32], &[0; 32]).unwrap();
+        let sig = signer.sign(&[1; 32]);
+        let parts = SignedStateParts {
+            state: sample_state(),
+            sig_a: sig,
+            sig_b: sig,
+        };
+        let proposal = ProposalParts {
+            state: sample_state(),
+            proposer: Party::B,
+            sig,
+        };
+        vec![
+            Message::Propose(proposal.clone()),
+            Message::Countersign(Countersign {
+                channel_id: ChannelId([3; 32]),
+                version: Version(12),
+                sig,
+            }),
+            Message::Refuse(Refuse {
+                channel_id: ChannelId([3; 32]),
+                version: Version(12),
+                reason: Refusal::OutsideTolerance {
+                    billed: 10,
+                    reading: 5,
+                },
+            }),
+            Message::Reestablish(Box::new(Reestablish {
+                channel_id: ChannelId([3; 32]),
+                current: parts,
+                proposal: Some(proposal),
+                highest_signed: Version(13),
+            })),
+            Message::AcceptChannel(AcceptChannel {
+                channel_id: ChannelId([3; 32]),
+                sig_b: sig,
+            }),
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        for m in samples() {
+            let frame = m.encode();
+            assert!(frame.len() < 1024, "{} bytes", frame.len());
+            assert_eq!(frame_length(&frame), Ok(Some(frame.len())));
+            assert_eq!(Message::decode(&frame), Ok(m));
+        }
+    }
+
+    #[test]
+    fn a_frame_shorter_than_its_header_is_truncated() {
+        assert_eq!(frame_length(&[0, 0, 0, 1]), Err(WireError::Truncated));
+        assert_eq!(frame_length(&[0, 0]), Ok(None));
+        assert_eq!(
+            Message::decode(&[0, 0, 0, 3, 0, 1]),
+            Err(WireError::Truncated)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+            let _ = Message::decode(&bytes);
+        }
+
+        #[test]
+        fn corrupted_frames_never_panic(which in 0usize..5, flips in prop::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+            let mut frame = samples()[which].encode();
+            for (at, byte) in flips {
+                let i = at % frame.len();
+                frame[i] ^= byte;
+            }
+            let _ = Message::decode(&frame);
+        }
+    }
+}
