@@ -43,6 +43,8 @@ pub struct PairConfig {
     pub interval_seconds: u32,
     pub opened_at: IntervalIndex,
     pub policy: Policy,
+    /// Report both deposits as funded right after opening.
+    pub funded: bool,
 }
 
 impl Default for PairConfig {
@@ -61,6 +63,7 @@ impl Default for PairConfig {
                 force_close_after_ms: None,
                 ..Policy::default()
             },
+            funded: true,
         }
     }
 }
@@ -192,10 +195,12 @@ impl Pair {
             .open(request, true)
             .expect("valid parameters");
         pair.drive();
-        pair.ledger_event(LedgerEvent::Funded);
-        pair.drive();
-        assert_eq!(pair.view(Side::A).phase, Phase::Open, "channel opens");
-        assert_eq!(pair.view(Side::B).phase, Phase::Open, "channel opens");
+        if config.funded {
+            pair.ledger_event(LedgerEvent::Funded);
+            pair.drive();
+            assert_eq!(pair.view(Side::A).phase, Phase::Open, "channel opens");
+            assert_eq!(pair.view(Side::B).phase, Phase::Open, "channel opens");
+        }
         pair
     }
 

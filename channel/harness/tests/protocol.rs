@@ -387,17 +387,48 @@ fn an_unanswered_proposal_leads_to_a_force_close() {
 }
 
 #[test]
-fn funding_expiry_reclaims_the_deposit() {
-    let mut pair = Pair::new(PairConfig::default());
-    // A fresh pair is already funded; check the rule on a channel still funding instead.
-    assert_eq!(pair.view(Side::A).phase, Phase::Open);
-    pair.ledger_event(LedgerEvent::FundingExpired);
-    assert_eq!(
-        pair.view(Side::A).phase,
-        Phase::Open,
-        "funded channels ignore it"
-    );
+fn no_trades_before_funding_and_expiry_reclaims_the_deposit() {
+    let mut pair = Pair::new(PairConfig {
+        funded: false,
+        ..PairConfig::default()
+    });
+    assert_eq!(pair.view(Side::A).phase, Phase::Funding);
+    pair.trade(Trade::agreed(iv(1), Side::A, WattHours(400)));
     pair.drive();
+    assert_eq!(
+        pair.current(Side::A).version(),
+        Version(0),
+        "nothing trades unfunded"
+    );
+    pair.ledger_event(LedgerEvent::FundingExpired);
+    pair.drive();
+    for side in [Side::A, Side::B] {
+        assert_eq!(pair.view(side).phase, Phase::Concluded);
+        assert!(pair
+            .ledger_requests(side)
+            .iter()
+            .any(|r| matches!(r, LedgerRequest::Reclaim { .. })));
+    }
+    // A funded channel ignores a late expiry.
+    let mut pair = Pair::new(PairConfig::default());
+    pair.ledger_event(LedgerEvent::FundingExpired);
+    pair.drive();
+    assert_eq!(pair.view(Side::A).phase, Phase::Open);
+    assert_clean(&pair);
+}
+
+#[test]
+fn trading_starts_once_funded() {
+    let mut pair = Pair::new(PairConfig {
+        funded: false,
+        ..PairConfig::default()
+    });
+    pair.trade(Trade::agreed(iv(1), Side::A, WattHours(400)));
+    pair.drive();
+    pair.ledger_event(LedgerEvent::Funded);
+    pair.drive();
+    assert_eq!(pair.current(Side::B).version(), Version(1));
+    assert_eq!(pair.current(Side::A), pair.current(Side::B));
     assert_clean(&pair);
 }
 
