@@ -209,7 +209,7 @@ impl Channel {
     }
 
     fn emit(&self, ctx: &mut Ctx, output: Output) {
-        ctx.out.push(self.id, output);
+        ctx.out.push(Some(self.id), output);
     }
 
     fn send(&self, ctx: &mut Ctx, message: Message) {

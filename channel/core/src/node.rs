@@ -263,7 +263,7 @@ impl Node {
                     reason: reason.clone(),
                 });
                 ctx.out.push(
-                    id,
+                    Some(id),
                     Output::Send {
                         to: from,
                         message: refuse,
@@ -282,15 +282,14 @@ impl Node {
     /// it. No channel state changes.
     fn disconnect(&mut self, peer: NodeId, reason: String) {
         self.for_peer(&peer, |ch, _| ch.on_disconnected());
-        let id = ChannelId([0; 32]);
         self.out.push(
-            id,
+            None,
             Output::Event(crate::io::Event::PeerMisbehaved {
                 peer,
                 reason: reason.clone(),
             }),
         );
-        self.out.push(id, Output::Disconnect { peer, reason });
+        self.out.push(None, Output::Disconnect { peer, reason });
     }
 }
 

@@ -11,7 +11,8 @@ use crate::types::ChannelId;
 #[derive(Default)]
 pub(crate) struct Outbox {
     ready: VecDeque<Output>,
-    gated: VecDeque<(UpdateId, ChannelId, Output)>,
+    /// Outputs waiting for a persist, with the channel they belong to (`None`: the node's own).
+    gated: VecDeque<(UpdateId, Option<ChannelId>, Output)>,
     next_update: u64,
     durable_through: u64,
     in_flight: HashMap<UpdateId, ChannelId>,
@@ -31,7 +32,7 @@ impl Outbox {
     }
 
     /// Queues an output about `channel` behind every persist issued so far.
-    pub fn push(&mut self, channel: ChannelId, output: Output) {
+    pub fn push(&mut self, channel: Option<ChannelId>, output: Output) {
         if self.next_update == self.durable_through && self.gated.is_empty() {
             self.ready.push_back(output);
         } else {
@@ -52,7 +53,7 @@ impl Outbox {
     pub fn failed(&mut self, update: UpdateId) -> Option<ChannelId> {
         let channel = self.in_flight.remove(&update)?;
         self.gated
-            .retain(|(gate, ch, _)| !(*ch == channel && *gate >= update));
+            .retain(|(gate, ch, _)| !(*ch == Some(channel) && *gate >= update));
         self.durable_through = self.durable_through.max(update.0);
         self.release();
         Some(channel)
