@@ -1,7 +1,29 @@
-//! # gridchan-chain: the ledger adapter
+//! # gridchan-chain: the ledger gridchan settles on
 //!
-//! Not built yet (issue 3): the `Ledger` interface the channel code talks to (fund, register,
-//! refute, conclude, withdraw, events) and the embedded local ledger with the adjudication
-//! contract. Today the channel core expresses what it wants from a ledger as
-//! [`gridchan_channel::LedgerRequest`]s and learns what happened from
-//! [`gridchan_channel::LedgerEvent`]s; this crate will carry those out.
+//! The ledger holds channel deposits and judges disputes. This crate has three parts:
+//!
+//! - [`rules`]: the state transition: accounts with one settlement token, and the adjudication
+//!   contract (deposit, register, refute, conclude, conclude-final, reclaim, withdraw). The
+//!   rules are specified in `specs/adjudicator.md`.
+//! - [`LocalLedger`]: the embedded ledger: signed transactions with per-account nonces, a
+//!   block every period, blocks hash-linked and stored durably in SQLite, the chain verified
+//!   and replayed on start.
+//! - [`Ledger`]: the interface gateways and watchtowers use, implemented in-process by
+//!   [`LocalClient`] and over QUIC by [`RemoteClient`] against a `gridchan ledger` node
+//!   ([`server`]). Nothing in it assumes a block period or a token: an EVM chain can implement
+//!   it too.
+
+pub mod block;
+pub mod chainstore;
+mod client;
+pub mod local;
+pub mod rpc;
+pub mod rules;
+pub mod server;
+pub mod tx;
+
+pub use block::{BlockEvents, Receipt, TxOutcome};
+pub use client::{Ledger, LedgerError, LocalClient, RemoteClient, Subscription};
+pub use local::LocalLedger;
+pub use rules::{Account, ChainEvent, ChannelAccount, ChannelStatus, Genesis, Height, TxError};
+pub use tx::{Tx, TxHash, TxKind};

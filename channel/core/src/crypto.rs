@@ -218,6 +218,18 @@ impl Signer {
         self.id
     }
 
+    /// Another signer with the same key and a context blinded with a new seed, for a second
+    /// component (the transport, say) that signs on its own.
+    pub fn duplicate(&self, blinding_seed: &[u8; 32]) -> Signer {
+        let mut context = Secp256k1::signing_only();
+        context.seeded_randomize(blinding_seed);
+        Signer {
+            context,
+            secret: self.secret,
+            id: self.id,
+        }
+    }
+
     /// Signs a 32-byte digest. libsecp256k1 always produces low-`s` signatures; a recovery id
     /// of 2 or 3 (an `r` above the group order, probability about 2^-127) cannot be expressed as
     /// `v` in {27, 28} and is retried with extra nonce data.

@@ -1,0 +1,447 @@
+//! The interface gateways and watchtowers use to talk to a ledger, and its two
+//! implementations: in-process ([`LocalClient`]) and over QUIC ([`RemoteClient`]).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gridchan_channel::{Amount, ChannelId, ChannelParams, NodeId, SignedState, Signer};
+use gridchan_transport::{Connection, Endpoint, Limits, PeerAddr};
+
+use crate::block::{BlockEvents, Receipt};
+use crate::local::{LocalError, LocalLedger};
+use crate::rpc::{self, Request, Response, MAX_RPC_FRAME};
+use crate::rules::{Account, ChannelAccount, Height, TxError};
+use crate::tx::{Tx, TxHash, TxKind};
+
+/// Why a ledger call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    /// The ledger refused the transaction; the reason says which rule.
+    #[error("the ledger refused the transaction: {0}")]
+    Refused(TxError),
+    /// The ledger could not be reached; calls can be retried.
+    #[error("ledger unavailable: {0}")]
+    Unavailable(String),
+    /// The ledger failed to serve the request (its storage, or a protocol error).
+    #[error("ledger error: {0}")]
+    Failed(String),
+    /// A transaction was not included in time.
+    #[error("transaction {0} not included within {1:?}")]
+    Timeout(TxHash, Duration),
+}
+
+/// A ledger, seen from one account. Every method is the same whether the ledger runs in this
+/// process or on another node; nothing here assumes a block period or a token.
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    /// The account this client signs for.
+    fn signer(&self) -> &Signer;
+    /// The nonce this client will use next, cached between calls.
+    fn nonce_cache(&self) -> &Mutex<Option<u64>>;
+
+    async fn chain_id(&self) -> Result<[u8; 32], LedgerError>;
+    async fn height(&self) -> Result<Height, LedgerError>;
+    async fn account(&self, node: &NodeId) -> Result<Account, LedgerError>;
+    async fn channel(&self, id: &ChannelId) -> Result<Option<ChannelAccount>, LedgerError>;
+    async fn submit_signed(&self, tx: Tx) -> Result<TxHash, LedgerError>;
+    async fn receipt(&self, hash: &TxHash) -> Result<Option<Receipt>, LedgerError>;
+    /// Blocks from `from` on, at most `max` (possibly fewer).
+    async fn blocks(&self, from: Height, max: usize) -> Result<Vec<BlockEvents>, LedgerError>;
+    /// Returns once the height exceeds `height` or `timeout` passes, with the height then.
+    async fn wait_above(&self, height: Height, timeout: Duration) -> Result<Height, LedgerError>;
+
+    fn node(&self) -> NodeId {
+        self.signer().id()
+    }
+
+    /// Signs `kind` with the next nonce and submits it. A stale cached nonce (another client
+    /// of the same account submitted meanwhile) is refreshed once.
+    async fn submit(&self, kind: TxKind) -> Result<TxHash, LedgerError> {
+        let chain_id = self.chain_id().await?;
+        for _ in 0..2 {
+            let cached = *self.nonce_cache().lock().unwrap_or_else(|p| p.into_inner());
+            let nonce = match cached {
+                Some(n) => n,
+                None => self.account(&self.node()).await?.nonce,
+            };
+            let tx = Tx::sign(&chain_id, self.signer(), nonce, kind.clone());
+            match self.submit_signed(tx).await {
+                Ok(hash) => {
+                    *self.nonce_cache().lock().unwrap_or_else(|p| p.into_inner()) = Some(nonce + 1);
+                    return Ok(hash);
+                }
+                Err(LedgerError::Refused(TxError::BadNonce { expected, .. })) => {
+                    *self.nonce_cache().lock().unwrap_or_else(|p| p.into_inner()) = Some(expected);
+                }
+                Err(e) => {
+                    *self.nonce_cache().lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    return Err(e);
+                }
+            }
+        }
+        Err(LedgerError::Failed("nonce kept changing".into()))
+    }
+
+    /// Submits and waits until the transaction is in a block.
+    async fn submit_and_wait(
+        &self,
+        kind: TxKind,
+        timeout: Duration,
+    ) -> Result<Receipt, LedgerError> {
+        let hash = self.submit(kind).await?;
+        self.wait_for(&hash, timeout).await
+    }
+
+    /// Waits until `hash` is in a block.
+    async fn wait_for(&self, hash: &TxHash, timeout: Duration) -> Result<Receipt, LedgerError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let height = self.height().await?;
+            if let Some(r) = self.receipt(hash).await? {
+                return Ok(r);
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(LedgerError::Timeout(*hash, timeout));
+            }
+            self.wait_above(height, left).await?;
+        }
+    }
+
+    async fn deposit(&self, params: &ChannelParams, amount: Amount) -> Result<TxHash, LedgerError> {
+        self.submit(TxKind::Deposit {
+            params: Box::new(params.clone()),
+            amount,
+        })
+        .await
+    }
+
+    async fn register(&self, state: &SignedState) -> Result<TxHash, LedgerError> {
+        self.submit(TxKind::Register {
+            state: Box::new(state.to_parts()),
+        })
+        .await
+    }
+
+    async fn refute(&self, state: &SignedState) -> Result<TxHash, LedgerError> {
+        self.submit(TxKind::Refute {
+            state: Box::new(state.to_parts()),
+        })
+        .await
+    }
+
+    async fn conclude(&self, channel: ChannelId) -> Result<TxHash, LedgerError> {
+        self.submit(TxKind::Conclude { channel }).await
+    }
+
+    async fn conclude_final(&self, state: &SignedState) -> Result<TxHash, LedgerError> {
+        self.submit(TxKind::ConcludeFinal {
+            state: Box::new(state.to_parts()),
+        })
+        .await
+    }
+
+    async fn reclaim(&self, channel: ChannelId) -> Result<TxHash, LedgerError> {
+        self.submit(TxKind::Reclaim { channel }).await
+    }
+
+    async fn withdraw(&self, channel: ChannelId, amount: Amount) -> Result<TxHash, LedgerError> {
+        self.submit(TxKind::Withdraw { channel, amount }).await
+    }
+
+    async fn transfer(&self, to: NodeId, amount: Amount) -> Result<TxHash, LedgerError> {
+        self.submit(TxKind::Transfer { to, amount }).await
+    }
+}
+
+/// Follows the ledger block by block from a height. It remembers where it is, so after an
+/// error (a lost connection) the next call resumes without missing or repeating a block.
+pub struct Subscription {
+    ledger: Arc<dyn Ledger>,
+    next: Height,
+    buffer: VecDeque<BlockEvents>,
+}
+
+impl Subscription {
+    /// Starts at block `from` (1 is the first block).
+    pub fn new(ledger: Arc<dyn Ledger>, from: Height) -> Subscription {
+        Subscription {
+            ledger,
+            next: from.max(1),
+            buffer: VecDeque::new(),
+        }
+    }
+
+    /// The height of the next block this subscription will return.
+    pub fn next_height(&self) -> Height {
+        self.next
+    }
+
+    /// The next block, waiting for it to be produced.
+    pub async fn next(&mut self) -> Result<BlockEvents, LedgerError> {
+        loop {
+            if let Some(b) = self.buffer.pop_front() {
+                self.next = b.height + 1;
+                return Ok(b);
+            }
+            let blocks = self.ledger.blocks(self.next, 64).await?;
+            if blocks.is_empty() {
+                self.ledger
+                    .wait_above(self.next - 1, Duration::from_secs(10))
+                    .await?;
+            } else {
+                self.buffer
+                    .extend(blocks.into_iter().filter(|b| b.height >= self.next));
+            }
+        }
+    }
+}
+
+/// A client of a ledger running in this process.
+pub struct LocalClient {
+    ledger: Arc<LocalLedger>,
+    signer: Signer,
+    nonce: Mutex<Option<u64>>,
+}
+
+impl LocalClient {
+    pub fn new(ledger: Arc<LocalLedger>, signer: Signer) -> LocalClient {
+        LocalClient {
+            ledger,
+            signer,
+            nonce: Mutex::new(None),
+        }
+    }
+}
+
+fn local_err(e: LocalError) -> LedgerError {
+    match e {
+        LocalError::Refused(t) => LedgerError::Refused(t),
+        LocalError::Busy(_) => LedgerError::Unavailable(e.to_string()),
+        LocalError::Store(s) => LedgerError::Failed(s.to_string()),
+    }
+}
+
+#[async_trait]
+impl Ledger for LocalClient {
+    fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    fn nonce_cache(&self) -> &Mutex<Option<u64>> {
+        &self.nonce
+    }
+
+    async fn chain_id(&self) -> Result<[u8; 32], LedgerError> {
+        Ok(self.ledger.chain_id())
+    }
+
+    async fn height(&self) -> Result<Height, LedgerError> {
+        Ok(self.ledger.height())
+    }
+
+    async fn account(&self, node: &NodeId) -> Result<Account, LedgerError> {
+        Ok(self.ledger.account(node))
+    }
+
+    async fn channel(&self, id: &ChannelId) -> Result<Option<ChannelAccount>, LedgerError> {
+        Ok(self.ledger.channel(id))
+    }
+
+    async fn submit_signed(&self, tx: Tx) -> Result<TxHash, LedgerError> {
+        let l = self.ledger.clone();
+        tokio::task::spawn_blocking(move || l.submit(tx))
+            .await
+            .map_err(|e| LedgerError::Failed(e.to_string()))?
+            .map_err(local_err)
+    }
+
+    async fn receipt(&self, hash: &TxHash) -> Result<Option<Receipt>, LedgerError> {
+        self.ledger
+            .receipt(hash)
+            .map_err(|e| LedgerError::Failed(e.to_string()))
+    }
+
+    async fn blocks(&self, from: Height, max: usize) -> Result<Vec<BlockEvents>, LedgerError> {
+        let l = self.ledger.clone();
+        tokio::task::spawn_blocking(move || l.blocks(from, max))
+            .await
+            .map_err(|e| LedgerError::Failed(e.to_string()))?
+            .map_err(|e| LedgerError::Failed(e.to_string()))
+    }
+
+    async fn wait_above(&self, height: Height, timeout: Duration) -> Result<Height, LedgerError> {
+        Ok(self.ledger.wait_above(height, timeout).await)
+    }
+}
+
+/// A client of a `gridchan ledger` node, over authenticated QUIC. It reconnects on demand:
+/// a call made after the connection dropped dials again.
+pub struct RemoteClient {
+    endpoint: Endpoint,
+    server: PeerAddr,
+    conn: tokio::sync::Mutex<Option<Connection>>,
+    signer: Signer,
+    nonce: Mutex<Option<u64>>,
+}
+
+impl RemoteClient {
+    /// A client for `server`, signing as `signer` (the same key authenticates the connection).
+    pub fn new(
+        server: PeerAddr,
+        signer: Signer,
+        transport_seed: [u8; 32],
+    ) -> Result<RemoteClient, LedgerError> {
+        let local: SocketAddr = if server.addr.ip().is_loopback() {
+            "127.0.0.1:0".parse().expect("valid address")
+        } else {
+            "0.0.0.0:0".parse().expect("valid address")
+        };
+        let auth = signer.duplicate(&transport_seed);
+        let limits = Limits {
+            max_frame: MAX_RPC_FRAME,
+            ..Limits::default()
+        };
+        let endpoint = Endpoint::bind(local, auth, limits)
+            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+        Ok(RemoteClient {
+            endpoint,
+            server,
+            conn: tokio::sync::Mutex::new(None),
+            signer,
+            nonce: Mutex::new(None),
+        })
+    }
+
+    async fn connection(&self) -> Result<Connection, LedgerError> {
+        let mut guard = self.conn.lock().await;
+        if let Some(c) = guard.as_ref() {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        let c = self
+            .endpoint
+            .connect(&self.server)
+            .await
+            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+        *guard = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn call(&self, request: &Request) -> Result<Response, LedgerError> {
+        let frame = rpc::encode(request);
+        let mut last = LedgerError::Unavailable("no attempt".into());
+        for _ in 0..2 {
+            let conn = self.connection().await?;
+            let attempt = async {
+                let mut stream = conn
+                    .open_stream()
+                    .await
+                    .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+                stream
+                    .write_frame(&frame)
+                    .await
+                    .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+                stream.finish();
+                let reply = stream
+                    .read_frame()
+                    .await
+                    .map_err(|e| LedgerError::Unavailable(e.to_string()))?
+                    .ok_or_else(|| LedgerError::Unavailable("no response".into()))?;
+                rpc::decode::<Response>(&reply).map_err(LedgerError::Failed)
+            };
+            match attempt.await {
+                Ok(Response::Error(e)) => return Err(LedgerError::Failed(e)),
+                Ok(Response::Refused(e)) => return Err(LedgerError::Refused(e)),
+                Ok(r) => return Ok(r),
+                Err(e @ LedgerError::Unavailable(_)) => {
+                    // The connection broke: drop it and dial again once.
+                    *self.conn.lock().await = None;
+                    last = e;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+}
+
+fn unexpected(r: Response) -> LedgerError {
+    LedgerError::Failed(format!("unexpected response {r:?}"))
+}
+
+#[async_trait]
+impl Ledger for RemoteClient {
+    fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    fn nonce_cache(&self) -> &Mutex<Option<u64>> {
+        &self.nonce
+    }
+
+    async fn chain_id(&self) -> Result<[u8; 32], LedgerError> {
+        match self.call(&Request::ChainId).await? {
+            Response::ChainId(id) => Ok(id),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    async fn height(&self) -> Result<Height, LedgerError> {
+        match self.call(&Request::Height).await? {
+            Response::Height(h) => Ok(h),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    async fn account(&self, node: &NodeId) -> Result<Account, LedgerError> {
+        match self.call(&Request::Account(*node)).await? {
+            Response::Account(a) => Ok(a),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    async fn channel(&self, id: &ChannelId) -> Result<Option<ChannelAccount>, LedgerError> {
+        match self.call(&Request::Channel(*id)).await? {
+            Response::Channel(c) => Ok(c.map(|c| *c)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    async fn submit_signed(&self, tx: Tx) -> Result<TxHash, LedgerError> {
+        match self.call(&Request::Submit(Box::new(tx))).await? {
+            Response::Submitted(h) => Ok(h),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    async fn receipt(&self, hash: &TxHash) -> Result<Option<Receipt>, LedgerError> {
+        match self.call(&Request::Receipt(*hash)).await? {
+            Response::Receipt(r) => Ok(r.map(|r| *r)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    async fn blocks(&self, from: Height, max: usize) -> Result<Vec<BlockEvents>, LedgerError> {
+        let max = u32::try_from(max).unwrap_or(u32::MAX);
+        match self.call(&Request::Blocks { from, max }).await? {
+            Response::Blocks(b) => Ok(b),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    async fn wait_above(&self, height: Height, timeout: Duration) -> Result<Height, LedgerError> {
+        let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        match self
+            .call(&Request::WaitAbove { height, timeout_ms })
+            .await?
+        {
+            Response::Height(h) => Ok(h),
+            r => Err(unexpected(r)),
+        }
+    }
+}

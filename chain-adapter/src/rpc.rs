@@ -1,0 +1,75 @@
+//! The ledger node's RPC over QUIC: one request and one response per stream, each a frame of
+//! `version byte | bincode 2 payload` (see `specs/ledger.md`).
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use gridchan_channel::{ChannelId, NodeId};
+
+use crate::block::{BlockEvents, Receipt};
+use crate::rules::{Account, ChannelAccount, Height, TxError};
+use crate::tx::{Tx, TxHash};
+
+pub const RPC_VERSION: u8 = 1;
+/// Largest RPC frame.
+pub const MAX_RPC_FRAME: usize = 4 * 1024 * 1024;
+/// Most blocks in one `Blocks` response.
+pub const MAX_BLOCKS_PER_CALL: u32 = 64;
+/// Longest a `WaitAbove` may block.
+pub const MAX_WAIT_MS: u32 = 30_000;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    ChainId,
+    Height,
+    Account(NodeId),
+    Channel(ChannelId),
+    Submit(Box<Tx>),
+    Receipt(TxHash),
+    /// Blocks from `from` on (at most `max`, capped at [`MAX_BLOCKS_PER_CALL`]).
+    Blocks {
+        from: Height,
+        max: u32,
+    },
+    /// Returns once the height exceeds `height`, or after `timeout_ms` (capped).
+    WaitAbove {
+        height: Height,
+        timeout_ms: u32,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    ChainId([u8; 32]),
+    Height(Height),
+    Account(Account),
+    Channel(Option<Box<ChannelAccount>>),
+    Submitted(TxHash),
+    Refused(TxError),
+    Receipt(Option<Box<Receipt>>),
+    Blocks(Vec<BlockEvents>),
+    /// The node could not serve the request (storage failure, bad request).
+    Error(String),
+}
+
+/// Encodes a request or response.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![RPC_VERSION];
+    bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard())
+        .expect("RPC messages encode");
+    out
+}
+
+/// Decodes a request or response; never panics on hostile bytes.
+pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, String> {
+    let (&version, payload) = frame.split_first().ok_or("empty frame")?;
+    if version != RPC_VERSION {
+        return Err(format!("unsupported RPC version {version}"));
+    }
+    let config = bincode::config::standard().with_limit::<MAX_RPC_FRAME>();
+    let (value, used) =
+        bincode::serde::decode_from_slice(payload, config).map_err(|e| e.to_string())?;
+    if used != payload.len() {
+        return Err("trailing bytes".into());
+    }
+    Ok(value)
+}

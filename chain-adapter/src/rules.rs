@@ -1,0 +1,536 @@
+//! The ledger's state transition: accounts, and the adjudication contract for channels. Pure
+//! and deterministic: replaying the same blocks gives the same state. The rules are written
+//! down in `specs/adjudicator.md`; each error below names the rule that refused.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use gridchan_channel::{
+    Amount, ChannelId, ChannelParams, NodeId, Party, SignedState, SignedStateParts, State, Version,
+};
+
+use crate::tx::{Tx, TxKind};
+
+/// Block heights.
+pub type Height = u64;
+
+/// Ledger-wide settings fixed at genesis.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Genesis {
+    /// Distinguishes this ledger's transactions from any other's (replay protection).
+    pub chain_id: [u8; 32],
+    /// The shortest challenge window a channel may have, in blocks.
+    pub min_challenge_window: u64,
+    /// Accounts and their initial balances.
+    pub balances: Vec<(NodeId, Amount)>,
+}
+
+/// An account: tokens and the nonce its next transaction must carry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub balance: Amount,
+    pub nonce: u64,
+}
+
+/// Where a channel is on the ledger.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChannelStatus {
+    /// Deposits are arriving; both must be in by `deadline` (inclusive).
+    Funding { deadline: Height },
+    /// Both deposits are in.
+    Open,
+    /// A state is registered; refutable through `deadline` (inclusive).
+    Registered {
+        version: Version,
+        deadline: Height,
+        state: State,
+    },
+    /// Paid out: the state with this version decided the payout.
+    Concluded { version: Version },
+    /// The funding window passed without both deposits; deposits were refunded.
+    Expired,
+}
+
+/// A channel as the ledger sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelAccount {
+    pub params: ChannelParams,
+    pub deposited: [Amount; 2],
+    pub status: ChannelStatus,
+    /// Paid out or refunded, not yet withdrawn, per party (A, B).
+    pub claimable: [Amount; 2],
+}
+
+/// Something that happened on the ledger, in a block.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChainEvent {
+    Transferred {
+        from: NodeId,
+        to: NodeId,
+        amount: Amount,
+    },
+    Deposited {
+        channel: ChannelId,
+        party: Party,
+        amount: Amount,
+    },
+    /// Every deposit the parameters ask for is in.
+    Funded { channel: ChannelId },
+    Reclaimed {
+        channel: ChannelId,
+        party: Party,
+        amount: Amount,
+    },
+    Registered {
+        channel: ChannelId,
+        version: Version,
+        deadline: Height,
+    },
+    Refuted {
+        channel: ChannelId,
+        version: Version,
+        deadline: Height,
+    },
+    Concluded {
+        channel: ChannelId,
+        version: Version,
+        payout: [Amount; 2],
+    },
+    Withdrawn {
+        channel: ChannelId,
+        party: Party,
+        amount: Amount,
+    },
+}
+
+/// Why a transaction was refused. Nothing changes when a transaction fails, except its
+/// sender's nonce if it was included in a block.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum TxError {
+    /// The signature does not verify for the sender on this ledger.
+    #[error("bad transaction signature")]
+    BadTxSignature,
+    /// The nonce is not the sender's next one (a replay, or a gap).
+    #[error("nonce {got}, expected {expected}")]
+    BadNonce { expected: u64, got: u64 },
+    /// Not enough tokens in the sender's account.
+    #[error("balance {balance} is less than {needed}")]
+    InsufficientBalance { balance: Amount, needed: Amount },
+    /// No channel with this id on the ledger.
+    #[error("unknown channel")]
+    UnknownChannel,
+    /// The sender (or a signer) is not a party of the channel.
+    #[error("not a party of the channel")]
+    NotAParty,
+    /// Invalid channel parameters.
+    #[error("invalid channel parameters: {0}")]
+    InvalidParams(String),
+    /// A deposit must be exactly the party's deposit in the parameters.
+    #[error("deposit must be {expected}")]
+    WrongDepositAmount { expected: Amount },
+    /// The party already deposited.
+    #[error("already deposited")]
+    AlreadyDeposited,
+    /// The channel is not in the phase this transaction needs.
+    #[error("channel is {0}")]
+    WrongPhase(String),
+    /// The funding window is over.
+    #[error("funding window closed at height {deadline}")]
+    FundingClosed { deadline: Height },
+    /// The funding window is still open.
+    #[error("funding window open until height {deadline}")]
+    FundingOpen { deadline: Height },
+    /// A state's signatures do not verify against the channel's parties.
+    #[error("state signatures invalid: {0}")]
+    BadStateSignature(String),
+    /// The state does not hold the channel's money.
+    #[error("state balances do not add up to the deposits")]
+    MoneyNotConserved,
+    /// A refutation must be newer than what is registered.
+    #[error("version {got} is not newer than registered {registered}")]
+    NotNewer { registered: Version, got: Version },
+    /// The challenge window is over (for refute) or not yet over (for conclude).
+    #[error("challenge window ends at height {deadline}")]
+    Window { deadline: Height },
+    /// A final state is needed (conclude-final), or was given where it is not allowed
+    /// (register).
+    #[error("state final flag is wrong for this transaction")]
+    FinalFlag,
+    /// More than the party's payout remains.
+    #[error("claimable {claimable} is less than {needed}")]
+    InsufficientClaimable { claimable: Amount, needed: Amount },
+    /// Arithmetic would overflow.
+    #[error("amount overflow")]
+    Overflow,
+}
+
+/// All ledger state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerState {
+    pub genesis: Genesis,
+    pub accounts: BTreeMap<NodeId, Account>,
+    pub channels: BTreeMap<ChannelId, ChannelAccount>,
+}
+
+impl LedgerState {
+    pub fn new(genesis: Genesis) -> LedgerState {
+        let mut accounts = BTreeMap::new();
+        for (node, amount) in &genesis.balances {
+            let acc: &mut Account = accounts.entry(*node).or_default();
+            acc.balance = Amount(acc.balance.0.saturating_add(amount.0));
+        }
+        LedgerState {
+            genesis,
+            accounts,
+            channels: BTreeMap::new(),
+        }
+    }
+
+    pub fn account(&self, node: &NodeId) -> Account {
+        self.accounts.get(node).copied().unwrap_or_default()
+    }
+
+    /// Every token: in accounts, and held by channels (deposits not yet paid, payouts not
+    /// yet withdrawn). Constant under every transaction.
+    pub fn total_supply(&self) -> u128 {
+        let accounts: u128 = self
+            .accounts
+            .values()
+            .map(|a| u128::from(a.balance.0))
+            .sum();
+        let channels: u128 = self.channels.values().map(ChannelAccount::held).sum();
+        accounts + channels
+    }
+
+    /// Checks signature and nonce only (what a mempool checks before accepting).
+    pub fn check_envelope(&self, tx: &Tx) -> Result<(), TxError> {
+        if !tx.verify(&self.genesis.chain_id) {
+            return Err(TxError::BadTxSignature);
+        }
+        let expected = self.account(&tx.sender).nonce;
+        if tx.nonce != expected {
+            return Err(TxError::BadNonce {
+                expected,
+                got: tx.nonce,
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies `tx` at `height`. On error nothing changes; on success the sender's nonce
+    /// advances. (A block that includes a failed transaction advances the nonce separately,
+    /// with [`LedgerState::consume_nonce`].)
+    pub fn apply(&mut self, tx: &Tx, height: Height) -> Result<Vec<ChainEvent>, TxError> {
+        self.check_envelope(tx)?;
+        let events = self.execute(tx, height)?;
+        self.consume_nonce(&tx.sender);
+        Ok(events)
+    }
+
+    /// Applies a transaction whose signature was already checked (by [`LedgerState::apply`]
+    /// on another copy of this state). Checks the nonce and every rule, like `apply`.
+    pub fn apply_presigned(&mut self, tx: &Tx, height: Height) -> Result<Vec<ChainEvent>, TxError> {
+        let expected = self.account(&tx.sender).nonce;
+        if tx.nonce != expected {
+            return Err(TxError::BadNonce {
+                expected,
+                got: tx.nonce,
+            });
+        }
+        let events = self.execute(tx, height)?;
+        self.consume_nonce(&tx.sender);
+        Ok(events)
+    }
+
+    /// Advances `sender`'s nonce (a failed transaction included in a block still uses it).
+    pub fn consume_nonce(&mut self, sender: &NodeId) {
+        self.accounts.entry(*sender).or_default().nonce += 1;
+    }
+
+    /// Refuses unless `who` holds `amount`. Every transaction checks everything before it
+    /// changes anything, so a refused one leaves no trace.
+    fn check_debit(&self, who: &NodeId, amount: Amount) -> Result<(), TxError> {
+        let balance = self.account(who).balance;
+        if balance < amount {
+            return Err(TxError::InsufficientBalance {
+                balance,
+                needed: amount,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_credit(&self, who: &NodeId, amount: Amount) -> Result<(), TxError> {
+        self.account(who)
+            .balance
+            .checked_add(amount)
+            .map(|_| ())
+            .ok_or(TxError::Overflow)
+    }
+
+    fn add(&mut self, who: &NodeId, amount: Amount) {
+        let acc = self.accounts.entry(*who).or_default();
+        acc.balance = Amount(acc.balance.0 + amount.0);
+    }
+
+    fn sub(&mut self, who: &NodeId, amount: Amount) {
+        let acc = self.accounts.entry(*who).or_default();
+        acc.balance = Amount(acc.balance.0 - amount.0);
+    }
+
+    fn channel_mut(&mut self, id: &ChannelId) -> Result<&mut ChannelAccount, TxError> {
+        self.channels.get_mut(id).ok_or(TxError::UnknownChannel)
+    }
+
+    fn execute(&mut self, tx: &Tx, height: Height) -> Result<Vec<ChainEvent>, TxError> {
+        let sender = tx.sender;
+        match &tx.kind {
+            TxKind::Transfer { to, amount } => {
+                self.check_debit(&sender, *amount)?;
+                if *to != sender {
+                    self.check_credit(to, *amount)?;
+                }
+                self.sub(&sender, *amount);
+                self.add(to, *amount);
+                Ok(vec![ChainEvent::Transferred {
+                    from: sender,
+                    to: *to,
+                    amount: *amount,
+                }])
+            }
+            TxKind::Deposit { params, amount } => self.deposit(sender, params, *amount, height),
+            TxKind::Reclaim { channel } => {
+                let ch = self.channel_mut(channel)?;
+                let party = ch.params.party_of(&sender).ok_or(TxError::NotAParty)?;
+                let ChannelStatus::Funding { deadline } = ch.status else {
+                    return Err(TxError::WrongPhase(ch.status.name().into()));
+                };
+                if height <= deadline {
+                    return Err(TxError::FundingOpen { deadline });
+                }
+                // Both deposits are refunded (the other party's, if any, is claimable too).
+                ch.claimable = ch.deposited;
+                ch.deposited = [Amount(0); 2];
+                ch.status = ChannelStatus::Expired;
+                Ok(vec![ChainEvent::Reclaimed {
+                    channel: *channel,
+                    party,
+                    amount: ch.claimable[party.index()],
+                }])
+            }
+            TxKind::Register { state } => {
+                let (id, signed) = self.verified(state)?;
+                if signed.state().is_final {
+                    return Err(TxError::FinalFlag);
+                }
+                let ch = self.channel_mut(&id)?;
+                if ch.status != ChannelStatus::Open {
+                    return Err(TxError::WrongPhase(ch.status.name().into()));
+                }
+                let deadline = height + ch.params.challenge_window_blocks;
+                ch.status = ChannelStatus::Registered {
+                    version: signed.version(),
+                    deadline,
+                    state: signed.state().clone(),
+                };
+                Ok(vec![ChainEvent::Registered {
+                    channel: id,
+                    version: signed.version(),
+                    deadline,
+                }])
+            }
+            TxKind::Refute { state } => {
+                let (id, signed) = self.verified(state)?;
+                let ch = self.channel_mut(&id)?;
+                let ChannelStatus::Registered {
+                    version, deadline, ..
+                } = ch.status
+                else {
+                    return Err(TxError::WrongPhase(ch.status.name().into()));
+                };
+                if height > deadline {
+                    return Err(TxError::Window { deadline });
+                }
+                if signed.version() <= version {
+                    return Err(TxError::NotNewer {
+                        registered: version,
+                        got: signed.version(),
+                    });
+                }
+                // A refute does not extend the window (specs/adjudicator.md, "Refute").
+                ch.status = ChannelStatus::Registered {
+                    version: signed.version(),
+                    deadline,
+                    state: signed.state().clone(),
+                };
+                Ok(vec![ChainEvent::Refuted {
+                    channel: id,
+                    version: signed.version(),
+                    deadline,
+                }])
+            }
+            TxKind::Conclude { channel } => {
+                let ch = self.channel_mut(channel)?;
+                let ChannelStatus::Registered {
+                    version,
+                    deadline,
+                    ref state,
+                } = ch.status
+                else {
+                    return Err(TxError::WrongPhase(ch.status.name().into()));
+                };
+                if height <= deadline {
+                    return Err(TxError::Window { deadline });
+                }
+                let state = state.clone();
+                Ok(vec![ch.pay_out(*channel, version, &state)])
+            }
+            TxKind::ConcludeFinal { state } => {
+                let (id, signed) = self.verified(state)?;
+                if !signed.state().is_final {
+                    return Err(TxError::FinalFlag);
+                }
+                let ch = self.channel_mut(&id)?;
+                match &ch.status {
+                    ChannelStatus::Open => {}
+                    ChannelStatus::Registered { version, .. } if signed.version() > *version => {}
+                    ChannelStatus::Registered { version, .. } => {
+                        return Err(TxError::NotNewer {
+                            registered: *version,
+                            got: signed.version(),
+                        })
+                    }
+                    other => return Err(TxError::WrongPhase(other.name().into())),
+                }
+                Ok(vec![ch.pay_out(id, signed.version(), signed.state())])
+            }
+            TxKind::Withdraw { channel, amount } => {
+                self.check_credit(&sender, *amount)?;
+                let ch = self.channel_mut(channel)?;
+                let party = ch.params.party_of(&sender).ok_or(TxError::NotAParty)?;
+                let claimable = ch.claimable[party.index()];
+                ch.claimable[party.index()] =
+                    claimable
+                        .checked_sub(*amount)
+                        .ok_or(TxError::InsufficientClaimable {
+                            claimable,
+                            needed: *amount,
+                        })?;
+                self.add(&sender, *amount);
+                Ok(vec![ChainEvent::Withdrawn {
+                    channel: *channel,
+                    party,
+                    amount: *amount,
+                }])
+            }
+        }
+    }
+
+    fn deposit(
+        &mut self,
+        sender: NodeId,
+        params: &ChannelParams,
+        amount: Amount,
+        height: Height,
+    ) -> Result<Vec<ChainEvent>, TxError> {
+        params
+            .validate(self.genesis.min_challenge_window)
+            .map_err(|e| TxError::InvalidParams(e.to_string()))?;
+        let party = params.party_of(&sender).ok_or(TxError::NotAParty)?;
+        let expected = match party {
+            Party::A => params.deposit_a,
+            Party::B => params.deposit_b,
+        };
+        if amount != expected || amount == Amount(0) {
+            return Err(TxError::WrongDepositAmount { expected });
+        }
+        self.check_debit(&sender, amount)?;
+        let id = params.channel_id();
+        let new_deadline = height + params.funding_window_blocks;
+        let (deposited, deadline) = match self.channels.get(&id) {
+            None => ([Amount(0); 2], new_deadline),
+            Some(ch) => match ch.status {
+                ChannelStatus::Funding { deadline } => (ch.deposited, deadline),
+                ref other => return Err(TxError::WrongPhase(other.name().into())),
+            },
+        };
+        if height > deadline {
+            return Err(TxError::FundingClosed { deadline });
+        }
+        if deposited[party.index()] > Amount(0) {
+            return Err(TxError::AlreadyDeposited);
+        }
+        let ch = self.channels.entry(id).or_insert_with(|| ChannelAccount {
+            params: params.clone(),
+            deposited: [Amount(0); 2],
+            status: ChannelStatus::Funding { deadline },
+            claimable: [Amount(0); 2],
+        });
+        ch.deposited[party.index()] = amount;
+        let funded = ch.deposited[0] == params.deposit_a && ch.deposited[1] == params.deposit_b;
+        if funded {
+            ch.status = ChannelStatus::Open;
+        }
+        self.sub(&sender, amount);
+        let mut events = vec![ChainEvent::Deposited {
+            channel: id,
+            party,
+            amount,
+        }];
+        if funded {
+            events.push(ChainEvent::Funded { channel: id });
+        }
+        Ok(events)
+    }
+
+    /// Checks a state's signatures against its channel's parties, and its money.
+    fn verified(&self, parts: &SignedStateParts) -> Result<(ChannelId, SignedState), TxError> {
+        let id = parts.state.channel_id;
+        let ch = self.channels.get(&id).ok_or(TxError::UnknownChannel)?;
+        let signed = parts
+            .clone()
+            .verify(&ch.params, &id)
+            .map_err(|e| TxError::BadStateSignature(e.to_string()))?;
+        let s = signed.state();
+        if s.balance_a.0.checked_add(s.balance_b.0) != Some(ch.params.total_deposit().0) {
+            return Err(TxError::MoneyNotConserved);
+        }
+        Ok((id, signed))
+    }
+}
+
+impl ChannelStatus {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ChannelStatus::Funding { .. } => "funding",
+            ChannelStatus::Open => "open",
+            ChannelStatus::Registered { .. } => "registered",
+            ChannelStatus::Concluded { .. } => "concluded",
+            ChannelStatus::Expired => "expired",
+        }
+    }
+}
+
+impl ChannelAccount {
+    /// Tokens this channel holds: deposits not yet paid out, and payouts not yet withdrawn.
+    pub fn held(&self) -> u128 {
+        self.deposited
+            .iter()
+            .chain(self.claimable.iter())
+            .map(|a| u128::from(a.0))
+            .sum()
+    }
+
+    fn pay_out(&mut self, id: ChannelId, version: Version, state: &State) -> ChainEvent {
+        let payout = [state.balance_a, state.balance_b];
+        self.claimable = payout;
+        self.deposited = [Amount(0); 2];
+        self.status = ChannelStatus::Concluded { version };
+        ChainEvent::Concluded {
+            channel: id,
+            version,
+            payout,
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! QUIC endpoints that authenticate node keys.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gridchan_channel::{NodeId, Signer};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+use crate::auth::{self, Role, HELLO_LEN};
+use crate::framed::FramedStream;
+
+const ALPN: &[u8] = b"gridchan/1";
+
+/// Why a connection could not be made or used.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// `PUBKEY@HOST:PORT` did not parse or resolve.
+    #[error("bad peer address {0:?}: expected PUBKEY@HOST:PORT with a 66-hex-digit key")]
+    BadAddress(String),
+    /// Binding the UDP socket or setting up TLS failed.
+    #[error("cannot listen on {addr}: {detail}")]
+    Bind { addr: SocketAddr, detail: String },
+    /// The QUIC connection failed or timed out.
+    #[error("cannot reach {addr}: {detail}")]
+    Connect { addr: SocketAddr, detail: String },
+    /// The peer did not prove a node key, or proved another one than its address names.
+    #[error("peer at {addr} failed authentication: {detail}")]
+    Auth { addr: SocketAddr, detail: String },
+    /// An established connection failed.
+    #[error("connection lost: {0}")]
+    Lost(String),
+}
+
+/// A node's address: its key and where it listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerAddr {
+    pub node: NodeId,
+    pub addr: SocketAddr,
+}
+
+impl FromStr for PeerAddr {
+    type Err = TransportError;
+
+    fn from_str(s: &str) -> Result<PeerAddr, TransportError> {
+        let bad = || TransportError::BadAddress(s.to_string());
+        let (key, host) = s.split_once('@').ok_or_else(bad)?;
+        let node: NodeId = key.parse().map_err(|_| bad())?;
+        let addr = host
+            .to_socket_addrs()
+            .map_err(|_| bad())?
+            .next()
+            .ok_or_else(bad)?;
+        Ok(PeerAddr { node, addr })
+    }
+}
+
+impl fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.node, self.addr)
+    }
+}
+
+/// Limits an endpoint enforces.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest frame on any stream.
+    pub max_frame: usize,
+    /// Concurrent streams a peer may open on one connection.
+    pub max_streams: u32,
+    /// Connections accepted at once; more are refused.
+    pub max_connections: usize,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// Keep-alive period, well inside the idle timeout.
+    pub keep_alive: Duration,
+    /// Time allowed for the handshake and the key proof.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_frame: 64 * 1024,
+            max_streams: 64,
+            max_connections: 256,
+            idle_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A QUIC endpoint that both accepts and makes connections as one node.
+#[derive(Clone)]
+pub struct Endpoint {
+    endpoint: quinn::Endpoint,
+    signer: Arc<Signer>,
+    limits: Limits,
+    open: Arc<AtomicUsize>,
+}
+
+/// An authenticated connection: `peer` proved its key.
+#[derive(Clone)]
+pub struct Connection {
+    pub peer: NodeId,
+    pub remote: SocketAddr,
+    inner: quinn::Connection,
+    max_frame: usize,
+    _slot: Option<Arc<Slot>>,
+}
+
+/// Counts an accepted connection until its last clone is dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn transport_config(limits: &Limits) -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(limits.max_streams.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    t.keep_alive_interval(Some(limits.keep_alive));
+    t.max_idle_timeout(limits.idle_timeout.try_into().ok());
+    Arc::new(t)
+}
+
+impl Endpoint {
+    /// Binds `addr` (use port 0 for any free port) as the node whose secret key is `secret`.
+    pub fn bind(
+        addr: SocketAddr,
+        signer: Signer,
+        limits: Limits,
+    ) -> Result<Endpoint, TransportError> {
+        let bind_err = |detail: String| TransportError::Bind { addr, detail };
+        let cert = rcgen::generate_simple_self_signed(vec!["gridchan".to_string()])
+            .map_err(|e| bind_err(e.to_string()))?;
+        let cert_der = CertificateDer::from(cert.cert.der().to_vec());
+        let key = PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let mut server = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| bind_err(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(vec![cert_der], key)
+            .map_err(|e| bind_err(e.to_string()))?;
+        server.alpn_protocols = vec![ALPN.to_vec()];
+        let server = QuicServerConfig::try_from(server).map_err(|e| bind_err(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
+        server.transport_config(transport_config(&limits));
+
+        let mut client = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| bind_err(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
+            .with_no_client_auth();
+        client.alpn_protocols = vec![ALPN.to_vec()];
+        let client = QuicClientConfig::try_from(client).map_err(|e| bind_err(e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(client));
+        client.transport_config(transport_config(&limits));
+
+        let mut endpoint =
+            quinn::Endpoint::server(server, addr).map_err(|e| bind_err(e.to_string()))?;
+        endpoint.set_default_client_config(client);
+        Ok(Endpoint {
+            endpoint,
+            signer: Arc::new(signer),
+            limits,
+            open: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    pub fn node(&self) -> NodeId {
+        self.signer.id()
+    }
+
+    /// This node's address as others should dial it.
+    pub fn peer_addr(&self) -> PeerAddr {
+        PeerAddr {
+            node: self.node(),
+            addr: self.local_addr(),
+        }
+    }
+
+    /// Connects to `peer` and checks that it proves the key its address names.
+    pub async fn connect(&self, peer: &PeerAddr) -> Result<Connection, TransportError> {
+        let addr = peer.addr;
+        let fail = |detail: String| TransportError::Connect { addr, detail };
+        let attempt = async {
+            let connecting = self
+                .endpoint
+                .connect(addr, "gridchan")
+                .map_err(|e| fail(e.to_string()))?;
+            let conn = connecting.await.map_err(|e| fail(e.to_string()))?;
+            let node = self.prove(&conn, Role::Client).await?;
+            if node != peer.node {
+                conn.close(1u32.into(), b"wrong node key");
+                return Err(TransportError::Auth {
+                    addr,
+                    detail: format!("it proved key {node}, not the {} in its address", peer.node),
+                });
+            }
+            Ok(Connection {
+                peer: node,
+                remote: addr,
+                inner: conn,
+                max_frame: self.limits.max_frame,
+                _slot: None,
+            })
+        };
+        tokio::time::timeout(self.limits.handshake_timeout, attempt)
+            .await
+            .map_err(|_| fail("timed out".into()))?
+    }
+
+    /// Waits for the next authenticated connection. Connections that fail to authenticate are
+    /// logged and skipped; `None` once the endpoint is closed.
+    pub async fn accept(&self) -> Option<Connection> {
+        loop {
+            let incoming = self.endpoint.accept().await?;
+            if self.open.load(Ordering::SeqCst) >= self.limits.max_connections {
+                tracing::warn!(remote = %incoming.remote_address(), "connection limit reached: refused");
+                incoming.refuse();
+                continue;
+            }
+            let remote = incoming.remote_address();
+            let attempt = async {
+                let conn = incoming.await.map_err(|e| TransportError::Connect {
+                    addr: remote,
+                    detail: e.to_string(),
+                })?;
+                let node = self.prove(&conn, Role::Server).await?;
+                Ok::<_, TransportError>((conn, node))
+            };
+            match tokio::time::timeout(self.limits.handshake_timeout, attempt).await {
+                Ok(Ok((conn, node))) => {
+                    self.open.fetch_add(1, Ordering::SeqCst);
+                    return Some(Connection {
+                        peer: node,
+                        remote,
+                        inner: conn,
+                        max_frame: self.limits.max_frame,
+                        _slot: Some(Arc::new(Slot(self.open.clone()))),
+                    });
+                }
+                Ok(Err(e)) => tracing::warn!(%remote, "refused: {e}"),
+                Err(_) => tracing::warn!(%remote, "refused: handshake timed out"),
+            }
+        }
+    }
+
+    /// Exchanges hellos on the connection's first stream: the client opens it and speaks first.
+    async fn prove(&self, conn: &quinn::Connection, role: Role) -> Result<NodeId, TransportError> {
+        let addr = conn.remote_address();
+        let auth_err = |detail: &str| TransportError::Auth {
+            addr,
+            detail: detail.to_string(),
+        };
+        let mut km = [0u8; 32];
+        conn.export_keying_material(&mut km, auth::EXPORTER_LABEL, b"")
+            .map_err(|_| auth_err("no keying material"))?;
+        let (mut send, mut recv) = match role {
+            Role::Client => conn.open_bi().await,
+            Role::Server => conn.accept_bi().await,
+        }
+        .map_err(|e| auth_err(&e.to_string()))?;
+        let ours = auth::hello(&self.signer, role, &km);
+        let theirs_role = match role {
+            Role::Client => Role::Server,
+            Role::Server => Role::Client,
+        };
+        let mut theirs = [0u8; HELLO_LEN];
+        if let Role::Client = role {
+            send.write_all(&ours)
+                .await
+                .map_err(|e| auth_err(&e.to_string()))?;
+        }
+        recv.read_exact(&mut theirs)
+            .await
+            .map_err(|e| auth_err(&e.to_string()))?;
+        let node = auth::check_hello(&theirs, theirs_role, &km)
+            .ok_or_else(|| auth_err("its key proof does not verify for this connection"))?;
+        if let Role::Server = role {
+            send.write_all(&ours)
+                .await
+                .map_err(|e| auth_err(&e.to_string()))?;
+        }
+        let _ = send.finish();
+        Ok(node)
+    }
+
+    /// Closes the endpoint and every connection.
+    pub fn close(&self) {
+        self.endpoint.close(0u32.into(), b"shutting down");
+    }
+}
+
+impl Connection {
+    /// Opens a new stream of frames.
+    pub async fn open_stream(&self) -> Result<FramedStream, TransportError> {
+        let (send, recv) = self
+            .inner
+            .open_bi()
+            .await
+            .map_err(|e| TransportError::Lost(e.to_string()))?;
+        Ok(FramedStream::new(send, recv, self.max_frame))
+    }
+
+    /// Waits for the peer to open a stream.
+    pub async fn accept_stream(&self) -> Result<FramedStream, TransportError> {
+        let (send, recv) = self
+            .inner
+            .accept_bi()
+            .await
+            .map_err(|e| TransportError::Lost(e.to_string()))?;
+        Ok(FramedStream::new(send, recv, self.max_frame))
+    }
+
+    /// Closes the connection, telling the peer why.
+    pub fn close(&self, reason: &str) {
+        self.inner.close(1u32.into(), reason.as_bytes());
+    }
+
+    /// Why the connection closed, once it has.
+    pub fn close_reason(&self) -> Option<String> {
+        self.inner.close_reason().map(|r| r.to_string())
+    }
+
+    /// Resolves when the connection is closed.
+    pub async fn closed(&self) -> String {
+        self.inner.closed().await.to_string()
+    }
+
+    /// The smoothed round-trip time QUIC measured.
+    pub fn rtt(&self) -> Duration {
+        self.inner.rtt()
+    }
+}
+
+/// Accepts any certificate: identity comes from the node-key proof, not from TLS. The
+/// handshake signature is still checked, so the TLS session is sound.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
