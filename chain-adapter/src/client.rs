@@ -316,6 +316,14 @@ impl RemoteClient {
         })
     }
 
+    /// Closes the current connection; the next call dials again. (Lets operators and tests
+    /// exercise reconnection.)
+    pub async fn drop_connection(&self) {
+        if let Some(c) = self.conn.lock().await.take() {
+            c.close("client reconnecting");
+        }
+    }
+
     async fn connection(&self) -> Result<Connection, LedgerError> {
         let mut guard = self.conn.lock().await;
         if let Some(c) = guard.as_ref() {
