@@ -54,6 +54,35 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The genesis stored in the ledger database at `path`, if the file holds a ledger.
+pub fn stored_genesis(path: &Path) -> Result<Option<Genesis>, ChainStoreError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let conn = Connection::open(path)?;
+    let has_meta: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_meta {
+        return Ok(None);
+    }
+    let bytes: Option<Vec<u8>> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'genesis'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    bytes
+        .map(|b| {
+            decode(&b).map_err(|what| ChainStoreError::Corrupt {
+                height: 0,
+                what: format!("genesis: {what}"),
+            })
+        })
+        .transpose()
+}
+
 impl ChainStore {
     /// Opens (or creates, with `genesis`) the ledger database at `path`, verifies every block
     /// and replays the chain.

@@ -76,6 +76,11 @@ impl LocalLedger {
         }))
     }
 
+    /// The genesis of the ledger already in `dir`, if there is one.
+    pub fn existing_genesis(dir: &Path) -> Result<Option<Genesis>, ChainStoreError> {
+        crate::chainstore::stored_genesis(&dir.join("ledger.sqlite"))
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock would be a bug in this module; the data it guards
         // stays consistent (every mutation is all-or-nothing), so carry on.

@@ -15,10 +15,29 @@ fn ledger_file(f: &Fixture) -> std::path::PathBuf {
 fn with_history() -> Fixture {
     let mut f = Fixture::new();
     f.fund();
-    f.submit(&f.b, TxKind::Register { state: f.signed(3, 100) }).unwrap();
+    f.submit(
+        &f.b,
+        TxKind::Register {
+            state: f.signed(3, 100),
+        },
+    )
+    .unwrap();
     f.block();
-    f.submit(&f.a, TxKind::Refute { state: f.signed(4, 400) }).unwrap();
-    f.submit(&f.c, TxKind::Transfer { to: f.a.id(), amount: Amount(77) }).unwrap();
+    f.submit(
+        &f.a,
+        TxKind::Refute {
+            state: f.signed(4, 400),
+        },
+    )
+    .unwrap();
+    f.submit(
+        &f.c,
+        TxKind::Transfer {
+            to: f.a.id(),
+            amount: Amount(77),
+        },
+    )
+    .unwrap();
     f.block();
     f.blocks(3);
     f
@@ -52,7 +71,14 @@ fn a_restart_finds_the_same_state_and_height() {
     assert_eq!(before, after);
     assert_eq!(after.0, 6);
     // It keeps going from there: nonces continue, blocks link.
-    f.submit(&f.c, TxKind::Transfer { to: f.b.id(), amount: Amount(1) }).unwrap();
+    f.submit(
+        &f.c,
+        TxKind::Transfer {
+            to: f.b.id(),
+            amount: Amount(1),
+        },
+    )
+    .unwrap();
     f.block();
     f.reopen();
     assert_eq!(f.ledger.height(), 7);
@@ -89,7 +115,8 @@ fn a_truncated_chain_is_reported() {
     let mut f = with_history();
     close(&mut f);
     let db = rusqlite::Connection::open(ledger_file(&f)).unwrap();
-    db.execute("DELETE FROM blocks WHERE height = 6", []).unwrap();
+    db.execute("DELETE FROM blocks WHERE height = 6", [])
+        .unwrap();
     drop(db);
     let err = reopen_err(&f);
     assert!(err.contains("truncated"), "{err}");
@@ -101,7 +128,8 @@ fn a_block_missing_in_the_middle_is_reported() {
     let mut f = with_history();
     close(&mut f);
     let db = rusqlite::Connection::open(ledger_file(&f)).unwrap();
-    db.execute("DELETE FROM blocks WHERE height = 3", []).unwrap();
+    db.execute("DELETE FROM blocks WHERE height = 3", [])
+        .unwrap();
     drop(db);
     assert!(reopen_err(&f).contains("truncated"));
 }

@@ -51,7 +51,13 @@ fn client(node: &Node, key: u8) -> Arc<RemoteClient> {
     Arc::new(RemoteClient::new(node.addr.clone(), signer(key), [key; 32]).unwrap())
 }
 
-fn signed(p: &gridchan_channel::ChannelParams, a: &Signer, b: &Signer, v: u64, paid: u64) -> SignedState {
+fn signed(
+    p: &gridchan_channel::ChannelParams,
+    a: &Signer,
+    b: &Signer,
+    v: u64,
+    paid: u64,
+) -> SignedState {
     let mut s = State::initial(p);
     s.version = Version(v);
     s.balance_a = Amount(1_000_000 + paid);
@@ -85,7 +91,10 @@ async fn two_remote_clients_fund_dispute_and_conclude_with_the_newer_state() {
         let rb = b.deposit(&p, p.deposit_b).await.unwrap();
         a.wait_for(&ra, wait).await.unwrap();
         b.wait_for(&rb, wait).await.unwrap();
-        assert_eq!(a.channel(&id).await.unwrap().unwrap().status, ChannelStatus::Open);
+        assert_eq!(
+            a.channel(&id).await.unwrap().unwrap().status,
+            ChannelStatus::Open
+        );
         // B registers an old state that pays it more; A refutes with the newer one.
         let old = signed(&p, &ka, &kb, 2, 0);
         let new = signed(&p, &ka, &kb, 9, 900_000);
@@ -99,7 +108,9 @@ async fn two_remote_clients_fund_dispute_and_conclude_with_the_newer_state() {
             other => panic!("{other:?}"),
         }
         let deadline = match a.channel(&id).await.unwrap().unwrap().status {
-            ChannelStatus::Registered { deadline, version, .. } => {
+            ChannelStatus::Registered {
+                deadline, version, ..
+            } => {
                 assert_eq!(version, Version(9));
                 deadline
             }

@@ -1,7 +1,11 @@
 //! `gridchan`: the command-line tool. Thin: it parses arguments and calls library code.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use gridchan_channel::{Amount, NodeId};
 
 /// gridchan: peer-to-peer energy trading over state channels.
 #[derive(Parser)]
@@ -20,6 +24,24 @@ enum Commands {
     },
     /// Print the signed-state test vectors of specs/encoding.md, computed by this build.
     Vectors,
+    /// Run the local ledger node: blocks, the adjudication contract, served over QUIC.
+    Ledger {
+        /// Folder for the chain database and the node key (created if missing).
+        #[arg(long)]
+        data: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7400")]
+        listen: SocketAddr,
+        /// Block period in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        block_ms: u64,
+        /// Initial balance NODEID=TOKENS (repeatable; only when creating the ledger).
+        #[arg(long, value_parser = gridchan_cli::ledger::parse_fund)]
+        fund: Vec<(NodeId, Amount)>,
+        /// Shortest challenge window a channel may have, in blocks.
+        #[arg(long, default_value_t = 10)]
+        min_challenge_window: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -33,8 +55,26 @@ enum BenchCommand {
     },
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: what went wrong, with its causes.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GRIDCHAN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match cli.command {
         Commands::Bench {
             which: BenchCommand::Core { updates },
@@ -43,5 +83,26 @@ fn main() -> Result<()> {
             print!("{}", gridchan_cli::vectors::render());
             Ok(())
         }
+        Commands::Ledger {
+            data,
+            listen,
+            block_ms,
+            fund,
+            min_challenge_window,
+        } => runtime()?.block_on(gridchan_cli::ledger::run(
+            gridchan_cli::ledger::LedgerOptions {
+                data,
+                listen,
+                block_ms,
+                fund,
+                min_challenge_window,
+            },
+        )),
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

@@ -1,0 +1,117 @@
+//! `gridchan ledger`: run the local ledger as a network service.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use gridchan_chain::{server, Genesis, LocalLedger};
+use gridchan_channel::{Amount, NodeId};
+use gridchan_transport::{Endpoint, Limits};
+use sha2::{Digest, Sha256};
+
+use crate::keys;
+
+/// How to run the ledger node.
+#[derive(Clone, Debug)]
+pub struct LedgerOptions {
+    pub data: PathBuf,
+    pub listen: SocketAddr,
+    pub block_ms: u64,
+    /// Initial balances; only used when the data folder holds no ledger yet.
+    pub fund: Vec<(NodeId, Amount)>,
+    pub min_challenge_window: u64,
+}
+
+/// Parses `NODEID=AMOUNT` (amount in tokens, up to six decimals).
+pub fn parse_fund(s: &str) -> Result<(NodeId, Amount), String> {
+    let (node, amount) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected NODEID=AMOUNT"))?;
+    let node = node
+        .parse()
+        .map_err(|_| format!("{node:?} is not a node id (66 hex digits)"))?;
+    Ok((node, parse_amount(amount)?))
+}
+
+/// Parses a token amount like `12`, `0.5` or `3.000001` into micro-units.
+pub fn parse_amount(s: &str) -> Result<Amount, String> {
+    let bad = || format!("{s:?} is not an amount of tokens (up to 6 decimals)");
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    if whole.is_empty() && frac.is_empty() || frac.len() > 6 {
+        return Err(bad());
+    }
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
+    let frac: u64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<6}").parse().map_err(|_| bad())?
+    };
+    whole
+        .checked_mul(Amount::UNITS_PER_TOKEN)
+        .and_then(|w| w.checked_add(frac))
+        .map(Amount)
+        .ok_or_else(bad)
+}
+
+/// Opens (or creates) the ledger, serves it and produces blocks until Ctrl-C.
+pub async fn run(opts: LedgerOptions) -> Result<()> {
+    std::fs::create_dir_all(&opts.data)
+        .with_context(|| format!("cannot create data folder {}", opts.data.display()))?;
+    let signer = keys::load_or_create(&opts.data.join("node.key"))?;
+    let genesis = match LocalLedger::existing_genesis(&opts.data)? {
+        Some(g) => {
+            if !opts.fund.is_empty() && opts.fund != g.balances {
+                bail!(
+                    "{} already holds a ledger; --fund only applies when creating one (use a new --data folder)",
+                    opts.data.display()
+                );
+            }
+            g
+        }
+        None => Genesis {
+            chain_id: Sha256::digest(keys::random32()?).into(),
+            min_challenge_window: opts.min_challenge_window,
+            balances: opts.fund.clone(),
+        },
+    };
+    eprintln!("verifying the chain in {} ...", opts.data.display());
+    let ledger = LocalLedger::open(&opts.data, genesis)
+        .with_context(|| format!("cannot open the ledger in {}", opts.data.display()))?;
+    let limits = Limits {
+        max_frame: gridchan_chain::rpc::MAX_RPC_FRAME,
+        ..Limits::default()
+    };
+    let endpoint = Endpoint::bind(opts.listen, signer, limits)?;
+    // The address line is what operators and scripts read: keep it first and stable.
+    println!("ledger {}", endpoint.peer_addr());
+    println!("height {}", ledger.height());
+    let producer = ledger.spawn_producer(Duration::from_millis(opts.block_ms.max(1)));
+    let serving = tokio::spawn(server::serve(endpoint.clone(), ledger.clone()));
+    tokio::signal::ctrl_c().await?;
+    eprintln!("stopping at height {}", ledger.height());
+    producer.abort();
+    endpoint.close();
+    serving.abort();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_parse_as_tokens() {
+        assert_eq!(parse_amount("12"), Ok(Amount(12_000_000)));
+        assert_eq!(parse_amount("0.5"), Ok(Amount(500_000)));
+        assert_eq!(parse_amount("3.000001"), Ok(Amount(3_000_001)));
+        assert!(parse_amount("1.0000001").is_err());
+        assert!(parse_amount("abc").is_err());
+        assert!(parse_amount("").is_err());
+        assert!(parse_amount("99999999999999999").is_err());
+    }
+}
