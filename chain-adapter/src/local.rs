@@ -121,7 +121,7 @@ impl LocalLedger {
         }
         let hash = tx.hash(&self.chain_id);
         let next = inner.height + 1;
-        let events = inner.pending_state.apply(&tx, next)?;
+        let events = inner.pending_state.apply_hashed(&tx, &hash, next)?;
         inner.mempool.push((
             tx,
             TxOutcome {

@@ -205,7 +205,12 @@ impl LedgerState {
 
     /// Checks signature and nonce only (what a mempool checks before accepting).
     pub fn check_envelope(&self, tx: &Tx) -> Result<(), TxError> {
-        if !tx.verify(&self.genesis.chain_id) {
+        self.check_envelope_hashed(tx, &tx.hash(&self.genesis.chain_id))
+    }
+
+    /// [`LedgerState::check_envelope`] for a caller that already computed the hash.
+    fn check_envelope_hashed(&self, tx: &Tx, hash: &crate::tx::TxHash) -> Result<(), TxError> {
+        if tx.sig.verify(&hash.0, &tx.sender).is_err() {
             return Err(TxError::BadTxSignature);
         }
         let expected = self.account(&tx.sender).nonce;
@@ -222,7 +227,17 @@ impl LedgerState {
     /// advances. (A block that includes a failed transaction advances the nonce separately,
     /// with [`LedgerState::consume_nonce`].)
     pub fn apply(&mut self, tx: &Tx, height: Height) -> Result<Vec<ChainEvent>, TxError> {
-        self.check_envelope(tx)?;
+        self.apply_hashed(tx, &tx.hash(&self.genesis.chain_id), height)
+    }
+
+    /// [`LedgerState::apply`] with the transaction's hash (`tx.hash(chain_id)`) given.
+    pub fn apply_hashed(
+        &mut self,
+        tx: &Tx,
+        hash: &crate::tx::TxHash,
+        height: Height,
+    ) -> Result<Vec<ChainEvent>, TxError> {
+        self.check_envelope_hashed(tx, hash)?;
         let events = self.execute(tx, height)?;
         self.consume_nonce(&tx.sender);
         Ok(events)

@@ -13,3 +13,14 @@ pub fn bench_core(updates: u64) -> Result<()> {
     println!("{}", gridchan_harness::bench::run(updates).report());
     Ok(())
 }
+
+/// `gridchan bench ledger`.
+pub fn bench_ledger(transactions: usize) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    eprintln!("signing {transactions} transactions, then applying and committing them...");
+    println!(
+        "{}",
+        gridchan_chain::bench::run(dir.path(), transactions).report()
+    );
+    Ok(())
+}

@@ -53,6 +53,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 20_000)]
         updates: u64,
     },
+    /// The local ledger: signed transactions applied and committed per second beside the bare
+    /// cost of verifying them, and block production time at several loads.
+    Ledger {
+        /// Transactions to apply.
+        #[arg(long, default_value_t = 50_000)]
+        transactions: usize,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -79,6 +86,9 @@ fn run() -> Result<()> {
         Commands::Bench {
             which: BenchCommand::Core { updates },
         } => gridchan_cli::bench_core(updates),
+        Commands::Bench {
+            which: BenchCommand::Ledger { transactions },
+        } => gridchan_cli::bench_ledger(transactions),
         Commands::Vectors => {
             print!("{}", gridchan_cli::vectors::render());
             Ok(())
