@@ -239,6 +239,23 @@ impl Channel {
             .next()
     }
 
+    /// The version a peer proposal must carry: the next version, or the peer's highest known
+    /// version again if we never signed at it (the peer repeats a proposal whose refusal it
+    /// never received). Countersigning at that version is safe: our own highest signed version
+    /// is below it.
+    fn expected_peer_version(&self, offered: Version) -> Result<Version, Refusal> {
+        let current = self
+            .current
+            .as_ref()
+            .map(|c| c.version())
+            .unwrap_or_default();
+        let repeat = self.peer_highest;
+        if offered == repeat && repeat > current.max(self.highest_signed) {
+            return Ok(repeat);
+        }
+        self.next_version().ok_or(Refusal::Overflow)
+    }
+
     fn current_state(&self) -> Option<&State> {
         self.current.as_ref().map(|c| c.state())
     }
@@ -431,6 +448,18 @@ impl Channel {
     // ----- the peer's proposals -----
 
     pub fn on_propose(&mut self, parts: ProposalParts, ctx: &mut Ctx) -> Result<(), Violation> {
+        self.consider_proposal(parts, false, ctx)
+    }
+
+    /// A peer proposal, live or repeated in a reestablish. In a reestablish both sides see
+    /// both pending proposals, so they resolve a crossing the same way whatever the versions;
+    /// live, a proposal at a version already resolved is a stale duplicate.
+    fn consider_proposal(
+        &mut self,
+        parts: ProposalParts,
+        repeated: bool,
+        ctx: &mut Ctx,
+    ) -> Result<(), Violation> {
         if parts.proposer != self.me.other() {
             return Err(Violation("proposal claims to be from us".into()));
         }
@@ -449,19 +478,29 @@ impl Channel {
             return Err(Violation("second proposal while one is pending".into()));
         }
         if !matches!(self.phase, Phase::Open | Phase::Closing) || self.frozen {
-            self.peer_highest = self.peer_highest.max(proposal.version());
             self.refuse(proposal.version(), Refusal::NotAccepting, ctx);
             return Ok(());
         }
         if let Some(ours) = self.proposal.clone() {
+            if !repeated && proposal.version() <= self.peer_highest {
+                return Err(Violation(format!(
+                    "stale proposal {}: the peer's {} is already resolved",
+                    proposal.version(),
+                    self.peer_highest
+                )));
+            }
             return self.resolve_crossing(ours, proposal, ctx);
         }
-        let expected = self.next_version().ok_or(Refusal::Overflow)?;
+        if proposal.version() <= self.highest_signed {
+            let highest = self.highest_signed.0;
+            self.refuse(proposal.version(), Refusal::VersionBurned { highest }, ctx);
+            return Ok(());
+        }
+        let expected = self.expected_peer_version(proposal.version())?;
         let trade =
             match cur.check_successor(&self.params, proposal.state(), self.me.other(), expected) {
                 Ok(trade) => trade,
                 Err(reason) if reason.is_disagreement() => {
-                    self.peer_highest = self.peer_highest.max(proposal.version());
                     self.refuse(proposal.version(), reason, ctx);
                     return Ok(());
                 }
@@ -470,9 +509,10 @@ impl Channel {
                     return Err(reason.into());
                 }
             };
-        // Only a proposal that passed the checks moves what we expect next: a malformed one,
-        // even validly signed, must not.
-        self.peer_highest = self.peer_highest.max(proposal.version());
+        // The peer's proposal counts towards what we expect next only once it is decided:
+        // countersigned (then it is the current state) or refused as a disagreement (then
+        // its version is burned). A held one will be repeated after a reconnect, and a
+        // malformed one, even validly signed, must not move anything.
         self.yielding = false;
         match trade {
             None => self.countersign(proposal, None, ctx),
@@ -589,7 +629,15 @@ impl Channel {
         }
     }
 
+    /// Refuses a peer proposal at `version`. A disagreement burns that version (the peer
+    /// signed it); a violation does not count at all.
     fn refuse(&mut self, version: Version, reason: Refusal, ctx: &mut Ctx) {
+        if reason.is_disagreement() && version > self.peer_highest {
+            // What we expect next changes: make it durable before the peer hears of it, or
+            // after a crash we would expect a version the peer has already burned.
+            self.peer_highest = version;
+            self.persist(ctx);
+        }
         self.event(
             ctx,
             Event::Refused {
@@ -714,10 +762,20 @@ impl Channel {
     }
 
     pub fn on_refuse(&mut self, msg: Refuse, ctx: &mut Ctx) -> Result<(), Violation> {
-        let ours_is_final = match &self.proposal {
-            Some(ours) if ours.version() == msg.version => ours.state().is_final,
+        let ours = match &self.proposal {
+            Some(ours) if ours.version() == msg.version => ours.clone(),
             _ => return Ok(()), // a refusal we no longer care about
         };
+        let ours_is_final = ours.state().is_final;
+        if let Refusal::VersionBurned { highest } = msg.reason {
+            // Our proposal crossed one of the peer's unseen: propose the same again, higher.
+            self.peer_highest = self.peer_highest.max(Version(highest));
+            self.proposal = None;
+            self.requeue(&ours, ctx);
+            self.persist(ctx);
+            self.maybe_propose(ctx);
+            return Ok(());
+        }
         self.event(
             ctx,
             Event::Refused {
@@ -782,6 +840,9 @@ impl Channel {
         msg: Box<Reestablish>,
         ctx: &mut Ctx,
     ) -> Result<(), Violation> {
+        if self.reestablished {
+            return Err(Violation("a second reestablish on one connection".into()));
+        }
         let msg = *msg;
         let theirs = msg.current.verify(&self.params, &self.id)?;
         let mut changed = false;
@@ -833,7 +894,9 @@ impl Channel {
             Some(p) if p.state.version == msg.highest_signed => theirs.version(),
             _ => msg.highest_signed,
         };
-        self.peer_highest = self.peer_highest.max(declared).max(theirs.version());
+        let known = self.peer_highest.max(declared).max(theirs.version());
+        changed |= known != self.peer_highest;
+        self.peer_highest = known;
         if changed {
             self.persist(ctx);
             if let Some(cur) = self.current.clone() {
@@ -843,7 +906,7 @@ impl Channel {
         self.reestablished = true;
         self.yielding = false;
         if let Some(parts) = their_proposal {
-            return self.on_propose(parts, ctx);
+            return self.consider_proposal(parts, true, ctx);
         }
         self.maybe_propose(ctx);
         Ok(())

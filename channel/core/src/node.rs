@@ -125,7 +125,10 @@ impl Node {
         match input {
             Input::Message { from, message } => self.on_message(from, message),
             Input::Connected(peer) => self.for_peer(&peer, |ch, ctx| ch.on_connected(ctx)),
-            Input::Disconnected(peer) => self.for_peer(&peer, |ch, _| ch.on_disconnected()),
+            Input::Disconnected(peer) => {
+                self.out.drop_sends_to(&peer);
+                self.for_peer(&peer, |ch, _| ch.on_disconnected());
+            }
             Input::Reading { channel, reading } => {
                 self.with_channel(&channel, |ch, ctx| ch.on_reading(reading, ctx));
             }
@@ -282,6 +285,8 @@ impl Node {
     /// it. No channel state changes.
     fn disconnect(&mut self, peer: NodeId, reason: String) {
         self.for_peer(&peer, |ch, _| ch.on_disconnected());
+        // A refusal explaining why may go out first; nothing else for this connection does.
+        self.out.drop_sends_to_except_refusals(&peer);
         self.out.push(
             None,
             Output::Event(crate::io::Event::PeerMisbehaved {

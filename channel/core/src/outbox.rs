@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use crate::crypto::NodeId;
 use crate::io::{ChannelRecord, Output, UpdateId};
 use crate::types::ChannelId;
 
@@ -57,6 +58,25 @@ impl Outbox {
         self.durable_through = self.durable_through.max(update.0);
         self.release();
         Some(channel)
+    }
+
+    /// The connection to `peer` is gone: messages queued for it belonged to that connection
+    /// and must not arrive on the next one (reestablish says everything again).
+    pub fn drop_sends_to(&mut self, peer: &NodeId) {
+        let for_peer = |o: &Output| matches!(o, Output::Send { to, .. } if to == peer);
+        self.ready.retain(|o| !for_peer(o));
+        self.gated.retain(|(_, _, o)| !for_peer(o));
+    }
+
+    /// Like [`Outbox::drop_sends_to`], but keeps refusals: they tell a misbehaving peer why it
+    /// is being disconnected.
+    pub fn drop_sends_to_except_refusals(&mut self, peer: &NodeId) {
+        let drop = |o: &Output| {
+            matches!(o, Output::Send { to, message } if to == peer
+                && !matches!(message, crate::wire::Message::Refuse(_)))
+        };
+        self.ready.retain(|o| !drop(o));
+        self.gated.retain(|(_, _, o)| !drop(o));
     }
 
     fn release(&mut self) {

@@ -89,6 +89,10 @@ pub enum Refusal {
     /// An update that moves nothing.
     #[error("the update settles no energy")]
     EmptyUpdate,
+    /// The receiver already signed a state at or above this version (the proposals crossed
+    /// unseen, across a reconnect or a store failure): propose again above `highest`.
+    #[error("version already used: propose above {highest}")]
+    VersionBurned { highest: u64 },
     /// The channel is not open for updates (opening, closing, closed, or frozen by a store
     /// failure).
     #[error("channel is not accepting updates")]
@@ -107,6 +111,7 @@ impl Refusal {
             Refusal::EnergyBeyondImport { .. }
                 | Refusal::OutsideTolerance { .. }
                 | Refusal::NoMeterReading(_)
+                | Refusal::VersionBurned { .. }
                 | Refusal::NotAccepting
         )
     }

@@ -136,6 +136,8 @@ pub struct Pair {
     /// Check every signature and state as it happens (on by default; benchmarks turn it off,
     /// since the checks verify signatures again).
     pub referee: bool,
+    /// Times the link came up.
+    pub reconnects: u64,
 }
 
 impl Pair {
@@ -175,6 +177,7 @@ impl Pair {
             rejected_frames: 0,
             steps: 0,
             referee: true,
+            reconnects: 0,
         };
         pair.advance(0);
         pair.reconnect();
@@ -340,6 +343,7 @@ impl Pair {
             return;
         }
         self.link.up = true;
+        self.reconnects += 1;
         for side in [Side::A, Side::B] {
             let peer_id = self.id(side.other());
             self.node_mut(side).handle(Input::Connected(peer_id));
@@ -442,12 +446,17 @@ impl Pair {
 
     /// Runs until neither node has anything left to do. Panics if that never happens.
     pub fn drive(&mut self) {
-        for _ in 0..100_000 {
+        let reconnects = self.reconnects;
+        for _ in 0..20_000 {
             if !self.step() {
                 return;
             }
+            assert!(
+                self.reconnects - reconnects < 200,
+                "the pair reconnected 200 times without settling: a reconnect loop"
+            );
         }
-        panic!("the pair did not become idle in 100,000 steps");
+        panic!("the pair did not become idle in 20,000 steps");
     }
 
     /// Carries out both nodes' pending outputs without delivering any frame.
@@ -493,6 +502,9 @@ impl Pair {
         }
         match Message::decode(&frame) {
             Ok(message) => {
+                if std::env::var_os("GRIDCHAN_HARNESS_TRACE").is_some() {
+                    eprintln!("{from:?} -> {to:?}: {}", describe(&message));
+                }
                 let sender = self.id(from);
                 self.node_mut(to).handle(Input::Message {
                     from: sender,
@@ -549,7 +561,12 @@ impl Pair {
                 Output::Ledger(request) => self.peers[i].ledger.push(request),
                 Output::Watchtower(state) => self.peers[i].tower.push(state),
                 Output::Disconnect { .. } => self.disconnect(),
-                Output::Event(event) => self.peers[i].events.push(event),
+                Output::Event(event) => {
+                    if std::env::var_os("GRIDCHAN_HARNESS_TRACE").is_some() {
+                        eprintln!("{side:?} event: {event:?}");
+                    }
+                    self.peers[i].events.push(event)
+                }
             }
         }
         if self.referee && any {
@@ -667,8 +684,11 @@ impl Pair {
         }
     }
 
-    /// Heals everything (stores, link, crashed nodes) and runs until idle.
+    /// Heals everything (stores, link, crashed nodes), turns automatic reconnection on (a
+    /// disconnect still pending in an outbox must not leave the pair apart), and runs until
+    /// idle.
     pub fn heal(&mut self) {
+        self.auto_reconnect = true;
         for side in [Side::A, Side::B] {
             self.store(side).heal();
             self.restart(side);
@@ -687,5 +707,25 @@ impl Pair {
     pub fn balances(&self, side: Side) -> (Amount, Amount) {
         let cur = self.current(side);
         (cur.state().balance_a, cur.state().balance_b)
+    }
+}
+
+/// One line about a message, for traces.
+fn describe(m: &Message) -> String {
+    match m {
+        Message::OpenChannel(_) => "OpenChannel".into(),
+        Message::AcceptChannel(_) => "AcceptChannel".into(),
+        Message::Propose(p) => format!(
+            "Propose {} interval {} final {}",
+            p.state.version, p.state.last_interval, p.state.is_final
+        ),
+        Message::Countersign(c) => format!("Countersign {}", c.version),
+        Message::Refuse(r) => format!("Refuse {} ({})", r.version, r.reason),
+        Message::Reestablish(r) => format!(
+            "Reestablish current {} proposal {:?} highest {}",
+            r.current.state.version,
+            r.proposal.as_ref().map(|p| p.state.version),
+            r.highest_signed
+        ),
     }
 }

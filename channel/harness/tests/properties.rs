@@ -135,7 +135,11 @@ fn versions_only_grow(states: &[SignedState]) -> bool {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: if std::env::var("CI").is_ok() { 192 } else { 256 },
+        // GRIDCHAN_PROPTEST_CASES runs a longer soak; CI runs the default.
+        cases: std::env::var("GRIDCHAN_PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(256),
         ..ProptestConfig::default()
     })]
 

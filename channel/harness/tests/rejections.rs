@@ -307,6 +307,10 @@ fn a_reestablish_with_a_forged_state_is_refused() {
         proposal: None,
         highest_signed: Version(50),
     }));
+    // On a fresh connection, the forged reestablish arrives before the real one.
+    let mut pair = pair;
+    pair.disconnect();
+    pair.reconnect();
     assert_violation(pair, msg, "bad signature");
 }
 
@@ -557,4 +561,17 @@ fn proposals_are_refused_before_funding_and_after_closing() {
         }
     )));
     assert_eq!(pair.current(Side::B).version(), Version(2));
+}
+
+#[test]
+fn a_second_reestablish_on_one_connection_is_refused() {
+    let pair = settled_pair();
+    let cur = pair.current(Side::A);
+    let msg = Message::Reestablish(Box::new(Reestablish {
+        channel_id: pair.channel,
+        current: cur.to_parts(),
+        proposal: None,
+        highest_signed: cur.version(),
+    }));
+    assert_violation(pair, msg, "second reestablish");
 }
