@@ -889,10 +889,13 @@ impl Channel {
             }
             _ => None,
         };
-        // The peer's highest signature, not counting the proposal it is about to repeat.
+        // What the peer has resolved. A repeated proposal at version p says every version
+        // below p is resolved on its side (signed, refused or dropped in a crossing), even if
+        // we never learned of it (a refusal of ours that was sent but not made durable before
+        // a crash). Accepting that is safe: we only ever sign above our own highest version.
         let declared = match &their_proposal {
-            Some(p) if p.state.version == msg.highest_signed => theirs.version(),
-            _ => msg.highest_signed,
+            Some(p) => Version(p.state.version.0.saturating_sub(1)),
+            None => msg.highest_signed,
         };
         let known = self.peer_highest.max(declared).max(theirs.version());
         changed |= known != self.peer_highest;

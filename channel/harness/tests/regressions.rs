@@ -144,3 +144,27 @@ fn a_restart_with_trades_both_ways_and_a_duplicate() {
     assert_eq!(pair.current(Side::A), pair.current(Side::B));
     assert!(pair.violations().is_empty(), "{:?}", pair.violations());
 }
+
+/// A frozen buyer, a duplicate, and a crash of the frozen side.
+#[test]
+fn a_frozen_side_crashes_after_a_duplicate() {
+    use gridchan_harness::WriteFault;
+    let mut pair = Pair::new(PairConfig::default());
+    pair.auto_reconnect = false;
+    pair.trade(Trade::agreed(iv(1), Side::A, WattHours(1)));
+    pair.trade(Trade::agreed(iv(2), Side::B, WattHours(1)));
+    pair.store(Side::B).fail_after(1, WriteFault::Fail);
+    pair.trade(Trade::agreed(iv(3), Side::A, WattHours(1)));
+    pair.trade(Trade::agreed(iv(4), Side::A, WattHours(1)));
+    pair.step();
+    pair.advance(120_000);
+    pair.step();
+    pair.duplicate_next(Side::A);
+    pair.drive();
+    pair.trade(Trade::agreed(iv(5), Side::A, WattHours(1)));
+    pair.crash(Side::B);
+    pair.trade(Trade::agreed(iv(6), Side::A, WattHours(1)));
+    pair.heal();
+    assert_eq!(pair.current(Side::A), pair.current(Side::B));
+    assert!(pair.violations().is_empty(), "{:?}", pair.violations());
+}
