@@ -1,0 +1,17 @@
+//! # gridchan-gateway: the parts of a home energy gateway around the protocol core
+//!
+//! The daemon (issue 4) is a thin shell that joins these to the core
+//! ([`gridchan_channel::Node`]) and the transport:
+//!
+//! - [`store::SqliteStore`]: the durable [`gridchan_channel::ChannelStore`]: SQLite in WAL mode,
+//!   `synchronous = FULL`, versioned schema migrations, batched writes, and records whose
+//!   signatures are checked again when they are loaded.
+//! - [`meter`]: where interval readings come from: a seeded simulation of solar generation and
+//!   household load, and CSV replay of recorded readings.
+//! - [`allocate`]: the rule that splits a gateway's metered export and import across its
+//!   channels so that it never bills its neighbours for more than it exported, nor pays them
+//!   for more than it imported.
+
+pub mod allocate;
+pub mod meter;
+pub mod store;

@@ -1,0 +1,182 @@
+//! Channel records in SQLite.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rusqlite::{params, Connection};
+use serde::{Deserialize, Serialize};
+
+use gridchan_channel::{
+    ChannelId, ChannelParams, ChannelRecord, ChannelStore, Party, Phase, Proposal, ProposalParts,
+    SignedStateParts, StoreError, Version,
+};
+
+/// The schema migrations, in order; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &["CREATE TABLE channels (
+        id BLOB PRIMARY KEY,
+        record BLOB NOT NULL,
+        version INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    );"];
+
+/// A channel record as stored: plain fields, signatures checked again on load.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    params: ChannelParams,
+    me: Party,
+    phase: Phase,
+    current: Option<SignedStateParts>,
+    proposal: Option<ProposalParts>,
+    highest_signed: Version,
+    peer_highest: Version,
+}
+
+/// The gateway's durable channel store.
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+fn write_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::WriteFailed(e.to_string())
+}
+
+fn read_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::ReadFailed(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating) the store at `path`.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open(path).map_err(read_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(read_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(read_err)?;
+        let mut store = SqliteStore { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let done: usize = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(read_err)?;
+        if done > MIGRATIONS.len() {
+            return Err(read_err(format!(
+                "the store has schema version {done}, newer than this build knows ({}): upgrade gridchan",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+            let tx = self.conn.transaction().map_err(write_err)?;
+            tx.execute_batch(sql).map_err(write_err)?;
+            tx.pragma_update(None, "user_version", i + 1)
+                .map_err(write_err)?;
+            tx.commit().map_err(write_err)?;
+        }
+        Ok(())
+    }
+
+    /// Writes several records in one durable transaction: one fsync for many channels.
+    pub fn write_batch(&mut self, records: &[&ChannelRecord]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(write_err)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO channels (id, record, version, updated_ms) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(id) DO UPDATE SET record = ?2, version = ?3, updated_ms = ?4",
+                )
+                .map_err(write_err)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            for record in records {
+                let version = record.current.as_ref().map(|c| c.version().0).unwrap_or(0);
+                stmt.execute(params![
+                    record.id.0.to_vec(),
+                    encode(record),
+                    version as i64,
+                    now
+                ])
+                .map_err(write_err)?;
+            }
+        }
+        tx.commit().map_err(write_err)
+    }
+}
+
+fn encode(record: &ChannelRecord) -> Vec<u8> {
+    let stored = Stored {
+        params: (*record.params).clone(),
+        me: record.me,
+        phase: record.phase,
+        current: record.current.as_ref().map(|c| c.to_parts()),
+        proposal: record.proposal.as_ref().map(|p| p.to_parts()),
+        highest_signed: record.highest_signed,
+        peer_highest: record.peer_highest,
+    };
+    bincode::serde::encode_to_vec(&stored, bincode::config::standard()).expect("records encode")
+}
+
+fn decode(id: &[u8], bytes: &[u8]) -> Result<ChannelRecord, StoreError> {
+    let (stored, _): (Stored, usize) =
+        bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+            .map_err(|e| read_err(format!("channel {}: {e}", hex(id))))?;
+    let channel_id = stored.params.channel_id();
+    if channel_id.0[..] != id[..] {
+        return Err(read_err(format!(
+            "channel {}: id does not match its parameters",
+            hex(id)
+        )));
+    }
+    let current = stored
+        .current
+        .map(|c| c.verify(&stored.params, &channel_id))
+        .transpose()
+        .map_err(|e| read_err(format!("channel {}: stored state: {e}", hex(id))))?;
+    let proposal = stored
+        .proposal
+        .map(|p| Proposal::verify(&stored.params, &channel_id, p))
+        .transpose()
+        .map_err(|e| read_err(format!("channel {}: stored proposal: {e}", hex(id))))?;
+    Ok(ChannelRecord {
+        id: ChannelId(channel_id.0),
+        params: Arc::new(stored.params),
+        me: stored.me,
+        phase: stored.phase,
+        current,
+        proposal,
+        highest_signed: stored.highest_signed,
+        peer_highest: stored.peer_highest,
+    })
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().take(4).map(|x| format!("{x:02x}")).collect()
+}
+
+impl ChannelStore for SqliteStore {
+    fn write(&mut self, record: &ChannelRecord) -> Result<(), StoreError> {
+        self.write_batch(&[record])
+    }
+
+    fn load(&self) -> Result<Vec<ChannelRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, record FROM channels ORDER BY id")
+            .map_err(read_err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(read_err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, bytes) = row.map_err(read_err)?;
+            out.push(decode(&id, &bytes)?);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,77 @@
+//! The SQLite channel store keeps records exactly, and refuses damaged ones.
+
+use gridchan_channel::{ChannelStore, IntervalIndex, WattHours};
+use gridchan_gateway::store::SqliteStore;
+use gridchan_harness::{Pair, PairConfig, Side, Trade};
+
+fn records() -> Vec<gridchan_channel::ChannelRecord> {
+    let mut pair = Pair::new(PairConfig::default());
+    let start = PairConfig::default().opened_at.0;
+    for i in 1..=5 {
+        let seller = if i % 2 == 0 { Side::A } else { Side::B };
+        pair.trade(Trade::agreed(
+            IntervalIndex(start + i),
+            seller,
+            WattHours(100 * i),
+        ));
+        pair.drive();
+    }
+    // Leave a proposal of A's outstanding, so the record carries one.
+    pair.trade(Trade::agreed(
+        IntervalIndex(start + 6),
+        Side::A,
+        WattHours(5),
+    ));
+    pair.flush_outputs();
+    let a = pair.store(Side::A).inner().load().unwrap();
+    let b = pair.store(Side::B).inner().load().unwrap();
+    assert!(a[0].proposal.is_some());
+    vec![a[0].clone(), b[0].clone()]
+}
+
+#[test]
+fn records_survive_a_reopen_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("channels.sqlite");
+    let recs = records();
+    {
+        let mut store = SqliteStore::open(&path).unwrap();
+        // A's and B's records share a channel id: write A's, then check an update replaces it.
+        store.write(&recs[1]).unwrap();
+        store.write(&recs[0]).unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let loaded = store.load().unwrap();
+    assert_eq!(loaded, vec![recs[0].clone()]);
+}
+
+#[test]
+fn a_tampered_record_is_refused_on_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("channels.sqlite");
+    let recs = records();
+    SqliteStore::open(&path).unwrap().write(&recs[0]).unwrap();
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let mut blob: Vec<u8> = db
+        .query_row("SELECT record FROM channels", [], |r| r.get(0))
+        .unwrap();
+    let n = blob.len();
+    blob[n - 20] ^= 0x40; // inside the last signature
+    db.execute("UPDATE channels SET record = ?1", [blob])
+        .unwrap();
+    drop(db);
+    let err = SqliteStore::open(&path).unwrap().load().unwrap_err();
+    assert!(err.to_string().contains("channel"), "{err}");
+}
+
+#[test]
+fn a_store_from_a_newer_build_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("channels.sqlite");
+    SqliteStore::open(&path).unwrap();
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.pragma_update(None, "user_version", 99).unwrap();
+    drop(db);
+    let err = SqliteStore::open(&path).err().unwrap();
+    assert!(err.to_string().contains("upgrade gridchan"), "{err}");
+}
