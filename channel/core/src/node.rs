@@ -216,7 +216,10 @@ impl Node {
     }
 
     fn on_message(&mut self, from: NodeId, message: Message) {
-        let id = message.channel_id();
+        let Some(id) = message.channel_id() else {
+            // Gateway-wide messages (meter announcements) are the host's business.
+            return;
+        };
         let result = match message {
             Message::OpenChannel(open) => self.on_open(from, open),
             other => {
@@ -234,7 +237,7 @@ impl Node {
                         Message::Countersign(m) => ch.on_countersign(m, &mut ctx),
                         Message::Refuse(m) => ch.on_refuse(m, &mut ctx),
                         Message::Reestablish(m) => ch.on_reestablish(m, &mut ctx),
-                        Message::OpenChannel(_) => Ok(()),
+                        Message::OpenChannel(_) | Message::Announce(_) => Ok(()),
                     },
                 }
             }

@@ -41,6 +41,9 @@ pub enum Message {
     Refuse(Refuse),
     /// After a (re)connection: what this side holds for one channel.
     Reestablish(Box<Reestablish>),
+    /// This gateway's meter totals for an interval, told to every neighbour so that both ends
+    /// of each channel compute the same flow (see `specs/protocol.md`, "Allocation").
+    Announce(Announce),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +83,15 @@ pub struct Reestablish {
     pub highest_signed: Version,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announce {
+    pub interval: crate::types::IntervalIndex,
+    pub import: crate::types::WattHours,
+    pub export: crate::types::WattHours,
+    /// Neighbours on the other side of the market in this interval.
+    pub partners: u32,
+}
+
 /// Why bytes from a peer are not a message. Every variant costs the peer its connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -109,19 +121,22 @@ impl Message {
             Message::Countersign(_) => 4,
             Message::Refuse(_) => 5,
             Message::Reestablish(_) => 6,
+            Message::Announce(_) => 7,
         }
     }
 
-    /// The channel this message is about (for an open: the id its parameters hash to).
-    pub fn channel_id(&self) -> ChannelId {
-        match self {
+    /// The channel this message is about (for an open: the id its parameters hash to);
+    /// `None` for gateway-wide messages.
+    pub fn channel_id(&self) -> Option<ChannelId> {
+        Some(match self {
             Message::OpenChannel(m) => m.params.channel_id(),
             Message::AcceptChannel(m) => m.channel_id,
             Message::Propose(m) => m.state.channel_id,
             Message::Countersign(m) => m.channel_id,
             Message::Refuse(m) => m.channel_id,
             Message::Reestablish(m) => m.channel_id,
-        }
+            Message::Announce(_) => return None,
+        })
     }
 
     /// Encodes this message as one frame.
@@ -134,6 +149,7 @@ impl Message {
             Message::Countersign(m) => encode_payload(m, &mut out),
             Message::Refuse(m) => encode_payload(m, &mut out),
             Message::Reestablish(m) => encode_payload(m, &mut out),
+            Message::Announce(m) => encode_payload(m, &mut out),
         };
         debug_assert!(payload.is_ok(), "our own messages always encode");
         let len = (out.len() - 4) as u32;
@@ -164,6 +180,7 @@ impl Message {
             4 => Message::Countersign(decode_payload(payload, "countersign")?),
             5 => Message::Refuse(decode_payload(payload, "refuse")?),
             6 => Message::Reestablish(decode_payload(payload, "reestablish")?),
+            7 => Message::Announce(decode_payload(payload, "announce")?),
             other => return Err(WireError::UnknownType(other)),
         })
     }
@@ -268,6 +285,12 @@ mod tests {
                 channel_id: ChannelId([3; 32]),
                 sig_b: sig,
             }),
+            Message::Announce(Announce {
+                interval: IntervalIndex(1_929_700),
+                import: WattHours(0),
+                export: WattHours(420),
+                partners: 2,
+            }),
         ]
     }
 
@@ -298,7 +321,7 @@ mod tests {
         }
 
         #[test]
-        fn corrupted_frames_never_panic(which in 0usize..5, flips in prop::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+        fn corrupted_frames_never_panic(which in 0usize..6, flips in prop::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
             let mut frame = samples()[which].encode();
             for (at, byte) in flips {
                 let i = at % frame.len();

@@ -641,12 +641,15 @@ impl Pair {
                 }
                 completes = Some(m.current.state.version);
             }
-            Message::Refuse(_) => {}
+            Message::Refuse(_) | Message::Announce(_) => {}
         }
+        let Some(channel) = message.channel_id() else {
+            return;
+        };
         let record = self.peers[side.index()]
             .store
             .inner()
-            .get(&message.channel_id())
+            .get(&channel)
             .cloned();
         for (version, sig, claimed) in sigs {
             let durable: Vec<[u8; 32]> = record
@@ -721,6 +724,10 @@ fn describe(m: &Message) -> String {
         ),
         Message::Countersign(c) => format!("Countersign {}", c.version),
         Message::Refuse(r) => format!("Refuse {} ({})", r.version, r.reason),
+        Message::Announce(a) => format!(
+            "Announce {} import {} export {}",
+            a.interval, a.import, a.export
+        ),
         Message::Reestablish(r) => format!(
             "Reestablish current {} proposal {:?} highest {}",
             r.current.state.version,

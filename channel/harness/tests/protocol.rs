@@ -448,3 +448,22 @@ fn the_buyer_cannot_be_billed_beyond_its_balance() {
     assert_eq!(pair.current(Side::B).state(), &s);
     assert_clean(&pair);
 }
+
+#[test]
+fn meter_announcements_pass_through_without_touching_channels() {
+    let mut pair = Pair::new(PairConfig::default());
+    let before = pair.current(Side::B);
+    pair.inject(
+        Side::A,
+        &gridchan_channel::Message::Announce(gridchan_channel::wire::Announce {
+            interval: iv(1),
+            import: WattHours(0),
+            export: WattHours(300),
+            partners: 1,
+        }),
+    );
+    pair.drive();
+    assert!(pair.link.up);
+    assert_eq!(pair.current(Side::B), before);
+    assert_clean(&pair);
+}
