@@ -1,6 +1,7 @@
 //! The library behind the `gridchan` binary: everything a subcommand does lives here, so
 //! tests can call it without the binary.
 
+pub mod init;
 pub mod keys;
 pub mod ledger;
 pub mod vectors;

@@ -24,6 +24,18 @@ enum Commands {
     },
     /// Print the signed-state test vectors of specs/encoding.md, computed by this build.
     Vectors,
+    /// Create a gateway: a new identity key (mode 0600) and a commented config file.
+    Init {
+        /// Folder to create them in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Where neighbours will reach this gateway.
+        #[arg(long, default_value = "127.0.0.1:7500")]
+        listen: SocketAddr,
+        /// The ledger node, PUBKEY@HOST:PORT (as `gridchan ledger` prints it).
+        #[arg(long, default_value = "PUBKEY@127.0.0.1:7400")]
+        ledger: String,
+    },
     /// Run the local ledger node: blocks, the adjudication contract, served over QUIC.
     Ledger {
         /// Folder for the chain database and the node key (created if missing).
@@ -89,6 +101,11 @@ fn run() -> Result<()> {
         Commands::Bench {
             which: BenchCommand::Ledger { transactions },
         } => gridchan_cli::bench_ledger(transactions),
+        Commands::Init {
+            dir,
+            listen,
+            ledger,
+        } => gridchan_cli::init::run(&dir, listen, &ledger),
         Commands::Vectors => {
             print!("{}", gridchan_cli::vectors::render());
             Ok(())

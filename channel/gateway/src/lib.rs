@@ -8,10 +8,13 @@
 //!   signatures are checked again when they are loaded.
 //! - [`meter`]: where interval readings come from: a seeded simulation of solar generation and
 //!   household load, and CSV replay of recorded readings.
+//! - [`config`]: the gateway's TOML configuration, and the commented template `gridchan init`
+//!   writes.
 //! - [`allocate`]: the rule that splits a gateway's metered export and import across its
 //!   channels so that it never bills its neighbours for more than it exported, nor pays them
 //!   for more than it imported.
 
 pub mod allocate;
+pub mod config;
 pub mod meter;
 pub mod store;

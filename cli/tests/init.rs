@@ -1,0 +1,51 @@
+//! `gridchan init` and key files.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+fn gridchan(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_gridchan"))
+        .args(args)
+        .output()
+        .expect("gridchan runs")
+}
+
+#[test]
+fn init_writes_a_private_key_and_a_loadable_config_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = gridchan(&["init", "--dir", d, "--ledger", "KEY@127.0.0.1:7400"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("node    "), "{text}");
+    let mode = std::fs::metadata(dir.path().join("node.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let config = gridchan_gateway::config::Config::load(&dir.path().join("gridchan.toml")).unwrap();
+    assert_eq!(config.node.listen, "127.0.0.1:7500".parse().unwrap());
+    // The key's secret never appears in what init prints.
+    let secret = std::fs::read_to_string(dir.path().join("node.key")).unwrap();
+    assert!(!text.contains(secret.trim()));
+    let again = gridchan(&["init", "--dir", d]);
+    assert!(!again.status.success());
+    let err = String::from_utf8(again.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("exists already"), "{err}");
+}
+
+#[test]
+fn a_key_readable_by_others_is_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("node.key");
+    gridchan_cli::keys::load_or_create(&key).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = gridchan_cli::keys::load(&key).err().unwrap().to_string();
+    assert!(err.contains("readable by others"), "{err}");
+    assert!(err.contains("chmod 600"), "{err}");
+}
