@@ -1,13 +1,8 @@
 //! The `gridchan` binary, run as a person would.
 
-use std::process::Command;
+mod common;
 
-fn gridchan(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_gridchan"))
-        .args(args)
-        .output()
-        .expect("gridchan runs")
-}
+use common::gridchan;
 
 #[test]
 fn vectors_match_the_published_spec() {

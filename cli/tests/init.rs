@@ -1,14 +1,10 @@
 //! `gridchan init` and key files.
 
-use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
+mod common;
 
-fn gridchan(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_gridchan"))
-        .args(args)
-        .output()
-        .expect("gridchan runs")
-}
+use std::os::unix::fs::PermissionsExt;
+
+use common::gridchan;
 
 #[test]
 fn init_writes_a_private_key_and_a_loadable_config_and_never_overwrites() {
