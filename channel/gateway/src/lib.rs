@@ -8,6 +8,8 @@
 //!   signatures are checked again when they are loaded.
 //! - [`meter`]: where interval readings come from: a seeded simulation of solar generation and
 //!   household load, and CSV replay of recorded readings.
+//! - [`engine`]: the async shell around the core: QUIC connections to neighbours, batched
+//!   durable writes acknowledged to the core, a clock, and a control handle.
 //! - [`config`]: the gateway's TOML configuration, and the commented template `gridchan init`
 //!   writes.
 //! - [`allocate`]: the rule that splits a gateway's metered export and import across its
@@ -16,5 +18,6 @@
 
 pub mod allocate;
 pub mod config;
+pub mod engine;
 pub mod meter;
 pub mod store;

@@ -1,0 +1,424 @@
+//! The engine: one task that owns the protocol core ([`Node`]) and carries out its outputs
+//! with real I/O. Peer connections run in their own tasks and talk to the engine through
+//! channels; durable writes are batched (one SQLite transaction for every record the core asked
+//! for since the last batch) and acknowledged before anything that depends on them is sent.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gridchan_channel::{
+    ChannelId, ChannelRecord, ChannelView, Command, CommandError, Event, Input, IntervalReading,
+    LedgerEvent, LedgerRequest, Message, Node, NodeId, OpenRequest, Output, Policy, SignedState,
+    Signer, UpdateId,
+};
+use gridchan_transport::{Connection, Endpoint, PeerAddr};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::store::SqliteStore;
+
+/// Something the engine reports to its host.
+#[derive(Clone, Debug)]
+pub enum Report {
+    /// A protocol event (settled, refused, closed ...).
+    Event(Event),
+    /// The core asks for a ledger transaction.
+    Ledger(LedgerRequest),
+    /// A new doubly signed state for the watchtowers.
+    Watchtower(SignedState),
+    /// A peer connected (authenticated) or disconnected.
+    Peer { peer: NodeId, connected: bool },
+    /// A durable write failed.
+    StoreFailed(String),
+}
+
+enum Control {
+    Open(
+        OpenRequest,
+        oneshot::Sender<Result<ChannelId, CommandError>>,
+    ),
+    Command(Command, oneshot::Sender<Result<(), CommandError>>),
+    Reading(ChannelId, IntervalReading),
+    Ledger(ChannelId, LedgerEvent),
+    Channels(oneshot::Sender<Vec<ChannelView>>),
+    Connect(PeerAddr),
+}
+
+enum Inbound {
+    Up(Connection, mpsc::Sender<Vec<u8>>),
+    Frame(NodeId, Vec<u8>),
+    Down(NodeId, u64),
+}
+
+/// A handle to a running engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    control: mpsc::Sender<Control>,
+    reports: broadcast::Sender<Report>,
+    pub node: NodeId,
+    pub address: PeerAddr,
+}
+
+/// Why a request to the engine failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("the gateway engine has stopped")]
+    Stopped,
+    #[error(transparent)]
+    Command(#[from] CommandError),
+}
+
+impl EngineHandle {
+    pub fn reports(&self) -> broadcast::Receiver<Report> {
+        self.reports.subscribe()
+    }
+
+    pub async fn open(&self, req: OpenRequest) -> Result<ChannelId, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Control::Open(req, tx)).await?;
+        Ok(rx.await.map_err(|_| EngineError::Stopped)??)
+    }
+
+    pub async fn command(&self, cmd: Command) -> Result<(), EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Control::Command(cmd, tx)).await?;
+        Ok(rx.await.map_err(|_| EngineError::Stopped)??)
+    }
+
+    pub async fn reading(
+        &self,
+        channel: ChannelId,
+        reading: IntervalReading,
+    ) -> Result<(), EngineError> {
+        self.send(Control::Reading(channel, reading)).await
+    }
+
+    pub async fn ledger_event(
+        &self,
+        channel: ChannelId,
+        event: LedgerEvent,
+    ) -> Result<(), EngineError> {
+        self.send(Control::Ledger(channel, event)).await
+    }
+
+    pub async fn channels(&self) -> Result<Vec<ChannelView>, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Control::Channels(tx)).await?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// Dials a neighbour (the engine keeps one connection per peer).
+    pub async fn connect(&self, peer: PeerAddr) -> Result<(), EngineError> {
+        self.send(Control::Connect(peer)).await
+    }
+
+    async fn send(&self, c: Control) -> Result<(), EngineError> {
+        self.control.send(c).await.map_err(|_| EngineError::Stopped)
+    }
+}
+
+struct Peer {
+    writer: mpsc::Sender<Vec<u8>>,
+    conn: Connection,
+    generation: u64,
+}
+
+struct Engine {
+    node: Node,
+    store: Arc<Mutex<SqliteStore>>,
+    peers: HashMap<NodeId, Peer>,
+    generation: u64,
+    reports: broadcast::Sender<Report>,
+    inbound_tx: mpsc::Sender<Inbound>,
+    endpoint: Endpoint,
+    max_frame: usize,
+}
+
+/// Starts an engine for `signer` on `endpoint`, restoring channels from `store`.
+pub fn spawn(
+    endpoint: Endpoint,
+    signer: Signer,
+    store: SqliteStore,
+    policy: Policy,
+) -> Result<EngineHandle, gridchan_channel::StoreError> {
+    use gridchan_channel::ChannelStore;
+    let records = store.load()?;
+    let node_id = signer.id();
+    let node = Node::restore(signer, policy, records);
+    let (control_tx, control_rx) = mpsc::channel(1024);
+    let (inbound_tx, inbound_rx) = mpsc::channel(4096);
+    let (reports, _) = broadcast::channel(4096);
+    let address = endpoint.peer_addr();
+    let engine = Engine {
+        node,
+        store: Arc::new(Mutex::new(store)),
+        peers: HashMap::new(),
+        generation: 0,
+        reports: reports.clone(),
+        inbound_tx: inbound_tx.clone(),
+        endpoint: endpoint.clone(),
+        max_frame: gridchan_channel::wire::MAX_FRAME,
+    };
+    tokio::spawn(accept_loop(endpoint, inbound_tx));
+    tokio::spawn(engine.run(control_rx, inbound_rx));
+    Ok(EngineHandle {
+        control: control_tx,
+        reports,
+        node: node_id,
+        address,
+    })
+}
+
+async fn accept_loop(endpoint: Endpoint, inbound: mpsc::Sender<Inbound>) {
+    while let Some(conn) = endpoint.accept().await {
+        let inbound = inbound.clone();
+        tokio::spawn(async move {
+            // The dialler opens the channel stream; the listener accepts it.
+            match conn.accept_stream().await {
+                Ok(stream) => run_connection(conn, stream, inbound).await,
+                Err(e) => tracing::warn!("peer {} opened no stream: {e}", conn.peer),
+            }
+        });
+    }
+}
+
+async fn dial(endpoint: Endpoint, peer: PeerAddr, inbound: mpsc::Sender<Inbound>) {
+    match endpoint.connect(&peer).await {
+        Ok(conn) => match conn.open_stream().await {
+            Ok(stream) => run_connection(conn, stream, inbound).await,
+            Err(e) => tracing::warn!("cannot open a stream to {peer}: {e}"),
+        },
+        Err(e) => tracing::warn!("cannot reach {peer}: {e}"),
+    }
+}
+
+/// Pumps one connection: frames in to the engine, frames out from the engine's queue.
+async fn run_connection(
+    conn: Connection,
+    stream: gridchan_transport::FramedStream,
+    inbound: mpsc::Sender<Inbound>,
+) {
+    let (writer_tx, mut writer_rx) = mpsc::channel::<Vec<u8>>(256);
+    let peer = conn.peer;
+    if inbound
+        .send(Inbound::Up(conn.clone(), writer_tx))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut stream = stream;
+    loop {
+        tokio::select! {
+            out = writer_rx.recv() => match out {
+                Some(frame) => {
+                    if let Err(e) = stream.write_prefixed(&frame).await {
+                        tracing::debug!("write to {peer} failed: {e}");
+                        break;
+                    }
+                }
+                None => break,
+            },
+            frame = stream.read_frame() => match frame {
+                Ok(Some(body)) => {
+                    let mut full = (body.len() as u32).to_be_bytes().to_vec();
+                    full.extend_from_slice(&body);
+                    if inbound.send(Inbound::Frame(peer, full)).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!("peer {peer}: {e}");
+                    conn.close(&e.to_string());
+                    break;
+                }
+            },
+        }
+    }
+    conn.close("connection ended");
+}
+
+impl Engine {
+    async fn run(
+        mut self,
+        mut control: mpsc::Receiver<Control>,
+        mut inbound: mpsc::Receiver<Inbound>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                c = control.recv() => match c {
+                    Some(c) => self.on_control(c),
+                    None => return,
+                },
+                i = inbound.recv() => match i {
+                    Some(i) => self.on_inbound(i),
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0);
+                    self.node.handle(Input::Tick { now_ms });
+                }
+            }
+            self.drain().await;
+        }
+    }
+
+    fn on_control(&mut self, c: Control) {
+        match c {
+            Control::Open(req, reply) => {
+                let connected = self.peers.contains_key(&req.peer);
+                let _ = reply.send(self.node.open(req, connected));
+            }
+            Control::Command(cmd, reply) => {
+                let _ = reply.send(self.node.command(cmd));
+            }
+            Control::Reading(channel, reading) => {
+                self.node.handle(Input::Reading { channel, reading })
+            }
+            Control::Ledger(channel, event) => self.node.handle(Input::Ledger { channel, event }),
+            Control::Channels(reply) => {
+                let _ = reply.send(self.node.channels().collect());
+            }
+            Control::Connect(peer) => {
+                tokio::spawn(dial(self.endpoint.clone(), peer, self.inbound_tx.clone()));
+            }
+        }
+    }
+
+    fn on_inbound(&mut self, i: Inbound) {
+        match i {
+            Inbound::Up(conn, writer) => {
+                let peer = conn.peer;
+                self.generation += 1;
+                if let Some(old) = self.peers.insert(
+                    peer,
+                    Peer {
+                        writer,
+                        conn,
+                        generation: self.generation,
+                    },
+                ) {
+                    old.conn.close("replaced by a newer connection");
+                    self.node.handle(Input::Disconnected(peer));
+                }
+                let _ = self.reports.send(Report::Peer {
+                    peer,
+                    connected: true,
+                });
+                let generation = self.generation;
+                let inbound = self.inbound_tx.clone();
+                let watch = self.peers[&peer].conn.clone();
+                tokio::spawn(async move {
+                    watch.closed().await;
+                    let _ = inbound.send(Inbound::Down(peer, generation)).await;
+                });
+                self.node.handle(Input::Connected(peer));
+            }
+            Inbound::Frame(peer, frame) => {
+                if frame.len() > self.max_frame + 4 {
+                    self.drop_peer(peer, "oversized frame");
+                    return;
+                }
+                match Message::decode(&frame) {
+                    Ok(message) => self.node.handle(Input::Message {
+                        from: peer,
+                        message,
+                    }),
+                    Err(e) => self.drop_peer(peer, &e.to_string()),
+                }
+            }
+            Inbound::Down(peer, generation) => {
+                if self
+                    .peers
+                    .get(&peer)
+                    .is_some_and(|p| p.generation == generation)
+                {
+                    self.peers.remove(&peer);
+                    self.node.handle(Input::Disconnected(peer));
+                    let _ = self.reports.send(Report::Peer {
+                        peer,
+                        connected: false,
+                    });
+                }
+            }
+        }
+    }
+
+    fn drop_peer(&mut self, peer: NodeId, reason: &str) {
+        tracing::warn!("disconnecting {peer}: {reason}");
+        if let Some(p) = self.peers.remove(&peer) {
+            p.conn.close(reason);
+            self.node.handle(Input::Disconnected(peer));
+            let _ = self.reports.send(Report::Peer {
+                peer,
+                connected: false,
+            });
+        }
+    }
+
+    /// Carries out every output, writing persists in batches until none are left.
+    async fn drain(&mut self) {
+        loop {
+            let mut batch: Vec<(UpdateId, ChannelRecord)> = Vec::new();
+            while let Some(output) = self.node.poll_output() {
+                match output {
+                    Output::Persist { update, record } => batch.push((update, *record)),
+                    Output::Send { to, message } => {
+                        if let Some(p) = self.peers.get(&to) {
+                            if p.writer.try_send(message.encode()).is_err() {
+                                // A peer that does not read its messages loses its connection.
+                                self.drop_peer(to, "send queue full");
+                            }
+                        }
+                    }
+                    Output::Disconnect { peer, reason } => self.drop_peer(peer, &reason),
+                    Output::Ledger(r) => {
+                        let _ = self.reports.send(Report::Ledger(r));
+                    }
+                    Output::Watchtower(s) => {
+                        let _ = self.reports.send(Report::Watchtower(s));
+                    }
+                    Output::Event(e) => {
+                        let _ = self.reports.send(Report::Event(e));
+                    }
+                }
+            }
+            if batch.is_empty() {
+                return;
+            }
+            let store = self.store.clone();
+            let written = tokio::task::spawn_blocking(move || {
+                let mut s = store.lock().unwrap_or_else(|p| p.into_inner());
+                let records: Vec<&ChannelRecord> = batch.iter().map(|(_, r)| r).collect();
+                let result = s.write_batch(&records);
+                (
+                    batch.into_iter().map(|(u, _)| u).collect::<Vec<_>>(),
+                    result,
+                )
+            })
+            .await;
+            match written {
+                Ok((updates, Ok(()))) => {
+                    if let Some(last) = updates.last() {
+                        self.node.handle(Input::Persisted(*last));
+                    }
+                }
+                Ok((updates, Err(e))) => {
+                    let _ = self.reports.send(Report::StoreFailed(e.to_string()));
+                    for u in updates {
+                        self.node.handle(Input::PersistFailed(u));
+                    }
+                }
+                Err(e) => {
+                    let _ = self.reports.send(Report::StoreFailed(e.to_string()));
+                    return;
+                }
+            }
+        }
+    }
+}

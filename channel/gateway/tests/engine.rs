@@ -1,0 +1,172 @@
+//! Two gateway engines over real QUIC on 127.0.0.1 with real SQLite stores.
+
+use std::time::Duration;
+
+use gridchan_channel::{
+    Amount, ChannelStore, Command, IntervalIndex, IntervalReading, LedgerEvent, MeterTolerance,
+    OpenRequest, Phase, Policy, PricePerKwh, Signer, Tariff, Version, WattHours,
+};
+use gridchan_gateway::engine::{self, EngineHandle};
+use gridchan_gateway::store::SqliteStore;
+use gridchan_transport::{Endpoint, Limits};
+
+fn start(dir: &std::path::Path, key: u8) -> EngineHandle {
+    let signer = Signer::new(&[key; 32], &[key; 32]).unwrap();
+    let endpoint = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        signer.duplicate(&[key ^ 1; 32]),
+        Limits::default(),
+    )
+    .unwrap();
+    let store = SqliteStore::open(&dir.join(format!("gateway-{key}.sqlite"))).unwrap();
+    engine::spawn(endpoint, signer, store, Policy::default()).unwrap()
+}
+
+/// Waits (at most 30 s) until `f` holds, re-checking whenever either engine reports
+/// something: no sleeps that guess.
+async fn until<F, Fut>(what: &str, engines: [&EngineHandle; 2], mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let forwarders: Vec<_> = engines
+        .iter()
+        .map(|e| {
+            let mut reports = e.reports();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while reports.recv().await.is_ok() {
+                    if tx.send(()).is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !f().await {
+        // Either a report arrives, or the deadline passes; a check after each.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(!left.is_zero(), "timed out waiting for {what}");
+        let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), rx.recv()).await;
+    }
+    for f in forwarders {
+        f.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_settle_over_quic_with_durable_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(dir.path(), 1);
+    let b = start(dir.path(), 2);
+    a.connect(b.address.clone()).await.unwrap();
+    let opened_at = IntervalIndex(1_930_000);
+    let channel = a
+        .open(OpenRequest {
+            peer: b.node,
+            deposit: Amount(10_000_000),
+            peer_deposit: Amount(10_000_000),
+            tariff: Tariff::Flat(PricePerKwh(200_000)),
+            challenge_window_blocks: 20,
+            funding_window_blocks: 20,
+            interval_seconds: 900,
+            tolerance: MeterTolerance {
+                absolute_wh: 5,
+                permille: 20,
+            },
+            opened_at,
+            nonce: [3; 32],
+        })
+        .await
+        .unwrap();
+    let phase = |h: EngineHandle| async move {
+        h.channels()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|c| c.id == channel)
+            .map(|c| (c.phase, c.current.map(|s| s.version())))
+    };
+    until("both sides agree on version 0", [&a, &b], || {
+        let (a, b) = (a.clone(), b.clone());
+        async move {
+            phase(a).await == Some((Phase::Funding, Some(Version(0))))
+                && phase(b).await == Some((Phase::Funding, Some(Version(0))))
+        }
+    })
+    .await;
+    for h in [&a, &b] {
+        h.ledger_event(channel, LedgerEvent::Funded).await.unwrap();
+    }
+    let (mut a_to_b, mut b_to_a) = (0, 0);
+    for i in 1..=50u64 {
+        let energy = 100 + i;
+        let (seller, buyer) = if i % 3 == 0 { (&b, &a) } else { (&a, &b) };
+        if i % 3 == 0 {
+            b_to_a += energy;
+        } else {
+            a_to_b += energy;
+        }
+        let interval = IntervalIndex(opened_at.0 + i);
+        seller
+            .reading(
+                channel,
+                IntervalReading {
+                    interval,
+                    delivered: WattHours(energy),
+                    received: WattHours(0),
+                    metered_import: WattHours(0),
+                },
+            )
+            .await
+            .unwrap();
+        buyer
+            .reading(
+                channel,
+                IntervalReading {
+                    interval,
+                    delivered: WattHours(0),
+                    received: WattHours(energy),
+                    metered_import: WattHours(energy),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let settled = |h: EngineHandle| async move {
+        h.channels().await.unwrap()[0]
+            .current
+            .as_ref()
+            .map(|s| (s.state().energy_a_to_b.0, s.state().energy_b_to_a.0))
+    };
+    until("every interval settled on both sides", [&a, &b], || {
+        let (a, b) = (a.clone(), b.clone());
+        async move {
+            settled(a).await == Some((a_to_b, b_to_a)) && settled(b).await == Some((a_to_b, b_to_a))
+        }
+    })
+    .await;
+    let a_state = a.channels().await.unwrap()[0].current.clone().unwrap();
+    assert_eq!(
+        Some(a_state.clone()),
+        b.channels().await.unwrap()[0].current.clone()
+    );
+    // What A holds is in its SQLite file.
+    let stored = SqliteStore::open(&dir.path().join("gateway-1.sqlite"))
+        .unwrap()
+        .load()
+        .unwrap();
+    assert_eq!(stored[0].current.as_ref(), Some(&a_state));
+    // A cooperative close over QUIC.
+    a.command(Command::Close(channel)).await.unwrap();
+    until("the final state on both sides", [&a, &b], || {
+        let (a, b) = (a.clone(), b.clone());
+        async move {
+            phase(a).await.map(|p| p.0) == Some(Phase::ClosedCooperatively)
+                && phase(b).await.map(|p| p.0) == Some(Phase::ClosedCooperatively)
+        }
+    })
+    .await;
+}
