@@ -30,6 +30,11 @@ pub enum Report {
     Peer { peer: NodeId, connected: bool },
     /// A durable write failed.
     StoreFailed(String),
+    /// A neighbour's meter announcement.
+    Announce {
+        peer: NodeId,
+        announce: gridchan_channel::wire::Announce,
+    },
 }
 
 enum Control {
@@ -42,6 +47,7 @@ enum Control {
     Ledger(ChannelId, LedgerEvent),
     Channels(oneshot::Sender<Vec<ChannelView>>),
     Connect(PeerAddr),
+    Send(NodeId, Message),
 }
 
 enum Inbound {
@@ -105,6 +111,11 @@ impl EngineHandle {
         let (tx, rx) = oneshot::channel();
         self.send(Control::Channels(tx)).await?;
         rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// Sends a gateway-wide message (a meter announcement) to a connected neighbour.
+    pub async fn send_message(&self, peer: NodeId, message: Message) -> Result<(), EngineError> {
+        self.send(Control::Send(peer, message)).await
     }
 
     /// Dials a neighbour (the engine keeps one connection per peer).
@@ -286,6 +297,13 @@ impl Engine {
             }
             Control::Connect(peer) => {
                 tokio::spawn(dial(self.endpoint.clone(), peer, self.inbound_tx.clone()));
+            }
+            Control::Send(peer, message) => {
+                if let Some(p) = self.peers.get(&peer) {
+                    if p.writer.try_send(message.encode()).is_err() {
+                        self.drop_peer(peer, "send queue full");
+                    }
+                }
             }
         }
     }

@@ -20,4 +20,5 @@ pub mod allocate;
 pub mod config;
 pub mod engine;
 pub mod meter;
+pub mod metering;
 pub mod store;
