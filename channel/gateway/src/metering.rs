@@ -195,7 +195,7 @@ mod tests {
         let at_s = rs.on_announce(b1, &announce_of(&b1_final[0]));
         let _ = r2.on_announce(s, &s_final);
         let _ = rs.on_announce(b2, &announce_of(&b2_final[0]));
-        let reading = |steps: &[Step]| match &steps[..] {
+        let reading = |steps: &[Step]| match steps {
             [Step::Reading { reading, .. }] => *reading,
             other => panic!("{other:?}"),
         };
