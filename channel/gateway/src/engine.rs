@@ -343,6 +343,10 @@ impl Engine {
                     return;
                 }
                 match Message::decode(&frame) {
+                    // Gateway-wide: the daemon's metering, not the core.
+                    Ok(Message::Announce(announce)) => {
+                        let _ = self.reports.send(Report::Announce { peer, announce });
+                    }
                     Ok(message) => self.node.handle(Input::Message {
                         from: peer,
                         message,

@@ -18,6 +18,7 @@
 
 pub mod allocate;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod meter;
 pub mod metering;

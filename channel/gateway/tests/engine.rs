@@ -170,3 +170,36 @@ async fn two_gateways_settle_over_quic_with_durable_states() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announcements_reach_the_neighbours_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(dir.path(), 1);
+    let b = start(dir.path(), 2);
+    let mut reports = b.reports();
+    a.connect(b.address.clone()).await.unwrap();
+    let announce = gridchan_channel::wire::Announce {
+        interval: IntervalIndex(5),
+        import: WattHours(0),
+        export: WattHours(9),
+        partners: 1,
+    };
+    let got = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            // Resend until the connection is up and the announcement arrives.
+            a.send_message(b.node, gridchan_channel::Message::Announce(announce))
+                .await
+                .unwrap();
+            if let Ok(Ok(gridchan_gateway::engine::Report::Announce {
+                peer,
+                announce: got,
+            })) = tokio::time::timeout(Duration::from_millis(200), reports.recv()).await
+            {
+                return (peer, got);
+            }
+        }
+    })
+    .await
+    .expect("announcement arrives");
+    assert_eq!(got, (a.node, announce));
+}

@@ -1,0 +1,342 @@
+//! The gateway daemon: the engine plus the jobs around it: dialling neighbours, metering on the
+//! wall clock with announcement rounds, following the ledger, and submitting what the core asks
+//! of the ledger.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gridchan_chain::{ChainEvent, ChannelStatus, Ledger, Subscription};
+use gridchan_channel::{
+    ChannelId, IntervalIndex, LedgerEvent, LedgerRequest, Message, NodeId, Phase,
+};
+use gridchan_transport::PeerAddr;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+
+use crate::engine::{EngineHandle, Report};
+use crate::meter::MeterSource;
+use crate::metering::{Round, Step};
+
+/// A running daemon: its engine, and the jobs that stop when it is dropped.
+pub struct Daemon {
+    pub engine: EngineHandle,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// What the daemon's jobs need besides the engine.
+pub struct DaemonParts {
+    pub engine: EngineHandle,
+    pub ledger: Arc<dyn Ledger>,
+    pub meter: Box<dyn MeterSource>,
+    pub interval_seconds: u32,
+    pub peers: Vec<PeerAddr>,
+}
+
+/// Starts the daemon's jobs.
+pub fn start(parts: DaemonParts) -> Daemon {
+    let DaemonParts {
+        engine,
+        ledger,
+        meter,
+        interval_seconds,
+        peers,
+    } = parts;
+    let tasks = vec![
+        tokio::spawn(keep_peers_connected(engine.clone(), peers)),
+        tokio::spawn(submit_ledger_requests(engine.clone(), ledger.clone())),
+        tokio::spawn(follow_ledger(engine.clone(), ledger)),
+        tokio::spawn(meter_intervals(engine.clone(), meter, interval_seconds)),
+    ];
+    Daemon { engine, tasks }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Dials every configured neighbour, and again with backoff whenever it drops.
+async fn keep_peers_connected(engine: EngineHandle, peers: Vec<PeerAddr>) {
+    let mut reports = engine.reports();
+    let by_node: HashMap<NodeId, PeerAddr> = peers.iter().map(|p| (p.node, p.clone())).collect();
+    for p in &peers {
+        let _ = engine.connect(p.clone()).await;
+    }
+    let mut backoff: HashMap<NodeId, Duration> = HashMap::new();
+    loop {
+        match reports.recv().await {
+            Ok(Report::Peer { peer, connected }) => {
+                let Some(addr) = by_node.get(&peer) else {
+                    continue;
+                };
+                if connected {
+                    backoff.remove(&peer);
+                    continue;
+                }
+                let wait = backoff
+                    .get(&peer)
+                    .map(|d| (*d * 2).min(Duration::from_secs(30)))
+                    .unwrap_or(Duration::from_millis(200));
+                backoff.insert(peer, wait);
+                let (engine, addr) = (engine.clone(), addr.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    let _ = engine.connect(addr).await;
+                });
+            }
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Carries out the core's ledger requests.
+async fn submit_ledger_requests(engine: EngineHandle, ledger: Arc<dyn Ledger>) {
+    let mut reports = engine.reports();
+    loop {
+        let request = match reports.recv().await {
+            Ok(Report::Ledger(r)) => r,
+            Ok(_) | Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => return,
+        };
+        let ledger = ledger.clone();
+        tokio::spawn(async move {
+            let what = format!("{request:?}").chars().take(60).collect::<String>();
+            let result = match &request {
+                LedgerRequest::Deposit { params, amount } => ledger.deposit(params, *amount).await,
+                LedgerRequest::Reclaim { channel } => ledger.reclaim(*channel).await,
+                LedgerRequest::Register(s) => ledger.register(s).await,
+                LedgerRequest::Refute(s) => ledger.refute(s).await,
+                LedgerRequest::Conclude { channel } => ledger.conclude(*channel).await,
+                LedgerRequest::ConcludeFinal(s) => ledger.conclude_final(s).await,
+            };
+            match result {
+                Ok(hash) => tracing::info!("ledger: submitted {what}: {hash}"),
+                Err(e) => tracing::warn!("ledger: {what} failed: {e}"),
+            }
+        });
+    }
+}
+
+/// Follows the ledger block by block and tells the core what happened to its channels.
+async fn follow_ledger(engine: EngineHandle, ledger: Arc<dyn Ledger>) {
+    let mut sub = Subscription::new(ledger.clone(), 1);
+    // Deadlines to watch: registered channels (window) and funding channels.
+    let mut windows: BTreeMap<ChannelId, u64> = BTreeMap::new();
+    let mut funding: BTreeMap<ChannelId, u64> = BTreeMap::new();
+    loop {
+        let block = match sub.next().await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("ledger unreachable: {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        for outcome in &block.outcomes {
+            let Ok(events) = &outcome.result else {
+                continue;
+            };
+            for event in events {
+                let (channel, ev) = match event {
+                    ChainEvent::Funded { channel } => {
+                        funding.remove(channel);
+                        (*channel, LedgerEvent::Funded)
+                    }
+                    ChainEvent::Deposited { channel, .. } => {
+                        if let Ok(Some(acc)) = ledger.channel(channel).await {
+                            if let ChannelStatus::Funding { deadline } = acc.status {
+                                funding.insert(*channel, deadline);
+                            }
+                        }
+                        continue;
+                    }
+                    ChainEvent::Registered {
+                        channel,
+                        version,
+                        deadline,
+                    } => {
+                        windows.insert(*channel, *deadline);
+                        (*channel, LedgerEvent::Registered { version: *version })
+                    }
+                    ChainEvent::Refuted {
+                        channel,
+                        version,
+                        deadline,
+                    } => {
+                        windows.insert(*channel, *deadline);
+                        (*channel, LedgerEvent::Refuted { version: *version })
+                    }
+                    ChainEvent::Concluded {
+                        channel,
+                        version,
+                        payout,
+                    } => {
+                        windows.remove(channel);
+                        withdraw_payout(&engine, &ledger, *channel, *payout).await;
+                        (*channel, LedgerEvent::Concluded { version: *version })
+                    }
+                    _ => continue,
+                };
+                let _ = engine.ledger_event(channel, ev).await;
+            }
+        }
+        let height = block.height;
+        let closed: Vec<ChannelId> = windows
+            .iter()
+            .filter(|(_, d)| height > **d)
+            .map(|(c, _)| *c)
+            .collect();
+        for c in closed {
+            windows.remove(&c);
+            let _ = engine.ledger_event(c, LedgerEvent::WindowClosed).await;
+        }
+        let expired: Vec<ChannelId> = funding
+            .iter()
+            .filter(|(_, d)| height > **d)
+            .map(|(c, _)| *c)
+            .collect();
+        for c in expired {
+            funding.remove(&c);
+            let _ = engine.ledger_event(c, LedgerEvent::FundingExpired).await;
+        }
+    }
+}
+
+/// Moves our payout of a concluded channel into our account.
+async fn withdraw_payout(
+    engine: &EngineHandle,
+    ledger: &Arc<dyn Ledger>,
+    channel: ChannelId,
+    payout: [gridchan_channel::Amount; 2],
+) {
+    let Ok(channels) = engine.channels().await else {
+        return;
+    };
+    let Some(view) = channels.into_iter().find(|c| c.id == channel) else {
+        return;
+    };
+    let amount = payout[view.me.index()];
+    if amount.0 > 0 {
+        if let Err(e) = ledger.withdraw(channel, amount).await {
+            tracing::warn!("withdrawing {amount} from {}: {e}", channel.short());
+        }
+    }
+}
+
+/// Every interval: read the meter, run the announcement round with the neighbours we have open
+/// channels with, and give each channel its reading.
+async fn meter_intervals(
+    engine: EngineHandle,
+    mut meter: Box<dyn MeterSource>,
+    interval_seconds: u32,
+) {
+    let period_ms = u64::from(interval_seconds) * 1000;
+    let mut reports = engine.reports();
+    let mut rounds: BTreeMap<IntervalIndex, Round> = BTreeMap::new();
+    let mut early: Vec<(NodeId, gridchan_channel::wire::Announce)> = Vec::new();
+    let mut next_boundary = (now_ms() / period_ms + 1) * period_ms;
+    loop {
+        let wait = Duration::from_millis(next_boundary.saturating_sub(now_ms()));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {
+                // The interval that just ended.
+                let interval = IntervalIndex(next_boundary / period_ms - 1);
+                next_boundary += period_ms;
+                // Rounds older than two intervals stop waiting.
+                let stale: Vec<IntervalIndex> = rounds.keys().copied().filter(|i| i.0 + 1 < interval.0).collect();
+                for i in stale {
+                    if let Some(mut r) = rounds.remove(&i) {
+                        let steps = r.on_timeout();
+                        act(&engine, steps).await;
+                    }
+                }
+                let Some(own) = meter.reading(interval) else { continue };
+                let neighbours = trading_neighbours(&engine).await;
+                if neighbours.is_empty() {
+                    continue;
+                }
+                let (mut round, first) = Round::start(interval, own, neighbours);
+                act(&engine, vec![first]).await;
+                let mut steps = Vec::new();
+                early.retain(|(peer, a)| {
+                    if a.interval == interval {
+                        steps.extend(round.on_announce(*peer, a));
+                        false
+                    } else {
+                        a.interval > interval
+                    }
+                });
+                act(&engine, steps).await;
+                rounds.insert(interval, round);
+            }
+            report = reports.recv() => match report {
+                Ok(Report::Announce { peer, announce }) => {
+                    match rounds.get_mut(&announce.interval) {
+                        Some(round) => {
+                            let steps = round.on_announce(peer, &announce);
+                            act(&engine, steps).await;
+                        }
+                        None if early.len() < 1024 => early.push((peer, announce)),
+                        None => {}
+                    }
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+/// Connected neighbours with an open channel.
+async fn trading_neighbours(engine: &EngineHandle) -> HashSet<NodeId> {
+    engine
+        .channels()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.phase == Phase::Open)
+        .map(|c| c.peer)
+        .collect()
+}
+
+async fn act(engine: &EngineHandle, steps: Vec<Step>) {
+    if steps.is_empty() {
+        return;
+    }
+    let channels = engine.channels().await.unwrap_or_default();
+    for step in steps {
+        match step {
+            Step::Announce(a) => {
+                let peers: HashSet<NodeId> = channels
+                    .iter()
+                    .filter(|c| c.phase == Phase::Open)
+                    .map(|c| c.peer)
+                    .collect();
+                for p in peers {
+                    let _ = engine.send_message(p, Message::Announce(a)).await;
+                }
+            }
+            Step::Reading { peer, reading } => {
+                // The whole flow with a neighbour goes to one open channel with it.
+                if let Some(c) = channels
+                    .iter()
+                    .find(|c| c.peer == peer && c.phase == Phase::Open)
+                {
+                    let _ = engine.reading(c.id, reading).await;
+                }
+            }
+        }
+    }
+}

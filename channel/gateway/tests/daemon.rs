@@ -1,0 +1,233 @@
+//! Two gateway daemons and a ledger node, all real: QUIC on 127.0.0.1, SQLite files, the ledger
+//! producing blocks. A channel is funded on the ledger, trades every (1-second) interval from
+//! the meters, closes cooperatively, and the ledger pays out the final state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gridchan_chain::{server, Genesis, Ledger, LocalLedger, RemoteClient};
+use gridchan_channel::{
+    Amount, Command, IntervalIndex, MeterTolerance, OpenRequest, Phase, Policy, PricePerKwh,
+    Signer, Tariff, WattHours,
+};
+use gridchan_gateway::daemon::{self, Daemon, DaemonParts};
+use gridchan_gateway::engine::{self, EngineHandle};
+use gridchan_gateway::meter::{MeterReading, MeterSource};
+use gridchan_gateway::store::SqliteStore;
+use gridchan_transport::{Endpoint, Limits, PeerAddr};
+
+/// A meter that reads the same every interval.
+struct Steady(MeterReading);
+
+impl MeterSource for Steady {
+    fn reading(&mut self, _: IntervalIndex) -> Option<MeterReading> {
+        Some(self.0)
+    }
+}
+
+fn key(b: u8) -> Signer {
+    Signer::new(&[b; 32], &[b; 32]).unwrap()
+}
+
+fn gateway(
+    dir: &std::path::Path,
+    k: u8,
+    ledger: &PeerAddr,
+    reading: MeterReading,
+    peers: Vec<PeerAddr>,
+) -> Daemon {
+    let endpoint = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        key(k).duplicate(&[1; 32]),
+        Limits::default(),
+    )
+    .unwrap();
+    let store = SqliteStore::open(&dir.join(format!("gw-{k}.sqlite"))).unwrap();
+    let engine = engine::spawn(endpoint, key(k), store, Policy::default()).unwrap();
+    let client: Arc<dyn Ledger> =
+        Arc::new(RemoteClient::new(ledger.clone(), key(k), [k; 32]).unwrap());
+    daemon::start(DaemonParts {
+        engine,
+        ledger: client,
+        meter: Box::new(Steady(reading)),
+        interval_seconds: 1,
+        peers,
+    })
+}
+
+async fn until<F, Fut>(what: &str, engines: [&EngineHandle; 2], mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let forwarders: Vec<_> = engines
+        .iter()
+        .map(|e| {
+            let mut reports = e.reports();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while reports.recv().await.is_ok() {
+                    if tx.send(()).is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !f().await {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(!left.is_zero(), "timed out waiting for {what}");
+        let _ = tokio::time::timeout(left.min(Duration::from_millis(500)), rx.recv()).await;
+    }
+    for f in forwarders {
+        f.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_fund_trade_close_and_get_paid_on_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ka, kb) = (key(1), key(2));
+    let genesis = Genesis {
+        chain_id: [7; 32],
+        min_challenge_window: 2,
+        balances: vec![
+            (ka.id(), Amount(100_000_000)),
+            (kb.id(), Amount(100_000_000)),
+        ],
+    };
+    let ledger = LocalLedger::open(&dir.path().join("ledger"), genesis).unwrap();
+    let ledger_ep = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        key(9),
+        Limits {
+            max_frame: gridchan_chain::rpc::MAX_RPC_FRAME,
+            ..Limits::default()
+        },
+    )
+    .unwrap();
+    let ledger_addr = ledger_ep.peer_addr();
+    let _serve = tokio::spawn(server::serve(ledger_ep, ledger.clone()));
+    let _blocks = ledger.spawn_producer(Duration::from_millis(50));
+
+    // B imports 80 Wh every interval; A exports 100.
+    let b = gateway(
+        dir.path(),
+        2,
+        &ledger_addr,
+        MeterReading {
+            import: WattHours(80),
+            export: WattHours(0),
+        },
+        vec![],
+    );
+    let a = gateway(
+        dir.path(),
+        1,
+        &ledger_addr,
+        MeterReading {
+            import: WattHours(0),
+            export: WattHours(100),
+        },
+        vec![b.engine.address.clone()],
+    );
+    let (ea, eb) = (a.engine.clone(), b.engine.clone());
+    let now_interval = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Wait for the connection, then open.
+    let channel = loop {
+        match ea
+            .open(OpenRequest {
+                peer: kb.id(),
+                deposit: Amount(10_000_000),
+                peer_deposit: Amount(10_000_000),
+                tariff: Tariff::Flat(PricePerKwh(200_000)),
+                challenge_window_blocks: 10,
+                funding_window_blocks: 100,
+                interval_seconds: 1,
+                tolerance: MeterTolerance {
+                    absolute_wh: 2,
+                    permille: 10,
+                },
+                opened_at: IntervalIndex(now_interval),
+                nonce: [4; 32],
+            })
+            .await
+        {
+            Ok(id) => break id,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let view = |h: EngineHandle| async move {
+        h.channels()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|c| c.id == channel)
+    };
+    until(
+        "the channel funded on the ledger and open on both sides",
+        [&ea, &eb],
+        || {
+            let (ea, eb) = (ea.clone(), eb.clone());
+            async move {
+                view(ea).await.is_some_and(|c| c.phase == Phase::Open)
+                    && view(eb).await.is_some_and(|c| c.phase == Phase::Open)
+            }
+        },
+    )
+    .await;
+    until("three intervals traded", [&ea, &eb], || {
+        let ea = ea.clone();
+        async move {
+            view(ea)
+                .await
+                .and_then(|c| c.current)
+                .is_some_and(|s| s.state().energy_a_to_b.0 >= 240)
+        }
+    })
+    .await;
+    // Each interval A delivers min(100, 80) = 80 Wh at 0.2/kWh = 0.016.
+    let s = view(ea.clone()).await.unwrap().current.unwrap();
+    assert_eq!(s.state().energy_a_to_b.0 % 80, 0);
+    assert_eq!(
+        s.state().balance_a.0 - 10_000_000,
+        s.state().energy_a_to_b.0 * 200
+    );
+    ea.command(Command::Close(channel)).await.unwrap();
+    until("the ledger paid the final state", [&ea, &eb], || {
+        let (ea, eb) = (ea.clone(), eb.clone());
+        async move {
+            view(ea).await.is_some_and(|c| c.phase == Phase::Concluded)
+                && view(eb).await.is_some_and(|c| c.phase == Phase::Concluded)
+        }
+    })
+    .await;
+    let final_state = view(ea.clone()).await.unwrap().current.unwrap();
+    assert!(final_state.state().is_final);
+    let client = RemoteClient::new(ledger_addr.clone(), key(3), [3; 32]).unwrap();
+    // Both withdrew their payouts: accounts = start - deposit + final balance.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let a_bal = client.account(&ka.id()).await.unwrap().balance.0;
+        let b_bal = client.account(&kb.id()).await.unwrap().balance.0;
+        if a_bal == 90_000_000 + final_state.state().balance_a.0
+            && b_bal == 90_000_000 + final_state.state().balance_b.0
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "payouts withdrawn: {a_bal} {b_bal}"
+        );
+        client
+            .wait_above(client.height().await.unwrap(), Duration::from_secs(5))
+            .await
+            .unwrap();
+    }
+    assert_eq!(ledger.total_supply(), 200_000_000);
+}
