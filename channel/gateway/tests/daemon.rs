@@ -138,30 +138,25 @@ async fn two_daemons_fund_trade_close_and_get_paid_on_the_ledger() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    // Wait for the connection, then open.
-    let channel = loop {
-        match ea
-            .open(OpenRequest {
-                peer: kb.id(),
-                deposit: Amount(10_000_000),
-                peer_deposit: Amount(10_000_000),
-                tariff: Tariff::Flat(PricePerKwh(200_000)),
-                challenge_window_blocks: 10,
-                funding_window_blocks: 100,
-                interval_seconds: 1,
-                tolerance: MeterTolerance {
-                    absolute_wh: 2,
-                    permille: 10,
-                },
-                opened_at: IntervalIndex(now_interval),
-                nonce: [4; 32],
-            })
-            .await
-        {
-            Ok(id) => break id,
-            Err(e) => panic!("{e}"),
-        }
-    };
+    // The core sends the open once A is connected to B (A dials B on start).
+    let channel = ea
+        .open(OpenRequest {
+            peer: kb.id(),
+            deposit: Amount(10_000_000),
+            peer_deposit: Amount(10_000_000),
+            tariff: Tariff::Flat(PricePerKwh(200_000)),
+            challenge_window_blocks: 10,
+            funding_window_blocks: 100,
+            interval_seconds: 1,
+            tolerance: MeterTolerance {
+                absolute_wh: 2,
+                permille: 10,
+            },
+            opened_at: IntervalIndex(now_interval),
+            nonce: [4; 32],
+        })
+        .await
+        .unwrap();
     let view = |h: EngineHandle| async move {
         h.channels()
             .await
