@@ -1,6 +1,8 @@
 //! The library behind the `gridchan` binary: everything a subcommand does lives here, so
 //! tests can call it without the binary.
 
+pub mod channel;
+pub mod daemon;
 pub mod init;
 pub mod keys;
 pub mod ledger;

@@ -24,6 +24,30 @@ enum Commands {
     },
     /// Print the signed-state test vectors of specs/encoding.md, computed by this build.
     Vectors,
+    /// Run a home energy gateway: trade with the neighbours every metering interval.
+    Daemon {
+        /// The gateway's config file (see `gridchan init`).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Open, inspect and close channels of a running gateway.
+    Channel {
+        /// The gateway's config file.
+        #[arg(long, global = true, default_value = "gridchan.toml")]
+        config: PathBuf,
+        /// Print JSON for scripts.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        action: ChannelAction,
+    },
+    /// Show a running gateway's identity and address.
+    Status {
+        #[arg(long, default_value = "gridchan.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Create a gateway: a new identity key (mode 0600) and a commented config file.
     Init {
         /// Folder to create them in.
@@ -54,6 +78,32 @@ enum Commands {
         #[arg(long, default_value_t = 10)]
         min_challenge_window: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum ChannelAction {
+    /// Propose a channel to a neighbour.
+    Open {
+        /// The neighbour, PUBKEY@HOST:PORT.
+        peer: String,
+        /// Our deposit, in tokens.
+        #[arg(long, value_parser = gridchan_cli::ledger::parse_amount)]
+        deposit: Amount,
+        /// The neighbour's deposit, in tokens.
+        #[arg(long, value_parser = gridchan_cli::ledger::parse_amount, default_value = "0")]
+        peer_deposit: Amount,
+        /// Flat price in tokens per kWh.
+        #[arg(long, value_parser = gridchan_cli::ledger::parse_amount, default_value = "0.15")]
+        price: Amount,
+    },
+    /// List channels.
+    List,
+    /// Show one channel (an id prefix is enough).
+    Show { channel: String },
+    /// Close cooperatively: both sign a final state, the ledger pays at once.
+    Close { channel: String },
+    /// Close unilaterally: register our newest state and wait out the challenge window.
+    ForceClose { channel: String },
 }
 
 #[derive(Subcommand)]
@@ -101,6 +151,39 @@ fn run() -> Result<()> {
         Commands::Bench {
             which: BenchCommand::Ledger { transactions },
         } => gridchan_cli::bench_ledger(transactions),
+        Commands::Daemon { config } => runtime()?.block_on(gridchan_cli::daemon::run(&config)),
+        Commands::Status { config, json } => {
+            let r =
+                gridchan_cli::channel::call(&config, &gridchan_gateway::control::Request::Status)?;
+            gridchan_cli::channel::print(&r, json)
+        }
+        Commands::Channel {
+            config,
+            json,
+            action,
+        } => {
+            use gridchan_gateway::control::Request;
+            let request = match action {
+                ChannelAction::Open {
+                    peer,
+                    deposit,
+                    peer_deposit,
+                    price,
+                } => Request::Open {
+                    peer,
+                    deposit: deposit.0,
+                    peer_deposit: peer_deposit.0,
+                    price: price.0,
+                    challenge_window_blocks: 30,
+                },
+                ChannelAction::List => Request::List,
+                ChannelAction::Show { channel } => Request::Show { channel },
+                ChannelAction::Close { channel } => Request::Close { channel },
+                ChannelAction::ForceClose { channel } => Request::ForceClose { channel },
+            };
+            let r = gridchan_cli::channel::call(&config, &request)?;
+            gridchan_cli::channel::print(&r, json)
+        }
         Commands::Init {
             dir,
             listen,

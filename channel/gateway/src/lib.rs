@@ -10,6 +10,7 @@
 //!   household load, and CSV replay of recorded readings.
 //! - [`engine`]: the async shell around the core: QUIC connections to neighbours, batched
 //!   durable writes acknowledged to the core, a clock, and a control handle.
+//! - [`control`]: the control API on a Unix socket (mode 0600) that `gridchan channel ...` uses.
 //! - [`config`]: the gateway's TOML configuration, and the commented template `gridchan init`
 //!   writes.
 //! - [`allocate`]: the rule that splits a gateway's metered export and import across its
@@ -18,6 +19,7 @@
 
 pub mod allocate;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod engine;
 pub mod meter;

@@ -1,0 +1,250 @@
+//! The control API: JSON lines over a Unix socket that only the gateway's owner can open
+//! (mode 0600). One request line, one response line.
+
+use std::path::Path;
+
+use gridchan_channel::{
+    Amount, ChannelId, ChannelView, Command, IntervalIndex, MeterTolerance, OpenRequest,
+    PricePerKwh, Tariff,
+};
+use gridchan_transport::PeerAddr;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::engine::EngineHandle;
+
+/// A request to the daemon.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    Status,
+    List,
+    Show {
+        channel: String,
+    },
+    Open {
+        /// `PUBKEY@HOST:PORT`
+        peer: String,
+        /// Micro-units.
+        deposit: u64,
+        peer_deposit: u64,
+        /// Micro-units per kWh (flat tariff).
+        price: u64,
+        #[serde(default = "default_window")]
+        challenge_window_blocks: u64,
+    },
+    Close {
+        channel: String,
+    },
+    ForceClose {
+        channel: String,
+    },
+}
+
+fn default_window() -> u64 {
+    30
+}
+
+/// The daemon's answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum Response {
+    Status {
+        node: String,
+        address: String,
+        channels: usize,
+    },
+    Channels {
+        channels: Vec<ChannelSummary>,
+    },
+    Opened {
+        channel: String,
+    },
+    Done,
+    Error {
+        message: String,
+    },
+}
+
+/// One channel as a person sees it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChannelSummary {
+    pub channel: String,
+    pub peer: String,
+    pub phase: String,
+    pub version: u64,
+    /// Our balance and the peer's, micro-units.
+    pub balance: u64,
+    pub peer_balance: u64,
+    /// Energy we sold to the peer and bought from it, Wh.
+    pub sold_wh: u64,
+    pub bought_wh: u64,
+    pub last_interval: u64,
+    pub frozen: bool,
+}
+
+impl ChannelSummary {
+    pub fn of(v: &ChannelView) -> ChannelSummary {
+        let s = v.current.as_ref().map(|c| c.state().clone());
+        let get = |f: &dyn Fn(&gridchan_channel::State) -> u64| s.as_ref().map(f).unwrap_or(0);
+        let me = v.me;
+        ChannelSummary {
+            channel: v.id.to_string(),
+            peer: v.peer.to_string(),
+            phase: format!("{:?}", v.phase),
+            version: get(&|s| s.version.0),
+            balance: get(&|s| s.balance(me).0),
+            peer_balance: get(&|s| s.balance(me.other()).0),
+            sold_wh: get(&|s| s.energy_from(me).0),
+            bought_wh: get(&|s| s.energy_from(me.other()).0),
+            last_interval: get(&|s| s.last_interval.0),
+            frozen: v.frozen,
+        }
+    }
+}
+
+/// Serves the control API on `path` until the task is aborted.
+pub async fn serve(
+    path: &Path,
+    engine: EngineHandle,
+    interval_seconds: u32,
+) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let _ = handle(stream, engine, interval_seconds).await;
+        });
+    }
+}
+
+async fn handle(
+    stream: UnixStream,
+    engine: EngineHandle,
+    interval_seconds: u32,
+) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    while let Some(line) = lines.next_line().await? {
+        let response = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => answer(req, &engine, interval_seconds).await,
+            Err(e) => Response::Error {
+                message: format!("bad request: {e}"),
+            },
+        };
+        let mut out = serde_json::to_string(&response).unwrap_or_default();
+        out.push('\n');
+        write.write_all(out.as_bytes()).await?;
+    }
+    Ok(())
+}
+
+fn parse_channel(s: &str, channels: &[ChannelView]) -> Result<ChannelId, String> {
+    let matches: Vec<&ChannelView> = channels
+        .iter()
+        .filter(|c| c.id.to_string().starts_with(&s.to_lowercase()))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one.id),
+        [] => Err(format!("no channel {s}: see `gridchan channel list`")),
+        _ => Err(format!("{s} matches several channels: give more digits")),
+    }
+}
+
+async fn answer(req: Request, engine: &EngineHandle, interval_seconds: u32) -> Response {
+    let err = |message: String| Response::Error { message };
+    let channels = match engine.channels().await {
+        Ok(c) => c,
+        Err(e) => return err(e.to_string()),
+    };
+    match req {
+        Request::Status => Response::Status {
+            node: engine.node.to_string(),
+            address: engine.address.to_string(),
+            channels: channels.len(),
+        },
+        Request::List => Response::Channels {
+            channels: channels.iter().map(ChannelSummary::of).collect(),
+        },
+        Request::Show { channel } => match parse_channel(&channel, &channels) {
+            Ok(id) => Response::Channels {
+                channels: channels
+                    .iter()
+                    .filter(|c| c.id == id)
+                    .map(ChannelSummary::of)
+                    .collect(),
+            },
+            Err(e) => err(e),
+        },
+        Request::Open {
+            peer,
+            deposit,
+            peer_deposit,
+            price,
+            challenge_window_blocks,
+        } => {
+            let peer: PeerAddr = match peer.parse() {
+                Ok(p) => p,
+                Err(e) => return err(format!("{e}")),
+            };
+            let _ = engine.connect(peer.clone()).await;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let mut nonce = [0u8; 32];
+            rand::fill(&mut nonce);
+            let req = OpenRequest {
+                peer: peer.node,
+                deposit: Amount(deposit),
+                peer_deposit: Amount(peer_deposit),
+                tariff: Tariff::Flat(PricePerKwh(price)),
+                challenge_window_blocks,
+                funding_window_blocks: 60,
+                interval_seconds,
+                tolerance: MeterTolerance {
+                    absolute_wh: 5,
+                    permille: 20,
+                },
+                opened_at: IntervalIndex::containing(now, interval_seconds),
+                nonce,
+            };
+            match engine.open(req).await {
+                Ok(id) => Response::Opened {
+                    channel: id.to_string(),
+                },
+                Err(e) => err(e.to_string()),
+            }
+        }
+        Request::Close { channel } => close(engine, &channel, &channels, false).await,
+        Request::ForceClose { channel } => close(engine, &channel, &channels, true).await,
+    }
+}
+
+async fn close(
+    engine: &EngineHandle,
+    channel: &str,
+    channels: &[ChannelView],
+    force: bool,
+) -> Response {
+    let id = match parse_channel(channel, channels) {
+        Ok(id) => id,
+        Err(e) => return Response::Error { message: e },
+    };
+    let cmd = if force {
+        Command::ForceClose(id)
+    } else {
+        Command::Close(id)
+    };
+    match engine.command(cmd).await {
+        Ok(()) => Response::Done,
+        Err(e) => Response::Error {
+            message: e.to_string(),
+        },
+    }
+}

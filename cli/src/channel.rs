@@ -1,0 +1,89 @@
+//! `gridchan channel ...` and `gridchan status`: talk to a running daemon over its control
+//! socket.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use gridchan_channel::Amount;
+use gridchan_gateway::config::Config;
+use gridchan_gateway::control::{ChannelSummary, Request, Response};
+
+/// Sends one request to the daemon of `config` and returns its answer.
+pub fn call(config: &Path, request: &Request) -> Result<Response> {
+    let config = Config::load(config)?;
+    let socket = crate::daemon::control_socket(&config);
+    let mut stream = UnixStream::connect(&socket).with_context(|| {
+        format!(
+            "cannot reach the daemon at {}: is `gridchan daemon --config ...` running?",
+            socket.display()
+        )
+    })?;
+    let mut line = serde_json::to_string(request)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer)?;
+    let response: Response =
+        serde_json::from_str(&answer).context("the daemon answered something unreadable")?;
+    if let Response::Error { message } = &response {
+        bail!("{message}");
+    }
+    Ok(response)
+}
+
+/// Prints a response: JSON for scripts, a table for people.
+pub fn print(response: &Response, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(response)?);
+        return Ok(());
+    }
+    match response {
+        Response::Status {
+            node,
+            address,
+            channels,
+        } => {
+            println!("node      {node}");
+            println!("address   {address}");
+            println!("channels  {channels}");
+        }
+        Response::Channels { channels } => table(channels),
+        Response::Opened { channel } => {
+            println!("opened {channel}: waiting for the peer and both deposits on the ledger");
+        }
+        Response::Done => println!("done"),
+        Response::Error { message } => println!("error: {message}"),
+    }
+    Ok(())
+}
+
+fn table(channels: &[ChannelSummary]) {
+    if channels.is_empty() {
+        println!("no channels: open one with `gridchan channel open PUBKEY@HOST:PORT --deposit N`");
+        return;
+    }
+    println!(
+        "{:<10} {:<10} {:<20} {:>7} {:>14} {:>14} {:>10} {:>10}",
+        "channel", "peer", "phase", "version", "balance", "peer balance", "sold Wh", "bought Wh"
+    );
+    for c in channels {
+        println!(
+            "{:<10} {:<10} {:<20} {:>7} {:>14} {:>14} {:>10} {:>10}{}",
+            &c.channel[..8],
+            &c.peer[..8],
+            c.phase,
+            c.version,
+            Amount(c.balance).to_string(),
+            Amount(c.peer_balance).to_string(),
+            c.sold_wh,
+            c.bought_wh,
+            if c.frozen {
+                "  FROZEN: store failed"
+            } else {
+                ""
+            }
+        );
+    }
+}

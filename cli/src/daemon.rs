@@ -1,0 +1,94 @@
+//! `gridchan daemon --config FILE`: run a home energy gateway.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use gridchan_chain::{Ledger, RemoteClient};
+use gridchan_channel::{IntervalIndex, Policy};
+use gridchan_gateway::config::{Config, LedgerSection, MeterSection};
+use gridchan_gateway::meter::{CsvMeter, MeterSource, SimulatedMeter};
+use gridchan_gateway::store::SqliteStore;
+use gridchan_gateway::{control, daemon, engine};
+use gridchan_transport::{Endpoint, Limits, PeerAddr};
+
+use crate::keys;
+
+/// The control socket of a gateway's data folder.
+pub fn control_socket(config: &Config) -> std::path::PathBuf {
+    config.node.data.join("control.sock")
+}
+
+pub async fn run(config_path: &Path) -> Result<()> {
+    let config = Config::load(config_path)?;
+    let signer = keys::load(&config.node.key)?;
+    std::fs::create_dir_all(&config.node.data)
+        .with_context(|| format!("cannot create {}", config.node.data.display()))?;
+    let store = SqliteStore::open(&config.node.data.join("channels.sqlite"))
+        .with_context(|| "cannot open the channel store")?;
+    let endpoint = Endpoint::bind(
+        config.node.listen,
+        signer.duplicate(&keys::random32()?),
+        Limits::default(),
+    )?;
+    let LedgerSection::Remote { address } = &config.ledger;
+    let ledger_addr: PeerAddr = address
+        .parse()
+        .with_context(|| format!("ledger.address {address:?} in {}", config_path.display()))?;
+    let ledger: Arc<dyn Ledger> = Arc::new(
+        RemoteClient::new(
+            ledger_addr,
+            signer.duplicate(&keys::random32()?),
+            keys::random32()?,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let interval_seconds = config.metering.interval_seconds;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let here = IntervalIndex::containing(now, interval_seconds);
+    let meter: Box<dyn MeterSource> = match &config.meter {
+        MeterSection::Simulated {
+            seed,
+            pv_peak_w,
+            load_avg_w,
+            utc_offset_minutes,
+        } => Box::new(SimulatedMeter {
+            seed: *seed,
+            pv_peak_w: *pv_peak_w,
+            load_avg_w: *load_avg_w,
+            interval_seconds,
+            utc_offset_minutes: *utc_offset_minutes,
+        }),
+        MeterSection::Csv { path } => Box::new(CsvMeter::open(path, here)?),
+    };
+    let peers = config
+        .peers
+        .iter()
+        .map(|p| p.address.parse::<PeerAddr>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let engine = engine::spawn(endpoint, signer, store, Policy::default())?;
+    println!("gateway {}", engine.address);
+    let socket = control_socket(&config);
+    let control = tokio::spawn({
+        let engine = engine.clone();
+        let socket = socket.clone();
+        async move { control::serve(&socket, engine, interval_seconds).await }
+    });
+    let _daemon = daemon::start(daemon::DaemonParts {
+        engine,
+        ledger,
+        meter,
+        interval_seconds,
+        peers,
+    });
+    tokio::select! {
+        r = control => {
+            r??;
+        }
+        r = tokio::signal::ctrl_c() => r?,
+    }
+    let _ = std::fs::remove_file(socket);
+    Ok(())
+}
