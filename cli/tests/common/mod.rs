@@ -1,10 +1,128 @@
-//! Running the built `gridchan` binary.
+//! Running the built `gridchan` binary, and the pieces of a neighbourhood made of processes.
 
-use std::process::{Command, Output};
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub fn gridchan(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_gridchan"))
         .args(args)
         .output()
         .expect("gridchan runs")
+}
+
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `gridchan ARGS` and returns it with the last word of its first output line.
+pub fn spawn(args: &[&str]) -> (Proc, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gridchan"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let word = line
+        .split_whitespace()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!word.is_empty(), "{args:?} printed nothing");
+    (Proc(child), word)
+}
+
+pub fn init(dir: &Path) -> String {
+    let out = gridchan(&[
+        "init",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_string()
+}
+
+pub fn configure(dir: &Path, ledger: &str, csv: &str, peer: Option<&str>) {
+    let path = dir.join("gridchan.toml");
+    let mut text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("PUBKEY@127.0.0.1:7400", ledger)
+        .replace("interval_seconds = 900", "interval_seconds = 1")
+        .replace(
+            "kind = \"simulated\"\nseed = 1\npv_peak_w = 4000\nload_avg_w = 400\n",
+            &format!("kind = \"csv\"\npath = \"{csv}\"\n"),
+        );
+    if let Some(p) = peer {
+        text.push_str(&format!("\n[[peers]]\naddress = \"{p}\"\n"));
+    }
+    std::fs::write(&path, text).unwrap();
+}
+
+pub fn meter_file(dir: &Path, import: u64, export: u64) -> String {
+    let mut csv = String::from("timestamp_utc,load_wh,pv_wh,import_wh,export_wh\n");
+    for _ in 0..5_000 {
+        csv.push_str(&format!("2025-07-14T00:00:00Z,0,0,{import},{export}\n"));
+    }
+    let path = dir.join("meter.csv");
+    std::fs::write(&path, csv).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+pub fn channels(config: &Path) -> serde_json::Value {
+    let out = gridchan(&[
+        "channel",
+        "list",
+        "--json",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Polls `channel list` (bounded) until `f` holds for the first channel.
+pub fn until(
+    what: &str,
+    config: &Path,
+    f: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = channels(config);
+        if let Some(c) = list["channels"].get(0) {
+            if f(c) {
+                return c.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
