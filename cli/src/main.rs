@@ -115,6 +115,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 20_000)]
         updates: u64,
     },
+    /// One channel between two gateway engines over QUIC with durable SQLite writes: update
+    /// latency p50/p99 beside a floor measured in the same run.
+    Gateway {
+        /// Updates to time.
+        #[arg(long, default_value_t = 2_000)]
+        updates: usize,
+    },
     /// The local ledger: signed transactions applied and committed per second beside the bare
     /// cost of verifying them, and block production time at several loads.
     Ledger {
@@ -151,6 +158,15 @@ fn run() -> Result<()> {
         Commands::Bench {
             which: BenchCommand::Ledger { transactions },
         } => gridchan_cli::bench_ledger(transactions),
+        Commands::Bench {
+            which: BenchCommand::Gateway { updates },
+        } => runtime()?.block_on(async {
+            let dir = tempfile::tempdir()?;
+            eprintln!("timing {updates} updates between two gateway engines...");
+            let b = gridchan_gateway::bench::run(dir.path(), updates).await;
+            println!("{}", b.report());
+            Ok(())
+        }),
         Commands::Daemon { config } => runtime()?.block_on(gridchan_cli::daemon::run(&config)),
         Commands::Status { config, json } => {
             let r =

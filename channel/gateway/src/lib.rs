@@ -18,6 +18,7 @@
 //!   for more than it imported.
 
 pub mod allocate;
+pub mod bench;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -1,0 +1,243 @@
+//! The gateway latency benchmark: one channel between two engines over QUIC on loopback, each
+//! state durable in SQLite (WAL, FULL) before it is signed, beside the floor measured in the
+//! same run: a bare QUIC round trip, 2 signs + 2 verifications, and the 3 durable writes on an
+//! update's critical path (the proposal, the receiver's countersigned state, the completed state).
+
+use std::time::{Duration, Instant};
+
+use gridchan_channel::{
+    Amount, ChannelStore, Event, IntervalIndex, IntervalReading, LedgerEvent, MeterTolerance,
+    OpenRequest, Phase, Policy, PricePerKwh, Signer, Tariff, WattHours,
+};
+use gridchan_transport::{Endpoint, Limits};
+
+use crate::engine::{self, EngineHandle, Report};
+use crate::store::SqliteStore;
+
+/// What [`run`] measured (all per update).
+#[derive(Clone, Debug)]
+pub struct GatewayBench {
+    pub updates: usize,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub per_second: f64,
+    pub rtt_p50: Duration,
+    pub crypto: Duration,
+    pub write_p50: Duration,
+}
+
+impl GatewayBench {
+    pub fn floor(&self) -> Duration {
+        self.rtt_p50 + self.crypto + self.write_p50 * 3
+    }
+
+    pub fn report(&self) -> String {
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let floor = self.floor();
+        format!(
+            "gateway benchmark: one channel, two engines over QUIC on 127.0.0.1, SQLite WAL+FULL, {} updates\n\
+             \x20 update latency  p50 {:>8.0} us   p99 {:>8.0} us   {:>7.0} updates/s\n\
+             \x20 floor               {:>8.0} us = QUIC round trip {:.0} + 2 signs + 2 verifies {:.0} + 3 durable writes 3 x {:.0}\n\
+             \x20 ratio           p50 {:>8.2}x      p99 {:>8.2}x   (goals: 1.3x and 2.5x)",
+            self.updates,
+            us(self.p50),
+            us(self.p99),
+            self.per_second,
+            us(floor),
+            us(self.rtt_p50),
+            us(self.crypto),
+            us(self.write_p50),
+            self.p50.as_secs_f64() / floor.as_secs_f64(),
+            self.p99.as_secs_f64() / floor.as_secs_f64(),
+        )
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn engine_at(dir: &std::path::Path, key: u8) -> EngineHandle {
+    let signer = Signer::new(&[key; 32], &[key; 32]).expect("fixed key");
+    let endpoint = Endpoint::bind(
+        "127.0.0.1:0".parse().expect("address"),
+        signer.duplicate(&[key ^ 0x55; 32]),
+        Limits::default(),
+    )
+    .expect("bind");
+    let store = SqliteStore::open(&dir.join(format!("bench-{key}.sqlite"))).expect("store");
+    engine::spawn(endpoint, signer, store, Policy::default()).expect("engine")
+}
+
+/// Runs the benchmark in `dir`.
+pub async fn run(dir: &std::path::Path, updates: usize) -> GatewayBench {
+    let a = engine_at(dir, 1);
+    let b = engine_at(dir, 2);
+    let mut a_reports = a.reports();
+    a.connect(b.address.clone()).await.expect("engine runs");
+    let opened_at = IntervalIndex(1_000);
+    let channel = a
+        .open(OpenRequest {
+            peer: b.node,
+            deposit: Amount(1_000_000_000_000),
+            peer_deposit: Amount(1_000_000_000_000),
+            tariff: Tariff::Flat(PricePerKwh(100_000)),
+            challenge_window_blocks: 20,
+            funding_window_blocks: 20,
+            interval_seconds: 900,
+            tolerance: MeterTolerance {
+                absolute_wh: 5,
+                permille: 20,
+            },
+            opened_at,
+            nonce: [1; 32],
+        })
+        .await
+        .expect("open");
+    // Wait for both sides to agree on version 0, then fund.
+    loop {
+        let both = [a.channels().await, b.channels().await]
+            .into_iter()
+            .all(|c| {
+                c.map(|c| c.iter().any(|v| v.phase == Phase::Funding))
+                    .unwrap_or(false)
+            });
+        if both {
+            break;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(100), a_reports.recv()).await;
+    }
+    for h in [&a, &b] {
+        h.ledger_event(channel, LedgerEvent::Funded)
+            .await
+            .expect("engine runs");
+    }
+    let mut latencies = Vec::with_capacity(updates);
+    let started = Instant::now();
+    for i in 1..=updates as u64 + 50 {
+        let interval = IntervalIndex(opened_at.0 + i);
+        let energy = WattHours(100 + i % 50);
+        // B's reading first, so the proposal never waits for it.
+        b.reading(
+            channel,
+            IntervalReading {
+                interval,
+                delivered: WattHours(0),
+                received: energy,
+                metered_import: energy,
+            },
+        )
+        .await
+        .expect("engine runs");
+        let t = Instant::now();
+        a.reading(
+            channel,
+            IntervalReading {
+                interval,
+                delivered: energy,
+                received: WattHours(0),
+                metered_import: WattHours(0),
+            },
+        )
+        .await
+        .expect("engine runs");
+        loop {
+            match a_reports.recv().await {
+                Ok(Report::Event(Event::Settled { trade, .. })) if trade.interval == interval => {
+                    break
+                }
+                Ok(_) => {}
+                Err(e) => panic!("reports: {e}"),
+            }
+        }
+        if i > 50 {
+            latencies.push(t.elapsed());
+        }
+    }
+    let total = started.elapsed();
+    latencies.sort();
+    let (rtt_p50, crypto, write_p50) = floor(dir, &a, &b, updates.min(2000)).await;
+    GatewayBench {
+        updates,
+        p50: percentile(&latencies, 0.5),
+        p99: percentile(&latencies, 0.99),
+        per_second: (updates + 50) as f64 / total.as_secs_f64(),
+        rtt_p50,
+        crypto,
+        write_p50,
+    }
+}
+
+/// The floor's parts, measured now: QUIC round trip p50, 2 signs + 2 recoveries, one durable
+/// write p50.
+async fn floor(
+    dir: &std::path::Path,
+    _a: &EngineHandle,
+    _b: &EngineHandle,
+    n: usize,
+) -> (Duration, Duration, Duration) {
+    // QUIC round trip between two fresh endpoints.
+    let server = Endpoint::bind(
+        "127.0.0.1:0".parse().expect("address"),
+        Signer::new(&[7; 32], &[0; 32]).expect("key"),
+        Limits::default(),
+    )
+    .expect("bind");
+    let client = Endpoint::bind(
+        "127.0.0.1:0".parse().expect("address"),
+        Signer::new(&[8; 32], &[0; 32]).expect("key"),
+        Limits::default(),
+    )
+    .expect("bind");
+    let addr = server.peer_addr();
+    let echo = tokio::spawn(async move {
+        let conn = server.accept().await.expect("connection");
+        let mut s = conn.accept_stream().await.expect("stream");
+        while let Ok(Some(f)) = s.read_frame().await {
+            if s.write_frame(&f).await.is_err() {
+                break;
+            }
+        }
+    });
+    let conn = client.connect(&addr).await.expect("connect");
+    let mut s = conn.open_stream().await.expect("stream");
+    let frame = vec![0u8; 220];
+    let mut rtts = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        s.write_frame(&frame).await.expect("write");
+        s.read_frame().await.expect("read");
+        rtts.push(t.elapsed());
+    }
+    echo.abort();
+    rtts.sort();
+    // 2 signs + 2 verifications by key recovery.
+    let ka = Signer::new(&[1; 32], &[3; 32]).expect("key");
+    let kb = Signer::new(&[2; 32], &[4; 32]).expect("key");
+    let t = Instant::now();
+    for i in 0..n as u64 {
+        let mut d = [9u8; 32];
+        d[..8].copy_from_slice(&i.to_be_bytes());
+        let x = ka.sign(&d);
+        x.verify(&d, &ka.id()).expect("valid");
+        let y = kb.sign(&d);
+        y.verify(&d, &kb.id()).expect("valid");
+    }
+    let crypto = t.elapsed() / n as u32;
+    // One durable write of a channel record.
+    let mut store = SqliteStore::open(&dir.join("bench-floor.sqlite")).expect("store");
+    let records = SqliteStore::open(&dir.join("bench-1.sqlite"))
+        .expect("store")
+        .load()
+        .expect("load");
+    let record = records.into_iter().next().expect("a record");
+    let mut writes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        store.write(&record).expect("write");
+        writes.push(t.elapsed());
+    }
+    writes.sort();
+    (percentile(&rtts, 0.5), crypto, percentile(&writes, 0.5))
+}
