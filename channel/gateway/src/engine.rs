@@ -218,19 +218,12 @@ async fn run_connection(
     {
         return;
     }
-    let mut stream = stream;
-    loop {
-        tokio::select! {
-            out = writer_rx.recv() => match out {
-                Some(frame) => {
-                    if let Err(e) = stream.write_prefixed(&frame).await {
-                        tracing::debug!("write to {peer} failed: {e}");
-                        break;
-                    }
-                }
-                None => break,
-            },
-            frame = stream.read_frame() => match frame {
+    // Reading runs in its own task: a read cancelled half-way would lose the framing.
+    let (mut reader, mut writer) = stream.split();
+    let reader_conn = conn.clone();
+    let reading = tokio::spawn(async move {
+        loop {
+            match reader.read_frame().await {
                 Ok(Some(body)) => {
                     let mut full = (body.len() as u32).to_be_bytes().to_vec();
                     full.extend_from_slice(&body);
@@ -241,12 +234,19 @@ async fn run_connection(
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!("peer {peer}: {e}");
-                    conn.close(&e.to_string());
+                    reader_conn.close(&e.to_string());
                     break;
                 }
-            },
+            }
+        }
+    });
+    while let Some(frame) = writer_rx.recv().await {
+        if let Err(e) = writer.write_prefixed(&frame).await {
+            tracing::debug!("write to {peer} failed: {e}");
+            break;
         }
     }
+    reading.abort();
     conn.close("connection ended");
 }
 
@@ -413,32 +413,26 @@ impl Engine {
             if batch.is_empty() {
                 return;
             }
-            let store = self.store.clone();
-            let written = tokio::task::spawn_blocking(move || {
-                let mut s = store.lock().unwrap_or_else(|p| p.into_inner());
+            // The write is short (one transaction for the whole batch, one fsync): it runs right
+            // here, on the engine's task, instead of paying a hop to the blocking pool on every
+            // update's critical path. Nothing else of this gateway could progress meanwhile
+            // anyway: every output waits for it.
+            let result = {
+                let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
                 let records: Vec<&ChannelRecord> = batch.iter().map(|(_, r)| r).collect();
-                let result = s.write_batch(&records);
-                (
-                    batch.into_iter().map(|(u, _)| u).collect::<Vec<_>>(),
-                    result,
-                )
-            })
-            .await;
-            match written {
-                Ok((updates, Ok(()))) => {
-                    if let Some(last) = updates.last() {
+                store.write_batch(&records)
+            };
+            match result {
+                Ok(()) => {
+                    if let Some((last, _)) = batch.last() {
                         self.node.handle(Input::Persisted(*last));
-                    }
-                }
-                Ok((updates, Err(e))) => {
-                    let _ = self.reports.send(Report::StoreFailed(e.to_string()));
-                    for u in updates {
-                        self.node.handle(Input::PersistFailed(u));
                     }
                 }
                 Err(e) => {
                     let _ = self.reports.send(Report::StoreFailed(e.to_string()));
-                    return;
+                    for (update, _) in &batch {
+                        self.node.handle(Input::PersistFailed(*update));
+                    }
                 }
             }
         }

@@ -18,34 +18,64 @@ pub enum FrameError {
 
 /// A bidirectional stream of frames.
 pub struct FramedStream {
-    send: SendStream,
+    reader: FrameReader,
+    writer: FrameWriter,
+}
+
+/// The reading half of a [`FramedStream`].
+pub struct FrameReader {
     recv: RecvStream,
+    max_frame: usize,
+}
+
+/// The writing half of a [`FramedStream`].
+pub struct FrameWriter {
+    send: SendStream,
     max_frame: usize,
 }
 
 impl FramedStream {
     pub fn new(send: SendStream, recv: RecvStream, max_frame: usize) -> FramedStream {
         FramedStream {
-            send,
-            recv,
-            max_frame,
+            reader: FrameReader { recv, max_frame },
+            writer: FrameWriter { send, max_frame },
         }
     }
 
+    /// Splits the stream so that reading and writing run in different tasks: a read must
+    /// never be cancelled half-way (say, by a `select!` that picked a write), or the framing
+    /// is lost.
+    pub fn split(self) -> (FrameReader, FrameWriter) {
+        (self.reader, self.writer)
+    }
+
+    pub async fn write_frame(&mut self, frame: &[u8]) -> Result<(), FrameError> {
+        self.writer.write_frame(frame).await
+    }
+
+    pub async fn write_prefixed(&mut self, frame: &[u8]) -> Result<(), FrameError> {
+        self.writer.write_prefixed(frame).await
+    }
+
+    pub async fn read_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        self.reader.read_frame().await
+    }
+
+    pub fn finish(&mut self) {
+        self.writer.finish();
+    }
+}
+
+impl FrameWriter {
     /// Writes one frame: its length, then its bytes.
     pub async fn write_frame(&mut self, frame: &[u8]) -> Result<(), FrameError> {
         if frame.len() > self.max_frame {
             return Err(FrameError::Oversized(frame.len(), self.max_frame));
         }
-        let len = (frame.len() as u32).to_be_bytes();
-        self.send
-            .write_all(&len)
-            .await
-            .map_err(|e| FrameError::Stream(e.to_string()))?;
-        self.send
-            .write_all(frame)
-            .await
-            .map_err(|e| FrameError::Stream(e.to_string()))
+        let mut out = Vec::with_capacity(frame.len() + 4);
+        out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+        out.extend_from_slice(frame);
+        self.write_all(&out).await
     }
 
     /// Writes bytes that already carry their own 4-byte big-endian length prefix (a
@@ -58,13 +88,25 @@ impl FramedStream {
         if body.len() > self.max_frame {
             return Err(FrameError::Oversized(body.len(), self.max_frame));
         }
+        self.write_all(frame).await
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> Result<(), FrameError> {
         self.send
-            .write_all(frame)
+            .write_all(bytes)
             .await
             .map_err(|e| FrameError::Stream(e.to_string()))
     }
 
+    /// Finishes our side of the stream.
+    pub fn finish(&mut self) {
+        let _ = self.send.finish();
+    }
+}
+
+impl FrameReader {
     /// Reads one frame; `Ok(None)` when the peer finished the stream cleanly between frames.
+    /// The length is checked against the limit before the body is read.
     pub async fn read_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
         let mut len = [0u8; 4];
         match self.recv.read_exact(&mut len).await {
@@ -85,10 +127,5 @@ impl FramedStream {
             quinn::ReadExactError::ReadError(e) => FrameError::Stream(e.to_string()),
         })?;
         Ok(Some(buf))
-    }
-
-    /// Finishes our side of the stream.
-    pub fn finish(&mut self) {
-        let _ = self.send.finish();
     }
 }

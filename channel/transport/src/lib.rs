@@ -15,7 +15,7 @@ mod endpoint;
 mod framed;
 
 pub use endpoint::{Connection, Endpoint, Limits, PeerAddr, TransportError};
-pub use framed::{FrameError, FramedStream};
+pub use framed::{FrameError, FrameReader, FrameWriter, FramedStream};
 
 /// The key proof, exposed for tests of its binding to the connection.
 #[doc(hidden)]
