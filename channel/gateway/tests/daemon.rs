@@ -86,8 +86,32 @@ where
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_daemons_fund_trade_close_and_get_paid_on_the_ledger() {
+struct World {
+    _dir: tempfile::TempDir,
+    ledger: Arc<LocalLedger>,
+    ledger_addr: PeerAddr,
+    a: Daemon,
+    b: Daemon,
+    ea: EngineHandle,
+    eb: EngineHandle,
+    channel: gridchan_channel::ChannelId,
+    _tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+async fn view(
+    h: &EngineHandle,
+    channel: gridchan_channel::ChannelId,
+) -> Option<gridchan_channel::ChannelView> {
+    h.channels()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.id == channel)
+}
+
+/// A ledger node, two daemons (A exports 100 Wh an interval, B imports 80), and an open,
+/// funded channel from A to B.
+async fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let (ka, kb) = (key(1), key(2));
     let genesis = Genesis {
@@ -109,8 +133,8 @@ async fn two_daemons_fund_trade_close_and_get_paid_on_the_ledger() {
     )
     .unwrap();
     let ledger_addr = ledger_ep.peer_addr();
-    let _serve = tokio::spawn(server::serve(ledger_ep, ledger.clone()));
-    let _blocks = ledger.spawn_producer(Duration::from_millis(50));
+    let serve = tokio::spawn(server::serve(ledger_ep, ledger.clone()));
+    let blocks = ledger.spawn_producer(Duration::from_millis(50));
 
     // B imports 80 Wh every interval; A exports 100.
     let b = gateway(
@@ -157,62 +181,73 @@ async fn two_daemons_fund_trade_close_and_get_paid_on_the_ledger() {
         })
         .await
         .unwrap();
-    let view = |h: EngineHandle| async move {
-        h.channels()
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|c| c.id == channel)
-    };
     until(
         "the channel funded on the ledger and open on both sides",
         [&ea, &eb],
         || {
             let (ea, eb) = (ea.clone(), eb.clone());
             async move {
-                view(ea).await.is_some_and(|c| c.phase == Phase::Open)
-                    && view(eb).await.is_some_and(|c| c.phase == Phase::Open)
+                view(&ea, channel)
+                    .await
+                    .is_some_and(|c| c.phase == Phase::Open)
+                    && view(&eb, channel)
+                        .await
+                        .is_some_and(|c| c.phase == Phase::Open)
             }
         },
     )
     .await;
-    until("three intervals traded", [&ea, &eb], || {
+    World {
+        _dir: dir,
+        ledger,
+        ledger_addr,
+        a,
+        b,
+        ea,
+        eb,
+        channel,
+        _tasks: vec![serve, blocks],
+    }
+}
+
+async fn traded(w: &World, wh: u64) {
+    let (ea, channel) = (w.ea.clone(), w.channel);
+    until("intervals traded", [&w.ea, &w.eb], || {
         let ea = ea.clone();
         async move {
-            view(ea)
+            view(&ea, channel)
                 .await
                 .and_then(|c| c.current)
-                .is_some_and(|s| s.state().energy_a_to_b.0 >= 240)
+                .is_some_and(|s| s.state().energy_a_to_b.0 >= wh)
         }
     })
     .await;
-    // Each interval A delivers min(100, 80) = 80 Wh at 0.2/kWh = 0.016.
-    let s = view(ea.clone()).await.unwrap().current.unwrap();
-    assert_eq!(s.state().energy_a_to_b.0 % 80, 0);
-    assert_eq!(
-        s.state().balance_a.0 - 10_000_000,
-        s.state().energy_a_to_b.0 * 200
-    );
-    ea.command(Command::Close(channel)).await.unwrap();
-    until("the ledger paid the final state", [&ea, &eb], || {
+}
+
+async fn concluded(w: &World) {
+    let (ea, eb, channel) = (w.ea.clone(), w.eb.clone(), w.channel);
+    until("the ledger paid out", [&w.ea, &w.eb], || {
         let (ea, eb) = (ea.clone(), eb.clone());
         async move {
-            view(ea).await.is_some_and(|c| c.phase == Phase::Concluded)
-                && view(eb).await.is_some_and(|c| c.phase == Phase::Concluded)
+            view(&ea, channel)
+                .await
+                .is_some_and(|c| c.phase == Phase::Concluded)
+                && view(&eb, channel)
+                    .await
+                    .is_some_and(|c| c.phase == Phase::Concluded)
         }
     })
     .await;
-    let final_state = view(ea.clone()).await.unwrap().current.unwrap();
-    assert!(final_state.state().is_final);
-    let client = RemoteClient::new(ledger_addr.clone(), key(3), [3; 32]).unwrap();
-    // Both withdrew their payouts: accounts = start - deposit + final balance.
+}
+
+/// Waits until both accounts hold their start minus deposit plus `state`'s balances.
+async fn paid(w: &World, balances: (u64, u64)) {
+    let client = RemoteClient::new(w.ledger_addr.clone(), key(3), [3; 32]).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let a_bal = client.account(&ka.id()).await.unwrap().balance.0;
-        let b_bal = client.account(&kb.id()).await.unwrap().balance.0;
-        if a_bal == 90_000_000 + final_state.state().balance_a.0
-            && b_bal == 90_000_000 + final_state.state().balance_b.0
-        {
+        let a_bal = client.account(&key(1).id()).await.unwrap().balance.0;
+        let b_bal = client.account(&key(2).id()).await.unwrap().balance.0;
+        if a_bal == 90_000_000 + balances.0 && b_bal == 90_000_000 + balances.1 {
             break;
         }
         assert!(
@@ -224,5 +259,67 @@ async fn two_daemons_fund_trade_close_and_get_paid_on_the_ledger() {
             .await
             .unwrap();
     }
-    assert_eq!(ledger.total_supply(), 200_000_000);
+    assert_eq!(w.ledger.total_supply(), 200_000_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_fund_trade_close_and_get_paid_on_the_ledger() {
+    let w = world().await;
+    traded(&w, 240).await;
+    // Each interval A delivers min(100, 80) = 80 Wh at 0.2/kWh = 0.016.
+    let s = view(&w.ea, w.channel).await.unwrap().current.unwrap();
+    assert_eq!(s.state().energy_a_to_b.0 % 80, 0);
+    assert_eq!(
+        s.state().balance_a.0 - 10_000_000,
+        s.state().energy_a_to_b.0 * 200
+    );
+    w.ea.command(Command::Close(w.channel)).await.unwrap();
+    concluded(&w).await;
+    let f = view(&w.ea, w.channel).await.unwrap().current.unwrap();
+    assert!(f.state().is_final);
+    paid(&w, (f.state().balance_a.0, f.state().balance_b.0)).await;
+    let _ = (&w.a, &w.b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_force_close_waits_out_the_window_and_pays_the_newest_state() {
+    let w = world().await;
+    traded(&w, 160).await;
+    w.ea.command(Command::ForceClose(w.channel)).await.unwrap();
+    concluded(&w).await;
+    let a = view(&w.ea, w.channel).await.unwrap().current.unwrap();
+    let b = view(&w.eb, w.channel).await.unwrap().current.unwrap();
+    assert_eq!(a, b, "no trade after the registration");
+    paid(&w, (a.state().balance_a.0, a.state().balance_b.0)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_state_registered_by_the_buyer_is_refuted() {
+    let w = world().await;
+    let mut tower = w.ea.reports();
+    traded(&w, 80).await;
+    // Keep the first traded state: it pays A less than what follows.
+    let old = loop {
+        if let Ok(gridchan_gateway::engine::Report::Watchtower(s)) = tower.recv().await {
+            if s.state().energy_a_to_b.0 > 0 {
+                break s;
+            }
+        }
+    };
+    traded(&w, old.state().energy_a_to_b.0 + 160).await;
+    // B cheats: registers the old state itself, on the ledger.
+    let cheat = RemoteClient::new(w.ledger_addr.clone(), key(2), [2; 32]).unwrap();
+    cheat.register(&old).await.unwrap();
+    concluded(&w).await;
+    let newest = view(&w.ea, w.channel).await.unwrap().current.unwrap();
+    assert!(newest.version() > old.version());
+    let acc = w.ledger.channel(&w.channel).unwrap();
+    assert_eq!(
+        acc.status,
+        gridchan_chain::ChannelStatus::Concluded {
+            version: newest.version()
+        },
+        "the ledger paid the newest state, not the registered one"
+    );
+    paid(&w, (newest.state().balance_a.0, newest.state().balance_b.0)).await;
 }
