@@ -50,6 +50,24 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
             println!("channels  {channels}");
         }
         Response::Channels { channels } => table(channels),
+        Response::Channel { channel, recent } => {
+            table(std::slice::from_ref(channel));
+            println!();
+            if recent.is_empty() {
+                println!("no intervals settled yet");
+            }
+            for t in recent {
+                println!(
+                    "  v{:<6} interval {:<10} {} sold {:>6} Wh at {}/kWh = {}",
+                    t.version,
+                    t.interval,
+                    t.seller,
+                    t.energy_wh,
+                    Amount(t.price),
+                    Amount(t.amount)
+                );
+            }
+        }
         Response::Opened { channel } => {
             println!("opened {channel}: waiting for the peer and both deposits on the ledger");
         }

@@ -77,6 +77,13 @@ fn two_daemons_trade_and_close_through_the_cli() {
     let text = String::from_utf8(table.stdout).unwrap();
     assert!(text.contains("bought Wh"), "{text}");
     let id = trading["channel"].as_str().unwrap()[..8].to_string();
+    // `show` lists the recent intervals with energy and money.
+    let show = gridchan(&["channel", "show", &id, "--config", cb.to_str().unwrap()]);
+    let text = String::from_utf8(show.stdout).unwrap();
+    assert!(
+        text.contains("sold     80 Wh at 0.200000/kWh = 0.016000"),
+        "{text}"
+    );
     let out = gridchan(&["channel", "close", &id, "--config", ca.to_str().unwrap()]);
     assert!(
         out.status.success(),

@@ -58,6 +58,11 @@ pub enum Response {
     Channels {
         channels: Vec<ChannelSummary>,
     },
+    Channel {
+        channel: ChannelSummary,
+        /// The most recent settled intervals, newest first.
+        recent: Vec<crate::store::TradeRow>,
+    },
     Opened {
         channel: String,
     },
@@ -172,12 +177,12 @@ async fn answer(req: Request, engine: &EngineHandle, interval_seconds: u32) -> R
             channels: channels.iter().map(ChannelSummary::of).collect(),
         },
         Request::Show { channel } => match parse_channel(&channel, &channels) {
-            Ok(id) => Response::Channels {
-                channels: channels
-                    .iter()
-                    .filter(|c| c.id == id)
-                    .map(ChannelSummary::of)
-                    .collect(),
+            Ok(id) => match channels.iter().find(|c| c.id == id) {
+                Some(view) => Response::Channel {
+                    channel: ChannelSummary::of(view),
+                    recent: engine.recent_trades(id, 12).await.unwrap_or_default(),
+                },
+                None => err(format!("no channel {channel}")),
             },
             Err(e) => err(e),
         },

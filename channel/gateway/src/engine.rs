@@ -46,6 +46,11 @@ enum Control {
     Reading(ChannelId, IntervalReading),
     Ledger(ChannelId, LedgerEvent),
     Channels(oneshot::Sender<Vec<ChannelView>>),
+    Trades(
+        ChannelId,
+        usize,
+        oneshot::Sender<Vec<crate::store::TradeRow>>,
+    ),
     Connect(PeerAddr),
     Send(NodeId, Message),
 }
@@ -110,6 +115,17 @@ impl EngineHandle {
     pub async fn channels(&self) -> Result<Vec<ChannelView>, EngineError> {
         let (tx, rx) = oneshot::channel();
         self.send(Control::Channels(tx)).await?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// The last `n` settled intervals of a channel, newest first.
+    pub async fn recent_trades(
+        &self,
+        channel: ChannelId,
+        n: usize,
+    ) -> Result<Vec<crate::store::TradeRow>, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Control::Trades(channel, n, tx)).await?;
         rx.await.map_err(|_| EngineError::Stopped)
     }
 
@@ -295,6 +311,10 @@ impl Engine {
             Control::Channels(reply) => {
                 let _ = reply.send(self.node.channels().collect());
             }
+            Control::Trades(channel, n, reply) => {
+                let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = reply.send(store.recent_trades(&channel, n).unwrap_or_default());
+            }
             Control::Connect(peer) => {
                 tokio::spawn(dial(self.endpoint.clone(), peer, self.inbound_tx.clone()));
             }
@@ -387,6 +407,7 @@ impl Engine {
     async fn drain(&mut self) {
         loop {
             let mut batch: Vec<(UpdateId, ChannelRecord)> = Vec::new();
+            let mut trades = Vec::new();
             while let Some(output) = self.node.poll_output() {
                 match output {
                     Output::Persist { update, record } => batch.push((update, *record)),
@@ -406,8 +427,22 @@ impl Engine {
                         let _ = self.reports.send(Report::Watchtower(s));
                     }
                     Output::Event(e) => {
+                        if let Event::Settled {
+                            channel,
+                            version,
+                            trade,
+                        } = &e
+                        {
+                            trades.push((*channel, *version, *trade));
+                        }
                         let _ = self.reports.send(Report::Event(e));
                     }
+                }
+            }
+            if !trades.is_empty() {
+                let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+                if let Err(e) = store.record_trades(&trades) {
+                    tracing::warn!("interval history not recorded: {e}");
                 }
             }
             if batch.is_empty() {

@@ -12,12 +12,39 @@ use gridchan_channel::{
 };
 
 /// The schema migrations, in order; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &["CREATE TABLE channels (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE channels (
         id BLOB PRIMARY KEY,
         record BLOB NOT NULL,
         version INTEGER NOT NULL,
         updated_ms INTEGER NOT NULL
-    );"];
+    );",
+    // The history of settled intervals, for people: `gridchan channel show`.
+    "CREATE TABLE trades (
+        channel BLOB NOT NULL,
+        version INTEGER NOT NULL,
+        interval INTEGER NOT NULL,
+        seller INTEGER NOT NULL,
+        energy_wh INTEGER NOT NULL,
+        price INTEGER NOT NULL,
+        amount INTEGER NOT NULL,
+        PRIMARY KEY (channel, version)
+    );",
+];
+
+/// One settled interval, as `gridchan channel show` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TradeRow {
+    pub version: u64,
+    pub interval: u64,
+    /// "A" or "B".
+    pub seller: String,
+    pub energy_wh: u64,
+    /// Micro-units per kWh.
+    pub price: u64,
+    /// Micro-units.
+    pub amount: u64,
+}
 
 /// A channel record as stored: plain fields, signatures checked again on load.
 #[derive(Serialize, Deserialize)]
@@ -76,6 +103,64 @@ impl SqliteStore {
             tx.commit().map_err(write_err)?;
         }
         Ok(())
+    }
+
+    /// Records settled intervals (history for people; not needed for safety).
+    pub fn record_trades(
+        &mut self,
+        trades: &[(ChannelId, Version, gridchan_channel::Trade)],
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(write_err)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO trades
+                     (channel, version, interval, seller, energy_wh, price, amount)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(write_err)?;
+            for (channel, version, t) in trades {
+                stmt.execute(params![
+                    channel.0.to_vec(),
+                    version.0 as i64,
+                    t.interval.0 as i64,
+                    t.seller.index() as i64,
+                    t.energy.0 as i64,
+                    t.price.0 as i64,
+                    t.amount.0 as i64
+                ])
+                .map_err(write_err)?;
+            }
+        }
+        tx.commit().map_err(write_err)
+    }
+
+    /// The last `n` settled intervals of `channel`, newest first.
+    pub fn recent_trades(
+        &self,
+        channel: &ChannelId,
+        n: usize,
+    ) -> Result<Vec<TradeRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT version, interval, seller, energy_wh, price, amount FROM trades
+                 WHERE channel = ?1 ORDER BY version DESC LIMIT ?2",
+            )
+            .map_err(read_err)?;
+        let rows = stmt
+            .query_map(params![channel.0.to_vec(), n as i64], |r| {
+                Ok(TradeRow {
+                    version: r.get::<_, i64>(0)? as u64,
+                    interval: r.get::<_, i64>(1)? as u64,
+                    seller: if r.get::<_, i64>(2)? == 0 { "A" } else { "B" }.to_string(),
+                    energy_wh: r.get::<_, i64>(3)? as u64,
+                    price: r.get::<_, i64>(4)? as u64,
+                    amount: r.get::<_, i64>(5)? as u64,
+                })
+            })
+            .map_err(read_err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(read_err)
     }
 
     /// Writes several records in one durable transaction: one fsync for many channels.
