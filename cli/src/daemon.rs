@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use gridchan_chain::{Ledger, RemoteClient};
 use gridchan_channel::{IntervalIndex, Policy};
+use gridchan_gateway::clock::SimClock;
 use gridchan_gateway::config::{Config, LedgerSection, MeterSection};
 use gridchan_gateway::meter::{CsvMeter, MeterSource, SimulatedMeter};
 use gridchan_gateway::store::SqliteStore;
@@ -44,10 +45,11 @@ pub async fn run(config_path: &Path) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     let interval_seconds = config.metering.interval_seconds;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
-    let here = IntervalIndex::containing(now, interval_seconds);
+    let clock = match config.metering.speedup {
+        0 | 1 => SimClock::real(),
+        n => SimClock::accelerated(SimClock::real().now_ms(), n),
+    };
+    let here = IntervalIndex::containing(clock.now_ms() / 1000, interval_seconds);
     let meter: Box<dyn MeterSource> = match &config.meter {
         MeterSection::Simulated {
             seed,
@@ -74,7 +76,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let control = tokio::spawn({
         let engine = engine.clone();
         let socket = socket.clone();
-        async move { control::serve(&socket, engine, interval_seconds).await }
+        async move { control::serve(&socket, engine, interval_seconds, clock).await }
     });
     let _daemon = daemon::start(daemon::DaemonParts {
         engine,
@@ -82,6 +84,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         meter,
         interval_seconds,
         peers,
+        clock,
     });
     tokio::select! {
         r = control => {

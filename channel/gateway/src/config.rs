@@ -42,12 +42,20 @@ pub enum LedgerSection {
 pub struct MeteringSection {
     /// The metering interval in seconds; divides an hour.
     pub interval_seconds: u32,
+    /// Run the clock this many times faster than wall time (demos; 1 in real use).
+    #[serde(default = "one")]
+    pub speedup: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl Default for MeteringSection {
     fn default() -> MeteringSection {
         MeteringSection {
             interval_seconds: 900,
+            speedup: 1,
         }
     }
 }

@@ -114,6 +114,7 @@ pub async fn serve(
     path: &Path,
     engine: EngineHandle,
     interval_seconds: u32,
+    clock: crate::clock::SimClock,
 ) -> std::io::Result<()> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
@@ -123,7 +124,7 @@ pub async fn serve(
         let (stream, _) = listener.accept().await?;
         let engine = engine.clone();
         tokio::spawn(async move {
-            let _ = handle(stream, engine, interval_seconds).await;
+            let _ = handle(stream, engine, interval_seconds, clock).await;
         });
     }
 }
@@ -132,12 +133,13 @@ async fn handle(
     stream: UnixStream,
     engine: EngineHandle,
     interval_seconds: u32,
+    clock: crate::clock::SimClock,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     while let Some(line) = lines.next_line().await? {
         let response = match serde_json::from_str::<Request>(&line) {
-            Ok(req) => answer(req, &engine, interval_seconds).await,
+            Ok(req) => answer(req, &engine, interval_seconds, clock).await,
             Err(e) => Response::Error {
                 message: format!("bad request: {e}"),
             },
@@ -161,7 +163,12 @@ fn parse_channel(s: &str, channels: &[ChannelView]) -> Result<ChannelId, String>
     }
 }
 
-async fn answer(req: Request, engine: &EngineHandle, interval_seconds: u32) -> Response {
+async fn answer(
+    req: Request,
+    engine: &EngineHandle,
+    interval_seconds: u32,
+    clock: crate::clock::SimClock,
+) -> Response {
     let err = |message: String| Response::Error { message };
     let channels = match engine.channels().await {
         Ok(c) => c,
@@ -198,10 +205,7 @@ async fn answer(req: Request, engine: &EngineHandle, interval_seconds: u32) -> R
                 Err(e) => return err(format!("{e}")),
             };
             let _ = engine.connect(peer.clone()).await;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
+            let now = clock.now_ms() / 1000;
             let mut nonce = [0u8; 32];
             rand::fill(&mut nonce);
             let req = OpenRequest {

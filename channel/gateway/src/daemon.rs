@@ -39,6 +39,8 @@ pub struct DaemonParts {
     pub meter: Box<dyn MeterSource>,
     pub interval_seconds: u32,
     pub peers: Vec<PeerAddr>,
+    /// The clock intervals follow (wall time, or sped up for demos).
+    pub clock: crate::clock::SimClock,
 }
 
 /// Starts the daemon's jobs.
@@ -49,21 +51,20 @@ pub fn start(parts: DaemonParts) -> Daemon {
         meter,
         interval_seconds,
         peers,
+        clock,
     } = parts;
     let tasks = vec![
         tokio::spawn(keep_peers_connected(engine.clone(), peers)),
         tokio::spawn(submit_ledger_requests(engine.clone(), ledger.clone())),
         tokio::spawn(follow_ledger(engine.clone(), ledger)),
-        tokio::spawn(meter_intervals(engine.clone(), meter, interval_seconds)),
+        tokio::spawn(meter_intervals(
+            engine.clone(),
+            meter,
+            interval_seconds,
+            clock,
+        )),
     ];
     Daemon { engine, tasks }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Dials every configured neighbour, and again with backoff whenever it drops.
@@ -241,14 +242,15 @@ async fn meter_intervals(
     engine: EngineHandle,
     mut meter: Box<dyn MeterSource>,
     interval_seconds: u32,
+    clock: crate::clock::SimClock,
 ) {
     let period_ms = u64::from(interval_seconds) * 1000;
     let mut reports = engine.reports();
     let mut rounds: BTreeMap<IntervalIndex, Round> = BTreeMap::new();
     let mut early: Vec<(NodeId, gridchan_channel::wire::Announce)> = Vec::new();
-    let mut next_boundary = (now_ms() / period_ms + 1) * period_ms;
+    let mut next_boundary = (clock.now_ms() / period_ms + 1) * period_ms;
     loop {
-        let wait = Duration::from_millis(next_boundary.saturating_sub(now_ms()));
+        let wait = clock.until(next_boundary);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {
                 // The interval that just ended.

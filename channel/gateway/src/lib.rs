@@ -19,6 +19,7 @@
 
 pub mod allocate;
 pub mod bench;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;

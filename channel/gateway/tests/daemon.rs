@@ -52,6 +52,7 @@ fn gateway(
         meter: Box::new(Steady(reading)),
         interval_seconds: 1,
         peers,
+        clock: gridchan_gateway::clock::SimClock::real(),
     })
 }
 

@@ -1,0 +1,261 @@
+//! 200 metering intervals replayed from the shipped data set (home-03 with solar selling to
+//! home-02 without), on a clock sped up 18,000 times (a 15-minute interval every 50 ms), through
+//! two daemons and a ledger node. Every settled interval is checked against the CSV files, and
+//! after a cooperative close both sides and the ledger hold exactly the expected money.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gridchan_chain::{server, Genesis, Ledger, LocalLedger, RemoteClient};
+use gridchan_channel::{
+    Amount, Command, IntervalIndex, MeterTolerance, OpenRequest, Phase, Policy, PricePerKwh,
+    Signer, Tariff,
+};
+use gridchan_gateway::clock::SimClock;
+use gridchan_gateway::daemon::{self, Daemon, DaemonParts};
+use gridchan_gateway::engine::{self, EngineHandle};
+use gridchan_gateway::meter::CsvMeter;
+use gridchan_gateway::store::SqliteStore;
+use gridchan_transport::{Endpoint, Limits, PeerAddr};
+
+const INTERVAL: u32 = 900;
+const SPEEDUP: u32 = 18_000;
+/// 2025-07-14 (Monday) 00:00 UTC: the summer week of the data set starts at row 2 * 672.
+const FIRST_ROW: usize = 2 * 672;
+
+fn key(b: u8) -> Signer {
+    Signer::new(&[b; 32], &[b; 32]).unwrap()
+}
+
+fn data(home: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../../data/neighbourhood/{home}.csv"))
+}
+
+fn gateway(
+    dir: &std::path::Path,
+    k: u8,
+    home: &str,
+    ledger: &PeerAddr,
+    clock: SimClock,
+    anchor: IntervalIndex,
+    peers: Vec<PeerAddr>,
+) -> Daemon {
+    let endpoint = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        key(k).duplicate(&[1; 32]),
+        Limits::default(),
+    )
+    .unwrap();
+    let store = SqliteStore::open(&dir.join(format!("gw-{k}.sqlite"))).unwrap();
+    let engine = engine::spawn(endpoint, key(k), store, Policy::default()).unwrap();
+    let client: Arc<dyn Ledger> =
+        Arc::new(RemoteClient::new(ledger.clone(), key(k), [k; 32]).unwrap());
+    // Row FIRST_ROW is played as interval `anchor`.
+    let meter = CsvMeter::open(&data(home), IntervalIndex(anchor.0 - FIRST_ROW as u64)).unwrap();
+    daemon::start(DaemonParts {
+        engine,
+        ledger: client,
+        meter: Box::new(meter),
+        interval_seconds: INTERVAL,
+        peers,
+        clock,
+    })
+}
+
+async fn view(
+    h: &EngineHandle,
+    channel: gridchan_channel::ChannelId,
+) -> Option<gridchan_channel::ChannelView> {
+    h.channels()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.id == channel)
+}
+
+/// Waits until `f` holds, re-checking on every report of `engine` (bounded).
+async fn until<F, Fut>(what: &str, engine: &EngineHandle, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut reports = engine.reports();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while !f().await {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(!left.is_zero(), "timed out waiting for {what}");
+        let _ = tokio::time::timeout(left.min(Duration::from_millis(500)), reports.recv()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_intervals_from_csv_settle_to_the_watt_hour_and_the_micro_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ka, kb) = (key(1), key(2));
+    let genesis = Genesis {
+        chain_id: [7; 32],
+        min_challenge_window: 2,
+        balances: vec![
+            (ka.id(), Amount(100_000_000)),
+            (kb.id(), Amount(100_000_000)),
+        ],
+    };
+    let ledger = LocalLedger::open(&dir.path().join("ledger"), genesis).unwrap();
+    let ep = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        key(9),
+        Limits {
+            max_frame: gridchan_chain::rpc::MAX_RPC_FRAME,
+            ..Limits::default()
+        },
+    )
+    .unwrap();
+    let ledger_addr = ep.peer_addr();
+    let _serve = tokio::spawn(server::serve(ep, ledger.clone()));
+    let _blocks = ledger.spawn_producer(Duration::from_millis(20));
+
+    // Simulated time starts at Monday 00:00 of the data's summer week.
+    let sim_start = 1_752_451_200_000u64; // 2025-07-14T00:00:00Z
+    let clock = SimClock::accelerated(sim_start, SPEEDUP);
+    let anchor = IntervalIndex(sim_start / 1000 / u64::from(INTERVAL));
+    let b = gateway(
+        dir.path(),
+        2,
+        "home-02",
+        &ledger_addr,
+        clock,
+        anchor,
+        vec![],
+    );
+    let a = gateway(
+        dir.path(),
+        1,
+        "home-03",
+        &ledger_addr,
+        clock,
+        anchor,
+        vec![b.engine.address.clone()],
+    );
+    let (ea, eb) = (a.engine.clone(), b.engine.clone());
+    let price = 150_000; // 0.15 per kWh
+    let channel = ea
+        .open(OpenRequest {
+            peer: kb.id(),
+            deposit: Amount(20_000_000),
+            peer_deposit: Amount(20_000_000),
+            tariff: Tariff::Flat(PricePerKwh(price)),
+            challenge_window_blocks: 10,
+            funding_window_blocks: 200,
+            interval_seconds: INTERVAL,
+            tolerance: MeterTolerance {
+                absolute_wh: 0,
+                permille: 0,
+            },
+            opened_at: anchor,
+            nonce: [5; 32],
+        })
+        .await
+        .unwrap();
+    // Readings of intervals before the channel opens wait in the core and settle after.
+    let target = anchor.0 + 200;
+    until("200 intervals settled", &ea, || {
+        let ea = ea.clone();
+        async move {
+            view(&ea, channel)
+                .await
+                .and_then(|c| c.current)
+                .is_some_and(|s| s.state().last_interval.0 >= target)
+        }
+    })
+    .await;
+    ea.command(Command::Close(channel)).await.unwrap();
+    until("paid out", &ea, || {
+        let (ea, eb) = (ea.clone(), eb.clone());
+        async move {
+            view(&ea, channel)
+                .await
+                .is_some_and(|c| c.phase == Phase::Concluded)
+                && view(&eb, channel)
+                    .await
+                    .is_some_and(|c| c.phase == Phase::Concluded)
+        }
+    })
+    .await;
+
+    // The expected trades, straight from the CSV files.
+    let rows = |home: &str| -> Vec<(u64, u64)> {
+        std::fs::read_to_string(data(home))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (f[3].parse().unwrap(), f[4].parse().unwrap())
+            })
+            .collect()
+    };
+    let (seller, buyer) = (rows("home-03"), rows("home-02"));
+    let final_state = view(&ea, channel).await.unwrap().current.unwrap();
+    let last = final_state.state().last_interval.0;
+    let trades = ea.recent_trades(channel, 10_000).await.unwrap();
+    let mut energy = 0;
+    let mut money = 0;
+    for t in &trades {
+        let row = FIRST_ROW + (t.interval - anchor.0) as usize;
+        let expected = seller[row].1.min(buyer[row].0);
+        assert_eq!(t.energy_wh, expected, "interval {} (row {row})", t.interval);
+        assert_eq!(t.amount, expected * price / 1000, "interval {}", t.interval);
+        energy += t.energy_wh;
+        money += t.amount;
+    }
+    // No interval with a possible trade was skipped.
+    let traded: std::collections::HashSet<u64> = trades.iter().map(|t| t.interval).collect();
+    for i in anchor.0 + 1..=last {
+        let row = FIRST_ROW + (i - anchor.0) as usize;
+        if seller[row].1.min(buyer[row].0) > 0 {
+            assert!(
+                traded.contains(&i),
+                "interval {i} (row {row}) was not settled"
+            );
+        }
+    }
+    assert!(
+        energy > 5_000,
+        "a summer week has solar: {energy} Wh traded"
+    );
+    let s = final_state.state();
+    assert_eq!(s.energy_a_to_b.0, energy);
+    assert_eq!(s.energy_b_to_a.0, 0);
+    assert_eq!(s.balance_a.0, 20_000_000 + money);
+    assert_eq!(s.balance_b.0, 20_000_000 - money);
+    assert_eq!(
+        Some(&final_state),
+        view(&eb, channel).await.unwrap().current.as_ref()
+    );
+    // The ledger paid exactly that, and both withdrew it.
+    let client = RemoteClient::new(ledger_addr.clone(), key(3), [3; 32]).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let a_bal = client.account(&ka.id()).await.unwrap().balance.0;
+        let b_bal = client.account(&kb.id()).await.unwrap().balance.0;
+        if a_bal == 80_000_000 + s.balance_a.0 && b_bal == 80_000_000 + s.balance_b.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ledger balances {a_bal} {b_bal}"
+        );
+        client
+            .wait_above(client.height().await.unwrap(), Duration::from_secs(5))
+            .await
+            .unwrap();
+    }
+    assert_eq!(ledger.total_supply(), 200_000_000);
+    eprintln!(
+        "{} intervals, {} trades, {energy} Wh, {} paid",
+        last - anchor.0,
+        trades.len(),
+        Amount(money)
+    );
+}
