@@ -391,7 +391,17 @@ impl Engine {
         }
     }
 
+    /// Disconnects a peer whose bytes broke the transport or framing rules, saying why.
     fn drop_peer(&mut self, peer: NodeId, reason: &str) {
+        let _ = self.reports.send(Report::Event(Event::PeerMisbehaved {
+            peer,
+            reason: reason.to_string(),
+        }));
+        self.close_peer(peer, reason);
+    }
+
+    /// Closes the connection to `peer` (the core already reported why, if it was the core).
+    fn close_peer(&mut self, peer: NodeId, reason: &str) {
         tracing::warn!("disconnecting {peer}: {reason}");
         if let Some(p) = self.peers.remove(&peer) {
             p.conn.close(reason);
@@ -419,7 +429,7 @@ impl Engine {
                             }
                         }
                     }
-                    Output::Disconnect { peer, reason } => self.drop_peer(peer, &reason),
+                    Output::Disconnect { peer, reason } => self.close_peer(peer, &reason),
                     Output::Ledger(r) => {
                         let _ = self.reports.send(Report::Ledger(r));
                     }
