@@ -121,6 +121,12 @@ enum BenchCommand {
         /// Updates to time.
         #[arg(long, default_value_t = 2_000)]
         updates: usize,
+        /// Run the many-channel benchmark instead, with this many channels.
+        #[arg(long)]
+        channels: Option<usize>,
+        /// Intervals to settle on every channel (with --channels).
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
     },
     /// The local ledger: signed transactions applied and committed per second beside the bare
     /// cost of verifying them, and block production time at several loads.
@@ -159,12 +165,26 @@ fn run() -> Result<()> {
             which: BenchCommand::Ledger { transactions },
         } => gridchan_cli::bench_ledger(transactions),
         Commands::Bench {
-            which: BenchCommand::Gateway { updates },
+            which:
+                BenchCommand::Gateway {
+                    updates,
+                    channels,
+                    rounds,
+                },
         } => runtime()?.block_on(async {
             let dir = tempfile::tempdir()?;
-            eprintln!("timing {updates} updates between two gateway engines...");
-            let b = gridchan_gateway::bench::run(dir.path(), updates).await;
-            println!("{}", b.report());
+            match channels {
+                Some(n) => {
+                    eprintln!("opening {n} channels, then settling {rounds} intervals on each...");
+                    let b = gridchan_gateway::bench::run_many(dir.path(), n, rounds).await;
+                    println!("{}", b.report());
+                }
+                None => {
+                    eprintln!("timing {updates} updates between two gateway engines...");
+                    let b = gridchan_gateway::bench::run(dir.path(), updates).await;
+                    println!("{}", b.report());
+                }
+            }
             Ok(())
         }),
         Commands::Daemon { config } => runtime()?.block_on(gridchan_cli::daemon::run(&config)),

@@ -241,3 +241,155 @@ async fn floor(
     writes.sort();
     (percentile(&rtts, 0.5), crypto, percentile(&writes, 0.5))
 }
+
+/// What [`run_many`] measured.
+#[derive(Clone, Debug)]
+pub struct ManyBench {
+    pub channels: usize,
+    pub rounds: usize,
+    pub updates_per_second: f64,
+    /// 2 cores / (2 signs + 2 verifications): the most updates per second signing allows.
+    pub signing_limit: f64,
+}
+
+impl ManyBench {
+    pub fn report(&self) -> String {
+        format!(
+            "gateway benchmark: {} channels between two engines over QUIC, SQLite WAL+FULL (writes batched across channels), {} rounds\n\
+             \x20 aggregate       {:>8.0} updates/s\n\
+             \x20 signing limit   {:>8.0} updates/s  (2 cores / (2 signs + 2 verifications), measured now)\n\
+             \x20 ratio           {:>8.2}  (goal: at least 0.60)",
+            self.channels,
+            self.rounds,
+            self.updates_per_second,
+            self.signing_limit,
+            self.updates_per_second / self.signing_limit
+        )
+    }
+}
+
+/// Opens `channels` channels between two engines, then settles `rounds` intervals on all of them
+/// at once, and measures the aggregate rate.
+pub async fn run_many(dir: &std::path::Path, channels: usize, rounds: usize) -> ManyBench {
+    let a = engine_at(dir, 3);
+    let b = engine_at(dir, 4);
+    let mut a_reports = a.reports();
+    a.connect(b.address.clone()).await.expect("engine runs");
+    let opened_at = IntervalIndex(1_000);
+    let mut ids = Vec::with_capacity(channels);
+    for i in 0..channels {
+        let mut nonce = [0u8; 32];
+        nonce[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        let id = a
+            .open(OpenRequest {
+                peer: b.node,
+                deposit: Amount(1_000_000_000),
+                peer_deposit: Amount(1_000_000_000),
+                tariff: Tariff::Flat(PricePerKwh(100_000)),
+                challenge_window_blocks: 20,
+                funding_window_blocks: 20,
+                interval_seconds: 900,
+                tolerance: MeterTolerance {
+                    absolute_wh: 5,
+                    permille: 20,
+                },
+                opened_at,
+                nonce,
+            })
+            .await
+            .expect("open");
+        ids.push(id);
+    }
+    // Wait for every channel to be agreed on both sides, then fund them all.
+    loop {
+        let agreed = |v: Vec<gridchan_channel::ChannelView>| {
+            v.iter().filter(|c| c.phase == Phase::Funding).count()
+        };
+        if agreed(a.channels().await.expect("runs")) == channels
+            && agreed(b.channels().await.expect("runs")) == channels
+        {
+            break;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(200), a_reports.recv()).await;
+    }
+    for id in &ids {
+        a.ledger_event(*id, LedgerEvent::Funded)
+            .await
+            .expect("runs");
+        b.ledger_event(*id, LedgerEvent::Funded)
+            .await
+            .expect("runs");
+    }
+    let started = Instant::now();
+    for round in 1..=rounds as u64 {
+        let interval = IntervalIndex(opened_at.0 + round);
+        for id in &ids {
+            let energy = WattHours(100 + round);
+            b.reading(
+                *id,
+                IntervalReading {
+                    interval,
+                    delivered: WattHours(0),
+                    received: energy,
+                    metered_import: energy,
+                },
+            )
+            .await
+            .expect("runs");
+            a.reading(
+                *id,
+                IntervalReading {
+                    interval,
+                    delivered: energy,
+                    received: WattHours(0),
+                    metered_import: WattHours(0),
+                },
+            )
+            .await
+            .expect("runs");
+        }
+        let mut settled = 0;
+        while settled < channels {
+            match a_reports.recv().await {
+                Ok(Report::Event(Event::Settled { trade, .. })) if trade.interval == interval => {
+                    settled += 1
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // Count from the channels themselves instead.
+                    settled = a
+                        .channels()
+                        .await
+                        .expect("runs")
+                        .iter()
+                        .filter(|c| {
+                            c.current
+                                .as_ref()
+                                .is_some_and(|s| s.state().last_interval == interval)
+                        })
+                        .count();
+                }
+                Err(e) => panic!("reports: {e}"),
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    let ka = Signer::new(&[1; 32], &[3; 32]).expect("key");
+    let n = 2_000u64;
+    let t = Instant::now();
+    for i in 0..n {
+        let mut d = [5u8; 32];
+        d[..8].copy_from_slice(&i.to_be_bytes());
+        let x = ka.sign(&d);
+        x.verify(&d, &ka.id()).expect("valid");
+        let y = ka.sign(&d);
+        y.verify(&d, &ka.id()).expect("valid");
+    }
+    let per_update = t.elapsed().as_secs_f64() / n as f64;
+    ManyBench {
+        channels,
+        rounds,
+        updates_per_second: (channels * rounds) as f64 / elapsed.as_secs_f64(),
+        signing_limit: 2.0 / per_update,
+    }
+}

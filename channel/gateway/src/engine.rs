@@ -17,6 +17,14 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::store::SqliteStore;
 
+/// Frames queued for one peer before it counts as not reading (and loses its connection).
+/// One connection carries every channel with that peer, so this bounds a burst of one message
+/// per channel for thousands of channels.
+const PEER_QUEUE: usize = 16_384;
+
+/// Inputs taken in one go before the outputs they caused are carried out.
+const MAX_BATCH_INPUTS: usize = 512;
+
 /// Something the engine reports to its host.
 #[derive(Clone, Debug)]
 pub enum Report {
@@ -225,7 +233,7 @@ async fn run_connection(
     stream: gridchan_transport::FramedStream,
     inbound: mpsc::Sender<Inbound>,
 ) {
-    let (writer_tx, mut writer_rx) = mpsc::channel::<Vec<u8>>(256);
+    let (writer_tx, mut writer_rx) = mpsc::channel::<Vec<u8>>(PEER_QUEUE);
     let peer = conn.peer;
     if inbound
         .send(Inbound::Up(conn.clone(), writer_tx))
@@ -289,6 +297,17 @@ impl Engine {
                         .map(|d| d.as_millis() as u64)
                         .unwrap_or(0);
                     self.node.handle(Input::Tick { now_ms });
+                }
+            }
+            // Take whatever else is already waiting before writing: the persists of many
+            // channels then share one transaction (one fsync), and nothing waits longer for it.
+            for _ in 0..MAX_BATCH_INPUTS {
+                match inbound.try_recv() {
+                    Ok(i) => self.on_inbound(i),
+                    Err(_) => match control.try_recv() {
+                        Ok(c) => self.on_control(c),
+                        Err(_) => break,
+                    },
                 }
             }
             self.drain().await;
