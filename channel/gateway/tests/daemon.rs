@@ -2,19 +2,23 @@
 //! producing blocks. A channel is funded on the ledger, trades every (1-second) interval from
 //! the meters, closes cooperatively, and the ledger pays out the final state.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use gridchan_chain::{server, Genesis, Ledger, LocalLedger, RemoteClient};
+use gridchan_chain::{Ledger, LocalLedger, RemoteClient};
 use gridchan_channel::{
     Amount, Command, IntervalIndex, MeterTolerance, OpenRequest, Phase, Policy, PricePerKwh,
-    Signer, Tariff, WattHours,
+    Tariff, WattHours,
 };
 use gridchan_gateway::daemon::{self, Daemon, DaemonParts};
 use gridchan_gateway::engine::{self, EngineHandle};
 use gridchan_gateway::meter::{MeterReading, MeterSource};
 use gridchan_gateway::store::SqliteStore;
 use gridchan_transport::{Endpoint, Limits, PeerAddr};
+
+use common::{key, ledger_node, until, view, LedgerNode};
 
 /// A meter that reads the same every interval.
 struct Steady(MeterReading);
@@ -23,10 +27,6 @@ impl MeterSource for Steady {
     fn reading(&mut self, _: IntervalIndex) -> Option<MeterReading> {
         Some(self.0)
     }
-}
-
-fn key(b: u8) -> Signer {
-    Signer::new(&[b; 32], &[b; 32]).unwrap()
 }
 
 fn gateway(
@@ -56,37 +56,6 @@ fn gateway(
     })
 }
 
-async fn until<F, Fut>(what: &str, engines: [&EngineHandle; 2], mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let forwarders: Vec<_> = engines
-        .iter()
-        .map(|e| {
-            let mut reports = e.reports();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                while reports.recv().await.is_ok() {
-                    if tx.send(()).is_err() {
-                        return;
-                    }
-                }
-            })
-        })
-        .collect();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !f().await {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        assert!(!left.is_zero(), "timed out waiting for {what}");
-        let _ = tokio::time::timeout(left.min(Duration::from_millis(500)), rx.recv()).await;
-    }
-    for f in forwarders {
-        f.abort();
-    }
-}
-
 struct World {
     _dir: tempfile::TempDir,
     ledger: Arc<LocalLedger>,
@@ -96,18 +65,7 @@ struct World {
     ea: EngineHandle,
     eb: EngineHandle,
     channel: gridchan_channel::ChannelId,
-    _tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-async fn view(
-    h: &EngineHandle,
-    channel: gridchan_channel::ChannelId,
-) -> Option<gridchan_channel::ChannelView> {
-    h.channels()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|c| c.id == channel)
+    _node: LedgerNode,
 }
 
 /// A ledger node, two daemons (A exports 100 Wh an interval, B imports 80), and an open,
@@ -115,28 +73,8 @@ async fn view(
 async fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let (ka, kb) = (key(1), key(2));
-    let genesis = Genesis {
-        chain_id: [7; 32],
-        min_challenge_window: 2,
-        balances: vec![
-            (ka.id(), Amount(100_000_000)),
-            (kb.id(), Amount(100_000_000)),
-        ],
-    };
-    let ledger = LocalLedger::open(&dir.path().join("ledger"), genesis).unwrap();
-    let ledger_ep = Endpoint::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        key(9),
-        Limits {
-            max_frame: gridchan_chain::rpc::MAX_RPC_FRAME,
-            ..Limits::default()
-        },
-    )
-    .unwrap();
-    let ledger_addr = ledger_ep.peer_addr();
-    let serve = tokio::spawn(server::serve(ledger_ep, ledger.clone()));
-    let blocks = ledger.spawn_producer(Duration::from_millis(50));
-
+    let node = ledger_node(dir.path(), &[ka.id(), kb.id()], 50);
+    let (ledger, ledger_addr) = (node.ledger.clone(), node.addr.clone());
     // B imports 80 Wh every interval; A exports 100.
     let b = gateway(
         dir.path(),
@@ -184,7 +122,8 @@ async fn world() -> World {
         .unwrap();
     until(
         "the channel funded on the ledger and open on both sides",
-        [&ea, &eb],
+        &[&ea, &eb],
+        60,
         || {
             let (ea, eb) = (ea.clone(), eb.clone());
             async move {
@@ -207,13 +146,13 @@ async fn world() -> World {
         ea,
         eb,
         channel,
-        _tasks: vec![serve, blocks],
+        _node: node,
     }
 }
 
 async fn traded(w: &World, wh: u64) {
     let (ea, channel) = (w.ea.clone(), w.channel);
-    until("intervals traded", [&w.ea, &w.eb], || {
+    until("intervals traded", &[&w.ea, &w.eb], 60, || {
         let ea = ea.clone();
         async move {
             view(&ea, channel)
@@ -227,7 +166,7 @@ async fn traded(w: &World, wh: u64) {
 
 async fn concluded(w: &World) {
     let (ea, eb, channel) = (w.ea.clone(), w.eb.clone(), w.channel);
-    until("the ledger paid out", [&w.ea, &w.eb], || {
+    until("the ledger paid out", &[&w.ea, &w.eb], 60, || {
         let (ea, eb) = (ea.clone(), eb.clone());
         async move {
             view(&ea, channel)

@@ -1,5 +1,7 @@
 //! Two gateway engines over real QUIC on 127.0.0.1 with real SQLite stores.
 
+mod common;
+
 use std::time::Duration;
 
 use gridchan_channel::{
@@ -9,6 +11,8 @@ use gridchan_channel::{
 use gridchan_gateway::engine::{self, EngineHandle};
 use gridchan_gateway::store::SqliteStore;
 use gridchan_transport::{Endpoint, Limits};
+
+use common::until;
 
 fn start(dir: &std::path::Path, key: u8) -> EngineHandle {
     let signer = Signer::new(&[key; 32], &[key; 32]).unwrap();
@@ -20,40 +24,6 @@ fn start(dir: &std::path::Path, key: u8) -> EngineHandle {
     .unwrap();
     let store = SqliteStore::open(&dir.join(format!("gateway-{key}.sqlite"))).unwrap();
     engine::spawn(endpoint, signer, store, Policy::default()).unwrap()
-}
-
-/// Waits (at most 30 s) until `f` holds, re-checking whenever either engine reports
-/// something: no sleeps that guess.
-async fn until<F, Fut>(what: &str, engines: [&EngineHandle; 2], mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let forwarders: Vec<_> = engines
-        .iter()
-        .map(|e| {
-            let mut reports = e.reports();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                while reports.recv().await.is_ok() {
-                    if tx.send(()).is_err() {
-                        return;
-                    }
-                }
-            })
-        })
-        .collect();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !f().await {
-        // Either a report arrives, or the deadline passes; a check after each.
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        assert!(!left.is_zero(), "timed out waiting for {what}");
-        let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), rx.recv()).await;
-    }
-    for f in forwarders {
-        f.abort();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,7 +59,7 @@ async fn two_gateways_settle_over_quic_with_durable_states() {
             .find(|c| c.id == channel)
             .map(|c| (c.phase, c.current.map(|s| s.version())))
     };
-    until("both sides agree on version 0", [&a, &b], || {
+    until("both sides agree on version 0", &[&a, &b], 30, || {
         let (a, b) = (a.clone(), b.clone());
         async move {
             phase(a).await == Some((Phase::Funding, Some(Version(0))))
@@ -141,12 +111,18 @@ async fn two_gateways_settle_over_quic_with_durable_states() {
             .as_ref()
             .map(|s| (s.state().energy_a_to_b.0, s.state().energy_b_to_a.0))
     };
-    until("every interval settled on both sides", [&a, &b], || {
-        let (a, b) = (a.clone(), b.clone());
-        async move {
-            settled(a).await == Some((a_to_b, b_to_a)) && settled(b).await == Some((a_to_b, b_to_a))
-        }
-    })
+    until(
+        "every interval settled on both sides",
+        &[&a, &b],
+        30,
+        || {
+            let (a, b) = (a.clone(), b.clone());
+            async move {
+                settled(a).await == Some((a_to_b, b_to_a))
+                    && settled(b).await == Some((a_to_b, b_to_a))
+            }
+        },
+    )
     .await;
     let a_state = a.channels().await.unwrap()[0].current.clone().unwrap();
     assert_eq!(
@@ -161,7 +137,7 @@ async fn two_gateways_settle_over_quic_with_durable_states() {
     assert_eq!(stored[0].current.as_ref(), Some(&a_state));
     // A cooperative close over QUIC.
     a.command(Command::Close(channel)).await.unwrap();
-    until("the final state on both sides", [&a, &b], || {
+    until("the final state on both sides", &[&a, &b], 30, || {
         let (a, b) = (a.clone(), b.clone());
         async move {
             phase(a).await.map(|p| p.0) == Some(Phase::ClosedCooperatively)

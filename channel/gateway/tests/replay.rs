@@ -3,29 +3,28 @@
 //! two daemons and a ledger node. Every settled interval is checked against the CSV files, and
 //! after a cooperative close both sides and the ledger hold exactly the expected money.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use gridchan_chain::{server, Genesis, Ledger, LocalLedger, RemoteClient};
+use gridchan_chain::{Ledger, RemoteClient};
 use gridchan_channel::{
-    Amount, Command, IntervalIndex, MeterTolerance, OpenRequest, Phase, Policy, PricePerKwh,
-    Signer, Tariff,
+    Amount, Command, IntervalIndex, MeterTolerance, OpenRequest, Phase, Policy, PricePerKwh, Tariff,
 };
 use gridchan_gateway::clock::SimClock;
 use gridchan_gateway::daemon::{self, Daemon, DaemonParts};
-use gridchan_gateway::engine::{self, EngineHandle};
+use gridchan_gateway::engine;
 use gridchan_gateway::meter::CsvMeter;
 use gridchan_gateway::store::SqliteStore;
 use gridchan_transport::{Endpoint, Limits, PeerAddr};
+
+use common::{key, ledger_node, until, view};
 
 const INTERVAL: u32 = 900;
 const SPEEDUP: u32 = 18_000;
 /// 2025-07-14 (Monday) 00:00 UTC: the summer week of the data set starts at row 2 * 672.
 const FIRST_ROW: usize = 2 * 672;
-
-fn key(b: u8) -> Signer {
-    Signer::new(&[b; 32], &[b; 32]).unwrap()
-}
 
 fn data(home: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -63,57 +62,12 @@ fn gateway(
     })
 }
 
-async fn view(
-    h: &EngineHandle,
-    channel: gridchan_channel::ChannelId,
-) -> Option<gridchan_channel::ChannelView> {
-    h.channels()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|c| c.id == channel)
-}
-
-/// Waits until `f` holds, re-checking on every report of `engine` (bounded).
-async fn until<F, Fut>(what: &str, engine: &EngineHandle, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let mut reports = engine.reports();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while !f().await {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        assert!(!left.is_zero(), "timed out waiting for {what}");
-        let _ = tokio::time::timeout(left.min(Duration::from_millis(500)), reports.recv()).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_intervals_from_csv_settle_to_the_watt_hour_and_the_micro_unit() {
     let dir = tempfile::tempdir().unwrap();
     let (ka, kb) = (key(1), key(2));
-    let genesis = Genesis {
-        chain_id: [7; 32],
-        min_challenge_window: 2,
-        balances: vec![
-            (ka.id(), Amount(100_000_000)),
-            (kb.id(), Amount(100_000_000)),
-        ],
-    };
-    let ledger = LocalLedger::open(&dir.path().join("ledger"), genesis).unwrap();
-    let ep = Endpoint::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        key(9),
-        Limits {
-            max_frame: gridchan_chain::rpc::MAX_RPC_FRAME,
-            ..Limits::default()
-        },
-    )
-    .unwrap();
-    let ledger_addr = ep.peer_addr();
-    let _serve = tokio::spawn(server::serve(ep, ledger.clone()));
-    let _blocks = ledger.spawn_producer(Duration::from_millis(20));
+    let node = ledger_node(dir.path(), &[ka.id(), kb.id()], 20);
+    let (ledger, ledger_addr) = (node.ledger.clone(), node.addr.clone());
 
     // Simulated time starts at Monday 00:00 of the data's summer week.
     let sim_start = 1_752_451_200_000u64; // 2025-07-14T00:00:00Z
@@ -159,7 +113,7 @@ async fn two_hundred_intervals_from_csv_settle_to_the_watt_hour_and_the_micro_un
         .unwrap();
     // Readings of intervals before the channel opens wait in the core and settle after.
     let target = anchor.0 + 200;
-    until("200 intervals settled", &ea, || {
+    until("200 intervals settled", &[&ea], 120, || {
         let ea = ea.clone();
         async move {
             view(&ea, channel)
@@ -170,7 +124,7 @@ async fn two_hundred_intervals_from_csv_settle_to_the_watt_hour_and_the_micro_un
     })
     .await;
     ea.command(Command::Close(channel)).await.unwrap();
-    until("paid out", &ea, || {
+    until("paid out", &[&ea], 120, || {
         let (ea, eb) = (ea.clone(), eb.clone());
         async move {
             view(&ea, channel)
