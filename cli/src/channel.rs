@@ -105,3 +105,40 @@ fn table(channels: &[ChannelSummary]) {
         );
     }
 }
+
+/// Shows an opening channel's progress (agreed, funding, open) for up to two minutes.
+pub fn follow_opening(config: &Path, channel: &str) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut last = String::new();
+    loop {
+        let phase = match call(
+            config,
+            &Request::Show {
+                channel: channel.to_string(),
+            },
+        )? {
+            Response::Channel { channel, .. } => channel.phase,
+            _ => String::new(),
+        };
+        if phase != last {
+            let line = match phase.as_str() {
+                "AwaitingAccept" => "waiting for the neighbour to accept...",
+                "Funding" => "both signed version 0; waiting for both deposits on the ledger...",
+                "Open" => "open: trading every interval",
+                other => other,
+            };
+            eprintln!("  {line}");
+            last = phase.clone();
+        }
+        if phase == "Open" || phase == "Concluded" {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            eprintln!(
+                "  still {last}: it continues in the daemon; check with `gridchan channel list`"
+            );
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}

@@ -218,7 +218,11 @@ fn run() -> Result<()> {
                 ChannelAction::ForceClose { channel } => Request::ForceClose { channel },
             };
             let r = gridchan_cli::channel::call(&config, &request)?;
-            gridchan_cli::channel::print(&r, json)
+            gridchan_cli::channel::print(&r, json)?;
+            if let (gridchan_gateway::control::Response::Opened { channel }, false) = (&r, json) {
+                gridchan_cli::channel::follow_opening(&config, channel)?;
+            }
+            Ok(())
         }
         Commands::Init {
             dir,

@@ -97,6 +97,13 @@ fn kill_nine_cycles_lose_nothing_signed() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Without --json, open shows the channel's progress until it is open.
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(progress.contains("waiting for"), "{progress}");
+    assert!(
+        progress.contains("open: trading every interval"),
+        "{progress}"
+    );
     until("trading", &ca, |c| {
         c["phase"] == "Open" && c["version"].as_u64().unwrap_or(0) >= 1
     });
