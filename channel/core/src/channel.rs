@@ -49,7 +49,7 @@ pub(crate) struct Channel {
     /// Our own readings for intervals not settled yet, with the time each arrived.
     readings: BTreeMap<IntervalIndex, (IntervalReading, u64)>,
     /// A peer proposal waiting for our reading of its interval, with the time it arrived.
-    held: Option<(Proposal, u64)>,
+    held: Option<(Proposal, Trade, u64)>,
     /// We lost a crossing: the winner proposes next.
     yielding: bool,
     frozen: bool,
@@ -350,10 +350,10 @@ impl Channel {
         while self.readings.len() > ctx.policy.max_readings {
             self.readings.pop_first();
         }
-        if let Some((held, _)) = &self.held {
-            if held.state().last_interval == reading.interval {
-                let (held, _) = self.held.take().expect("checked above");
-                self.decide_on_trade(held, ctx);
+        if let Some((_, trade, _)) = &self.held {
+            if trade.interval == reading.interval {
+                let (held, trade, _) = self.held.take().expect("checked above");
+                self.decide_on_trade(held, trade, ctx);
             }
         }
         self.maybe_propose(ctx);
@@ -516,30 +516,30 @@ impl Channel {
         self.yielding = false;
         match trade {
             None => self.countersign(proposal, None, ctx),
-            Some(_) => self.decide_on_trade(proposal, ctx),
+            Some(trade) => self.decide_on_trade(proposal, trade, ctx),
         }
         self.maybe_propose(ctx);
         Ok(())
     }
 
-    /// Meter checks for a structurally valid trade proposal: countersign, refuse, or hold it
-    /// until our reading of its interval arrives.
-    fn decide_on_trade(&mut self, proposal: Proposal, ctx: &mut Ctx) {
-        let Some(cur) = self.current_state().cloned() else {
+    /// Meter checks for a structurally valid trade proposal (`trade` is what
+    /// `check_successor` found it claims): countersign, refuse, or hold it until our reading of
+    /// its interval arrives.
+    fn decide_on_trade(&mut self, proposal: Proposal, trade: Trade, ctx: &mut Ctx) {
+        let Some(cur) = self.current_state() else {
             return;
         };
-        let interval = proposal.state().last_interval;
+        let interval = trade.interval;
         let Some(&(reading, _)) = self.readings.get(&interval) else {
             let newest = self.readings.keys().next_back().copied();
             if newest.is_none_or(|n| n < interval) {
-                self.held = Some((proposal, ctx.now_ms));
+                self.held = Some((proposal, trade, ctx.now_ms));
             } else {
                 self.refuse(proposal.version(), Refusal::NoMeterReading(interval.0), ctx);
             }
             return;
         };
-        let billed = proposal.state().energy_from(self.me.other());
-        let billed = WattHours(billed.0 - cur.energy_from(self.me.other()).0);
+        let billed = trade.energy;
         if billed > reading.metered_import {
             let reason = Refusal::EnergyBeyondImport {
                 billed: billed.0,
@@ -550,7 +550,7 @@ impl Channel {
             return;
         }
         let taken = WattHours(reading.received.0.saturating_sub(reading.delivered.0));
-        let expected = taken.min(self.affordable(&cur, self.me, interval));
+        let expected = taken.min(self.affordable(cur, self.me, interval));
         if !self.params.tolerance.accepts(billed, expected) {
             let reason = Refusal::OutsideTolerance {
                 billed: billed.0,
@@ -561,16 +561,7 @@ impl Channel {
             return;
         }
         self.readings.remove(&interval);
-        let trade = cur
-            .check_successor(
-                &self.params,
-                proposal.state(),
-                self.me.other(),
-                proposal.version(),
-            )
-            .ok()
-            .flatten();
-        self.countersign(proposal, trade, ctx);
+        self.countersign(proposal, Some(trade), ctx);
     }
 
     fn countersign(&mut self, proposal: Proposal, trade: Option<Trade>, ctx: &mut Ctx) {
@@ -918,7 +909,7 @@ impl Channel {
     // ----- time, closing, the ledger -----
 
     pub fn on_tick(&mut self, ctx: &mut Ctx) {
-        if let Some((held, since)) = &self.held {
+        if let Some((held, _, since)) = &self.held {
             if ctx.now_ms.saturating_sub(*since) >= ctx.policy.reading_wait_ms {
                 let version = held.version();
                 let interval = held.state().last_interval.0;
