@@ -4,7 +4,6 @@
 //! for since the last batch) and acknowledged before anything that depends on them is sent.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gridchan_channel::{
@@ -160,7 +159,8 @@ struct Peer {
 
 struct Engine {
     node: Node,
-    store: Arc<Mutex<SqliteStore>>,
+    /// Owned by the engine's task alone: every write happens here, in order.
+    store: SqliteStore,
     peers: HashMap<NodeId, Peer>,
     generation: u64,
     reports: broadcast::Sender<Report>,
@@ -186,7 +186,7 @@ pub fn spawn(
     let address = endpoint.peer_addr();
     let engine = Engine {
         node,
-        store: Arc::new(Mutex::new(store)),
+        store,
         peers: HashMap::new(),
         generation: 0,
         reports: reports.clone(),
@@ -331,8 +331,7 @@ impl Engine {
                 let _ = reply.send(self.node.channels().collect());
             }
             Control::Trades(channel, n, reply) => {
-                let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
-                let _ = reply.send(store.recent_trades(&channel, n).unwrap_or_default());
+                let _ = reply.send(self.store.recent_trades(&channel, n).unwrap_or_default());
             }
             Control::Connect(peer) => {
                 tokio::spawn(dial(self.endpoint.clone(), peer, self.inbound_tx.clone()));
@@ -469,8 +468,7 @@ impl Engine {
                 }
             }
             if !trades.is_empty() {
-                let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
-                if let Err(e) = store.record_trades(&trades) {
+                if let Err(e) = self.store.record_trades(&trades) {
                     tracing::warn!("interval history not recorded: {e}");
                 }
             }
@@ -482,7 +480,7 @@ impl Engine {
             // update's critical path. Nothing else of this gateway could progress meanwhile
             // anyway: every output waits for it.
             let result = {
-                let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+                let store = &mut self.store;
                 let records: Vec<&ChannelRecord> = batch.iter().map(|(_, r)| r).collect();
                 store.write_batch(&records)
             };
