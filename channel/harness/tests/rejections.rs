@@ -575,3 +575,36 @@ fn a_second_reestablish_on_one_connection_is_refused() {
     }));
     assert_violation(pair, msg, "second reestablish");
 }
+
+#[test]
+fn a_proposal_at_a_version_the_receiver_already_signed_is_refused_as_burned() {
+    let mut pair = settled_pair();
+    pair.auto_reconnect = true;
+    // B proposes v3 for its sale; A's meter disagrees, so A refuses: B has signed v3.
+    pair.trade(Trade {
+        interval: iv(3),
+        seller: Side::B,
+        energy: WattHours(500),
+        buyer_reading: WattHours(100),
+        metered_import: WattHours(600),
+    });
+    pair.drive();
+    assert_eq!(pair.view(Side::B).highest_signed, Version(3));
+    // A proposal at v3 (signed by A, who never heard of B's) cannot be countersigned by B.
+    let before = pair.current(Side::B);
+    let msg = forged(&pair, 4, 100, &pair.signer(Side::A), |s| {
+        s.version = Version(3)
+    });
+    pair.inject(Side::A, &msg);
+    pair.drive();
+    assert!(pair.link.up, "an honest race, not a violation");
+    assert_eq!(pair.current(Side::B), before);
+    assert!(pair.events(Side::B).iter().any(|e| matches!(
+        e,
+        Event::Refused {
+            reason: Refusal::VersionBurned { highest: 3 },
+            by: Party::B,
+            ..
+        }
+    )));
+}
