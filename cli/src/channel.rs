@@ -53,6 +53,7 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
         Response::Channel { channel, recent } => {
             table(std::slice::from_ref(channel));
             println!();
+            println!("tariff: {}", channel.tariff);
             if recent.is_empty() {
                 println!("no intervals settled yet");
             }

@@ -36,26 +36,7 @@ pub fn parse_fund(s: &str) -> Result<(NodeId, Amount), String> {
 
 /// Parses a token amount like `12`, `0.5` or `3.000001` into micro-units.
 pub fn parse_amount(s: &str) -> Result<Amount, String> {
-    let bad = || format!("{s:?} is not an amount of tokens (up to 6 decimals)");
-    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
-    if whole.is_empty() && frac.is_empty() || frac.len() > 6 {
-        return Err(bad());
-    }
-    let whole: u64 = if whole.is_empty() {
-        0
-    } else {
-        whole.parse().map_err(|_| bad())?
-    };
-    let frac: u64 = if frac.is_empty() {
-        0
-    } else {
-        format!("{frac:0<6}").parse().map_err(|_| bad())?
-    };
-    whole
-        .checked_mul(Amount::UNITS_PER_TOKEN)
-        .and_then(|w| w.checked_add(frac))
-        .map(Amount)
-        .ok_or_else(bad)
+    Amount::parse_tokens(s)
 }
 
 /// Opens (or creates) the ledger, serves it and produces blocks until Ctrl-C.

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use gridchan_channel::{Amount, NodeId};
+use gridchan_channel::{Amount, NodeId, PricePerKwh, Tariff};
+
+fn parse_tariff(s: &str) -> Result<Tariff, String> {
+    s.parse()
+}
 
 /// gridchan: peer-to-peer energy trading over state channels.
 #[derive(Parser)]
@@ -92,9 +96,14 @@ enum ChannelAction {
         /// The neighbour's deposit, in tokens.
         #[arg(long, value_parser = gridchan_cli::ledger::parse_amount, default_value = "0")]
         peer_deposit: Amount,
-        /// Flat price in tokens per kWh.
-        #[arg(long, value_parser = gridchan_cli::ledger::parse_amount, default_value = "0.15")]
-        price: Amount,
+        /// The price schedule, in tokens per kWh: `flat 0.15`, or a time-of-use table
+        /// `tou +01:00 0-7=0.10,7-17=0.18,17-21=0.28,21-24=0.10 [WEEKEND RANGES]`
+        /// (UTC offset of the local clock, then hour ranges covering the day).
+        #[arg(long, value_parser = parse_tariff, default_value = "flat 0.15", conflicts_with = "price")]
+        tariff: Tariff,
+        /// Shorthand for `--tariff "flat PRICE"`.
+        #[arg(long, value_parser = gridchan_cli::ledger::parse_amount)]
+        price: Option<Amount>,
     },
     /// List channels.
     List,
@@ -149,7 +158,19 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> Result<()> {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // Clap's first line says what was wrong; the rest is a pointer to --help, which
+            // we fold into the same line.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("error: {first} (see --help)");
+            std::process::exit(2);
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GRIDCHAN_LOG")
@@ -204,12 +225,16 @@ fn run() -> Result<()> {
                     peer,
                     deposit,
                     peer_deposit,
+                    tariff,
                     price,
                 } => Request::Open {
                     peer,
                     deposit: deposit.0,
                     peer_deposit: peer_deposit.0,
-                    price: price.0,
+                    tariff: price
+                        .map(|p| Tariff::Flat(PricePerKwh(p.0)))
+                        .unwrap_or(tariff)
+                        .to_string(),
                     challenge_window_blocks: 30,
                 },
                 ChannelAction::List => Request::List,

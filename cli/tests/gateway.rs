@@ -51,8 +51,9 @@ fn two_daemons_trade_and_close_through_the_cli() {
         "10",
         "--peer-deposit",
         "10",
-        "--price",
-        "0.2",
+        "--tariff",
+        // A time-of-use table (the same price all day, so the numbers below stay simple).
+        "tou +01:00 0-7=0.2,7-24=0.2",
         "--json",
         "--config",
         ca.to_str().unwrap(),
@@ -84,6 +85,7 @@ fn two_daemons_trade_and_close_through_the_cli() {
         text.contains("sold     80 Wh at 0.200000/kWh = 0.016000"),
         "{text}"
     );
+    assert!(text.contains("tariff: tou +01:00 0-24=0.200000"), "{text}");
     let out = gridchan(&["channel", "close", &id, "--config", ca.to_str().unwrap()]);
     assert!(
         out.status.success(),
@@ -108,4 +110,19 @@ fn two_daemons_trade_and_close_through_the_cli() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("no channel ffffffff"), "{err}");
+    let out = gridchan(&[
+        "channel",
+        "open",
+        &addr_b,
+        "--deposit",
+        "1",
+        "--tariff",
+        "tou +01:00 0-7=0.2",
+        "--config",
+        ca.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("hour 7 has no price"), "{err}");
 }

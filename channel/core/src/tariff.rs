@@ -1,10 +1,12 @@
 //! Tariffs: what a kilowatt-hour costs in a given interval.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 use serde_big_array::BigArray;
 
 use crate::abi::{domain_tag, Words};
-use crate::types::{IntervalIndex, PricePerKwh};
+use crate::types::{Amount, IntervalIndex, PricePerKwh};
 
 const TARIFF_DOMAIN: [u8; 32] = domain_tag("gridchan.tariff.v1");
 
@@ -85,6 +87,119 @@ impl Tariff {
     }
 }
 
+/// The written form of a tariff, for configs and the command line (prices in tokens per kWh):
+///
+/// - `flat 0.15`
+/// - `tou +01:00 0-7=0.10,7-17=0.18,17-21=0.28,21-24=0.10 [0-24=0.12]`: the UTC offset of
+///   the local clock, then hour ranges covering the weekday exactly once, then optionally the
+///   weekend's (the weekday's when left out).
+impl std::str::FromStr for Tariff {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Tariff, String> {
+        let words: Vec<&str> = s.split_whitespace().collect();
+        match words.as_slice() {
+            ["flat", price] => Ok(Tariff::Flat(price_of(price)?)),
+            ["tou", offset, weekday, rest @ ..] if rest.len() <= 1 => {
+                let weekday = hours(weekday)?;
+                let weekend = match rest.first() {
+                    Some(w) => hours(w)?,
+                    None => weekday,
+                };
+                Ok(Tariff::TimeOfUse(Box::new(TimeOfUse {
+                    utc_offset_minutes: utc_offset(offset)?,
+                    weekday,
+                    weekend,
+                })))
+            }
+            _ => Err(format!(
+                "{s:?} is not a tariff: write `flat PRICE` or \
+                 `tou +HH:MM 0-7=PRICE,7-24=PRICE [WEEKEND RANGES]` (prices in tokens per kWh)"
+            )),
+        }
+    }
+}
+
+fn price_of(s: &str) -> Result<PricePerKwh, String> {
+    Amount::parse_tokens(s).map(|a| PricePerKwh(a.0))
+}
+
+fn utc_offset(s: &str) -> Result<i32, String> {
+    let bad = || format!("{s:?} is not a UTC offset (write +01:00 or -05:30)");
+    let (sign, rest) = match s.as_bytes().first() {
+        Some(b'+') => (1, &s[1..]),
+        Some(b'-') => (-1, &s[1..]),
+        _ => return Err(bad()),
+    };
+    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
+    let h: i32 = h.parse().map_err(|_| bad())?;
+    let m: i32 = m.parse().map_err(|_| bad())?;
+    if !(0..=14).contains(&h) || !(0..60).contains(&m) {
+        return Err(bad());
+    }
+    Ok(sign * (h * 60 + m))
+}
+
+/// `0-7=0.10,7-24=0.20`: every hour of the day priced exactly once.
+fn hours(s: &str) -> Result<[PricePerKwh; 24], String> {
+    let mut table: [Option<PricePerKwh>; 24] = [None; 24];
+    for part in s.split(',') {
+        let bad = || format!("{part:?} is not an hour range with a price (write 7-17=0.20)");
+        let (range, price) = part.split_once('=').ok_or_else(bad)?;
+        let (from, to) = range.split_once('-').ok_or_else(bad)?;
+        let from: usize = from.parse().map_err(|_| bad())?;
+        let to: usize = to.parse().map_err(|_| bad())?;
+        if from >= to || to > 24 {
+            return Err(format!("hours {from}-{to} are not a range within 0-24"));
+        }
+        let price = price_of(price)?;
+        for (hour, slot) in table.iter_mut().enumerate().take(to).skip(from) {
+            if slot.replace(price).is_some() {
+                return Err(format!("hour {hour} is priced twice in {s:?}"));
+            }
+        }
+    }
+    let mut out = [PricePerKwh(0); 24];
+    for (hour, slot) in table.iter().enumerate() {
+        out[hour] = slot.ok_or_else(|| format!("hour {hour} has no price in {s:?}"))?;
+    }
+    Ok(out)
+}
+
+/// Writes a tariff in the form [`Tariff::from_str`] reads.
+impl fmt::Display for Tariff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Tariff::Flat(p) => write!(f, "flat {}", Amount(p.0)),
+            Tariff::TimeOfUse(tou) => {
+                let m = tou.utc_offset_minutes;
+                let sign = if m < 0 { '-' } else { '+' };
+                write!(f, "tou {sign}{:02}:{:02} ", m.abs() / 60, m.abs() % 60)?;
+                write_hours(f, &tou.weekday)?;
+                if tou.weekend != tou.weekday {
+                    f.write_str(" ")?;
+                    write_hours(f, &tou.weekend)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn write_hours(f: &mut fmt::Formatter<'_>, table: &[PricePerKwh; 24]) -> fmt::Result {
+    let mut start = 0;
+    for hour in 1..=24 {
+        if hour == 24 || table[hour] != table[start] {
+            if start > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{start}-{hour}={}", Amount(table[start].0))?;
+            start = hour;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +242,37 @@ mod tests {
             tou().price_range(),
             (PricePerKwh(80_000), PricePerKwh(300_000))
         );
+    }
+
+    #[test]
+    fn written_tariffs_read_back() {
+        let flat: Tariff = "flat 0.15".parse().unwrap();
+        assert_eq!(flat, Tariff::Flat(PricePerKwh(150_000)));
+        assert_eq!(flat.to_string(), "flat 0.150000");
+        let text = "tou -05:00 0-17=0.10,17-21=0.30,21-24=0.10 0-24=0.08";
+        let t: Tariff = text.parse().unwrap();
+        assert_eq!(t, tou());
+        assert_eq!(t.to_string().parse::<Tariff>().unwrap(), t);
+        let same: Tariff = "tou +01:00 0-24=0.2".parse().unwrap();
+        assert!(!same.to_string().contains("  "));
+    }
+
+    #[test]
+    fn malformed_tariffs_are_refused_with_the_reason() {
+        for (text, why) in [
+            ("", "not a tariff"),
+            ("flat", "not a tariff"),
+            ("flat -1", "not an amount"),
+            ("tou 01:00 0-24=0.1", "not a UTC offset"),
+            ("tou +01:00 0-12=0.1", "hour 12 has no price"),
+            ("tou +01:00 0-13=0.1,12-24=0.2", "hour 12 is priced twice"),
+            ("tou +01:00 5-5=0.1", "not a range"),
+            ("tou +01:00 0-25=0.1", "not a range"),
+            ("tou +01:00 0-24", "not an hour range"),
+            ("tou +01:00 0-24=0.1 0-24=0.1 0-24=0.1", "not a tariff"),
+        ] {
+            let e = text.parse::<Tariff>().unwrap_err();
+            assert!(e.contains(why), "{text:?}: {e}");
+        }
     }
 }

@@ -65,6 +65,36 @@ impl Amount {
     }
 }
 
+impl Amount {
+    /// Parses an amount written in tokens with up to 6 decimals (`"12"`, `"0.15"`).
+    pub fn parse_tokens(s: &str) -> Result<Amount, String> {
+        let bad = || format!("{s:?} is not an amount of tokens (up to 6 decimals)");
+        let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+        if whole.is_empty() && frac.is_empty() || frac.len() > 6 {
+            return Err(bad());
+        }
+        let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+        if !digits(whole) || !digits(frac) {
+            return Err(bad());
+        }
+        let whole: u64 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| bad())?
+        };
+        let frac: u64 = if frac.is_empty() {
+            0
+        } else {
+            format!("{frac:0<6}").parse().map_err(|_| bad())?
+        };
+        whole
+            .checked_mul(Self::UNITS_PER_TOKEN)
+            .and_then(|w| w.checked_add(frac))
+            .map(Amount)
+            .ok_or_else(bad)
+    }
+}
+
 impl fmt::Display for Amount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

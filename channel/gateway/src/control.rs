@@ -4,8 +4,7 @@
 use std::path::Path;
 
 use gridchan_channel::{
-    Amount, ChannelId, ChannelView, Command, IntervalIndex, MeterTolerance, OpenRequest,
-    PricePerKwh, Tariff,
+    Amount, ChannelId, ChannelView, Command, IntervalIndex, MeterTolerance, OpenRequest, Tariff,
 };
 use gridchan_transport::PeerAddr;
 use serde::{Deserialize, Serialize};
@@ -29,8 +28,8 @@ pub enum Request {
         /// Micro-units.
         deposit: u64,
         peer_deposit: u64,
-        /// Micro-units per kWh (flat tariff).
-        price: u64,
+        /// The tariff in its written form (`flat 0.15`, `tou +01:00 0-7=0.10,...`).
+        tariff: String,
         #[serde(default = "default_window")]
         challenge_window_blocks: u64,
     },
@@ -87,6 +86,8 @@ pub struct ChannelSummary {
     pub bought_wh: u64,
     pub last_interval: u64,
     pub frozen: bool,
+    /// The agreed tariff, written as `--tariff` takes it.
+    pub tariff: String,
 }
 
 impl ChannelSummary {
@@ -105,6 +106,7 @@ impl ChannelSummary {
             bought_wh: get(&|s| s.energy_from(me.other()).0),
             last_interval: get(&|s| s.last_interval.0),
             frozen: v.frozen,
+            tariff: v.params.tariff.to_string(),
         }
     }
 }
@@ -197,9 +199,13 @@ async fn answer(
             peer,
             deposit,
             peer_deposit,
-            price,
+            tariff,
             challenge_window_blocks,
         } => {
+            let tariff: Tariff = match tariff.parse() {
+                Ok(t) => t,
+                Err(e) => return err(e),
+            };
             let peer: PeerAddr = match peer.parse() {
                 Ok(p) => p,
                 Err(e) => return err(format!("{e}")),
@@ -212,7 +218,7 @@ async fn answer(
                 peer: peer.node,
                 deposit: Amount(deposit),
                 peer_deposit: Amount(peer_deposit),
-                tariff: Tariff::Flat(PricePerKwh(price)),
+                tariff,
                 challenge_window_blocks,
                 funding_window_blocks: 60,
                 interval_seconds,
