@@ -49,6 +49,30 @@ impl TxKind {
     }
 }
 
+impl From<&gridchan_channel::LedgerRequest> for TxKind {
+    /// The transaction that carries out what a channel asked of the ledger.
+    fn from(r: &gridchan_channel::LedgerRequest) -> TxKind {
+        use gridchan_channel::LedgerRequest as R;
+        match r {
+            R::Deposit { params, amount } => TxKind::Deposit {
+                params: Box::new((**params).clone()),
+                amount: *amount,
+            },
+            R::Reclaim { channel } => TxKind::Reclaim { channel: *channel },
+            R::Register(s) => TxKind::Register {
+                state: Box::new(s.to_parts()),
+            },
+            R::Refute(s) => TxKind::Refute {
+                state: Box::new(s.to_parts()),
+            },
+            R::Conclude { channel } => TxKind::Conclude { channel: *channel },
+            R::ConcludeFinal(s) => TxKind::ConcludeFinal {
+                state: Box::new(s.to_parts()),
+            },
+        }
+    }
+}
+
 /// A signed transaction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tx {

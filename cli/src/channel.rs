@@ -44,10 +44,17 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
             node,
             address,
             channels,
+            ledger_pending,
+            ledger_error,
         } => {
             println!("node      {node}");
             println!("address   {address}");
             println!("channels  {channels}");
+            match (ledger_pending, ledger_error) {
+                (0, _) => println!("ledger    up to date"),
+                (n, None) => println!("ledger    {n} transaction(s) on their way"),
+                (n, Some(e)) => println!("ledger    {n} transaction(s) waiting: {e}"),
+            }
         }
         Response::Channels { channels } => table(channels),
         Response::Channel { channel, recent } => {

@@ -85,7 +85,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
         interval_seconds,
         peers,
         clock,
-    });
+    })
+    .context("cannot open the ledger queue")?;
     tokio::select! {
         r = control => {
             r??;

@@ -125,6 +125,19 @@ pub enum LedgerRequest {
     ConcludeFinal(SignedState),
 }
 
+impl LedgerRequest {
+    /// The channel the request is about.
+    pub fn channel(&self) -> ChannelId {
+        match self {
+            LedgerRequest::Deposit { params, .. } => params.channel_id(),
+            LedgerRequest::Reclaim { channel } | LedgerRequest::Conclude { channel } => *channel,
+            LedgerRequest::Register(s)
+            | LedgerRequest::Refute(s)
+            | LedgerRequest::ConcludeFinal(s) => s.state().channel_id,
+        }
+    }
+}
+
 /// A notable thing that happened, for logs and user interfaces.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {

@@ -53,6 +53,9 @@ pub enum Response {
         node: String,
         address: String,
         channels: usize,
+        /// Ledger transactions waiting to be included, and why the last attempt failed.
+        ledger_pending: usize,
+        ledger_error: Option<String>,
     },
     Channels {
         channels: Vec<ChannelSummary>,
@@ -177,11 +180,26 @@ async fn answer(
         Err(e) => return err(e.to_string()),
     };
     match req {
-        Request::Status => Response::Status {
-            node: engine.node.to_string(),
-            address: engine.address.to_string(),
-            channels: channels.len(),
-        },
+        Request::Status => {
+            let path = engine.store_path.clone();
+            let queue = tokio::task::spawn_blocking(move || {
+                let q = crate::ledger_queue::LedgerQueue::open(&path)?;
+                q.pending()
+            })
+            .await;
+            let pending = match queue {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => return err(format!("cannot read the ledger queue: {e}")),
+                Err(e) => return err(e.to_string()),
+            };
+            Response::Status {
+                node: engine.node.to_string(),
+                address: engine.address.to_string(),
+                channels: channels.len(),
+                ledger_pending: pending.len(),
+                ledger_error: pending.first().and_then(|p| p.last_error.clone()),
+            }
+        }
         Request::List => Response::Channels {
             channels: channels.iter().map(ChannelSummary::of).collect(),
         },

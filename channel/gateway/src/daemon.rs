@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gridchan_chain::{ChainEvent, ChannelStatus, Ledger, Subscription};
-use gridchan_channel::{
-    ChannelId, IntervalIndex, LedgerEvent, LedgerRequest, Message, NodeId, Phase,
-};
+use gridchan_channel::{ChannelId, IntervalIndex, LedgerEvent, Message, NodeId, Phase, StoreError};
 use gridchan_transport::PeerAddr;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
 use crate::engine::{EngineHandle, Report};
+use crate::ledger_queue::{blocking, run_submitter, LedgerQueue};
 use crate::meter::MeterSource;
 use crate::metering::{Round, Step};
 
@@ -44,7 +43,7 @@ pub struct DaemonParts {
 }
 
 /// Starts the daemon's jobs.
-pub fn start(parts: DaemonParts) -> Daemon {
+pub fn start(parts: DaemonParts) -> Result<Daemon, StoreError> {
     let DaemonParts {
         engine,
         ledger,
@@ -53,10 +52,11 @@ pub fn start(parts: DaemonParts) -> Daemon {
         peers,
         clock,
     } = parts;
+    let queue = Arc::new(LedgerQueue::open(&engine.store_path)?);
     let tasks = vec![
         tokio::spawn(keep_peers_connected(engine.clone(), peers)),
-        tokio::spawn(submit_ledger_requests(engine.clone(), ledger.clone())),
-        tokio::spawn(follow_ledger(engine.clone(), ledger)),
+        tokio::spawn(run_submitter(engine.clone(), queue.clone(), ledger.clone())),
+        tokio::spawn(follow_ledger(engine.clone(), ledger, queue)),
         tokio::spawn(meter_intervals(
             engine.clone(),
             meter,
@@ -64,7 +64,7 @@ pub fn start(parts: DaemonParts) -> Daemon {
             clock,
         )),
     ];
-    Daemon { engine, tasks }
+    Ok(Daemon { engine, tasks })
 }
 
 /// Dials every configured neighbour, and again with backoff whenever it drops.
@@ -102,40 +102,37 @@ async fn keep_peers_connected(engine: EngineHandle, peers: Vec<PeerAddr>) {
     }
 }
 
-/// Carries out the core's ledger requests.
-async fn submit_ledger_requests(engine: EngineHandle, ledger: Arc<dyn Ledger>) {
-    let mut reports = engine.reports();
-    loop {
-        let request = match reports.recv().await {
-            Ok(Report::Ledger(r)) => r,
-            Ok(_) | Err(RecvError::Lagged(_)) => continue,
-            Err(RecvError::Closed) => return,
-        };
-        let ledger = ledger.clone();
-        tokio::spawn(async move {
-            let what = format!("{request:?}").chars().take(60).collect::<String>();
-            let result = match &request {
-                LedgerRequest::Deposit { params, amount } => ledger.deposit(params, *amount).await,
-                LedgerRequest::Reclaim { channel } => ledger.reclaim(*channel).await,
-                LedgerRequest::Register(s) => ledger.register(s).await,
-                LedgerRequest::Refute(s) => ledger.refute(s).await,
-                LedgerRequest::Conclude { channel } => ledger.conclude(*channel).await,
-                LedgerRequest::ConcludeFinal(s) => ledger.conclude_final(s).await,
-            };
-            match result {
-                Ok(hash) => tracing::info!("ledger: submitted {what}: {hash}"),
-                Err(e) => tracing::warn!("ledger: {what} failed: {e}"),
-            }
-        });
-    }
+/// Deadlines the follower watches: challenge windows of registered channels and funding
+/// windows.
+#[derive(Default)]
+struct Deadlines {
+    windows: BTreeMap<ChannelId, u64>,
+    funding: BTreeMap<ChannelId, u64>,
 }
 
 /// Follows the ledger block by block and tells the core what happened to its channels.
-async fn follow_ledger(engine: EngineHandle, ledger: Arc<dyn Ledger>) {
-    let mut sub = Subscription::new(ledger.clone(), 1);
-    // Deadlines to watch: registered channels (window) and funding channels.
-    let mut windows: BTreeMap<ChannelId, u64> = BTreeMap::new();
-    let mut funding: BTreeMap<ChannelId, u64> = BTreeMap::new();
+///
+/// It starts by reading the ledger's current view of every channel (what happened while the
+/// gateway was down), then follows blocks from that height on: nothing is missed, and nothing
+/// older than a restart is replayed.
+async fn follow_ledger(engine: EngineHandle, ledger: Arc<dyn Ledger>, queue: Arc<LedgerQueue>) {
+    let mut deadlines = Deadlines::default();
+    let mut backoff = Duration::from_millis(200);
+    let start = loop {
+        match catch_up(&engine, &ledger, &queue, &mut deadlines).await {
+            Ok(height) => break height,
+            Err(e) => {
+                tracing::warn!("ledger unreachable: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    let Deadlines {
+        mut windows,
+        mut funding,
+    } = deadlines;
+    let mut sub = Subscription::new(ledger.clone(), start + 1);
     loop {
         let block = match sub.next().await {
             Ok(b) => b,
@@ -185,7 +182,7 @@ async fn follow_ledger(engine: EngineHandle, ledger: Arc<dyn Ledger>) {
                         payout,
                     } => {
                         windows.remove(channel);
-                        withdraw_payout(&engine, &ledger, *channel, *payout).await;
+                        withdraw_payout(&engine, &queue, *channel, *payout).await;
                         (*channel, LedgerEvent::Concluded { version: *version })
                     }
                     _ => continue,
@@ -215,10 +212,59 @@ async fn follow_ledger(engine: EngineHandle, ledger: Arc<dyn Ledger>) {
     }
 }
 
-/// Moves our payout of a concluded channel into our account.
-async fn withdraw_payout(
+/// Reads the ledger's view of each of our channels and tells the core what it missed; records
+/// the deadlines to watch. Returns the height the view was read at.
+async fn catch_up(
     engine: &EngineHandle,
     ledger: &Arc<dyn Ledger>,
+    queue: &Arc<LedgerQueue>,
+    deadlines: &mut Deadlines,
+) -> Result<u64, String> {
+    let height = ledger.height().await.map_err(|e| e.to_string())?;
+    let channels = engine.channels().await.map_err(|e| e.to_string())?;
+    for view in channels {
+        if matches!(view.phase, Phase::AwaitingAccept | Phase::Concluded) {
+            continue;
+        }
+        let Some(account) = ledger.channel(&view.id).await.map_err(|e| e.to_string())? else {
+            continue;
+        };
+        let id = view.id;
+        let missed = match account.status {
+            ChannelStatus::Funding { deadline } => {
+                deadlines.funding.insert(id, deadline);
+                None
+            }
+            ChannelStatus::Open => (view.phase == Phase::Funding).then_some(LedgerEvent::Funded),
+            ChannelStatus::Expired => {
+                (view.phase == Phase::Funding).then_some(LedgerEvent::FundingExpired)
+            }
+            ChannelStatus::Registered {
+                version, deadline, ..
+            } => {
+                deadlines.windows.insert(id, deadline);
+                Some(LedgerEvent::Registered { version })
+            }
+            ChannelStatus::Concluded { version } => {
+                let claim = account.claimable[view.me.index()];
+                if claim.0 > 0 {
+                    withdraw_payout(engine, queue, id, account.claimable).await;
+                }
+                Some(LedgerEvent::Concluded { version })
+            }
+        };
+        if let Some(event) = missed {
+            tracing::info!("ledger: channel {} caught up: {event:?}", id.short());
+            let _ = engine.ledger_event(id, event).await;
+        }
+    }
+    Ok(height)
+}
+
+/// Queues the withdrawal of our payout of a concluded channel into our account.
+async fn withdraw_payout(
+    engine: &EngineHandle,
+    queue: &Arc<LedgerQueue>,
     channel: ChannelId,
     payout: [gridchan_channel::Amount; 2],
 ) {
@@ -230,9 +276,15 @@ async fn withdraw_payout(
     };
     let amount = payout[view.me.index()];
     if amount.0 > 0 {
-        if let Err(e) = ledger.withdraw(channel, amount).await {
-            tracing::warn!("withdrawing {amount} from {}: {e}", channel.short());
+        let tx = gridchan_chain::TxKind::Withdraw { channel, amount };
+        if let Err(e) = blocking(queue, move |q| q.push(Some(&channel), &tx)).await {
+            tracing::error!(
+                "withdrawal of {amount} from {} not queued: {e}",
+                channel.short()
+            );
         }
+        // Wake the submitter.
+        engine.nudge_ledger_queue();
     }
 }
 

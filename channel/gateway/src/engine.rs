@@ -29,8 +29,10 @@ const MAX_BATCH_INPUTS: usize = 512;
 pub enum Report {
     /// A protocol event (settled, refused, closed ...).
     Event(Event),
-    /// The core asks for a ledger transaction.
+    /// The core asked for a ledger transaction (already in the durable ledger queue).
     Ledger(LedgerRequest),
+    /// Something else was put in the ledger queue (a withdrawal).
+    LedgerQueued,
     /// A new doubly signed state for the watchtowers.
     Watchtower(SignedState),
     /// A peer connected (authenticated) or disconnected.
@@ -75,6 +77,8 @@ pub struct EngineHandle {
     reports: broadcast::Sender<Report>,
     pub node: NodeId,
     pub address: PeerAddr,
+    /// The engine's SQLite file (the ledger queue opens its own connection to it).
+    pub store_path: std::path::PathBuf,
 }
 
 /// Why a request to the engine failed.
@@ -89,6 +93,11 @@ pub enum EngineError {
 impl EngineHandle {
     pub fn reports(&self) -> broadcast::Receiver<Report> {
         self.reports.subscribe()
+    }
+
+    /// Wakes the ledger queue's submitter.
+    pub fn nudge_ledger_queue(&self) {
+        let _ = self.reports.send(Report::LedgerQueued);
     }
 
     pub async fn open(&self, req: OpenRequest) -> Result<ChannelId, EngineError> {
@@ -184,6 +193,7 @@ pub fn spawn(
     let (inbound_tx, inbound_rx) = mpsc::channel(4096);
     let (reports, _) = broadcast::channel(4096);
     let address = endpoint.peer_addr();
+    let store_path = store.path().to_path_buf();
     let engine = Engine {
         node,
         store,
@@ -201,6 +211,7 @@ pub fn spawn(
         reports,
         node: node_id,
         address,
+        store_path,
     })
 }
 
@@ -449,6 +460,13 @@ impl Engine {
                     }
                     Output::Disconnect { peer, reason } => self.close_peer(peer, &reason),
                     Output::Ledger(r) => {
+                        // Durable before anyone acts on it: the submitter retries from the
+                        // queue until the ledger includes or refuses it.
+                        let tx = gridchan_chain::TxKind::from(&r);
+                        if let Err(e) = self.store.enqueue_ledger(Some(&r.channel()), &tx) {
+                            tracing::error!("ledger request not queued: {e}");
+                            let _ = self.reports.send(Report::StoreFailed(e.to_string()));
+                        }
                         let _ = self.reports.send(Report::Ledger(r));
                     }
                     Output::Watchtower(s) => {

@@ -10,6 +10,8 @@
 //!   household load, and CSV replay of recorded readings.
 //! - [`engine`]: the async shell around the core: QUIC connections to neighbours, batched
 //!   durable writes acknowledged to the core, a clock, and a control handle.
+//! - [`ledger_queue`]: the durable queue of ledger transactions the gateway owes, retried
+//!   until included (the ledger may be away for hours: island mode).
 //! - [`control`]: the control API on a Unix socket (mode 0600) that `gridchan channel ...` uses.
 //! - [`config`]: the gateway's TOML configuration, and the commented template `gridchan init`
 //!   writes.
@@ -24,6 +26,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod engine;
+pub mod ledger_queue;
 pub mod meter;
 pub mod metering;
 pub mod store;

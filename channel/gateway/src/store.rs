@@ -30,6 +30,20 @@ const MIGRATIONS: &[&str] = &[
         amount INTEGER NOT NULL,
         PRIMARY KEY (channel, version)
     );",
+    // Ledger transactions the gateway owes, until each is included or refused for good
+    // (see `ledger_queue.rs`).
+    "CREATE TABLE ledger_queue (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel BLOB,
+        what TEXT NOT NULL,
+        tx BLOB NOT NULL,
+        created_ms INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        done_ms INTEGER,
+        outcome TEXT
+    );
+    CREATE INDEX ledger_queue_pending ON ledger_queue (done_ms, id);",
 ];
 
 /// One settled interval, as `gridchan channel show` lists it.
@@ -61,6 +75,7 @@ struct Stored {
 /// The gateway's durable channel store.
 pub struct SqliteStore {
     conn: Connection,
+    path: std::path::PathBuf,
 }
 
 fn write_err(e: impl std::fmt::Display) -> StoreError {
@@ -79,7 +94,10 @@ impl SqliteStore {
             .map_err(read_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(read_err)?;
-        let mut store = SqliteStore { conn };
+        let mut store = SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -103,6 +121,20 @@ impl SqliteStore {
             tx.commit().map_err(write_err)?;
         }
         Ok(())
+    }
+
+    /// The file this store lives in (other connections, like the ledger queue's, open it too).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Adds a ledger transaction to the durable queue (see [`crate::ledger_queue`]).
+    pub fn enqueue_ledger(
+        &mut self,
+        channel: Option<&ChannelId>,
+        tx: &gridchan_chain::TxKind,
+    ) -> Result<(), StoreError> {
+        crate::ledger_queue::insert(&self.conn, channel, tx).map_err(write_err)
     }
 
     /// Records settled intervals (history for people; not needed for safety).

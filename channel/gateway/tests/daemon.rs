@@ -7,7 +7,12 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gridchan_chain::{Ledger, LocalLedger, RemoteClient};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use gridchan_chain::{
+    Account, BlockEvents, ChannelAccount, Height, Ledger, LedgerError, LocalLedger, Receipt,
+    RemoteClient, Tx, TxHash,
+};
 use gridchan_channel::{
     Amount, Command, IntervalIndex, MeterTolerance, OpenRequest, Phase, Policy, PricePerKwh,
     Tariff, WattHours,
@@ -29,10 +34,83 @@ impl MeterSource for Steady {
     }
 }
 
+/// A ledger client that can be switched off (the ledger unreachable) and on again.
+struct Switch {
+    inner: Arc<dyn Ledger>,
+    up: AtomicBool,
+}
+
+impl Switch {
+    fn check(&self) -> Result<(), LedgerError> {
+        if self.up.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(LedgerError::Unavailable("switched off by the test".into()))
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Ledger for Switch {
+    fn signer(&self) -> &gridchan_channel::Signer {
+        self.inner.signer()
+    }
+    fn nonce_cache(&self) -> &std::sync::Mutex<Option<u64>> {
+        self.inner.nonce_cache()
+    }
+    async fn chain_id(&self) -> Result<[u8; 32], LedgerError> {
+        self.check()?;
+        self.inner.chain_id().await
+    }
+    async fn height(&self) -> Result<Height, LedgerError> {
+        self.check()?;
+        self.inner.height().await
+    }
+    async fn account(&self, node: &gridchan_channel::NodeId) -> Result<Account, LedgerError> {
+        self.check()?;
+        self.inner.account(node).await
+    }
+    async fn channel(
+        &self,
+        id: &gridchan_channel::ChannelId,
+    ) -> Result<Option<ChannelAccount>, LedgerError> {
+        self.check()?;
+        self.inner.channel(id).await
+    }
+    async fn submit_signed(&self, tx: Tx) -> Result<TxHash, LedgerError> {
+        self.check()?;
+        self.inner.submit_signed(tx).await
+    }
+    async fn receipt(&self, hash: &TxHash) -> Result<Option<Receipt>, LedgerError> {
+        self.check()?;
+        self.inner.receipt(hash).await
+    }
+    async fn blocks(&self, from: Height, max: usize) -> Result<Vec<BlockEvents>, LedgerError> {
+        self.check()?;
+        self.inner.blocks(from, max).await
+    }
+    async fn wait_above(&self, height: Height, timeout: Duration) -> Result<Height, LedgerError> {
+        self.check()?;
+        self.inner.wait_above(height, timeout).await
+    }
+}
+
 fn gateway(
     dir: &std::path::Path,
     k: u8,
     ledger: &PeerAddr,
+    reading: MeterReading,
+    peers: Vec<PeerAddr>,
+) -> Daemon {
+    let client: Arc<dyn Ledger> =
+        Arc::new(RemoteClient::new(ledger.clone(), key(k), [k; 32]).unwrap());
+    gateway_on(dir, k, client, reading, peers)
+}
+
+fn gateway_on(
+    dir: &std::path::Path,
+    k: u8,
+    client: Arc<dyn Ledger>,
     reading: MeterReading,
     peers: Vec<PeerAddr>,
 ) -> Daemon {
@@ -44,8 +122,6 @@ fn gateway(
     .unwrap();
     let store = SqliteStore::open(&dir.join(format!("gw-{k}.sqlite"))).unwrap();
     let engine = engine::spawn(endpoint, key(k), store, Policy::default()).unwrap();
-    let client: Arc<dyn Ledger> =
-        Arc::new(RemoteClient::new(ledger.clone(), key(k), [k; 32]).unwrap());
     daemon::start(DaemonParts {
         engine,
         ledger: client,
@@ -54,13 +130,16 @@ fn gateway(
         peers,
         clock: gridchan_gateway::clock::SimClock::real(),
     })
+    .unwrap()
 }
 
 struct World {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    /// A's connection to the ledger.
+    switch: Arc<Switch>,
     ledger: Arc<LocalLedger>,
     ledger_addr: PeerAddr,
-    a: Daemon,
+    a: Option<Daemon>,
     b: Daemon,
     ea: EngineHandle,
     eb: EngineHandle,
@@ -86,10 +165,14 @@ async fn world() -> World {
         },
         vec![],
     );
-    let a = gateway(
+    let switch = Arc::new(Switch {
+        inner: Arc::new(RemoteClient::new(ledger_addr.clone(), key(1), [1; 32]).unwrap()),
+        up: AtomicBool::new(true),
+    });
+    let a = gateway_on(
         dir.path(),
         1,
-        &ledger_addr,
+        switch.clone(),
         MeterReading {
             import: WattHours(0),
             export: WattHours(100),
@@ -138,10 +221,11 @@ async fn world() -> World {
     )
     .await;
     World {
-        _dir: dir,
+        dir,
+        switch,
         ledger,
         ledger_addr,
-        a,
+        a: Some(a),
         b,
         ea,
         eb,
@@ -260,6 +344,61 @@ async fn an_old_state_registered_by_the_buyer_is_refuted() {
             version: newest.version()
         },
         "the ledger paid the newest state, not the registered one"
+    );
+    paid(&w, (newest.state().balance_a.0, newest.state().balance_b.0)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_force_close_made_while_the_ledger_is_away_waits_in_the_queue_across_a_restart() {
+    let mut w = world().await;
+    traded(&w, 160).await;
+    // The ledger goes away for A (island mode): the registration cannot be submitted.
+    w.switch.up.store(false, Ordering::SeqCst);
+    w.ea.command(Command::ForceClose(w.channel)).await.unwrap();
+    let store = w.dir.path().join("gw-1.sqlite");
+    let queue = gridchan_gateway::ledger_queue::LedgerQueue::open(&store).unwrap();
+    until("the registration waits in the queue", &[&w.ea], 30, || {
+        let pending = queue.pending().unwrap();
+        async move {
+            pending
+                .iter()
+                .any(|p| p.tx.name() == "register" && p.attempts > 0)
+        }
+    })
+    .await;
+    // A restarts while the ledger is still away; nothing on the ledger has moved.
+    let newest = view(&w.ea, w.channel).await.unwrap().current.unwrap();
+    drop(w.a.take());
+    w.ea = w.eb.clone();
+    assert_eq!(
+        w.ledger.channel(&w.channel).unwrap().status,
+        gridchan_chain::ChannelStatus::Open
+    );
+    let a = gateway_on(
+        w.dir.path(),
+        1,
+        w.switch.clone(),
+        MeterReading {
+            import: WattHours(0),
+            export: WattHours(100),
+        },
+        vec![w.b.engine.address.clone()],
+    );
+    assert_eq!(
+        view(&a.engine, w.channel).await.unwrap().phase,
+        Phase::Disputed
+    );
+    // The ledger returns: the queued registration goes in, the window passes, both are paid
+    // the newest state.
+    w.switch.up.store(true, Ordering::SeqCst);
+    w.ea = a.engine.clone();
+    w.a = Some(a);
+    concluded(&w).await;
+    let done = queue.finished(10).unwrap();
+    assert!(
+        done.iter()
+            .any(|f| f.what == "register" && f.outcome.starts_with("included")),
+        "{done:?}"
     );
     paid(&w, (newest.state().balance_a.0, newest.state().balance_b.0)).await;
 }

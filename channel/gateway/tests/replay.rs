@@ -60,6 +60,7 @@ fn gateway(
         peers,
         clock,
     })
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,3 +75,43 @@ fn a_store_from_a_newer_build_is_refused() {
     let err = SqliteStore::open(&path).err().unwrap();
     assert!(err.to_string().contains("upgrade gridchan"), "{err}");
 }
+
+#[test]
+fn the_ledger_queue_keeps_its_order_and_its_history_across_a_reopen() {
+    use gridchan_chain::TxKind;
+    use gridchan_gateway::ledger_queue::LedgerQueue;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("channels.sqlite");
+    let channel = gridchan_channel::ChannelId([7; 32]);
+    {
+        let mut store = SqliteStore::open(&path).unwrap();
+        store
+            .enqueue_ledger(Some(&channel), &TxKind::Conclude { channel })
+            .unwrap();
+        let queue = LedgerQueue::open(&path).unwrap();
+        queue
+            .push(
+                Some(&channel),
+                &TxKind::Withdraw {
+                    channel,
+                    amount: gridchan_channel::Amount(5),
+                },
+            )
+            .unwrap();
+        let first = queue.pending().unwrap()[0].id;
+        queue.attempt_failed(first, "ledger unavailable").unwrap();
+    }
+    let queue = LedgerQueue::open(&path).unwrap();
+    let pending = queue.pending().unwrap();
+    let names: Vec<&str> = pending.iter().map(|p| p.tx.name()).collect();
+    assert_eq!(names, ["conclude", "withdraw"], "oldest first");
+    assert_eq!(pending[0].attempts, 1);
+    assert_eq!(pending[0].last_error.as_deref(), Some("ledger unavailable"));
+    assert_eq!(pending[0].channel, Some(channel));
+    queue.finish(pending[0].id, "included at 9").unwrap();
+    assert_eq!(queue.pending_count().unwrap(), 1);
+    let done = queue.finished(5).unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!((done[0].what.as_str(), done[0].attempts), ("conclude", 2));
+    assert_eq!(done[0].outcome, "included at 9");
+}

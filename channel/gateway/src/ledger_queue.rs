@@ -1,0 +1,340 @@
+//! The durable queue of ledger transactions a gateway owes: deposits, registrations, refutes,
+//! concludes, withdrawals. A channel's request is written here before anything else happens to
+//! it, and stays until the ledger included the transaction or refused it for good, so a ledger
+//! that is down (island mode) or a gateway restart loses none of them: the submitter retries
+//! with backoff, in order, and carries on after a restart from what is still pending.
+//!
+//! Resubmitting is safe: every adjudicator rule refuses a repeat (a second registration finds
+//! the channel registered, a second withdrawal finds nothing left to claim), so a transaction
+//! that was included just before a crash and is sent again is only refused.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gridchan_chain::{Ledger, LedgerError, TxHash, TxKind};
+use gridchan_channel::{ChannelId, StoreError};
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::engine::{EngineHandle, Report};
+
+/// Blocks after which a submitted transaction still not included is sent again.
+const RESUBMIT_AFTER_BLOCKS: u64 = 20;
+/// The longest wait between attempts while the ledger is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// One transaction waiting in the queue.
+#[derive(Clone, Debug)]
+pub struct QueuedTx {
+    pub id: i64,
+    pub channel: Option<ChannelId>,
+    pub tx: TxKind,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+/// A transaction the queue is done with, for `gridchan status` and tests.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FinishedTx {
+    pub what: String,
+    pub channel: Option<String>,
+    pub attempts: u32,
+    /// `included at N`, `failed at N: ...`, or `refused: ...`.
+    pub outcome: String,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn encode(tx: &TxKind) -> Vec<u8> {
+    bincode::serde::encode_to_vec(tx, bincode::config::standard()).expect("transactions encode")
+}
+
+/// Adds `tx` to the queue on `conn` (the engine's own connection, or the queue's).
+pub(crate) fn insert(
+    conn: &Connection,
+    channel: Option<&ChannelId>,
+    tx: &TxKind,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO ledger_queue (channel, what, tx, created_ms) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        channel.map(|c| c.0.to_vec()),
+        tx.name(),
+        encode(tx),
+        now_ms()
+    ])?;
+    Ok(())
+}
+
+/// The queue, on its own connection to the gateway's store (the engine writes on another).
+pub struct LedgerQueue {
+    conn: Mutex<Connection>,
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::WriteFailed(e.to_string())
+}
+
+impl LedgerQueue {
+    /// Opens the queue of the store at `path` (the store must have been opened once, which
+    /// creates the table).
+    pub fn open(path: &Path) -> Result<LedgerQueue, StoreError> {
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        Ok(LedgerQueue {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn push(&self, channel: Option<&ChannelId>, tx: &TxKind) -> Result<(), StoreError> {
+        insert(&self.conn(), channel, tx).map_err(err)
+    }
+
+    /// Every transaction not yet done with, oldest first.
+    pub fn pending(&self) -> Result<Vec<QueuedTx>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, channel, tx, attempts, last_error FROM ledger_queue
+                 WHERE done_ms IS NULL ORDER BY id",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Option<Vec<u8>>>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            })
+            .map_err(err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, channel, bytes, attempts, last_error) = row.map_err(err)?;
+            let (tx, _): (TxKind, usize) =
+                bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
+                    .map_err(|e| StoreError::ReadFailed(format!("queued transaction {id}: {e}")))?;
+            let channel = channel.and_then(|c| <[u8; 32]>::try_from(c).ok().map(ChannelId));
+            out.push(QueuedTx {
+                id,
+                channel,
+                tx,
+                attempts: attempts as u32,
+                last_error,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records a failed attempt; the transaction stays queued.
+    pub fn attempt_failed(&self, id: i64, error: &str) -> Result<(), StoreError> {
+        self.conn()
+            .prepare_cached(
+                "UPDATE ledger_queue SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+            )
+            .map_err(err)?
+            .execute(params![id, error])
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// The queue is done with `id`: included, or refused for good.
+    pub fn finish(&self, id: i64, outcome: &str) -> Result<(), StoreError> {
+        self.conn()
+            .prepare_cached(
+                "UPDATE ledger_queue SET attempts = attempts + 1, done_ms = ?2, outcome = ?3
+                 WHERE id = ?1",
+            )
+            .map_err(err)?
+            .execute(params![id, now_ms(), outcome])
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// The `n` transactions finished last, newest first.
+    pub fn finished(&self, n: usize) -> Result<Vec<FinishedTx>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT what, channel, attempts, outcome FROM ledger_queue
+                 WHERE done_ms IS NOT NULL ORDER BY done_ms DESC, id DESC LIMIT ?1",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([n as i64], |r| {
+                Ok(FinishedTx {
+                    what: r.get(0)?,
+                    channel: r
+                        .get::<_, Option<Vec<u8>>>(1)?
+                        .and_then(|c| <[u8; 32]>::try_from(c).ok())
+                        .map(|c| ChannelId(c).to_string()),
+                    attempts: r.get::<_, i64>(2)? as u32,
+                    outcome: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
+    }
+
+    /// How many transactions wait.
+    pub fn pending_count(&self) -> Result<usize, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT COUNT(*) FROM ledger_queue WHERE done_ms IS NULL",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map_err(err)
+            .map(|n| n.unwrap_or(0) as usize)
+    }
+}
+
+/// Runs a queue call on the blocking pool.
+pub async fn blocking<T: Send + 'static>(
+    queue: &Arc<LedgerQueue>,
+    f: impl FnOnce(&LedgerQueue) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let q = queue.clone();
+    tokio::task::spawn_blocking(move || f(&q))
+        .await
+        .map_err(|e| StoreError::WriteFailed(e.to_string()))?
+}
+
+/// Submits what the queue holds until each is included or refused; wakes when the engine
+/// queues something (a [`Report::Ledger`]) and retries with backoff while the ledger is away.
+pub async fn run_submitter(engine: EngineHandle, queue: Arc<LedgerQueue>, ledger: Arc<dyn Ledger>) {
+    let mut reports = engine.reports();
+    // Submitted and not yet seen in a block: queue id -> (hash, height when sent).
+    let mut inflight: HashMap<i64, (TxHash, u64)> = HashMap::new();
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match submit_round(&queue, &ledger, &mut inflight).await {
+            Ok(()) => backoff = Duration::from_millis(200),
+            Err(e) => {
+                tracing::warn!("ledger queue: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        }
+        if !inflight.is_empty() {
+            // Something is on its way: look again after the next block.
+            if let Ok(h) = ledger.height().await {
+                let _ = ledger.wait_above(h, Duration::from_secs(5)).await;
+            }
+            continue;
+        }
+        // Idle: wait for the engine to queue something (or look again now and then).
+        let wake = async {
+            loop {
+                match reports.recv().await {
+                    Ok(Report::Ledger(_) | Report::LedgerQueued) | Err(RecvError::Lagged(_)) => {
+                        return true
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Closed) => return false,
+                }
+            }
+        };
+        if let Ok(false) = tokio::time::timeout(Duration::from_secs(5), wake).await {
+            return; // the engine stopped
+        }
+    }
+}
+
+/// One pass: submit what waits, then collect receipts. An error means the ledger (or the
+/// store) is unavailable; the pass is retried after a backoff.
+async fn submit_round(
+    queue: &Arc<LedgerQueue>,
+    ledger: &Arc<dyn Ledger>,
+    inflight: &mut HashMap<i64, (TxHash, u64)>,
+) -> Result<(), String> {
+    let pending = blocking(queue, |q| q.pending())
+        .await
+        .map_err(|e| e.to_string())?;
+    inflight.retain(|id, _| pending.iter().any(|p| p.id == *id));
+    let height = match ledger.height().await {
+        Ok(h) => h,
+        Err(e) => {
+            // Say so on the transaction that waits longest (`gridchan status` shows it).
+            if let Some(first) = pending.first() {
+                let (id, msg) = (first.id, e.to_string());
+                let _ = blocking(queue, move |q| q.attempt_failed(id, &msg)).await;
+            }
+            return Err(e.to_string());
+        }
+    };
+    let unsent: Vec<&QueuedTx> = pending
+        .iter()
+        .filter(|p| !inflight.contains_key(&p.id))
+        .collect();
+    for item in unsent {
+        let what = describe(item);
+        match ledger.submit(item.tx.clone()).await {
+            Ok(hash) => {
+                tracing::info!("ledger: submitted {what}: {hash}");
+                inflight.insert(item.id, (hash, height));
+            }
+            Err(LedgerError::Refused(e)) => {
+                tracing::warn!("ledger: {what} refused: {e}");
+                let (id, outcome) = (item.id, format!("refused: {e}"));
+                blocking(queue, move |q| q.finish(id, &outcome))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Err(e) => {
+                let (id, msg) = (item.id, e.to_string());
+                blocking(queue, move |q| q.attempt_failed(id, &msg))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Err(format!("{what}: {e}"));
+            }
+        }
+    }
+    let waiting: Vec<(i64, (TxHash, u64))> = inflight.iter().map(|(k, v)| (*k, *v)).collect();
+    for (id, (hash, sent_at)) in waiting {
+        match ledger.receipt(&hash).await.map_err(|e| e.to_string())? {
+            Some(r) => {
+                let outcome = match &r.outcome.result {
+                    Ok(_) => format!("included at {}", r.height),
+                    Err(e) => format!("failed at {}: {e}", r.height),
+                };
+                tracing::info!("ledger: {hash} {outcome}");
+                inflight.remove(&id);
+                blocking(queue, move |q| q.finish(id, &outcome))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            None if height > sent_at + RESUBMIT_AFTER_BLOCKS => {
+                // Dropped (a ledger restart loses its pending pool): send it again.
+                inflight.remove(&id);
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+fn describe(item: &QueuedTx) -> String {
+    match &item.channel {
+        Some(c) => format!("{} of channel {}", item.tx.name(), c.short()),
+        None => item.tx.name().to_string(),
+    }
+}
