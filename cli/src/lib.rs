@@ -27,3 +27,52 @@ pub fn bench_ledger(transactions: usize) -> Result<()> {
     );
     Ok(())
 }
+
+/// `gridchan bench gateway`: starts the peer gateway as a second process (this binary, `bench
+/// gateway-peer`), then measures from this one.
+pub async fn bench_gateway(dir: &std::path::Path, updates: usize) -> Result<()> {
+    use anyhow::Context;
+    use tokio::io::AsyncBufReadExt;
+    let mut peer = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["bench", "gateway-peer", "--dir"])
+        .arg(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start the peer gateway process")?;
+    let stdout = peer.stdout.take().context("no peer output")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+        .await
+        .context("the peer gateway process did not start within 30 s")??
+        .context("the peer gateway process exited")?;
+    let mut words = line.split_whitespace().skip(1);
+    let (Some(engine), Some(echo)) = (words.next(), words.next()) else {
+        anyhow::bail!("the peer gateway process said {line:?}");
+    };
+    eprintln!("timing {updates} updates between two gateway processes...");
+    let b = gridchan_gateway::bench::run(dir, updates, engine.parse()?, echo.parse()?).await;
+    println!("{}", b.report());
+    peer.kill().await.ok();
+    Ok(())
+}
+
+/// `gridchan bench gateway-peer`: the other gateway of `bench gateway`; stops when its parent
+/// closes its input.
+pub async fn bench_gateway_peer(dir: std::path::PathBuf) -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let peer = gridchan_gateway::bench::run_peer(&dir, |engine, echo| {
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "READY {engine} {echo}");
+        let _ = out.flush();
+    });
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    tokio::select! {
+        () = peer => {}
+        _ = async { while stdin.read(&mut buf).await.unwrap_or(0) > 0 {} } => {}
+    }
+    Ok(())
+}

@@ -124,7 +124,7 @@ enum BenchCommand {
         #[arg(long, default_value_t = 20_000)]
         updates: u64,
     },
-    /// One channel between two gateway engines over QUIC with durable SQLite writes: update
+    /// One channel between two gateway processes over QUIC with durable SQLite writes: update
     /// latency p50/p99 beside a floor measured in the same run.
     Gateway {
         /// Updates to time.
@@ -136,6 +136,12 @@ enum BenchCommand {
         /// Intervals to settle on every channel (with --channels).
         #[arg(long, default_value_t = 10)]
         rounds: usize,
+    },
+    /// The peer process of `bench gateway` (started by it; not for people).
+    #[command(hide = true)]
+    GatewayPeer {
+        #[arg(long)]
+        dir: PathBuf,
     },
     /// The local ledger: signed transactions applied and committed per second beside the bare
     /// cost of verifying them, and block production time at several loads.
@@ -200,14 +206,13 @@ fn run() -> Result<()> {
                     let b = gridchan_gateway::bench::run_many(dir.path(), n, rounds).await;
                     println!("{}", b.report());
                 }
-                None => {
-                    eprintln!("timing {updates} updates between two gateway engines...");
-                    let b = gridchan_gateway::bench::run(dir.path(), updates).await;
-                    println!("{}", b.report());
-                }
+                None => gridchan_cli::bench_gateway(dir.path(), updates).await?,
             }
             Ok(())
         }),
+        Commands::Bench {
+            which: BenchCommand::GatewayPeer { dir },
+        } => runtime()?.block_on(gridchan_cli::bench_gateway_peer(dir)),
         Commands::Daemon { config } => runtime()?.block_on(gridchan_cli::daemon::run(&config)),
         Commands::Status { config, json } => {
             let r =

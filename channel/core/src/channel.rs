@@ -73,6 +73,10 @@ pub struct ChannelView {
 }
 
 impl Channel {
+    pub fn proposal_digest(&self) -> Option<[u8; 32]> {
+        self.proposal.as_ref().map(|p| *p.digest())
+    }
+
     /// Party A proposes a channel: signs version 0 and sends it once that is durable.
     pub fn open(params: ChannelParams, ctx: &mut Ctx) -> Channel {
         let params = Arc::new(params);

@@ -1,6 +1,8 @@
 //! Identities and signatures: secp256k1 keys, Ethereum-style addresses, and 65-byte recoverable
 //! ECDSA signatures `(r, s, v)` with low `s` and `v` in {27, 28}, as `ecrecover` takes them.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
@@ -169,12 +171,81 @@ impl Signature {
         if self.s() > &HALF_ORDER[..] {
             return Err(CryptoError::HighS);
         }
+        let known = RECOVERED.with(|r| {
+            r.borrow()
+                .as_ref()
+                .and_then(|m| m.0.get(&(*digest, self.0)).cloned())
+        });
+        if let Some(result) = known {
+            return result;
+        }
+        self.recover_now(digest, recid)
+    }
+
+    fn recover_now(&self, digest: &[u8; 32], recid: RecoveryId) -> Result<NodeId, CryptoError> {
         let sig = RecoverableSignature::from_compact(&self.0[..64], recid)
             .map_err(|_| CryptoError::Malformed)?;
         verifier()
             .recover_ecdsa(Message::from_digest(*digest), &sig)
             .map(NodeId)
             .map_err(|_| CryptoError::Malformed)
+    }
+}
+
+thread_local! {
+    static RECOVERED: RefCell<Option<Recovered>> = const { RefCell::new(None) };
+}
+
+/// Keys recovered ahead of time, in parallel: a host that receives a batch of signed messages
+/// spreads the costliest step of checking them over its cores, then lets the state machine
+/// check them one by one as usual, which finds each result here instead of computing it again.
+/// Only [`Recovered::compute`] makes one, by running the very same recovery: a memo, not a
+/// shortcut around a check.
+pub struct Recovered(HashMap<([u8; 32], [u8; 65]), Result<NodeId, CryptoError>>);
+
+impl Recovered {
+    /// Recovers the signer of every `(digest, signature)` on up to `threads` threads.
+    pub fn compute(items: &[([u8; 32], Signature)], threads: usize) -> Recovered {
+        let one = |(digest, sig): &([u8; 32], Signature)| ((*digest, sig.0), sig.recover(digest));
+        let threads = threads.clamp(1, items.len().max(1));
+        let map = if threads == 1 {
+            items.iter().map(one).collect()
+        } else {
+            let chunk = items.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let parts: Vec<_> = items
+                    .chunks(chunk)
+                    .map(|part| scope.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
+                    .collect();
+                parts
+                    .into_iter()
+                    .flat_map(|p| p.join().unwrap_or_default())
+                    .collect()
+            })
+        };
+        Recovered(map)
+    }
+
+    /// How many signatures it holds.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Runs `f` with these results available to [`Signature::recover`] on this thread.
+    pub fn install<R>(self, f: impl FnOnce() -> R) -> R {
+        struct Clear;
+        impl Drop for Clear {
+            fn drop(&mut self) {
+                RECOVERED.with(|r| *r.borrow_mut() = None);
+            }
+        }
+        RECOVERED.with(|r| *r.borrow_mut() = Some(self));
+        let _clear = Clear;
+        f()
     }
 }
 

@@ -75,6 +75,12 @@ impl Node {
         self.channels.values().map(Channel::view)
     }
 
+    /// The digest of our proposal on `channel` waiting for a countersignature, if any (lets a
+    /// host check a batch of countersignatures ahead of time; see [`crate::Recovered`]).
+    pub fn proposal_digest(&self, channel: &ChannelId) -> Option<[u8; 32]> {
+        self.channels.get(channel)?.proposal_digest()
+    }
+
     /// The next output to carry out, in order.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop()

@@ -35,7 +35,7 @@ impl GatewayBench {
         let us = |d: Duration| d.as_secs_f64() * 1e6;
         let floor = self.floor();
         format!(
-            "gateway benchmark: one channel, two engines over QUIC on 127.0.0.1, SQLite WAL+FULL, {} updates\n\
+            "gateway benchmark: one channel, two gateway processes over QUIC on 127.0.0.1, SQLite WAL+FULL, {} updates\n\
              \x20 update latency  p50 {:>8.0} us   p99 {:>8.0} us   {:>7.0} updates/s\n\
              \x20 floor               {:>8.0} us = QUIC round trip {:.0} + 2 signs + 2 verifies {:.0} + 3 durable writes 3 x {:.0}\n\
              \x20 ratio           p50 {:>8.2}x      p99 {:>8.2}x   (goals: 1.3x and 2.5x)",
@@ -70,16 +70,97 @@ fn engine_at(dir: &std::path::Path, key: u8) -> EngineHandle {
     engine::spawn(endpoint, signer, store, Policy::default()).expect("engine")
 }
 
-/// Runs the benchmark in `dir`.
-pub async fn run(dir: &std::path::Path, updates: usize) -> GatewayBench {
-    let a = engine_at(dir, 1);
+/// The first interval of the benchmark channel; update `i` settles interval `OPENED_AT + i`.
+const OPENED_AT: u64 = 1_000;
+/// Warm-up updates, not counted.
+const WARM_UP: u64 = 50;
+/// How far ahead of the proposals the peer feeds its own readings.
+const READ_AHEAD: u64 = 16;
+
+/// The energy of update `i` (varied, so no two states are alike).
+fn energy_of(i: u64) -> WattHours {
+    WattHours(100 + i % 50)
+}
+
+/// The peer's side, meant for its own process (`gridchan bench gateway` starts it): gateway B
+/// and a QUIC echo endpoint for the floor. Calls `ready` with both addresses, accepts the
+/// channel the benchmark opens, marks it funded, and keeps its own meter readings a few
+/// intervals ahead of the proposals. Runs until the task is dropped.
+pub async fn run_peer(dir: &std::path::Path, ready: impl FnOnce(String, String)) {
     let b = engine_at(dir, 2);
+    let mut reports = b.reports();
+    let echo = Endpoint::bind(
+        "127.0.0.1:0".parse().expect("address"),
+        Signer::new(&[7; 32], &[0; 32]).expect("key"),
+        Limits::default(),
+    )
+    .expect("bind");
+    ready(b.address.to_string(), echo.peer_addr().to_string());
+    tokio::spawn(async move {
+        while let Some(conn) = echo.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut s) = conn.accept_stream().await else {
+                    return;
+                };
+                while let Ok(Some(f)) = s.read_frame().await {
+                    if s.write_frame(&f).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let read = |channel, i: u64| {
+        let b = b.clone();
+        async move {
+            let energy = energy_of(i);
+            let reading = IntervalReading {
+                interval: IntervalIndex(OPENED_AT + i),
+                delivered: WattHours(0),
+                received: energy,
+                metered_import: energy,
+            };
+            b.reading(channel, reading).await.expect("engine runs");
+        }
+    };
+    loop {
+        match reports.recv().await {
+            Ok(Report::Event(Event::ChannelAgreed { channel, .. })) => {
+                // The benchmark has no ledger: both sides take the funding as given.
+                b.ledger_event(channel, LedgerEvent::Funded)
+                    .await
+                    .expect("engine runs");
+            }
+            Ok(Report::Event(Event::ChannelOpen { channel })) => {
+                for i in 1..=READ_AHEAD {
+                    read(channel, i).await;
+                }
+            }
+            Ok(Report::Event(Event::Settled { channel, trade, .. })) => {
+                read(channel, trade.interval.0 - OPENED_AT + READ_AHEAD).await;
+            }
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The measuring side: gateway A in this process opens a channel to the peer gateway (another
+/// process, started with [`run_peer`]) and times `updates` updates, then measures the floor.
+pub async fn run(
+    dir: &std::path::Path,
+    updates: usize,
+    peer: gridchan_transport::PeerAddr,
+    echo: gridchan_transport::PeerAddr,
+) -> GatewayBench {
+    let a = engine_at(dir, 1);
     let mut a_reports = a.reports();
-    a.connect(b.address.clone()).await.expect("engine runs");
-    let opened_at = IntervalIndex(1_000);
+    a.connect(peer.clone()).await.expect("engine runs");
+    let opened_at = IntervalIndex(OPENED_AT);
     let channel = a
         .open(OpenRequest {
-            peer: b.node,
+            peer: peer.node,
             deposit: Amount(1_000_000_000_000),
             peer_deposit: Amount(1_000_000_000_000),
             tariff: Tariff::Flat(PricePerKwh(100_000)),
@@ -95,47 +176,31 @@ pub async fn run(dir: &std::path::Path, updates: usize) -> GatewayBench {
         })
         .await
         .expect("open");
-    // Wait for both sides to agree on version 0, then fund.
+    // Wait for the peer's signature on version 0, then take the funding as given.
     loop {
-        let both = [a.channels().await, b.channels().await]
-            .into_iter()
-            .all(|c| {
-                c.map(|c| c.iter().any(|v| v.phase == Phase::Funding))
-                    .unwrap_or(false)
-            });
-        if both {
+        let funding = a
+            .channels()
+            .await
+            .map(|c| c.iter().any(|v| v.phase == Phase::Funding))
+            .unwrap_or(false);
+        if funding {
             break;
         }
         let _ = tokio::time::timeout(Duration::from_millis(100), a_reports.recv()).await;
     }
-    for h in [&a, &b] {
-        h.ledger_event(channel, LedgerEvent::Funded)
-            .await
-            .expect("engine runs");
-    }
-    let mut latencies = Vec::with_capacity(updates);
-    let started = Instant::now();
-    for i in 1..=updates as u64 + 50 {
-        let interval = IntervalIndex(opened_at.0 + i);
-        let energy = WattHours(100 + i % 50);
-        // B's reading first, so the proposal never waits for it.
-        b.reading(
-            channel,
-            IntervalReading {
-                interval,
-                delivered: WattHours(0),
-                received: energy,
-                metered_import: energy,
-            },
-        )
+    a.ledger_event(channel, LedgerEvent::Funded)
         .await
         .expect("engine runs");
+    let mut latencies = Vec::with_capacity(updates);
+    let started = Instant::now();
+    for i in 1..=updates as u64 + WARM_UP {
+        let interval = IntervalIndex(OPENED_AT + i);
         let t = Instant::now();
         a.reading(
             channel,
             IntervalReading {
                 interval,
-                delivered: energy,
+                delivered: energy_of(i),
                 received: WattHours(0),
                 metered_import: WattHours(0),
             },
@@ -151,18 +216,18 @@ pub async fn run(dir: &std::path::Path, updates: usize) -> GatewayBench {
                 Err(e) => panic!("reports: {e}"),
             }
         }
-        if i > 50 {
+        if i > WARM_UP {
             latencies.push(t.elapsed());
         }
     }
     let total = started.elapsed();
     latencies.sort();
-    let (rtt_p50, crypto, write_p50) = floor(dir, updates.min(2000)).await;
+    let (rtt_p50, crypto, write_p50) = floor(dir, &echo, updates.min(2000)).await;
     GatewayBench {
         updates,
         p50: percentile(&latencies, 0.5),
         p99: percentile(&latencies, 0.99),
-        per_second: (updates + 50) as f64 / total.as_secs_f64(),
+        per_second: (updates as u64 + WARM_UP) as f64 / total.as_secs_f64(),
         rtt_p50,
         crypto,
         write_p50,
@@ -171,31 +236,19 @@ pub async fn run(dir: &std::path::Path, updates: usize) -> GatewayBench {
 
 /// The floor's parts, measured now: QUIC round trip p50, 2 signs + 2 recoveries, one durable
 /// write p50.
-async fn floor(dir: &std::path::Path, n: usize) -> (Duration, Duration, Duration) {
-    // QUIC round trip between two fresh endpoints.
-    let server = Endpoint::bind(
-        "127.0.0.1:0".parse().expect("address"),
-        Signer::new(&[7; 32], &[0; 32]).expect("key"),
-        Limits::default(),
-    )
-    .expect("bind");
+async fn floor(
+    dir: &std::path::Path,
+    echo: &gridchan_transport::PeerAddr,
+    n: usize,
+) -> (Duration, Duration, Duration) {
+    // A QUIC round trip to the echo endpoint in the peer's process.
     let client = Endpoint::bind(
         "127.0.0.1:0".parse().expect("address"),
         Signer::new(&[8; 32], &[0; 32]).expect("key"),
         Limits::default(),
     )
     .expect("bind");
-    let addr = server.peer_addr();
-    let echo = tokio::spawn(async move {
-        let conn = server.accept().await.expect("connection");
-        let mut s = conn.accept_stream().await.expect("stream");
-        while let Ok(Some(f)) = s.read_frame().await {
-            if s.write_frame(&f).await.is_err() {
-                break;
-            }
-        }
-    });
-    let conn = client.connect(&addr).await.expect("connect");
+    let conn = client.connect(echo).await.expect("connect");
     let mut s = conn.open_stream().await.expect("stream");
     let frame = vec![0u8; 220];
     let mut rtts = Vec::with_capacity(n);
@@ -205,20 +258,26 @@ async fn floor(dir: &std::path::Path, n: usize) -> (Duration, Duration, Duration
         s.read_frame().await.expect("read");
         rtts.push(t.elapsed());
     }
-    echo.abort();
     rtts.sort();
     let crypto = crypto_per_update(n as u64);
-    // One durable write of a channel record.
+    // One durable write of a channel record. The record changes every time (A's and B's
+    // records of the channel, in turn), as it does in the protocol: a write that changes
+    // nothing costs SQLite no fsync and would make the floor look cheaper than it is.
     let mut store = SqliteStore::open(&dir.join("bench-floor.sqlite")).expect("store");
-    let records = SqliteStore::open(&dir.join("bench-1.sqlite"))
-        .expect("store")
-        .load()
-        .expect("load");
-    let record = records.into_iter().next().expect("a record");
+    let load = |key: u8| {
+        SqliteStore::open(&dir.join(format!("bench-{key}.sqlite")))
+            .expect("store")
+            .load()
+            .expect("load")
+            .into_iter()
+            .next()
+            .expect("a record")
+    };
+    let records = [load(1), load(2)];
     let mut writes = Vec::with_capacity(n);
-    for _ in 0..n {
+    for i in 0..n {
         let t = Instant::now();
-        store.write(&record).expect("write");
+        store.write(&records[i % 2]).expect("write");
         writes.push(t.elapsed());
     }
     writes.sort();

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use gridchan_channel::{
     ChannelId, ChannelRecord, ChannelView, Command, CommandError, Event, Input, IntervalReading,
-    LedgerEvent, LedgerRequest, Message, Node, NodeId, OpenRequest, Output, Policy, SignedState,
-    Signer, UpdateId,
+    LedgerEvent, LedgerRequest, Message, Node, NodeId, OpenRequest, Output, Policy, Recovered,
+    SignedState, Signer, UpdateId,
 };
 use gridchan_transport::{Connection, Endpoint, PeerAddr};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -23,6 +23,12 @@ const PEER_QUEUE: usize = 16_384;
 
 /// Inputs taken in one go before the outputs they caused are carried out.
 const MAX_BATCH_INPUTS: usize = 512;
+
+/// Frames written to a peer's stream in one go, at most.
+const WRITE_BURST: usize = 256;
+
+/// Signatures in one batch below which checking them ahead, in parallel, is not worth a thread.
+const MIN_PARALLEL_RECOVERIES: usize = 8;
 
 /// Something the engine reports to its host.
 #[derive(Clone, Debug)]
@@ -62,6 +68,12 @@ enum Control {
     ),
     Connect(PeerAddr),
     Send(NodeId, Message),
+}
+
+/// An input taken from the engine's queues, in arrival order.
+enum Taken {
+    Control(Control),
+    Inbound(Inbound),
 }
 
 enum Inbound {
@@ -176,6 +188,9 @@ struct Engine {
     inbound_tx: mpsc::Sender<Inbound>,
     endpoint: Endpoint,
     max_frame: usize,
+    /// Settled intervals not yet in the history table: they ride along with the next batch of
+    /// records (no fsync of their own on an update's path), or the tick writes them.
+    trades: Vec<crate::store::TradeEntry>,
 }
 
 /// Starts an engine for `signer` on `endpoint`, restoring channels from `store`.
@@ -203,6 +218,7 @@ pub fn spawn(
         inbound_tx: inbound_tx.clone(),
         endpoint: endpoint.clone(),
         max_frame: gridchan_channel::wire::MAX_FRAME,
+        trades: Vec::new(),
     };
     tokio::spawn(accept_loop(endpoint, inbound_tx));
     tokio::spawn(engine.run(control_rx, inbound_rx));
@@ -275,11 +291,21 @@ async fn run_connection(
             }
         }
     });
+    // Frames queued meanwhile go out together: one stream write for a burst of channels.
+    let mut frames = Vec::new();
     while let Some(frame) = writer_rx.recv().await {
-        if let Err(e) = writer.write_prefixed(&frame).await {
+        frames.push(frame);
+        while frames.len() < WRITE_BURST {
+            match writer_rx.try_recv() {
+                Ok(f) => frames.push(f),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = writer.write_prefixed_many(&frames).await {
             tracing::debug!("write to {peer} failed: {e}");
             break;
         }
+        frames.clear();
     }
     reading.abort();
     conn.close("connection ended");
@@ -292,14 +318,16 @@ impl Engine {
         mut inbound: mpsc::Receiver<Inbound>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut taken: Vec<Taken> = Vec::new();
         loop {
             tokio::select! {
                 c = control.recv() => match c {
-                    Some(c) => self.on_control(c),
+                    Some(c) => taken.push(Taken::Control(c)),
                     None => return,
                 },
                 i = inbound.recv() => match i {
-                    Some(i) => self.on_inbound(i),
+                    Some(i) => taken.push(Taken::Inbound(i)),
                     None => return,
                 },
                 _ = tick.tick() => {
@@ -308,21 +336,57 @@ impl Engine {
                         .map(|d| d.as_millis() as u64)
                         .unwrap_or(0);
                     self.node.handle(Input::Tick { now_ms });
+                    self.flush_trades();
                 }
             }
             // Take whatever else is already waiting before writing: the persists of many
             // channels then share one transaction (one fsync), and nothing waits longer for it.
             for _ in 0..MAX_BATCH_INPUTS {
                 match inbound.try_recv() {
-                    Ok(i) => self.on_inbound(i),
+                    Ok(i) => taken.push(Taken::Inbound(i)),
                     Err(_) => match control.try_recv() {
-                        Ok(c) => self.on_control(c),
+                        Ok(c) => taken.push(Taken::Control(c)),
                         Err(_) => break,
                     },
                 }
             }
+            // The signatures in a burst of messages are checked on every core first; the core
+            // then finds each result instead of computing it on this one thread.
+            let recovered = self.recover_ahead(&taken, threads);
+            recovered.install(|| {
+                for t in taken.drain(..) {
+                    match t {
+                        Taken::Control(c) => self.on_control(c),
+                        Taken::Inbound(i) => self.on_inbound(i),
+                    }
+                }
+            });
             self.drain().await;
         }
+    }
+
+    /// Recovers, on `threads` threads, the signers of the proposals and countersignatures in
+    /// `taken`, when there are enough of them to be worth it.
+    fn recover_ahead(&self, taken: &[Taken], threads: usize) -> Recovered {
+        let mut items = Vec::new();
+        for t in taken {
+            let Taken::Inbound(Inbound::Frame(_, frame)) = t else {
+                continue;
+            };
+            match Message::decode(frame) {
+                Ok(Message::Propose(p)) => items.push((p.state.digest(), p.sig)),
+                Ok(Message::Countersign(c)) => {
+                    if let Some(d) = self.node.proposal_digest(&c.channel_id) {
+                        items.push((d, c.sig));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if items.len() < MIN_PARALLEL_RECOVERIES {
+            items.clear();
+        }
+        Recovered::compute(&items, threads)
     }
 
     fn on_control(&mut self, c: Control) {
@@ -342,6 +406,7 @@ impl Engine {
                 let _ = reply.send(self.node.channels().collect());
             }
             Control::Trades(channel, n, reply) => {
+                self.flush_trades();
                 let _ = reply.send(self.store.recent_trades(&channel, n).unwrap_or_default());
             }
             Control::Connect(peer) => {
@@ -442,11 +507,27 @@ impl Engine {
         }
     }
 
+    /// Writes the interval history still waiting for a batch.
+    fn flush_trades(&mut self) {
+        if self.trades.is_empty() {
+            return;
+        }
+        match self.store.record_trades(&self.trades) {
+            Ok(()) => self.trades.clear(),
+            Err(e) => {
+                tracing::warn!("interval history not recorded: {e}");
+                // History is for people; do not let it grow without bound.
+                if self.trades.len() > 100_000 {
+                    self.trades.clear();
+                }
+            }
+        }
+    }
+
     /// Carries out every output, writing persists in batches until none are left.
     async fn drain(&mut self) {
         loop {
             let mut batch: Vec<(UpdateId, ChannelRecord)> = Vec::new();
-            let mut trades = Vec::new();
             while let Some(output) = self.node.poll_output() {
                 match output {
                     Output::Persist { update, record } => batch.push((update, *record)),
@@ -479,15 +560,10 @@ impl Engine {
                             trade,
                         } = &e
                         {
-                            trades.push((*channel, *version, *trade));
+                            self.trades.push((*channel, *version, *trade));
                         }
                         let _ = self.reports.send(Report::Event(e));
                     }
-                }
-            }
-            if !trades.is_empty() {
-                if let Err(e) = self.store.record_trades(&trades) {
-                    tracing::warn!("interval history not recorded: {e}");
                 }
             }
             if batch.is_empty() {
@@ -500,10 +576,11 @@ impl Engine {
             let result = {
                 let store = &mut self.store;
                 let records: Vec<&ChannelRecord> = batch.iter().map(|(_, r)| r).collect();
-                store.write_batch(&records)
+                store.write_batch(&records, &self.trades)
             };
             match result {
                 Ok(()) => {
+                    self.trades.clear();
                     if let Some((last, _)) = batch.last() {
                         self.node.handle(Input::Persisted(*last));
                     }

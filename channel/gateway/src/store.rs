@@ -60,6 +60,9 @@ pub struct TradeRow {
     pub amount: u64,
 }
 
+/// A settled interval to record: the channel, the version that settled it, and the trade.
+pub type TradeEntry = (ChannelId, Version, gridchan_channel::Trade);
+
 /// A channel record as stored: plain fields, signatures checked again on load.
 #[derive(Serialize, Deserialize)]
 struct Stored {
@@ -138,33 +141,8 @@ impl SqliteStore {
     }
 
     /// Records settled intervals (history for people; not needed for safety).
-    pub fn record_trades(
-        &mut self,
-        trades: &[(ChannelId, Version, gridchan_channel::Trade)],
-    ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction().map_err(write_err)?;
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO trades
-                     (channel, version, interval, seller, energy_wh, price, amount)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .map_err(write_err)?;
-            for (channel, version, t) in trades {
-                stmt.execute(params![
-                    channel.0.to_vec(),
-                    version.0 as i64,
-                    t.interval.0 as i64,
-                    t.seller.index() as i64,
-                    t.energy.0 as i64,
-                    t.price.0 as i64,
-                    t.amount.0 as i64
-                ])
-                .map_err(write_err)?;
-            }
-        }
-        tx.commit().map_err(write_err)
+    pub fn record_trades(&mut self, trades: &[TradeEntry]) -> Result<(), StoreError> {
+        self.write_batch(&[], trades)
     }
 
     /// The last `n` settled intervals of `channel`, newest first.
@@ -195,9 +173,35 @@ impl SqliteStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(read_err)
     }
 
-    /// Writes several records in one durable transaction: one fsync for many channels.
-    pub fn write_batch(&mut self, records: &[&ChannelRecord]) -> Result<(), StoreError> {
+    /// Writes several records, and the history of intervals settled meanwhile, in one durable
+    /// transaction: one fsync for many channels.
+    pub fn write_batch(
+        &mut self,
+        records: &[&ChannelRecord],
+        trades: &[TradeEntry],
+    ) -> Result<(), StoreError> {
         let tx = self.conn.transaction().map_err(write_err)?;
+        if !trades.is_empty() {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO trades
+                     (channel, version, interval, seller, energy_wh, price, amount)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(write_err)?;
+            for (channel, version, t) in trades {
+                stmt.execute(params![
+                    channel.0.to_vec(),
+                    version.0 as i64,
+                    t.interval.0 as i64,
+                    t.seller.index() as i64,
+                    t.energy.0 as i64,
+                    t.price.0 as i64,
+                    t.amount.0 as i64
+                ])
+                .map_err(write_err)?;
+            }
+        }
         {
             let mut stmt = tx
                 .prepare_cached(
@@ -276,7 +280,7 @@ fn hex(b: &[u8]) -> String {
 
 impl ChannelStore for SqliteStore {
     fn write(&mut self, record: &ChannelRecord) -> Result<(), StoreError> {
-        self.write_batch(&[record])
+        self.write_batch(&[record], &[])
     }
 
     fn load(&self) -> Result<Vec<ChannelRecord>, StoreError> {

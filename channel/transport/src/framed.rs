@@ -81,6 +81,22 @@ impl FrameWriter {
     /// Writes bytes that already carry their own 4-byte big-endian length prefix (a
     /// [`gridchan_channel::Message`] frame), checking that the prefix is right.
     pub async fn write_prefixed(&mut self, frame: &[u8]) -> Result<(), FrameError> {
+        self.check_prefixed(frame)?;
+        self.write_all(frame).await
+    }
+
+    /// Writes several prefixed frames in one go (one write to the stream, so QUIC packs them
+    /// into as few packets as it can).
+    pub async fn write_prefixed_many(&mut self, frames: &[Vec<u8>]) -> Result<(), FrameError> {
+        let mut out = Vec::with_capacity(frames.iter().map(Vec::len).sum());
+        for frame in frames {
+            self.check_prefixed(frame)?;
+            out.extend_from_slice(frame);
+        }
+        self.write_all(&out).await
+    }
+
+    fn check_prefixed(&self, frame: &[u8]) -> Result<(), FrameError> {
         let body = frame.get(4..).ok_or(FrameError::Truncated)?;
         if frame[..4] != (body.len() as u32).to_be_bytes() {
             return Err(FrameError::Truncated);
@@ -88,7 +104,7 @@ impl FrameWriter {
         if body.len() > self.max_frame {
             return Err(FrameError::Oversized(body.len(), self.max_frame));
         }
-        self.write_all(frame).await
+        Ok(())
     }
 
     async fn write_all(&mut self, bytes: &[u8]) -> Result<(), FrameError> {
