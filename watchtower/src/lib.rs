@@ -1,5 +1,27 @@
-//! # gridchan-watchtower
+//! # gridchan-watchtower: guarding gateways that are offline
 //!
-//! Not built yet (issue 5): the tower service and the client gateways use to hand it states.
-//! The channel core already emits every new doubly signed state as
-//! [`gridchan_channel::Output::Watchtower`], ready to be pushed to towers.
+//! A gateway can lose power or network for hours; meanwhile its neighbour could register an old
+//! state that pays it more. A tower holds the newest doubly signed state of every channel its
+//! clients hand it and refutes any older registration within the challenge window.
+//!
+//! - [`tower::Tower`]: the service. It accepts a state only if both signatures verify against
+//!   the channel's parties as the ledger records them and the client is one of them; keeps one
+//!   row per channel (the newest version: storage grows with channels, never with updates);
+//!   answers with a signed [`receipt::Receipt`]; enforces per-client quotas; follows the ledger
+//!   from where it stopped and refutes, retrying until the refute is included or the window
+//!   closes; records what it did.
+//! - [`client::TowerClient`]: what a gateway uses to register and hand over states.
+//! - [`store::TowerStore`]: SQLite (WAL, FULL).
+//! - [`rpc`]: the wire format (`specs/watchtower.md`).
+
+pub mod client;
+pub mod config;
+pub mod receipt;
+pub mod rpc;
+pub mod store;
+pub mod tower;
+
+pub use client::{TowerClient, TowerError};
+pub use receipt::Receipt;
+pub use rpc::Rejection;
+pub use tower::{Admission, Tower, TowerLimits};

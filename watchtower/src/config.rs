@@ -1,0 +1,166 @@
+//! The tower's configuration file (`gridchan watchtower --config FILE`).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::tower::{Admission, TowerLimits};
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TowerConfig {
+    /// The tower's key (created on first start, mode 0600). Its ledger account pays for
+    /// refutes.
+    pub key: PathBuf,
+    /// Where the tower keeps its SQLite store.
+    pub data: PathBuf,
+    /// Where gateways reach the tower (UDP, QUIC).
+    pub listen: SocketAddr,
+    /// The ledger to follow, `PUBKEY@HOST:PORT`.
+    pub ledger: String,
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Let any gateway register (true), or only the keys in `clients`.
+    #[serde(default = "yes")]
+    pub open: bool,
+    #[serde(default)]
+    pub clients: Vec<String>,
+    #[serde(default = "channels")]
+    pub channels_per_client: usize,
+    #[serde(default = "rate")]
+    pub states_per_second: f64,
+    #[serde(default = "burst")]
+    pub burst: f64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn channels() -> usize {
+    TowerLimits::default().channels_per_client
+}
+fn rate() -> f64 {
+    TowerLimits::default().states_per_second
+}
+fn burst() -> f64 {
+    TowerLimits::default().burst
+}
+
+impl Default for LimitsSection {
+    fn default() -> LimitsSection {
+        LimitsSection {
+            open: true,
+            clients: Vec::new(),
+            channels_per_client: channels(),
+            states_per_second: rate(),
+            burst: burst(),
+        }
+    }
+}
+
+impl TowerConfig {
+    /// Reads `path`; relative paths inside are relative to its folder. Errors are one line.
+    pub fn load(path: &Path) -> Result<TowerConfig, String> {
+        let name = path.display();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read config {name}: {e}"))?;
+        let mut c: TowerConfig = toml::from_str(&text).map_err(|e| {
+            format!(
+                "config {name}: {}",
+                e.message().lines().next().unwrap_or("invalid TOML")
+            )
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut c.key, &mut c.data] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        c.limits()?;
+        Ok(c)
+    }
+
+    pub fn limits(&self) -> Result<TowerLimits, String> {
+        let l = &self.limits;
+        let admission = if l.open {
+            Admission::Open
+        } else {
+            let mut keys = HashSet::new();
+            for k in &l.clients {
+                keys.insert(
+                    k.parse()
+                        .map_err(|e| format!("limits.clients: {k:?} is not a node id: {e}"))?,
+                );
+            }
+            Admission::Only(keys)
+        };
+        if l.states_per_second <= 0.0 || l.burst < 1.0 {
+            return Err("limits: states_per_second must be positive and burst at least 1".into());
+        }
+        Ok(TowerLimits {
+            admission,
+            channels_per_client: l.channels_per_client,
+            states_per_second: l.states_per_second,
+            burst: l.burst,
+        })
+    }
+}
+
+/// The commented configuration `gridchan watchtower init` writes.
+pub fn template(listen: SocketAddr, ledger: &str) -> String {
+    format!(
+        r#"# gridchan watchtower configuration. Relative paths are relative to this file.
+
+# The tower's key (created on first start, mode 0600). Its account on the ledger sends the
+# refutes; the local ledger charges no fees, an EVM chain would charge gas to this account.
+key = "tower.key"
+# The data folder: one row per guarded channel, the tower's actions, and how far it has
+# followed the ledger.
+data = "data"
+# Where gateways reach the tower (UDP, QUIC). Use 0.0.0.0:PORT to accept from the network.
+listen = "{listen}"
+# The ledger to follow and refute on.
+ledger = "{ledger}"
+
+[limits]
+# Let any gateway register (true), or only the node ids listed in `clients`.
+open = true
+# clients = ["02ab..."]
+# How many channels one client may have guarded, and how many states per second it may send
+# (on average, and in a burst).
+channels_per_client = 1000
+states_per_second = 50
+burst = 500
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_template_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tower.toml");
+        std::fs::write(&path, template("127.0.0.1:7600".parse().unwrap(), "K@127.0.0.1:1"))
+            .unwrap();
+        let c = TowerConfig::load(&path).unwrap();
+        assert_eq!(c.data, dir.path().join("data"));
+        assert_eq!(c.limits().unwrap().admission, Admission::Open);
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("open = true", "open = false\nclients = [\"nope\"]");
+        std::fs::write(&path, text).unwrap();
+        let e = TowerConfig::load(&path).unwrap_err();
+        assert!(e.contains("not a node id"), "{e}");
+        assert_eq!(e.lines().count(), 1);
+    }
+}

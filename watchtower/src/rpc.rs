@@ -1,0 +1,78 @@
+//! The tower's RPC over authenticated QUIC: one request and one response per stream, each a
+//! frame of `version byte | bincode 2 payload` (see `specs/watchtower.md`). The client is the
+//! node key that authenticated the connection: requests carry no identity of their own.
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use gridchan_channel::{ChannelId, SignedStateParts, Version};
+
+use crate::receipt::Receipt;
+
+pub const RPC_VERSION: u8 = 1;
+/// Largest RPC frame (a state with its signatures is about 300 bytes).
+pub const MAX_RPC_FRAME: usize = 16 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Become a client of this tower (refused unless the operator allows this key).
+    Register,
+    /// Guard this channel with this state (both signatures).
+    Guard(Box<SignedStateParts>),
+    /// What the tower holds for a channel of ours.
+    Held(ChannelId),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Registered,
+    Accepted(Receipt),
+    Held(Option<Version>),
+    Rejected(Rejection),
+}
+
+/// Why the tower refused a request. Every variant is a client's mistake or limit, said plainly.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    #[error("this key is not a client of the tower: register first (the operator must allow it)")]
+    NotRegistered,
+    #[error("the tower does not accept this key as a client")]
+    NotAllowed,
+    #[error("the channel is not on the ledger")]
+    UnknownChannel,
+    #[error("the client is not a party of this channel")]
+    NotAParty,
+    #[error("a signature does not verify against the channel's parties on the ledger")]
+    BadSignature,
+    #[error("the tower holds version {held}, newer than {offered}")]
+    OlderVersion { held: u64, offered: u64 },
+    #[error("the tower holds a different state at version {0}")]
+    Conflict(u64),
+    #[error("over quota: {0}")]
+    OverQuota(String),
+    #[error("the channel is closed on the ledger")]
+    Closed,
+    #[error("the tower cannot serve this now: {0}")]
+    Unavailable(String),
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![RPC_VERSION];
+    bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard())
+        .expect("RPC messages encode");
+    out
+}
+
+/// Decodes a request or response; never panics on hostile bytes.
+pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, String> {
+    let (&version, payload) = frame.split_first().ok_or("empty frame")?;
+    if version != RPC_VERSION {
+        return Err(format!("unsupported tower RPC version {version}"));
+    }
+    let config = bincode::config::standard().with_limit::<MAX_RPC_FRAME>();
+    let (value, used) =
+        bincode::serde::decode_from_slice(payload, config).map_err(|e| e.to_string())?;
+    if used != payload.len() {
+        return Err("trailing bytes".into());
+    }
+    Ok(value)
+}
