@@ -80,6 +80,35 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
             println!("opened {channel}: waiting for the peer and both deposits on the ledger");
         }
         Response::Done => println!("done"),
+        Response::Towers { towers } => {
+            if towers.is_empty() {
+                println!("no watchtowers: add one with `gridchan tower add PUBKEY@HOST:PORT`");
+            }
+            for t in towers {
+                println!(
+                    "{}  acknowledged {}  pending {}{}",
+                    t.address,
+                    t.acknowledged,
+                    t.pending,
+                    t.last_error
+                        .as_ref()
+                        .map(|e| format!("  last error: {e}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        Response::TowerRemoved {
+            address,
+            unacknowledged,
+        } => {
+            println!("removed {address}");
+            if *unacknowledged > 0 {
+                println!(
+                    "it had not acknowledged the newest state of {unacknowledged} channel(s): \
+                     keep another tower, or this gateway online, to guard them"
+                );
+            }
+        }
         Response::Error { message } => println!("error: {message}"),
     }
     Ok(())

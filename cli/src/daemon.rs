@@ -70,23 +70,31 @@ pub async fn run(config_path: &Path) -> Result<()> {
         .iter()
         .map(|p| p.address.parse::<PeerAddr>())
         .collect::<Result<Vec<_>, _>>()?;
+    let tower_key = signer.duplicate(&keys::random32()?);
     let engine = engine::spawn(endpoint, signer, store, Policy::default())?;
     println!("gateway {}", engine.address);
-    let socket = control_socket(&config);
-    let control = tokio::spawn({
-        let engine = engine.clone();
-        let socket = socket.clone();
-        async move { control::serve(&socket, engine, interval_seconds, clock).await }
-    });
-    let _daemon = daemon::start(daemon::DaemonParts {
-        engine,
+    let towers = config
+        .towers
+        .iter()
+        .map(|t| t.address.parse::<PeerAddr>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let daemon = daemon::start(daemon::DaemonParts {
+        engine: engine.clone(),
         ledger,
         meter,
         interval_seconds,
         peers,
         clock,
+        towers,
+        tower_key,
     })
     .context("cannot open the ledger queue")?;
+    let socket = control_socket(&config);
+    let control = tokio::spawn({
+        let socket = socket.clone();
+        let towers = daemon.towers.clone();
+        async move { control::serve(&socket, engine, interval_seconds, clock, towers).await }
+    });
     tokio::select! {
         r = control => {
             r??;

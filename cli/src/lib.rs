@@ -7,6 +7,7 @@ pub mod init;
 pub mod keys;
 pub mod ledger;
 pub mod vectors;
+pub mod watchtower;
 
 use anyhow::Result;
 

@@ -45,6 +45,25 @@ enum Commands {
         #[command(subcommand)]
         action: ChannelAction,
     },
+    /// The watchtowers guarding a running gateway's channels.
+    Tower {
+        #[arg(long, global = true, default_value = "gridchan.toml")]
+        config: PathBuf,
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        action: TowerAction,
+    },
+    /// Run a watchtower (`--config FILE`), or inspect one (status, clients, channels).
+    Watchtower {
+        /// The tower's config file (see `gridchan watchtower init`).
+        #[arg(long, global = true, default_value = "watchtower.toml")]
+        config: PathBuf,
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<WatchtowerAction>,
+    },
     /// Show a running gateway's identity and address.
     Status {
         #[arg(long, default_value = "gridchan.toml")]
@@ -113,6 +132,36 @@ enum ChannelAction {
     Close { channel: String },
     /// Close unilaterally: register our newest state and wait out the challenge window.
     ForceClose { channel: String },
+}
+
+#[derive(Subcommand)]
+enum TowerAction {
+    /// Hand every new state to this tower too: PUBKEY@HOST:PORT.
+    Add { address: String },
+    /// The towers, and how up to date each is.
+    List,
+    /// Stop using a tower (a prefix of its node id is enough).
+    Remove { tower: String },
+}
+
+#[derive(Subcommand)]
+enum WatchtowerAction {
+    /// Write a new tower config (its key is created on first start).
+    Init {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:7600")]
+        listen: SocketAddr,
+        /// The ledger node, PUBKEY@HOST:PORT.
+        #[arg(long)]
+        ledger: String,
+    },
+    /// What the tower guards, how far it has followed the ledger, and what it did.
+    Status,
+    /// The tower's clients and how many channels each has guarded.
+    Clients,
+    /// Every guarded channel with the version held.
+    Channels,
 }
 
 #[derive(Subcommand)]
@@ -259,6 +308,35 @@ fn run() -> Result<()> {
             listen,
             ledger,
         } => gridchan_cli::init::run(&dir, listen, &ledger),
+        Commands::Tower {
+            config,
+            json,
+            action,
+        } => {
+            use gridchan_gateway::control::Request;
+            let request = match action {
+                TowerAction::Add { address } => Request::TowerAdd { address },
+                TowerAction::List => Request::TowerList,
+                TowerAction::Remove { tower } => Request::TowerRemove { tower },
+            };
+            let r = gridchan_cli::channel::call(&config, &request)?;
+            gridchan_cli::channel::print(&r, json)
+        }
+        Commands::Watchtower {
+            config,
+            json,
+            action,
+        } => match action {
+            None => runtime()?.block_on(gridchan_cli::watchtower::run(&config)),
+            Some(WatchtowerAction::Init {
+                dir,
+                listen,
+                ledger,
+            }) => gridchan_cli::watchtower::init(&dir, listen, &ledger),
+            Some(WatchtowerAction::Status) => gridchan_cli::watchtower::status(&config, json),
+            Some(WatchtowerAction::Clients) => gridchan_cli::watchtower::clients(&config, json),
+            Some(WatchtowerAction::Channels) => gridchan_cli::watchtower::channels(&config, json),
+        },
         Commands::Vectors => {
             print!("{}", gridchan_cli::vectors::render());
             Ok(())

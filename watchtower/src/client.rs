@@ -69,7 +69,10 @@ impl TowerClient {
         let conn = self.connection().await?;
         let attempt = async {
             let mut stream = conn.open_stream().await.map_err(|e| e.to_string())?;
-            stream.write_frame(&frame).await.map_err(|e| e.to_string())?;
+            stream
+                .write_frame(&frame)
+                .await
+                .map_err(|e| e.to_string())?;
             stream.finish();
             let reply = stream
                 .read_frame()
@@ -112,7 +115,9 @@ impl TowerClient {
                 if right {
                     Ok(r)
                 } else {
-                    Err(TowerError::Bad("a receipt that does not match the state".into()))
+                    Err(TowerError::Bad(
+                        "a receipt that does not match the state".into(),
+                    ))
                 }
             }
             r => Err(TowerError::Bad(format!("{r:?}"))),

@@ -150,8 +150,11 @@ mod tests {
     fn the_template_loads() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tower.toml");
-        std::fs::write(&path, template("127.0.0.1:7600".parse().unwrap(), "K@127.0.0.1:1"))
-            .unwrap();
+        std::fs::write(
+            &path,
+            template("127.0.0.1:7600".parse().unwrap(), "K@127.0.0.1:1"),
+        )
+        .unwrap();
         let c = TowerConfig::load(&path).unwrap();
         assert_eq!(c.data, dir.path().join("data"));
         assert_eq!(c.limits().unwrap().admission, Admission::Open);

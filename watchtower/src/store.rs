@@ -91,8 +91,10 @@ pub struct TowerStore {
 impl TowerStore {
     pub fn open(path: &Path) -> Result<TowerStore, StoreError> {
         let conn = Connection::open(path).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(err)?;
         let mut store = TowerStore { conn };
@@ -172,7 +174,10 @@ impl TowerStore {
 
     /// Stores the newest states of several channels in one durable transaction. A row is only
     /// ever replaced by a higher version.
-    pub fn put_many(&mut self, items: &[(NodeId, &ChannelParams, &SignedState)]) -> Result<(), StoreError> {
+    pub fn put_many(
+        &mut self,
+        items: &[(NodeId, &ChannelParams, &SignedState)],
+    ) -> Result<(), StoreError> {
         let tx = self.conn.transaction().map_err(err)?;
         {
             let mut stmt = tx

@@ -76,7 +76,12 @@ struct Held {
     state: SignedState,
 }
 
-type WriteJob = (NodeId, Arc<ChannelParams>, SignedState, oneshot::Sender<Result<(), String>>);
+type WriteJob = (
+    NodeId,
+    Arc<ChannelParams>,
+    SignedState,
+    oneshot::Sender<Result<(), String>>,
+);
 
 /// A running tower.
 pub struct Tower {
@@ -186,7 +191,11 @@ impl Tower {
     }
 
     /// One request, one response. A malformed request costs the client its connection.
-    async fn serve_stream(&self, conn: &Connection, mut stream: FramedStream) -> Result<(), String> {
+    async fn serve_stream(
+        &self,
+        conn: &Connection,
+        mut stream: FramedStream,
+    ) -> Result<(), String> {
         let frame = match stream.read_frame().await {
             Ok(Some(f)) => f,
             Ok(None) => return Ok(()),
@@ -456,7 +465,10 @@ async fn follow(tower: Arc<Tower>, mut changed: mpsc::UnboundedReceiver<ChannelI
         }
     };
     let stored = lock(&tower.store).next_height().ok().flatten();
-    let mut sub = Subscription::new(tower.ledger.clone(), stored.unwrap_or(start + 1).min(start + 1));
+    let mut sub = Subscription::new(
+        tower.ledger.clone(),
+        stored.unwrap_or(start + 1).min(start + 1),
+    );
     let ids: Vec<ChannelId> = registered.keys().copied().collect();
     for id in ids {
         maybe_refute(&tower, id, &registered, &mut refuting, &done_tx);
@@ -614,7 +626,10 @@ async fn refute(tower: &Arc<Tower>, ours: SignedState, reg: Registration) {
         match attempt.await {
             Ok(receipt) => match receipt.outcome.result {
                 Ok(_) => {
-                    finish(&format!("included at {}", receipt.height), Some(receipt.height));
+                    finish(
+                        &format!("included at {}", receipt.height),
+                        Some(receipt.height),
+                    );
                     return;
                 }
                 Err(TxError::NotNewer { .. }) => {
@@ -627,7 +642,10 @@ async fn refute(tower: &Arc<Tower>, ours: SignedState, reg: Registration) {
                 }
             },
             Err(LedgerError::Refused(TxError::NotNewer { .. })) => {
-                finish("not needed: a state at least as new is already on the ledger", None);
+                finish(
+                    "not needed: a state at least as new is already on the ledger",
+                    None,
+                );
                 return;
             }
             Err(LedgerError::Refused(e)) => {

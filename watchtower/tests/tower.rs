@@ -114,7 +114,12 @@ fn state(params: &ChannelParams, v: u64) -> SignedState {
         .unwrap()
 }
 
-fn start_tower(w: &World, k: u8, file: &str, limits: TowerLimits) -> (Arc<Tower>, gridchan_transport::PeerAddr) {
+fn start_tower(
+    w: &World,
+    k: u8,
+    file: &str,
+    limits: TowerLimits,
+) -> (Arc<Tower>, gridchan_transport::PeerAddr) {
     let tower = Tower::start(
         key(k),
         client_of(&w.ledger, k),
@@ -152,21 +157,32 @@ async fn until_ledger(ledger: &Arc<LocalLedger>, what: &str, f: impl Fn(&LocalLe
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !f(ledger) {
         assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        ledger.wait_above(ledger.height(), Duration::from_secs(1)).await;
+        ledger
+            .wait_above(ledger.height(), Duration::from_secs(1))
+            .await;
     }
 }
 
 /// The tower's actions once every one has an outcome (bounded wait, block by block).
-async fn settled_actions(ledger: &Arc<LocalLedger>, tower: &Tower) -> Vec<gridchan_watchtower::store::Action> {
+async fn settled_actions(
+    ledger: &Arc<LocalLedger>,
+    tower: &Tower,
+) -> Vec<gridchan_watchtower::store::Action> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let store = gridchan_watchtower::store::TowerStore::open_read_only(&tower.store_path).unwrap();
+        let store =
+            gridchan_watchtower::store::TowerStore::open_read_only(&tower.store_path).unwrap();
         let actions = store.actions().unwrap();
         if !actions.is_empty() && actions.iter().all(|a| a.outcome.is_some()) {
             return actions;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the tower never finished: {actions:?}");
-        ledger.wait_above(ledger.height(), Duration::from_secs(1)).await;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the tower never finished: {actions:?}"
+        );
+        ledger
+            .wait_above(ledger.height(), Duration::from_secs(1))
+            .await;
     }
 }
 
@@ -187,7 +203,10 @@ async fn every_bad_request_is_refused_with_its_reason() {
     let a = client(&addr, A);
     let id = w.params.channel_id();
     // Not registered yet.
-    assert_eq!(rejected(a.guard(&state(&w.params, 3)).await), Rejection::NotRegistered);
+    assert_eq!(
+        rejected(a.guard(&state(&w.params, 3)).await),
+        Rejection::NotRegistered
+    );
     a.register().await.unwrap();
     // Accepted, with a receipt the client checked.
     let r = a.guard(&state(&w.params, 3)).await.unwrap();
@@ -198,7 +217,10 @@ async fn every_bad_request_is_refused_with_its_reason() {
     // Older than what the tower holds.
     assert_eq!(
         rejected(a.guard(&state(&w.params, 2)).await),
-        Rejection::OlderVersion { held: 3, offered: 2 }
+        Rejection::OlderVersion {
+            held: 3,
+            offered: 2
+        }
     );
     // A signature by someone who is not party B (bypassing the client's own checks).
     let forged = Request::Guard(Box::new(state_by(&w.params, 4, A, C)));
@@ -213,7 +235,10 @@ async fn every_bad_request_is_refused_with_its_reason() {
     // A client that is not a party of the channel.
     let c = client(&addr, C);
     c.register().await.unwrap();
-    assert_eq!(rejected(c.guard(&state(&w.params, 5)).await), Rejection::NotAParty);
+    assert_eq!(
+        rejected(c.guard(&state(&w.params, 5)).await),
+        Rejection::NotAParty
+    );
     // Over quota: a second channel for A.
     let second = params(2, 20);
     fund(&w.ledger, &second).await;
@@ -243,7 +268,10 @@ async fn a_tower_that_only_admits_listed_keys_refuses_others() {
     };
     let (tower, addr) = start_tower(&w, T1, "t1.sqlite", limits);
     client(&addr, A).register().await.unwrap();
-    assert_eq!(rejected(client(&addr, B).register().await), Rejection::NotAllowed);
+    assert_eq!(
+        rejected(client(&addr, B).register().await),
+        Rejection::NotAllowed
+    );
     tower.stop();
 }
 
@@ -303,7 +331,10 @@ async fn a_stale_registration_is_refuted_within_two_blocks() {
     let actions = settled_actions(&w.ledger, &tower).await;
     assert_eq!(actions.len(), 1, "{actions:?}");
     let blocks = actions[0].included_height.unwrap() - actions[0].seen_height;
-    assert!(blocks <= 2, "refuted {blocks} blocks after the registration");
+    assert!(
+        blocks <= 2,
+        "refuted {blocks} blocks after the registration"
+    );
     concluded_at(&w, 8).await;
     tower.stop();
 }
@@ -376,8 +407,15 @@ async fn storage_holds_one_state_per_channel_whatever_the_updates() {
         }
         sizes.push(store.bytes_on_disk(&path).unwrap());
     }
-    println!("tower storage for 100 channels: {} bytes after 10 updates each, {} after 100", sizes[0], sizes[1]);
+    println!(
+        "tower storage for 100 channels: {} bytes after 10 updates each, {} after 100",
+        sizes[0], sizes[1]
+    );
     assert_eq!(sizes[0], sizes[1], "storage grew with updates");
     assert_eq!(store.channels().unwrap().len(), 100);
-    assert!(store.channels().unwrap().iter().all(|g| g.state.version() == Version(100)));
+    assert!(store
+        .channels()
+        .unwrap()
+        .iter()
+        .all(|g| g.state.version() == Version(100)));
 }

@@ -16,6 +16,9 @@ pub struct Config {
     pub meter: MeterSection,
     #[serde(default)]
     pub peers: Vec<PeerSection>,
+    /// Watchtowers that guard this gateway's channels while it is offline.
+    #[serde(default)]
+    pub towers: Vec<PeerSection>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -170,6 +173,11 @@ load_avg_w = 400
 
 # Neighbours to keep channels with, one [[peers]] section each:
 # [[peers]]
+# address = "PUBKEY@HOST:PORT"
+
+# Watchtowers that refute a neighbour's stale state while this gateway is offline, one
+# [[towers]] section each (or `gridchan tower add PUBKEY@HOST:PORT` while the daemon runs):
+# [[towers]]
 # address = "PUBKEY@HOST:PORT"
 "#
     )

@@ -39,6 +39,15 @@ pub enum Request {
     ForceClose {
         channel: String,
     },
+    TowerAdd {
+        /// `PUBKEY@HOST:PORT`
+        address: String,
+    },
+    TowerList,
+    TowerRemove {
+        /// A prefix of the tower's node id.
+        tower: String,
+    },
 }
 
 fn default_window() -> u64 {
@@ -69,6 +78,14 @@ pub enum Response {
         channel: String,
     },
     Done,
+    Towers {
+        towers: Vec<crate::towers::TowerSummary>,
+    },
+    TowerRemoved {
+        address: String,
+        /// Channels the tower had not acknowledged at their newest state.
+        unacknowledged: usize,
+    },
     Error {
         message: String,
     },
@@ -120,6 +137,7 @@ pub async fn serve(
     engine: EngineHandle,
     interval_seconds: u32,
     clock: crate::clock::SimClock,
+    towers: crate::towers::Towers,
 ) -> std::io::Result<()> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
@@ -127,9 +145,9 @@ pub async fn serve(
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     loop {
         let (stream, _) = listener.accept().await?;
-        let engine = engine.clone();
+        let (engine, towers) = (engine.clone(), towers.clone());
         tokio::spawn(async move {
-            let _ = handle(stream, engine, interval_seconds, clock).await;
+            let _ = handle(stream, engine, interval_seconds, clock, towers).await;
         });
     }
 }
@@ -139,12 +157,13 @@ async fn handle(
     engine: EngineHandle,
     interval_seconds: u32,
     clock: crate::clock::SimClock,
+    towers: crate::towers::Towers,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     while let Some(line) = lines.next_line().await? {
         let response = match serde_json::from_str::<Request>(&line) {
-            Ok(req) => answer(req, &engine, interval_seconds, clock).await,
+            Ok(req) => answer(req, &engine, interval_seconds, clock, &towers).await,
             Err(e) => Response::Error {
                 message: format!("bad request: {e}"),
             },
@@ -173,6 +192,7 @@ async fn answer(
     engine: &EngineHandle,
     interval_seconds: u32,
     clock: crate::clock::SimClock,
+    towers: &crate::towers::Towers,
 ) -> Response {
     let err = |message: String| Response::Error { message };
     let channels = match engine.channels().await {
@@ -256,6 +276,24 @@ async fn answer(
         }
         Request::Close { channel } => close(engine, &channel, &channels, false).await,
         Request::ForceClose { channel } => close(engine, &channel, &channels, true).await,
+        Request::TowerAdd { address } => match address.parse() {
+            Ok(addr) => match towers.add(addr) {
+                Ok(()) => Response::Done,
+                Err(e) => err(e),
+            },
+            Err(e) => err(format!("{e}")),
+        },
+        Request::TowerList => match towers.list().await {
+            Ok(towers) => Response::Towers { towers },
+            Err(e) => err(e),
+        },
+        Request::TowerRemove { tower } => match towers.remove(&tower).await {
+            Ok((addr, unacknowledged)) => Response::TowerRemoved {
+                address: addr.to_string(),
+                unacknowledged,
+            },
+            Err(e) => err(e),
+        },
     }
 }
 

@@ -20,6 +20,7 @@ use crate::metering::{Round, Step};
 /// A running daemon: its engine, and the jobs that stop when it is dropped.
 pub struct Daemon {
     pub engine: EngineHandle,
+    pub towers: crate::towers::Towers,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -40,6 +41,10 @@ pub struct DaemonParts {
     pub peers: Vec<PeerAddr>,
     /// The clock intervals follow (wall time, or sped up for demos).
     pub clock: crate::clock::SimClock,
+    /// Watchtowers from the configuration (more can be added at run time).
+    pub towers: Vec<PeerAddr>,
+    /// The gateway's key, to authenticate to towers (they know their clients by it).
+    pub tower_key: gridchan_channel::Signer,
 }
 
 /// Starts the daemon's jobs.
@@ -51,7 +56,16 @@ pub fn start(parts: DaemonParts) -> Result<Daemon, StoreError> {
         interval_seconds,
         peers,
         clock,
+        towers,
+        tower_key,
     } = parts;
+    let towers = crate::towers::Towers::start(
+        engine.clone(),
+        engine.store_path.clone(),
+        tower_key,
+        &towers,
+    )
+    .map_err(StoreError::ReadFailed)?;
     let queue = Arc::new(LedgerQueue::open(&engine.store_path)?);
     let tasks = vec![
         tokio::spawn(keep_peers_connected(engine.clone(), peers)),
@@ -64,7 +78,11 @@ pub fn start(parts: DaemonParts) -> Result<Daemon, StoreError> {
             clock,
         )),
     ];
-    Ok(Daemon { engine, tasks })
+    Ok(Daemon {
+        engine,
+        towers,
+        tasks,
+    })
 }
 
 /// Dials every configured neighbour, and again with backoff whenever it drops.

@@ -44,6 +44,19 @@ const MIGRATIONS: &[&str] = &[
         outcome TEXT
     );
     CREATE INDEX ledger_queue_pending ON ledger_queue (done_ms, id);",
+    // Watchtowers, and what each acknowledged per channel (see `towers.rs`).
+    "CREATE TABLE towers (
+        node BLOB PRIMARY KEY,
+        address TEXT NOT NULL,
+        added_ms INTEGER NOT NULL
+    );
+    CREATE TABLE tower_acks (
+        tower BLOB NOT NULL,
+        channel BLOB NOT NULL,
+        version INTEGER NOT NULL,
+        receipt BLOB NOT NULL,
+        PRIMARY KEY (tower, channel)
+    );",
 ];
 
 /// One settled interval, as `gridchan channel show` lists it.

@@ -129,6 +129,8 @@ fn gateway_on(
         interval_seconds: 1,
         peers,
         clock: gridchan_gateway::clock::SimClock::real(),
+        towers: vec![],
+        tower_key: key(k),
     })
     .unwrap()
 }
@@ -401,4 +403,36 @@ async fn a_force_close_made_while_the_ledger_is_away_waits_in_the_queue_across_a
         "{done:?}"
     );
     paid(&w, (newest.state().balance_a.0, newest.state().balance_b.0)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tower_that_never_answers_can_be_removed_with_states_unacknowledged() {
+    let w = world().await;
+    traded(&w, 80).await;
+    // A tower nobody runs: a valid address where nothing listens.
+    let silent: PeerAddr = format!("{}@127.0.0.1:9", key(40).id()).parse().unwrap();
+    let towers = w.a.as_ref().unwrap().towers.clone();
+    towers.add(silent.clone()).unwrap();
+    let list = towers.list().await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].address, silent.to_string());
+    assert!(list[0].pending >= 1, "{list:?}");
+    assert_eq!(list[0].acknowledged, 0);
+    let (removed, unacknowledged) = towers.remove(&silent.node.to_string()[..10]).await.unwrap();
+    assert_eq!(removed, silent);
+    assert!(unacknowledged >= 1);
+    assert!(towers.list().await.unwrap().is_empty());
+    assert!(towers
+        .remove("02ff")
+        .await
+        .unwrap_err()
+        .contains("no tower"));
+    // Trading never depended on it.
+    let before = view(&w.ea, w.channel)
+        .await
+        .unwrap()
+        .current
+        .unwrap()
+        .version();
+    traded(&w, 80 * (before.0 + 2)).await;
 }

@@ -5,63 +5,17 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use gridchan_chain::{Ledger, RemoteClient};
 use gridchan_channel::{
-    Amount, Command, IntervalIndex, MeterTolerance, OpenRequest, Phase, Policy, PricePerKwh, Tariff,
+    Amount, Command, IntervalIndex, MeterTolerance, OpenRequest, Phase, PricePerKwh, Tariff,
 };
 use gridchan_gateway::clock::SimClock;
-use gridchan_gateway::daemon::{self, Daemon, DaemonParts};
-use gridchan_gateway::engine;
-use gridchan_gateway::meter::CsvMeter;
-use gridchan_gateway::store::SqliteStore;
-use gridchan_transport::{Endpoint, Limits, PeerAddr};
 
-use common::{key, ledger_node, until, view};
+use common::{csv_gateway, data, key, ledger_node, until, view, CsvGateway, FIRST_ROW, INTERVAL};
 
-const INTERVAL: u32 = 900;
 const SPEEDUP: u32 = 18_000;
-/// 2025-07-14 (Monday) 00:00 UTC: the summer week of the data set starts at row 2 * 672.
-const FIRST_ROW: usize = 2 * 672;
-
-fn data(home: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("../../data/neighbourhood/{home}.csv"))
-}
-
-fn gateway(
-    dir: &std::path::Path,
-    k: u8,
-    home: &str,
-    ledger: &PeerAddr,
-    clock: SimClock,
-    anchor: IntervalIndex,
-    peers: Vec<PeerAddr>,
-) -> Daemon {
-    let endpoint = Endpoint::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        key(k).duplicate(&[1; 32]),
-        Limits::default(),
-    )
-    .unwrap();
-    let store = SqliteStore::open(&dir.join(format!("gw-{k}.sqlite"))).unwrap();
-    let engine = engine::spawn(endpoint, key(k), store, Policy::default()).unwrap();
-    let client: Arc<dyn Ledger> =
-        Arc::new(RemoteClient::new(ledger.clone(), key(k), [k; 32]).unwrap());
-    // Row FIRST_ROW is played as interval `anchor`.
-    let meter = CsvMeter::open(&data(home), IntervalIndex(anchor.0 - FIRST_ROW as u64)).unwrap();
-    daemon::start(DaemonParts {
-        engine,
-        ledger: client,
-        meter: Box::new(meter),
-        interval_seconds: INTERVAL,
-        peers,
-        clock,
-    })
-    .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_intervals_from_csv_settle_to_the_watt_hour_and_the_micro_unit() {
@@ -74,24 +28,28 @@ async fn two_hundred_intervals_from_csv_settle_to_the_watt_hour_and_the_micro_un
     let sim_start = 1_752_451_200_000u64; // 2025-07-14T00:00:00Z
     let clock = SimClock::accelerated(sim_start, SPEEDUP);
     let anchor = IntervalIndex(sim_start / 1000 / u64::from(INTERVAL));
-    let b = gateway(
-        dir.path(),
-        2,
-        "home-02",
-        &ledger_addr,
+    let b = csv_gateway(CsvGateway {
+        dir: dir.path(),
+        key: 2,
+        home: "home-02",
+        ledger: &ledger_addr,
         clock,
         anchor,
-        vec![],
-    );
-    let a = gateway(
-        dir.path(),
-        1,
-        "home-03",
-        &ledger_addr,
+        peers: vec![],
+        towers: vec![],
+        last: None,
+    });
+    let a = csv_gateway(CsvGateway {
+        dir: dir.path(),
+        key: 1,
+        home: "home-03",
+        ledger: &ledger_addr,
         clock,
         anchor,
-        vec![b.engine.address.clone()],
-    );
+        peers: vec![b.engine.address.clone()],
+        towers: vec![],
+        last: None,
+    });
     let (ea, eb) = (a.engine.clone(), b.engine.clone());
     let price = 150_000; // 0.15 per kWh
     let channel = ea

@@ -94,3 +94,86 @@ where
         f.abort();
     }
 }
+
+/// The summer week of the shipped data set starts at row 2 * 672 (2025-07-14, a Monday).
+pub const FIRST_ROW: usize = 2 * 672;
+/// 15-minute intervals, as in the data.
+pub const INTERVAL: u32 = 900;
+
+pub fn data(home: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../../data/neighbourhood/{home}.csv"))
+}
+
+/// A meter that stops reading after an interval.
+pub struct Until<M>(pub M, pub gridchan_channel::IntervalIndex);
+
+impl<M: gridchan_gateway::meter::MeterSource> gridchan_gateway::meter::MeterSource for Until<M> {
+    fn reading(
+        &mut self,
+        interval: gridchan_channel::IntervalIndex,
+    ) -> Option<gridchan_gateway::meter::MeterReading> {
+        (interval <= self.1)
+            .then(|| self.0.reading(interval))
+            .flatten()
+    }
+}
+
+/// How a [`csv_gateway`] runs.
+pub struct CsvGateway<'a> {
+    pub dir: &'a std::path::Path,
+    pub key: u8,
+    /// The data file, `home-NN`; row [`FIRST_ROW`] is played as interval `anchor`.
+    pub home: &'a str,
+    pub ledger: &'a PeerAddr,
+    pub clock: gridchan_gateway::clock::SimClock,
+    pub anchor: gridchan_channel::IntervalIndex,
+    pub peers: Vec<PeerAddr>,
+    pub towers: Vec<PeerAddr>,
+    /// The last interval with readings (none: the whole file).
+    pub last: Option<gridchan_channel::IntervalIndex>,
+}
+
+/// A gateway daemon replaying a home of the shipped data set, settling on `ledger`.
+pub fn csv_gateway(g: CsvGateway<'_>) -> gridchan_gateway::daemon::Daemon {
+    use gridchan_chain::{Ledger, RemoteClient};
+    use gridchan_gateway::meter::{CsvMeter, MeterSource};
+    let k = g.key;
+    let endpoint = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        key(k).duplicate(&[1; 32]),
+        Limits::default(),
+    )
+    .unwrap();
+    let store =
+        gridchan_gateway::store::SqliteStore::open(&g.dir.join(format!("gw-{k}.sqlite"))).unwrap();
+    let engine = gridchan_gateway::engine::spawn(
+        endpoint,
+        key(k),
+        store,
+        gridchan_channel::Policy::default(),
+    )
+    .unwrap();
+    let client: Arc<dyn Ledger> =
+        Arc::new(RemoteClient::new(g.ledger.clone(), key(k), [k; 32]).unwrap());
+    let csv = CsvMeter::open(
+        &data(g.home),
+        gridchan_channel::IntervalIndex(g.anchor.0 - FIRST_ROW as u64),
+    )
+    .unwrap();
+    let meter: Box<dyn MeterSource> = match g.last {
+        Some(last) => Box::new(Until(csv, last)),
+        None => Box::new(csv),
+    };
+    gridchan_gateway::daemon::start(gridchan_gateway::daemon::DaemonParts {
+        engine,
+        ledger: client,
+        meter,
+        interval_seconds: INTERVAL,
+        peers: g.peers,
+        clock: g.clock,
+        towers: g.towers,
+        tower_key: key(k),
+    })
+    .unwrap()
+}

@@ -1,0 +1,221 @@
+//! The breach test, end to end with real services: a ledger node, a watchtower and two gateway
+//! daemons over QUIC with SQLite files. They settle 100+ intervals of recorded data; the
+//! seller's gateway goes down; the buyer registers an old state that pays it more; the tower
+//! refutes it inside the window; after the window the ledger pays the newest state; the seller
+//! restarts and finds its channel closed with the right payout in its account.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gridchan_chain::{ChannelStatus, Ledger, RemoteClient};
+use gridchan_channel::{
+    Amount, IntervalIndex, MeterTolerance, OpenRequest, Phase, PricePerKwh, Tariff,
+};
+use gridchan_gateway::clock::SimClock;
+use gridchan_gateway::engine::Report;
+use gridchan_transport::{Endpoint, Limits};
+use gridchan_watchtower::{Tower, TowerClient, TowerLimits};
+
+use common::{csv_gateway, key, ledger_node, until, view, CsvGateway, INTERVAL};
+
+const SPEEDUP: u32 = 18_000;
+/// Readings stop after this many intervals, so trading comes to rest before the breach.
+const INTERVALS: u64 = 150;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tower_refutes_a_stale_registration_while_the_victim_is_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ka, kb) = (key(1), key(2));
+    let node = ledger_node(dir.path(), &[ka.id(), kb.id()], 20);
+    let ledger_addr = node.addr.clone();
+
+    // The tower: its own key and store, following the same ledger over QUIC.
+    let tk = key(7);
+    let tower = Tower::start(
+        tk.duplicate(&[0; 32]),
+        Arc::new(RemoteClient::new(ledger_addr.clone(), tk.duplicate(&[1; 32]), [7; 32]).unwrap()),
+        dir.path().join("tower.sqlite"),
+        TowerLimits {
+            states_per_second: 1_000.0,
+            ..TowerLimits::default()
+        },
+    )
+    .unwrap();
+    let endpoint = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        tk.duplicate(&[2; 32]),
+        Limits {
+            max_frame: gridchan_watchtower::rpc::MAX_RPC_FRAME,
+            ..Limits::default()
+        },
+    )
+    .unwrap();
+    let tower_addr = endpoint.peer_addr();
+    tower.listen(endpoint);
+
+    let sim_start = 1_752_451_200_000u64; // 2025-07-14T00:00:00Z
+    let clock = SimClock::accelerated(sim_start, SPEEDUP);
+    let anchor = IntervalIndex(sim_start / 1000 / u64::from(INTERVAL));
+    // B (home-02, no solar) buys from A (home-03, solar). A is guarded by the tower.
+    let b = csv_gateway(CsvGateway {
+        dir: dir.path(),
+        key: 2,
+        home: "home-02",
+        ledger: &ledger_addr,
+        clock,
+        anchor,
+        peers: vec![],
+        towers: vec![],
+        last: Some(IntervalIndex(anchor.0 + INTERVALS)),
+    });
+    let a = csv_gateway(CsvGateway {
+        dir: dir.path(),
+        key: 1,
+        home: "home-03",
+        ledger: &ledger_addr,
+        clock,
+        anchor,
+        peers: vec![b.engine.address.clone()],
+        towers: vec![tower_addr.clone()],
+        last: Some(IntervalIndex(anchor.0 + INTERVALS)),
+    });
+    let (ea, eb) = (a.engine.clone(), b.engine.clone());
+    let mut b_states = eb.reports();
+    let channel = ea
+        .open(OpenRequest {
+            peer: kb.id(),
+            deposit: Amount(20_000_000),
+            peer_deposit: Amount(20_000_000),
+            tariff: Tariff::Flat(PricePerKwh(150_000)),
+            challenge_window_blocks: 50,
+            funding_window_blocks: 200,
+            interval_seconds: INTERVAL,
+            tolerance: MeterTolerance {
+                absolute_wh: 0,
+                permille: 0,
+            },
+            opened_at: anchor,
+            nonce: [6; 32],
+        })
+        .await
+        .unwrap();
+    // The cheater keeps an early state that pays A little.
+    let old = loop {
+        if let Ok(Report::Watchtower(s)) = b_states.recv().await {
+            if s.state().energy_a_to_b.0 > 0 {
+                break s;
+            }
+        }
+    };
+    // Trade until the meters stop, and the tower holds A's newest state.
+    let watcher = TowerClient::new(tower_addr.clone(), ka.duplicate(&[9; 32])).unwrap();
+    let end = anchor.0 + INTERVALS + 2;
+    until(
+        "trading done and the tower up to date",
+        &[&ea, &eb],
+        120,
+        || {
+            let (ea, watcher) = (ea.clone(), &watcher);
+            async move {
+                if clock.now_ms() / 1000 / u64::from(INTERVAL) < end {
+                    return false;
+                }
+                let Some(cur) = view(&ea, channel).await.and_then(|c| c.current) else {
+                    return false;
+                };
+                watcher.held(channel).await.ok().flatten() == Some(cur.version())
+            }
+        },
+    )
+    .await;
+    let newest = view(&ea, channel).await.unwrap().current.unwrap();
+    let settled = newest.state().last_interval.0 - anchor.0;
+    assert!(settled >= 100, "only {settled} intervals settled");
+    assert!(newest.state().balance_a > old.state().balance_a);
+
+    // A goes offline (its daemon and engine stop). B runs cheating software from here on: it
+    // stops its honest daemon and registers the old state itself.
+    drop(a);
+    drop(ea);
+    drop(b);
+    drop(eb);
+    let cheater = RemoteClient::new(ledger_addr.clone(), kb.duplicate(&[3; 32]), [2; 32]).unwrap();
+    cheater.register(&old).await.unwrap();
+    let watch = RemoteClient::new(ledger_addr.clone(), key(5), [5; 32]).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let window_end = loop {
+        match watch.channel(&channel).await.unwrap().unwrap().status {
+            ChannelStatus::Registered {
+                version, deadline, ..
+            } if version == newest.version() => break deadline,
+            _ => {}
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the tower never refuted"
+        );
+        watch
+            .wait_above(watch.height().await.unwrap(), Duration::from_secs(5))
+            .await
+            .unwrap();
+    };
+    // After the window anyone may conclude: the cheater tries its luck.
+    watch
+        .wait_above(window_end, Duration::from_secs(30))
+        .await
+        .unwrap();
+    cheater
+        .submit_and_wait(
+            gridchan_chain::TxKind::Conclude { channel },
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let acc = watch.channel(&channel).await.unwrap().unwrap();
+    assert_eq!(
+        acc.status,
+        ChannelStatus::Concluded {
+            version: newest.version()
+        },
+        "the ledger paid the newest state"
+    );
+    let actions = gridchan_watchtower::store::TowerStore::open_read_only(&tower.store_path)
+        .unwrap()
+        .actions()
+        .unwrap();
+    assert!(
+        actions.iter().any(|a| a.our_version == newest.version().0
+            && a.included_height.is_some_and(|h| h <= a.deadline)),
+        "{actions:?}"
+    );
+
+    // A comes back: it finds the channel closed and withdraws its payout.
+    let a = csv_gateway(CsvGateway {
+        dir: dir.path(),
+        key: 1,
+        home: "home-03",
+        ledger: &ledger_addr,
+        clock,
+        anchor,
+        peers: vec![],
+        towers: vec![tower_addr.clone()],
+        last: Some(IntervalIndex(anchor.0 + INTERVALS)),
+    });
+    let ea = a.engine.clone();
+    let expected = 80_000_000 + newest.state().balance_a.0;
+    let a_id = ka.id();
+    until("A sees the close and holds its payout", &[&ea], 60, || {
+        let (ea, watch) = (ea.clone(), &watch);
+        async move {
+            view(&ea, channel)
+                .await
+                .is_some_and(|c| c.phase == Phase::Concluded)
+                && watch.account(&a_id).await.unwrap().balance.0 == expected
+        }
+    })
+    .await;
+    assert_eq!(node.ledger.total_supply(), 200_000_000);
+    tower.stop();
+}

@@ -1,0 +1,209 @@
+//! `gridchan watchtower`: run a tower, write its config, and the operator's views of it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use gridchan_chain::{Ledger, RemoteClient};
+use gridchan_transport::{Endpoint, Limits, PeerAddr};
+use gridchan_watchtower::config::TowerConfig;
+use gridchan_watchtower::store::TowerStore;
+use gridchan_watchtower::Tower;
+use serde::Serialize;
+
+use crate::keys;
+
+fn store_path(config: &TowerConfig) -> std::path::PathBuf {
+    config.data.join("tower.sqlite")
+}
+
+fn load(config: &Path) -> Result<TowerConfig> {
+    TowerConfig::load(config).map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Runs the tower until Ctrl-C.
+pub async fn run(config_path: &Path) -> Result<()> {
+    let config = load(config_path)?;
+    let signer = keys::load_or_create(&config.key)?;
+    std::fs::create_dir_all(&config.data)
+        .with_context(|| format!("cannot create {}", config.data.display()))?;
+    let ledger_addr: PeerAddr = config
+        .ledger
+        .parse()
+        .with_context(|| format!("ledger {:?} in {}", config.ledger, config_path.display()))?;
+    let ledger: Arc<dyn Ledger> = Arc::new(
+        RemoteClient::new(
+            ledger_addr,
+            signer.duplicate(&keys::random32()?),
+            keys::random32()?,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let limits = config.limits().map_err(|e| anyhow::anyhow!(e))?;
+    let endpoint = Endpoint::bind(
+        config.listen,
+        signer.duplicate(&keys::random32()?),
+        Limits {
+            max_frame: gridchan_watchtower::rpc::MAX_RPC_FRAME,
+            ..Limits::default()
+        },
+    )?;
+    let address = endpoint.peer_addr();
+    let tower = Tower::start(signer, ledger, store_path(&config), limits)
+        .context("cannot open the tower store")?;
+    tower.listen(endpoint);
+    println!("watchtower {address}");
+    tokio::signal::ctrl_c().await?;
+    tower.stop();
+    Ok(())
+}
+
+/// Writes `dir/watchtower.toml`; refuses to overwrite it.
+pub fn init(dir: &Path, listen: SocketAddr, ledger: &str) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("watchtower.toml");
+    if path.exists() {
+        bail!(
+            "{} exists already: init never overwrites a tower",
+            path.display()
+        );
+    }
+    std::fs::write(&path, gridchan_watchtower::config::template(listen, ledger))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let signer = keys::load_or_create(&dir.join("tower.key"))?;
+    println!("config  {}", path.display());
+    println!("address {}@{listen}", signer.id());
+    Ok(())
+}
+
+fn open(config: &Path) -> Result<TowerStore> {
+    let config = load(config)?;
+    TowerStore::open_read_only(&store_path(&config)).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T)) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        human(value);
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Status {
+    clients: usize,
+    channels_guarded: usize,
+    channels_closed: usize,
+    next_height: Option<u64>,
+    refutes: usize,
+    refutes_included: usize,
+    actions: Vec<gridchan_watchtower::store::Action>,
+}
+
+pub fn status(config: &Path, json: bool) -> Result<()> {
+    let store = open(config)?;
+    let channels = store.channels().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let actions = store.actions().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let s = Status {
+        clients: store.clients().map_err(|e| anyhow::anyhow!("{e}"))?.len(),
+        channels_guarded: channels.iter().filter(|c| !c.closed).count(),
+        channels_closed: channels.iter().filter(|c| c.closed).count(),
+        next_height: store.next_height().map_err(|e| anyhow::anyhow!("{e}"))?,
+        refutes: actions.len(),
+        refutes_included: actions
+            .iter()
+            .filter(|a| a.included_height.is_some())
+            .count(),
+        actions,
+    };
+    print(json, &s, |s| {
+        println!("clients   {}", s.clients);
+        println!(
+            "channels  {} guarded, {} closed",
+            s.channels_guarded, s.channels_closed
+        );
+        match s.next_height {
+            Some(h) => println!("ledger    followed to block {}", h.saturating_sub(1)),
+            None => println!("ledger    not followed yet"),
+        }
+        println!("refutes   {} ({} included)", s.refutes, s.refutes_included);
+        for a in &s.actions {
+            println!(
+                "  channel {}: registered v{} at block {}, ours v{}: {}",
+                a.channel.short(),
+                a.registered_version,
+                a.seen_height,
+                a.our_version,
+                a.outcome.as_deref().unwrap_or("in progress")
+            );
+        }
+    })
+}
+
+#[derive(Serialize)]
+struct Client {
+    node: String,
+    registered_ms: i64,
+    channels: usize,
+}
+
+pub fn clients(config: &Path, json: bool) -> Result<()> {
+    let store = open(config)?;
+    let list: Vec<Client> = store
+        .clients()
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .into_iter()
+        .map(|(n, ms, c)| Client {
+            node: n.to_string(),
+            registered_ms: ms,
+            channels: c,
+        })
+        .collect();
+    print(json, &list, |list| {
+        if list.is_empty() {
+            println!("no clients yet");
+        }
+        for c in list {
+            println!("{}  {} channel(s)", c.node, c.channels);
+        }
+    })
+}
+
+#[derive(Serialize)]
+struct Channel {
+    channel: String,
+    client: String,
+    version: u64,
+    closed: bool,
+}
+
+pub fn channels(config: &Path, json: bool) -> Result<()> {
+    let store = open(config)?;
+    let list: Vec<Channel> = store
+        .channels()
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .into_iter()
+        .map(|g| Channel {
+            channel: g.id.to_string(),
+            client: g.client.to_string(),
+            version: g.state.version().0,
+            closed: g.closed,
+        })
+        .collect();
+    print(json, &list, |list| {
+        if list.is_empty() {
+            println!("no channels guarded yet");
+        }
+        for c in list {
+            println!(
+                "{}  client {}  v{}{}",
+                &c.channel[..16],
+                &c.client[..16],
+                c.version,
+                if c.closed { "  (closed)" } else { "" }
+            );
+        }
+    })
+}
