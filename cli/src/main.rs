@@ -186,6 +186,16 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         rounds: usize,
     },
+    /// The watchtower: states accepted per second beside 2 signature verifications, storage
+    /// after many updates, and blocks from a stale registration to its refute.
+    Tower {
+        /// States to hand the tower.
+        #[arg(long, default_value_t = 20_000)]
+        states: usize,
+        /// Updates per channel for the storage measurement.
+        #[arg(long, default_value_t = 10_000)]
+        updates: u64,
+    },
     /// The peer process of `bench gateway` (started by it; not for people).
     #[command(hide = true)]
     GatewayPeer {
@@ -257,6 +267,14 @@ fn run() -> Result<()> {
                 }
                 None => gridchan_cli::bench_gateway(dir.path(), updates).await?,
             }
+            Ok(())
+        }),
+        Commands::Bench {
+            which: BenchCommand::Tower { states, updates },
+        } => runtime()?.block_on(async {
+            let dir = tempfile::tempdir()?;
+            let b = gridchan_watchtower::bench::run(dir.path(), states, updates).await;
+            println!("{}", b.report());
             Ok(())
         }),
         Commands::Bench {

@@ -14,6 +14,7 @@
 //! - [`store::TowerStore`]: SQLite (WAL, FULL).
 //! - [`rpc`]: the wire format (`specs/watchtower.md`).
 
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod receipt;
