@@ -186,7 +186,7 @@ pub async fn run(dir: &std::path::Path, states: usize, updates: u64) -> TowerBen
     eprintln!("handing them to the tower...");
     let started = Instant::now();
     let mut set: tokio::task::JoinSet<Result<(), crate::TowerError>> = tokio::task::JoinSet::new();
-    for s in signed.iter().cloned() {
+    for s in signed.clone() {
         if set.len() >= 64 {
             set.join_next()
                 .await
