@@ -3,6 +3,7 @@
 
 pub mod channel;
 pub mod daemon;
+pub mod demo;
 pub mod init;
 pub mod keys;
 pub mod ledger;

@@ -26,6 +26,7 @@ pub struct Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        self.towers.stop();
         for t in &self.tasks {
             t.abort();
         }
@@ -93,7 +94,10 @@ async fn keep_peers_connected(engine: EngineHandle, peers: Vec<PeerAddr>) {
         let _ = engine.connect(p.clone()).await;
     }
     let mut backoff: HashMap<NodeId, Duration> = HashMap::new();
+    // Redials wait in here: they stop with this job.
+    let mut redials = tokio::task::JoinSet::new();
     loop {
+        while redials.try_join_next().is_some() {}
         match reports.recv().await {
             Ok(Report::Peer { peer, connected }) => {
                 let Some(addr) = by_node.get(&peer) else {
@@ -109,7 +113,7 @@ async fn keep_peers_connected(engine: EngineHandle, peers: Vec<PeerAddr>) {
                     .unwrap_or(Duration::from_millis(200));
                 backoff.insert(peer, wait);
                 let (engine, addr) = (engine.clone(), addr.clone());
-                tokio::spawn(async move {
+                redials.spawn(async move {
                     tokio::time::sleep(wait).await;
                     let _ = engine.connect(addr).await;
                 });

@@ -324,11 +324,11 @@ impl Engine {
             tokio::select! {
                 c = control.recv() => match c {
                     Some(c) => taken.push(Taken::Control(c)),
-                    None => return,
+                    None => return self.shut_down(),
                 },
                 i = inbound.recv() => match i {
                     Some(i) => taken.push(Taken::Inbound(i)),
-                    None => return,
+                    None => return self.shut_down(),
                 },
                 _ = tick.tick() => {
                     let now_ms = std::time::SystemTime::now()
@@ -505,6 +505,13 @@ impl Engine {
                 connected: false,
             });
         }
+    }
+
+    /// Every handle is gone: write what history is left and close the endpoint (its port is
+    /// free again for a restart).
+    fn shut_down(&mut self) {
+        self.flush_trades();
+        self.endpoint.close();
     }
 
     /// Writes the interval history still waiting for a batch.

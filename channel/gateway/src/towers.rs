@@ -142,6 +142,11 @@ impl Towers {
         );
     }
 
+    /// Stops every pusher (the daemon is stopping).
+    pub fn stop(&self) {
+        lock(&self.0.pushers).clear();
+    }
+
     /// Adds a tower (or changes its address) and starts pushing to it.
     pub fn add(&self, addr: PeerAddr) -> Result<(), String> {
         self.record(&addr)?;
