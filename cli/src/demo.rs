@@ -710,6 +710,31 @@ async fn stage_dispute(
         "dispute: {} goes offline; {} registers version {} of their channel (it holds {}), which pays it more",
         homes[victim].name, homes[cheater].name, old.version(), newest.version()
     ));
+    // The tower has the newest state (the victim's gateway pushes each one as it is signed;
+    // give it a moment to land, as it would have in fifteen real minutes).
+    let ask = gridchan_watchtower::TowerClient::new(
+        net.tower_addr.clone(),
+        homes[victim].key.duplicate(&blinding()),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let newest_version = loop {
+        let cur = e
+            .channels()
+            .await?
+            .into_iter()
+            .find(|v| v.id == link.id)
+            .and_then(|v| v.current)
+            .map(|s| s.version());
+        let held = ask.held(link.id).await.ok().flatten();
+        if held.is_some() && held >= cur {
+            break held.unwrap_or_default();
+        }
+        if Instant::now() > deadline {
+            bail!("the watchtower did not get the newest state within 10 s (it holds {held:?}, the channel is at {cur:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     // Offline: the victim's gateway stops. The cheater runs other software meanwhile.
     homes[victim].daemon = None;
     homes[cheater].daemon = None;
@@ -772,7 +797,7 @@ async fn stage_dispute(
         offline: homes[victim].name.clone(),
         cheater: homes[cheater].name.clone(),
         registered_version: old.version().0,
-        newest_version: newest.version().0,
+        newest_version: newest_version.0,
         refuted_by_tower: true,
         paid_version: 0,
     })

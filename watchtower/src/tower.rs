@@ -221,7 +221,7 @@ impl Tower {
                 Ok(Response::Held(
                     m.channels
                         .get(&id)
-                        .filter(|h| h.client == client)
+                        .filter(|h| h.params.party_of(&client).is_some())
                         .map(|h| h.state.version()),
                 ))
             }

@@ -1,0 +1,55 @@
+//! `gridchan demo` with small settings: three homes, part of a summer day, fast. The demo's own
+//! checks (money conserved, every channel paid at its newest state, energy settled within the
+//! metered, the dispute refuted) must all pass, and its JSON must say so.
+
+mod common;
+
+use common::gridchan;
+
+#[test]
+fn the_demo_runs_its_day_and_its_checks_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let out = gridchan(&[
+        "demo",
+        "--homes",
+        "3",
+        "--intervals",
+        "64",
+        "--interval-ms",
+        "60",
+        "--json",
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checks = s["checks"].as_array().unwrap();
+    assert!(checks.len() >= 5, "{checks:?}");
+    for c in checks {
+        assert_eq!(c["ok"], true, "{c}");
+    }
+    assert_eq!(s["homes"].as_array().unwrap().len(), 3);
+    assert_eq!(s["channels"].as_array().unwrap().len(), 3);
+    let dispute = &s["dispute"];
+    assert!(dispute.is_object(), "a dispute was staged: {s}");
+    assert!(dispute["paid_version"].as_u64() > dispute["registered_version"].as_u64());
+    let traded: u64 = s["homes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["sold_to_neighbours_wh"].as_u64().unwrap())
+        .sum();
+    assert!(traded > 0, "a summer morning has solar to trade");
+    // Everything it ran on is in the folder it was given.
+    assert!(data.join("ledger").exists());
+    assert!(data.join("tower.sqlite").exists());
+    assert!(data.join("home-01/channels.sqlite").exists());
+    // A folder in use is refused with one line.
+    let again = gridchan(&["demo", "--data", data.to_str().unwrap()]);
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("not empty"), "{err}");
+}
