@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use gridchan_channel::{ChannelId, SignedState, Signer, Version};
 use gridchan_transport::{Connection, Endpoint, Limits, PeerAddr};
 
-use crate::receipt::Receipt;
+use crate::receipt::{BatchReceipt, Receipt};
 use crate::rpc::{self, Rejection, Request, Response, MAX_RPC_FRAME};
 
 /// Why a call to a tower failed.
@@ -107,12 +107,7 @@ impl TowerClient {
         let request = Request::Guard(Box::new(state.to_parts()));
         match self.call(&request).await? {
             Response::Accepted(r) => {
-                let right = r.tower == self.tower.node
-                    && r.channel == state.state().channel_id
-                    && r.version == state.version()
-                    && r.state_digest == *state.digest()
-                    && r.verify();
-                if right {
+                if self.receipt_matches(&r, state) {
                     Ok(r)
                 } else {
                     Err(TowerError::Bad(
@@ -122,6 +117,48 @@ impl TowerClient {
             }
             r => Err(TowerError::Bad(format!("{r:?}"))),
         }
+    }
+
+    /// Hands the tower several states in one request: an answer per state, in order, and the
+    /// tower's one receipt for the accepted ones (checked: it names exactly those states).
+    pub async fn guard_many(
+        &self,
+        states: &[SignedState],
+    ) -> Result<(Vec<Result<(), TowerError>>, Option<BatchReceipt>), TowerError> {
+        let request = Request::GuardMany(states.iter().map(|s| s.to_parts()).collect());
+        match self.call(&request).await? {
+            Response::AcceptedMany { answers, receipt } if answers.len() == states.len() => {
+                let accepted: Vec<(ChannelId, Version, [u8; 32])> = answers
+                    .iter()
+                    .zip(states)
+                    .filter(|(a, _)| a.is_ok())
+                    .map(|(_, s)| (s.state().channel_id, s.version(), *s.digest()))
+                    .collect();
+                let receipt_right = match &receipt {
+                    None => accepted.is_empty(),
+                    Some(r) => r.tower == self.tower.node && r.entries == accepted && r.verify(),
+                };
+                if !receipt_right {
+                    return Err(TowerError::Bad(
+                        "a receipt that does not match the states".into(),
+                    ));
+                }
+                let answers = answers
+                    .into_iter()
+                    .map(|a| a.map_err(TowerError::Rejected))
+                    .collect();
+                Ok((answers, receipt))
+            }
+            r => Err(TowerError::Bad(format!("{r:?}"))),
+        }
+    }
+
+    fn receipt_matches(&self, r: &Receipt, state: &SignedState) -> bool {
+        r.tower == self.tower.node
+            && r.channel == state.state().channel_id
+            && r.version == state.version()
+            && r.state_digest == *state.digest()
+            && r.verify()
     }
 
     /// The version the tower holds for one of our channels.

@@ -6,11 +6,11 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use gridchan_channel::{ChannelId, SignedStateParts, Version};
 
-use crate::receipt::Receipt;
+use crate::receipt::{BatchReceipt, Receipt};
 
 pub const RPC_VERSION: u8 = 1;
-/// Largest RPC frame (a state with its signatures is about 300 bytes).
-pub const MAX_RPC_FRAME: usize = 16 * 1024;
+/// Largest RPC frame (a state with its signatures is about 300 bytes; a batch of 256 fits).
+pub const MAX_RPC_FRAME: usize = 128 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -20,7 +20,12 @@ pub enum Request {
     Guard(Box<SignedStateParts>),
     /// What the tower holds for a channel of ours.
     Held(ChannelId),
+    /// Several states at once (at most [`MAX_BATCH`]), each answered on its own.
+    GuardMany(Vec<SignedStateParts>),
 }
+
+/// States in one `GuardMany`.
+pub const MAX_BATCH: usize = 256;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
@@ -28,6 +33,11 @@ pub enum Response {
     Accepted(Receipt),
     Held(Option<Version>),
     Rejected(Rejection),
+    /// One answer per state of a `GuardMany`, in order, and one receipt for the accepted ones.
+    AcceptedMany {
+        answers: Vec<Result<(), Rejection>>,
+        receipt: Option<BatchReceipt>,
+    },
 }
 
 /// Why the tower refused a request. Every variant is a client's mistake or limit, said plainly.

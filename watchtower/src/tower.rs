@@ -192,7 +192,7 @@ impl Tower {
 
     /// One request, one response. A malformed request costs the client its connection.
     async fn serve_stream(
-        &self,
+        self: &Arc<Self>,
         conn: &Connection,
         mut stream: FramedStream,
     ) -> Result<(), String> {
@@ -212,10 +212,41 @@ impl Tower {
     }
 
     /// Answers one request from `client` (the key that authenticated the connection).
-    pub async fn handle(&self, client: NodeId, request: Request) -> Response {
+    pub async fn handle(self: &Arc<Self>, client: NodeId, request: Request) -> Response {
         let result = match request {
             Request::Register => self.register(client).map(|()| Response::Registered),
             Request::Guard(parts) => self.guard(client, *parts).await.map(Response::Accepted),
+            Request::GuardMany(states) if states.len() > rpc::MAX_BATCH => Err(
+                Rejection::OverQuota(format!("{} states in one request", rpc::MAX_BATCH)),
+            ),
+            Request::GuardMany(states) => {
+                // Each state on its own task: verifications spread over the cores, and the
+                // writer commits them together.
+                let mut set = tokio::task::JoinSet::new();
+                for (i, parts) in states.into_iter().enumerate() {
+                    let tower = self.clone();
+                    set.spawn(async move { (i, tower.hold(client, parts).await) });
+                }
+                let mut answers = Vec::with_capacity(set.len());
+                while let Some(done) = set.join_next().await {
+                    match done {
+                        Ok(a) => answers.push(a),
+                        Err(e) => return Response::Rejected(Rejection::Unavailable(e.to_string())),
+                    }
+                }
+                answers.sort_by_key(|(i, _)| *i);
+                // One receipt for everything accepted, in order: one signature per batch.
+                let entries: Vec<_> = answers
+                    .iter()
+                    .filter_map(|(_, a)| a.as_ref().ok().copied())
+                    .collect();
+                let receipt = (!entries.is_empty())
+                    .then(|| crate::receipt::BatchReceipt::sign(&self.signer, entries));
+                Ok(Response::AcceptedMany {
+                    answers: answers.into_iter().map(|(_, a)| a.map(|_| ())).collect(),
+                    receipt,
+                })
+            }
             Request::Held(id) => {
                 let m = lock(&self.memory);
                 Ok(Response::Held(
@@ -247,6 +278,16 @@ impl Tower {
     }
 
     async fn guard(&self, client: NodeId, parts: SignedStateParts) -> Result<Receipt, Rejection> {
+        let (id, version, digest) = self.hold(client, parts).await?;
+        Ok(Receipt::sign(&self.signer, id, version, digest))
+    }
+
+    /// Checks and durably holds a state; what a receipt for it says.
+    async fn hold(
+        &self,
+        client: NodeId,
+        parts: SignedStateParts,
+    ) -> Result<(ChannelId, Version, [u8; 32]), Rejection> {
         let id = parts.state.channel_id;
         let version = parts.state.version;
         // Cheap checks first, under the lock: registration, rate, what we hold.
@@ -273,7 +314,7 @@ impl Tower {
                 if version == held {
                     if parts.state.digest() == *h.state.digest() {
                         // A retry of what we hold: the same receipt again.
-                        return Ok(Receipt::sign(&self.signer, id, held, *h.state.digest()));
+                        return Ok((id, held, *h.state.digest()));
                     }
                     return Err(Rejection::Conflict(held.0));
                 }
@@ -341,7 +382,7 @@ impl Tower {
             }
         }
         let _ = self.changed.send(id);
-        Ok(Receipt::sign(&self.signer, id, version, *state.digest()))
+        Ok((id, version, *state.digest()))
     }
 
     fn take_token(&self, m: &mut Memory, client: NodeId) -> Result<(), Rejection> {

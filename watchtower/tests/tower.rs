@@ -419,3 +419,65 @@ async fn storage_holds_one_state_per_channel_whatever_the_updates() {
         .iter()
         .all(|g| g.state.version() == Version(100)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_answered_state_by_state() {
+    let w = world(20).await;
+    let (tower, addr) = start_tower(&w, T1, "t1.sqlite", TowerLimits::default());
+    let a = client(&addr, A);
+    a.register().await.unwrap();
+    let second = params(2, 20);
+    fund(&w.ledger, &second).await;
+    let (answers, receipt) = a
+        .guard_many(&[state(&w.params, 5), state(&second, 2), state(&w.params, 4)])
+        .await
+        .unwrap();
+    assert!(answers[0].is_ok() && answers[1].is_ok());
+    let receipt = receipt.unwrap();
+    assert_eq!(receipt.entries[0].1, Version(5));
+    assert_eq!(
+        receipt.entries[1],
+        (second.channel_id(), Version(2), *state(&second, 2).digest())
+    );
+    assert!(
+        matches!(
+            &answers[2],
+            Err(TowerError::Rejected(Rejection::OlderVersion {
+                held: 5,
+                offered: 4
+            }))
+        ) || answers[2].is_ok(),
+        "within one batch, order of writing is not promised: {:?}",
+        answers[2]
+    );
+    assert_eq!(
+        a.held(w.params.channel_id()).await.unwrap(),
+        Some(Version(5))
+    );
+    // A bad signature fails its own entry only (sent raw: the client would not build it).
+    let mixed = Request::GuardMany(vec![
+        state(&w.params, 6).to_parts(),
+        state_by(&w.params, 7, A, C),
+    ]);
+    let answer: Response = rpc::decode(&a.call_raw(&rpc::encode(&mixed)).await.unwrap()).unwrap();
+    let Response::AcceptedMany { answers, receipt } = answer else {
+        panic!("{answer:?}")
+    };
+    assert!(answers[0].is_ok());
+    assert_eq!(answers[1], Err(Rejection::BadSignature));
+    // The receipt covers the accepted state only.
+    let receipt = receipt.unwrap();
+    assert_eq!(receipt.entries.len(), 1);
+    assert!(receipt.verify());
+    // Too many in one request.
+    let many = Request::GuardMany(vec![
+        state(&w.params, 8).to_parts();
+        gridchan_watchtower::rpc::MAX_BATCH + 1
+    ]);
+    let answer: Response = rpc::decode(&a.call_raw(&rpc::encode(&many)).await.unwrap()).unwrap();
+    assert!(
+        matches!(answer, Response::Rejected(Rejection::OverQuota(_))),
+        "{answer:?}"
+    );
+    tower.stop();
+}

@@ -22,9 +22,6 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::engine::{EngineHandle, Report};
 
-/// States in flight to one tower at once.
-const IN_FLIGHT: usize = 16;
-
 /// One tower as `gridchan tower list` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TowerSummary {
@@ -350,22 +347,26 @@ async fn push(towers: Towers, addr: PeerAddr, last_error: Arc<Mutex<Option<Strin
         let round: Vec<SignedState> = dirty.values().cloned().collect();
         let mut done = Vec::new();
         let mut retry_later = false;
-        for chunk in round.chunks(IN_FLIGHT) {
-            let mut set = tokio::task::JoinSet::new();
-            for s in chunk {
-                let (client, s) = (client.clone(), s.clone());
-                set.spawn(async move {
-                    let r = client.guard(&s).await;
-                    (s, r)
-                });
-            }
-            while let Some(Ok((s, result))) = set.join_next().await {
+        for chunk in round.chunks(gridchan_watchtower::rpc::MAX_BATCH) {
+            let (answers, receipt) = match client.guard_many(chunk).await {
+                Ok(a) => a,
+                Err(e) => {
+                    set_error(Some(e.to_string()));
+                    retry_later = true;
+                    break;
+                }
+            };
+            for (s, result) in chunk.iter().zip(answers) {
                 let id = s.state().channel_id;
                 match result {
-                    Ok(receipt) => {
-                        let bytes =
-                            bincode::serde::encode_to_vec(&receipt, bincode::config::standard())
-                                .unwrap_or_default();
+                    Ok(()) => {
+                        // The batch's receipt, kept with each channel it covers.
+                        let bytes = receipt
+                            .as_ref()
+                            .and_then(|r| {
+                                bincode::serde::encode_to_vec(r, bincode::config::standard()).ok()
+                            })
+                            .unwrap_or_default();
                         done.push((id, s.version(), bytes));
                     }
                     Err(TowerError::Rejected(Rejection::OlderVersion { held, .. })) => {
