@@ -256,7 +256,8 @@ pub struct DisputeSummary {
     pub cheater: String,
     pub registered_version: u64,
     pub newest_version: u64,
-    pub refuted_by_tower: bool,
+    /// The version the tower refuted with.
+    pub tower_refuted_with: u64,
     pub paid_version: u64,
 }
 
@@ -798,7 +799,7 @@ async fn stage_dispute(
         cheater: homes[cheater].name.clone(),
         registered_version: old.version().0,
         newest_version: newest_version.0,
-        refuted_by_tower: true,
+        tower_refuted_with: refuted.0,
         paid_version: 0,
     })
 }
@@ -1064,12 +1065,13 @@ fn print_summary(s: &Summary) {
     }
     if let Some(d) = &s.dispute {
         println!(
-            "dispute on {}: {} offline, {} registered v{} (newest v{}); the watchtower refuted; the ledger paid v{}",
+            "dispute on {}: {} offline, {} registered v{} (the tower held v{}); the watchtower refuted with v{}; the ledger paid v{}",
             &d.channel[..8],
             d.offline,
             d.cheater,
             d.registered_version,
             d.newest_version,
+            d.tower_refuted_with,
             d.paid_version
         );
     }
