@@ -194,6 +194,29 @@ impl Signature {
 
 thread_local! {
     static RECOVERED: RefCell<Option<Recovered>> = const { RefCell::new(None) };
+    static PRESIGNED: RefCell<Option<Presigned>> = const { RefCell::new(None) };
+}
+
+/// Signatures made ahead of time, in parallel, by one signer (see [`Signer::presign`]).
+pub struct Presigned {
+    signer: NodeId,
+    sigs: HashMap<[u8; 32], Signature>,
+}
+
+impl Presigned {
+    /// Runs `f` with these signatures available to [`Signer::sign`] on this thread; they are
+    /// dropped afterwards.
+    pub fn install<R>(self, f: impl FnOnce() -> R) -> R {
+        struct Clear;
+        impl Drop for Clear {
+            fn drop(&mut self) {
+                PRESIGNED.with(|p| *p.borrow_mut() = None);
+            }
+        }
+        PRESIGNED.with(|p| *p.borrow_mut() = Some(self));
+        let _clear = Clear;
+        f()
+    }
 }
 
 /// Keys recovered ahead of time, in parallel: a host that receives a batch of signed messages
@@ -305,6 +328,52 @@ impl Signer {
     /// of 2 or 3 (an `r` above the group order, probability about 2^-127) cannot be expressed as
     /// `v` in {27, 28} and is retried with extra nonce data.
     pub fn sign(&self, digest: &[u8; 32]) -> Signature {
+        let known = PRESIGNED.with(|p| {
+            p.borrow()
+                .as_ref()
+                .filter(|m| m.signer == self.id)
+                .and_then(|m| m.sigs.get(digest).copied())
+        });
+        if let Some(sig) = known {
+            return sig;
+        }
+        self.sign_now(digest)
+    }
+
+    /// Signatures over `digests`, made on up to `threads` threads, for [`Presigned::install`].
+    /// They are the very signatures [`Signer::sign`] would make (RFC 6979 nonces make signing
+    /// deterministic); they stay in memory and are used only if the state machine decides to
+    /// sign the same digest while they are installed.
+    pub fn presign(&self, digests: &[[u8; 32]], threads: usize) -> Presigned {
+        let threads = threads.clamp(1, digests.len().max(1));
+        let sigs = if threads == 1 {
+            digests.iter().map(|d| (*d, self.sign_now(d))).collect()
+        } else {
+            let chunk = digests.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let parts: Vec<_> = digests
+                    .chunks(chunk)
+                    .map(|part| {
+                        scope.spawn(move || {
+                            part.iter()
+                                .map(|d| (*d, self.sign_now(d)))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                parts
+                    .into_iter()
+                    .flat_map(|p| p.join().unwrap_or_default())
+                    .collect()
+            })
+        };
+        Presigned {
+            signer: self.id,
+            sigs,
+        }
+    }
+
+    fn sign_now(&self, digest: &[u8; 32]) -> Signature {
         let msg = Message::from_digest(*digest);
         let mut sig = self.context.sign_ecdsa_recoverable(msg, &self.secret);
         let mut extra = [0u8; 32];
@@ -412,5 +481,31 @@ mod tests {
         let id = signer(5).id();
         assert_eq!(id.to_string().parse::<NodeId>(), Ok(id));
         assert!("00".parse::<NodeId>().is_err());
+    }
+
+    #[test]
+    fn work_done_ahead_gives_the_same_answers_and_only_to_its_signer() {
+        let a = Signer::new(&[1; 32], &[2; 32]).unwrap();
+        let b = Signer::new(&[3; 32], &[4; 32]).unwrap();
+        let digests: Vec<[u8; 32]> = (0..20u8).map(|i| [i; 32]).collect();
+        let presigned = a.presign(&digests, 2);
+        let direct: Vec<Signature> = digests.iter().map(|d| a.sign(d)).collect();
+        let ahead: Vec<Signature> =
+            presigned.install(|| digests.iter().map(|d| a.sign(d)).collect());
+        assert_eq!(direct, ahead, "RFC 6979: the same signatures");
+        // Another signer never picks up a's signatures.
+        let presigned = a.presign(&digests, 2);
+        let by_b = presigned.install(|| b.sign(&digests[0]));
+        assert!(by_b.verify(&digests[0], &b.id()).is_ok());
+        // Recovered: the same result as recovering now, including for a wrong signature.
+        let mut bad = direct[1];
+        bad.0[64] = 29;
+        let items: Vec<([u8; 32], Signature)> = vec![(digests[0], direct[0]), (digests[1], bad)];
+        let recovered = Recovered::compute(&items, 2);
+        assert_eq!(recovered.len(), 2);
+        recovered.install(|| {
+            assert_eq!(direct[0].recover(&digests[0]), Ok(a.id()));
+            assert!(bad.recover(&digests[1]).is_err());
+        });
     }
 }

@@ -81,6 +81,14 @@ impl Node {
         self.channels.get(channel)?.proposal_digest()
     }
 
+    /// Our signatures over `digests`, made ahead on `threads` threads (see
+    /// [`Signer::presign`]): a host that received a burst of proposals signs their digests on
+    /// every core, and the countersignatures the state machine then decides to make are found
+    /// instead of computed on one thread.
+    pub fn presign(&self, digests: &[[u8; 32]], threads: usize) -> crate::Presigned {
+        self.signer.presign(digests, threads)
+    }
+
     /// The next output to carry out, in order.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop()

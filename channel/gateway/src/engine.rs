@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use gridchan_channel::{
     ChannelId, ChannelRecord, ChannelView, Command, CommandError, Event, Input, IntervalReading,
-    LedgerEvent, LedgerRequest, Message, Node, NodeId, OpenRequest, Output, Policy, Recovered,
-    SignedState, Signer, UpdateId,
+    LedgerEvent, LedgerRequest, Message, Node, NodeId, OpenRequest, Output, Policy, Presigned,
+    Recovered, SignedState, Signer, UpdateId,
 };
 use gridchan_transport::{Connection, Endpoint, PeerAddr};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -352,29 +352,37 @@ impl Engine {
             }
             // The signatures in a burst of messages are checked on every core first; the core
             // then finds each result instead of computing it on this one thread.
-            let recovered = self.recover_ahead(&taken, threads);
+            let (recovered, presigned) = self.work_ahead(&taken, threads);
             recovered.install(|| {
-                for t in taken.drain(..) {
-                    match t {
-                        Taken::Control(c) => self.on_control(c),
-                        Taken::Inbound(i) => self.on_inbound(i),
+                presigned.install(|| {
+                    for t in taken.drain(..) {
+                        match t {
+                            Taken::Control(c) => self.on_control(c),
+                            Taken::Inbound(i) => self.on_inbound(i),
+                        }
                     }
-                }
+                })
             });
             self.drain().await;
         }
     }
 
-    /// Recovers, on `threads` threads, the signers of the proposals and countersignatures in
-    /// `taken`, when there are enough of them to be worth it.
-    fn recover_ahead(&self, taken: &[Taken], threads: usize) -> Recovered {
+    /// The costly parts of a burst of messages, on `threads` threads when there are enough of
+    /// them: recovering the signers of the proposals and countersignatures, and making our
+    /// countersignatures of the proposals (used only if the core decides to countersign).
+    fn work_ahead(&self, taken: &[Taken], threads: usize) -> (Recovered, Presigned) {
         let mut items = Vec::new();
+        let mut to_sign = Vec::new();
         for t in taken {
             let Taken::Inbound(Inbound::Frame(_, frame)) = t else {
                 continue;
             };
             match Message::decode(frame) {
-                Ok(Message::Propose(p)) => items.push((p.state.digest(), p.sig)),
+                Ok(Message::Propose(p)) => {
+                    let digest = p.state.digest();
+                    items.push((digest, p.sig));
+                    to_sign.push(digest);
+                }
                 Ok(Message::Countersign(c)) => {
                     if let Some(d) = self.node.proposal_digest(&c.channel_id) {
                         items.push((d, c.sig));
@@ -385,8 +393,12 @@ impl Engine {
         }
         if items.len() < MIN_PARALLEL_RECOVERIES {
             items.clear();
+            to_sign.clear();
         }
-        Recovered::compute(&items, threads)
+        (
+            Recovered::compute(&items, threads),
+            self.node.presign(&to_sign, threads),
+        )
     }
 
     fn on_control(&mut self, c: Control) {
