@@ -22,9 +22,14 @@ pub fn call(config: &Path, request: &Request) -> Result<Response> {
     })?;
     let mut line = serde_json::to_string(request)?;
     line.push('\n');
-    stream.write_all(line.as_bytes())?;
+    // A daemon that refuses the caller answers before reading: read its answer even if the
+    // write failed.
+    let wrote = stream.write_all(line.as_bytes());
     let mut answer = String::new();
     BufReader::new(stream).read_line(&mut answer)?;
+    if answer.is_empty() {
+        wrote?;
+    }
     let response: Response =
         serde_json::from_str(&answer).context("the daemon answered something unreadable")?;
     if let Response::Error { message } = &response {

@@ -141,10 +141,27 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    // The socket's owner is the gateway's user: only it (and root) may use the API, even if
+    // the file's mode is loosened by mistake.
+    let owner = std::fs::metadata(path)?.uid();
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (mut stream, _) = listener.accept().await?;
+        let caller = stream.peer_cred().map(|c| c.uid()).ok();
+        if caller != Some(owner) && caller != Some(0) {
+            tracing::warn!("control API: refused a caller with uid {caller:?}");
+            let refusal = Response::Error {
+                message: format!(
+                    "the gateway's control API answers only its owner (uid {owner}); you are uid {}",
+                    caller.map_or("unknown".to_string(), |u| u.to_string())
+                ),
+            };
+            let mut line = serde_json::to_string(&refusal).unwrap_or_default();
+            line.push('\n');
+            let _ = stream.write_all(line.as_bytes()).await;
+            continue;
+        }
         let (engine, towers) = (engine.clone(), towers.clone());
         tokio::spawn(async move {
             let _ = handle(stream, engine, interval_seconds, clock, towers).await;
