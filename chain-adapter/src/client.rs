@@ -278,6 +278,9 @@ impl Ledger for LocalClient {
     }
 }
 
+/// How long a ledger call may take (beyond the wait a `WaitAbove` asks for).
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A client of a `gridchan ledger` node, over authenticated QUIC. It reconnects on demand:
 /// a call made after the connection dropped dials again.
 pub struct RemoteClient {
@@ -341,6 +344,27 @@ impl RemoteClient {
     }
 
     async fn call(&self, request: &Request) -> Result<Response, LedgerError> {
+        // A ledger that died without closing its connections would otherwise be noticed only
+        // at the idle timeout: every call has its own deadline, and one missed drops the
+        // connection.
+        let limit = match request {
+            Request::WaitAbove { timeout_ms, .. } => {
+                Duration::from_millis(u64::from((*timeout_ms).min(rpc::MAX_WAIT_MS))) + CALL_TIMEOUT
+            }
+            _ => CALL_TIMEOUT,
+        };
+        match tokio::time::timeout(limit, self.call_once(request)).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.drop_connection().await;
+                Err(LedgerError::Unavailable(format!(
+                    "the ledger did not answer within {limit:?}"
+                )))
+            }
+        }
+    }
+
+    async fn call_once(&self, request: &Request) -> Result<Response, LedgerError> {
         let frame = rpc::encode(request);
         let mut last = LedgerError::Unavailable("no attempt".into());
         for _ in 0..2 {

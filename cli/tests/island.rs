@@ -1,0 +1,125 @@
+//! Island mode, with processes: the ledger node dies in the middle of a run; the two gateways
+//! keep settling with each other; a cooperative close made meanwhile waits in the durable
+//! ledger queue; the ledger comes back (same data, same address) and the close is paid out.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{configure, gridchan, init, meter_file, spawn, until};
+
+#[test]
+fn gateways_keep_trading_without_the_ledger_and_settle_when_it_returns() {
+    let root = tempfile::tempdir().unwrap();
+    let (da, db) = (root.path().join("a"), root.path().join("b"));
+    let (node_a, node_b) = (init(&da), init(&db));
+    let ledger_dir = root.path().join("ledger");
+    let ledger_args = |listen: &str| {
+        vec![
+            "ledger".to_string(),
+            "--data".into(),
+            ledger_dir.to_str().unwrap().into(),
+            "--listen".into(),
+            listen.into(),
+            "--block-ms".into(),
+            "100".into(),
+            "--min-challenge-window".into(),
+            "2".into(),
+            "--fund".into(),
+            format!("{node_a}=100"),
+            "--fund".into(),
+            format!("{node_b}=100"),
+        ]
+    };
+    let args = ledger_args("127.0.0.1:0");
+    let (ledger, ledger_addr) = spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    configure(&db, &ledger_addr, &meter_file(&db, 80, 0), None);
+    let cb = db.join("gridchan.toml");
+    let (_b, addr_b) = spawn(&["daemon", "--config", cb.to_str().unwrap()]);
+    configure(&da, &ledger_addr, &meter_file(&da, 0, 100), Some(&addr_b));
+    let ca = da.join("gridchan.toml");
+    let (_a, _) = spawn(&["daemon", "--config", ca.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !gridchan(&["status", "--config", ca.to_str().unwrap()])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "daemon A never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = gridchan(&[
+        "channel",
+        "open",
+        &addr_b,
+        "--deposit",
+        "10",
+        "--peer-deposit",
+        "10",
+        "--price",
+        "0.2",
+        "--json",
+        "--config",
+        ca.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = until("trading", &ca, |c| {
+        c["phase"] == "Open" && c["sold_wh"].as_u64().unwrap_or(0) >= 160
+    });
+
+    // The ledger dies (kill -9).
+    drop(ledger);
+    let sold = before["sold_wh"].as_u64().unwrap();
+    until("three more intervals settled without a ledger", &ca, |c| {
+        c["sold_wh"].as_u64().unwrap_or(0) >= sold + 240
+    });
+    // A closes: both sign the final state; paying it out waits for the ledger.
+    let id = before["channel"].as_str().unwrap()[..8].to_string();
+    let out = gridchan(&["channel", "close", &id, "--config", ca.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    until("closed cooperatively, off the ledger", &ca, |c| {
+        c["phase"] == "ClosedCooperatively"
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = gridchan(&["status", "--json", "--config", ca.to_str().unwrap()]);
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if s["ledger_pending"].as_u64().unwrap_or(0) >= 1 && s["ledger_error"].is_string() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the close never waited in the queue: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The ledger returns on the same address, from its files.
+    let port = ledger_addr.rsplit(':').next().unwrap();
+    let args = ledger_args(&format!("127.0.0.1:{port}"));
+    let (_ledger, again) = spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(again, ledger_addr, "same key, same address");
+    let closed = until("paid out once the ledger is back (A)", &ca, |c| {
+        c["phase"] == "Concluded"
+    });
+    until("paid out (B)", &cb, |c| c["phase"] == "Concluded");
+    assert!(closed["sold_wh"].as_u64().unwrap() >= sold + 240);
+    // Then the queue empties (the payout's withdrawal is the last thing in it).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = gridchan(&["status", "--json", "--config", ca.to_str().unwrap()]);
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if s["ledger_pending"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the queue never emptied: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
