@@ -121,3 +121,42 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// The proptest twin of the `ledger_tx` fuzz target: client bytes into the RPC decoder never
+    /// panic, and a transaction that decodes goes through the rules without changing the supply.
+    #[test]
+    fn arbitrary_rpc_bytes_never_panic_and_never_change_the_supply(
+        bytes in prop::collection::vec(any::<u8>(), 0..700),
+        flips in prop::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+    ) {
+        use gridchan_chain::rpc::{self, Request};
+        let _ = rpc::decode::<rpc::Response>(&bytes);
+        let _ = rpc::decode::<Request>(&bytes);
+        // Corrupt a real transfer too: mostly it still decodes, and must then be handled.
+        let a = Signer::new(&[1; 32], &[1; 32]).unwrap();
+        let tx = gridchan_chain::Tx::sign(
+            &[1; 32],
+            &a,
+            0,
+            gridchan_chain::TxKind::Transfer { to: a.id(), amount: gridchan_channel::Amount(5) },
+        );
+        let mut frame = rpc::encode(&Request::Submit(Box::new(tx)));
+        for (at, byte) in flips {
+            let i = at % frame.len();
+            frame[i] ^= byte;
+        }
+        if let Ok(Request::Submit(tx)) = rpc::decode::<Request>(&frame) {
+            let genesis = gridchan_chain::Genesis {
+                chain_id: [1; 32],
+                min_challenge_window: 2,
+                balances: vec![(tx.sender, gridchan_channel::Amount(1_000))],
+            };
+            let mut state = gridchan_chain::rules::LedgerState::new(genesis);
+            let supply = state.total_supply();
+            let _ = state.apply(&tx, 1);
+            let _ = state.apply_presigned(&tx, 2);
+            prop_assert_eq!(state.total_supply(), supply);
+        }
+    }
+}

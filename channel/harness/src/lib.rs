@@ -13,6 +13,7 @@
 pub mod bench;
 mod faulty;
 mod pair;
+pub mod script;
 
 pub use faulty::{FaultyStore, WriteFault};
 pub use pair::{Link, Pair, PairConfig, Side, Trade};

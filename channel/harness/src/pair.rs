@@ -12,6 +12,7 @@ use crate::faulty::FaultyStore;
 
 /// One of the two nodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Side {
     A,
     B,

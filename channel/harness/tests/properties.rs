@@ -4,39 +4,10 @@
 //! states at one version, that no node's current version went down and that money is conserved
 //! in every state; after healing, both sides must hold the same newest state.
 
-use gridchan_channel::{IntervalIndex, IntervalReading, SignedState, WattHours};
-use gridchan_harness::{Pair, PairConfig, Side, Trade, WriteFault};
+use gridchan_channel::{IntervalIndex, WattHours};
+use gridchan_harness::script::{check, run, Op};
+use gridchan_harness::{Pair, PairConfig, Side, Trade};
 use proptest::prelude::*;
-
-#[derive(Clone, Debug)]
-enum Op {
-    /// Both meters see `energy` flow from `seller` in the next interval; `skew` makes the
-    /// buyer's meter read differently (sometimes outside the tolerance).
-    Interval {
-        seller: Side,
-        energy: u64,
-        skew: i64,
-    },
-    /// Only one side gets its reading (the other's meter is late or missing).
-    OneSidedReading {
-        side: Side,
-        delivered: u64,
-        received: u64,
-    },
-    Step,
-    DeliverOne(Side),
-    Drop(Side),
-    Duplicate(Side),
-    Reorder(Side),
-    Disconnect,
-    Reconnect,
-    Crash(Side),
-    Restart(Side),
-    StopAfter(Side, u64),
-    FailAfter(Side, u64),
-    Advance(u64),
-    Drive,
-}
 
 fn side() -> impl Strategy<Value = Side> {
     prop_oneof![Just(Side::A), Just(Side::B)]
@@ -64,75 +35,6 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn run(ops: &[Op]) -> Pair {
-    let mut pair = Pair::new(PairConfig::default());
-    pair.auto_reconnect = false;
-    let mut interval = PairConfig::default().opened_at.0;
-    for op in ops {
-        match op.clone() {
-            Op::Interval {
-                seller,
-                energy,
-                skew,
-            } => {
-                interval += 1;
-                let reading = energy.saturating_add_signed(skew);
-                pair.trade(Trade {
-                    interval: IntervalIndex(interval),
-                    seller,
-                    energy: WattHours(energy),
-                    buyer_reading: WattHours(reading),
-                    metered_import: WattHours(reading.max(energy)),
-                });
-            }
-            Op::OneSidedReading {
-                side,
-                delivered,
-                received,
-            } => {
-                interval += 1;
-                pair.reading(
-                    side,
-                    IntervalReading {
-                        interval: IntervalIndex(interval),
-                        delivered: WattHours(delivered),
-                        received: WattHours(received),
-                        metered_import: WattHours(received),
-                    },
-                );
-            }
-            Op::Step => {
-                pair.step();
-            }
-            Op::DeliverOne(s) => {
-                pair.deliver_one(s);
-            }
-            Op::Drop(s) => pair.drop_next(s),
-            Op::Duplicate(s) => pair.duplicate_next(s),
-            Op::Reorder(s) => pair.reorder_next(s),
-            Op::Disconnect => pair.disconnect(),
-            Op::Reconnect => pair.reconnect(),
-            Op::Crash(s) => pair.crash(s),
-            Op::Restart(s) => pair.restart(s),
-            Op::StopAfter(s, n) => pair.store(s).fail_after(n, WriteFault::Stop),
-            Op::FailAfter(s, n) => pair.store(s).fail_after(n, WriteFault::Fail),
-            Op::Advance(ms) => pair.advance(ms),
-            Op::Drive => pair.drive(),
-        }
-        assert!(
-            pair.violations().is_empty(),
-            "after {op:?}: {:?}",
-            pair.violations()
-        );
-    }
-    pair.heal();
-    pair
-}
-
-fn versions_only_grow(states: &[SignedState]) -> bool {
-    states.windows(2).all(|w| w[0].version() <= w[1].version())
-}
-
 proptest! {
     #![proptest_config(ProptestConfig {
         // GRIDCHAN_PROPTEST_CASES runs a longer soak; CI runs the default.
@@ -146,14 +48,9 @@ proptest! {
     #[test]
     fn any_interleaving_ends_in_agreement(ops in prop::collection::vec(op(), 1..80)) {
         let pair = run(&ops);
-        prop_assert!(pair.violations().is_empty(), "{:?}", pair.violations());
-        let a = pair.current(Side::A);
-        let b = pair.current(Side::B);
-        prop_assert_eq!(&a, &b, "both hold the same newest doubly signed state");
-        let s = a.state();
-        prop_assert_eq!(s.balance_a.0 + s.balance_b.0, 100_000_000, "money is conserved");
-        prop_assert!(versions_only_grow(pair.watchtower_states(Side::A)));
-        prop_assert!(versions_only_grow(pair.watchtower_states(Side::B)));
+        if let Err(e) = check(&pair) {
+            prop_assert!(false, "{}", e);
+        }
     }
 
     #[test]
