@@ -188,6 +188,8 @@ struct Engine {
     inbound_tx: mpsc::Sender<Inbound>,
     endpoint: Endpoint,
     max_frame: usize,
+    /// Channels frozen by a failed write: when to retry, and the delay after that.
+    frozen: HashMap<ChannelId, (std::time::Instant, Duration)>,
     /// Settled intervals not yet in the history table: they ride along with the next batch of
     /// records (no fsync of their own on an update's path), or the tick writes them.
     trades: Vec<crate::store::TradeEntry>,
@@ -219,6 +221,7 @@ pub fn spawn(
         endpoint: endpoint.clone(),
         max_frame: gridchan_channel::wire::MAX_FRAME,
         trades: Vec::new(),
+        frozen: HashMap::new(),
     };
     tokio::spawn(accept_loop(endpoint, inbound_tx));
     tokio::spawn(engine.run(control_rx, inbound_rx));
@@ -337,6 +340,7 @@ impl Engine {
                         .unwrap_or(0);
                     self.node.handle(Input::Tick { now_ms });
                     self.flush_trades();
+                    self.retry_frozen();
                 }
             }
             // Take whatever else is already waiting before writing: the persists of many
@@ -519,6 +523,33 @@ impl Engine {
         }
     }
 
+    /// Writes frozen channels again, each with a growing delay (1 s, 2 s, ... 1 min): when the
+    /// disk is back, the channel thaws and trades again.
+    fn retry_frozen(&mut self) {
+        let now = std::time::Instant::now();
+        let due: Vec<ChannelId> = self
+            .frozen
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if !self.node.channel(&id).is_some_and(|v| v.frozen) {
+                self.frozen.remove(&id);
+                continue;
+            }
+            tracing::info!(
+                "channel {}: writing it again after a store failure",
+                id.short()
+            );
+            let _ = self.node.command(Command::RetryPersist(id));
+            if let Some((at, delay)) = self.frozen.get_mut(&id) {
+                *delay = (*delay * 2).min(Duration::from_secs(60));
+                *at = now + *delay;
+            }
+        }
+    }
+
     /// Every handle is gone: write what history is left and close the endpoint (its port is
     /// free again for a restart).
     fn shut_down(&mut self) {
@@ -573,6 +604,12 @@ impl Engine {
                         let _ = self.reports.send(Report::Watchtower(s));
                     }
                     Output::Event(e) => {
+                        if let Event::Frozen { channel } = &e {
+                            let delay = Duration::from_secs(1);
+                            self.frozen
+                                .entry(*channel)
+                                .or_insert((std::time::Instant::now() + delay, delay));
+                        }
                         if let Event::Settled {
                             channel,
                             version,

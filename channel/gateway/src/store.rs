@@ -92,6 +92,8 @@ struct Stored {
 pub struct SqliteStore {
     conn: Connection,
     path: std::path::PathBuf,
+    /// While set, every write fails (fault injection for tests of the freeze and recovery).
+    faults: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn write_err(e: impl std::fmt::Display) -> StoreError {
@@ -113,6 +115,7 @@ impl SqliteStore {
         let mut store = SqliteStore {
             conn,
             path: path.to_path_buf(),
+            faults: Arc::default(),
         };
         store.migrate()?;
         Ok(store)
@@ -137,6 +140,13 @@ impl SqliteStore {
             tx.commit().map_err(write_err)?;
         }
         Ok(())
+    }
+
+    /// A switch that makes every write of this store fail while it is on: the disk-fault
+    /// tests inject failures with it (nothing else should).
+    #[doc(hidden)]
+    pub fn fault_switch(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.faults.clone()
     }
 
     /// The file this store lives in (other connections, like the ledger queue's, open it too).
@@ -193,6 +203,9 @@ impl SqliteStore {
         records: &[&ChannelRecord],
         trades: &[TradeEntry],
     ) -> Result<(), StoreError> {
+        if self.faults.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(write_err("injected write failure"));
+        }
         let tx = self.conn.transaction().map_err(write_err)?;
         if !trades.is_empty() {
             let mut stmt = tx

@@ -104,7 +104,7 @@ fn gateway(
 ) -> Daemon {
     let client: Arc<dyn Ledger> =
         Arc::new(RemoteClient::new(ledger.clone(), key(k), [k; 32]).unwrap());
-    gateway_on(dir, k, client, reading, peers)
+    gateway_on(dir, k, client, reading, peers).0
 }
 
 fn gateway_on(
@@ -113,7 +113,7 @@ fn gateway_on(
     client: Arc<dyn Ledger>,
     reading: MeterReading,
     peers: Vec<PeerAddr>,
-) -> Daemon {
+) -> (Daemon, Arc<AtomicBool>) {
     let endpoint = Endpoint::bind(
         "127.0.0.1:0".parse().unwrap(),
         key(k).duplicate(&[1; 32]),
@@ -121,8 +121,9 @@ fn gateway_on(
     )
     .unwrap();
     let store = SqliteStore::open(&dir.join(format!("gw-{k}.sqlite"))).unwrap();
+    let faults = store.fault_switch();
     let engine = engine::spawn(endpoint, key(k), store, Policy::default()).unwrap();
-    daemon::start(DaemonParts {
+    let daemon = daemon::start(DaemonParts {
         engine,
         ledger: client,
         meter: Box::new(Steady(reading)),
@@ -132,10 +133,13 @@ fn gateway_on(
         towers: vec![],
         tower_key: key(k),
     })
-    .unwrap()
+    .unwrap();
+    (daemon, faults)
 }
 
 struct World {
+    /// Makes A's store fail while on.
+    a_faults: Arc<AtomicBool>,
     dir: tempfile::TempDir,
     /// A's connection to the ledger.
     switch: Arc<Switch>,
@@ -171,7 +175,7 @@ async fn world() -> World {
         inner: Arc::new(RemoteClient::new(ledger_addr.clone(), key(1), [1; 32]).unwrap()),
         up: AtomicBool::new(true),
     });
-    let a = gateway_on(
+    let (a, a_faults) = gateway_on(
         dir.path(),
         1,
         switch.clone(),
@@ -223,6 +227,7 @@ async fn world() -> World {
     )
     .await;
     World {
+        a_faults,
         dir,
         switch,
         ledger,
@@ -376,7 +381,7 @@ async fn a_force_close_made_while_the_ledger_is_away_waits_in_the_queue_across_a
         w.ledger.channel(&w.channel).unwrap().status,
         gridchan_chain::ChannelStatus::Open
     );
-    let a = gateway_on(
+    let (a, _) = gateway_on(
         w.dir.path(),
         1,
         w.switch.clone(),
@@ -435,4 +440,51 @@ async fn a_tower_that_never_answers_can_be_removed_with_states_unacknowledged() 
         .unwrap()
         .version();
     traded(&w, 80 * (before.0 + 2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_disk_freezes_the_channel_until_it_recovers_and_nothing_is_signed_meanwhile() {
+    let w = world().await;
+    let mut reports = w.ea.reports();
+    traded(&w, 160).await;
+    // A's disk starts failing.
+    w.a_faults.store(true, Ordering::SeqCst);
+    let (ea, channel) = (w.ea.clone(), w.channel);
+    until("A's channel frozen", &[&w.ea], 30, || {
+        let ea = ea.clone();
+        async move { view(&ea, channel).await.is_some_and(|c| c.frozen) }
+    })
+    .await;
+    let frozen_at = view(&w.ea, w.channel).await.unwrap();
+    let b_at = view(&w.eb, w.channel).await.unwrap().current.unwrap();
+    // The engine retries (after 1 s, then 2 s): wait for two retries to fail too, while
+    // intervals keep coming. A signs nothing meanwhile (no version above what it had signed),
+    // and B holds no state above that.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut store_failures = 0;
+    while store_failures < 3 {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, reports.recv()).await {
+            Ok(Ok(gridchan_gateway::engine::Report::StoreFailed(_))) => store_failures += 1,
+            Ok(_) => {}
+            Err(_) => panic!("only {store_failures} store failures reported in 30 s"),
+        }
+    }
+    let still = view(&w.ea, w.channel).await.unwrap();
+    assert!(still.frozen);
+    assert!(still.highest_signed <= frozen_at.highest_signed.max(b_at.version()));
+    let b_now = view(&w.eb, w.channel).await.unwrap().current.unwrap();
+    assert!(b_now.version() <= frozen_at.highest_signed.max(b_at.version()));
+    // The disk comes back: the channel thaws and trades on.
+    w.a_faults.store(false, Ordering::SeqCst);
+    until("A thawed", &[&w.ea], 90, || {
+        let ea = ea.clone();
+        async move { view(&ea, channel).await.is_some_and(|c| !c.frozen) }
+    })
+    .await;
+    traded(&w, b_now.state().energy_a_to_b.0 + 160).await;
+    let a = view(&w.ea, w.channel).await.unwrap().current.unwrap();
+    let b = view(&w.eb, w.channel).await.unwrap().current.unwrap();
+    assert!(a.version() > b_now.version());
+    assert!(a.version().0.abs_diff(b.version().0) <= 1);
 }
