@@ -107,6 +107,13 @@ impl FrameWriter {
         Ok(())
     }
 
+    /// Writes bytes as they are, frame or not: tests of peers that misbehave (a frame that
+    /// stops half-way) use it; nothing else should.
+    #[doc(hidden)]
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), FrameError> {
+        self.write_all(bytes).await
+    }
+
     async fn write_all(&mut self, bytes: &[u8]) -> Result<(), FrameError> {
         self.send
             .write_all(bytes)

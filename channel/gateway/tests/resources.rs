@@ -1,0 +1,241 @@
+//! Resource limits under attack: while hostile peers flood the gateway (thousands of messages a
+//! second, a proposal for a channel that does not exist and a reconnection after each
+//! disconnect, a frame that stalls half-way, more streams than allowed), an honest neighbour
+//! keeps settling, and the process's memory stays bounded.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gridchan_channel::wire::Announce;
+use gridchan_channel::{
+    Amount, ChannelId, Event, IntervalIndex, IntervalReading, LedgerEvent, Message, MeterTolerance,
+    OpenRequest, Party, Phase, Policy, PricePerKwh, ProposalParts, Signer, State, Tariff, Version,
+    WattHours,
+};
+use gridchan_gateway::engine::{self, EngineHandle, Report};
+use gridchan_gateway::store::SqliteStore;
+use gridchan_transport::{Endpoint, Limits};
+
+fn signer(b: u8) -> Signer {
+    Signer::new(&[b; 32], &[b; 32]).unwrap()
+}
+
+fn engine_at(dir: &std::path::Path, k: u8) -> EngineHandle {
+    let endpoint = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        signer(k).duplicate(&[k; 32]),
+        Limits::default(),
+    )
+    .unwrap();
+    let store = SqliteStore::open(&dir.join(format!("gw-{k}.sqlite"))).unwrap();
+    engine::spawn(endpoint, signer(k), store, Policy::default()).unwrap()
+}
+
+/// Resident memory of this process, in bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_honest_neighbour_keeps_settling_while_others_flood_and_memory_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = engine_at(dir.path(), 2);
+    let honest = engine_at(dir.path(), 3);
+    let mut honest_reports = honest.reports();
+    honest.connect(victim.address.clone()).await.unwrap();
+    let opened_at = IntervalIndex(1_000);
+    let channel = honest
+        .open(OpenRequest {
+            peer: victim.node,
+            deposit: Amount(1_000_000_000),
+            peer_deposit: Amount(1_000_000_000),
+            tariff: Tariff::Flat(PricePerKwh(100_000)),
+            challenge_window_blocks: 20,
+            funding_window_blocks: 20,
+            interval_seconds: 900,
+            tolerance: MeterTolerance {
+                absolute_wh: 5,
+                permille: 20,
+            },
+            opened_at,
+            nonce: [1; 32],
+        })
+        .await
+        .unwrap();
+    let phase = |e: EngineHandle| async move {
+        e.channels()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|c| c.id == channel)
+            .map(|c| c.phase)
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while phase(victim.clone()).await != Some(Phase::Funding) {
+        assert!(tokio::time::Instant::now() < deadline, "never agreed");
+        let _ = tokio::time::timeout(Duration::from_millis(100), honest_reports.recv()).await;
+    }
+    for e in [&victim, &honest] {
+        e.ledger_event(channel, LedgerEvent::Funded).await.unwrap();
+    }
+    let baseline = rss();
+
+    // The attackers.
+    let stop = Arc::new(AtomicBool::new(false));
+    let frames_sent = Arc::new(AtomicU64::new(0));
+    let mut attackers = Vec::new();
+    for k in 10..14u8 {
+        let (stop, sent, target) = (stop.clone(), frames_sent.clone(), victim.address.clone());
+        attackers.push(tokio::spawn(async move {
+            let ep = Endpoint::bind("127.0.0.1:0".parse().unwrap(), signer(k), Limits::default())
+                .unwrap();
+            let announce = Message::Announce(Announce {
+                interval: IntervalIndex(7),
+                import: WattHours(1),
+                export: WattHours(1),
+                partners: 1,
+            })
+            .encode();
+            // A proposal for a channel nobody has: it costs the sender its connection.
+            let mut s = State::initial(&gridchan_channel::ChannelParams {
+                party_a: signer(k).id(),
+                party_b: signer(2).id(),
+                nonce: [k; 32],
+                deposit_a: Amount(1),
+                deposit_b: Amount(1),
+                challenge_window_blocks: 20,
+                funding_window_blocks: 20,
+                interval_seconds: 900,
+                tolerance: MeterTolerance {
+                    absolute_wh: 5,
+                    permille: 20,
+                },
+                opened_at: IntervalIndex(1),
+                tariff: Tariff::Flat(PricePerKwh(1)),
+            });
+            s.channel_id = ChannelId([k; 32]);
+            s.version = Version(9);
+            let bogus = Message::Propose(ProposalParts {
+                sig: signer(k).sign(&s.digest()),
+                state: s,
+                proposer: Party::A,
+            })
+            .encode();
+            let burst: Vec<Vec<u8>> = std::iter::repeat_n(announce, 256).collect();
+            while !stop.load(Ordering::SeqCst) {
+                let Ok(Ok(conn)) =
+                    tokio::time::timeout(Duration::from_secs(5), ep.connect(&target)).await
+                else {
+                    continue;
+                };
+                let Ok(stream) = conn.open_stream().await else {
+                    continue;
+                };
+                let (_r, mut w) = stream.split();
+                for _ in 0..20 {
+                    if stop.load(Ordering::SeqCst) || w.write_prefixed_many(&burst).await.is_err() {
+                        break;
+                    }
+                    sent.fetch_add(burst.len() as u64, Ordering::Relaxed);
+                }
+                let _ = w.write_prefixed(&bogus).await;
+                let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+            }
+        }));
+    }
+    // A frame that stops half-way, and more streams than the limit, on one connection.
+    let staller = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        signer(20),
+        Limits::default(),
+    )
+    .unwrap();
+    let stall_conn = staller.connect(&victim.address).await.unwrap();
+    let stall = stall_conn.open_stream().await.unwrap();
+    let (_sr, mut sw) = stall.split();
+    let mut half = 16_000u32.to_be_bytes().to_vec();
+    half.extend_from_slice(&[0u8; 8_000]);
+    sw.write_raw(&half).await.unwrap();
+    let mut opened = 0;
+    let mut streams = Vec::new();
+    for _ in 0..200 {
+        match tokio::time::timeout(Duration::from_millis(200), stall_conn.open_stream()).await {
+            Ok(Ok(s)) => {
+                opened += 1;
+                streams.push(s);
+            }
+            _ => break,
+        }
+    }
+    assert!(opened <= 64, "{opened} streams opened past the limit of 64");
+
+    // Meanwhile the honest neighbour settles 30 intervals (the victim buys).
+    let settle = async {
+        for i in 1..=30u64 {
+            let interval = IntervalIndex(opened_at.0 + i);
+            let energy = WattHours(100 + i);
+            victim
+                .reading(
+                    channel,
+                    IntervalReading {
+                        interval,
+                        delivered: WattHours(0),
+                        received: energy,
+                        metered_import: energy,
+                    },
+                )
+                .await
+                .unwrap();
+            honest
+                .reading(
+                    channel,
+                    IntervalReading {
+                        interval,
+                        delivered: energy,
+                        received: WattHours(0),
+                        metered_import: WattHours(0),
+                    },
+                )
+                .await
+                .unwrap();
+            loop {
+                match honest_reports.recv().await {
+                    Ok(Report::Event(Event::Settled { trade, .. }))
+                        if trade.interval == interval =>
+                    {
+                        break
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(90), settle)
+        .await
+        .expect("the honest neighbour settled 30 intervals during the flood");
+    let peak = rss();
+    stop.store(true, Ordering::SeqCst);
+    for a in attackers {
+        a.abort();
+    }
+    let flooded = frames_sent.load(Ordering::Relaxed);
+    println!(
+        "{flooded} hostile frames sent during 30 honest intervals; memory {} MB -> {} MB",
+        baseline / 1_000_000,
+        peak / 1_000_000
+    );
+    assert!(flooded > 10_000, "the flood was real: {flooded} frames");
+    assert!(
+        peak < baseline + 128 * 1024 * 1024,
+        "memory grew from {baseline} to {peak} bytes"
+    );
+    drop(streams);
+}
