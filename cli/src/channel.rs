@@ -140,7 +140,7 @@ fn table(channels: &[ChannelSummary]) {
             c.sold_wh,
             c.bought_wh,
             if c.frozen {
-                "  FROZEN: store failed"
+                "  FROZEN: a write to the data folder failed; signing nothing, retrying (check its disk)"
             } else {
                 ""
             }
