@@ -131,3 +131,28 @@ async fn a_key_proof_from_another_connection_does_not_verify() {
     assert!(gridchan_transport::testing::check(&hello, &km1).is_some());
     assert!(gridchan_transport::testing::check(&hello, &km2).is_none());
 }
+
+mod hostile_proofs {
+    use gridchan_transport::testing;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The proptest twin of the key-proof part of the `wire_decode` fuzz target: arbitrary
+        /// bytes never panic and never verify; a real proof changed anywhere stops verifying.
+        #[test]
+        fn arbitrary_or_altered_proofs_never_verify(
+            bytes in prop::collection::vec(any::<u8>(), 98),
+            km in any::<[u8; 32]>(),
+            at in 0usize..98,
+            flip in 1u8..=255,
+        ) {
+            let hello: [u8; 98] = bytes.try_into().unwrap();
+            prop_assert!(testing::check(&hello, &km).is_none());
+            let signer = gridchan_channel::Signer::new(&[3; 32], &[0; 32]).unwrap();
+            let mut real = testing::hello(&signer, &km);
+            prop_assert_eq!(testing::check(&real, &km), Some(signer.id()));
+            real[at] ^= flip;
+            prop_assert_ne!(testing::check(&real, &km), Some(signer.id()));
+        }
+    }
+}
