@@ -105,6 +105,9 @@ pub struct Endpoint {
     signer: Arc<Signer>,
     limits: Limits,
     open: Arc<AtomicUsize>,
+    /// Incoming handshakes in progress, each in its own task: a client that connects and then
+    /// says nothing delays nobody else.
+    handshakes: Arc<tokio::sync::Mutex<tokio::task::JoinSet<Option<Connection>>>>,
 }
 
 /// An authenticated connection: `peer` proved its key.
@@ -181,6 +184,7 @@ impl Endpoint {
             signer: Arc::new(signer),
             limits,
             open: Arc::new(AtomicUsize::new(0)),
+            handshakes: Arc::default(),
         })
     }
 
@@ -233,38 +237,85 @@ impl Endpoint {
             .map_err(|_| fail("timed out".into()))?
     }
 
-    /// Waits for the next authenticated connection. Connections that fail to authenticate are
-    /// logged and skipped; `None` once the endpoint is closed.
-    pub async fn accept(&self) -> Option<Connection> {
-        loop {
-            let incoming = self.endpoint.accept().await?;
-            if self.open.load(Ordering::SeqCst) >= self.limits.max_connections {
-                tracing::warn!(remote = %incoming.remote_address(), "connection limit reached: refused");
-                incoming.refuse();
-                continue;
+    /// Opens a QUIC connection to `addr` and never proves a key: what a hostile client does to
+    /// hold a server's handshake slot. For tests of the server; nothing else should call it.
+    #[doc(hidden)]
+    pub async fn connect_without_proof(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<impl Drop + use<>, TransportError> {
+        let fail = |detail: String| TransportError::Connect { addr, detail };
+        let conn = self
+            .endpoint
+            .connect(addr, "gridchan")
+            .map_err(|e| fail(e.to_string()))?
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        struct Silent(quinn::Connection);
+        impl Drop for Silent {
+            fn drop(&mut self) {
+                self.0.close(0u32.into(), b"done");
             }
-            let remote = incoming.remote_address();
-            let attempt = async {
-                let conn = incoming.await.map_err(|e| TransportError::Connect {
-                    addr: remote,
-                    detail: e.to_string(),
-                })?;
-                let node = self.prove(&conn, Role::Server).await?;
-                Ok::<_, TransportError>((conn, node))
-            };
-            match tokio::time::timeout(self.limits.handshake_timeout, attempt).await {
-                Ok(Ok((conn, node))) => {
-                    self.open.fetch_add(1, Ordering::SeqCst);
-                    return Some(Connection {
-                        peer: node,
-                        remote,
-                        inner: conn,
-                        max_frame: self.limits.max_frame,
-                        _slot: Some(Arc::new(Slot(self.open.clone()))),
-                    });
+        }
+        Ok(Silent(conn))
+    }
+
+    /// Waits for the next authenticated connection. Handshakes run concurrently, each bounded
+    /// by the handshake timeout; connections that fail to authenticate are logged and skipped;
+    /// `None` once the endpoint is closed.
+    pub async fn accept(&self) -> Option<Connection> {
+        let mut handshakes = self.handshakes.lock().await;
+        loop {
+            tokio::select! {
+                incoming = self.endpoint.accept() => {
+                    let incoming = incoming?;
+                    let busy = self.open.load(Ordering::SeqCst) + handshakes.len();
+                    if busy >= self.limits.max_connections {
+                        tracing::warn!(remote = %incoming.remote_address(), "connection limit reached: refused");
+                        incoming.refuse();
+                        continue;
+                    }
+                    let ep = self.clone();
+                    handshakes.spawn(async move { ep.handshake(incoming).await });
                 }
-                Ok(Err(e)) => tracing::warn!(%remote, "refused: {e}"),
-                Err(_) => tracing::warn!(%remote, "refused: handshake timed out"),
+                Some(done) = handshakes.join_next(), if !handshakes.is_empty() => {
+                    if let Ok(Some(conn)) = done {
+                        return Some(conn);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The server side of one handshake: QUIC, then the key proof.
+    async fn handshake(&self, incoming: quinn::Incoming) -> Option<Connection> {
+        let remote = incoming.remote_address();
+        let attempt = async {
+            let conn = incoming.await.map_err(|e| TransportError::Connect {
+                addr: remote,
+                detail: e.to_string(),
+            })?;
+            let node = self.prove(&conn, Role::Server).await?;
+            Ok::<_, TransportError>((conn, node))
+        };
+        match tokio::time::timeout(self.limits.handshake_timeout, attempt).await {
+            Ok(Ok((conn, node))) => {
+                self.open.fetch_add(1, Ordering::SeqCst);
+                Some(Connection {
+                    peer: node,
+                    remote,
+                    inner: conn,
+                    max_frame: self.limits.max_frame,
+                    _slot: Some(Arc::new(Slot(self.open.clone()))),
+                })
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(%remote, "refused: {e}");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(%remote, "refused: handshake timed out");
+                None
             }
         }
     }

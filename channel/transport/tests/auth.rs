@@ -132,6 +132,44 @@ async fn a_key_proof_from_another_connection_does_not_verify() {
     assert!(gridchan_transport::testing::check(&hello, &km2).is_none());
 }
 
+#[tokio::test]
+async fn a_client_that_never_proves_its_key_delays_nobody_else() {
+    let server = endpoint(1);
+    let addr = server.peer_addr();
+    let accepting = tokio::spawn({
+        let server = server.clone();
+        async move {
+            let mut peers = Vec::new();
+            while let Some(c) = server.accept().await {
+                peers.push(c.peer);
+                if peers.len() == 3 {
+                    return peers;
+                }
+            }
+            peers
+        }
+    });
+    // Three silent clients hold handshakes open (each until the 10 s handshake timeout).
+    let mut silent = Vec::new();
+    for b in 20..23 {
+        silent.push(endpoint(b).connect_without_proof(addr.addr).await.unwrap());
+    }
+    // Honest clients are still accepted at once, well inside that timeout.
+    let mut honest = Vec::new();
+    for b in 30..33 {
+        let client = endpoint(b);
+        let conn = tokio::time::timeout(Duration::from_secs(3), client.connect(&addr))
+            .await
+            .expect("accepted without waiting for the silent clients")
+            .unwrap();
+        honest.push((client, conn));
+    }
+    let peers = within(accepting).await.unwrap();
+    let expected: Vec<_> = (30..33).map(|b| endpoint(b).node()).collect();
+    assert_eq!(peers, expected);
+    drop(silent);
+}
+
 mod hostile_proofs {
     use gridchan_transport::testing;
     use proptest::prelude::*;
