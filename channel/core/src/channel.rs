@@ -73,6 +73,29 @@ pub struct ChannelView {
 }
 
 impl Channel {
+    /// The digest of the state this channel would propose if `reading` arrived now and were its
+    /// only unsettled reading; `None` when it would not propose. A preview for hosts that sign
+    /// ahead (see `Node::preview_proposal`): it changes nothing.
+    pub fn preview_proposal(&self, reading: &IntervalReading) -> Option<[u8; 32]> {
+        if !self.may_propose() || self.readings.keys().any(|i| *i < reading.interval) {
+            return None;
+        }
+        let cur = self.current_state()?;
+        if reading.interval <= cur.last_interval {
+            return None;
+        }
+        let version = self.next_version()?;
+        let owed = reading.delivered.0.saturating_sub(reading.received.0);
+        let energy = WattHours(owed).min(self.affordable(cur, self.me.other(), reading.interval));
+        if energy == WattHours(0) {
+            return None;
+        }
+        let (next, _) = cur
+            .settle(&self.params, version, self.me, reading.interval, energy)
+            .ok()?;
+        Some(next.digest())
+    }
+
     pub fn proposal_digest(&self) -> Option<[u8; 32]> {
         self.proposal.as_ref().map(|p| *p.digest())
     }

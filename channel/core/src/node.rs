@@ -81,6 +81,16 @@ impl Node {
         self.channels.get(channel)?.proposal_digest()
     }
 
+    /// The digest of the proposal `channel` would make on `reading` (see
+    /// `Channel::preview_proposal`): lets a host sign a burst of proposals on every core.
+    pub fn preview_proposal(
+        &self,
+        channel: &ChannelId,
+        reading: &crate::io::IntervalReading,
+    ) -> Option<[u8; 32]> {
+        self.channels.get(channel)?.preview_proposal(reading)
+    }
+
     /// Our signatures over `digests`, made ahead on `threads` threads (see
     /// [`Signer::presign`]): a host that received a burst of proposals signs their digests on
     /// every core, and the countersignatures the state machine then decides to make are found

@@ -378,6 +378,13 @@ impl Engine {
         let mut items = Vec::new();
         let mut to_sign = Vec::new();
         for t in taken {
+            if let Taken::Control(Control::Reading(channel, reading)) = t {
+                // The proposals these readings will make: signed ahead too.
+                if let Some(d) = self.node.preview_proposal(channel, reading) {
+                    to_sign.push(d);
+                }
+                continue;
+            }
             let Taken::Inbound(Inbound::Frame(_, frame)) = t else {
                 continue;
             };
@@ -395,7 +402,7 @@ impl Engine {
                 _ => {}
             }
         }
-        if items.len() < MIN_PARALLEL_RECOVERIES {
+        if items.len() + to_sign.len() < MIN_PARALLEL_RECOVERIES {
             items.clear();
             to_sign.clear();
         }

@@ -467,3 +467,42 @@ fn meter_announcements_pass_through_without_touching_channels() {
     assert_eq!(pair.current(Side::B), before);
     assert_clean(&pair);
 }
+
+#[test]
+fn a_previewed_proposal_is_the_one_the_core_then_signs() {
+    let mut pair = Pair::new(PairConfig::default());
+    pair.trade(Trade::agreed(iv(1), Side::A, WattHours(500)));
+    pair.drive();
+    let channel = pair.view(Side::A).id;
+    let reading = gridchan_channel::IntervalReading {
+        interval: iv(2),
+        delivered: WattHours(300),
+        received: WattHours(0),
+        metered_import: WattHours(0),
+    };
+    let preview = pair
+        .node_mut(Side::A)
+        .preview_proposal(&channel, &reading)
+        .expect("A is owed: it would propose");
+    // The buyer side, owed nothing, would not.
+    let buying = gridchan_channel::IntervalReading {
+        interval: iv(2),
+        delivered: WattHours(0),
+        received: WattHours(300),
+        metered_import: WattHours(300),
+    };
+    assert_eq!(
+        pair.node_mut(Side::B).preview_proposal(&channel, &buying),
+        None
+    );
+    // Signed ahead, then the reading arrives: the proposal made is the previewed state, and
+    // its signature is the one made ahead.
+    let signed_ahead = pair.node_mut(Side::A).presign(&[preview], 1);
+    signed_ahead.install(|| pair.reading(Side::A, reading));
+    let proposal = pair.view(Side::A).proposal.expect("A proposed");
+    assert_eq!(*proposal.digest(), preview);
+    pair.reading(Side::B, buying);
+    pair.drive();
+    assert_eq!(pair.current(Side::A).state().energy_a_to_b, WattHours(800));
+    assert_clean(&pair);
+}
