@@ -168,12 +168,26 @@ impl Message {
         if frame.len() != len {
             return Err(WireError::Truncated);
         }
-        let version = u16::from_be_bytes([frame[4], frame[5]]);
+        Message::decode_body(&frame[4..])
+    }
+
+    /// Decodes a frame's body (what follows its 4-byte length, which a stream reader already
+    /// took off): version, type, payload. The same checks as [`Message::decode`], without
+    /// copying the body behind a length again.
+    pub fn decode_body(body: &[u8]) -> Result<Message, WireError> {
+        let total = body.len().saturating_add(4);
+        if total > MAX_FRAME {
+            return Err(WireError::Oversized(total));
+        }
+        if total < HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        let version = u16::from_be_bytes([body[0], body[1]]);
         if version != PROTOCOL_VERSION {
             return Err(WireError::UnsupportedVersion(version));
         }
-        let payload = &frame[HEADER_LEN..];
-        Ok(match frame[6] {
+        let payload = &body[HEADER_LEN - 4..];
+        Ok(match body[2] {
             1 => Message::OpenChannel(decode_payload(payload, "open_channel")?),
             2 => Message::AcceptChannel(decode_payload(payload, "accept_channel")?),
             3 => Message::Propose(decode_payload(payload, "propose")?),
@@ -314,7 +328,27 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_body_decodes_as_its_whole_frame_does() {
+        for m in samples() {
+            let frame = m.encode();
+            assert_eq!(Message::decode_body(&frame[4..]), Ok(m));
+        }
+        assert_eq!(
+            Message::decode_body(&vec![0u8; MAX_FRAME]),
+            Err(WireError::Oversized(MAX_FRAME + 4))
+        );
+        assert_eq!(Message::decode_body(&[0, 1]), Err(WireError::Truncated));
+    }
+
     proptest! {
+        #[test]
+        fn bodies_decode_exactly_as_frames(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+            let mut frame = (bytes.len() as u32).to_be_bytes().to_vec();
+            frame.extend_from_slice(&bytes);
+            prop_assert_eq!(Message::decode_body(&bytes), Message::decode(&frame));
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
             let _ = Message::decode(&bytes);

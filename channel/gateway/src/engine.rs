@@ -78,7 +78,8 @@ enum Taken {
 
 enum Inbound {
     Up(Connection, mpsc::Sender<Vec<u8>>),
-    Frame(NodeId, Vec<u8>),
+    /// A frame from a peer, decoded (or why it is not a message).
+    Message(NodeId, Result<Message, gridchan_channel::wire::WireError>),
     Down(NodeId, u64),
 }
 
@@ -187,7 +188,6 @@ struct Engine {
     reports: broadcast::Sender<Report>,
     inbound_tx: mpsc::Sender<Inbound>,
     endpoint: Endpoint,
-    max_frame: usize,
     /// Channels frozen by a failed write: when to retry, and the delay after that.
     frozen: HashMap<ChannelId, (std::time::Instant, Duration)>,
     /// Settled intervals not yet in the history table: they ride along with the next batch of
@@ -219,7 +219,6 @@ pub fn spawn(
         reports: reports.clone(),
         inbound_tx: inbound_tx.clone(),
         endpoint: endpoint.clone(),
-        max_frame: gridchan_channel::wire::MAX_FRAME,
         trades: Vec::new(),
         frozen: HashMap::new(),
     };
@@ -279,9 +278,9 @@ async fn run_connection(
         loop {
             match reader.read_frame().await {
                 Ok(Some(body)) => {
-                    let mut full = (body.len() as u32).to_be_bytes().to_vec();
-                    full.extend_from_slice(&body);
-                    if inbound.send(Inbound::Frame(peer, full)).await.is_err() {
+                    // Decoded here, once, on this connection's task: the engine gets messages.
+                    let message = Message::decode_body(&body);
+                    if inbound.send(Inbound::Message(peer, message)).await.is_err() {
                         break;
                     }
                 }
@@ -385,10 +384,10 @@ impl Engine {
                 }
                 continue;
             }
-            let Taken::Inbound(Inbound::Frame(_, frame)) = t else {
+            let Taken::Inbound(Inbound::Message(_, message)) = t else {
                 continue;
             };
-            match Message::decode(frame) {
+            match message {
                 Ok(Message::Propose(p)) => {
                     let digest = p.state.digest();
                     items.push((digest, p.sig));
@@ -474,12 +473,8 @@ impl Engine {
                 });
                 self.node.handle(Input::Connected(peer));
             }
-            Inbound::Frame(peer, frame) => {
-                if frame.len() > self.max_frame + 4 {
-                    self.drop_peer(peer, "oversized frame");
-                    return;
-                }
-                match Message::decode(&frame) {
+            Inbound::Message(peer, message) => {
+                match message {
                     // Gateway-wide: the daemon's metering, not the core.
                     Ok(Message::Announce(announce)) => {
                         let _ = self.reports.send(Report::Announce { peer, announce });
