@@ -2,13 +2,12 @@
 //! implementations: in-process ([`LocalClient`]) and over QUIC ([`RemoteClient`]).
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use gridchan_channel::{Amount, ChannelId, ChannelParams, NodeId, SignedState, Signer};
-use gridchan_transport::{Connection, Endpoint, Limits, PeerAddr};
+use gridchan_transport::{PeerAddr, RpcClient};
 
 use crate::block::{BlockEvents, Receipt};
 use crate::local::{LocalError, LocalLedger};
@@ -284,9 +283,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// A client of a `gridchan ledger` node, over authenticated QUIC. It reconnects on demand:
 /// a call made after the connection dropped dials again.
 pub struct RemoteClient {
-    endpoint: Endpoint,
-    server: PeerAddr,
-    conn: tokio::sync::Mutex<Option<Connection>>,
+    rpc: RpcClient,
     signer: Signer,
     nonce: Mutex<Option<u64>>,
 }
@@ -298,22 +295,10 @@ impl RemoteClient {
         signer: Signer,
         transport_seed: [u8; 32],
     ) -> Result<RemoteClient, LedgerError> {
-        let local: SocketAddr = if server.addr.ip().is_loopback() {
-            "127.0.0.1:0".parse().expect("valid address")
-        } else {
-            "0.0.0.0:0".parse().expect("valid address")
-        };
-        let auth = signer.duplicate(&transport_seed);
-        let limits = Limits {
-            max_frame: MAX_RPC_FRAME,
-            ..Limits::default()
-        };
-        let endpoint = Endpoint::bind(local, auth, limits)
+        let rpc = RpcClient::new(server, signer.duplicate(&transport_seed), MAX_RPC_FRAME)
             .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
         Ok(RemoteClient {
-            endpoint,
-            server,
-            conn: tokio::sync::Mutex::new(None),
+            rpc,
             signer,
             nonce: Mutex::new(None),
         })
@@ -322,83 +307,27 @@ impl RemoteClient {
     /// Closes the current connection; the next call dials again. (Lets operators and tests
     /// exercise reconnection.)
     pub async fn drop_connection(&self) {
-        if let Some(c) = self.conn.lock().await.take() {
-            c.close("client reconnecting");
-        }
-    }
-
-    async fn connection(&self) -> Result<Connection, LedgerError> {
-        let mut guard = self.conn.lock().await;
-        if let Some(c) = guard.as_ref() {
-            if c.close_reason().is_none() {
-                return Ok(c.clone());
-            }
-        }
-        let c = self
-            .endpoint
-            .connect(&self.server)
-            .await
-            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
-        *guard = Some(c.clone());
-        Ok(c)
+        self.rpc.drop_connection().await;
     }
 
     async fn call(&self, request: &Request) -> Result<Response, LedgerError> {
-        // A ledger that died without closing its connections would otherwise be noticed only
-        // at the idle timeout: every call has its own deadline, and one missed drops the
-        // connection.
-        let limit = match request {
+        // A `WaitAbove` may take as long as it asks for, and a little more.
+        let deadline = match request {
             Request::WaitAbove { timeout_ms, .. } => {
                 Duration::from_millis(u64::from((*timeout_ms).min(rpc::MAX_WAIT_MS))) + CALL_TIMEOUT
             }
             _ => CALL_TIMEOUT,
         };
-        match tokio::time::timeout(limit, self.call_once(request)).await {
-            Ok(r) => r,
-            Err(_) => {
-                self.drop_connection().await;
-                Err(LedgerError::Unavailable(format!(
-                    "the ledger did not answer within {limit:?}"
-                )))
-            }
+        let reply = self
+            .rpc
+            .request(&rpc::encode(request), deadline)
+            .await
+            .map_err(|e| LedgerError::Unavailable(format!("the ledger: {e}")))?;
+        match rpc::decode::<Response>(&reply).map_err(LedgerError::Failed)? {
+            Response::Error(e) => Err(LedgerError::Failed(e)),
+            Response::Refused(e) => Err(LedgerError::Refused(e)),
+            r => Ok(r),
         }
-    }
-
-    async fn call_once(&self, request: &Request) -> Result<Response, LedgerError> {
-        let frame = rpc::encode(request);
-        let mut last = LedgerError::Unavailable("no attempt".into());
-        for _ in 0..2 {
-            let conn = self.connection().await?;
-            let attempt = async {
-                let mut stream = conn
-                    .open_stream()
-                    .await
-                    .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
-                stream
-                    .write_frame(&frame)
-                    .await
-                    .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
-                stream.finish();
-                let reply = stream
-                    .read_frame()
-                    .await
-                    .map_err(|e| LedgerError::Unavailable(e.to_string()))?
-                    .ok_or_else(|| LedgerError::Unavailable("no response".into()))?;
-                rpc::decode::<Response>(&reply).map_err(LedgerError::Failed)
-            };
-            match attempt.await {
-                Ok(Response::Error(e)) => return Err(LedgerError::Failed(e)),
-                Ok(Response::Refused(e)) => return Err(LedgerError::Refused(e)),
-                Ok(r) => return Ok(r),
-                Err(e @ LedgerError::Unavailable(_)) => {
-                    // The connection broke: drop it and dial again once.
-                    *self.conn.lock().await = None;
-                    last = e;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last)
     }
 }
 

@@ -1,9 +1,7 @@
 //! The client side: a gateway registers with a tower and hands it states.
 
-use std::net::SocketAddr;
-
 use gridchan_channel::{ChannelId, SignedState, Signer, Version};
-use gridchan_transport::{Connection, Endpoint, Limits, PeerAddr};
+use gridchan_transport::{PeerAddr, RpcClient};
 
 use crate::receipt::{BatchReceipt, Receipt};
 use crate::rpc::{self, Rejection, Request, Response, MAX_RPC_FRAME};
@@ -19,75 +17,26 @@ pub enum TowerError {
     Bad(String),
 }
 
+/// How long a tower may take to answer one request (a batch of 256 states included).
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A connection to one tower, dialled again on demand after it drops.
 pub struct TowerClient {
-    endpoint: Endpoint,
+    rpc: RpcClient,
     pub tower: PeerAddr,
-    conn: tokio::sync::Mutex<Option<Connection>>,
 }
 
 impl TowerClient {
     /// A client authenticating as `auth` (the gateway's node key: the tower knows its clients
     /// by it).
     pub fn new(tower: PeerAddr, auth: Signer) -> Result<TowerClient, TowerError> {
-        let local: SocketAddr = if tower.addr.ip().is_loopback() {
-            "127.0.0.1:0".parse().expect("valid address")
-        } else {
-            "0.0.0.0:0".parse().expect("valid address")
-        };
-        let limits = Limits {
-            max_frame: MAX_RPC_FRAME,
-            ..Limits::default()
-        };
-        let endpoint = Endpoint::bind(local, auth, limits)
+        let rpc = RpcClient::new(tower.clone(), auth, MAX_RPC_FRAME)
             .map_err(|e| TowerError::Unavailable(e.to_string()))?;
-        Ok(TowerClient {
-            endpoint,
-            tower,
-            conn: tokio::sync::Mutex::new(None),
-        })
-    }
-
-    async fn connection(&self) -> Result<Connection, TowerError> {
-        let mut guard = self.conn.lock().await;
-        if let Some(c) = guard.as_ref() {
-            if c.close_reason().is_none() {
-                return Ok(c.clone());
-            }
-        }
-        let c = self
-            .endpoint
-            .connect(&self.tower)
-            .await
-            .map_err(|e| TowerError::Unavailable(e.to_string()))?;
-        *guard = Some(c.clone());
-        Ok(c)
+        Ok(TowerClient { rpc, tower })
     }
 
     async fn call(&self, request: &Request) -> Result<Response, TowerError> {
-        let frame = rpc::encode(request);
-        let conn = self.connection().await?;
-        let attempt = async {
-            let mut stream = conn.open_stream().await.map_err(|e| e.to_string())?;
-            stream
-                .write_frame(&frame)
-                .await
-                .map_err(|e| e.to_string())?;
-            stream.finish();
-            let reply = stream
-                .read_frame()
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| "no response".to_string())?;
-            Ok::<_, String>(reply)
-        };
-        let reply = match attempt.await {
-            Ok(r) => r,
-            Err(e) => {
-                *self.conn.lock().await = None;
-                return Err(TowerError::Unavailable(e));
-            }
-        };
+        let reply = self.call_raw(&rpc::encode(request)).await?;
         match rpc::decode::<Response>(&reply).map_err(TowerError::Bad)? {
             Response::Rejected(r) => Err(TowerError::Rejected(r)),
             r => Ok(r),
@@ -171,20 +120,9 @@ impl TowerClient {
 
     /// Sends raw bytes as a request (tests of the tower's handling of garbage).
     pub async fn call_raw(&self, frame: &[u8]) -> Result<Vec<u8>, TowerError> {
-        let conn = self.connection().await?;
-        let mut stream = conn
-            .open_stream()
+        self.rpc
+            .request(frame, CALL_TIMEOUT)
             .await
-            .map_err(|e| TowerError::Unavailable(e.to_string()))?;
-        stream
-            .write_frame(frame)
-            .await
-            .map_err(|e| TowerError::Unavailable(e.to_string()))?;
-        stream.finish();
-        stream
-            .read_frame()
-            .await
-            .map_err(|e| TowerError::Unavailable(e.to_string()))?
-            .ok_or_else(|| TowerError::Unavailable("no response".into()))
+            .map_err(TowerError::Unavailable)
     }
 }

@@ -13,9 +13,11 @@
 mod auth;
 mod endpoint;
 mod framed;
+mod rpc;
 
 pub use endpoint::{Connection, Endpoint, Limits, PeerAddr, TransportError};
 pub use framed::{FrameError, FrameReader, FrameWriter, FramedStream};
+pub use rpc::RpcClient;
 
 /// The key proof, exposed for tests of its binding to the connection.
 #[doc(hidden)]
