@@ -495,7 +495,7 @@ struct Registration {
 async fn follow(tower: Arc<Tower>, mut changed: mpsc::UnboundedReceiver<ChannelId>) {
     let mut registered: HashMap<ChannelId, Registration> = HashMap::new();
     let mut refuting: HashSet<ChannelId> = HashSet::new();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<ChannelId>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(ChannelId, Option<Version>)>();
     // Catch up: what is registered now (a restart in the middle of a window).
     let mut backoff = Duration::from_millis(200);
     let start = loop {
@@ -563,8 +563,13 @@ async fn follow(tower: Arc<Tower>, mut changed: mpsc::UnboundedReceiver<ChannelI
                 // A newer state arrived for a channel that may be registered right now.
                 maybe_refute(&tower, id, &registered, &mut refuting, &done_tx);
             }
-            Some(id) = done_rx.recv() => {
+            Some((id, landed)) = done_rx.recv() => {
                 refuting.remove(&id);
+                // What our refute put on the ledger counts before its block is followed:
+                // no second refute with the same state.
+                if let (Some(v), Some(r)) = (landed, registered.get_mut(&id)) {
+                    r.version = r.version.max(v);
+                }
                 // The held state may have grown meanwhile.
                 maybe_refute(&tower, id, &registered, &mut refuting, &done_tx);
             }
@@ -605,7 +610,7 @@ fn maybe_refute(
     id: ChannelId,
     registered: &HashMap<ChannelId, Registration>,
     refuting: &mut HashSet<ChannelId>,
-    done: &mpsc::UnboundedSender<ChannelId>,
+    done: &mpsc::UnboundedSender<(ChannelId, Option<Version>)>,
 ) {
     let Some(reg) = registered.get(&id).copied() else {
         return;
@@ -624,13 +629,14 @@ fn maybe_refute(
     );
     let (tower, done) = (tower.clone(), done.clone());
     tokio::spawn(async move {
-        refute(&tower, ours, reg).await;
-        let _ = done.send(id);
+        let landed = refute(&tower, ours, reg).await;
+        let _ = done.send((id, landed));
     });
 }
 
-/// Submits a refute and sees it included, retrying until the window closes.
-async fn refute(tower: &Arc<Tower>, ours: SignedState, reg: Registration) {
+/// Submits a refute and sees it included, retrying until the window closes. Returns the
+/// version it put on the ledger, if it did.
+async fn refute(tower: &Arc<Tower>, ours: SignedState, reg: Registration) -> Option<Version> {
     let id = ours.state().channel_id;
     let action = Action {
         id: 0,
@@ -660,7 +666,7 @@ async fn refute(tower: &Arc<Tower>, ours: SignedState, reg: Registration) {
         let height = tower.ledger.height().await.unwrap_or(0);
         if height > reg.deadline {
             finish("too late: the window closed", None);
-            return;
+            return None;
         }
         let attempt = async {
             let hash = {
@@ -677,15 +683,15 @@ async fn refute(tower: &Arc<Tower>, ours: SignedState, reg: Registration) {
                         &format!("included at {}", receipt.height),
                         Some(receipt.height),
                     );
-                    return;
+                    return Some(ours.version());
                 }
                 Err(TxError::NotNewer { .. }) => {
                     finish("not needed: a state at least as new got in first", None);
-                    return;
+                    return None;
                 }
                 Err(e) => {
                     finish(&format!("failed in block {}: {e}", receipt.height), None);
-                    return;
+                    return None;
                 }
             },
             Err(LedgerError::Refused(TxError::NotNewer { .. })) => {
@@ -693,11 +699,11 @@ async fn refute(tower: &Arc<Tower>, ours: SignedState, reg: Registration) {
                     "not needed: a state at least as new is already on the ledger",
                     None,
                 );
-                return;
+                return None;
             }
             Err(LedgerError::Refused(e)) => {
                 finish(&format!("refused: {e}"), None);
-                return;
+                return None;
             }
             Err(e) => {
                 tracing::warn!("refuting {}: {e}; retrying", id.short());
