@@ -195,7 +195,7 @@ async fn every_bad_request_is_refused_with_its_reason() {
     let w = world(20).await;
     let limits = TowerLimits {
         channels_per_client: 1,
-        burst: 6.0,
+        burst: 7.0,
         states_per_second: 0.001,
         ..TowerLimits::default()
     };
@@ -214,6 +214,16 @@ async fn every_bad_request_is_refused_with_its_reason() {
     assert_eq!(a.held(id).await.unwrap(), Some(Version(3)));
     // The same state again: the same receipt (retries are safe).
     assert_eq!(a.guard(&state(&w.params, 3)).await.unwrap(), r);
+    // Another state at the version it holds (both parties signed twice: the tower keeps the
+    // first and says so).
+    let mut other = state_by(&w.params, 3, A, B);
+    other.state.balance_a = Amount(other.state.balance_a.0 + 1);
+    other.state.balance_b = Amount(other.state.balance_b.0 - 1);
+    let d = other.state.digest();
+    other.sig_a = key(A).sign(&d);
+    other.sig_b = key(B).sign(&d);
+    let twin = other.verify(&w.params, &id).unwrap();
+    assert_eq!(rejected(a.guard(&twin).await), Rejection::Conflict(3));
     // Older than what the tower holds.
     assert_eq!(
         rejected(a.guard(&state(&w.params, 2)).await),
@@ -246,7 +256,7 @@ async fn every_bad_request_is_refused_with_its_reason() {
         rejected(a.guard(&state(&second, 1)).await),
         Rejection::OverQuota(q) if q.contains("channels")
     ));
-    // Over quota: the rate (a burst of 6 states, almost no refill).
+    // Over quota: the rate (a burst of 7 states, almost no refill).
     assert!(matches!(
         rejected(a.guard(&state(&w.params, 9)).await),
         Rejection::OverQuota(q) if q.contains("per second")
@@ -336,6 +346,12 @@ async fn a_stale_registration_is_refuted_within_two_blocks() {
         "refuted {blocks} blocks after the registration"
     );
     concluded_at(&w, 8).await;
+    // Once the ledger has paid the channel out, there is nothing left to guard.
+    until_ledger(&w.ledger, "the tower saw the conclusion", |_| {
+        tower.guarded() == 0
+    })
+    .await;
+    assert_eq!(rejected(a.guard(&state(&w.params, 9)).await), Rejection::Closed);
     tower.stop();
 }
 
