@@ -6,9 +6,8 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{configure, gridchan, init, meter_file, spawn, Proc};
+use common::{configure, gridchan, init, ledger, meter_file, wait_for_daemon, Proc};
 
 fn running_as_root() -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -23,17 +22,7 @@ fn the_control_api_refuses_other_users_and_no_secret_is_ever_printed() {
     let da = root.path().join("a");
     let node_a = init(&da);
     let ledger_dir = root.path().join("ledger");
-    let (_ledger, ledger_addr) = spawn(&[
-        "ledger",
-        "--data",
-        ledger_dir.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--block-ms",
-        "100",
-        "--fund",
-        &format!("{node_a}=100"),
-    ]);
+    let (_ledger, ledger_addr) = ledger(&ledger_dir, "127.0.0.1:0", &[&node_a]);
     configure(&da, &ledger_addr, &meter_file(&da, 0, 100), None);
     let config = da.join("gridchan.toml");
     // The daemon with every log line it can write, kept.
@@ -46,14 +35,7 @@ fn the_control_api_refuses_other_users_and_no_secret_is_ever_printed() {
         .spawn()
         .unwrap();
     let _daemon = Proc(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !gridchan(&["status", "--config", config.to_str().unwrap()])
-        .status
-        .success()
-    {
-        assert!(Instant::now() < deadline, "the daemon never answered");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_daemon(&config);
     let mut printed = String::new();
     for args in [
         vec!["status", "--json"],

@@ -9,7 +9,9 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{channels, configure, gridchan, init, meter_file, spawn, until, Proc};
+use common::{
+    channels, configure, gridchan, init, ledger, meter_file, spawn, start_daemon, until, Proc,
+};
 use rand::{Rng, SeedableRng};
 
 /// A port on 127.0.0.1 that was free a moment ago (the daemon must come back on it).
@@ -19,19 +21,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn start_daemon(config: &Path) -> (Proc, String) {
-    let started = spawn(&["daemon", "--config", config.to_str().unwrap()]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !gridchan(&["status", "--config", config.to_str().unwrap()])
-        .status
-        .success()
-    {
-        assert!(Instant::now() < deadline, "daemon never answered");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    started
 }
 
 fn start_tower(config: &Path) -> Proc {
@@ -89,21 +78,7 @@ fn kill_nine_cycles_lose_nothing_signed() {
     let (da, db) = (root.path().join("a"), root.path().join("b"));
     let (node_a, node_b) = (init(&da), init(&db));
     let ledger_dir = root.path().join("ledger");
-    let (_ledger, ledger_addr) = spawn(&[
-        "ledger",
-        "--data",
-        ledger_dir.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--block-ms",
-        "100",
-        "--min-challenge-window",
-        "2",
-        "--fund",
-        &format!("{node_a}=100"),
-        "--fund",
-        &format!("{node_b}=100"),
-    ]);
+    let (_ledger, ledger_addr) = ledger(&ledger_dir, "127.0.0.1:0", &[&node_a, &node_b]);
     for (dir, port) in [(&da, free_port()), (&db, free_port())] {
         let path = dir.join("gridchan.toml");
         let text = std::fs::read_to_string(&path)

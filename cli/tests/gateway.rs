@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{configure, gridchan, init, meter_file, spawn, until};
+use common::{configure, gridchan, init, ledger, meter_file, start_daemon, until};
 
 #[test]
 fn two_daemons_trade_and_close_through_the_cli() {
@@ -13,36 +11,13 @@ fn two_daemons_trade_and_close_through_the_cli() {
     let (da, db) = (root.path().join("a"), root.path().join("b"));
     let (node_a, node_b) = (init(&da), init(&db));
     let ledger_dir = root.path().join("ledger");
-    let (_ledger, ledger_addr) = spawn(&[
-        "ledger",
-        "--data",
-        ledger_dir.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--block-ms",
-        "100",
-        "--min-challenge-window",
-        "2",
-        "--fund",
-        &format!("{node_a}=100"),
-        "--fund",
-        &format!("{node_b}=100"),
-    ]);
+    let (_ledger, ledger_addr) = ledger(&ledger_dir, "127.0.0.1:0", &[&node_a, &node_b]);
     configure(&db, &ledger_addr, &meter_file(&db, 80, 0), None);
     let cb = db.join("gridchan.toml");
-    let (_b, addr_b) = spawn(&["daemon", "--config", cb.to_str().unwrap()]);
+    let (_b, addr_b) = start_daemon(&cb);
     configure(&da, &ledger_addr, &meter_file(&da, 0, 100), Some(&addr_b));
     let ca = da.join("gridchan.toml");
-    let (_a, _addr_a) = spawn(&["daemon", "--config", ca.to_str().unwrap()]);
-    // Wait until the daemon's control socket answers.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !gridchan(&["status", "--config", ca.to_str().unwrap()])
-        .status
-        .success()
-    {
-        assert!(Instant::now() < deadline, "daemon A never answered");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (_a, _addr_a) = start_daemon(&ca);
     let out = gridchan(&[
         "channel",
         "open",

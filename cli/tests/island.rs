@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{configure, gridchan, init, meter_file, spawn, until};
+use common::{configure, gridchan, init, ledger, meter_file, start_daemon, until};
 
 #[test]
 fn gateways_keep_trading_without_the_ledger_and_settle_when_it_returns() {
@@ -14,39 +14,14 @@ fn gateways_keep_trading_without_the_ledger_and_settle_when_it_returns() {
     let (da, db) = (root.path().join("a"), root.path().join("b"));
     let (node_a, node_b) = (init(&da), init(&db));
     let ledger_dir = root.path().join("ledger");
-    let ledger_args = |listen: &str| {
-        vec![
-            "ledger".to_string(),
-            "--data".into(),
-            ledger_dir.to_str().unwrap().into(),
-            "--listen".into(),
-            listen.into(),
-            "--block-ms".into(),
-            "100".into(),
-            "--min-challenge-window".into(),
-            "2".into(),
-            "--fund".into(),
-            format!("{node_a}=100"),
-            "--fund".into(),
-            format!("{node_b}=100"),
-        ]
-    };
-    let args = ledger_args("127.0.0.1:0");
-    let (ledger, ledger_addr) = spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let funded = [node_a.as_str(), node_b.as_str()];
+    let (ledger_proc, ledger_addr) = ledger(&ledger_dir, "127.0.0.1:0", &funded);
     configure(&db, &ledger_addr, &meter_file(&db, 80, 0), None);
     let cb = db.join("gridchan.toml");
-    let (_b, addr_b) = spawn(&["daemon", "--config", cb.to_str().unwrap()]);
+    let (_b, addr_b) = start_daemon(&cb);
     configure(&da, &ledger_addr, &meter_file(&da, 0, 100), Some(&addr_b));
     let ca = da.join("gridchan.toml");
-    let (_a, _) = spawn(&["daemon", "--config", ca.to_str().unwrap()]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !gridchan(&["status", "--config", ca.to_str().unwrap()])
-        .status
-        .success()
-    {
-        assert!(Instant::now() < deadline, "daemon A never answered");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (_a, _) = start_daemon(&ca);
     let out = gridchan(&[
         "channel",
         "open",
@@ -71,7 +46,7 @@ fn gateways_keep_trading_without_the_ledger_and_settle_when_it_returns() {
     });
 
     // The ledger dies (kill -9).
-    drop(ledger);
+    drop(ledger_proc);
     let sold = before["sold_wh"].as_u64().unwrap();
     until("three more intervals settled without a ledger", &ca, |c| {
         c["sold_wh"].as_u64().unwrap_or(0) >= sold + 240
@@ -103,8 +78,7 @@ fn gateways_keep_trading_without_the_ledger_and_settle_when_it_returns() {
 
     // The ledger returns on the same address, from its files.
     let port = ledger_addr.rsplit(':').next().unwrap();
-    let args = ledger_args(&format!("127.0.0.1:{port}"));
-    let (_ledger, again) = spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (_ledger, again) = ledger(&ledger_dir, &format!("127.0.0.1:{port}"), &funded);
     assert_eq!(again, ledger_addr, "same key, same address");
     let closed = until("paid out once the ledger is back (A)", &ca, |c| {
         c["phase"] == "Concluded"

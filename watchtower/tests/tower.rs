@@ -351,7 +351,10 @@ async fn a_stale_registration_is_refuted_within_two_blocks() {
         tower.guarded() == 0
     })
     .await;
-    assert_eq!(rejected(a.guard(&state(&w.params, 9)).await), Rejection::Closed);
+    assert_eq!(
+        rejected(a.guard(&state(&w.params, 9)).await),
+        Rejection::Closed
+    );
     tower.stop();
 }
 

@@ -126,3 +126,48 @@ pub fn until(
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A ledger node with its data in `dir`, on `listen`, a block every 100 ms, challenge windows
+/// from 2 blocks, and 100 tokens for each node of `funded`. Returns it with its address.
+pub fn ledger(dir: &Path, listen: &str, funded: &[&str]) -> (Proc, String) {
+    let mut args = vec![
+        "ledger".to_string(),
+        "--data".into(),
+        dir.to_str().unwrap().into(),
+        "--listen".into(),
+        listen.into(),
+        "--block-ms".into(),
+        "100".into(),
+        "--min-challenge-window".into(),
+        "2".into(),
+    ];
+    for node in funded {
+        args.push("--fund".into());
+        args.push(format!("{node}=100"));
+    }
+    spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// Waits (bounded) until the daemon of `config` answers on its control socket.
+pub fn wait_for_daemon(config: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !gridchan(&["status", "--config", config.to_str().unwrap()])
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon of {} never answered",
+            config.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts `gridchan daemon --config CONFIG` and waits until it answers; returns it with the
+/// address it printed.
+pub fn start_daemon(config: &Path) -> (Proc, String) {
+    let started = spawn(&["daemon", "--config", config.to_str().unwrap()]);
+    wait_for_daemon(config);
+    started
+}
