@@ -203,7 +203,27 @@ pub struct Presigned {
     sigs: HashMap<[u8; 32], Signature>,
 }
 
+/// One signature made ahead by [`Signer::presign_one`]: a piece of work a host can run on any
+/// thread of its own pool, then gather with [`Presigned::collect`].
+pub struct PresignedOne {
+    signer: NodeId,
+    digest: [u8; 32],
+    sig: Signature,
+}
+
 impl Presigned {
+    /// Gathers signatures made by [`Signer::presign_one`] of `signer` (others are left out).
+    pub fn collect(signer: &Signer, parts: impl IntoIterator<Item = PresignedOne>) -> Presigned {
+        Presigned {
+            signer: signer.id,
+            sigs: parts
+                .into_iter()
+                .filter(|p| p.signer == signer.id)
+                .map(|p| (p.digest, p.sig))
+                .collect(),
+        }
+    }
+
     /// Runs `f` with these signatures available to [`Signer::sign`] on this thread; they are
     /// dropped afterwards.
     pub fn install<R>(self, f: impl FnOnce() -> R) -> R {
@@ -222,11 +242,31 @@ impl Presigned {
 /// Keys recovered ahead of time, in parallel: a host that receives a batch of signed messages
 /// spreads the costliest step of checking them over its cores, then lets the state machine
 /// check them one by one as usual, which finds each result here instead of computing it again.
-/// Only [`Recovered::compute`] makes one, by running the very same recovery: a memo, not a
-/// shortcut around a check.
+/// Only [`Recovered::compute`] and [`Recovered::one`] make its entries, by running the very same
+/// recovery: a memo, not a shortcut around a check.
 pub struct Recovered(HashMap<([u8; 32], [u8; 65]), Result<NodeId, CryptoError>>);
 
+/// One recovery made by [`Recovered::one`]: a piece of work a host can run on any thread of its
+/// own pool, then gather with [`Recovered::collect`].
+pub struct RecoveredOne {
+    key: ([u8; 32], [u8; 65]),
+    result: Result<NodeId, CryptoError>,
+}
+
 impl Recovered {
+    /// Recovers the signer of `sig` over `digest`.
+    pub fn one(digest: &[u8; 32], sig: &Signature) -> RecoveredOne {
+        RecoveredOne {
+            key: (*digest, sig.0),
+            result: sig.recover(digest),
+        }
+    }
+
+    /// Gathers recoveries made by [`Recovered::one`].
+    pub fn collect(parts: impl IntoIterator<Item = RecoveredOne>) -> Recovered {
+        Recovered(parts.into_iter().map(|p| (p.key, p.result)).collect())
+    }
+
     /// Recovers the signer of every `(digest, signature)` on up to `threads` threads.
     pub fn compute(items: &[([u8; 32], Signature)], threads: usize) -> Recovered {
         let one = |(digest, sig): &([u8; 32], Signature)| ((*digest, sig.0), sig.recover(digest));
@@ -370,6 +410,16 @@ impl Signer {
         Presigned {
             signer: self.id,
             sigs,
+        }
+    }
+
+    /// One signature made ahead (see [`Signer::presign`]), to gather with
+    /// [`Presigned::collect`].
+    pub fn presign_one(&self, digest: &[u8; 32]) -> PresignedOne {
+        PresignedOne {
+            signer: self.id,
+            digest: *digest,
+            sig: self.sign_now(digest),
         }
     }
 

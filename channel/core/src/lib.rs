@@ -37,7 +37,10 @@ pub mod vectors;
 pub mod wire;
 
 pub use channel::ChannelView;
-pub use crypto::{Address, CryptoError, NodeId, Presigned, Recovered, Signature, Signer};
+pub use crypto::{
+    Address, CryptoError, NodeId, Presigned, PresignedOne, Recovered, RecoveredOne, Signature,
+    Signer,
+};
 pub use io::{
     ChannelRecord, Command, Event, Input, IntervalReading, LedgerEvent, LedgerRequest, OpenRequest,
     Output, Phase, Policy, UpdateId,

@@ -95,6 +95,12 @@ impl Node {
     /// [`Signer::presign`]): a host that received a burst of proposals signs their digests on
     /// every core, and the countersignatures the state machine then decides to make are found
     /// instead of computed on one thread.
+    /// This node's signer (a host that makes countersignatures ahead on a pool of its own uses
+    /// it through [`Signer::presign_one`]).
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
     pub fn presign(&self, digests: &[[u8; 32]], threads: usize) -> crate::Presigned {
         self.signer.presign(digests, threads)
     }

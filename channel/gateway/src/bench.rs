@@ -416,7 +416,13 @@ pub async fn run_many(dir: &std::path::Path, channels: usize, rounds: usize) -> 
         }
     }
     let elapsed = started.elapsed();
-    let per_update = crypto_per_update(2_000).as_secs_f64();
+    // The fastest of three measurements: noise on the machine only ever lowers the limit, and a
+    // lower limit would flatter the ratio.
+    let per_update = (0..3)
+        .map(|_| crypto_per_update(1_000))
+        .min()
+        .expect("three runs")
+        .as_secs_f64();
     ManyBench {
         channels,
         rounds,

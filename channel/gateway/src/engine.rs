@@ -9,12 +9,13 @@ use std::time::Duration;
 use gridchan_channel::{
     ChannelId, ChannelRecord, ChannelView, Command, CommandError, Event, Input, IntervalReading,
     LedgerEvent, LedgerRequest, Message, Node, NodeId, OpenRequest, Output, Policy, Presigned,
-    Recovered, SignedState, Signer, UpdateId,
+    PresignedOne, Recovered, RecoveredOne, Signature, SignedState, Signer, UpdateId,
 };
 use gridchan_transport::{Connection, Endpoint, PeerAddr};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::store::SqliteStore;
+use crate::writer::{Writer, Written};
 
 /// Frames queued for one peer before it counts as not reading (and loses its connection).
 /// One connection carries every channel with that peer, so this bounds a burst of one message
@@ -22,13 +23,14 @@ use crate::store::SqliteStore;
 const PEER_QUEUE: usize = 16_384;
 
 /// Inputs taken in one go before the outputs they caused are carried out.
-const MAX_BATCH_INPUTS: usize = 512;
+const MAX_BATCH_INPUTS: usize = 2048;
 
 /// Frames written to a peer's stream in one go, at most.
 const WRITE_BURST: usize = 256;
 
-/// Signatures in one batch below which checking them ahead, in parallel, is not worth a thread.
-const MIN_PARALLEL_RECOVERIES: usize = 8;
+/// Signatures to check or make in one batch below which handing them to the pool is not worth
+/// it (they are made ahead all the same, on the engine's thread).
+const MIN_PARALLEL_JOBS: usize = 8;
 
 /// Something the engine reports to its host.
 #[derive(Clone, Debug)]
@@ -181,17 +183,22 @@ struct Peer {
 
 struct Engine {
     node: Node,
-    /// Owned by the engine's task alone: every write happens here, in order.
+    /// The engine's own connection: the ledger queue's inserts (rare, and durable before the
+    /// submitter hears of them).
     store: SqliteStore,
+    /// Channel records and history, written in order on the writer's thread.
+    writer: Writer,
     peers: HashMap<NodeId, Peer>,
     generation: u64,
     reports: broadcast::Sender<Report>,
     inbound_tx: mpsc::Sender<Inbound>,
     endpoint: Endpoint,
+    /// The runtime the connections run on (the engine itself has a thread of its own).
+    io: tokio::runtime::Handle,
     /// Channels frozen by a failed write: when to retry, and the delay after that.
     frozen: HashMap<ChannelId, (std::time::Instant, Duration)>,
-    /// Settled intervals not yet in the history table: they ride along with the next batch of
-    /// records (no fsync of their own on an update's path), or the tick writes them.
+    /// Settled intervals not yet handed to the writer: they ride along with the next batch of
+    /// records (no fsync of their own on an update's path), or the tick hands them over.
     trades: Vec<crate::store::TradeEntry>,
 }
 
@@ -211,19 +218,38 @@ pub fn spawn(
     let (reports, _) = broadcast::channel(4096);
     let address = endpoint.peer_addr();
     let store_path = store.path().to_path_buf();
+    let (writer, written) = Writer::spawn(store.reopen()?);
     let engine = Engine {
         node,
         store,
+        writer,
         peers: HashMap::new(),
         generation: 0,
         reports: reports.clone(),
         inbound_tx: inbound_tx.clone(),
         endpoint: endpoint.clone(),
+        io: tokio::runtime::Handle::current(),
         trades: Vec::new(),
         frozen: HashMap::new(),
     };
     tokio::spawn(accept_loop(endpoint, inbound_tx));
-    tokio::spawn(engine.run(control_rx, inbound_rx));
+    // The engine verifies and signs for seconds at a time under load: on a thread of its own,
+    // with a runtime of its own, it never holds up the connections' tasks (QUIC's timers and
+    // packets) on the shared runtime.
+    std::thread::Builder::new()
+        .name("gridchan-engine".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(engine.run(control_rx, inbound_rx, written)),
+                Err(e) => tracing::error!("the engine cannot start a runtime: {e}"),
+            }
+        })
+        .map_err(|e| {
+            gridchan_channel::StoreError::ReadFailed(format!("cannot start the engine: {e}"))
+        })?;
     Ok(EngineHandle {
         control: control_tx,
         reports,
@@ -318,9 +344,9 @@ impl Engine {
         mut self,
         mut control: mpsc::Receiver<Control>,
         mut inbound: mpsc::Receiver<Inbound>,
+        mut written: mpsc::UnboundedReceiver<Written>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut taken: Vec<Taken> = Vec::new();
         loop {
             tokio::select! {
@@ -332,6 +358,7 @@ impl Engine {
                     Some(i) => taken.push(Taken::Inbound(i)),
                     None => return self.shut_down(),
                 },
+                Some(w) = written.recv() => self.on_written(w),
                 _ = tick.tick() => {
                     let now_ms = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
@@ -344,6 +371,9 @@ impl Engine {
             }
             // Take whatever else is already waiting before writing: the persists of many
             // channels then share one transaction (one fsync), and nothing waits longer for it.
+            while let Ok(w) = written.try_recv() {
+                self.on_written(w);
+            }
             for _ in 0..MAX_BATCH_INPUTS {
                 match inbound.try_recv() {
                     Ok(i) => taken.push(Taken::Inbound(i)),
@@ -355,7 +385,7 @@ impl Engine {
             }
             // The signatures in a burst of messages are checked on every core first; the core
             // then finds each result instead of computing it on this one thread.
-            let (recovered, presigned) = self.work_ahead(&taken, threads);
+            let (recovered, presigned) = self.work_ahead(&taken);
             recovered.install(|| {
                 presigned.install(|| {
                     for t in taken.drain(..) {
@@ -366,21 +396,43 @@ impl Engine {
                     }
                 })
             });
-            self.drain().await;
+            self.drain();
         }
     }
 
-    /// The costly parts of a burst of messages, on `threads` threads when there are enough of
-    /// them: recovering the signers of the proposals and countersignatures, and making our
-    /// countersignatures of the proposals (used only if the core decides to countersign).
-    fn work_ahead(&self, taken: &[Taken], threads: usize) -> (Recovered, Presigned) {
-        let mut items = Vec::new();
-        let mut to_sign = Vec::new();
+    /// A batch of records is durable (its outputs may go), or could not be written.
+    fn on_written(&mut self, w: Written) {
+        match w {
+            Written::Durable(last) => self.node.handle(Input::Persisted(last)),
+            Written::Failed { updates, reason } => {
+                let _ = self.reports.send(Report::StoreFailed(reason));
+                for update in updates {
+                    self.node.handle(Input::PersistFailed(update));
+                }
+            }
+        }
+    }
+
+    /// The costly parts of a burst of messages, on the process's worker pool: recovering the
+    /// signers of the proposals and countersignatures, and making our countersignatures of the
+    /// proposals (used only if the core decides to countersign). One pool for every engine of
+    /// the process: its threads share the cores without making stragglers of each other.
+    fn work_ahead(&self, taken: &[Taken]) -> (Recovered, Presigned) {
+        use rayon::prelude::*;
+        enum Job {
+            Recover([u8; 32], Signature),
+            Sign([u8; 32]),
+        }
+        enum Done {
+            Recovered(RecoveredOne),
+            Signed(PresignedOne),
+        }
+        let mut jobs = Vec::new();
         for t in taken {
             if let Taken::Control(Control::Reading(channel, reading)) = t {
                 // The proposals these readings will make: signed ahead too.
                 if let Some(d) = self.node.preview_proposal(channel, reading) {
-                    to_sign.push(d);
+                    jobs.push(Job::Sign(d));
                 }
                 continue;
             }
@@ -390,24 +442,38 @@ impl Engine {
             match message {
                 Ok(Message::Propose(p)) => {
                     let digest = p.state.digest();
-                    items.push((digest, p.sig));
-                    to_sign.push(digest);
+                    jobs.push(Job::Recover(digest, p.sig));
+                    jobs.push(Job::Sign(digest));
                 }
                 Ok(Message::Countersign(c)) => {
                     if let Some(d) = self.node.proposal_digest(&c.channel_id) {
-                        items.push((d, c.sig));
+                        jobs.push(Job::Recover(d, c.sig));
                     }
                 }
                 _ => {}
             }
         }
-        if items.len() + to_sign.len() < MIN_PARALLEL_RECOVERIES {
-            items.clear();
-            to_sign.clear();
+        let signer = self.node.signer();
+        let one = |job: &Job| match job {
+            Job::Recover(digest, sig) => Done::Recovered(Recovered::one(digest, sig)),
+            Job::Sign(digest) => Done::Signed(signer.presign_one(digest)),
+        };
+        let done: Vec<Done> = if jobs.len() < MIN_PARALLEL_JOBS {
+            jobs.iter().map(one).collect()
+        } else {
+            jobs.par_iter().with_min_len(4).map(one).collect()
+        };
+        let mut recovered = Vec::new();
+        let mut signed = Vec::new();
+        for d in done {
+            match d {
+                Done::Recovered(r) => recovered.push(r),
+                Done::Signed(s) => signed.push(s),
+            }
         }
         (
-            Recovered::compute(&items, threads),
-            self.node.presign(&to_sign, threads),
+            Recovered::collect(recovered),
+            Presigned::collect(signer, signed),
         )
     }
 
@@ -429,10 +495,11 @@ impl Engine {
             }
             Control::Trades(channel, n, reply) => {
                 self.flush_trades();
-                let _ = reply.send(self.store.recent_trades(&channel, n).unwrap_or_default());
+                self.writer.recent_trades(channel, n, reply);
             }
             Control::Connect(peer) => {
-                tokio::spawn(dial(self.endpoint.clone(), peer, self.inbound_tx.clone()));
+                self.io
+                    .spawn(dial(self.endpoint.clone(), peer, self.inbound_tx.clone()));
             }
             Control::Send(peer, message) => {
                 if let Some(p) = self.peers.get(&peer) {
@@ -467,7 +534,7 @@ impl Engine {
                 let generation = self.generation;
                 let inbound = self.inbound_tx.clone();
                 let watch = self.peers[&peer].conn.clone();
-                tokio::spawn(async move {
+                self.io.spawn(async move {
                     watch.closed().await;
                     let _ = inbound.send(Inbound::Down(peer, generation)).await;
                 });
@@ -552,33 +619,23 @@ impl Engine {
         }
     }
 
-    /// Every handle is gone: write what history is left and close the endpoint (its port is
-    /// free again for a restart).
+    /// Every handle is gone: write what is left and close the endpoint (its port is free
+    /// again for a restart).
     fn shut_down(&mut self) {
         self.flush_trades();
+        self.writer.finish();
         self.endpoint.close();
     }
 
-    /// Writes the interval history still waiting for a batch.
+    /// Hands the interval history still waiting for a batch to the writer.
     fn flush_trades(&mut self) {
-        if self.trades.is_empty() {
-            return;
-        }
-        match self.store.record_trades(&self.trades) {
-            Ok(()) => self.trades.clear(),
-            Err(e) => {
-                tracing::warn!("interval history not recorded: {e}");
-                // History is for people; do not let it grow without bound.
-                if self.trades.len() > 100_000 {
-                    self.trades.clear();
-                }
-            }
-        }
+        self.writer.write_trades(std::mem::take(&mut self.trades));
     }
 
-    /// Carries out every output, writing persists in batches until none are left.
-    async fn drain(&mut self) {
-        loop {
+    /// Carries out every output the core has ready and hands the records it asked for to the
+    /// writer, as one batch; what waits for them goes when the writer says they are durable.
+    fn drain(&mut self) {
+        {
             let mut batch: Vec<(UpdateId, ChannelRecord)> = Vec::new();
             while let Some(output) = self.node.poll_output() {
                 match output {
@@ -624,31 +681,8 @@ impl Engine {
                     }
                 }
             }
-            if batch.is_empty() {
-                return;
-            }
-            // The write is short (one transaction for the whole batch, one fsync): it runs right
-            // here, on the engine's task, instead of paying a hop to the blocking pool on every
-            // update's critical path. Nothing else of this gateway could progress meanwhile
-            // anyway: every output waits for it.
-            let result = {
-                let store = &mut self.store;
-                let records: Vec<&ChannelRecord> = batch.iter().map(|(_, r)| r).collect();
-                store.write_batch(&records, &self.trades)
-            };
-            match result {
-                Ok(()) => {
-                    self.trades.clear();
-                    if let Some((last, _)) = batch.last() {
-                        self.node.handle(Input::Persisted(*last));
-                    }
-                }
-                Err(e) => {
-                    let _ = self.reports.send(Report::StoreFailed(e.to_string()));
-                    for (update, _) in &batch {
-                        self.node.handle(Input::PersistFailed(*update));
-                    }
-                }
+            if !batch.is_empty() {
+                self.writer.write(batch, std::mem::take(&mut self.trades));
             }
         }
     }

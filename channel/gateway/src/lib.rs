@@ -32,3 +32,4 @@ pub mod meter;
 pub mod metering;
 pub mod store;
 pub mod towers;
+pub mod writer;

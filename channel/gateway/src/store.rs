@@ -149,6 +149,14 @@ impl SqliteStore {
         self.faults.clone()
     }
 
+    /// Another connection to the same file, sharing the fault switch (the engine's writer
+    /// thread writes through one of its own).
+    pub fn reopen(&self) -> Result<SqliteStore, StoreError> {
+        let mut other = SqliteStore::open(&self.path)?;
+        other.faults = self.faults.clone();
+        Ok(other)
+    }
+
     /// The file this store lives in (other connections, like the ledger queue's, open it too).
     pub fn path(&self) -> &Path {
         &self.path

@@ -1,0 +1,190 @@
+//! The engine's durable writes, on a thread of their own.
+//!
+//! The engine hands each batch of records to the writer and goes on verifying and signing the
+//! next burst while the batch is being made durable; nothing that depends on a record leaves
+//! the core before the writer has acknowledged it ([`gridchan_channel::Input::Persisted`]).
+//!
+//! Batches are written and acknowledged in the order they were handed over. Batches that queue
+//! up while a transaction is being committed are written together in the next one (group
+//! commit): the busier the gateway, the more records share an fsync, so the writer does not
+//! fall behind.
+
+use std::sync::mpsc as std_mpsc;
+
+use gridchan_channel::{ChannelId, ChannelRecord, UpdateId};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{SqliteStore, TradeEntry, TradeRow};
+
+/// Work for the writer, done in the order given.
+enum Job {
+    /// Records to make durable (with the interval history settled meanwhile).
+    Write {
+        records: Vec<(UpdateId, ChannelRecord)>,
+        trades: Vec<TradeEntry>,
+    },
+    /// The last `n` settled intervals of a channel, after every write handed over before.
+    Trades(ChannelId, usize, oneshot::Sender<Vec<TradeRow>>),
+}
+
+/// What became of one handed-over batch of records.
+pub enum Written {
+    /// Durable, up to and including this update.
+    Durable(UpdateId),
+    /// Not written: these updates failed, in order, for this reason.
+    Failed {
+        updates: Vec<UpdateId>,
+        reason: String,
+    },
+}
+
+/// The engine's side of the writer thread.
+pub struct Writer {
+    jobs: Option<std_mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts the writer on `store`; what becomes of every batch arrives on the returned
+    /// receiver, in the order the batches were handed over.
+    pub fn spawn(store: SqliteStore) -> (Writer, mpsc::UnboundedReceiver<Written>) {
+        let (jobs_tx, jobs_rx) = std_mpsc::channel();
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let thread = std::thread::Builder::new()
+            .name("gridchan-writer".into())
+            .spawn(move || run(store, jobs_rx, done_tx))
+            .expect("a thread can be started");
+        (
+            Writer {
+                jobs: Some(jobs_tx),
+                thread: Some(thread),
+            },
+            done_rx,
+        )
+    }
+
+    /// Hands over a batch of records (never empty of records) and the history to go with it.
+    pub fn write(&self, records: Vec<(UpdateId, ChannelRecord)>, trades: Vec<TradeEntry>) {
+        self.send(Job::Write { records, trades });
+    }
+
+    /// Hands over interval history alone (written whether or not it fills a transaction).
+    pub fn write_trades(&self, trades: Vec<TradeEntry>) {
+        if !trades.is_empty() {
+            self.send(Job::Write {
+                records: Vec::new(),
+                trades,
+            });
+        }
+    }
+
+    /// Asks for a channel's recent history; the answer comes after every earlier write.
+    pub fn recent_trades(
+        &self,
+        channel: ChannelId,
+        n: usize,
+        reply: oneshot::Sender<Vec<TradeRow>>,
+    ) {
+        self.send(Job::Trades(channel, n, reply));
+    }
+
+    fn send(&self, job: Job) {
+        if let Some(jobs) = &self.jobs {
+            // The thread ends only when this sender is dropped, so the send cannot fail.
+            let _ = jobs.send(job);
+        }
+    }
+
+    /// Writes everything handed over and stops the thread.
+    pub fn finish(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Settled intervals kept for a later transaction after failed ones, at most.
+const MAX_UNRECORDED: usize = 100_000;
+
+/// One batch taken into the current transaction: its updates, in order.
+type Taken = Vec<UpdateId>;
+
+fn run(
+    mut store: SqliteStore,
+    jobs: std_mpsc::Receiver<Job>,
+    done: mpsc::UnboundedSender<Written>,
+) {
+    let mut pending: Option<Job> = None;
+    // History a failed transaction did not record: it rides along with the next one.
+    let mut unrecorded: Vec<TradeEntry> = Vec::new();
+    loop {
+        let first = match pending.take() {
+            Some(job) => job,
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        match first {
+            Job::Trades(channel, n, reply) => {
+                let _ = reply.send(store.recent_trades(&channel, n).unwrap_or_default());
+            }
+            Job::Write { records, trades } => {
+                // Everything else already waiting shares this transaction, up to a query
+                // (which must see the writes before it, and only those).
+                let mut batches: Vec<Taken> = Vec::new();
+                let mut all_records = Vec::new();
+                let mut all_trades = std::mem::take(&mut unrecorded);
+                all_trades.extend(trades);
+                let mut take = |records: Vec<(UpdateId, ChannelRecord)>| {
+                    batches.push(records.iter().map(|(u, _)| *u).collect());
+                    all_records.extend(records.into_iter().map(|(_, r)| r));
+                };
+                take(records);
+                while let Ok(job) = jobs.try_recv() {
+                    match job {
+                        Job::Write { records, trades } => {
+                            take(records);
+                            all_trades.extend(trades);
+                        }
+                        query => {
+                            pending = Some(query);
+                            break;
+                        }
+                    }
+                }
+                let refs: Vec<&ChannelRecord> = all_records.iter().collect();
+                let result = store.write_batch(&refs, &all_trades);
+                for updates in batches {
+                    if updates.is_empty() {
+                        continue;
+                    }
+                    let written = match &result {
+                        Ok(()) => Written::Durable(*updates.last().expect("not empty")),
+                        Err(e) => Written::Failed {
+                            updates,
+                            reason: e.to_string(),
+                        },
+                    };
+                    if done.send(written).is_err() {
+                        return;
+                    }
+                }
+                if let Err(e) = &result {
+                    tracing::warn!("interval history not recorded yet: {e}");
+                    // History is for people; do not let it grow without bound.
+                    if all_trades.len() <= MAX_UNRECORDED {
+                        unrecorded = all_trades;
+                    }
+                }
+            }
+        }
+    }
+}
