@@ -17,6 +17,8 @@ pub mod bench;
 pub mod block;
 pub mod chainstore;
 mod client;
+#[cfg(feature = "evm")]
+pub mod evm;
 pub mod local;
 pub mod rpc;
 pub mod rules;

@@ -70,6 +70,24 @@ impl NodeId {
         self.0.serialize()
     }
 
+    /// The 64-byte uncompressed key `x || y` (without the `0x04` prefix): what hashes to the
+    /// key's [`Address`], and how an EVM contract receives a key.
+    pub fn to_xy(&self) -> [u8; 64] {
+        let mut out = [0u8; 64];
+        out.copy_from_slice(&self.0.serialize_uncompressed()[1..]);
+        out
+    }
+
+    /// The key from its 64-byte uncompressed form `x || y`.
+    pub fn from_xy(xy: &[u8; 64]) -> Result<NodeId, CryptoError> {
+        let mut bytes = [0u8; 65];
+        bytes[0] = 4;
+        bytes[1..].copy_from_slice(xy);
+        PublicKey::from_slice(&bytes)
+            .map(NodeId)
+            .map_err(|_| CryptoError::InvalidPublicKey)
+    }
+
     /// The Ethereum-style address: the last 20 bytes of keccak256 of the uncompressed key
     /// without its 0x04 prefix. This is what `ecrecover` yields for this key.
     pub fn address(&self) -> Address {

@@ -70,6 +70,61 @@ impl Tariff {
 
     /// The tariff's digest, one word of the channel parameters (see `specs/encoding.md`).
     pub fn digest(&self) -> [u8; 32] {
+        self.encoded().sha256()
+    }
+
+    /// The words whose SHA-256 is the digest: how the tariff travels to a contract, which
+    /// checks it against the digest in the parameters.
+    pub fn words(&self) -> Vec<u8> {
+        self.encoded().into_bytes()
+    }
+
+    /// The tariff from its [`Tariff::words`].
+    pub fn from_words(bytes: &[u8]) -> Result<Tariff, String> {
+        let word = |i: usize| -> Result<&[u8], String> {
+            bytes
+                .get(i * 32..(i + 1) * 32)
+                .ok_or_else(|| format!("tariff encoding ends at word {i}"))
+        };
+        let uint = |i: usize| -> Result<u64, String> {
+            let w = word(i)?;
+            if w[..24].iter().any(|b| *b != 0) {
+                return Err(format!("tariff word {i} does not fit 64 bits"));
+            }
+            Ok(u64::from_be_bytes(w[24..].try_into().expect("8 bytes")))
+        };
+        if word(0)? != TARIFF_DOMAIN {
+            return Err("not a tariff encoding (wrong domain tag)".into());
+        }
+        let offset = {
+            let w = word(2)?;
+            let v = i64::from_be_bytes(w[24..].try_into().expect("8 bytes"));
+            let fill = if v < 0 { 0xff } else { 0 };
+            if w[..24].iter().any(|b| *b != fill) {
+                return Err("tariff offset does not fit 64 bits".into());
+            }
+            i32::try_from(v).map_err(|_| "tariff offset out of range".to_string())?
+        };
+        let tariff = match uint(1)? {
+            0 if bytes.len() == 4 * 32 && offset == 0 => Tariff::Flat(PricePerKwh(uint(3)?)),
+            1 if bytes.len() == 51 * 32 => {
+                let mut tou = TimeOfUse {
+                    utc_offset_minutes: offset,
+                    weekday: [PricePerKwh(0); 24],
+                    weekend: [PricePerKwh(0); 24],
+                };
+                for h in 0..24 {
+                    tou.weekday[h] = PricePerKwh(uint(3 + h)?);
+                    tou.weekend[h] = PricePerKwh(uint(27 + h)?);
+                }
+                Tariff::TimeOfUse(Box::new(tou))
+            }
+            kind => return Err(format!("tariff kind {kind} with {} bytes", bytes.len())),
+        };
+        Ok(tariff)
+    }
+
+    fn encoded(&self) -> Words {
         let mut w = Words::with_capacity(51);
         w.bytes32(&TARIFF_DOMAIN);
         match self {
@@ -83,7 +138,7 @@ impl Tariff {
                 }
             }
         }
-        w.sha256()
+        w
     }
 }
 

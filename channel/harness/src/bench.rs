@@ -94,7 +94,11 @@ pub fn run(updates: u64) -> CoreBench {
 }
 
 fn trade(i: u64) -> Trade {
-    let seller = if i % 2 == 0 { Side::A } else { Side::B };
+    let seller = if i.is_multiple_of(2) {
+        Side::A
+    } else {
+        Side::B
+    };
     Trade::agreed(IntervalIndex(i), seller, WattHours(100 + i % 400))
 }
 
