@@ -39,103 +39,15 @@ use crate::client::{Ledger, LedgerError};
 use crate::rules::{Account, ChainEvent, ChannelAccount, ChannelStatus, Height, TxError};
 use crate::tx::{Tx, TxHash, TxKind};
 
-alloy::sol! {
-    /// The adjudicator's interface, as in `GridchanAdjudicator.sol`.
+alloy::sol!(
+    /// The adjudicator's interface, read from its compiled artifact: the Rust side cannot drift
+    /// from the contract.
     #[derive(Debug, PartialEq, Eq)]
-    contract GridchanAdjudicator {
-        struct Params {
-            address partyA;
-            address partyB;
-            bytes32 nonce;
-            uint64 depositA;
-            uint64 depositB;
-            uint64 challengeWindowBlocks;
-            uint64 fundingWindowBlocks;
-            uint64 intervalSeconds;
-            uint64 toleranceAbsoluteWh;
-            uint64 tolerancePermille;
-            uint64 openedAt;
-            bytes32 tariffDigest;
-        }
-        struct State {
-            bytes32 channelId;
-            uint64 version;
-            uint64 balanceA;
-            uint64 balanceB;
-            uint64 energyAToB;
-            uint64 energyBToA;
-            uint64 lastInterval;
-            bool isFinal;
-        }
-        struct Sig {
-            bytes32 r;
-            bytes32 s;
-            uint8 v;
-        }
-        enum Phase { None, Funding, Open, Registered, Concluded, Expired }
-        struct Channel {
-            address partyA;
-            address partyB;
-            uint64 depositA;
-            uint64 depositB;
-            uint64 challengeWindowBlocks;
-            Phase phase;
-            uint64 deadline;
-            uint64 depositedA;
-            uint64 depositedB;
-            uint64 claimableA;
-            uint64 claimableB;
-            uint64 version;
-            uint64 balanceA;
-            uint64 balanceB;
-            uint64 energyAToB;
-            uint64 energyBToA;
-            uint64 lastInterval;
-        }
+    GridchanAdjudicator,
+    "evm/artifacts/GridchanAdjudicator.json"
+);
 
-        event Created(bytes32 indexed channelId, Params params, bytes keyA, bytes keyB, bytes tariff);
-        event Deposited(bytes32 indexed channelId, uint8 party, uint64 amount);
-        event Funded(bytes32 indexed channelId);
-        event Reclaimed(bytes32 indexed channelId, uint8 party, uint64 amount);
-        event Registered(bytes32 indexed channelId, uint64 version, uint64 deadline);
-        event Refuted(bytes32 indexed channelId, uint64 version, uint64 deadline);
-        event Concluded(bytes32 indexed channelId, uint64 version, uint64 payoutA, uint64 payoutB);
-        event Withdrawn(bytes32 indexed channelId, uint8 party, uint64 amount);
-
-        error InsufficientBalance(uint256 balance, uint256 needed);
-        error UnknownChannel();
-        error NotAParty();
-        error InvalidParams(string reason);
-        error WrongDepositAmount(uint64 expected);
-        error AlreadyDeposited();
-        error WrongPhase(Phase phase);
-        error FundingClosed(uint64 deadline);
-        error FundingOpen(uint64 deadline);
-        error BadStateSignature(string reason);
-        error MoneyNotConserved();
-        error NotNewer(uint64 registered, uint64 got);
-        error Window(uint64 deadline);
-        error FinalFlag();
-        error InsufficientClaimable(uint64 claimable, uint64 needed);
-        error TokenTransferFailed();
-
-        constructor(address token_, uint64 minChallengeWindow_);
-
-        function token() external view returns (address);
-        function minChallengeWindow() external view returns (uint64);
-        function stateDigest(State calldata s) external pure returns (bytes32);
-        function channelId(Params calldata p) external pure returns (bytes32);
-        function signer(bytes32 digest, Sig calldata sig) external pure returns (address);
-        function channel(bytes32 id) external view returns (Channel memory);
-        function deposit(Params calldata p, bytes calldata keyA, bytes calldata keyB, bytes calldata tariff, uint64 amount) external;
-        function reclaim(bytes32 id) external;
-        function register(State calldata s, Sig calldata sigA, Sig calldata sigB) external;
-        function refute(State calldata s, Sig calldata sigA, Sig calldata sigB) external;
-        function conclude(bytes32 id) external;
-        function concludeFinal(State calldata s, Sig calldata sigA, Sig calldata sigB) external;
-        function withdraw(bytes32 id, uint64 amount) external;
-    }
-
+alloy::sol! {
     /// The ERC-20 calls the adapter makes (and the dev chain's test token's `mint`).
     #[derive(Debug, PartialEq, Eq)]
     contract Erc20 {
@@ -373,17 +285,20 @@ impl EvmLedger {
         if allowed >= U256::from(amount) {
             return Ok(());
         }
-        let hash = self
-            .send(
-                self.config.token,
-                Erc20::approveCall {
-                    spender: self.config.adjudicator,
-                    amount: U256::from(amount),
-                }
-                .abi_encode(),
-            )
-            .await?;
-        // The deposit's simulation needs the allowance in place.
+        // The deposit's simulation needs the allowance in place: wait for it.
+        self.token_call(
+            Erc20::approveCall {
+                spender: self.config.adjudicator,
+                amount: U256::from(amount),
+            }
+            .abi_encode(),
+        )
+        .await
+    }
+
+    /// Sends a call to the token and waits until it is included.
+    async fn token_call(&self, input: Vec<u8>) -> Result<(), LedgerError> {
+        let hash = self.send(self.config.token, input).await?;
         let receipt = self.wait_for(&hash, Duration::from_secs(120)).await?;
         receipt
             .outcome
@@ -396,22 +311,14 @@ impl EvmLedger {
     /// lets anyone mint; a real token refuses, and so does this call).
     pub async fn mint_test_tokens(&self, to: Address, amount: u64) -> Result<(), LedgerError> {
         let _one_at_a_time = self.submitting.lock().await;
-        let hash = self
-            .send(
-                self.config.token,
-                Erc20::mintCall {
-                    to,
-                    amount: U256::from(amount),
-                }
-                .abi_encode(),
-            )
-            .await?;
-        let receipt = self.wait_for(&hash, Duration::from_secs(120)).await?;
-        receipt
-            .outcome
-            .result
-            .map(|_| ())
-            .map_err(LedgerError::Refused)
+        self.token_call(
+            Erc20::mintCall {
+                to,
+                amount: U256::from(amount),
+            }
+            .abi_encode(),
+        )
+        .await
     }
 
     /// The parameters of a channel, from its `Created` event (once; they never change).
@@ -535,15 +442,14 @@ pub fn decode_revert(data: &[u8]) -> Option<TxError> {
     }
 }
 
-fn phase_name(p: GridchanAdjudicator::Phase) -> &'static str {
-    use GridchanAdjudicator::Phase as P;
+/// The adjudicator's `Phase`, by number (the ABI carries enums as `uint8`).
+fn phase_name(p: u8) -> &'static str {
     match p {
-        P::None => "unknown",
-        P::Funding => "funding",
-        P::Open => "open",
-        P::Registered => "registered",
-        P::Concluded => "concluded",
-        P::Expired => "expired",
+        1 => "funding",
+        2 => "open",
+        3 => "registered",
+        4 => "concluded",
+        5 => "expired",
         _ => "unknown",
     }
 }
@@ -729,14 +635,13 @@ impl Ledger for EvmLedger {
                 GridchanAdjudicator::channelCall { id: b256(&id.0) },
             )
             .await?;
-        use GridchanAdjudicator::Phase as P;
         let status = match ch.phase {
-            P::None => return Ok(None),
-            P::Funding => ChannelStatus::Funding {
+            0 => return Ok(None),
+            1 => ChannelStatus::Funding {
                 deadline: ch.deadline,
             },
-            P::Open => ChannelStatus::Open,
-            P::Registered => ChannelStatus::Registered {
+            2 => ChannelStatus::Open,
+            3 => ChannelStatus::Registered {
                 version: Version(ch.version),
                 deadline: ch.deadline,
                 state: State {
@@ -750,10 +655,10 @@ impl Ledger for EvmLedger {
                     is_final: false,
                 },
             },
-            P::Concluded => ChannelStatus::Concluded {
+            4 => ChannelStatus::Concluded {
                 version: Version(ch.version),
             },
-            P::Expired => ChannelStatus::Expired,
+            5 => ChannelStatus::Expired,
             _ => return Err(failed("the adjudicator reports an unknown phase")),
         };
         let params = self
