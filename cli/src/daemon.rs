@@ -32,18 +32,35 @@ pub async fn run(config_path: &Path) -> Result<()> {
         signer.duplicate(&keys::random32()?),
         Limits::default(),
     )?;
-    let LedgerSection::Remote { address } = &config.ledger;
-    let ledger_addr: PeerAddr = address
-        .parse()
-        .with_context(|| format!("ledger.address {address:?} in {}", config_path.display()))?;
-    let ledger: Arc<dyn Ledger> = Arc::new(
-        RemoteClient::new(
-            ledger_addr,
-            signer.duplicate(&keys::random32()?),
-            keys::random32()?,
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
+    let ledger: Arc<dyn Ledger> = match &config.ledger {
+        LedgerSection::Remote { address } => {
+            let ledger_addr: PeerAddr = address.parse().with_context(|| {
+                format!("ledger.address {address:?} in {}", config_path.display())
+            })?;
+            Arc::new(
+                RemoteClient::new(
+                    ledger_addr,
+                    signer.duplicate(&keys::random32()?),
+                    keys::random32()?,
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            )
+        }
+        LedgerSection::Evm {
+            rpc,
+            adjudicator,
+            token,
+            confirmations,
+            deployed_at,
+        } => Arc::new(crate::evm::connect(
+            rpc,
+            adjudicator,
+            token,
+            *confirmations,
+            *deployed_at,
+            &keys::load_secret(&config.node.key)?,
+        )?),
+    };
     let interval_seconds = config.metering.interval_seconds;
     let clock = match config.metering.speedup {
         0 | 1 => SimClock::real(),

@@ -37,6 +37,14 @@ pub fn load_or_create(path: &Path) -> Result<Signer> {
 
 /// Loads the key at `path`; refuses one that others can read.
 pub fn load(path: &Path) -> Result<Signer> {
+    let bytes = load_secret(path)?;
+    Signer::new(&bytes, &random32()?)
+        .map_err(|e| anyhow::anyhow!("key file {}: {e}", path.display()))
+}
+
+/// The 32 secret bytes of the key at `path` (an EVM ledger signs its transactions with them);
+/// refuses a file that others can read.
+pub fn load_secret(path: &Path) -> Result<[u8; 32]> {
     let meta = std::fs::metadata(path)
         .with_context(|| format!("cannot read key file {}", path.display()))?;
     let mode = meta.permissions().mode() & 0o777;
@@ -53,6 +61,5 @@ pub fn load(path: &Path) -> Result<Signer> {
         .ok()
         .and_then(|b| b.try_into().ok())
         .with_context(|| format!("key file {} is not 64 hex digits", path.display()))?;
-    Signer::new(&bytes, &random32()?)
-        .map_err(|e| anyhow::anyhow!("key file {}: {e}", path.display()))
+    Ok(bytes)
 }

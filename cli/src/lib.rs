@@ -4,6 +4,7 @@
 pub mod channel;
 pub mod daemon;
 pub mod demo;
+pub mod evm;
 pub mod init;
 pub mod keys;
 pub mod ledger;

@@ -82,6 +82,11 @@ enum Commands {
         #[command(subcommand)]
         action: TowerAction,
     },
+    /// The adjudicator on an EVM chain.
+    Evm {
+        #[command(subcommand)]
+        action: EvmAction,
+    },
     /// Run a watchtower (`--config FILE`), or inspect one (status, clients, channels).
     Watchtower {
         /// The tower's config file (see `gridchan watchtower init`).
@@ -193,6 +198,29 @@ enum WatchtowerAction {
 }
 
 #[derive(Subcommand)]
+enum EvmAction {
+    /// Deploy the adjudicator (and, without --token, a test token for dev chains) and print
+    /// the addresses and the gateway config section that uses them.
+    Deploy {
+        /// The chain's JSON-RPC address.
+        #[arg(long, default_value = "http://127.0.0.1:8545")]
+        rpc: String,
+        /// The key file of the deploying account (it pays the gas).
+        #[arg(long)]
+        key: PathBuf,
+        /// The ERC-20 settlement token; left out, a test token is deployed (dev chains only).
+        #[arg(long)]
+        token: Option<String>,
+        /// The shortest challenge window channels may choose, in blocks.
+        #[arg(long, default_value_t = 20)]
+        min_challenge_window: u64,
+        /// Print the addresses as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum BenchCommand {
     /// The protocol core alone: one channel's updates through the in-memory harness, both sides
     /// signing and verifying, beside 2 signs + 2 verifies.
@@ -224,6 +252,8 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10_000)]
         updates: u64,
     },
+    /// The EVM adjudicator: gas of every operation, on a fresh anvil.
+    Evm,
     /// The peer process of `bench gateway` (started by it; not for people).
     #[command(hide = true)]
     GatewayPeer {
@@ -308,6 +338,23 @@ fn run() -> Result<()> {
             let b = gridchan_watchtower::bench::run(dir.path(), states, updates).await;
             println!("{}", b.report());
             Ok(())
+        }),
+        Commands::Bench {
+            which: BenchCommand::Evm,
+        } => runtime()?.block_on(gridchan_cli::evm::bench()),
+        Commands::Evm {
+            action:
+                EvmAction::Deploy {
+                    rpc,
+                    key,
+                    token,
+                    min_challenge_window,
+                    json,
+                },
+        } => runtime()?.block_on(async {
+            let secret = gridchan_cli::keys::load_secret(&key)?;
+            gridchan_cli::evm::deploy(&rpc, &secret, token.as_deref(), min_challenge_window, json)
+                .await
         }),
         Commands::Bench {
             which: BenchCommand::GatewayPeer { dir },

@@ -38,6 +38,26 @@ pub struct NodeSection {
 pub enum LedgerSection {
     /// A `gridchan ledger` node at `PUBKEY@HOST:PORT`.
     Remote { address: String },
+    /// The adjudicator contract on an EVM chain (see `gridchan evm deploy`). The node key is
+    /// the EVM account: it pays the gas of what it submits.
+    Evm {
+        /// The chain's JSON-RPC address, `http://HOST:PORT`.
+        rpc: String,
+        /// The adjudicator's address, `0x...`.
+        adjudicator: String,
+        /// The settlement token's address, `0x...`.
+        token: String,
+        /// Blocks on top of a block before it counts (1: the newest counts).
+        #[serde(default = "one_u64")]
+        confirmations: u64,
+        /// The block the adjudicator was deployed in.
+        #[serde(default)]
+        deployed_at: u64,
+    },
+}
+
+fn one_u64() -> u64 {
+    1
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -153,9 +173,17 @@ data = "data"
 listen = "{listen}"
 
 [ledger]
-# The ledger that holds deposits and settles disputes: a `gridchan ledger` node.
+# The ledger that holds deposits and settles disputes: a `gridchan ledger` node ...
 mode = "remote"
 address = "{ledger}"
+# ... or the adjudicator on an EVM chain (`gridchan evm deploy` prints this section). The node
+# key is the EVM account and pays the gas of what it submits.
+# mode = "evm"
+# rpc = "http://127.0.0.1:8545"
+# adjudicator = "0x..."
+# token = "0x..."
+# confirmations = 1
+# deployed_at = 0
 
 [metering]
 # The metering interval in seconds (divides an hour). Neighbours must use the same.
@@ -202,6 +230,26 @@ mod tests {
         assert_eq!(c.metering.interval_seconds, 900);
         assert!(matches!(c.meter, MeterSection::Simulated { seed: 1, .. }));
         assert!(c.peers.is_empty());
+    }
+
+    #[test]
+    fn an_evm_ledger_section_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gridchan.toml");
+        let text = template("127.0.0.1:7500".parse().unwrap(), "K@127.0.0.1:1").replace(
+            "mode = \"remote\"\naddress = \"K@127.0.0.1:1\"",
+            "mode = \"evm\"\nrpc = \"http://127.0.0.1:8545\"\nadjudicator = \"0xe7f1725e7734ce288f8367e1bb143e90bb3f0512\"\ntoken = \"0x5fbdb2315678afecb367f032d93f642f64180aa3\"\ndeployed_at = 2",
+        );
+        std::fs::write(&path, text).unwrap();
+        let c = Config::load(&path).unwrap();
+        assert!(matches!(
+            c.ledger,
+            LedgerSection::Evm {
+                confirmations: 1,
+                deployed_at: 2,
+                ..
+            }
+        ));
     }
 
     #[test]
