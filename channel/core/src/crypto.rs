@@ -260,7 +260,7 @@ impl Presigned {
 /// Keys recovered ahead of time, in parallel: a host that receives a batch of signed messages
 /// spreads the costliest step of checking them over its cores, then lets the state machine
 /// check them one by one as usual, which finds each result here instead of computing it again.
-/// Only [`Recovered::compute`] and [`Recovered::one`] make its entries, by running the very same
+/// Only [`Recovered::one`] makes its entries, by running the very same
 /// recovery: a memo, not a shortcut around a check.
 pub struct Recovered(HashMap<([u8; 32], [u8; 65]), Result<NodeId, CryptoError>>);
 
@@ -283,28 +283,6 @@ impl Recovered {
     /// Gathers recoveries made by [`Recovered::one`].
     pub fn collect(parts: impl IntoIterator<Item = RecoveredOne>) -> Recovered {
         Recovered(parts.into_iter().map(|p| (p.key, p.result)).collect())
-    }
-
-    /// Recovers the signer of every `(digest, signature)` on up to `threads` threads.
-    pub fn compute(items: &[([u8; 32], Signature)], threads: usize) -> Recovered {
-        let one = |(digest, sig): &([u8; 32], Signature)| ((*digest, sig.0), sig.recover(digest));
-        let threads = threads.clamp(1, items.len().max(1));
-        let map = if threads == 1 {
-            items.iter().map(one).collect()
-        } else {
-            let chunk = items.len().div_ceil(threads);
-            std::thread::scope(|scope| {
-                let parts: Vec<_> = items
-                    .chunks(chunk)
-                    .map(|part| scope.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
-                    .collect();
-                parts
-                    .into_iter()
-                    .flat_map(|p| p.join().unwrap_or_default())
-                    .collect()
-            })
-        };
-        Recovered(map)
     }
 
     /// How many signatures it holds.
@@ -398,37 +376,13 @@ impl Signer {
         self.sign_now(digest)
     }
 
-    /// Signatures over `digests`, made on up to `threads` threads, for [`Presigned::install`].
-    /// They are the very signatures [`Signer::sign`] would make (RFC 6979 nonces make signing
-    /// deterministic); they stay in memory and are used only if the state machine decides to
-    /// sign the same digest while they are installed.
-    pub fn presign(&self, digests: &[[u8; 32]], threads: usize) -> Presigned {
-        let threads = threads.clamp(1, digests.len().max(1));
-        let sigs = if threads == 1 {
-            digests.iter().map(|d| (*d, self.sign_now(d))).collect()
-        } else {
-            let chunk = digests.len().div_ceil(threads);
-            std::thread::scope(|scope| {
-                let parts: Vec<_> = digests
-                    .chunks(chunk)
-                    .map(|part| {
-                        scope.spawn(move || {
-                            part.iter()
-                                .map(|d| (*d, self.sign_now(d)))
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                parts
-                    .into_iter()
-                    .flat_map(|p| p.join().unwrap_or_default())
-                    .collect()
-            })
-        };
-        Presigned {
-            signer: self.id,
-            sigs,
-        }
+    /// Signatures over `digests`, for [`Presigned::install`]. They are the very signatures
+    /// [`Signer::sign`] would make (RFC 6979 nonces make signing deterministic); they stay in
+    /// memory and are used only if the state machine decides to sign the same digest while they
+    /// are installed. A host with a thread pool makes them one by one there instead
+    /// ([`Signer::presign_one`]).
+    pub fn presign(&self, digests: &[[u8; 32]]) -> Presigned {
+        Presigned::collect(self, digests.iter().map(|d| self.presign_one(d)))
     }
 
     /// One signature made ahead (see [`Signer::presign`]), to gather with
@@ -556,20 +510,20 @@ mod tests {
         let a = Signer::new(&[1; 32], &[2; 32]).unwrap();
         let b = Signer::new(&[3; 32], &[4; 32]).unwrap();
         let digests: Vec<[u8; 32]> = (0..20u8).map(|i| [i; 32]).collect();
-        let presigned = a.presign(&digests, 2);
+        let presigned = a.presign(&digests);
         let direct: Vec<Signature> = digests.iter().map(|d| a.sign(d)).collect();
         let ahead: Vec<Signature> =
             presigned.install(|| digests.iter().map(|d| a.sign(d)).collect());
         assert_eq!(direct, ahead, "RFC 6979: the same signatures");
         // Another signer never picks up a's signatures.
-        let presigned = a.presign(&digests, 2);
+        let presigned = a.presign(&digests);
         let by_b = presigned.install(|| b.sign(&digests[0]));
         assert!(by_b.verify(&digests[0], &b.id()).is_ok());
         // Recovered: the same result as recovering now, including for a wrong signature.
         let mut bad = direct[1];
         bad.0[64] = 29;
         let items: Vec<([u8; 32], Signature)> = vec![(digests[0], direct[0]), (digests[1], bad)];
-        let recovered = Recovered::compute(&items, 2);
+        let recovered = Recovered::collect(items.iter().map(|(d, s)| Recovered::one(d, s)));
         assert_eq!(recovered.len(), 2);
         recovered.install(|| {
             assert_eq!(direct[0].recover(&digests[0]), Ok(a.id()));

@@ -91,18 +91,11 @@ impl Node {
         self.channels.get(channel)?.preview_proposal(reading)
     }
 
-    /// Our signatures over `digests`, made ahead on `threads` threads (see
-    /// [`Signer::presign`]): a host that received a burst of proposals signs their digests on
-    /// every core, and the countersignatures the state machine then decides to make are found
-    /// instead of computed on one thread.
-    /// This node's signer (a host that makes countersignatures ahead on a pool of its own uses
-    /// it through [`Signer::presign_one`]).
+    /// This node's signer: a host that received a burst of proposals signs their digests ahead
+    /// on a pool of its own ([`Signer::presign_one`]), and the countersignatures the state
+    /// machine then decides to make are found instead of computed on one thread.
     pub fn signer(&self) -> &Signer {
         &self.signer
-    }
-
-    pub fn presign(&self, digests: &[[u8; 32]], threads: usize) -> crate::Presigned {
-        self.signer.presign(digests, threads)
     }
 
     /// The next output to carry out, in order.

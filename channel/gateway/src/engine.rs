@@ -369,8 +369,8 @@ impl Engine {
                     self.retry_frozen();
                 }
             }
-            // Take whatever else is already waiting before writing: the persists of many
-            // channels then share one transaction (one fsync), and nothing waits longer for it.
+            // Take whatever else is already waiting: the persists of a whole burst then go to
+            // the writer as one batch (one transaction, one fsync).
             while let Ok(w) = written.try_recv() {
                 self.on_written(w);
             }
@@ -383,7 +383,7 @@ impl Engine {
                     },
                 }
             }
-            // The signatures in a burst of messages are checked on every core first; the core
+            // The signatures in a burst are checked and made on the worker pool first; the core
             // then finds each result instead of computing it on this one thread.
             let (recovered, presigned) = self.work_ahead(&taken);
             recovered.install(|| {
@@ -635,55 +635,53 @@ impl Engine {
     /// Carries out every output the core has ready and hands the records it asked for to the
     /// writer, as one batch; what waits for them goes when the writer says they are durable.
     fn drain(&mut self) {
-        {
-            let mut batch: Vec<(UpdateId, ChannelRecord)> = Vec::new();
-            while let Some(output) = self.node.poll_output() {
-                match output {
-                    Output::Persist { update, record } => batch.push((update, *record)),
-                    Output::Send { to, message } => {
-                        if let Some(p) = self.peers.get(&to) {
-                            if p.writer.try_send(message.encode()).is_err() {
-                                // A peer that does not read its messages loses its connection.
-                                self.drop_peer(to, "send queue full");
-                            }
+        let mut batch: Vec<(UpdateId, ChannelRecord)> = Vec::new();
+        while let Some(output) = self.node.poll_output() {
+            match output {
+                Output::Persist { update, record } => batch.push((update, *record)),
+                Output::Send { to, message } => {
+                    if let Some(p) = self.peers.get(&to) {
+                        if p.writer.try_send(message.encode()).is_err() {
+                            // A peer that does not read its messages loses its connection.
+                            self.drop_peer(to, "send queue full");
                         }
-                    }
-                    Output::Disconnect { peer, reason } => self.close_peer(peer, &reason),
-                    Output::Ledger(r) => {
-                        // Durable before anyone acts on it: the submitter retries from the
-                        // queue until the ledger includes or refuses it.
-                        let tx = gridchan_chain::TxKind::from(&r);
-                        if let Err(e) = self.store.enqueue_ledger(Some(&r.channel()), &tx) {
-                            tracing::error!("ledger request not queued: {e}");
-                            let _ = self.reports.send(Report::StoreFailed(e.to_string()));
-                        }
-                        let _ = self.reports.send(Report::Ledger(r));
-                    }
-                    Output::Watchtower(s) => {
-                        let _ = self.reports.send(Report::Watchtower(s));
-                    }
-                    Output::Event(e) => {
-                        if let Event::Frozen { channel } = &e {
-                            let delay = Duration::from_secs(1);
-                            self.frozen
-                                .entry(*channel)
-                                .or_insert((std::time::Instant::now() + delay, delay));
-                        }
-                        if let Event::Settled {
-                            channel,
-                            version,
-                            trade,
-                        } = &e
-                        {
-                            self.trades.push((*channel, *version, *trade));
-                        }
-                        let _ = self.reports.send(Report::Event(e));
                     }
                 }
+                Output::Disconnect { peer, reason } => self.close_peer(peer, &reason),
+                Output::Ledger(r) => {
+                    // Durable before anyone acts on it: the submitter retries from the
+                    // queue until the ledger includes or refuses it.
+                    let tx = gridchan_chain::TxKind::from(&r);
+                    if let Err(e) = self.store.enqueue_ledger(Some(&r.channel()), &tx) {
+                        tracing::error!("ledger request not queued: {e}");
+                        let _ = self.reports.send(Report::StoreFailed(e.to_string()));
+                    }
+                    let _ = self.reports.send(Report::Ledger(r));
+                }
+                Output::Watchtower(s) => {
+                    let _ = self.reports.send(Report::Watchtower(s));
+                }
+                Output::Event(e) => {
+                    if let Event::Frozen { channel } = &e {
+                        let delay = Duration::from_secs(1);
+                        self.frozen
+                            .entry(*channel)
+                            .or_insert((std::time::Instant::now() + delay, delay));
+                    }
+                    if let Event::Settled {
+                        channel,
+                        version,
+                        trade,
+                    } = &e
+                    {
+                        self.trades.push((*channel, *version, *trade));
+                    }
+                    let _ = self.reports.send(Report::Event(e));
+                }
             }
-            if !batch.is_empty() {
-                self.writer.write(batch, std::mem::take(&mut self.trades));
-            }
+        }
+        if !batch.is_empty() {
+            self.writer.write(batch, std::mem::take(&mut self.trades));
         }
     }
 }
