@@ -343,7 +343,7 @@ async fn push(towers: Towers, addr: PeerAddr, last_error: Arc<Mutex<Option<Strin
             }
             continue;
         }
-        // Send a round, IN_FLIGHT at a time.
+        // Send a round, a batch at a time.
         let round: Vec<SignedState> = dirty.values().cloned().collect();
         let mut done = Vec::new();
         let mut retry_later = false;
@@ -356,19 +356,15 @@ async fn push(towers: Towers, addr: PeerAddr, last_error: Arc<Mutex<Option<Strin
                     break;
                 }
             };
+            // The batch's receipt, kept with each channel it covers (encoded once).
+            let receipt = receipt
+                .as_ref()
+                .and_then(|r| bincode::serde::encode_to_vec(r, bincode::config::standard()).ok())
+                .unwrap_or_default();
             for (s, result) in chunk.iter().zip(answers) {
                 let id = s.state().channel_id;
                 match result {
-                    Ok(()) => {
-                        // The batch's receipt, kept with each channel it covers.
-                        let bytes = receipt
-                            .as_ref()
-                            .and_then(|r| {
-                                bincode::serde::encode_to_vec(r, bincode::config::standard()).ok()
-                            })
-                            .unwrap_or_default();
-                        done.push((id, s.version(), bytes));
-                    }
+                    Ok(()) => done.push((id, s.version(), receipt.clone())),
                     Err(TowerError::Rejected(Rejection::OlderVersion { held, .. })) => {
                         // The tower has newer (another device of ours? a restore): fine.
                         done.push((id, Version(held), Vec::new()));
