@@ -53,23 +53,10 @@ pub enum Response {
 
 /// Encodes a request or response.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![RPC_VERSION];
-    bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard())
-        .expect("RPC messages encode");
-    out
+    gridchan_transport::encode_body(RPC_VERSION, value)
 }
 
 /// Decodes a request or response; never panics on hostile bytes.
 pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, String> {
-    let (&version, payload) = frame.split_first().ok_or("empty frame")?;
-    if version != RPC_VERSION {
-        return Err(format!("unsupported RPC version {version}"));
-    }
-    let config = bincode::config::standard().with_limit::<MAX_RPC_FRAME>();
-    let (value, used) =
-        bincode::serde::decode_from_slice(payload, config).map_err(|e| e.to_string())?;
-    if used != payload.len() {
-        return Err("trailing bytes".into());
-    }
-    Ok(value)
+    gridchan_transport::decode_body::<T, MAX_RPC_FRAME>(RPC_VERSION, "RPC", frame)
 }

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use gridchan_channel::Signer;
+use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{Connection, Endpoint, Limits, PeerAddr, TransportError};
 
@@ -104,5 +105,67 @@ impl RpcClient {
                 Err(format!("no answer within {deadline:?}"))
             }
         }
+    }
+}
+
+/// The body of a request or response: a version byte, then the bincode of `value`.
+pub fn encode_body<T: Serialize>(version: u8, value: &T) -> Vec<u8> {
+    let mut out = vec![version];
+    bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard())
+        .expect("RPC messages encode");
+    out
+}
+
+/// Decodes a body made by [`encode_body`] with `version`, reading at most `LIMIT` bytes of
+/// payload; never panics on hostile bytes. `service` names the protocol in errors.
+pub fn decode_body<T: DeserializeOwned, const LIMIT: usize>(
+    version: u8,
+    service: &str,
+    frame: &[u8],
+) -> Result<T, String> {
+    let (&got, payload) = frame.split_first().ok_or("empty frame")?;
+    if got != version {
+        return Err(format!("unsupported {service} version {got}"));
+    }
+    let config = bincode::config::standard().with_limit::<LIMIT>();
+    let (value, used) =
+        bincode::serde::decode_from_slice(payload, config).map_err(|e| e.to_string())?;
+    if used != payload.len() {
+        return Err("trailing bytes".into());
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_decodes_to_what_was_encoded_and_nothing_else_does() {
+        let body = encode_body(3, &(7u64, "seven".to_string()));
+        assert_eq!(
+            decode_body::<(u64, String), 1024>(3, "test RPC", &body),
+            Ok((7, "seven".to_string()))
+        );
+        assert_eq!(
+            decode_body::<(u64, String), 1024>(3, "test RPC", &[]),
+            Err("empty frame".to_string())
+        );
+        assert_eq!(
+            decode_body::<(u64, String), 1024>(4, "test RPC", &body),
+            Err("unsupported test RPC version 3".to_string())
+        );
+        let mut longer = body.clone();
+        longer.push(0);
+        assert_eq!(
+            decode_body::<(u64, String), 1024>(3, "test RPC", &longer),
+            Err("trailing bytes".to_string())
+        );
+        // A length that claims more than the limit is refused before anything is allocated.
+        let big = encode_body(3, &vec![0u8; 100]);
+        assert!(decode_body::<Vec<u8>, 64>(3, "test RPC", &big).is_err());
+        assert!(
+            decode_body::<(u64, String), 1024>(3, "test RPC", &body[..body.len() - 1]).is_err()
+        );
     }
 }
