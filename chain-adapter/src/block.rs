@@ -51,6 +51,16 @@ pub struct Receipt {
     pub outcome: TxOutcome,
 }
 
+impl BlockEvents {
+    /// What the block's successful transactions did, in order (refused ones did nothing).
+    pub fn events(&self) -> impl Iterator<Item = &ChainEvent> {
+        self.outcomes
+            .iter()
+            .filter_map(|o| o.result.as_ref().ok())
+            .flatten()
+    }
+}
+
 impl BlockHeader {
     pub fn hash(&self) -> [u8; 32] {
         let bytes = bincode::serde::encode_to_vec(self, bincode::config::standard())

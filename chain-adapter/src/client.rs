@@ -179,6 +179,20 @@ impl Subscription {
         self.next
     }
 
+    /// The next block, waiting for it to be produced and retrying (every second) while the
+    /// ledger cannot be reached: what a follower that must not miss a block wants.
+    pub async fn next_retrying(&mut self) -> BlockEvents {
+        loop {
+            match self.next().await {
+                Ok(block) => return block,
+                Err(e) => {
+                    tracing::warn!("ledger unreachable: {e}; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
     /// The next block, waiting for it to be produced.
     pub async fn next(&mut self) -> Result<BlockEvents, LedgerError> {
         loop {

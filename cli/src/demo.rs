@@ -484,12 +484,7 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
         })
     };
     let mut forwarders: Vec<_> = (0..o.homes).map(|i| forward(&homes, i)).collect();
-    let view = |e: EngineHandle, id: ChannelId| async move {
-        e.channels()
-            .await
-            .ok()
-            .and_then(|c| c.into_iter().find(|v| v.id == id))
-    };
+    let view = |e: EngineHandle, id: ChannelId| async move { e.channel(id).await.ok().flatten() };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut open = 0;
@@ -695,10 +690,8 @@ async fn stage_dispute(
         .engine
         .clone();
     let newest = e
-        .channels()
+        .channel(link.id)
         .await?
-        .into_iter()
-        .find(|v| v.id == link.id)
         .and_then(|v| v.current)
         .context("the disputed channel has no state")?;
     // The old state favours whoever's balance was higher then than now.
@@ -721,10 +714,8 @@ async fn stage_dispute(
     let deadline = Instant::now() + Duration::from_secs(10);
     let newest_version = loop {
         let cur = e
-            .channels()
+            .channel(link.id)
             .await?
-            .into_iter()
-            .find(|v| v.id == link.id)
             .and_then(|v| v.current)
             .map(|s| s.version());
         let held = ask.held(link.id).await.ok().flatten();
@@ -830,16 +821,8 @@ async fn summarize(
     let mut per_home: BTreeMap<usize, (u64, u64, i128)> = BTreeMap::new(); // bought, sold, net money
     let mut all_newest = true;
     for l in links {
-        let a = engine(homes, l.a)
-            .channels()
-            .await?
-            .into_iter()
-            .find(|v| v.id == l.id);
-        let b = engine(homes, l.b)
-            .channels()
-            .await?
-            .into_iter()
-            .find(|v| v.id == l.id);
+        let a = engine(homes, l.a).channel(l.id).await?;
+        let b = engine(homes, l.b).channel(l.id).await?;
         let newest = [a.and_then(|v| v.current), b.and_then(|v| v.current)]
             .into_iter()
             .flatten()

@@ -430,6 +430,10 @@ impl Tower {
         Ok(params)
     }
 
+    fn holds(&self, id: &ChannelId) -> bool {
+        lock(&self.memory).channels.contains_key(id)
+    }
+
     fn held(&self, id: &ChannelId) -> Option<SignedState> {
         lock(&self.memory).channels.get(id).map(|h| h.state.clone())
     }
@@ -519,39 +523,28 @@ async fn follow(tower: Arc<Tower>, mut changed: mpsc::UnboundedReceiver<ChannelI
     }
     loop {
         tokio::select! {
-            block = sub.next() => {
-                let block = match block {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::warn!("ledger unreachable: {e}; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                };
-                for outcome in &block.outcomes {
-                    let Ok(events) = &outcome.result else { continue };
-                    for event in events {
-                        match event {
-                            ChainEvent::Registered { channel, version, deadline }
-                            | ChainEvent::Refuted { channel, version, deadline } => {
-                                if tower.held(channel).is_none() {
-                                    continue;
-                                }
-                                registered.insert(*channel, Registration {
-                                    version: *version,
-                                    deadline: *deadline,
-                                    seen_height: block.height,
-                                });
-                                maybe_refute(&tower, *channel, &registered, &mut refuting, &done_tx);
+            block = sub.next_retrying() => {
+                for event in block.events() {
+                    match event {
+                        ChainEvent::Registered { channel, version, deadline }
+                        | ChainEvent::Refuted { channel, version, deadline } => {
+                            if !tower.holds(channel) {
+                                continue;
                             }
-                            ChainEvent::Concluded { channel, .. } => {
-                                registered.remove(channel);
-                                if tower.held(channel).is_some() {
-                                    tower.close(channel);
-                                }
-                            }
-                            _ => {}
+                            registered.insert(*channel, Registration {
+                                version: *version,
+                                deadline: *deadline,
+                                seen_height: block.height,
+                            });
+                            maybe_refute(&tower, *channel, &registered, &mut refuting, &done_tx);
                         }
+                        ChainEvent::Concluded { channel, .. } => {
+                            registered.remove(channel);
+                            if tower.holds(channel) {
+                                tower.close(channel);
+                            }
+                        }
+                        _ => {}
                     }
                 }
                 if let Err(e) = lock(&tower.store).set_next_height(block.height + 1) {

@@ -156,61 +156,54 @@ async fn follow_ledger(engine: EngineHandle, ledger: Arc<dyn Ledger>, queue: Arc
     } = deadlines;
     let mut sub = Subscription::new(ledger.clone(), start + 1);
     loop {
-        let block = match sub.next().await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!("ledger unreachable: {e}; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        for outcome in &block.outcomes {
-            let Ok(events) = &outcome.result else {
-                continue;
-            };
-            for event in events {
-                let (channel, ev) = match event {
-                    ChainEvent::Funded { channel } => {
-                        funding.remove(channel);
-                        (*channel, LedgerEvent::Funded)
-                    }
-                    ChainEvent::Deposited { channel, .. } => {
+        let block = sub.next_retrying().await;
+        for event in block.events() {
+            let (channel, ev) = match event {
+                ChainEvent::Funded { channel } => {
+                    funding.remove(channel);
+                    (*channel, LedgerEvent::Funded)
+                }
+                ChainEvent::Deposited { channel, .. } => {
+                    // Ours only: the ledger serves everyone's channels.
+                    if !funding.contains_key(channel)
+                        && matches!(engine.channel(*channel).await, Ok(Some(_)))
+                    {
                         if let Ok(Some(acc)) = ledger.channel(channel).await {
                             if let ChannelStatus::Funding { deadline } = acc.status {
                                 funding.insert(*channel, deadline);
                             }
                         }
-                        continue;
                     }
-                    ChainEvent::Registered {
-                        channel,
-                        version,
-                        deadline,
-                    } => {
-                        windows.insert(*channel, *deadline);
-                        (*channel, LedgerEvent::Registered { version: *version })
-                    }
-                    ChainEvent::Refuted {
-                        channel,
-                        version,
-                        deadline,
-                    } => {
-                        windows.insert(*channel, *deadline);
-                        (*channel, LedgerEvent::Refuted { version: *version })
-                    }
-                    ChainEvent::Concluded {
-                        channel,
-                        version,
-                        payout,
-                    } => {
-                        windows.remove(channel);
-                        withdraw_payout(&engine, &queue, *channel, *payout).await;
-                        (*channel, LedgerEvent::Concluded { version: *version })
-                    }
-                    _ => continue,
-                };
-                let _ = engine.ledger_event(channel, ev).await;
-            }
+                    continue;
+                }
+                ChainEvent::Registered {
+                    channel,
+                    version,
+                    deadline,
+                } => {
+                    windows.insert(*channel, *deadline);
+                    (*channel, LedgerEvent::Registered { version: *version })
+                }
+                ChainEvent::Refuted {
+                    channel,
+                    version,
+                    deadline,
+                } => {
+                    windows.insert(*channel, *deadline);
+                    (*channel, LedgerEvent::Refuted { version: *version })
+                }
+                ChainEvent::Concluded {
+                    channel,
+                    version,
+                    payout,
+                } => {
+                    windows.remove(channel);
+                    withdraw_payout(&engine, &queue, *channel, *payout).await;
+                    (*channel, LedgerEvent::Concluded { version: *version })
+                }
+                _ => continue,
+            };
+            let _ = engine.ledger_event(channel, ev).await;
         }
         let height = block.height;
         let closed: Vec<ChannelId> = windows
@@ -290,10 +283,7 @@ async fn withdraw_payout(
     channel: ChannelId,
     payout: [gridchan_channel::Amount; 2],
 ) {
-    let Ok(channels) = engine.channels().await else {
-        return;
-    };
-    let Some(view) = channels.into_iter().find(|c| c.id == channel) else {
+    let Ok(Some(view)) = engine.channel(channel).await else {
         return;
     };
     let amount = payout[view.me.index()];

@@ -63,6 +63,7 @@ enum Control {
     Reading(ChannelId, IntervalReading),
     Ledger(ChannelId, LedgerEvent),
     Channels(oneshot::Sender<Vec<ChannelView>>),
+    Channel(ChannelId, oneshot::Sender<Option<ChannelView>>),
     Trades(
         ChannelId,
         usize,
@@ -146,6 +147,13 @@ impl EngineHandle {
     pub async fn channels(&self) -> Result<Vec<ChannelView>, EngineError> {
         let (tx, rx) = oneshot::channel();
         self.send(Control::Channels(tx)).await?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// One channel, if this gateway has it.
+    pub async fn channel(&self, id: ChannelId) -> Result<Option<ChannelView>, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Control::Channel(id, tx)).await?;
         rx.await.map_err(|_| EngineError::Stopped)
     }
 
@@ -492,6 +500,9 @@ impl Engine {
             Control::Ledger(channel, event) => self.node.handle(Input::Ledger { channel, event }),
             Control::Channels(reply) => {
                 let _ = reply.send(self.node.channels().collect());
+            }
+            Control::Channel(id, reply) => {
+                let _ = reply.send(self.node.channel(&id));
             }
             Control::Trades(channel, n, reply) => {
                 self.flush_trades();

@@ -52,11 +52,9 @@ async fn two_gateways_settle_over_quic_with_durable_states() {
         .await
         .unwrap();
     let phase = |h: EngineHandle| async move {
-        h.channels()
+        h.channel(channel)
             .await
             .unwrap()
-            .into_iter()
-            .find(|c| c.id == channel)
             .map(|c| (c.phase, c.current.map(|s| s.version())))
     };
     until("both sides agree on version 0", &[&a, &b], 30, || {

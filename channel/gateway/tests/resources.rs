@@ -69,14 +69,7 @@ async fn an_honest_neighbour_keeps_settling_while_others_flood_and_memory_stays_
         })
         .await
         .unwrap();
-    let phase = |e: EngineHandle| async move {
-        e.channels()
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|c| c.id == channel)
-            .map(|c| c.phase)
-    };
+    let phase = |e: EngineHandle| async move { e.channel(channel).await.unwrap().map(|c| c.phase) };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while phase(victim.clone()).await != Some(Phase::Funding)
         || phase(honest.clone()).await != Some(Phase::Funding)

@@ -55,11 +55,7 @@ pub fn ledger_node(dir: &std::path::Path, funded: &[NodeId], block_ms: u64) -> L
 }
 
 pub async fn view(h: &EngineHandle, channel: ChannelId) -> Option<ChannelView> {
-    h.channels()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|c| c.id == channel)
+    h.channel(channel).await.unwrap()
 }
 
 /// Waits (at most `secs`) until `f` holds, re-checking whenever one of `engines` reports
