@@ -108,6 +108,20 @@ pub fn address_of(node: &NodeId) -> Address {
     Address::from(node.address().0)
 }
 
+/// A provider at `rpc` that signs with the account of `secret`, and that account's address.
+fn wallet_provider(rpc: &str, secret: &[u8; 32]) -> Result<(DynProvider, Address), LedgerError> {
+    let wallet = PrivateKeySigner::from_bytes(&B256::from(*secret)).map_err(failed)?;
+    let account = wallet.address();
+    let url = rpc
+        .parse()
+        .map_err(|e| failed(format!("the EVM RPC address {rpc}: {e}")))?;
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(wallet))
+        .connect_http(url)
+        .erased();
+    Ok((provider, account))
+}
+
 fn b256(bytes: &[u8; 32]) -> FixedBytes<32> {
     FixedBytes::from(*bytes)
 }
@@ -116,17 +130,8 @@ impl EvmLedger {
     /// Connects to the chain at `config.rpc` as the account of `secret` (the node key).
     pub fn connect(config: EvmConfig, secret: &[u8; 32]) -> Result<EvmLedger, LedgerError> {
         let signer = Signer::new(secret, secret).map_err(failed)?;
-        let wallet = PrivateKeySigner::from_bytes(&B256::from(*secret)).map_err(failed)?;
-        let account = wallet.address();
+        let (provider, account) = wallet_provider(&config.rpc, secret)?;
         debug_assert_eq!(account, address_of(&signer.id()));
-        let url = config
-            .rpc
-            .parse()
-            .map_err(|e| failed(format!("the EVM RPC address {}: {e}", config.rpc)))?;
-        let provider = ProviderBuilder::new()
-            .wallet(EthereumWallet::from(wallet))
-            .connect_http(url)
-            .erased();
         Ok(EvmLedger {
             config,
             provider,
@@ -800,6 +805,9 @@ pub struct Deployed {
     pub chain_id: u64,
     /// Gas the deployment(s) used.
     pub gas_used: u64,
+    /// Of which the adjudicator's.
+    #[serde(skip)]
+    pub adjudicator_gas: u64,
 }
 
 fn bytecode(artifact: &str) -> Result<Vec<u8>, LedgerError> {
@@ -818,14 +826,7 @@ pub async fn deploy(
     token: Option<Address>,
     min_challenge_window: u64,
 ) -> Result<Deployed, LedgerError> {
-    let wallet = PrivateKeySigner::from_bytes(&B256::from(*secret)).map_err(failed)?;
-    let url = rpc
-        .parse()
-        .map_err(|e| failed(format!("the EVM RPC address {rpc}: {e}")))?;
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(wallet))
-        .connect_http(url)
-        .erased();
+    let (provider, _) = wallet_provider(rpc, secret)?;
     let mut gas_used = 0;
     let create = |code: Vec<u8>| {
         let provider = provider.clone();
@@ -864,8 +865,8 @@ pub async fn deploy(
         }
         .abi_encode(),
     );
-    let (adjudicator, block, gas) = create(code).await?;
-    gas_used += gas;
+    let (adjudicator, block, adjudicator_gas) = create(code).await?;
+    gas_used += adjudicator_gas;
     let chain_id = provider.get_chain_id().await.map_err(unavailable)?;
     Ok(Deployed {
         adjudicator,
@@ -873,6 +874,7 @@ pub async fn deploy(
         block,
         chain_id,
         gas_used,
+        adjudicator_gas,
     })
 }
 
@@ -885,13 +887,15 @@ pub mod anvil {
     use std::time::{Duration, Instant};
 
     use alloy::primitives::{Address, U256};
-    use alloy::providers::{Provider, ProviderBuilder};
+    use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 
     /// A running anvil, killed when dropped.
     pub struct Anvil {
         child: Child,
         /// `http://127.0.0.1:PORT`.
         pub rpc: String,
+        /// For the dev chain's own methods (`anvil_*`).
+        provider: DynProvider,
     }
 
     /// Where anvil is: `$GRIDCHAN_ANVIL`, the binary of the pinned npm package (after
@@ -928,10 +932,9 @@ pub mod anvil {
                 "anvil not found: run `npm ci --prefix chain-adapter/evm` (or set GRIDCHAN_ANVIL)",
             )?;
             let mut cmd = Command::new(&bin);
-            cmd.args(["--host", "127.0.0.1", "--port", "0"])
+            cmd.args(["--host", "127.0.0.1", "--port", "0", "--accounts", "1"])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null());
-            cmd.args(["--accounts", "1"]);
             if let Some(t) = block_time {
                 cmd.args(["--block-time", &t.to_string()]);
             }
@@ -951,10 +954,15 @@ pub mod anvil {
             });
             let started = Instant::now();
             match rx.recv_timeout(Duration::from_secs(20)) {
-                Ok(addr) => Ok(Anvil {
-                    child,
-                    rpc: format!("http://{addr}"),
-                }),
+                Ok(addr) => {
+                    let rpc = format!("http://{addr}");
+                    let url = rpc.parse().map_err(|e| format!("{rpc}: {e}"))?;
+                    Ok(Anvil {
+                        child,
+                        provider: ProviderBuilder::new().connect_http(url).erased(),
+                        rpc,
+                    })
+                }
                 Err(_) => {
                     let _ = child.kill();
                     let _ = child.wait();
@@ -968,11 +976,18 @@ pub mod anvil {
 
         /// Gives `who` 1,000 ether for gas (a dev chain's `anvil_setBalance`).
         pub async fn fund_gas(&self, who: Address) -> Result<(), String> {
-            let provider =
-                ProviderBuilder::new().connect_http(self.rpc.parse().map_err(|e| format!("{e}"))?);
             let wei = U256::from(1_000u64) * U256::from(10u64).pow(U256::from(18u64));
-            provider
+            self.provider
                 .raw_request::<_, serde_json::Value>("anvil_setBalance".into(), (who, wei))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+
+        /// Mines `n` empty blocks at once (`anvil_mine`).
+        pub async fn mine(&self, n: u64) -> Result<(), String> {
+            self.provider
+                .raw_request::<_, serde_json::Value>("anvil_mine".into(), (n,))
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
@@ -1010,21 +1025,12 @@ pub async fn gas_report(chain: &anvil::Anvil) -> Result<Vec<(&'static str, u64)>
         chain.fund_gas(who).await.map_err(failed)?;
     }
     let mut out = Vec::new();
-    let wallet = PrivateKeySigner::from_bytes(&B256::from(key(3))).map_err(failed)?;
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(wallet))
-        .connect_http(chain.rpc.parse().map_err(failed)?)
-        .erased();
     let deployed = deploy(&chain.rpc, &key(3), None, 2).await?;
-    let token_gas = provider
-        .get_block_receipts(1.into())
-        .await
-        .ok()
-        .flatten()
-        .and_then(|r| r.first().map(|r| r.gas_used))
-        .unwrap_or(0);
-    out.push(("deploy the test token (dev chains only)", token_gas));
-    out.push(("deploy the adjudicator", deployed.gas_used - token_gas));
+    out.push((
+        "deploy the test token (dev chains only)",
+        deployed.gas_used - deployed.adjudicator_gas,
+    ));
+    out.push(("deploy the adjudicator", deployed.adjudicator_gas));
     let config = EvmConfig {
         rpc: chain.rpc.clone(),
         adjudicator: deployed.adjudicator,
@@ -1039,7 +1045,7 @@ pub async fn gas_report(chain: &anvil::Anvil) -> Result<Vec<(&'static str, u64)>
         minter.mint_test_tokens(l.account, 1_000_000_000).await?;
     }
     let gas_of = |hash: TxHash| {
-        let provider = provider.clone();
+        let provider = a.provider.clone();
         async move {
             provider
                 .get_transaction_receipt(B256::from(hash.0))
@@ -1124,10 +1130,7 @@ pub async fn gas_report(chain: &anvil::Anvil) -> Result<Vec<(&'static str, u64)>
     )
     .await?;
     out.push(("refute", gas_of(h).await?));
-    provider
-        .raw_request::<_, serde_json::Value>("anvil_mine".into(), (3u64,))
-        .await
-        .map_err(unavailable)?;
+    chain.mine(3).await.map_err(unavailable)?;
     let h = included(&b, b.conclude(flat.channel_id()).await?).await?;
     out.push(("conclude (after the window)", gas_of(h).await?));
     let h = included(
@@ -1159,10 +1162,7 @@ pub async fn gas_report(chain: &anvil::Anvil) -> Result<Vec<(&'static str, u64)>
     out.push(("conclude-final (cooperative close)", gas_of(h).await?));
     let lone = params(3, Tariff::Flat(PricePerKwh(150_000)));
     included(&a, a.deposit(&lone, lone.deposit_a).await?).await?;
-    provider
-        .raw_request::<_, serde_json::Value>("anvil_mine".into(), (3u64,))
-        .await
-        .map_err(unavailable)?;
+    chain.mine(3).await.map_err(unavailable)?;
     let h = included(&a, a.reclaim(lone.channel_id()).await?).await?;
     out.push(("reclaim (funding window passed)", gas_of(h).await?));
     Ok(out)

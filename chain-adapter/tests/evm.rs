@@ -134,12 +134,7 @@ impl Chain {
 
     /// Mines `n` empty blocks.
     async fn mine(&self, n: u64) {
-        use alloy::providers::{Provider, ProviderBuilder};
-        let provider = ProviderBuilder::new().connect_http(self.anvil.rpc.parse().expect("url"));
-        provider
-            .raw_request::<_, serde_json::Value>("anvil_mine".into(), (n,))
-            .await
-            .expect("mines");
+        self.anvil.mine(n).await.expect("mines");
     }
 }
 
@@ -172,6 +167,12 @@ fn register(s: &SignedStateParts) -> TxKind {
 
 fn refute(s: &SignedStateParts) -> TxKind {
     TxKind::Refute {
+        state: Box::new(s.clone()),
+    }
+}
+
+fn conclude_final(s: &SignedStateParts) -> TxKind {
+    TxKind::ConcludeFinal {
         state: Box::new(s.clone()),
     }
 }
@@ -327,6 +328,24 @@ async fn deposit_rules_refuse_what_they_must() {
     interval.interval_seconds = 7;
     assert!(matches!(
         refused(c.a.deposit(&interval, interval.deposit_a).await),
+        TxError::InvalidParams(_)
+    ));
+    let mut nothing = p.clone();
+    (nothing.deposit_a, nothing.deposit_b) = (Amount(0), Amount(0));
+    assert!(matches!(
+        refused(c.a.deposit(&nothing, Amount(0)).await),
+        TxError::InvalidParams(_)
+    ));
+    let mut overflow = p.clone();
+    overflow.deposit_b = Amount(u64::MAX);
+    assert!(matches!(
+        refused(c.a.deposit(&overflow, overflow.deposit_a).await),
+        TxError::InvalidParams(_)
+    ));
+    let mut no_window = p.clone();
+    no_window.funding_window_blocks = 0;
+    assert!(matches!(
+        refused(c.a.deposit(&no_window, no_window.deposit_a).await),
         TxError::InvalidParams(_)
     ));
     let mut short = p.clone();
@@ -549,40 +568,18 @@ async fn a_final_state_concludes_at_once() {
     let c = chain(None).await;
     let p = c.open().await;
     assert_eq!(
-        refused(
-            tx(
-                &c.a,
-                TxKind::ConcludeFinal {
-                    state: Box::new(c.state(&p, 4, 10, false))
-                }
-            )
-            .await
-        ),
+        refused(tx(&c.a, conclude_final(&c.state(&p, 4, 10, false))).await),
         TxError::FinalFlag
     );
     // Over a registration only when newer.
     ok(&*c.a, tx(&c.a, register(&c.state(&p, 4, 10, false))).await).await;
     assert!(matches!(
-        refused(
-            tx(
-                &c.a,
-                TxKind::ConcludeFinal {
-                    state: Box::new(c.state(&p, 3, 10, true))
-                }
-            )
-            .await
-        ),
+        refused(tx(&c.a, conclude_final(&c.state(&p, 3, 10, true))).await),
         TxError::NotNewer { .. }
     ));
     let events = ok(
         &*c.b,
-        tx(
-            &c.b,
-            TxKind::ConcludeFinal {
-                state: Box::new(c.state(&p, 9, 40, true)),
-            },
-        )
-        .await,
+        tx(&c.b, conclude_final(&c.state(&p, 9, 40, true))).await,
     )
     .await;
     assert!(matches!(
@@ -593,15 +590,7 @@ async fn a_final_state_concludes_at_once() {
         }]
     ));
     assert!(matches!(
-        refused(
-            tx(
-                &c.b,
-                TxKind::ConcludeFinal {
-                    state: Box::new(c.state(&p, 10, 40, true))
-                }
-            )
-            .await
-        ),
+        refused(tx(&c.b, conclude_final(&c.state(&p, 10, 40, true))).await),
         TxError::WrongPhase(_)
     ));
 }
@@ -629,7 +618,6 @@ async fn signatures_must_be_the_parties_low_s_and_v_27_or_28() {
     // The high-s twin: (r, n - s, v ^ 1) recovers the same key, so ecrecover accepts it.
     let mut twin = good.clone();
     twin.sig_a = high_s_twin(&good.sig_a);
-    let contract = c.config.adjudicator;
     let digest = FixedBytes::from(good.state.digest());
     let recovered_by_precompile = {
         use alloy::providers::Provider;
@@ -656,7 +644,6 @@ async fn signatures_must_be_the_parties_low_s_and_v_27_or_28() {
         refused(tx(&c.a, register(&twin)).await),
         TxError::BadStateSignature("high s".into())
     );
-    let _ = contract;
     // v other than 27 or 28.
     let mut bad_v = good.clone();
     bad_v.sig_a.0[64] = 1;
@@ -727,4 +714,108 @@ async fn a_follower_sees_every_event_in_order_and_resumes_from_any_height() {
     let later = c.other.blocks(top, 10).await.expect("blocks");
     let events: usize = later.iter().map(|b| b.outcomes.len()).sum();
     assert_eq!(events, 1);
+}
+
+#[tokio::test]
+async fn the_first_deposit_must_carry_the_parties_keys_and_the_tariff_of_the_parameters() {
+    use alloy::network::TransactionBuilder;
+    use alloy::primitives::Bytes;
+    use alloy::providers::Provider;
+    let c = chain(None).await;
+    let p = c.params();
+    // What the adapter sends, with one piece changed at a time: each is refused by name.
+    let call = |keys: (Vec<u8>, Vec<u8>), tariff: Vec<u8>, params: GridchanAdjudicator::Params| {
+        GridchanAdjudicator::depositCall {
+            p: params,
+            keyA: Bytes::from(keys.0),
+            keyB: Bytes::from(keys.1),
+            tariff: Bytes::from(tariff),
+            amount: DEPOSIT,
+        }
+        .abi_encode()
+    };
+    // The deposit's funds are in place, so only the rule under test can refuse.
+    let approve = alloy::rpc::types::TransactionRequest::default()
+        .with_to(c.config.token)
+        .with_input(
+            evm::Erc20::approveCall {
+                spender: c.config.adjudicator,
+                amount: alloy::primitives::U256::from(DEPOSIT),
+            }
+            .abi_encode(),
+        );
+    let pending =
+        c.a.provider()
+            .send_transaction(approve)
+            .await
+            .expect("sent");
+    assert!(pending.get_receipt().await.expect("included").status());
+    let keys = (p.party_a.to_xy().to_vec(), p.party_b.to_xy().to_vec());
+    let words = p.tariff.words();
+    let swapped_keys = (keys.1.clone(), keys.0.clone());
+    let other_tariff = Tariff::Flat(PricePerKwh(1)).words();
+    let mut zero_party = evm::sol_params(&p);
+    zero_party.partyB = Address::ZERO;
+    for (input, why) in [
+        (
+            call(swapped_keys, words.clone(), evm::sol_params(&p)),
+            "keyA is not party A's public key",
+        ),
+        (
+            call(
+                (keys.0.clone(), vec![1; 63]),
+                words.clone(),
+                evm::sol_params(&p),
+            ),
+            "keyB is not party B's public key",
+        ),
+        (
+            call(keys.clone(), other_tariff, evm::sol_params(&p)),
+            "tariff does not match its digest",
+        ),
+        (
+            call(keys.clone(), words.clone(), zero_party),
+            "a party is the zero address",
+        ),
+    ] {
+        let tx = alloy::rpc::types::TransactionRequest::default()
+            .with_from(c.a.account_address())
+            .with_to(c.config.adjudicator)
+            .with_input(input);
+        let err = c.a.provider().call(tx).await.expect_err("refused");
+        let data = err
+            .as_error_resp()
+            .and_then(|r| r.as_revert_data())
+            .expect("revert data");
+        assert_eq!(
+            evm::decode_revert(&data),
+            Some(TxError::InvalidParams(why.into())),
+            "{why}"
+        );
+    }
+    // The same call with everything right goes through.
+    let tx = alloy::rpc::types::TransactionRequest::default()
+        .with_from(c.a.account_address())
+        .with_to(c.config.adjudicator)
+        .with_input(call(keys, words, evm::sol_params(&p)));
+    c.a.provider().call(tx).await.expect("accepted");
+    // Only the adjudicator's rules go through this client; a token transfer is a wallet's.
+    let to = Signer::new(&secret(3), &secret(3)).expect("key").id();
+    assert!(matches!(
+        c.a.transfer(to, Amount(1)).await,
+        Err(LedgerError::Failed(_))
+    ));
+    // And it submits for its own account only.
+    let foreign = gridchan_chain::Tx::sign(
+        &[0; 32],
+        &c.sb,
+        0,
+        TxKind::Conclude {
+            channel: p.channel_id(),
+        },
+    );
+    assert!(matches!(
+        c.a.submit_signed(foreign).await,
+        Err(LedgerError::Failed(_))
+    ));
 }

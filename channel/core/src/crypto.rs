@@ -499,6 +499,16 @@ mod tests {
     }
 
     #[test]
+    fn node_ids_round_trip_through_their_uncompressed_form() {
+        let id = signer(5).id();
+        assert_eq!(NodeId::from_xy(&id.to_xy()), Ok(id));
+        assert_eq!(
+            NodeId::from_xy(&[0; 64]),
+            Err(CryptoError::InvalidPublicKey)
+        );
+    }
+
+    #[test]
     fn node_ids_round_trip_through_hex() {
         let id = signer(5).id();
         assert_eq!(id.to_string().parse::<NodeId>(), Ok(id));

@@ -259,6 +259,33 @@ fn write_hours(f: &mut fmt::Formatter<'_>, table: &[PricePerKwh; 24]) -> fmt::Re
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_tariff_comes_back_from_its_words_and_nothing_else_does() {
+        for t in [Tariff::Flat(PricePerKwh(150_000)), tou()] {
+            assert_eq!(Tariff::from_words(&t.words()), Ok(t.clone()));
+        }
+        let flat = Tariff::Flat(PricePerKwh(150_000)).words();
+        let mut domain = flat.clone();
+        domain[0] ^= 1;
+        assert!(Tariff::from_words(&domain).unwrap_err().contains("domain"));
+        assert!(Tariff::from_words(&flat[..100]).is_err(), "cut short");
+        let mut longer = flat.clone();
+        longer.extend([0u8; 32]);
+        assert!(Tariff::from_words(&longer).is_err(), "a word too many");
+        let mut kind = flat.clone();
+        kind[63] = 2;
+        assert!(Tariff::from_words(&kind).unwrap_err().contains("kind 2"));
+        let mut wide = flat.clone();
+        wide[96] = 1;
+        assert!(Tariff::from_words(&wide).unwrap_err().contains("64 bits"));
+        let mut offset = tou().words();
+        offset[64..96].copy_from_slice(&[0x7f; 32]);
+        assert!(
+            Tariff::from_words(&offset).is_err(),
+            "offset beyond 64 bits"
+        );
+    }
+
     fn tou() -> Tariff {
         let mut weekday = [PricePerKwh(100_000); 24];
         for p in &mut weekday[17..21] {
