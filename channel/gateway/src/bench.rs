@@ -58,7 +58,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn engine_at(dir: &std::path::Path, key: u8) -> EngineHandle {
+/// An engine on 127.0.0.1 with the fixed key `[key; 32]` and its store at
+/// `dir/gateway-{key}.sqlite` (the benchmarks' gateways, and the tests').
+pub fn engine_at(dir: &std::path::Path, key: u8) -> EngineHandle {
     let signer = Signer::new(&[key; 32], &[key; 32]).expect("fixed key");
     let endpoint = Endpoint::bind(
         "127.0.0.1:0".parse().expect("address"),
@@ -66,8 +68,34 @@ fn engine_at(dir: &std::path::Path, key: u8) -> EngineHandle {
         Limits::default(),
     )
     .expect("bind");
-    let store = SqliteStore::open(&dir.join(format!("bench-{key}.sqlite"))).expect("store");
+    let store = SqliteStore::open(&dir.join(format!("gateway-{key}.sqlite"))).expect("store");
     engine::spawn(endpoint, signer, store, Policy::default()).expect("engine")
+}
+
+/// A channel with `peer` at a flat `price`, `deposit` on each side, opened at `opened_at`:
+/// 20-block windows, a 15-minute interval, a 5 Wh / 2 % meter tolerance.
+pub fn flat_channel(
+    peer: gridchan_channel::NodeId,
+    deposit: u64,
+    price: u64,
+    opened_at: IntervalIndex,
+    nonce: [u8; 32],
+) -> OpenRequest {
+    OpenRequest {
+        peer,
+        deposit: Amount(deposit),
+        peer_deposit: Amount(deposit),
+        tariff: Tariff::Flat(PricePerKwh(price)),
+        challenge_window_blocks: 20,
+        funding_window_blocks: 20,
+        interval_seconds: 900,
+        tolerance: MeterTolerance {
+            absolute_wh: 5,
+            permille: 20,
+        },
+        opened_at,
+        nonce,
+    }
 }
 
 /// The first interval of the benchmark channel; update `i` settles interval `OPENED_AT + i`.
@@ -159,21 +187,13 @@ pub async fn run(
     a.connect(peer.clone()).await.expect("engine runs");
     let opened_at = IntervalIndex(OPENED_AT);
     let channel = a
-        .open(OpenRequest {
-            peer: peer.node,
-            deposit: Amount(1_000_000_000_000),
-            peer_deposit: Amount(1_000_000_000_000),
-            tariff: Tariff::Flat(PricePerKwh(100_000)),
-            challenge_window_blocks: 20,
-            funding_window_blocks: 20,
-            interval_seconds: 900,
-            tolerance: MeterTolerance {
-                absolute_wh: 5,
-                permille: 20,
-            },
+        .open(flat_channel(
+            peer.node,
+            1_000_000_000_000,
+            100_000,
             opened_at,
-            nonce: [1; 32],
-        })
+            [1; 32],
+        ))
         .await
         .expect("open");
     // Wait for the peer's signature on version 0, then take the funding as given.
@@ -323,21 +343,13 @@ pub async fn run_many(dir: &std::path::Path, channels: usize, rounds: usize) -> 
         let mut nonce = [0u8; 32];
         nonce[..8].copy_from_slice(&(i as u64).to_be_bytes());
         let id = a
-            .open(OpenRequest {
-                peer: b.node,
-                deposit: Amount(1_000_000_000),
-                peer_deposit: Amount(1_000_000_000),
-                tariff: Tariff::Flat(PricePerKwh(100_000)),
-                challenge_window_blocks: 20,
-                funding_window_blocks: 20,
-                interval_seconds: 900,
-                tolerance: MeterTolerance {
-                    absolute_wh: 5,
-                    permille: 20,
-                },
+            .open(flat_channel(
+                b.node,
+                1_000_000_000,
+                100_000,
                 opened_at,
                 nonce,
-            })
+            ))
             .await
             .expect("open");
         ids.push(id);

@@ -5,50 +5,25 @@ mod common;
 use std::time::Duration;
 
 use gridchan_channel::{
-    Amount, ChannelStore, Command, IntervalIndex, IntervalReading, LedgerEvent, MeterTolerance,
-    OpenRequest, Phase, Policy, PricePerKwh, Signer, Tariff, Version, WattHours,
+    ChannelStore, Command, IntervalIndex, IntervalReading, LedgerEvent, Phase, Version, WattHours,
 };
-use gridchan_gateway::engine::{self, EngineHandle};
+use gridchan_gateway::engine::EngineHandle;
 use gridchan_gateway::store::SqliteStore;
-use gridchan_transport::{Endpoint, Limits};
 
 use common::until;
-
-fn start(dir: &std::path::Path, key: u8) -> EngineHandle {
-    let signer = Signer::new(&[key; 32], &[key; 32]).unwrap();
-    let endpoint = Endpoint::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        signer.duplicate(&[key ^ 1; 32]),
-        Limits::default(),
-    )
-    .unwrap();
-    let store = SqliteStore::open(&dir.join(format!("gateway-{key}.sqlite"))).unwrap();
-    engine::spawn(endpoint, signer, store, Policy::default()).unwrap()
-}
+use gridchan_gateway::bench::{engine_at, flat_channel};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_settle_over_quic_with_durable_states() {
     let dir = tempfile::tempdir().unwrap();
-    let a = start(dir.path(), 1);
-    let b = start(dir.path(), 2);
+    let a = engine_at(dir.path(), 1);
+    let b = engine_at(dir.path(), 2);
     a.connect(b.address.clone()).await.unwrap();
     let opened_at = IntervalIndex(1_930_000);
     let channel = a
-        .open(OpenRequest {
-            peer: b.node,
-            deposit: Amount(10_000_000),
-            peer_deposit: Amount(10_000_000),
-            tariff: Tariff::Flat(PricePerKwh(200_000)),
-            challenge_window_blocks: 20,
-            funding_window_blocks: 20,
-            interval_seconds: 900,
-            tolerance: MeterTolerance {
-                absolute_wh: 5,
-                permille: 20,
-            },
-            opened_at,
-            nonce: [3; 32],
-        })
+        .open(flat_channel(
+            b.node, 10_000_000, 200_000, opened_at, [3; 32],
+        ))
         .await
         .unwrap();
     let phase = |h: EngineHandle| async move {
@@ -148,8 +123,8 @@ async fn two_gateways_settle_over_quic_with_durable_states() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn announcements_reach_the_neighbours_engine() {
     let dir = tempfile::tempdir().unwrap();
-    let a = start(dir.path(), 1);
-    let b = start(dir.path(), 2);
+    let a = engine_at(dir.path(), 1);
+    let b = engine_at(dir.path(), 2);
     let mut reports = b.reports();
     a.connect(b.address.clone()).await.unwrap();
     let announce = gridchan_channel::wire::Announce {

@@ -10,26 +10,14 @@ use std::time::Duration;
 use gridchan_channel::wire::Announce;
 use gridchan_channel::{
     Amount, ChannelId, Event, IntervalIndex, IntervalReading, LedgerEvent, Message, MeterTolerance,
-    OpenRequest, Party, Phase, Policy, PricePerKwh, ProposalParts, Signer, State, Tariff, Version,
-    WattHours,
+    Party, Phase, PricePerKwh, ProposalParts, Signer, State, Tariff, Version, WattHours,
 };
-use gridchan_gateway::engine::{self, EngineHandle, Report};
-use gridchan_gateway::store::SqliteStore;
+use gridchan_gateway::bench::{engine_at, flat_channel};
+use gridchan_gateway::engine::{EngineHandle, Report};
 use gridchan_transport::{Endpoint, Limits};
 
 fn signer(b: u8) -> Signer {
     Signer::new(&[b; 32], &[b; 32]).unwrap()
-}
-
-fn engine_at(dir: &std::path::Path, k: u8) -> EngineHandle {
-    let endpoint = Endpoint::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        signer(k).duplicate(&[k; 32]),
-        Limits::default(),
-    )
-    .unwrap();
-    let store = SqliteStore::open(&dir.join(format!("gw-{k}.sqlite"))).unwrap();
-    engine::spawn(endpoint, signer(k), store, Policy::default()).unwrap()
 }
 
 /// Resident memory of this process, in bytes.
@@ -52,21 +40,13 @@ async fn an_honest_neighbour_keeps_settling_while_others_flood_and_memory_stays_
     honest.connect(victim.address.clone()).await.unwrap();
     let opened_at = IntervalIndex(1_000);
     let channel = honest
-        .open(OpenRequest {
-            peer: victim.node,
-            deposit: Amount(1_000_000_000),
-            peer_deposit: Amount(1_000_000_000),
-            tariff: Tariff::Flat(PricePerKwh(100_000)),
-            challenge_window_blocks: 20,
-            funding_window_blocks: 20,
-            interval_seconds: 900,
-            tolerance: MeterTolerance {
-                absolute_wh: 5,
-                permille: 20,
-            },
+        .open(flat_channel(
+            victim.node,
+            1_000_000_000,
+            100_000,
             opened_at,
-            nonce: [1; 32],
-        })
+            [1; 32],
+        ))
         .await
         .unwrap();
     let phase = |e: EngineHandle| async move { e.channel(channel).await.unwrap().map(|c| c.phase) };
