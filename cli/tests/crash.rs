@@ -10,7 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{
-    channels, configure, gridchan, init, ledger, meter_file, spawn, start_daemon, until, Proc,
+    channels, gridchan, init, ledger, open_channel, spawn, start_daemon, start_neighbours, until,
+    Proc,
 };
 use rand::{Rng, SeedableRng};
 
@@ -116,28 +117,8 @@ fn kill_nine_cycles_lose_nothing_signed() {
         text.push_str(&format!("\n[[towers]]\naddress = \"{tower_addr}\"\n"));
         std::fs::write(&path, text).unwrap();
     }
-    configure(&db, &ledger_addr, &meter_file(&db, 80, 0), None);
-    let (b, addr_b) = start_daemon(&cb);
-    configure(&da, &ledger_addr, &meter_file(&da, 0, 100), Some(&addr_b));
-    let (a, _) = start_daemon(&ca);
-    let out = gridchan(&[
-        "channel",
-        "open",
-        &addr_b,
-        "--deposit",
-        "10",
-        "--peer-deposit",
-        "10",
-        "--price",
-        "0.2",
-        "--config",
-        ca.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (a, b, addr_b) = start_neighbours(&da, &db, &ledger_addr);
+    let out = open_channel(&ca, &addr_b, &["--price", "0.2"]);
     // Without --json, open shows the channel's progress until it is open.
     let progress = String::from_utf8_lossy(&out.stderr);
     assert!(progress.contains("waiting for"), "{progress}");

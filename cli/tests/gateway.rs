@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{configure, gridchan, init, ledger, meter_file, start_daemon, until};
+use common::{gridchan, init, ledger, open_channel, start_neighbours, until};
 
 #[test]
 fn two_daemons_trade_and_close_through_the_cli() {
@@ -12,31 +12,17 @@ fn two_daemons_trade_and_close_through_the_cli() {
     let (node_a, node_b) = (init(&da), init(&db));
     let ledger_dir = root.path().join("ledger");
     let (_ledger, ledger_addr) = ledger(&ledger_dir, "127.0.0.1:0", &[&node_a, &node_b]);
-    configure(&db, &ledger_addr, &meter_file(&db, 80, 0), None);
-    let cb = db.join("gridchan.toml");
-    let (_b, addr_b) = start_daemon(&cb);
-    configure(&da, &ledger_addr, &meter_file(&da, 0, 100), Some(&addr_b));
-    let ca = da.join("gridchan.toml");
-    let (_a, _addr_a) = start_daemon(&ca);
-    let out = gridchan(&[
-        "channel",
-        "open",
+    let (ca, cb) = (da.join("gridchan.toml"), db.join("gridchan.toml"));
+    let (_a, _b, addr_b) = start_neighbours(&da, &db, &ledger_addr);
+    open_channel(
+        &ca,
         &addr_b,
-        "--deposit",
-        "10",
-        "--peer-deposit",
-        "10",
-        "--tariff",
-        // A time-of-use table (the same price all day, so the numbers below stay simple).
-        "tou +01:00 0-7=0.2,7-24=0.2",
-        "--json",
-        "--config",
-        ca.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        &[
+            "--tariff",
+            // A time-of-use table (the same price all day, so the numbers below stay simple).
+            "tou +01:00 0-7=0.2,7-24=0.2",
+            "--json",
+        ],
     );
     let trading = until("three intervals traded", &ca, |c| {
         c["phase"] == "Open" && c["sold_wh"].as_u64().unwrap_or(0) >= 240

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{configure, gridchan, init, ledger, meter_file, start_daemon, until};
+use common::{gridchan, init, ledger, open_channel, start_neighbours, until};
 
 #[test]
 fn gateways_keep_trading_without_the_ledger_and_settle_when_it_returns() {
@@ -16,31 +16,9 @@ fn gateways_keep_trading_without_the_ledger_and_settle_when_it_returns() {
     let ledger_dir = root.path().join("ledger");
     let funded = [node_a.as_str(), node_b.as_str()];
     let (ledger_proc, ledger_addr) = ledger(&ledger_dir, "127.0.0.1:0", &funded);
-    configure(&db, &ledger_addr, &meter_file(&db, 80, 0), None);
-    let cb = db.join("gridchan.toml");
-    let (_b, addr_b) = start_daemon(&cb);
-    configure(&da, &ledger_addr, &meter_file(&da, 0, 100), Some(&addr_b));
-    let ca = da.join("gridchan.toml");
-    let (_a, _) = start_daemon(&ca);
-    let out = gridchan(&[
-        "channel",
-        "open",
-        &addr_b,
-        "--deposit",
-        "10",
-        "--peer-deposit",
-        "10",
-        "--price",
-        "0.2",
-        "--json",
-        "--config",
-        ca.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ca, cb) = (da.join("gridchan.toml"), db.join("gridchan.toml"));
+    let (_a, _b, addr_b) = start_neighbours(&da, &db, &ledger_addr);
+    open_channel(&ca, &addr_b, &["--price", "0.2", "--json"]);
     let before = until("trading", &ca, |c| {
         c["phase"] == "Open" && c["sold_wh"].as_u64().unwrap_or(0) >= 160
     });

@@ -166,6 +166,40 @@ pub fn wait_for_daemon(config: &Path) {
 
 /// Starts `gridchan daemon --config CONFIG` and waits until it answers; returns it with the
 /// address it printed.
+/// The two gateways of these tests on `ledger`, from their folders (`gridchan init` done): B
+/// imports 80 Wh an interval and starts first; A exports 100 Wh and dials B. Returns A, B and
+/// B's address.
+pub fn start_neighbours(da: &Path, db: &Path, ledger: &str) -> (Proc, Proc, String) {
+    configure(db, ledger, &meter_file(db, 80, 0), None);
+    let (b, addr_b) = start_daemon(&db.join("gridchan.toml"));
+    configure(da, ledger, &meter_file(da, 0, 100), Some(&addr_b));
+    let (a, _) = start_daemon(&da.join("gridchan.toml"));
+    (a, b, addr_b)
+}
+
+/// `channel open` from the gateway of `config` to `peer`, 10 tokens on each side, with `terms`
+/// (a `--price` or `--tariff`, and any other flags); asserts that it succeeded.
+pub fn open_channel(config: &Path, peer: &str, terms: &[&str]) -> Output {
+    let mut args = vec![
+        "channel",
+        "open",
+        peer,
+        "--deposit",
+        "10",
+        "--peer-deposit",
+        "10",
+    ];
+    args.extend_from_slice(terms);
+    args.extend(["--config", config.to_str().unwrap()]);
+    let out = gridchan(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 pub fn start_daemon(config: &Path) -> (Proc, String) {
     let started = spawn(&["daemon", "--config", config.to_str().unwrap()]);
     wait_for_daemon(config);
