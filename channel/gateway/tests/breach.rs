@@ -10,15 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gridchan_chain::{ChannelStatus, Ledger, RemoteClient};
-use gridchan_channel::{
-    Amount, IntervalIndex, MeterTolerance, OpenRequest, Phase, PricePerKwh, Tariff,
-};
-use gridchan_gateway::clock::SimClock;
+use gridchan_channel::{Amount, MeterTolerance, OpenRequest, Phase, PricePerKwh, Tariff};
 use gridchan_gateway::engine::Report;
 use gridchan_transport::{Endpoint, Limits};
 use gridchan_watchtower::{Tower, TowerClient, TowerLimits};
 
-use common::{csv_gateway, key, ledger_node, until, view, CsvGateway, INTERVAL};
+use common::{key, ledger_node, until, view, Replay, INTERVAL};
 
 const SPEEDUP: u32 = 18_000;
 /// Readings stop after this many intervals, so trading comes to rest before the breach.
@@ -55,32 +52,16 @@ async fn a_tower_refutes_a_stale_registration_while_the_victim_is_offline() {
     let tower_addr = endpoint.peer_addr();
     tower.listen(endpoint);
 
-    let sim_start = 1_752_451_200_000u64; // 2025-07-14T00:00:00Z
-    let clock = SimClock::accelerated(sim_start, SPEEDUP);
-    let anchor = IntervalIndex(sim_start / 1000 / u64::from(INTERVAL));
+    let replay = Replay::summer(dir.path(), &ledger_addr, SPEEDUP, Some(INTERVALS));
+    let anchor = replay.anchor;
     // B (home-02, no solar) buys from A (home-03, solar). A is guarded by the tower.
-    let b = csv_gateway(CsvGateway {
-        dir: dir.path(),
-        key: 2,
-        home: "home-02",
-        ledger: &ledger_addr,
-        clock,
-        anchor,
-        peers: vec![],
-        towers: vec![],
-        last: Some(IntervalIndex(anchor.0 + INTERVALS)),
-    });
-    let a = csv_gateway(CsvGateway {
-        dir: dir.path(),
-        key: 1,
-        home: "home-03",
-        ledger: &ledger_addr,
-        clock,
-        anchor,
-        peers: vec![b.engine.address.clone()],
-        towers: vec![tower_addr.clone()],
-        last: Some(IntervalIndex(anchor.0 + INTERVALS)),
-    });
+    let b = replay.home(2, "home-02", vec![], vec![]);
+    let a = replay.home(
+        1,
+        "home-03",
+        vec![b.engine.address.clone()],
+        vec![tower_addr.clone()],
+    );
     let (ea, eb) = (a.engine.clone(), b.engine.clone());
     let mut b_states = eb.reports();
     let channel = ea
@@ -119,7 +100,7 @@ async fn a_tower_refutes_a_stale_registration_while_the_victim_is_offline() {
         || {
             let (ea, watcher) = (ea.clone(), &watcher);
             async move {
-                if clock.now_ms() / 1000 / u64::from(INTERVAL) < end {
+                if replay.clock.now_ms() / 1000 / u64::from(INTERVAL) < end {
                     return false;
                 }
                 let Some(cur) = view(&ea, channel).await.and_then(|c| c.current) else {
@@ -192,17 +173,7 @@ async fn a_tower_refutes_a_stale_registration_while_the_victim_is_offline() {
     );
 
     // A comes back: it finds the channel closed and withdraws its payout.
-    let a = csv_gateway(CsvGateway {
-        dir: dir.path(),
-        key: 1,
-        home: "home-03",
-        ledger: &ledger_addr,
-        clock,
-        anchor,
-        peers: vec![],
-        towers: vec![tower_addr.clone()],
-        last: Some(IntervalIndex(anchor.0 + INTERVALS)),
-    });
+    let a = replay.home(1, "home-03", vec![], vec![tower_addr.clone()]);
     let ea = a.engine.clone();
     let expected = 80_000_000 + newest.state().balance_a.0;
     let a_id = ka.id();

@@ -8,12 +8,9 @@ mod common;
 use std::time::Duration;
 
 use gridchan_chain::{Ledger, RemoteClient};
-use gridchan_channel::{
-    Amount, Command, IntervalIndex, MeterTolerance, OpenRequest, Phase, PricePerKwh, Tariff,
-};
-use gridchan_gateway::clock::SimClock;
+use gridchan_channel::{Amount, Command, MeterTolerance, OpenRequest, Phase, PricePerKwh, Tariff};
 
-use common::{csv_gateway, data, key, ledger_node, until, view, CsvGateway, FIRST_ROW, INTERVAL};
+use common::{data, key, ledger_node, until, view, Replay, FIRST_ROW, INTERVAL};
 
 const SPEEDUP: u32 = 18_000;
 
@@ -25,31 +22,10 @@ async fn two_hundred_intervals_from_csv_settle_to_the_watt_hour_and_the_micro_un
     let (ledger, ledger_addr) = (node.ledger.clone(), node.addr.clone());
 
     // Simulated time starts at Monday 00:00 of the data's summer week.
-    let sim_start = 1_752_451_200_000u64; // 2025-07-14T00:00:00Z
-    let clock = SimClock::accelerated(sim_start, SPEEDUP);
-    let anchor = IntervalIndex(sim_start / 1000 / u64::from(INTERVAL));
-    let b = csv_gateway(CsvGateway {
-        dir: dir.path(),
-        key: 2,
-        home: "home-02",
-        ledger: &ledger_addr,
-        clock,
-        anchor,
-        peers: vec![],
-        towers: vec![],
-        last: None,
-    });
-    let a = csv_gateway(CsvGateway {
-        dir: dir.path(),
-        key: 1,
-        home: "home-03",
-        ledger: &ledger_addr,
-        clock,
-        anchor,
-        peers: vec![b.engine.address.clone()],
-        towers: vec![],
-        last: None,
-    });
+    let replay = Replay::summer(dir.path(), &ledger_addr, SPEEDUP, None);
+    let anchor = replay.anchor;
+    let b = replay.home(2, "home-02", vec![], vec![]);
+    let a = replay.home(1, "home-03", vec![b.engine.address.clone()], vec![]);
     let (ea, eb) = (a.engine.clone(), b.engine.clone());
     let price = 150_000; // 0.15 per kWh
     let channel = ea

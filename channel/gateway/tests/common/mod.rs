@@ -115,61 +115,84 @@ impl<M: gridchan_gateway::meter::MeterSource> gridchan_gateway::meter::MeterSour
     }
 }
 
-/// How a [`csv_gateway`] runs.
-pub struct CsvGateway<'a> {
+/// The shipped data's summer week played on `ledger`: Monday 2025-07-14 00:00 UTC is interval
+/// `anchor`, and the clock runs `speedup` times faster than wall time.
+pub struct Replay<'a> {
     pub dir: &'a std::path::Path,
-    pub key: u8,
-    /// The data file, `home-NN`; row [`FIRST_ROW`] is played as interval `anchor`.
-    pub home: &'a str,
     pub ledger: &'a PeerAddr,
     pub clock: gridchan_gateway::clock::SimClock,
     pub anchor: gridchan_channel::IntervalIndex,
-    pub peers: Vec<PeerAddr>,
-    pub towers: Vec<PeerAddr>,
     /// The last interval with readings (none: the whole file).
     pub last: Option<gridchan_channel::IntervalIndex>,
 }
 
-/// A gateway daemon replaying a home of the shipped data set, settling on `ledger`.
-pub fn csv_gateway(g: CsvGateway<'_>) -> gridchan_gateway::daemon::Daemon {
-    use gridchan_chain::{Ledger, RemoteClient};
-    use gridchan_gateway::meter::{CsvMeter, MeterSource};
-    let k = g.key;
-    let endpoint = Endpoint::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        key(k).duplicate(&[1; 32]),
-        Limits::default(),
-    )
-    .unwrap();
-    let store =
-        gridchan_gateway::store::SqliteStore::open(&g.dir.join(format!("gw-{k}.sqlite"))).unwrap();
-    let engine = gridchan_gateway::engine::spawn(
-        endpoint,
-        key(k),
-        store,
-        gridchan_channel::Policy::default(),
-    )
-    .unwrap();
-    let client: Arc<dyn Ledger> =
-        Arc::new(RemoteClient::new(g.ledger.clone(), key(k), [k; 32]).unwrap());
-    let csv = CsvMeter::open(
-        &data(g.home),
-        gridchan_channel::IntervalIndex(g.anchor.0 - FIRST_ROW as u64),
-    )
-    .unwrap();
-    let meter: Box<dyn MeterSource> = match g.last {
-        Some(last) => Box::new(Until(csv, last)),
-        None => Box::new(csv),
-    };
-    gridchan_gateway::daemon::start(gridchan_gateway::daemon::DaemonParts {
-        engine,
-        ledger: client,
-        meter,
-        interval_seconds: INTERVAL,
-        peers: g.peers,
-        clock: g.clock,
-        towers: g.towers,
-        tower_key: key(k),
-    })
-    .unwrap()
+impl<'a> Replay<'a> {
+    /// Readings for `intervals` intervals from the anchor (none: the whole file).
+    pub fn summer(
+        dir: &'a std::path::Path,
+        ledger: &'a PeerAddr,
+        speedup: u32,
+        intervals: Option<u64>,
+    ) -> Replay<'a> {
+        let start_ms = 1_752_451_200_000u64; // 2025-07-14T00:00:00Z
+        let anchor = gridchan_channel::IntervalIndex(start_ms / 1000 / u64::from(INTERVAL));
+        Replay {
+            dir,
+            ledger,
+            clock: gridchan_gateway::clock::SimClock::accelerated(start_ms, speedup),
+            anchor,
+            last: intervals.map(|n| gridchan_channel::IntervalIndex(anchor.0 + n)),
+        }
+    }
+
+    /// A gateway daemon with key `k` replaying `home` (`home-NN`; row [`FIRST_ROW`] is played
+    /// as the anchor), dialling `peers` and pushing its states to `towers`.
+    pub fn home(
+        &self,
+        k: u8,
+        home: &str,
+        peers: Vec<PeerAddr>,
+        towers: Vec<PeerAddr>,
+    ) -> gridchan_gateway::daemon::Daemon {
+        use gridchan_chain::{Ledger, RemoteClient};
+        use gridchan_gateway::meter::{CsvMeter, MeterSource};
+        let endpoint = Endpoint::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            key(k).duplicate(&[1; 32]),
+            Limits::default(),
+        )
+        .unwrap();
+        let store =
+            gridchan_gateway::store::SqliteStore::open(&self.dir.join(format!("gw-{k}.sqlite")))
+                .unwrap();
+        let engine = gridchan_gateway::engine::spawn(
+            endpoint,
+            key(k),
+            store,
+            gridchan_channel::Policy::default(),
+        )
+        .unwrap();
+        let client: Arc<dyn Ledger> =
+            Arc::new(RemoteClient::new(self.ledger.clone(), key(k), [k; 32]).unwrap());
+        let csv = CsvMeter::open(
+            &data(home),
+            gridchan_channel::IntervalIndex(self.anchor.0 - FIRST_ROW as u64),
+        )
+        .unwrap();
+        let meter: Box<dyn MeterSource> = match self.last {
+            Some(last) => Box::new(Until(csv, last)),
+            None => Box::new(csv),
+        };
+        gridchan_gateway::daemon::start(gridchan_gateway::daemon::DaemonParts {
+            engine,
+            ledger: client,
+            meter,
+            interval_seconds: INTERVAL,
+            peers,
+            clock: self.clock,
+            towers,
+            tower_key: key(k),
+        })
+        .unwrap()
+    }
 }
