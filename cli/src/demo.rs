@@ -46,15 +46,32 @@ const START_BALANCE: u64 = 100_000_000;
 /// Local clock of the tariffs (central Europe, no daylight saving).
 const UTC_OFFSET_MIN: i32 = 60;
 
-#[derive(Clone, Debug)]
+/// What `gridchan demo` plays (its command-line options).
+#[derive(Clone, Debug, clap::Args)]
 pub struct DemoOptions {
+    /// Homes (more than the 8 in the data are derived from them, scaled by a seeded factor).
+    #[arg(long, default_value_t = 5)]
     pub homes: usize,
+    /// 15-minute intervals to play (96 is a day).
+    #[arg(long, default_value_t = 96)]
     pub intervals: u64,
+    /// Real milliseconds per 15-minute interval.
+    #[arg(long, default_value_t = 150)]
     pub interval_ms: u64,
+    /// Seed for keys and derived homes.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Which week of the data: 0 January, 1 April, 2 July, 3 October.
+    #[arg(long, default_value_t = 2)]
     pub week: usize,
+    /// Which day of that week: 0 Monday ... 6 Sunday.
+    #[arg(long, default_value_t = 2)]
     pub day: usize,
+    /// Keep everything in this (new) folder instead of a temporary one.
+    #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Print the summary as JSON.
+    #[arg(long)]
     pub json: bool,
 }
 

@@ -28,32 +28,7 @@ enum Commands {
     },
     /// The neighbourhood in one command: a ledger, a watchtower and N gateways on loopback trade
     /// a recorded day, live through a dispute, close, and print what trading was worth.
-    Demo {
-        /// Homes (more than the 8 in the data are derived from them, scaled by a seeded factor).
-        #[arg(long, default_value_t = 5)]
-        homes: usize,
-        /// 15-minute intervals to play (96 is a day).
-        #[arg(long, default_value_t = 96)]
-        intervals: u64,
-        /// Real milliseconds per 15-minute interval.
-        #[arg(long, default_value_t = 150)]
-        interval_ms: u64,
-        /// Seed for keys and derived homes.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Which week of the data: 0 January, 1 April, 2 July, 3 October.
-        #[arg(long, default_value_t = 2)]
-        week: usize,
-        /// Which day of that week: 0 Monday ... 6 Sunday.
-        #[arg(long, default_value_t = 2)]
-        day: usize,
-        /// Keep everything in this (new) folder instead of a temporary one.
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Print the summary as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Demo(gridchan_cli::demo::DemoOptions),
     /// Print the signed-state test vectors of specs/encoding.md, computed by this build.
     Vectors,
     /// Run a home energy gateway: trade with the neighbours every metering interval.
@@ -299,7 +274,7 @@ fn run() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_env("GRIDCHAN_LOG").unwrap_or_else(|_| {
                 // The demo takes gateways offline on purpose: their warnings are the story
                 // it tells itself, not news.
-                let quiet = matches!(cli.command, Commands::Demo { .. });
+                let quiet = matches!(cli.command, Commands::Demo(_));
                 tracing_subscriber::EnvFilter::new(if quiet { "error" } else { "warn" })
             }),
         )
@@ -434,27 +409,8 @@ fn run() -> Result<()> {
             Some(WatchtowerAction::Clients) => gridchan_cli::watchtower::clients(&config, json),
             Some(WatchtowerAction::Channels) => gridchan_cli::watchtower::channels(&config, json),
         },
-        Commands::Demo {
-            homes,
-            intervals,
-            interval_ms,
-            seed,
-            week,
-            day,
-            data,
-            json,
-        } => {
-            let ok =
-                runtime()?.block_on(gridchan_cli::demo::run(gridchan_cli::demo::DemoOptions {
-                    homes,
-                    intervals,
-                    interval_ms,
-                    seed,
-                    week,
-                    day,
-                    data,
-                    json,
-                }))?;
+        Commands::Demo(options) => {
+            let ok = runtime()?.block_on(gridchan_cli::demo::run(options))?;
             if !ok {
                 anyhow::bail!("a check failed: see the lines marked FAIL above");
             }
