@@ -85,15 +85,28 @@ impl Channel {
             return None;
         }
         let version = self.next_version()?;
+        self.billed(cur, version, reading.interval, reading)
+            .map(|next| next.digest())
+    }
+
+    /// The state that bills the peer for what `reading` says we delivered in `interval` (as
+    /// much as it can afford), as `version`; none if that is nothing.
+    fn billed(
+        &self,
+        cur: &State,
+        version: Version,
+        interval: IntervalIndex,
+        reading: &IntervalReading,
+    ) -> Option<State> {
         let owed = reading.delivered.0.saturating_sub(reading.received.0);
-        let energy = WattHours(owed).min(self.affordable(cur, self.me.other(), reading.interval));
+        let energy = WattHours(owed).min(self.affordable(cur, self.me.other(), interval));
         if energy == WattHours(0) {
             return None;
         }
         let (next, _) = cur
-            .settle(&self.params, version, self.me, reading.interval, energy)
+            .settle(&self.params, version, self.me, interval, energy)
             .ok()?;
-        Some(next.digest())
+        Some(next)
     }
 
     pub fn proposal_digest(&self) -> Option<[u8; 32]> {
@@ -417,9 +430,7 @@ impl Channel {
                 self.readings.remove(&interval);
                 continue;
             }
-            let owed = reading.delivered.0.saturating_sub(reading.received.0);
-            let owing = reading.received.0.saturating_sub(reading.delivered.0);
-            if owing > 0 {
+            if reading.received > reading.delivered {
                 // The peer is owed for this earlier interval: give it time to propose first.
                 if ctx.now_ms.saturating_sub(arrived) < ctx.policy.peer_turn_wait_ms {
                     return;
@@ -427,18 +438,12 @@ impl Channel {
                 self.readings.remove(&interval);
                 continue;
             }
-            let energy = WattHours(owed).min(self.affordable(&cur, self.me.other(), interval));
-            if energy == WattHours(0) {
-                self.readings.remove(&interval);
-                continue;
-            }
-            let Ok((next, _)) = cur.settle(&self.params, version, self.me, interval, energy) else {
-                self.readings.remove(&interval);
-                continue;
-            };
+            let billed = self.billed(&cur, version, interval, &reading);
             self.readings.remove(&interval);
-            self.propose(next, ctx);
-            return;
+            if let Some(next) = billed {
+                self.propose(next, ctx);
+                return;
+            }
         }
         if self.phase == Phase::Closing {
             self.propose(cur.finalized(version), ctx);
