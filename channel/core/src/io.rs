@@ -59,6 +59,28 @@ pub struct IntervalReading {
     pub metered_import: WattHours,
 }
 
+impl IntervalReading {
+    /// We delivered `energy` to the peer in `interval`, and took nothing from it.
+    pub fn selling(interval: IntervalIndex, energy: WattHours) -> IntervalReading {
+        IntervalReading {
+            interval,
+            delivered: energy,
+            received: WattHours(0),
+            metered_import: WattHours(0),
+        }
+    }
+
+    /// The peer delivered `energy` to us in `interval`, all of our meter's import.
+    pub fn buying(interval: IntervalIndex, energy: WattHours) -> IntervalReading {
+        IntervalReading {
+            interval,
+            delivered: WattHours(0),
+            received: energy,
+            metered_import: energy,
+        }
+    }
+}
+
 /// A request from a person or the daemon.
 #[derive(Clone, Debug)]
 pub enum Command {

@@ -142,12 +142,7 @@ pub async fn run_peer(dir: &std::path::Path, ready: impl FnOnce(String, String))
         let b = b.clone();
         async move {
             let energy = energy_of(i);
-            let reading = IntervalReading {
-                interval: IntervalIndex(OPENED_AT + i),
-                delivered: WattHours(0),
-                received: energy,
-                metered_import: energy,
-            };
+            let reading = IntervalReading::buying(IntervalIndex(OPENED_AT + i), energy);
             b.reading(channel, reading).await.expect("engine runs");
         }
     };
@@ -216,17 +211,9 @@ pub async fn run(
     for i in 1..=updates as u64 + WARM_UP {
         let interval = IntervalIndex(OPENED_AT + i);
         let t = Instant::now();
-        a.reading(
-            channel,
-            IntervalReading {
-                interval,
-                delivered: energy_of(i),
-                received: WattHours(0),
-                metered_import: WattHours(0),
-            },
-        )
-        .await
-        .expect("engine runs");
+        a.reading(channel, IntervalReading::selling(interval, energy_of(i)))
+            .await
+            .expect("engine runs");
         loop {
             match a_reports.recv().await {
                 Ok(Report::Event(Event::Settled { trade, .. })) if trade.interval == interval => {
@@ -379,28 +366,12 @@ pub async fn run_many(dir: &std::path::Path, channels: usize, rounds: usize) -> 
         let interval = IntervalIndex(opened_at.0 + round);
         for id in &ids {
             let energy = WattHours(100 + round);
-            b.reading(
-                *id,
-                IntervalReading {
-                    interval,
-                    delivered: WattHours(0),
-                    received: energy,
-                    metered_import: energy,
-                },
-            )
-            .await
-            .expect("runs");
-            a.reading(
-                *id,
-                IntervalReading {
-                    interval,
-                    delivered: energy,
-                    received: WattHours(0),
-                    metered_import: WattHours(0),
-                },
-            )
-            .await
-            .expect("runs");
+            b.reading(*id, IntervalReading::buying(interval, energy))
+                .await
+                .expect("runs");
+            a.reading(*id, IntervalReading::selling(interval, energy))
+                .await
+                .expect("runs");
         }
         let mut settled = 0;
         while settled < channels {

@@ -56,24 +56,14 @@ async fn two_gateways_settle_over_quic_with_durable_states() {
         seller
             .reading(
                 channel,
-                IntervalReading {
-                    interval,
-                    delivered: WattHours(energy),
-                    received: WattHours(0),
-                    metered_import: WattHours(0),
-                },
+                IntervalReading::selling(interval, WattHours(energy)),
             )
             .await
             .unwrap();
         buyer
             .reading(
                 channel,
-                IntervalReading {
-                    interval,
-                    delivered: WattHours(0),
-                    received: WattHours(energy),
-                    metered_import: WattHours(energy),
-                },
+                IntervalReading::buying(interval, WattHours(energy)),
             )
             .await
             .unwrap();

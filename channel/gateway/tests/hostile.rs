@@ -120,12 +120,7 @@ async fn hostile_frames_cost_the_connection_and_change_nothing() {
     victim
         .reading(
             id,
-            gridchan_channel::IntervalReading {
-                interval: IntervalIndex(101),
-                delivered: WattHours(0),
-                received: WattHours(100),
-                metered_import: WattHours(100),
-            },
+            gridchan_channel::IntervalReading::buying(IntervalIndex(101), WattHours(100)),
         )
         .await
         .unwrap();

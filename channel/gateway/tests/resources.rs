@@ -188,27 +188,11 @@ async fn an_honest_neighbour_keeps_settling_while_others_flood_and_memory_stays_
             let interval = IntervalIndex(opened_at.0 + i);
             let energy = WattHours(100 + i);
             victim
-                .reading(
-                    channel,
-                    IntervalReading {
-                        interval,
-                        delivered: WattHours(0),
-                        received: energy,
-                        metered_import: energy,
-                    },
-                )
+                .reading(channel, IntervalReading::buying(interval, energy))
                 .await
                 .unwrap();
             honest
-                .reading(
-                    channel,
-                    IntervalReading {
-                        interval,
-                        delivered: energy,
-                        received: WattHours(0),
-                        metered_import: WattHours(0),
-                    },
-                )
+                .reading(channel, IntervalReading::selling(interval, energy))
                 .await
                 .unwrap();
             loop {

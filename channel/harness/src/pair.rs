@@ -270,12 +270,7 @@ impl Pair {
 
     /// Feeds both meters' readings of one interval.
     pub fn trade(&mut self, trade: Trade) {
-        let seller = IntervalReading {
-            interval: trade.interval,
-            delivered: trade.energy,
-            received: WattHours(0),
-            metered_import: WattHours(0),
-        };
+        let seller = IntervalReading::selling(trade.interval, trade.energy);
         let buyer = IntervalReading {
             interval: trade.interval,
             delivered: WattHours(0),

@@ -121,21 +121,11 @@ fn simultaneous_proposals_cross_and_the_earlier_interval_wins() {
     let b_sells = Trade::agreed(iv(1), Side::B, WattHours(300));
     pair.reading(
         Side::A,
-        gridchan_channel::IntervalReading {
-            interval: iv(2),
-            delivered: WattHours(100),
-            received: WattHours(0),
-            metered_import: WattHours(0),
-        },
+        gridchan_channel::IntervalReading::selling(iv(2), WattHours(100)),
     );
     pair.reading(
         Side::B,
-        gridchan_channel::IntervalReading {
-            interval: iv(1),
-            delivered: WattHours(300),
-            received: WattHours(0),
-            metered_import: WattHours(0),
-        },
+        gridchan_channel::IntervalReading::selling(iv(1), WattHours(300)),
     );
     // Both proposals are now in flight at version 1.
     pair.deliver_one(Side::A);
@@ -474,23 +464,13 @@ fn a_previewed_proposal_is_the_one_the_core_then_signs() {
     pair.trade(Trade::agreed(iv(1), Side::A, WattHours(500)));
     pair.drive();
     let channel = pair.view(Side::A).id;
-    let reading = gridchan_channel::IntervalReading {
-        interval: iv(2),
-        delivered: WattHours(300),
-        received: WattHours(0),
-        metered_import: WattHours(0),
-    };
+    let reading = gridchan_channel::IntervalReading::selling(iv(2), WattHours(300));
     let preview = pair
         .node_mut(Side::A)
         .preview_proposal(&channel, &reading)
         .expect("A is owed: it would propose");
     // The buyer side, owed nothing, would not.
-    let buying = gridchan_channel::IntervalReading {
-        interval: iv(2),
-        delivered: WattHours(0),
-        received: WattHours(300),
-        metered_import: WattHours(300),
-    };
+    let buying = gridchan_channel::IntervalReading::buying(iv(2), WattHours(300));
     assert_eq!(
         pair.node_mut(Side::B).preview_proposal(&channel, &buying),
         None

@@ -26,11 +26,8 @@ fn a_duplicate_countersignature_during_the_next_proposal() {
 fn a_held_proposal_survives_a_reconnect() {
     let mut pair = Pair::new(PairConfig::default());
     pair.auto_reconnect = false;
-    let reading = |interval, delivered| gridchan_channel::IntervalReading {
-        interval,
-        delivered: WattHours(delivered),
-        received: WattHours(0),
-        metered_import: WattHours(0),
+    let reading = |interval, delivered| {
+        gridchan_channel::IntervalReading::selling(interval, WattHours(delivered))
     };
     pair.reading(Side::A, reading(iv(1), 200));
     pair.reading(Side::A, reading(iv(2), 0));
@@ -72,12 +69,7 @@ fn a_frozen_channel_across_a_reconnect() {
     pair.trade(Trade::agreed(iv(1), Side::B, WattHours(1)));
     pair.reading(
         Side::B,
-        gridchan_channel::IntervalReading {
-            interval: iv(2),
-            delivered: WattHours(261),
-            received: WattHours(0),
-            metered_import: WattHours(0),
-        },
+        gridchan_channel::IntervalReading::selling(iv(2), WattHours(261)),
     );
     pair.store(Side::B).fail_after(1, WriteFault::Fail);
     pair.trade(Trade::agreed(iv(3), Side::A, WattHours(1)));

@@ -59,12 +59,7 @@ fn assert_violation(mut pair: Pair, message: Message, why: &str) {
     // B's own reading of the interval, so a forged trade is not merely waiting for it.
     pair.reading(
         Side::B,
-        gridchan_channel::IntervalReading {
-            interval: iv(3),
-            delivered: WattHours(0),
-            received: WattHours(300),
-            metered_import: WattHours(300),
-        },
+        gridchan_channel::IntervalReading::buying(iv(3), WattHours(300)),
     );
     let before = pair.current(Side::B);
     pair.inject(Side::A, &message);
@@ -401,12 +396,7 @@ fn a_proposal_without_a_buyer_reading_is_refused_after_the_wait() {
     pair.auto_reconnect = true;
     pair.reading(
         Side::A,
-        gridchan_channel::IntervalReading {
-            interval: iv(3),
-            delivered: WattHours(100),
-            received: WattHours(0),
-            metered_import: WattHours(0),
-        },
+        gridchan_channel::IntervalReading::selling(iv(3), WattHours(100)),
     );
     pair.drive();
     assert_eq!(pair.current(Side::B).version(), Version(2), "B holds it");
