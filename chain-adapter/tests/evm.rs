@@ -318,42 +318,30 @@ async fn deposits_open_a_channel_and_its_parameters_come_back_whole() {
 async fn deposit_rules_refuse_what_they_must() {
     let c = chain(None).await;
     let p = c.params();
-    let mut same = p.clone();
-    same.party_b = same.party_a;
-    assert!(matches!(
-        refused(c.a.deposit(&same, same.deposit_a).await),
-        TxError::InvalidParams(_)
-    ));
-    let mut interval = p.clone();
-    interval.interval_seconds = 7;
-    assert!(matches!(
-        refused(c.a.deposit(&interval, interval.deposit_a).await),
-        TxError::InvalidParams(_)
-    ));
-    let mut nothing = p.clone();
-    (nothing.deposit_a, nothing.deposit_b) = (Amount(0), Amount(0));
-    assert!(matches!(
-        refused(c.a.deposit(&nothing, Amount(0)).await),
-        TxError::InvalidParams(_)
-    ));
-    let mut overflow = p.clone();
-    overflow.deposit_b = Amount(u64::MAX);
-    assert!(matches!(
-        refused(c.a.deposit(&overflow, overflow.deposit_a).await),
-        TxError::InvalidParams(_)
-    ));
-    let mut no_window = p.clone();
-    no_window.funding_window_blocks = 0;
-    assert!(matches!(
-        refused(c.a.deposit(&no_window, no_window.deposit_a).await),
-        TxError::InvalidParams(_)
-    ));
-    let mut short = p.clone();
-    short.challenge_window_blocks = 2;
-    assert!(matches!(
-        refused(c.a.deposit(&short, short.deposit_a).await),
-        TxError::InvalidParams(_)
-    ));
+    type Change = fn(&mut ChannelParams);
+    let invalid: [(&str, Change); 6] = [
+        ("both parties are the same key", |p| p.party_b = p.party_a),
+        ("the interval does not divide an hour", |p| {
+            p.interval_seconds = 7
+        }),
+        ("no deposit", |p| {
+            (p.deposit_a, p.deposit_b) = (Amount(0), Amount(0))
+        }),
+        ("the deposits overflow", |p| p.deposit_b = Amount(u64::MAX)),
+        ("no funding window", |p| p.funding_window_blocks = 0),
+        (
+            "the challenge window is shorter than the ledger's minimum",
+            |p| p.challenge_window_blocks = 2,
+        ),
+    ];
+    for (why, change) in invalid {
+        let mut bad = p.clone();
+        change(&mut bad);
+        assert_eq!(
+            refused(c.a.deposit(&bad, bad.deposit_a).await),
+            TxError::InvalidParams(why.into())
+        );
+    }
     assert_eq!(
         refused(c.other.deposit(&p, p.deposit_a).await),
         TxError::NotAParty
