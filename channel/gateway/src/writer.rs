@@ -27,7 +27,7 @@ enum Job {
     Trades(ChannelId, usize, oneshot::Sender<Vec<TradeRow>>),
 }
 
-/// What became of one handed-over batch of records.
+/// What became of the batches of records written in one transaction.
 pub enum Written {
     /// Durable, up to and including this update.
     Durable(UpdateId),
@@ -45,8 +45,8 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer on `store`; what becomes of every batch arrives on the returned
-    /// receiver, in the order the batches were handed over.
+    /// Starts the writer on `store`; what becomes of the batches arrives on the returned
+    /// receiver, one answer per transaction, in the order the batches were handed over.
     pub fn spawn(store: SqliteStore) -> (Writer, mpsc::UnboundedReceiver<Written>) {
         let (jobs_tx, jobs_rx) = std_mpsc::channel();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
@@ -113,9 +113,6 @@ impl Drop for Writer {
 /// Settled intervals kept for a later transaction after failed ones, at most.
 const MAX_UNRECORDED: usize = 100_000;
 
-/// One batch taken into the current transaction: its updates, in order.
-type Taken = Vec<UpdateId>;
-
 fn run(
     mut store: SqliteStore,
     jobs: std_mpsc::Receiver<Job>,
@@ -139,13 +136,15 @@ fn run(
             Job::Write { records, trades } => {
                 // Everything else already waiting shares this transaction, up to a query
                 // (which must see the writes before it, and only those).
-                let mut batches: Vec<Taken> = Vec::new();
+                let mut updates: Vec<UpdateId> = Vec::new();
                 let mut all_records = Vec::new();
                 let mut all_trades = std::mem::take(&mut unrecorded);
                 all_trades.extend(trades);
                 let mut take = |records: Vec<(UpdateId, ChannelRecord)>| {
-                    batches.push(records.iter().map(|(u, _)| *u).collect());
-                    all_records.extend(records.into_iter().map(|(_, r)| r));
+                    for (update, record) in records {
+                        updates.push(update);
+                        all_records.push(record);
+                    }
                 };
                 take(records);
                 while let Ok(job) = jobs.try_recv() {
@@ -162,18 +161,18 @@ fn run(
                 }
                 let refs: Vec<&ChannelRecord> = all_records.iter().collect();
                 let result = store.write_batch(&refs, &all_trades);
-                for updates in batches {
-                    if updates.is_empty() {
-                        continue;
-                    }
-                    let written = match &result {
-                        Ok(()) => Written::Durable(*updates.last().expect("not empty")),
-                        Err(e) => Written::Failed {
-                            updates,
-                            reason: e.to_string(),
-                        },
-                    };
-                    if done.send(written).is_err() {
+                // Updates are numbered in order, and durability is cumulative: the last one
+                // acknowledges them all.
+                let written = match (&result, updates.last()) {
+                    (_, None) => None,
+                    (Ok(()), Some(last)) => Some(Written::Durable(*last)),
+                    (Err(e), Some(_)) => Some(Written::Failed {
+                        updates,
+                        reason: e.to_string(),
+                    }),
+                };
+                if let Some(w) = written {
+                    if done.send(w).is_err() {
                         return;
                     }
                 }
