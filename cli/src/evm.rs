@@ -82,3 +82,31 @@ pub async fn bench() -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_with_a_bad_address_is_refused_naming_the_field() {
+        let good = "0xe7f1725e7734ce288f8367e1bb143e90bb3f0512";
+        let rpc = "http://127.0.0.1:8545";
+        let err = connect(rpc, "0x12", good, 1, 0, &[0x11; 32])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.starts_with("ledger.adjudicator \"0x12\""), "{err}");
+        let err = connect(rpc, good, "token", 1, 0, &[0x11; 32])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.starts_with("ledger.token \"token\""), "{err}");
+        let err = connect("not a url", good, good, 1, 0, &[0x11; 32])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("not a url"), "{err}");
+        // A valid section connects lazily: nothing is asked of the chain yet.
+        assert!(connect(rpc, good, good, 0, 0, &[0x11; 32]).is_ok());
+    }
+}

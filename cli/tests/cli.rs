@@ -29,3 +29,34 @@ fn a_bad_argument_is_one_clear_line() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("invalid value 'many'"), "{err}");
 }
+
+#[test]
+fn evm_deploy_refuses_a_bad_token_an_open_key_file_and_an_unreachable_chain_in_one_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("deployer.key");
+    std::fs::write(&key, format!("{}\n", "11".repeat(32))).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let k = key.to_str().unwrap();
+    // Port 1 on loopback: nothing listens there.
+    let rpc = "http://127.0.0.1:1";
+    let cases: [(&[&str], &str); 2] = [
+        (&["--token", "0x12"], "--token \"0x12\" is not an address"),
+        (&[], "deployment failed"),
+    ];
+    for (extra, expected) in cases {
+        let mut args = vec!["evm", "deploy", "--rpc", rpc, "--key", k];
+        args.extend_from_slice(extra);
+        let out = gridchan(&args);
+        assert!(!out.status.success());
+        let err = String::from_utf8(out.stderr).unwrap();
+        let last = err.lines().last().unwrap_or_default();
+        assert!(last.contains(expected), "{err}");
+        assert!(last.starts_with("error: "), "{err}");
+    }
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = gridchan(&["evm", "deploy", "--rpc", rpc, "--key", k]);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("readable by others"), "{err}");
+}
