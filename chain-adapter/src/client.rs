@@ -2,7 +2,7 @@
 //! implementations: in-process ([`LocalClient`]) and over QUIC ([`RemoteClient`]).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -38,8 +38,10 @@ pub enum LedgerError {
 pub trait Ledger: Send + Sync {
     /// The account this client signs for.
     fn signer(&self) -> &Signer;
-    /// The nonce this client will use next, cached between calls.
-    fn nonce_cache(&self) -> &Mutex<Option<u64>>;
+    /// The nonce this client will use next, cached between calls. [`Ledger::submit`] holds it
+    /// from taking a nonce to learning whether the ledger accepted it, so one client's
+    /// submissions (a tower's concurrent refutes, say) go out one at a time and never collide.
+    fn nonce_cache(&self) -> &tokio::sync::Mutex<Option<u64>>;
 
     async fn chain_id(&self) -> Result<[u8; 32], LedgerError>;
     async fn height(&self) -> Result<Height, LedgerError>;
@@ -60,23 +62,23 @@ pub trait Ledger: Send + Sync {
     /// of the same account submitted meanwhile) is refreshed once.
     async fn submit(&self, kind: TxKind) -> Result<TxHash, LedgerError> {
         let chain_id = self.chain_id().await?;
+        let mut cached = self.nonce_cache().lock().await;
         for _ in 0..2 {
-            let cached = *self.nonce_cache().lock().unwrap_or_else(|p| p.into_inner());
-            let nonce = match cached {
+            let nonce = match *cached {
                 Some(n) => n,
                 None => self.account(&self.node()).await?.nonce,
             };
             let tx = Tx::sign(&chain_id, self.signer(), nonce, kind.clone());
             match self.submit_signed(tx).await {
                 Ok(hash) => {
-                    *self.nonce_cache().lock().unwrap_or_else(|p| p.into_inner()) = Some(nonce + 1);
+                    *cached = Some(nonce + 1);
                     return Ok(hash);
                 }
                 Err(LedgerError::Refused(TxError::BadNonce { expected, .. })) => {
-                    *self.nonce_cache().lock().unwrap_or_else(|p| p.into_inner()) = Some(expected);
+                    *cached = Some(expected);
                 }
                 Err(e) => {
-                    *self.nonce_cache().lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    *cached = None;
                     return Err(e);
                 }
             }
@@ -217,7 +219,7 @@ impl Subscription {
 pub struct LocalClient {
     ledger: Arc<LocalLedger>,
     signer: Signer,
-    nonce: Mutex<Option<u64>>,
+    nonce: tokio::sync::Mutex<Option<u64>>,
 }
 
 impl LocalClient {
@@ -225,7 +227,7 @@ impl LocalClient {
         LocalClient {
             ledger,
             signer,
-            nonce: Mutex::new(None),
+            nonce: tokio::sync::Mutex::new(None),
         }
     }
 }
@@ -244,7 +246,7 @@ impl Ledger for LocalClient {
         &self.signer
     }
 
-    fn nonce_cache(&self) -> &Mutex<Option<u64>> {
+    fn nonce_cache(&self) -> &tokio::sync::Mutex<Option<u64>> {
         &self.nonce
     }
 
@@ -299,7 +301,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct RemoteClient {
     rpc: RpcClient,
     signer: Signer,
-    nonce: Mutex<Option<u64>>,
+    nonce: tokio::sync::Mutex<Option<u64>>,
 }
 
 impl RemoteClient {
@@ -314,7 +316,7 @@ impl RemoteClient {
         Ok(RemoteClient {
             rpc,
             signer,
-            nonce: Mutex::new(None),
+            nonce: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -355,7 +357,7 @@ impl Ledger for RemoteClient {
         &self.signer
     }
 
-    fn nonce_cache(&self) -> &Mutex<Option<u64>> {
+    fn nonce_cache(&self) -> &tokio::sync::Mutex<Option<u64>> {
         &self.nonce
     }
 

@@ -87,12 +87,12 @@ pub struct EvmLedger {
     provider: DynProvider,
     signer: Signer,
     account: Address,
-    nonce: Mutex<Option<u64>>,
+    /// The next nonce of this account, held for a whole submission: this account's
+    /// transactions go out one at a time, in order.
+    nonce: tokio::sync::Mutex<Option<u64>>,
     chain_id: Mutex<Option<[u8; 32]>>,
     /// Channel parameters never change: rebuilt from the `Created` event once.
     params: Mutex<HashMap<ChannelId, ChannelParams>>,
-    /// Serialises this account's submissions, so nonces are taken in order.
-    submitting: tokio::sync::Mutex<()>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> LedgerError {
@@ -137,10 +137,9 @@ impl EvmLedger {
             provider,
             signer,
             account,
-            nonce: Mutex::new(None),
+            nonce: tokio::sync::Mutex::new(None),
             chain_id: Mutex::new(None),
             params: Mutex::new(HashMap::new()),
-            submitting: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -184,8 +183,20 @@ impl EvmLedger {
         C::abi_decode_returns(&out).map_err(failed)
     }
 
-    /// Simulates, signs and sends one call from this account with the next nonce.
-    async fn send(&self, to: Address, input: Vec<u8>) -> Result<TxHash, LedgerError> {
+    /// [`EvmLedger::send`] on its own, taking the nonce for it.
+    async fn send_one(&self, to: Address, input: Vec<u8>) -> Result<TxHash, LedgerError> {
+        let mut nonce = self.nonce.lock().await;
+        self.send(&mut nonce, to, input).await
+    }
+
+    /// Simulates, signs and sends one call from this account with the next nonce (`cached`,
+    /// the locked [`EvmLedger::nonce`]).
+    async fn send(
+        &self,
+        cached: &mut Option<u64>,
+        to: Address,
+        input: Vec<u8>,
+    ) -> Result<TxHash, LedgerError> {
         let mut tx = TransactionRequest::default()
             .with_from(self.account)
             .with_to(to)
@@ -202,8 +213,7 @@ impl EvmLedger {
         // Some headroom: the chain may have moved a little by the time it is included.
         tx = tx.with_gas_limit(gas + gas / 5);
         for _ in 0..2 {
-            let cached = *self.nonce.lock().unwrap_or_else(|p| p.into_inner());
-            let nonce = match cached {
+            let nonce = match *cached {
                 Some(n) => n,
                 None => self
                     .provider
@@ -218,11 +228,11 @@ impl EvmLedger {
                 .await
             {
                 Ok(pending) => {
-                    *self.nonce.lock().unwrap_or_else(|p| p.into_inner()) = Some(nonce + 1);
+                    *cached = Some(nonce + 1);
                     return Ok(TxHash(pending.tx_hash().0));
                 }
                 Err(e) => {
-                    *self.nonce.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    *cached = None;
                     let text = e.to_string().to_lowercase();
                     if !text.contains("nonce") {
                         return Err(match refusal_of(&e) {
@@ -277,7 +287,7 @@ impl EvmLedger {
 
     /// Approves the adjudicator to take `amount` of this account's tokens, unless it may
     /// already.
-    async fn approve(&self, amount: u64) -> Result<(), LedgerError> {
+    async fn approve(&self, nonce: &mut Option<u64>, amount: u64) -> Result<(), LedgerError> {
         let allowed = self
             .view(
                 self.config.token,
@@ -292,6 +302,7 @@ impl EvmLedger {
         }
         // The deposit's simulation needs the allowance in place: wait for it.
         self.token_call(
+            nonce,
             Erc20::approveCall {
                 spender: self.config.adjudicator,
                 amount: U256::from(amount),
@@ -302,8 +313,8 @@ impl EvmLedger {
     }
 
     /// Sends a call to the token and waits until it is included.
-    async fn token_call(&self, input: Vec<u8>) -> Result<(), LedgerError> {
-        let hash = self.send(self.config.token, input).await?;
+    async fn token_call(&self, nonce: &mut Option<u64>, input: Vec<u8>) -> Result<(), LedgerError> {
+        let hash = self.send(nonce, self.config.token, input).await?;
         let receipt = self.wait_for(&hash, Duration::from_secs(120)).await?;
         receipt
             .outcome
@@ -315,8 +326,9 @@ impl EvmLedger {
     /// Mints `amount` of the dev chain's test token for `to` and waits for it (the test token
     /// lets anyone mint; a real token refuses, and so does this call).
     pub async fn mint_test_tokens(&self, to: Address, amount: u64) -> Result<(), LedgerError> {
-        let _one_at_a_time = self.submitting.lock().await;
+        let mut nonce = self.nonce.lock().await;
         self.token_call(
+            &mut nonce,
             Erc20::mintCall {
                 to,
                 amount: U256::from(amount),
@@ -596,7 +608,7 @@ impl Ledger for EvmLedger {
         &self.signer
     }
 
-    fn nonce_cache(&self) -> &Mutex<Option<u64>> {
+    fn nonce_cache(&self) -> &tokio::sync::Mutex<Option<u64>> {
         &self.nonce
     }
 
@@ -690,12 +702,12 @@ impl Ledger for EvmLedger {
     }
 
     async fn submit(&self, kind: TxKind) -> Result<TxHash, LedgerError> {
-        let _one_at_a_time = self.submitting.lock().await;
+        let mut nonce = self.nonce.lock().await;
         if let TxKind::Deposit { amount, .. } = &kind {
-            self.approve(amount.0).await?;
+            self.approve(&mut nonce, amount.0).await?;
         }
         let input = self.adjudicator_call(&kind).await?;
-        self.send(self.config.adjudicator, input).await
+        self.send(&mut nonce, self.config.adjudicator, input).await
     }
 
     async fn receipt(&self, hash: &TxHash) -> Result<Option<Receipt>, LedgerError> {
@@ -1092,7 +1104,7 @@ pub async fn gas_report(chain: &anvil::Anvil) -> Result<Vec<(&'static str, u64)>
     let flat = params(1, Tariff::Flat(PricePerKwh(150_000)));
     // The approval is its own transaction; measure it apart from the deposit.
     let approve = a
-        .send(
+        .send_one(
             deployed.token,
             Erc20::approveCall {
                 spender: deployed.adjudicator,

@@ -175,3 +175,30 @@ async fn a_client_with_the_wrong_ledger_key_is_refused() {
     let err = within(c.height()).await.unwrap_err();
     assert!(err.to_string().contains("failed authentication"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_clients_concurrent_submissions_each_take_the_next_nonce() {
+    // A watchtower refuting several channels at once submits concurrently from one account.
+    let node = start(Duration::from_millis(20)).await;
+    let a = client(&node, 1);
+    let to = signer(2).id();
+    let sent: Vec<_> = (0..12u64)
+        .map(|i| {
+            let a = a.clone();
+            tokio::spawn(async move { a.transfer(to, Amount(1 + i)).await })
+        })
+        .collect();
+    let mut hashes = Vec::new();
+    for s in sent {
+        hashes.push(within(s).await.unwrap().expect("every one accepted"));
+    }
+    for h in &hashes {
+        let r = within(a.wait_for(h, Duration::from_secs(30)))
+            .await
+            .unwrap();
+        assert!(r.outcome.result.is_ok(), "{r:?}");
+    }
+    let account = a.account(&signer(1).id()).await.unwrap();
+    assert_eq!(account.nonce, 12);
+    assert_eq!(account.balance, Amount(10_000_000 - (1..=12).sum::<u64>()));
+}

@@ -95,8 +95,6 @@ pub struct Tower {
     changed: mpsc::UnboundedSender<ChannelId>,
     pub store_path: PathBuf,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    /// Refutes go out one at a time: they share the tower's account and its nonces.
-    submitting: tokio::sync::Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -144,7 +142,6 @@ impl Tower {
             changed,
             store_path,
             tasks: Mutex::new(Vec::new()),
-            submitting: tokio::sync::Mutex::new(()),
         });
         let tasks = vec![
             tokio::spawn(write_batches(store, write_rx)),
@@ -662,10 +659,9 @@ async fn refute(tower: &Arc<Tower>, ours: SignedState, reg: Registration) -> Opt
             return None;
         }
         let attempt = async {
-            let hash = {
-                let _one_at_a_time = tower.submitting.lock().await;
-                tower.ledger.refute(&ours).await?
-            };
+            // Concurrent refutes share the tower's account: the client sends them one at a
+            // time, each with the next nonce.
+            let hash = tower.ledger.refute(&ours).await?;
             // Wait for inclusion, a few blocks at most, then send again.
             tower.ledger.wait_for(&hash, Duration::from_secs(10)).await
         };

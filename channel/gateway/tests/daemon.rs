@@ -55,7 +55,7 @@ impl Ledger for Switch {
     fn signer(&self) -> &gridchan_channel::Signer {
         self.inner.signer()
     }
-    fn nonce_cache(&self) -> &std::sync::Mutex<Option<u64>> {
+    fn nonce_cache(&self) -> &tokio::sync::Mutex<Option<u64>> {
         self.inner.nonce_cache()
     }
     async fn chain_id(&self) -> Result<[u8; 32], LedgerError> {
