@@ -60,3 +60,16 @@ fn evm_deploy_refuses_a_bad_token_an_open_key_file_and_an_unreachable_chain_in_o
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("readable by others"), "{err}");
 }
+
+#[test]
+fn gateway_benchmark_runs_across_two_processes_and_reports_its_floor() {
+    let out = gridchan(&["bench", "gateway", "--updates", "100"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("floor"), "{text}");
+    assert!(text.contains("ratio"), "{text}");
+}

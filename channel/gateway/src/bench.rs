@@ -68,8 +68,13 @@ pub fn engine_at(dir: &std::path::Path, key: u8) -> EngineHandle {
         Limits::default(),
     )
     .expect("bind");
-    let store = SqliteStore::open(&dir.join(format!("gateway-{key}.sqlite"))).expect("store");
+    let store = SqliteStore::open(&store_path(dir, key)).expect("store");
     engine::spawn(endpoint, signer, store, Policy::default()).expect("engine")
+}
+
+/// Where [`engine_at`] keeps the store of the engine with key `key`.
+pub fn store_path(dir: &std::path::Path, key: u8) -> std::path::PathBuf {
+    dir.join(format!("gateway-{key}.sqlite"))
 }
 
 /// A channel with `peer` at a flat `price`, `deposit` on each side, opened at `opened_at`:
@@ -272,7 +277,7 @@ async fn floor(
     // nothing costs SQLite no fsync and would make the floor look cheaper than it is.
     let mut store = SqliteStore::open(&dir.join("bench-floor.sqlite")).expect("store");
     let load = |key: u8| {
-        SqliteStore::open(&dir.join(format!("bench-{key}.sqlite")))
+        SqliteStore::open(&store_path(dir, key))
             .expect("store")
             .load()
             .expect("load")

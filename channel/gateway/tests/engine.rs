@@ -11,7 +11,7 @@ use gridchan_gateway::engine::EngineHandle;
 use gridchan_gateway::store::SqliteStore;
 
 use common::until;
-use gridchan_gateway::bench::{engine_at, flat_channel};
+use gridchan_gateway::bench::{engine_at, flat_channel, store_path};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_settle_over_quic_with_durable_states() {
@@ -93,7 +93,7 @@ async fn two_gateways_settle_over_quic_with_durable_states() {
         b.channels().await.unwrap()[0].current.clone()
     );
     // What A holds is in its SQLite file.
-    let stored = SqliteStore::open(&dir.path().join("gateway-1.sqlite"))
+    let stored = SqliteStore::open(&store_path(dir.path(), 1))
         .unwrap()
         .load()
         .unwrap();
