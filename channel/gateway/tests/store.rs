@@ -115,3 +115,49 @@ fn the_ledger_queue_keeps_its_order_and_its_history_across_a_reopen() {
     assert_eq!((done[0].what.as_str(), done[0].attempts), ("conclude", 2));
     assert_eq!(done[0].outcome, "included at 9");
 }
+
+#[tokio::test]
+async fn the_writer_answers_in_order_fails_a_whole_transaction_and_recovers() {
+    use gridchan_channel::UpdateId;
+    use gridchan_gateway::writer::{Writer, Written};
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("channels.sqlite");
+    let store = SqliteStore::open(&path).unwrap();
+    let faults = store.fault_switch();
+    let (writer, mut written) = Writer::spawn(store);
+    let recs = records();
+    let answer = |w: Option<Written>| match w.expect("an answer") {
+        Written::Durable(u) => Ok(u),
+        Written::Failed { updates, .. } => Err(updates),
+    };
+    // Batches handed together are answered at most once each, in order, the last one covering
+    // them all; what was answered durable is on disk.
+    writer.write(vec![(UpdateId(1), recs[1].clone())], vec![]);
+    writer.write(vec![(UpdateId(2), recs[0].clone())], vec![]);
+    let mut last = answer(written.recv().await).unwrap();
+    if last < UpdateId(2) {
+        last = answer(written.recv().await).unwrap();
+    }
+    assert_eq!(last, UpdateId(2));
+    assert_eq!(
+        SqliteStore::open(&path).unwrap().load().unwrap(),
+        vec![recs[0].clone()]
+    );
+    // A failing disk fails every update of the transaction, and nothing is written.
+    faults.store(true, Ordering::SeqCst);
+    writer.write(vec![(UpdateId(3), recs[1].clone())], vec![]);
+    assert_eq!(answer(written.recv().await), Err(vec![UpdateId(3)]));
+    assert_eq!(
+        SqliteStore::open(&path).unwrap().load().unwrap(),
+        vec![recs[0].clone()]
+    );
+    // The disk is back: writing again works.
+    faults.store(false, Ordering::SeqCst);
+    writer.write(vec![(UpdateId(4), recs[1].clone())], vec![]);
+    assert_eq!(answer(written.recv().await), Ok(UpdateId(4)));
+    assert_eq!(
+        SqliteStore::open(&path).unwrap().load().unwrap(),
+        vec![recs[1].clone()]
+    );
+}
