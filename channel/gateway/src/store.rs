@@ -171,11 +171,6 @@ impl SqliteStore {
         crate::ledger_queue::insert(&self.conn, channel, tx).map_err(write_err)
     }
 
-    /// Records settled intervals (history for people; not needed for safety).
-    pub fn record_trades(&mut self, trades: &[TradeEntry]) -> Result<(), StoreError> {
-        self.write_batch(&[], trades)
-    }
-
     /// The last `n` settled intervals of `channel`, newest first.
     pub fn recent_trades(
         &self,
