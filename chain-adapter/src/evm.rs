@@ -127,9 +127,14 @@ fn b256(bytes: &[u8; 32]) -> FixedBytes<32> {
 }
 
 impl EvmLedger {
-    /// Connects to the chain at `config.rpc` as the account of `secret` (the node key).
-    pub fn connect(config: EvmConfig, secret: &[u8; 32]) -> Result<EvmLedger, LedgerError> {
-        let signer = Signer::new(secret, secret).map_err(failed)?;
+    /// Connects to the chain at `config.rpc` as the account of `secret` (the node key);
+    /// `blinding` is fresh randomness for the node key's signing context.
+    pub fn connect(
+        config: EvmConfig,
+        secret: &[u8; 32],
+        blinding: &[u8; 32],
+    ) -> Result<EvmLedger, LedgerError> {
+        let signer = Signer::new(secret, blinding).map_err(failed)?;
         let (provider, account) = wallet_provider(&config.rpc, secret)?;
         debug_assert_eq!(account, address_of(&signer.id()));
         Ok(EvmLedger {
@@ -336,6 +341,14 @@ impl EvmLedger {
             .abi_encode(),
         )
         .await
+    }
+
+    /// The settlement tokens `who` holds (any address: an account, the adjudicator).
+    pub async fn token_balance(&self, who: Address) -> Result<Amount, LedgerError> {
+        let balance = self
+            .view(self.config.token, Erc20::balanceOfCall { account: who })
+            .await?;
+        Ok(Amount(u64::try_from(balance).unwrap_or(u64::MAX)))
     }
 
     /// The parameters of a channel, from its `Created` event (once; they never change).
@@ -631,18 +644,13 @@ impl Ledger for EvmLedger {
 
     async fn account(&self, node: &NodeId) -> Result<Account, LedgerError> {
         let who = address_of(node);
-        let balance = self
-            .view(self.config.token, Erc20::balanceOfCall { account: who })
-            .await?;
+        let balance = self.token_balance(who).await?;
         let nonce = self
             .provider
             .get_transaction_count(who)
             .await
             .map_err(unavailable)?;
-        Ok(Account {
-            balance: Amount(u64::try_from(balance).unwrap_or(u64::MAX)),
-            nonce,
-        })
+        Ok(Account { balance, nonce })
     }
 
     async fn channel(&self, id: &ChannelId) -> Result<Option<ChannelAccount>, LedgerError> {
@@ -901,6 +909,9 @@ pub mod anvil {
     use alloy::primitives::{Address, U256};
     use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 
+    /// What [`Anvil::fund_gas`] gives an account: 1,000 ether.
+    pub const GAS_WEI: u128 = 1_000_000_000_000_000_000_000;
+
     /// A running anvil, killed when dropped.
     pub struct Anvil {
         child: Child,
@@ -986,11 +997,13 @@ pub mod anvil {
             }
         }
 
-        /// Gives `who` 1,000 ether for gas (a dev chain's `anvil_setBalance`).
+        /// Sets `who`'s native balance to [`GAS_WEI`] for gas (a dev chain's `anvil_setBalance`).
         pub async fn fund_gas(&self, who: Address) -> Result<(), String> {
-            let wei = U256::from(1_000u64) * U256::from(10u64).pow(U256::from(18u64));
             self.provider
-                .raw_request::<_, serde_json::Value>("anvil_setBalance".into(), (who, wei))
+                .raw_request::<_, serde_json::Value>(
+                    "anvil_setBalance".into(),
+                    (who, U256::from(GAS_WEI)),
+                )
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
@@ -1050,9 +1063,9 @@ pub async fn gas_report(chain: &anvil::Anvil) -> Result<Vec<(&'static str, u64)>
         confirmations: 1,
         deployed_at: deployed.block,
     };
-    let a = EvmLedger::connect(config.clone(), &key(1))?;
-    let b = EvmLedger::connect(config.clone(), &key(2))?;
-    let minter = EvmLedger::connect(config, &key(3))?;
+    let a = EvmLedger::connect(config.clone(), &key(1), &key(4))?;
+    let b = EvmLedger::connect(config.clone(), &key(2), &key(5))?;
+    let minter = EvmLedger::connect(config, &key(3), &key(6))?;
     for l in [&a, &b] {
         minter.mint_test_tokens(l.account, 1_000_000_000).await?;
     }

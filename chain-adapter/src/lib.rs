@@ -17,6 +17,7 @@ pub mod bench;
 pub mod block;
 pub mod chainstore;
 mod client;
+pub mod config;
 #[cfg(feature = "evm")]
 pub mod evm;
 pub mod local;
@@ -27,6 +28,7 @@ pub mod tx;
 
 pub use block::{BlockEvents, Receipt, TxOutcome};
 pub use client::{Ledger, LedgerError, LocalClient, RemoteClient, Subscription};
+pub use config::LedgerSection;
 pub use local::LocalLedger;
 pub use rules::{Account, ChainEvent, ChannelAccount, ChannelStatus, Genesis, Height, TxError};
 pub use tx::{Tx, TxHash, TxKind};

@@ -55,7 +55,9 @@ async fn chain(block_time: Option<u64>) -> Chain {
         confirmations: 1,
         deployed_at: deployed.block,
     };
-    let ledger = |s: [u8; 32]| Arc::new(EvmLedger::connect(config.clone(), &s).expect("connects"));
+    let ledger = |s: [u8; 32]| {
+        Arc::new(EvmLedger::connect(config.clone(), &s, &[0x5a; 32]).expect("connects"))
+    };
     let (a, b, other) = (ledger(secret(1)), ledger(secret(2)), ledger(secret(3)));
     let minter = ledger(deployer);
     for l in [&a, &b] {

@@ -1,13 +1,11 @@
 //! `gridchan daemon --config FILE`: run a home energy gateway.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use gridchan_chain::{Ledger, RemoteClient};
 use gridchan_channel::{IntervalIndex, Policy};
 use gridchan_gateway::clock::SimClock;
-use gridchan_gateway::config::{Config, LedgerSection, MeterSection};
+use gridchan_gateway::config::{Config, MeterSection};
 use gridchan_gateway::meter::{CsvMeter, MeterSource, SimulatedMeter};
 use gridchan_gateway::store::SqliteStore;
 use gridchan_gateway::{control, daemon, engine};
@@ -32,35 +30,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         signer.duplicate(&keys::random32()?),
         Limits::default(),
     )?;
-    let ledger: Arc<dyn Ledger> = match &config.ledger {
-        LedgerSection::Remote { address } => {
-            let ledger_addr: PeerAddr = address.parse().with_context(|| {
-                format!("ledger.address {address:?} in {}", config_path.display())
-            })?;
-            Arc::new(
-                RemoteClient::new(
-                    ledger_addr,
-                    signer.duplicate(&keys::random32()?),
-                    keys::random32()?,
-                )
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
-            )
-        }
-        LedgerSection::Evm {
-            rpc,
-            adjudicator,
-            token,
-            confirmations,
-            deployed_at,
-        } => Arc::new(crate::evm::connect(
-            rpc,
-            adjudicator,
-            token,
-            *confirmations,
-            *deployed_at,
-            &keys::load_secret(&config.node.key)?,
-        )?),
-    };
+    let ledger = crate::evm::client(&config.ledger, &config.node.key, config_path)?;
     let interval_seconds = config.metering.interval_seconds;
     let clock = match config.metering.speedup {
         0 | 1 => SimClock::real(),

@@ -1,11 +1,51 @@
 //! `gridchan evm ...`: the adjudicator on an EVM chain (deploy it, connect to it), and
-//! `gridchan bench evm` (gas per operation).
+//! `gridchan bench evm` (gas per operation); and the ledger client of a config's `[ledger]`
+//! section, for the daemon and the watchtower.
+
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use gridchan_chain::evm::{self, EvmConfig, EvmLedger};
+use gridchan_chain::{Ledger, LedgerSection, RemoteClient};
+use gridchan_transport::PeerAddr;
+
+/// The ledger client a `[ledger]` section describes, as the account of the key at `key`;
+/// `config` names the file in errors.
+pub fn client(
+    section: &LedgerSection,
+    key: &std::path::Path,
+    config: &std::path::Path,
+) -> Result<Arc<dyn Ledger>> {
+    Ok(match section {
+        LedgerSection::Remote { address } => {
+            let address: PeerAddr = address
+                .parse()
+                .with_context(|| format!("ledger.address {address:?} in {}", config.display()))?;
+            let signer = crate::keys::load(key)?;
+            Arc::new(
+                RemoteClient::new(address, signer, crate::keys::random32()?)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            )
+        }
+        LedgerSection::Evm {
+            rpc,
+            adjudicator,
+            token,
+            confirmations,
+            deployed_at,
+        } => Arc::new(connect(
+            rpc,
+            adjudicator,
+            token,
+            *confirmations,
+            *deployed_at,
+            &crate::keys::load_secret(key)?,
+        )?),
+    })
+}
 
 /// An EVM ledger client from a config's addresses, as the account of `secret`.
-pub fn connect(
+fn connect(
     rpc: &str,
     adjudicator: &str,
     token: &str,
@@ -24,7 +64,8 @@ pub fn connect(
         confirmations: confirmations.max(1),
         deployed_at,
     };
-    EvmLedger::connect(config, secret).map_err(|e| anyhow::anyhow!("{e}"))
+    EvmLedger::connect(config, secret, &crate::keys::random32()?)
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Deploys the adjudicator (and, without `token`, the dev chain's test token) and prints the
@@ -66,6 +107,53 @@ pub async fn deploy(
     println!("token = \"{:#x}\"", d.token);
     println!("confirmations = 1");
     println!("deployed_at = {}", d.block);
+    Ok(())
+}
+
+/// Mints `amount` of the dev chain's test token for `to` (the gateway itself when `None`),
+/// sent by the gateway of `config_path`, whose `[ledger]` must be an EVM section. A real
+/// settlement token refuses, and so does this.
+pub async fn mint(
+    config_path: &std::path::Path,
+    to: Option<gridchan_channel::NodeId>,
+    amount: gridchan_channel::Amount,
+) -> Result<()> {
+    let config = gridchan_gateway::config::Config::load(config_path)?;
+    let LedgerSection::Evm {
+        rpc,
+        adjudicator,
+        token,
+        confirmations,
+        deployed_at,
+    } = &config.ledger
+    else {
+        anyhow::bail!(
+            "{} settles on a gridchan ledger node, not an EVM chain: test tokens are minted only on a dev chain's test token",
+            config_path.display()
+        );
+    };
+    let secret = crate::keys::load_secret(&config.node.key)?;
+    let ledger = connect(
+        rpc,
+        adjudicator,
+        token,
+        *confirmations,
+        *deployed_at,
+        &secret,
+    )?;
+    let to = to.unwrap_or_else(|| ledger.node());
+    let address = evm::address_of(&to);
+    eprintln!("minting {amount} test tokens for {address:#x} ...");
+    ledger
+        .mint_test_tokens(address, amount.0)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot mint: {e}"))?;
+    let balance = ledger
+        .account(&to)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .balance;
+    println!("{address:#x} holds {balance} tokens");
     Ok(())
 }
 

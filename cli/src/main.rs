@@ -193,6 +193,24 @@ enum EvmAction {
         #[arg(long)]
         json: bool,
     },
+    /// Print the EVM account of a key file (a node's key is its account: fund it for gas).
+    Address {
+        /// A gateway's or a tower's key file.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Mint test tokens on a dev chain (the test token `deploy` made lets anyone mint), paid
+    /// by the gateway of --config.
+    Mint {
+        /// How many tokens (up to six decimals).
+        #[arg(long, value_parser = gridchan_cli::ledger::parse_amount)]
+        amount: Amount,
+        /// The node to mint for; the gateway itself when left out.
+        #[arg(long)]
+        to: Option<NodeId>,
+        #[arg(long, default_value = "gridchan.toml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -331,6 +349,16 @@ fn run() -> Result<()> {
             gridchan_cli::evm::deploy(&rpc, &secret, token.as_deref(), min_challenge_window, json)
                 .await
         }),
+        Commands::Evm {
+            action: EvmAction::Address { key },
+        } => {
+            let id = gridchan_cli::keys::load(&key)?.id();
+            println!("{:#x}", gridchan_chain::evm::address_of(&id));
+            Ok(())
+        }
+        Commands::Evm {
+            action: EvmAction::Mint { amount, to, config },
+        } => runtime()?.block_on(gridchan_cli::evm::mint(&config, to, amount)),
         Commands::Bench {
             which: BenchCommand::GatewayPeer { dir },
         } => runtime()?.block_on(gridchan_cli::bench_gateway_peer(dir)),

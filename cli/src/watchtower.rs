@@ -2,11 +2,9 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use gridchan_chain::{Ledger, RemoteClient};
-use gridchan_transport::{Endpoint, Limits, PeerAddr};
+use gridchan_transport::{Endpoint, Limits};
 use gridchan_watchtower::config::TowerConfig;
 use gridchan_watchtower::store::TowerStore;
 use gridchan_watchtower::Tower;
@@ -28,18 +26,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let signer = keys::load_or_create(&config.key)?;
     std::fs::create_dir_all(&config.data)
         .with_context(|| format!("cannot create {}", config.data.display()))?;
-    let ledger_addr: PeerAddr = config
-        .ledger
-        .parse()
-        .with_context(|| format!("ledger {:?} in {}", config.ledger, config_path.display()))?;
-    let ledger: Arc<dyn Ledger> = Arc::new(
-        RemoteClient::new(
-            ledger_addr,
-            signer.duplicate(&keys::random32()?),
-            keys::random32()?,
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
+    let ledger = crate::evm::client(&config.ledger, &config.key, config_path)?;
     let limits = config.limits().map_err(|e| anyhow::anyhow!(e))?;
     let endpoint = Endpoint::bind(
         config.listen,

@@ -18,8 +18,8 @@ pub struct TowerConfig {
     pub data: PathBuf,
     /// Where gateways reach the tower (UDP, QUIC).
     pub listen: SocketAddr,
-    /// The ledger to follow, `PUBKEY@HOST:PORT`.
-    pub ledger: String,
+    /// The ledger to follow and refute on.
+    pub ledger: gridchan_chain::LedgerSection,
     #[serde(default)]
     pub limits: LimitsSection,
 }
@@ -72,6 +72,14 @@ impl TowerConfig {
         let text =
             std::fs::read_to_string(path).map_err(|e| format!("cannot read config {name}: {e}"))?;
         let mut c: TowerConfig = toml::from_str(&text).map_err(|e| {
+            // Before the EVM ledger, `ledger` was a line with the node's address.
+            if let Ok(toml::Value::String(address)) = toml::from_str::<toml::Table>(&text)
+                .map(|mut t| t.remove("ledger").unwrap_or(toml::Value::Boolean(false)))
+            {
+                return format!(
+                    "config {name}: ledger is a section now: replace `ledger = \"{address}\"` with `[ledger]`, `mode = \"remote\"` and `address = \"{address}\"` (above [limits])"
+                );
+            }
             format!(
                 "config {name}: {}",
                 e.message().lines().next().unwrap_or("invalid TOML")
@@ -115,20 +123,21 @@ impl TowerConfig {
 
 /// The commented configuration `gridchan watchtower init` writes.
 pub fn template(listen: SocketAddr, ledger: &str) -> String {
+    let ledger = gridchan_chain::LedgerSection::template(ledger, "the refutes it sends");
     format!(
         r#"# gridchan watchtower configuration. Relative paths are relative to this file.
 
 # The tower's key (created on first start, mode 0600). Its account on the ledger sends the
-# refutes; the local ledger charges no fees, an EVM chain would charge gas to this account.
+# refutes and pays for them: the local ledger charges no fees; on an EVM chain, keep this
+# account funded with the chain's native currency for gas.
 key = "tower.key"
 # The data folder: one row per guarded channel, the tower's actions, and how far it has
 # followed the ledger.
 data = "data"
 # Where gateways reach the tower (UDP, QUIC). Use 0.0.0.0:PORT to accept from the network.
 listen = "{listen}"
-# The ledger to follow and refute on.
-ledger = "{ledger}"
 
+{ledger}
 [limits]
 # Let any gateway register (true), or only the node ids listed in `clients`.
 open = true
@@ -165,5 +174,33 @@ mod tests {
         let e = TowerConfig::load(&path).unwrap_err();
         assert!(e.contains("not a node id"), "{e}");
         assert_eq!(e.lines().count(), 1);
+    }
+
+    #[test]
+    fn an_evm_ledger_section_loads_and_the_old_one_line_form_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tower.toml");
+        let text = template("127.0.0.1:7600".parse().unwrap(), "K@127.0.0.1:1").replace(
+            "mode = \"remote\"\naddress = \"K@127.0.0.1:1\"",
+            "mode = \"evm\"\nrpc = \"http://127.0.0.1:8545\"\nadjudicator = \"0xe7f1725e7734ce288f8367e1bb143e90bb3f0512\"\ntoken = \"0x5fbdb2315678afecb367f032d93f642f64180aa3\"\nconfirmations = 3",
+        );
+        std::fs::write(&path, text).unwrap();
+        let c = TowerConfig::load(&path).unwrap();
+        assert!(matches!(
+            c.ledger,
+            gridchan_chain::LedgerSection::Evm {
+                confirmations: 3,
+                deployed_at: 0,
+                ..
+            }
+        ));
+        std::fs::write(
+            &path,
+            "key = \"k\"\ndata = \"d\"\nlisten = \"127.0.0.1:1\"\nledger = \"K@127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let e = TowerConfig::load(&path).unwrap_err();
+        assert!(e.contains("ledger is a section now"), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
     }
 }

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use gridchan_chain::LedgerSection;
+
 /// A gateway's configuration, as read from TOML. Relative paths are relative to the file.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,34 +32,6 @@ pub struct NodeSection {
     pub data: PathBuf,
     /// Where neighbours reach this gateway.
     pub listen: SocketAddr,
-}
-
-/// Which ledger the gateway settles on.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(tag = "mode", rename_all = "lowercase", deny_unknown_fields)]
-pub enum LedgerSection {
-    /// A `gridchan ledger` node at `PUBKEY@HOST:PORT`.
-    Remote { address: String },
-    /// The adjudicator contract on an EVM chain (see `gridchan evm deploy`). The node key is
-    /// the EVM account: it pays the gas of what it submits.
-    Evm {
-        /// The chain's JSON-RPC address, `http://HOST:PORT`.
-        rpc: String,
-        /// The adjudicator's address, `0x...`.
-        adjudicator: String,
-        /// The settlement token's address, `0x...`.
-        token: String,
-        /// Blocks on top of a block before it counts (1: the newest counts).
-        #[serde(default = "one_u64")]
-        confirmations: u64,
-        /// The block the adjudicator was deployed in.
-        #[serde(default)]
-        deployed_at: u64,
-    },
-}
-
-fn one_u64() -> u64 {
-    1
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -160,6 +134,7 @@ impl Config {
 
 /// The commented configuration `gridchan init` writes.
 pub fn template(listen: SocketAddr, ledger: &str) -> String {
+    let ledger = LedgerSection::template(ledger, "opening, closing and disputing its channels");
     format!(
         r#"# gridchan gateway configuration. Relative paths are relative to this file.
 
@@ -172,19 +147,7 @@ data = "data"
 # Where neighbours reach this gateway (UDP, QUIC). Use 0.0.0.0:PORT to accept from the network.
 listen = "{listen}"
 
-[ledger]
-# The ledger that holds deposits and settles disputes: a `gridchan ledger` node ...
-mode = "remote"
-address = "{ledger}"
-# ... or the adjudicator on an EVM chain (`gridchan evm deploy` prints this section). The node
-# key is the EVM account and pays the gas of what it submits.
-# mode = "evm"
-# rpc = "http://127.0.0.1:8545"
-# adjudicator = "0x..."
-# token = "0x..."
-# confirmations = 1
-# deployed_at = 0
-
+{ledger}
 [metering]
 # The metering interval in seconds (divides an hour). Neighbours must use the same.
 interval_seconds = 900

@@ -2,20 +2,21 @@
 //! daemons over QUIC with SQLite files. They settle 100+ intervals of recorded data; the
 //! seller's gateway goes down; the buyer registers an old state that pays it more; the tower
 //! refutes it inside the window; after the window the ledger pays the newest state; the seller
-//! restarts and finds its channel closed with the right payout in its account.
+//! restarts and finds its channel closed with the right payout in its account. The same test
+//! runs on a local ledger node and on the adjudicator contract on anvil (instant mining), where
+//! the tower pays the refute's gas from its own account.
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use gridchan_chain::{ChannelStatus, Ledger, RemoteClient};
+use gridchan_chain::ChannelStatus;
 use gridchan_channel::{Amount, MeterTolerance, OpenRequest, Phase, PricePerKwh, Tariff};
 use gridchan_gateway::engine::Report;
 use gridchan_transport::{Endpoint, Limits};
 use gridchan_watchtower::{Tower, TowerClient, TowerLimits};
 
-use common::{key, ledger_node, until, view, Replay, INTERVAL};
+use common::{key, until, view, Chain, Replay, FUNDS, INTERVAL};
 
 const SPEEDUP: u32 = 18_000;
 /// Readings stop after this many intervals, so trading comes to rest before the breach.
@@ -24,16 +25,25 @@ const INTERVALS: u64 = 150;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tower_refutes_a_stale_registration_while_the_victim_is_offline() {
     let dir = tempfile::tempdir().unwrap();
-    let (ka, kb) = (key(1), key(2));
-    let node = ledger_node(dir.path(), &[ka.id(), kb.id()], 20);
-    let ledger_addr = node.addr.clone();
+    let chain = Chain::local(dir.path(), &[1, 2], 20);
+    breach(dir.path(), &chain).await;
+}
 
-    // The tower: its own key and store, following the same ledger over QUIC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tower_refutes_on_the_evm_adjudicator_paying_its_own_gas() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = Chain::evm(&[1, 2], None).await;
+    breach(dir.path(), &chain).await;
+}
+
+async fn breach(dir: &std::path::Path, chain: &Chain) {
+    let (ka, kb) = (key(1), key(2));
+    // The tower: its own key, store and ledger client.
     let tk = key(7);
     let tower = Tower::start(
         tk.duplicate(&[0; 32]),
-        Arc::new(RemoteClient::new(ledger_addr.clone(), tk.duplicate(&[1; 32]), [7; 32]).unwrap()),
-        dir.path().join("tower.sqlite"),
+        chain.client(7),
+        dir.join("tower.sqlite"),
         TowerLimits {
             states_per_second: 1_000.0,
             ..TowerLimits::default()
@@ -52,7 +62,7 @@ async fn a_tower_refutes_a_stale_registration_while_the_victim_is_offline() {
     let tower_addr = endpoint.peer_addr();
     tower.listen(endpoint);
 
-    let replay = Replay::summer(dir.path(), &ledger_addr, SPEEDUP, Some(INTERVALS));
+    let replay = Replay::summer(dir, chain, SPEEDUP, Some(INTERVALS));
     let anchor = replay.anchor;
     // B (home-02, no solar) buys from A (home-03, solar). A is guarded by the tower.
     let b = replay.home(2, "home-02", vec![], vec![]);
@@ -122,9 +132,9 @@ async fn a_tower_refutes_a_stale_registration_while_the_victim_is_offline() {
     drop(ea);
     drop(b);
     drop(eb);
-    let cheater = RemoteClient::new(ledger_addr.clone(), kb.duplicate(&[3; 32]), [2; 32]).unwrap();
+    let cheater = chain.client(2);
     cheater.register(&old).await.unwrap();
-    let watch = RemoteClient::new(ledger_addr.clone(), key(5), [5; 32]).unwrap();
+    let watch = chain.client(5);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let window_end = loop {
         match watch.channel(&channel).await.unwrap().unwrap().status {
@@ -137,16 +147,15 @@ async fn a_tower_refutes_a_stale_registration_while_the_victim_is_offline() {
             tokio::time::Instant::now() < deadline,
             "the tower never refuted"
         );
-        watch
-            .wait_above(watch.height().await.unwrap(), Duration::from_secs(5))
-            .await
-            .unwrap();
+        let now = watch.height().await.unwrap();
+        watch.wait_above(now, Duration::from_secs(5)).await.unwrap();
     };
+    assert!(
+        chain.gas_spent(7).await > 0 || matches!(chain, Chain::Local(_)),
+        "the tower pays for its refute"
+    );
     // After the window anyone may conclude: the cheater tries its luck.
-    watch
-        .wait_above(window_end, Duration::from_secs(30))
-        .await
-        .unwrap();
+    chain.wait_above(&*watch, window_end, 30).await;
     cheater
         .submit_and_wait(
             gridchan_chain::TxKind::Conclude { channel },
@@ -175,7 +184,7 @@ async fn a_tower_refutes_a_stale_registration_while_the_victim_is_offline() {
     // A comes back: it finds the channel closed and withdraws its payout.
     let a = replay.home(1, "home-03", vec![], vec![tower_addr.clone()]);
     let ea = a.engine.clone();
-    let expected = 80_000_000 + newest.state().balance_a.0;
+    let expected = FUNDS - 20_000_000 + newest.state().balance_a.0;
     let a_id = ka.id();
     until("A sees the close and holds its payout", &[&ea], 60, || {
         let (ea, watch) = (ea.clone(), &watch);
@@ -187,6 +196,6 @@ async fn a_tower_refutes_a_stale_registration_while_the_victim_is_offline() {
         }
     })
     .await;
-    assert_eq!(node.ledger.total_supply(), 200_000_000);
+    assert_eq!(chain.supply().await, 2 * u128::from(FUNDS));
     tower.stop();
 }

@@ -1,28 +1,37 @@
 //! 200 metering intervals replayed from the shipped data set (home-03 with solar selling to
 //! home-02 without), on a clock sped up 18,000 times (a 15-minute interval every 50 ms), through
-//! two daemons and a ledger node. Every settled interval is checked against the CSV files, and
-//! after a cooperative close both sides and the ledger hold exactly the expected money.
+//! two daemons and a ledger. Every settled interval is checked against the CSV files, and after
+//! a cooperative close both sides and the ledger hold exactly the expected money. The same test
+//! runs on a local ledger node and on the adjudicator contract on anvil with 1-second blocks.
 
 mod common;
 
 use std::time::Duration;
 
-use gridchan_chain::{Ledger, RemoteClient};
 use gridchan_channel::{Amount, Command, MeterTolerance, OpenRequest, Phase, PricePerKwh, Tariff};
 
-use common::{data, key, ledger_node, until, view, Replay, FIRST_ROW, INTERVAL};
+use common::{data, key, until, view, Chain, Replay, FIRST_ROW, FUNDS, INTERVAL};
 
 const SPEEDUP: u32 = 18_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_intervals_from_csv_settle_to_the_watt_hour_and_the_micro_unit() {
     let dir = tempfile::tempdir().unwrap();
-    let (ka, kb) = (key(1), key(2));
-    let node = ledger_node(dir.path(), &[ka.id(), kb.id()], 20);
-    let (ledger, ledger_addr) = (node.ledger.clone(), node.addr.clone());
+    let chain = Chain::local(dir.path(), &[1, 2], 20);
+    two_hundred_intervals(dir.path(), &chain).await;
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_intervals_settle_on_the_evm_adjudicator_with_one_second_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = Chain::evm(&[1, 2], Some(1)).await;
+    two_hundred_intervals(dir.path(), &chain).await;
+}
+
+async fn two_hundred_intervals(dir: &std::path::Path, chain: &Chain) {
+    let (ka, kb) = (key(1), key(2));
     // Simulated time starts at Monday 00:00 of the data's summer week.
-    let replay = Replay::summer(dir.path(), &ledger_addr, SPEEDUP, None);
+    let replay = Replay::summer(dir, chain, SPEEDUP, None);
     let anchor = replay.anchor;
     let b = replay.home(2, "home-02", vec![], vec![]);
     let a = replay.home(1, "home-03", vec![b.engine.address.clone()], vec![]);
@@ -123,12 +132,13 @@ async fn two_hundred_intervals_from_csv_settle_to_the_watt_hour_and_the_micro_un
         view(&eb, channel).await.unwrap().current.as_ref()
     );
     // The ledger paid exactly that, and both withdrew it.
-    let client = RemoteClient::new(ledger_addr.clone(), key(3), [3; 32]).unwrap();
+    let client = chain.client(3);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let kept = FUNDS - 20_000_000;
     loop {
         let a_bal = client.account(&ka.id()).await.unwrap().balance.0;
         let b_bal = client.account(&kb.id()).await.unwrap().balance.0;
-        if a_bal == 80_000_000 + s.balance_a.0 && b_bal == 80_000_000 + s.balance_b.0 {
+        if a_bal == kept + s.balance_a.0 && b_bal == kept + s.balance_b.0 {
             break;
         }
         assert!(
@@ -140,7 +150,7 @@ async fn two_hundred_intervals_from_csv_settle_to_the_watt_hour_and_the_micro_un
             .await
             .unwrap();
     }
-    assert_eq!(ledger.total_supply(), 200_000_000);
+    assert_eq!(chain.supply().await, 2 * u128::from(FUNDS));
     eprintln!(
         "{} intervals, {} trades, {energy} Wh, {} paid",
         last - anchor.0,

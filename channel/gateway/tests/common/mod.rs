@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gridchan_chain::{server, Genesis, LocalLedger};
+use gridchan_chain::{server, Genesis, Ledger, LocalLedger, RemoteClient};
 use gridchan_channel::{Amount, ChannelId, ChannelView, NodeId, Signer};
 use gridchan_gateway::engine::EngineHandle;
 use gridchan_transport::{Endpoint, Limits, PeerAddr};
@@ -51,6 +51,135 @@ pub fn ledger_node(dir: &std::path::Path, funded: &[NodeId], block_ms: u64) -> L
         ledger,
         addr,
         tasks,
+    }
+}
+
+/// The ledger a test's services settle on: the local ledger node, or the adjudicator contract
+/// on an anvil chain. The same test code runs on either.
+pub enum Chain {
+    Local(LedgerNode),
+    Evm(Box<EvmChain>),
+}
+
+pub struct EvmChain {
+    pub anvil: gridchan_chain::evm::anvil::Anvil,
+    pub config: gridchan_chain::evm::EvmConfig,
+    /// Blocks come only with transactions (instant mining): time passes when the test mines.
+    instant: bool,
+    funded: Vec<NodeId>,
+    /// Reads balances.
+    reader: gridchan_chain::evm::EvmLedger,
+}
+
+/// Each funded party's tokens, on either chain.
+pub const FUNDS: u64 = 100_000_000;
+
+impl Chain {
+    /// A local ledger node in `dir` producing a block every `block_ms`; each of `funded` keys
+    /// holds [`FUNDS`].
+    pub fn local(dir: &std::path::Path, funded: &[u8], block_ms: u64) -> Chain {
+        let ids: Vec<NodeId> = funded.iter().map(|k| key(*k).id()).collect();
+        Chain::Local(ledger_node(dir, &ids, block_ms))
+    }
+
+    /// The adjudicator and a test token deployed on a new anvil (instant mining, or a block
+    /// every `block_time` seconds); each of `funded` keys holds [`FUNDS`] tokens, and every
+    /// test key (1 to 9) has gas.
+    pub async fn evm(funded: &[u8], block_time: Option<u64>) -> Chain {
+        use gridchan_chain::evm::{self, anvil::Anvil, EvmConfig, EvmLedger};
+        let anvil = Anvil::start(block_time).expect("anvil");
+        let deployer = [0x44; 32];
+        let gas = (1..=9u8)
+            .map(|k| key(k).id())
+            .chain([Signer::new(&deployer, &deployer).unwrap().id()]);
+        for n in gas {
+            anvil.fund_gas(evm::address_of(&n)).await.unwrap();
+        }
+        let d = evm::deploy(&anvil.rpc, &deployer, None, 2).await.unwrap();
+        let config = EvmConfig {
+            rpc: anvil.rpc.clone(),
+            adjudicator: d.adjudicator,
+            token: d.token,
+            confirmations: 1,
+            deployed_at: d.block,
+        };
+        let minter = EvmLedger::connect(config.clone(), &deployer, &[1; 32]).unwrap();
+        let funded: Vec<NodeId> = funded.iter().map(|k| key(*k).id()).collect();
+        for n in &funded {
+            minter
+                .mint_test_tokens(evm::address_of(n), FUNDS)
+                .await
+                .unwrap();
+        }
+        Chain::Evm(Box::new(EvmChain {
+            anvil,
+            reader: EvmLedger::connect(config.clone(), &[9; 32], &[1; 32]).unwrap(),
+            config,
+            instant: block_time.is_none(),
+            funded,
+        }))
+    }
+
+    /// A client of this chain with test key `k`.
+    pub fn client(&self, k: u8) -> Arc<dyn Ledger> {
+        match self {
+            Chain::Local(node) => {
+                Arc::new(RemoteClient::new(node.addr.clone(), key(k), [k; 32]).unwrap())
+            }
+            Chain::Evm(c) => Arc::new(
+                gridchan_chain::evm::EvmLedger::connect(c.config.clone(), &[k; 32], &[1; 32])
+                    .unwrap(),
+            ),
+        }
+    }
+
+    /// All the money there is: every account and every channel (on the EVM chain, the funded
+    /// parties' tokens and the adjudicator's).
+    pub async fn supply(&self) -> u128 {
+        match self {
+            Chain::Local(node) => node.ledger.total_supply(),
+            Chain::Evm(c) => {
+                let mut total = c
+                    .reader
+                    .token_balance(c.config.adjudicator)
+                    .await
+                    .unwrap()
+                    .0 as u128;
+                for n in &c.funded {
+                    total += c.reader.account(n).await.unwrap().balance.0 as u128;
+                }
+                total
+            }
+        }
+    }
+
+    /// Waits (at most `secs`) for a block above `height`, as `client` sees it. On an
+    /// instant-mining chain nothing happens without transactions: the test mines the blocks.
+    pub async fn wait_above(&self, client: &dyn Ledger, height: u64, secs: u64) -> u64 {
+        if let Chain::Evm(c) = self {
+            let now = client.height().await.unwrap();
+            if c.instant && now <= height {
+                c.anvil.mine(height + 1 - now).await.unwrap();
+            }
+        }
+        client
+            .wait_above(height, Duration::from_secs(secs))
+            .await
+            .unwrap()
+    }
+
+    /// Native currency test key `k` has spent on gas (none on the local ledger, which charges
+    /// no fees).
+    pub async fn gas_spent(&self, k: u8) -> u128 {
+        use alloy::providers::Provider;
+        match self {
+            Chain::Local(_) => 0,
+            Chain::Evm(c) => {
+                let who = gridchan_chain::evm::address_of(&key(k).id());
+                let left: u128 = c.reader.provider().get_balance(who).await.unwrap().to();
+                gridchan_chain::evm::anvil::GAS_WEI - left
+            }
+        }
     }
 }
 
@@ -119,7 +248,7 @@ impl<M: gridchan_gateway::meter::MeterSource> gridchan_gateway::meter::MeterSour
 /// `anchor`, and the clock runs `speedup` times faster than wall time.
 pub struct Replay<'a> {
     pub dir: &'a std::path::Path,
-    pub ledger: &'a PeerAddr,
+    pub chain: &'a Chain,
     pub clock: gridchan_gateway::clock::SimClock,
     pub anchor: gridchan_channel::IntervalIndex,
     /// The last interval with readings (none: the whole file).
@@ -130,7 +259,7 @@ impl<'a> Replay<'a> {
     /// Readings for `intervals` intervals from the anchor (none: the whole file).
     pub fn summer(
         dir: &'a std::path::Path,
-        ledger: &'a PeerAddr,
+        chain: &'a Chain,
         speedup: u32,
         intervals: Option<u64>,
     ) -> Replay<'a> {
@@ -138,7 +267,7 @@ impl<'a> Replay<'a> {
         let anchor = gridchan_channel::IntervalIndex(start_ms / 1000 / u64::from(INTERVAL));
         Replay {
             dir,
-            ledger,
+            chain,
             clock: gridchan_gateway::clock::SimClock::accelerated(start_ms, speedup),
             anchor,
             last: intervals.map(|n| gridchan_channel::IntervalIndex(anchor.0 + n)),
@@ -154,7 +283,6 @@ impl<'a> Replay<'a> {
         peers: Vec<PeerAddr>,
         towers: Vec<PeerAddr>,
     ) -> gridchan_gateway::daemon::Daemon {
-        use gridchan_chain::{Ledger, RemoteClient};
         use gridchan_gateway::meter::{CsvMeter, MeterSource};
         let endpoint = Endpoint::bind(
             "127.0.0.1:0".parse().unwrap(),
@@ -172,8 +300,6 @@ impl<'a> Replay<'a> {
             gridchan_channel::Policy::default(),
         )
         .unwrap();
-        let client: Arc<dyn Ledger> =
-            Arc::new(RemoteClient::new(self.ledger.clone(), key(k), [k; 32]).unwrap());
         let csv = CsvMeter::open(
             &data(home),
             gridchan_channel::IntervalIndex(self.anchor.0 - FIRST_ROW as u64),
@@ -185,7 +311,7 @@ impl<'a> Replay<'a> {
         };
         gridchan_gateway::daemon::start(gridchan_gateway::daemon::DaemonParts {
             engine,
-            ledger: client,
+            ledger: self.chain.client(k),
             meter,
             interval_seconds: INTERVAL,
             peers,
