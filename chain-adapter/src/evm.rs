@@ -12,8 +12,8 @@
 //!   account's pending transactions, then cached; a nonce the chain refuses refreshes it once.
 //! - **Refusals.** Every transaction is simulated (`eth_estimateGas`) before it is sent: a rule
 //!   that refuses comes back as the same [`TxError`] the local ledger gives, and nothing is
-//!   spent. A transaction that reverts in its block anyway (the chain moved in between) is
-//!   replayed at its block to name the rule in its receipt.
+//!   spent. A transaction that reverts in its block anyway (the chain moved in between) has the
+//!   rule named in its receipt from a trace of where it ran.
 //! - **Following.** Events come from the contract's logs, fetched by block range, so a follower
 //!   resumes from any height after a lost connection.
 
@@ -390,21 +390,43 @@ impl EvmLedger {
         Ok(None)
     }
 
-    /// Why a transaction included at `height` reverted: replayed at the block before.
+    /// Why a transaction included at `height` reverted: its revert data from a call trace
+    /// (`debug_traceTransaction`, which runs it where it ran, after the transactions before it
+    /// in its block). A node without the debug namespace gets it replayed on top of the block
+    /// before, which misses what came earlier in the same block.
     async fn revert_reason(&self, hash: &B256, height: u64) -> TxError {
+        let trace = self
+            .provider
+            .raw_request::<_, serde_json::Value>(
+                "debug_traceTransaction".into(),
+                (hash, serde_json::json!({ "tracer": "callTracer" })),
+            )
+            .await;
+        if let Ok(trace) = trace {
+            let output = trace["output"]
+                .as_str()
+                .and_then(|h| alloy::hex::decode(h).ok());
+            if let Some(refused) = output.as_deref().and_then(decode_revert) {
+                return refused;
+            }
+            if let Some(error) = trace["error"].as_str() {
+                return TxError::Reverted(error.to_string());
+            }
+        }
         let Ok(Some(tx)) = self.provider.get_transaction_by_hash(*hash).await else {
-            return TxError::WrongPhase("reverted".into());
+            return TxError::Reverted("no reason given".into());
         };
-        let request = tx.into_request();
         match self
             .provider
-            .call(request)
+            .call(tx.into_request())
             .block(height.saturating_sub(1).into())
             .await
         {
-            Err(e) => refusal_of(&e).unwrap_or_else(|| TxError::WrongPhase("reverted".into())),
-            // It would pass now: it ran out of gas, or the state changed within its block.
-            Ok(_) => TxError::WrongPhase("reverted in its block".into()),
+            Err(e) => refusal_of(&e).unwrap_or_else(|| TxError::Reverted("no reason given".into())),
+            Ok(_) => TxError::Reverted(
+                "it would pass on the block before: an earlier transaction in its block, or gas"
+                    .into(),
+            ),
         }
     }
 }
@@ -453,10 +475,13 @@ pub fn decode_revert(data: &[u8]) -> Option<TxError> {
                 claimable: Amount(e.claimable),
                 needed: Amount(e.needed),
             },
-            E::TokenTransferFailed(_) => TxError::InsufficientBalance {
-                balance: Amount(0),
-                needed: Amount(0),
-            },
+            E::InsufficientAllowance(e) => TxError::TokenRefused(format!(
+                "the adjudicator may take {} of the {} needed: approve it first",
+                e.allowance, e.needed
+            )),
+            E::TokenTransferFailed(_) => {
+                TxError::TokenRefused("it did not move exactly the amount asked".into())
+            }
         });
     }
     use Erc20::Erc20Errors as T;
@@ -465,10 +490,10 @@ pub fn decode_revert(data: &[u8]) -> Option<TxError> {
             balance: Amount(u64::try_from(e.balance).unwrap_or(u64::MAX)),
             needed: Amount(u64::try_from(e.needed).unwrap_or(u64::MAX)),
         }),
-        T::InsufficientAllowance(e) => Some(TxError::InsufficientBalance {
-            balance: Amount(u64::try_from(e.allowance).unwrap_or(u64::MAX)),
-            needed: Amount(u64::try_from(e.needed).unwrap_or(u64::MAX)),
-        }),
+        T::InsufficientAllowance(e) => Some(TxError::TokenRefused(format!(
+            "the adjudicator may take {} of {}",
+            e.allowance, e.needed
+        ))),
     }
 }
 
@@ -1009,7 +1034,17 @@ pub mod anvil {
                 .map_err(|e| e.to_string())
         }
 
-        /// Mines `n` empty blocks at once (`anvil_mine`).
+        /// Turns mining each transaction at once on or off (`evm_setAutomine`): off, sent
+        /// transactions wait until [`Anvil::mine`] (or the block time) puts them in a block.
+        pub async fn set_automine(&self, on: bool) -> Result<(), String> {
+            self.provider
+                .raw_request::<_, serde_json::Value>("evm_setAutomine".into(), (on,))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+
+        /// Mines `n` blocks at once (`anvil_mine`), the first with any waiting transactions.
         pub async fn mine(&self, n: u64) -> Result<(), String> {
             self.provider
                 .raw_request::<_, serde_json::Value>("anvil_mine".into(), (n,))

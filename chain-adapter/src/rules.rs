@@ -163,6 +163,14 @@ pub enum TxError {
     /// Arithmetic would overflow.
     #[error("amount overflow")]
     Overflow,
+    /// On an EVM chain: the settlement token did not move exactly the amount asked (a token
+    /// that charges a fee on transfer, or refuses), or the adjudicator may not take it.
+    #[error("the settlement token refused: {0}")]
+    TokenRefused(String),
+    /// On an EVM chain: the transaction reverted for a reason that is none of the rules' (it
+    /// ran out of gas, say).
+    #[error("reverted on chain: {0}")]
+    Reverted(String),
 }
 
 /// All ledger state.

@@ -8,7 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use alloy::network::TransactionBuilder;
 use alloy::primitives::{Address, FixedBytes};
+use alloy::providers::Provider;
+use alloy::rpc::types::TransactionRequest;
 use alloy::sol_types::SolCall;
 use gridchan_chain::evm::{self, anvil::Anvil, EvmConfig, EvmLedger, GridchanAdjudicator};
 use gridchan_chain::{ChannelStatus, Ledger, LedgerError, TxError, TxKind};
@@ -554,6 +557,57 @@ async fn a_dispute_pays_the_newest_state_registered_or_refuted_in_time() {
 }
 
 #[tokio::test]
+async fn a_transaction_that_reverts_in_its_block_names_the_rule_it_broke() {
+    let c = chain(None).await;
+    let p = c.open().await;
+    // B's registration passes its simulation on the open channel and waits for a block. A's
+    // goes straight to the chain (no simulation, a higher tip) and so runs first in that block:
+    // B's then finds the channel registered.
+    c.anvil.set_automine(false).await.expect("automine off");
+    let second = tx(&c.b, register(&c.state(&p, 4, 0, false))).await;
+    let v3 = c.state(&p, 3, 0, false);
+    let call = GridchanAdjudicator::registerCall {
+        s: evm::sol_state(&v3.state),
+        sigA: evm::sol_sig(&v3.sig_a),
+        sigB: evm::sol_sig(&v3.sig_b),
+    };
+    let pending =
+        c.a.provider()
+            .send_transaction(
+                TransactionRequest::default()
+                    .with_to(c.config.adjudicator)
+                    .with_input(call.abi_encode())
+                    .with_gas_limit(500_000)
+                    .with_max_fee_per_gas(100_000_000_000)
+                    .with_max_priority_fee_per_gas(50_000_000_000),
+            )
+            .await
+            .expect("sent");
+    let first = Ok(gridchan_chain::TxHash(pending.tx_hash().0));
+    c.mine(1).await;
+    c.anvil.set_automine(true).await.expect("automine on");
+    ok(&*c.a, first).await;
+    let receipt =
+        c.b.wait_for(&second.expect("sent"), WAIT)
+            .await
+            .expect("included");
+    let first_height = receipt.height;
+    assert_eq!(
+        receipt.outcome.result,
+        Err(TxError::WrongPhase("registered".into())),
+        "the rule, not a guess"
+    );
+    assert_eq!(
+        c.a.channel(&p.channel_id()).await.unwrap().unwrap().status,
+        ChannelStatus::Registered {
+            version: Version(3),
+            deadline: first_height + 5,
+            state: c.state(&p, 3, 0, false).state,
+        }
+    );
+}
+
+#[tokio::test]
 async fn a_final_state_concludes_at_once() {
     let c = chain(None).await;
     let p = c.open().await;
@@ -708,9 +762,7 @@ async fn a_follower_sees_every_event_in_order_and_resumes_from_any_height() {
 
 #[tokio::test]
 async fn the_first_deposit_must_carry_the_parties_keys_and_the_tariff_of_the_parameters() {
-    use alloy::network::TransactionBuilder;
     use alloy::primitives::Bytes;
-    use alloy::providers::Provider;
     let c = chain(None).await;
     let p = c.params();
     // What the adapter sends, with one piece changed at a time: each is refused by name.
@@ -724,6 +776,23 @@ async fn the_first_deposit_must_carry_the_parties_keys_and_the_tariff_of_the_par
         }
         .abi_encode()
     };
+    let keys = (p.party_a.to_xy().to_vec(), p.party_b.to_xy().to_vec());
+    let words = p.tariff.words();
+    // Without the approval the token refuses, and the adjudicator says so.
+    let tx = TransactionRequest::default()
+        .with_from(c.a.account_address())
+        .with_to(c.config.adjudicator)
+        .with_input(call(keys.clone(), words.clone(), evm::sol_params(&p)));
+    let err = c.a.provider().call(tx).await.expect_err("refused");
+    let data = err
+        .as_error_resp()
+        .and_then(|r| r.as_revert_data())
+        .expect("revert data");
+    assert!(
+        matches!(evm::decode_revert(&data), Some(TxError::TokenRefused(_))),
+        "{:?}",
+        evm::decode_revert(&data)
+    );
     // The deposit's funds are in place, so only the rule under test can refuse.
     let approve = alloy::rpc::types::TransactionRequest::default()
         .with_to(c.config.token)
@@ -740,8 +809,6 @@ async fn the_first_deposit_must_carry_the_parties_keys_and_the_tariff_of_the_par
             .await
             .expect("sent");
     assert!(pending.get_receipt().await.expect("included").status());
-    let keys = (p.party_a.to_xy().to_vec(), p.party_b.to_xy().to_vec());
-    let words = p.tariff.words();
     let swapped_keys = (keys.1.clone(), keys.0.clone());
     let other_tariff = Tariff::Flat(PricePerKwh(1)).words();
     let mut zero_party = evm::sol_params(&p);

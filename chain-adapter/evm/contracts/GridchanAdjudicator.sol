@@ -123,6 +123,8 @@ contract GridchanAdjudicator {
     error FinalFlag();
     error InsufficientClaimable(uint64 claimable, uint64 needed);
     error TokenTransferFailed();
+    /// The depositor has not approved the adjudicator to take the deposit.
+    error InsufficientAllowance(uint256 allowance, uint256 needed);
 
     constructor(IERC20 token_, uint64 minChallengeWindow_) {
         token = token_;
@@ -379,7 +381,7 @@ contract GridchanAdjudicator {
         uint256 balance = token.balanceOf(from);
         if (balance < amount) revert InsufficientBalance(balance, amount);
         uint256 allowed = token.allowance(from, address(this));
-        if (allowed < amount) revert InsufficientBalance(allowed, amount);
+        if (allowed < amount) revert InsufficientAllowance(allowed, amount);
     }
 
     /// Takes exactly `amount` from `from`: a token that delivers less (a fee on transfer) is
