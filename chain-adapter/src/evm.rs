@@ -24,7 +24,7 @@ use std::time::Duration;
 use alloy::network::{EthereumWallet, TransactionBuilder};
 use alloy::primitives::{Address, Bytes, FixedBytes, B256, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::rpc::types::{Filter, Log, TransactionRequest};
+use alloy::rpc::types::{BlockId, Filter, Log, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::{SolCall, SolConstructor, SolEvent, SolEventInterface, SolInterface};
 use async_trait::async_trait;
@@ -171,11 +171,27 @@ impl EvmLedger {
         Ok(latest.saturating_sub(self.config.confirmations.saturating_sub(1)))
     }
 
+    /// Calls a view function as of the newest block that counts (see [`EvmConfig::confirmations`]),
+    /// so what a client reads agrees with the events it has followed.
     async fn view<C: SolCall>(&self, to: Address, call: C) -> Result<C::Return, LedgerError> {
+        let at = if self.config.confirmations > 1 {
+            BlockId::number(self.confirmed().await?)
+        } else {
+            BlockId::latest()
+        };
+        self.view_at(to, call, at).await
+    }
+
+    async fn view_at<C: SolCall>(
+        &self,
+        to: Address,
+        call: C,
+        at: BlockId,
+    ) -> Result<C::Return, LedgerError> {
         let tx = TransactionRequest::default()
             .with_to(to)
             .with_input(call.abi_encode());
-        let out = self.provider.call(tx).await.map_err(|e| {
+        let out = self.provider.call(tx).block(at).await.map_err(|e| {
             match e
                 .as_error_resp()
                 .and_then(|r| r.as_revert_data())
@@ -293,13 +309,15 @@ impl EvmLedger {
     /// Approves the adjudicator to take `amount` of this account's tokens, unless it may
     /// already.
     async fn approve(&self, nonce: &mut Option<u64>, amount: u64) -> Result<(), LedgerError> {
+        // What this account's next transaction will see, not what is confirmed.
         let allowed = self
-            .view(
+            .view_at(
                 self.config.token,
                 Erc20::allowanceCall {
                     owner: self.account,
                     spender: self.config.adjudicator,
                 },
+                BlockId::pending(),
             )
             .await?;
         if allowed >= U256::from(amount) {

@@ -607,6 +607,67 @@ async fn a_transaction_that_reverts_in_its_block_names_the_rule_it_broke() {
     );
 }
 
+/// The channel's status as `ledger` sees it.
+async fn status(ledger: &dyn Ledger, p: &ChannelParams) -> Option<ChannelStatus> {
+    let account = ledger.channel(&p.channel_id()).await.expect("asks");
+    account.map(|a| a.status)
+}
+
+#[tokio::test]
+async fn a_confirmation_depth_hides_the_newest_blocks_so_a_shallow_reorg_is_never_seen() {
+    let c = chain(None).await;
+    let p = c.open().await;
+    // The funding confirmed three deep.
+    c.mine(2).await;
+    let deep = Arc::new(
+        EvmLedger::connect(
+            EvmConfig {
+                confirmations: 3,
+                ..c.config.clone()
+            },
+            &secret(3),
+            &[0x5a; 32],
+        )
+        .expect("connects"),
+    );
+    let latest = c.a.provider().get_block_number().await.expect("height");
+    assert_eq!(deep.height().await.expect("height"), latest - 2);
+    let mut follower = gridchan_chain::Subscription::new(deep.clone(), latest - 1);
+    // A registration in the newest block: a depth-1 client sees it at once, a depth-3 one
+    // sees neither its receipt, nor its event, nor its effect.
+    let hash = tx(&c.a, register(&c.state(&p, 2, 10, false)))
+        .await
+        .expect("sent");
+    let included = c.a.wait_for(&hash, WAIT).await.expect("depth 1 sees it");
+    assert_eq!(included.height, latest + 1);
+    assert_eq!(deep.receipt(&hash).await.expect("asks"), None);
+    assert!(deep.blocks(latest + 1, 10).await.expect("asks").is_empty());
+    assert_eq!(status(&*deep, &p).await, Some(ChannelStatus::Open));
+    // The chain drops its last two blocks (the registration with them) for two empty ones,
+    // and moves on: the depth-3 follower never saw the registration, and never will.
+    c.a.provider()
+        .raw_request::<_, serde_json::Value>(
+            "anvil_reorg".into(),
+            (2u64, Vec::<serde_json::Value>::new()),
+        )
+        .await
+        .expect("reorg");
+    c.mine(4).await;
+    let top = deep.height().await.expect("height");
+    assert!(top > latest + 1);
+    while follower.next_height() <= top {
+        let block = tokio::time::timeout(WAIT, follower.next())
+            .await
+            .expect("in time")
+            .expect("block");
+        assert!(block.outcomes.is_empty(), "{block:?}");
+    }
+    assert_eq!(deep.receipt(&hash).await.expect("asks"), None);
+    assert_eq!(status(&*deep, &p).await, Some(ChannelStatus::Open));
+    // What the depth-1 client was told is gone.
+    assert_eq!(c.a.receipt(&hash).await.expect("asks"), None);
+}
+
 #[tokio::test]
 async fn a_final_state_concludes_at_once() {
     let c = chain(None).await;
@@ -740,7 +801,19 @@ async fn a_follower_sees_every_event_in_order_and_resumes_from_any_height() {
             seen.extend(o.result.expect("ok"));
         }
     }
-    let names: Vec<&str> = seen
+    assert_eq!(
+        names(&seen),
+        ["deposited", "deposited", "funded", "registered", "refuted"]
+    );
+    // From the middle: only what came after.
+    let later = c.other.blocks(top, 10).await.expect("blocks");
+    let events: usize = later.iter().map(|b| b.outcomes.len()).sum();
+    assert_eq!(events, 1);
+}
+
+/// The kinds of `events`, in order.
+fn names(events: &[gridchan_chain::ChainEvent]) -> Vec<&'static str> {
+    events
         .iter()
         .map(|e| match e {
             gridchan_chain::ChainEvent::Deposited { .. } => "deposited",
@@ -749,15 +822,113 @@ async fn a_follower_sees_every_event_in_order_and_resumes_from_any_height() {
             gridchan_chain::ChainEvent::Refuted { .. } => "refuted",
             _ => "other",
         })
-        .collect();
+        .collect()
+}
+
+/// A TCP relay to the chain that can be cut (every connection dropped, new ones refused) and
+/// restored: a network outage between a follower and its node.
+struct Relay {
+    rpc: String,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn to(rpc: &str) -> Relay {
+        let target: std::net::SocketAddr = rpc
+            .trim_start_matches("http://")
+            .parse()
+            .expect("anvil's address");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let addr = listener.local_addr().expect("address");
+        let (up, watch) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut watch = watch.clone();
+                if !*watch.borrow() {
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = watch.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Relay {
+            rpc: format!("http://{addr}"),
+            up,
+        }
+    }
+
+    fn set(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
+#[tokio::test]
+async fn a_follower_cut_off_from_its_node_resumes_where_it_stopped_and_misses_nothing() {
+    let c = chain(None).await;
+    let p = c.open().await;
+    let relay = Relay::to(&c.config.rpc).await;
+    let far = Arc::new(
+        EvmLedger::connect(
+            EvmConfig {
+                rpc: relay.rpc.clone(),
+                ..c.config.clone()
+            },
+            &secret(3),
+            &[0x5a; 32],
+        )
+        .expect("connects"),
+    );
+    let mut follower = gridchan_chain::Subscription::new(far.clone(), 1);
+    let mut seen = Vec::new();
+    let top = far.height().await.expect("height");
+    while follower.next_height() <= top {
+        let block = tokio::time::timeout(WAIT, follower.next())
+            .await
+            .expect("in time")
+            .expect("block");
+        seen.extend(
+            block
+                .outcomes
+                .into_iter()
+                .flat_map(|o| o.result.expect("ok")),
+        );
+    }
+    assert_eq!(seen.len(), 3, "two deposits and the funding: {seen:?}");
+    // The link goes down; the chain moves on without the follower.
+    relay.set(false);
+    ok(&*c.a, tx(&c.a, register(&c.state(&p, 2, 10, false))).await).await;
+    ok(&*c.b, tx(&c.b, refute(&c.state(&p, 3, 20, false))).await).await;
+    let cut = tokio::time::timeout(WAIT, follower.next())
+        .await
+        .expect("fails in time, never hangs");
+    assert!(matches!(cut, Err(LedgerError::Unavailable(_))), "{cut:?}");
+    // Back up: the follower carries on from where it stopped.
+    relay.set(true);
+    let top = c.a.height().await.expect("height");
+    while follower.next_height() <= top {
+        let block = tokio::time::timeout(WAIT, follower.next_retrying())
+            .await
+            .expect("in time");
+        seen.extend(
+            block
+                .outcomes
+                .into_iter()
+                .flat_map(|o| o.result.expect("ok")),
+        );
+    }
     assert_eq!(
-        names,
+        names(&seen),
         ["deposited", "deposited", "funded", "registered", "refuted"]
     );
-    // From the middle: only what came after.
-    let later = c.other.blocks(top, 10).await.expect("blocks");
-    let events: usize = later.iter().map(|b| b.outcomes.len()).sum();
-    assert_eq!(events, 1);
 }
 
 #[tokio::test]
