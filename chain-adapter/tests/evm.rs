@@ -607,6 +607,43 @@ async fn a_transaction_that_reverts_in_its_block_names_the_rule_it_broke() {
     );
 }
 
+#[tokio::test]
+async fn one_account_numbers_its_transactions_across_tasks_and_clients() {
+    let c = chain(None).await;
+    let quarter = DEPOSIT / 4;
+    let channel = |n: u8| ChannelParams {
+        nonce: [n; 32],
+        deposit_a: Amount(quarter),
+        ..c.params()
+    };
+    // A tower refuting several channels at once submits concurrently from one client.
+    let sent: Vec<_> = (1..=4u8)
+        .map(|n| {
+            let (a, p) = (c.a.clone(), channel(n));
+            tokio::spawn(async move { a.deposit(&p, Amount(quarter)).await })
+        })
+        .collect();
+    for s in sent {
+        let hash = s.await.expect("joins");
+        ok(&*c.a, hash).await;
+    }
+    // A second client of the same account (its cached nonce now behind the chain's) and
+    // the first one again (its cache behind the second's): each catches up.
+    let again = EvmLedger::connect(c.config.clone(), &secret(1), &[0x5a; 32]).expect("connects");
+    ok(&again, again.deposit(&channel(5), Amount(quarter)).await).await;
+    ok(&*c.a, c.a.deposit(&channel(6), Amount(quarter)).await).await;
+    for n in 1..=6 {
+        assert!(matches!(
+            status(&*c.a, &channel(n)).await,
+            Some(ChannelStatus::Funding { .. })
+        ));
+    }
+    assert_eq!(
+        c.a.account(&c.sa.id()).await.expect("account").balance,
+        Amount(100_000_000 - 6 * quarter)
+    );
+}
+
 /// The channel's status as `ledger` sees it.
 async fn status(ledger: &dyn Ledger, p: &ChannelParams) -> Option<ChannelStatus> {
     let account = ledger.channel(&p.channel_id()).await.expect("asks");
