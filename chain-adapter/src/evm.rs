@@ -148,6 +148,43 @@ impl EvmLedger {
         })
     }
 
+    /// Checks that the config names a real deployment: the adjudicator has code and settles in
+    /// the configured token. `Unavailable` when the chain cannot be asked; `Failed` with what
+    /// to fix when it answers otherwise.
+    pub async fn verify(&self) -> Result<(), LedgerError> {
+        let code = self
+            .provider
+            .get_code_at(self.config.adjudicator)
+            .await
+            .map_err(unavailable)?;
+        if code.is_empty() {
+            return Err(failed(format!(
+                "there is no contract at {:#x}: check the adjudicator's address (gridchan evm deploy prints it)",
+                self.config.adjudicator
+            )));
+        }
+        let token = self
+            .view_at(
+                self.config.adjudicator,
+                GridchanAdjudicator::tokenCall {},
+                BlockId::latest(),
+            )
+            .await
+            .map_err(|_| {
+                failed(format!(
+                    "the contract at {:#x} is not a gridchan adjudicator",
+                    self.config.adjudicator
+                ))
+            })?;
+        if token != self.config.token {
+            return Err(failed(format!(
+                "the adjudicator at {:#x} settles in token {token:#x}, not {:#x}: fix the token's address",
+                self.config.adjudicator, self.config.token
+            )));
+        }
+        Ok(())
+    }
+
     pub fn config(&self) -> &EvmConfig {
         &self.config
     }
@@ -881,7 +918,11 @@ fn bytecode(artifact: &str) -> Result<Vec<u8>, LedgerError> {
     alloy::hex::decode(hex).map_err(failed)
 }
 
-/// Deploys the adjudicator for `token` (and, when `token` is `None`, the dev chain's test
+/// Chain ids of dev chains (anvil and hardhat, ganache), the only ones the test token, which
+/// lets anyone mint, is deployed on.
+pub const DEV_CHAINS: [u64; 2] = [31337, 1337];
+
+/// Deploys the adjudicator for `token` (and, when `token` is `None` on a dev chain, the test
 /// token first) from the account of `secret`, waiting for each deployment to be included.
 pub async fn deploy(
     rpc: &str,
@@ -912,8 +953,21 @@ pub async fn deploy(
             Ok::<_, LedgerError>((address, receipt.block_number.unwrap_or(0), receipt.gas_used))
         }
     };
+    let chain_id = provider.get_chain_id().await.map_err(unavailable)?;
     let token = match token {
-        Some(t) => t,
+        Some(t) => {
+            if provider.get_code_at(t).await.map_err(unavailable)?.is_empty() {
+                return Err(failed(format!(
+                    "there is no contract at {t:#x}: check the settlement token's address"
+                )));
+            }
+            t
+        }
+        None if !DEV_CHAINS.contains(&chain_id) => {
+            return Err(failed(format!(
+                "chain {chain_id} is not a dev chain, and anyone may mint the test token: pass the settlement token's address with --token"
+            )))
+        }
         None => {
             let (t, _, gas) = create(bytecode(TEST_TOKEN_ARTIFACT)?).await?;
             gas_used += gas;
@@ -930,7 +984,6 @@ pub async fn deploy(
     );
     let (adjudicator, block, adjudicator_gas) = create(code).await?;
     gas_used += adjudicator_gas;
-    let chain_id = provider.get_chain_id().await.map_err(unavailable)?;
     Ok(Deployed {
         adjudicator,
         token,
@@ -994,16 +1047,23 @@ pub mod anvil {
         /// Starts anvil on 127.0.0.1 and a free port: instant mining, or a block every
         /// `block_time` seconds.
         pub fn start(block_time: Option<u64>) -> Result<Anvil, String> {
+            match block_time {
+                Some(t) => Anvil::start_with(&["--block-time", &t.to_string()]),
+                None => Anvil::start_with(&[]),
+            }
+        }
+
+        /// Starts anvil on 127.0.0.1 and a free port with more of its options (`--chain-id
+        /// 5`, say).
+        pub fn start_with(args: &[&str]) -> Result<Anvil, String> {
             let bin = binary().ok_or(
                 "anvil not found: run `npm ci --prefix chain-adapter/evm` (or set GRIDCHAN_ANVIL)",
             )?;
             let mut cmd = Command::new(&bin);
             cmd.args(["--host", "127.0.0.1", "--port", "0", "--accounts", "1"])
+                .args(args)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null());
-            if let Some(t) = block_time {
-                cmd.args(["--block-time", &t.to_string()]);
-            }
             let mut child = match cmd.spawn() {
                 Ok(c) => c,
                 Err(e) => return Err(format!("cannot start {}: {e}", bin.display())),

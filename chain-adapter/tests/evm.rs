@@ -644,6 +644,105 @@ async fn one_account_numbers_its_transactions_across_tasks_and_clients() {
     );
 }
 
+#[tokio::test]
+async fn a_client_checks_that_its_config_names_a_real_deployment() {
+    let c = chain(None).await;
+    let with = |adjudicator: Address, token: Address, rpc: &str| {
+        EvmLedger::connect(
+            EvmConfig {
+                adjudicator,
+                token,
+                rpc: rpc.to_string(),
+                ..c.config.clone()
+            },
+            &secret(3),
+            &[0x5a; 32],
+        )
+        .expect("connects")
+    };
+    let (adjudicator, token) = (c.config.adjudicator, c.config.token);
+    with(adjudicator, token, &c.config.rpc)
+        .verify()
+        .await
+        .expect("the deployment");
+    for (ledger, why) in [
+        (
+            with(Address::ZERO, token, &c.config.rpc),
+            "there is no contract at",
+        ),
+        (
+            with(token, token, &c.config.rpc),
+            "is not a gridchan adjudicator",
+        ),
+        (
+            with(adjudicator, adjudicator, &c.config.rpc),
+            "settles in token",
+        ),
+    ] {
+        match ledger.verify().await {
+            Err(LedgerError::Failed(e)) => assert!(e.contains(why), "{e}"),
+            other => panic!("{why}: {other:?}"),
+        }
+    }
+    // Nothing listens there: the chain is not reachable, which is not a wrong config.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        l.local_addr().expect("address")
+    };
+    let away = with(adjudicator, token, &format!("http://{closed}"));
+    assert!(matches!(
+        away.verify().await,
+        Err(LedgerError::Unavailable(_))
+    ));
+}
+
+#[tokio::test]
+async fn the_test_token_is_deployed_only_on_a_dev_chain() {
+    let chain = Anvil::start_with(&["--chain-id", "5"]).expect("anvil");
+    let deployer = secret(9);
+    let who = evm::address_of(&Signer::new(&deployer, &deployer).expect("key").id());
+    chain.fund_gas(who).await.expect("gas");
+    let err = evm::deploy(&chain.rpc, &deployer, None, 3)
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("not a dev chain"), "{err}");
+    // Nor is an address without a contract taken for the token.
+    let err = evm::deploy(&chain.rpc, &deployer, Some(Address::repeat_byte(7)), 3)
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("no contract at"), "{err}");
+    // With a settlement token it deploys.
+    let artifact: serde_json::Value =
+        serde_json::from_str(evm::TEST_TOKEN_ARTIFACT).expect("artifact");
+    let code = alloy::hex::decode(artifact["bytecode"].as_str().expect("bytecode")).expect("hex");
+    let ledger = EvmLedger::connect(
+        EvmConfig {
+            rpc: chain.rpc.clone(),
+            adjudicator: Address::ZERO,
+            token: Address::ZERO,
+            confirmations: 1,
+            deployed_at: 0,
+        },
+        &deployer,
+        &[0x5a; 32],
+    )
+    .expect("connects");
+    let receipt = ledger
+        .provider()
+        .send_transaction(TransactionRequest::default().with_deploy_code(code))
+        .await
+        .expect("sent")
+        .get_receipt()
+        .await
+        .expect("included");
+    let token = receipt.contract_address.expect("a token");
+    let deployed = evm::deploy(&chain.rpc, &deployer, Some(token), 3)
+        .await
+        .expect("deploys");
+    assert_eq!(deployed.chain_id, 5);
+    assert_eq!(deployed.token, token);
+}
+
 /// The channel's status as `ledger` sees it.
 async fn status(ledger: &dyn Ledger, p: &ChannelParams) -> Option<ChannelStatus> {
     let account = ledger.channel(&p.channel_id()).await.expect("asks");

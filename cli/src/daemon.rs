@@ -30,7 +30,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         signer.duplicate(&keys::random32()?),
         Limits::default(),
     )?;
-    let ledger = crate::evm::client(&config.ledger, &config.node.key, config_path)?;
+    let ledger = crate::evm::client(&config.ledger, &config.node.key, config_path).await?;
     let interval_seconds = config.metering.interval_seconds;
     let clock = match config.metering.speedup {
         0 | 1 => SimClock::real(),

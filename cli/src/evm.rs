@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use gridchan_chain::evm::{self, EvmConfig, EvmLedger};
-use gridchan_chain::{Ledger, LedgerSection, RemoteClient};
+use gridchan_chain::{Ledger, LedgerError, LedgerSection, RemoteClient};
 use gridchan_transport::PeerAddr;
 
 /// The ledger client a `[ledger]` section describes, as the account of the key at `key`;
-/// `config` names the file in errors.
-pub fn client(
+/// `config` names the file in errors. An EVM section must name a real deployment (checked
+/// when the chain answers; a chain not reachable yet is only warned about).
+pub async fn client(
     section: &LedgerSection,
     key: &std::path::Path,
     config: &std::path::Path,
@@ -33,14 +34,24 @@ pub fn client(
             token,
             confirmations,
             deployed_at,
-        } => Arc::new(connect(
-            rpc,
-            adjudicator,
-            token,
-            *confirmations,
-            *deployed_at,
-            &crate::keys::load_secret(key)?,
-        )?),
+        } => {
+            let ledger = connect(
+                rpc,
+                adjudicator,
+                token,
+                *confirmations,
+                *deployed_at,
+                &crate::keys::load_secret(key)?,
+            )?;
+            match ledger.verify().await {
+                Ok(()) => {}
+                Err(LedgerError::Unavailable(e)) => {
+                    tracing::warn!("cannot check the adjudicator yet ({e}); carrying on")
+                }
+                Err(e) => anyhow::bail!("ledger in {}: {e}", config.display()),
+            }
+            Arc::new(ledger)
+        }
     })
 }
 

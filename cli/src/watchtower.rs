@@ -26,7 +26,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let signer = keys::load_or_create(&config.key)?;
     std::fs::create_dir_all(&config.data)
         .with_context(|| format!("cannot create {}", config.data.display()))?;
-    let ledger = crate::evm::client(&config.ledger, &config.key, config_path)?;
+    let ledger = crate::evm::client(&config.ledger, &config.key, config_path).await?;
     let limits = config.limits().map_err(|e| anyhow::anyhow!(e))?;
     let endpoint = Endpoint::bind(
         config.listen,

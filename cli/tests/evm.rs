@@ -102,6 +102,22 @@ async fn gateways_and_a_tower_configured_for_the_evm_adjudicator_trade_and_close
         deployed["token"].as_str().unwrap(),
         deployed["block"]
     );
+    // A config whose addresses are no deployment stops the daemon at once, in one line.
+    let dc = root.path().join("c");
+    init(&dc);
+    let cc = dc.join("gridchan.toml");
+    use_evm(
+        &cc,
+        &section.replace(
+            deployed["adjudicator"].as_str().unwrap(),
+            deployed["token"].as_str().unwrap(),
+        ),
+    );
+    let out = gridchan(&["daemon", "--config", cc.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("is not a gridchan adjudicator"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
     let (ca, cb, ct) = (
         da.join("gridchan.toml"),
         db.join("gridchan.toml"),
