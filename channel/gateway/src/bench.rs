@@ -369,15 +369,15 @@ pub async fn run_many(dir: &std::path::Path, channels: usize, rounds: usize) -> 
     let started = Instant::now();
     for round in 1..=rounds as u64 {
         let interval = IntervalIndex(opened_at.0 + round);
-        for id in &ids {
-            let energy = WattHours(100 + round);
-            b.reading(*id, IntervalReading::buying(interval, energy))
-                .await
-                .expect("runs");
-            a.reading(*id, IntervalReading::selling(interval, energy))
-                .await
-                .expect("runs");
-        }
+        // Each gateway's meter gives the interval's readings of every channel at once.
+        let energy = WattHours(100 + round);
+        let readings = |reading: IntervalReading| ids.iter().map(move |id| (*id, reading));
+        b.readings(readings(IntervalReading::buying(interval, energy)).collect())
+            .await
+            .expect("runs");
+        a.readings(readings(IntervalReading::selling(interval, energy)).collect())
+            .await
+            .expect("runs");
         let mut settled = 0;
         while settled < channels {
             match a_reports.recv().await {

@@ -382,6 +382,7 @@ async fn act(engine: &EngineHandle, steps: Vec<Step>) {
         return;
     }
     let channels = engine.channels().await.unwrap_or_default();
+    let mut readings = Vec::new();
     for step in steps {
         match step {
             Step::Announce(a) => {
@@ -400,9 +401,13 @@ async fn act(engine: &EngineHandle, steps: Vec<Step>) {
                     .iter()
                     .find(|c| c.peer == peer && c.phase == Phase::Open)
                 {
-                    let _ = engine.reading(c.id, reading).await;
+                    readings.push((c.id, reading));
                 }
             }
         }
+    }
+    // One message for the interval: the engine signs the proposals together.
+    if !readings.is_empty() {
+        let _ = engine.readings(readings).await;
     }
 }

@@ -60,7 +60,8 @@ enum Control {
         oneshot::Sender<Result<ChannelId, CommandError>>,
     ),
     Command(Command, oneshot::Sender<Result<(), CommandError>>),
-    Reading(ChannelId, IntervalReading),
+    /// An interval's readings, of one channel or of many at once.
+    Readings(Vec<(ChannelId, IntervalReading)>),
     Ledger(ChannelId, LedgerEvent),
     Channels(oneshot::Sender<Vec<ChannelView>>),
     Channel(ChannelId, oneshot::Sender<Option<ChannelView>>),
@@ -133,7 +134,16 @@ impl EngineHandle {
         channel: ChannelId,
         reading: IntervalReading,
     ) -> Result<(), EngineError> {
-        self.send(Control::Reading(channel, reading)).await
+        self.send(Control::Readings(vec![(channel, reading)])).await
+    }
+
+    /// The readings of many channels at once (an interval's, say): the engine signs the
+    /// proposals they make together, on every core.
+    pub async fn readings(
+        &self,
+        readings: Vec<(ChannelId, IntervalReading)>,
+    ) -> Result<(), EngineError> {
+        self.send(Control::Readings(readings)).await
     }
 
     pub async fn ledger_event(
@@ -451,10 +461,12 @@ impl Engine {
         }
         let mut jobs = Vec::new();
         for t in taken {
-            if let Taken::Control(Control::Reading(channel, reading)) = t {
+            if let Taken::Control(Control::Readings(readings)) = t {
                 // The proposals these readings will make: signed ahead too.
-                if let Some(d) = self.node.preview_proposal(channel, reading) {
-                    jobs.push(Job::Sign(d));
+                for (channel, reading) in readings {
+                    if let Some(d) = self.node.preview_proposal(channel, reading) {
+                        jobs.push(Job::Sign(d));
+                    }
                 }
                 continue;
             }
@@ -508,8 +520,10 @@ impl Engine {
             Control::Command(cmd, reply) => {
                 let _ = reply.send(self.node.command(cmd));
             }
-            Control::Reading(channel, reading) => {
-                self.node.handle(Input::Reading { channel, reading })
+            Control::Readings(readings) => {
+                for (channel, reading) in readings {
+                    self.node.handle(Input::Reading { channel, reading })
+                }
             }
             Control::Ledger(channel, event) => self.node.handle(Input::Ledger { channel, event }),
             Control::Channels(reply) => {

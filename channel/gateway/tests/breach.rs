@@ -24,6 +24,7 @@ const INTERVALS: u64 = 150;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tower_refutes_a_stale_registration_while_the_victim_is_offline() {
+    let _alone = common::one_replay_at_a_time().await;
     let dir = tempfile::tempdir().unwrap();
     let chain = Chain::local(dir.path(), &[1, 2], 20);
     breach(dir.path(), &chain).await;
@@ -31,6 +32,7 @@ async fn a_tower_refutes_a_stale_registration_while_the_victim_is_offline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tower_refutes_on_the_evm_adjudicator_paying_its_own_gas() {
+    let _alone = common::one_replay_at_a_time().await;
     let dir = tempfile::tempdir().unwrap();
     let chain = Chain::evm(&[1, 2], None).await;
     breach(dir.path(), &chain).await;

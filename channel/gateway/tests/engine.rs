@@ -142,3 +142,72 @@ async fn announcements_reach_the_neighbours_engine() {
     .expect("announcement arrives");
     assert_eq!(got, (a.node, announce));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intervals_readings_for_many_channels_go_in_one_message_and_all_settle() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = engine_at(dir.path(), 1);
+    let b = engine_at(dir.path(), 2);
+    a.connect(b.address.clone()).await.unwrap();
+    let opened_at = IntervalIndex(1_930_000);
+    let mut ids = Vec::new();
+    for n in 0..40u8 {
+        let open = flat_channel(b.node, 10_000_000, 200_000, opened_at, [n; 32]);
+        ids.push(a.open(open).await.unwrap());
+    }
+    let funding = |h: EngineHandle| async move {
+        let channels = h.channels().await.unwrap();
+        channels
+            .iter()
+            .filter(|c| c.phase == Phase::Funding)
+            .count()
+    };
+    until("every channel agreed", &[&a, &b], 30, || {
+        let (a, b) = (a.clone(), b.clone());
+        async move { funding(a).await == 40 && funding(b).await == 40 }
+    })
+    .await;
+    for id in &ids {
+        for h in [&a, &b] {
+            h.ledger_event(*id, LedgerEvent::Funded).await.unwrap();
+        }
+    }
+    for round in 1..=3u64 {
+        let interval = IntervalIndex(opened_at.0 + round);
+        // Each channel its own amount, so a mix-up between channels would show.
+        let reading = |k: usize, sell: bool| {
+            let energy = WattHours(round * 100 + k as u64);
+            if sell {
+                IntervalReading::selling(interval, energy)
+            } else {
+                IntervalReading::buying(interval, energy)
+            }
+        };
+        let all = |sell: bool| -> Vec<_> {
+            ids.iter()
+                .enumerate()
+                .map(|(k, id)| (*id, reading(k, sell)))
+                .collect()
+        };
+        b.readings(all(false)).await.unwrap();
+        a.readings(all(true)).await.unwrap();
+        until("the interval settled on every channel", &[&a], 30, || {
+            let a = a.clone();
+            async move {
+                let channels = a.channels().await.unwrap();
+                channels.iter().all(|c| {
+                    c.current
+                        .as_ref()
+                        .is_some_and(|s| s.state().last_interval == interval)
+                })
+            }
+        })
+        .await;
+    }
+    for (k, id) in ids.iter().enumerate() {
+        let state = a.channel(*id).await.unwrap().unwrap().current.unwrap();
+        let sold: u64 = (1..=3).map(|round| round * 100 + k as u64).sum();
+        assert_eq!(state.state().energy_a_to_b, WattHours(sold), "channel {k}");
+        assert_eq!(state.version(), Version(3));
+    }
+}

@@ -16,6 +16,7 @@ const SPEEDUP: u32 = 18_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_intervals_from_csv_settle_to_the_watt_hour_and_the_micro_unit() {
+    let _alone = common::one_replay_at_a_time().await;
     let dir = tempfile::tempdir().unwrap();
     let chain = Chain::local(dir.path(), &[1, 2], 20);
     two_hundred_intervals(dir.path(), &chain).await;
@@ -23,6 +24,7 @@ async fn two_hundred_intervals_from_csv_settle_to_the_watt_hour_and_the_micro_un
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_intervals_settle_on_the_evm_adjudicator_with_one_second_blocks() {
+    let _alone = common::one_replay_at_a_time().await;
     let dir = tempfile::tempdir().unwrap();
     let chain = Chain::evm(&[1, 2], Some(1)).await;
     two_hundred_intervals(dir.path(), &chain).await;

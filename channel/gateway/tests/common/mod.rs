@@ -54,6 +54,14 @@ pub fn ledger_node(dir: &std::path::Path, funded: &[NodeId], block_ms: u64) -> L
     }
 }
 
+/// Held by a replay test while it runs: two of them at once (the same test on two ledgers) can
+/// starve each other's 50 ms intervals on a 2-core machine, and a metering round that waits
+/// more than two intervals gives up on its announcements.
+pub async fn one_replay_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static REPLAY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    REPLAY.lock().await
+}
+
 /// The ledger a test's services settle on: the local ledger node, or the adjudicator contract
 /// on an anvil chain. The same test code runs on either.
 pub enum Chain {
