@@ -213,8 +213,9 @@ struct Engine {
     reports: broadcast::Sender<Report>,
     inbound_tx: mpsc::Sender<Inbound>,
     endpoint: Endpoint,
-    /// The runtime the connections run on (the engine itself has a thread of its own).
-    io: tokio::runtime::Handle,
+    /// The node's key again, for the worker pool to sign a burst with while this thread goes on
+    /// serving the connections.
+    pool_signer: std::sync::Arc<Signer>,
     /// Channels frozen by a failed write: when to retry, and the delay after that.
     frozen: HashMap<ChannelId, (std::time::Instant, Duration)>,
     /// Settled intervals not yet handed to the writer: they ride along with the next batch of
@@ -232,6 +233,7 @@ pub fn spawn(
     use gridchan_channel::ChannelStore;
     let records = store.load()?;
     let node_id = signer.id();
+    let pool_signer = std::sync::Arc::new(signer.duplicate(&rand::random()));
     let node = Node::restore(signer, policy, records);
     let (control_tx, control_rx) = mpsc::channel(1024);
     let (inbound_tx, inbound_rx) = mpsc::channel(4096);
@@ -249,14 +251,15 @@ pub fn spawn(
         reports: reports.clone(),
         inbound_tx: inbound_tx.clone(),
         endpoint: endpoint.clone(),
-        io: tokio::runtime::Handle::current(),
+        pool_signer,
         trades: Vec::new(),
         frozen: HashMap::new(),
     };
-    tokio::spawn(accept_loop(endpoint, inbound_tx));
-    // The engine verifies and signs for seconds at a time under load: on a thread of its own,
-    // with a runtime of its own, it never holds up the connections' tasks (QUIC's timers and
-    // packets) on the shared runtime.
+    let accept = accept_loop(endpoint, inbound_tx);
+    // The engine and its connections' tasks share a thread and a runtime of their own: a frame
+    // goes from a connection to the engine, and back out, without waking another thread. The
+    // engine never blocks that thread on a burst's cryptography (it awaits the worker pool), and
+    // QUIC itself (its timers and packets) runs on the caller's runtime.
     std::thread::Builder::new()
         .name("gridchan-engine".into())
         .spawn(move || {
@@ -264,7 +267,10 @@ pub fn spawn(
                 .enable_all()
                 .build()
             {
-                Ok(rt) => rt.block_on(engine.run(control_rx, inbound_rx, written)),
+                Ok(rt) => {
+                    rt.spawn(accept);
+                    rt.block_on(engine.run(control_rx, inbound_rx, written))
+                }
                 Err(e) => tracing::error!("the engine cannot start a runtime: {e}"),
             }
         })
@@ -360,6 +366,26 @@ async fn run_connection(
     conn.close("connection ended");
 }
 
+/// A signature to check or to make ahead, for [`Engine::work_ahead`].
+enum Job {
+    Recover([u8; 32], Signature),
+    Sign([u8; 32]),
+}
+
+enum Done {
+    Recovered(RecoveredOne),
+    Signed(PresignedOne),
+}
+
+impl Job {
+    fn run(&self, signer: &Signer) -> Done {
+        match self {
+            Job::Recover(digest, sig) => Done::Recovered(Recovered::one(digest, sig)),
+            Job::Sign(digest) => Done::Signed(signer.presign_one(digest)),
+        }
+    }
+}
+
 impl Engine {
     async fn run(
         mut self,
@@ -406,7 +432,7 @@ impl Engine {
             }
             // The signatures in a burst are checked and made on the worker pool first; the core
             // then finds each result instead of computing it on this one thread.
-            let (recovered, presigned) = self.work_ahead(&taken);
+            let (recovered, presigned) = self.work_ahead(&taken).await;
             recovered.install(|| {
                 presigned.install(|| {
                     for t in taken.drain(..) {
@@ -449,16 +475,8 @@ impl Engine {
     /// signers of the proposals and countersignatures, and making our countersignatures of the
     /// proposals (used only if the core decides to countersign). One pool for every engine of
     /// the process: its threads share the cores without making stragglers of each other.
-    fn work_ahead(&self, taken: &[Taken]) -> (Recovered, Presigned) {
+    async fn work_ahead(&self, taken: &[Taken]) -> (Recovered, Presigned) {
         use rayon::prelude::*;
-        enum Job {
-            Recover([u8; 32], Signature),
-            Sign([u8; 32]),
-        }
-        enum Done {
-            Recovered(RecoveredOne),
-            Signed(PresignedOne),
-        }
         let mut jobs = Vec::new();
         for t in taken {
             if let Taken::Control(Control::Readings(readings)) = t {
@@ -487,16 +505,25 @@ impl Engine {
                 _ => {}
             }
         }
-        let signer = self.node.signer();
-        let one = |job: &Job| match job {
-            Job::Recover(digest, sig) => Done::Recovered(Recovered::one(digest, sig)),
-            Job::Sign(digest) => Done::Signed(signer.presign_one(digest)),
-        };
         let done: Vec<Done> = if jobs.len() < MIN_PARALLEL_JOBS {
-            jobs.iter().map(one).collect()
+            let signer = self.node.signer();
+            jobs.iter().map(|job| job.run(signer)).collect()
         } else {
-            jobs.par_iter().with_min_len(4).map(one).collect()
+            // On the pool; this thread serves the connections meanwhile.
+            let (tx, rx) = oneshot::channel();
+            let signer = self.pool_signer.clone();
+            rayon::spawn(move || {
+                let done = jobs
+                    .par_iter()
+                    .with_min_len(4)
+                    .map(|job| job.run(&signer))
+                    .collect();
+                let _ = tx.send(done);
+            });
+            rx.await
+                .expect("the worker pool runs every job it is given")
         };
+        let signer = self.node.signer();
         let mut recovered = Vec::new();
         let mut signed = Vec::new();
         for d in done {
@@ -537,8 +564,7 @@ impl Engine {
                 self.writer.recent_trades(channel, n, reply);
             }
             Control::Connect(peer) => {
-                self.io
-                    .spawn(dial(self.endpoint.clone(), peer, self.inbound_tx.clone()));
+                tokio::spawn(dial(self.endpoint.clone(), peer, self.inbound_tx.clone()));
             }
             Control::Send(peer, message) => {
                 if let Some(p) = self.peers.get(&peer) {
@@ -573,7 +599,7 @@ impl Engine {
                 let generation = self.generation;
                 let inbound = self.inbound_tx.clone();
                 let watch = self.peers[&peer].conn.clone();
-                self.io.spawn(async move {
+                tokio::spawn(async move {
                     watch.closed().await;
                     let _ = inbound.send(Inbound::Down(peer, generation)).await;
                 });
