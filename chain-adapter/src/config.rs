@@ -10,20 +10,25 @@ pub enum LedgerSection {
     Remote { address: String },
     /// The adjudicator contract on an EVM chain (see `gridchan evm deploy`). The node key is
     /// the EVM account: it pays the gas of what it submits.
-    Evm {
-        /// The chain's JSON-RPC address, `http://HOST:PORT`.
-        rpc: String,
-        /// The adjudicator's address, `0x...`.
-        adjudicator: String,
-        /// The settlement token's address, `0x...`.
-        token: String,
-        /// Blocks on top of a block before it counts (1: the newest counts).
-        #[serde(default = "one")]
-        confirmations: u64,
-        /// The block the adjudicator was deployed in.
-        #[serde(default)]
-        deployed_at: u64,
-    },
+    Evm(EvmSection),
+}
+
+/// Where the adjudicator is on an EVM chain, as a config names it.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvmSection {
+    /// The chain's JSON-RPC address, `http://HOST:PORT`.
+    pub rpc: String,
+    /// The adjudicator's address, `0x...`.
+    pub adjudicator: String,
+    /// The settlement token's address, `0x...`.
+    pub token: String,
+    /// Blocks on top of a block before it counts (1: the newest counts).
+    #[serde(default = "one")]
+    pub confirmations: u64,
+    /// The block the adjudicator was deployed in.
+    #[serde(default)]
+    pub deployed_at: u64,
 }
 
 fn one() -> u64 {

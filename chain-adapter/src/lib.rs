@@ -28,7 +28,7 @@ pub mod tx;
 
 pub use block::{BlockEvents, Receipt, TxOutcome};
 pub use client::{Ledger, LedgerError, LocalClient, RemoteClient, Subscription};
-pub use config::LedgerSection;
+pub use config::{EvmSection, LedgerSection};
 pub use local::LocalLedger;
 pub use rules::{Account, ChainEvent, ChannelAccount, ChannelStatus, Genesis, Height, TxError};
 pub use tx::{Tx, TxHash, TxKind};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use gridchan_chain::evm::{self, EvmConfig, EvmLedger};
-use gridchan_chain::{Ledger, LedgerError, LedgerSection, RemoteClient};
+use gridchan_chain::{EvmSection, Ledger, LedgerError, LedgerSection, RemoteClient};
 use gridchan_transport::PeerAddr;
 
 /// The ledger client a `[ledger]` section describes, as the account of the key at `key`;
@@ -28,21 +28,8 @@ pub async fn client(
                     .map_err(|e| anyhow::anyhow!("{e}"))?,
             )
         }
-        LedgerSection::Evm {
-            rpc,
-            adjudicator,
-            token,
-            confirmations,
-            deployed_at,
-        } => {
-            let ledger = connect(
-                rpc,
-                adjudicator,
-                token,
-                *confirmations,
-                *deployed_at,
-                &crate::keys::load_secret(key)?,
-            )?;
+        LedgerSection::Evm(evm) => {
+            let ledger = connect(evm, &crate::keys::load_secret(key)?)?;
             match ledger.verify().await {
                 Ok(()) => {}
                 Err(LedgerError::Unavailable(e)) => {
@@ -55,15 +42,15 @@ pub async fn client(
     })
 }
 
-/// An EVM ledger client from a config's addresses, as the account of `secret`.
-fn connect(
-    rpc: &str,
-    adjudicator: &str,
-    token: &str,
-    confirmations: u64,
-    deployed_at: u64,
-    secret: &[u8; 32],
-) -> Result<EvmLedger> {
+/// An EVM ledger client from a config's section, as the account of `secret`.
+fn connect(section: &EvmSection, secret: &[u8; 32]) -> Result<EvmLedger> {
+    let EvmSection {
+        rpc,
+        adjudicator,
+        token,
+        confirmations,
+        deployed_at,
+    } = section;
     let config = EvmConfig {
         rpc: rpc.to_string(),
         adjudicator: adjudicator.parse().with_context(|| {
@@ -72,8 +59,8 @@ fn connect(
         token: token.parse().with_context(|| {
             format!("ledger.token {token:?} is not an address (0x and 40 hex digits)")
         })?,
-        confirmations: confirmations.max(1),
-        deployed_at,
+        confirmations: (*confirmations).max(1),
+        deployed_at: *deployed_at,
     };
     EvmLedger::connect(config, secret, &crate::keys::random32()?)
         .map_err(|e| anyhow::anyhow!("{e}"))
@@ -130,28 +117,13 @@ pub async fn mint(
     amount: gridchan_channel::Amount,
 ) -> Result<()> {
     let config = gridchan_gateway::config::Config::load(config_path)?;
-    let LedgerSection::Evm {
-        rpc,
-        adjudicator,
-        token,
-        confirmations,
-        deployed_at,
-    } = &config.ledger
-    else {
+    let LedgerSection::Evm(evm) = &config.ledger else {
         anyhow::bail!(
             "{} settles on a gridchan ledger node, not an EVM chain: test tokens are minted only on a dev chain's test token",
             config_path.display()
         );
     };
-    let secret = crate::keys::load_secret(&config.node.key)?;
-    let ledger = connect(
-        rpc,
-        adjudicator,
-        token,
-        *confirmations,
-        *deployed_at,
-        &secret,
-    )?;
+    let ledger = connect(evm, &crate::keys::load_secret(&config.node.key)?)?;
     let to = to.unwrap_or_else(|| ledger.node());
     let address = evm::address_of(&to);
     eprintln!("minting {amount} test tokens for {address:#x} ...");
@@ -189,23 +161,22 @@ mod tests {
     #[test]
     fn a_config_with_a_bad_address_is_refused_naming_the_field() {
         let good = "0xe7f1725e7734ce288f8367e1bb143e90bb3f0512";
+        let section = |rpc: &str, adjudicator: &str, token: &str| EvmSection {
+            rpc: rpc.into(),
+            adjudicator: adjudicator.into(),
+            token: token.into(),
+            confirmations: 1,
+            deployed_at: 0,
+        };
         let rpc = "http://127.0.0.1:8545";
-        let err = connect(rpc, "0x12", good, 1, 0, &[0x11; 32])
-            .err()
-            .expect("refused")
-            .to_string();
+        let refused = |s: EvmSection| connect(&s, &[0x11; 32]).err().expect("refused").to_string();
+        let err = refused(section(rpc, "0x12", good));
         assert!(err.starts_with("ledger.adjudicator \"0x12\""), "{err}");
-        let err = connect(rpc, good, "token", 1, 0, &[0x11; 32])
-            .err()
-            .expect("refused")
-            .to_string();
+        let err = refused(section(rpc, good, "token"));
         assert!(err.starts_with("ledger.token \"token\""), "{err}");
-        let err = connect("not a url", good, good, 1, 0, &[0x11; 32])
-            .err()
-            .expect("refused")
-            .to_string();
+        let err = refused(section("not a url", good, good));
         assert!(err.contains("not a url"), "{err}");
         // A valid section connects lazily: nothing is asked of the chain yet.
-        assert!(connect(rpc, good, good, 0, 0, &[0x11; 32]).is_ok());
+        assert!(connect(&section(rpc, good, good), &[0x11; 32]).is_ok());
     }
 }

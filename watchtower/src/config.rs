@@ -188,11 +188,11 @@ mod tests {
         let c = TowerConfig::load(&path).unwrap();
         assert!(matches!(
             c.ledger,
-            gridchan_chain::LedgerSection::Evm {
+            gridchan_chain::LedgerSection::Evm(gridchan_chain::EvmSection {
                 confirmations: 3,
                 deployed_at: 0,
                 ..
-            }
+            })
         ));
         std::fs::write(
             &path,

@@ -203,15 +203,19 @@ mod tests {
             "mode = \"remote\"\naddress = \"K@127.0.0.1:1\"",
             "mode = \"evm\"\nrpc = \"http://127.0.0.1:8545\"\nadjudicator = \"0xe7f1725e7734ce288f8367e1bb143e90bb3f0512\"\ntoken = \"0x5fbdb2315678afecb367f032d93f642f64180aa3\"\ndeployed_at = 2",
         );
+        // A misspelt key is refused, not ignored.
+        std::fs::write(&path, text.replace("deployed_at", "deployed_on")).unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains("deployed_on"), "{err}");
         std::fs::write(&path, text).unwrap();
         let c = Config::load(&path).unwrap();
         assert!(matches!(
             c.ledger,
-            LedgerSection::Evm {
+            LedgerSection::Evm(gridchan_chain::EvmSection {
                 confirmations: 1,
                 deployed_at: 2,
                 ..
-            }
+            })
         ));
     }
 
