@@ -256,10 +256,12 @@ pub fn spawn(
         frozen: HashMap::new(),
     };
     let accept = accept_loop(endpoint, inbound_tx);
-    // The engine and its connections' tasks share a thread and a runtime of their own: a frame
-    // goes from a connection to the engine, and back out, without waking another thread. The
-    // engine never blocks that thread on a burst's cryptography (it awaits the worker pool), and
-    // QUIC itself (its timers and packets) runs on the caller's runtime.
+    // The engine and its connections share a thread and a runtime of their own: the reader and
+    // writer tasks, and QUIC's connection drivers (quinn starts them where a connection is made),
+    // so a frame goes from the engine onto the wire, and from a connection into the engine,
+    // without waking another thread; only the endpoint's receive loop, on the caller's runtime,
+    // hands a datagram across. The engine never blocks that thread on a burst's cryptography (it
+    // awaits the worker pool); it does block it for a write it makes itself (a lone batch).
     std::thread::Builder::new()
         .name("gridchan-engine".into())
         .spawn(move || {
