@@ -57,6 +57,20 @@ const MIGRATIONS: &[&str] = &[
         receipt BLOB NOT NULL,
         PRIMARY KEY (tower, channel)
     );",
+    // A tower's batch receipt is kept once, and each channel it covers points to it (it was
+    // copied into every channel's row: a batch of n channels stored n^2 entries).
+    "CREATE TABLE tower_receipts (
+        id INTEGER PRIMARY KEY,
+        tower BLOB NOT NULL,
+        receipt BLOB NOT NULL
+    );
+    INSERT INTO tower_receipts (tower, receipt)
+        SELECT DISTINCT tower, receipt FROM tower_acks WHERE length(receipt) > 0;
+    ALTER TABLE tower_acks ADD COLUMN receipt_id INTEGER REFERENCES tower_receipts (id);
+    UPDATE tower_acks SET receipt_id = (SELECT id FROM tower_receipts r
+        WHERE r.tower = tower_acks.tower AND r.receipt = tower_acks.receipt);
+    ALTER TABLE tower_acks DROP COLUMN receipt;
+    CREATE INDEX tower_acks_receipt ON tower_acks (receipt_id);",
 ];
 
 /// One settled interval, as `gridchan channel show` lists it.
@@ -328,5 +342,76 @@ impl ChannelStore for SqliteStore {
             out.push(decode(&id, &bytes)?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_receipts_copied_into_every_channels_row_are_kept_once_after_the_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.sqlite");
+        // A store as the build before wrote it: the receipt in every acknowledgement's row.
+        let before = MIGRATIONS.len() - 1;
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..before] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", before).unwrap();
+            let ack =
+                "INSERT INTO tower_acks (tower, channel, version, receipt) VALUES (?1, ?2, ?3, ?4)";
+            for (tower, channel, receipt) in [
+                (1u8, 1u8, vec![7u8; 100]),
+                (1, 2, vec![7; 100]),
+                (1, 3, vec![8; 100]),
+                (2, 1, vec![7; 100]),
+                (1, 4, vec![]),
+            ] {
+                conn.execute(ack, params![vec![tower], vec![channel], 5, receipt])
+                    .unwrap();
+            }
+        }
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let receipts: Vec<(Vec<u8>, Vec<u8>)> = conn
+            .prepare("SELECT tower, receipt FROM tower_receipts ORDER BY tower, receipt")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            receipts,
+            vec![
+                (vec![1], vec![7; 100]),
+                (vec![1], vec![8; 100]),
+                (vec![2], vec![7; 100]),
+            ]
+        );
+        /// Tower, channel, the receipt its acknowledgement points to.
+        type Pointing = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
+        let pointing: Vec<Pointing> = conn
+            .prepare(
+                "SELECT a.tower, a.channel, r.receipt FROM tower_acks a
+                 LEFT JOIN tower_receipts r ON r.id = a.receipt_id ORDER BY a.tower, a.channel",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            pointing,
+            vec![
+                (vec![1], vec![1], Some(vec![7; 100])),
+                (vec![1], vec![2], Some(vec![7; 100])),
+                (vec![1], vec![3], Some(vec![8; 100])),
+                (vec![1], vec![4], None),
+                (vec![2], vec![1], Some(vec![7; 100])),
+            ]
+        );
     }
 }

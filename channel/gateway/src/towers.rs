@@ -175,6 +175,8 @@ impl Towers {
             .map_err(|e| e.to_string())?;
         conn.execute("DELETE FROM tower_acks WHERE tower = ?1", params![key])
             .map_err(|e| e.to_string())?;
+        conn.execute("DELETE FROM tower_receipts WHERE tower = ?1", params![key])
+            .map_err(|e| e.to_string())?;
         Ok((node, pending))
     }
 
@@ -235,30 +237,45 @@ impl Towers {
         Ok(out)
     }
 
+    /// Records what `tower` acknowledged: per channel, the version and which of `receipts` (the
+    /// batches' receipts, each stored once) covers it. Receipts no channel points to any more
+    /// are dropped.
     fn store_acks(
         &self,
         tower: &NodeId,
-        acks: &[(ChannelId, Version, Vec<u8>)],
+        acks: &[(ChannelId, Version, Option<usize>)],
+        receipts: &[Vec<u8>],
     ) -> Result<(), String> {
+        let key = tower.to_bytes().to_vec();
         let mut conn = lock(&self.0.conn);
         let tx = conn.transaction().map_err(|e| e.to_string())?;
         {
+            let mut ids = Vec::with_capacity(receipts.len());
+            let mut stmt = tx
+                .prepare_cached("INSERT INTO tower_receipts (tower, receipt) VALUES (?1, ?2)")
+                .map_err(|e| e.to_string())?;
+            for r in receipts {
+                stmt.execute(params![key, r]).map_err(|e| e.to_string())?;
+                ids.push(tx.last_insert_rowid());
+            }
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT INTO tower_acks (tower, channel, version, receipt) VALUES (?1, ?2, ?3, ?4)
+                    "INSERT INTO tower_acks (tower, channel, version, receipt_id) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT(tower, channel) DO UPDATE SET version = excluded.version,
-                        receipt = excluded.receipt WHERE excluded.version > tower_acks.version",
+                        receipt_id = excluded.receipt_id WHERE excluded.version > tower_acks.version",
                 )
                 .map_err(|e| e.to_string())?;
             for (c, v, receipt) in acks {
-                stmt.execute(params![
-                    tower.to_bytes().to_vec(),
-                    c.0.to_vec(),
-                    v.0 as i64,
-                    receipt
-                ])
-                .map_err(|e| e.to_string())?;
+                let receipt_id = receipt.and_then(|i| ids.get(i).copied());
+                stmt.execute(params![key, c.0.to_vec(), v.0 as i64, receipt_id])
+                    .map_err(|e| e.to_string())?;
             }
+            tx.execute(
+                "DELETE FROM tower_receipts WHERE tower = ?1 AND NOT EXISTS
+                    (SELECT 1 FROM tower_acks a WHERE a.receipt_id = tower_receipts.id)",
+                params![key],
+            )
+            .map_err(|e| e.to_string())?;
         }
         tx.commit().map_err(|e| e.to_string())
     }
@@ -346,6 +363,7 @@ async fn push(towers: Towers, addr: PeerAddr, last_error: Arc<Mutex<Option<Strin
         // Send a round, a batch at a time.
         let round: Vec<SignedState> = dirty.values().cloned().collect();
         let mut done = Vec::new();
+        let mut receipts = Vec::new();
         let mut retry_later = false;
         for chunk in round.chunks(gridchan_watchtower::rpc::MAX_BATCH) {
             let (answers, receipt) = match client.guard_many(chunk).await {
@@ -356,21 +374,24 @@ async fn push(towers: Towers, addr: PeerAddr, last_error: Arc<Mutex<Option<Strin
                     break;
                 }
             };
-            // The batch's receipt, kept with each channel it covers (encoded once).
+            // The batch's receipt, stored once; the channels it covers point to it.
             let receipt = receipt
                 .as_ref()
                 .and_then(|r| bincode::serde::encode_to_vec(r, bincode::config::standard()).ok())
-                .unwrap_or_default();
+                .map(|r| {
+                    receipts.push(r);
+                    receipts.len() - 1
+                });
             for (s, result) in chunk.iter().zip(answers) {
                 let id = s.state().channel_id;
                 match result {
-                    Ok(()) => done.push((id, s.version(), receipt.clone())),
+                    Ok(()) => done.push((id, s.version(), receipt)),
                     Err(TowerError::Rejected(Rejection::OlderVersion { held, .. })) => {
                         // The tower has newer (another device of ours? a restore): fine.
-                        done.push((id, Version(held), Vec::new()));
+                        done.push((id, Version(held), None));
                     }
                     Err(TowerError::Rejected(Rejection::Closed)) => {
-                        done.push((id, s.version(), Vec::new()));
+                        done.push((id, s.version(), None));
                     }
                     Err(e) => {
                         // Unknown on the ledger yet, over quota, unreachable: later.
@@ -382,7 +403,7 @@ async fn push(towers: Towers, addr: PeerAddr, last_error: Arc<Mutex<Option<Strin
             }
         }
         if !done.is_empty() {
-            if let Err(e) = towers.store_acks(&addr.node, &done) {
+            if let Err(e) = towers.store_acks(&addr.node, &done, &receipts) {
                 tracing::error!("tower acknowledgements not recorded: {e}");
             }
             for (id, v, _) in &done {

@@ -124,6 +124,32 @@ async fn breach(dir: &std::path::Path, chain: &Chain) {
     )
     .await;
     let newest = view(&ea, channel).await.unwrap().current.unwrap();
+    // A's evidence of what the tower holds: one receipt, for the newest state; the receipts
+    // of the rounds before are gone.
+    let evidence = rusqlite::Connection::open(dir.join("gw-1.sqlite")).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        // (receipts kept, acknowledgements of the newest state pointing to one)
+        let counts: (i64, i64) = evidence
+            .query_row(
+                "SELECT (SELECT count(*) FROM tower_receipts),
+                        (SELECT count(*) FROM tower_acks a
+                         JOIN tower_receipts r ON r.id = a.receipt_id WHERE a.version = ?1)",
+                [newest.version().0 as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        if counts.1 == 1 {
+            assert_eq!(counts, (1, 1));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A never recorded the tower's receipt: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(evidence);
     let settled = newest.state().last_interval.0 - anchor.0;
     assert!(settled >= 100, "only {settled} intervals settled");
     assert!(newest.state().balance_a > old.state().balance_a);
