@@ -104,6 +104,22 @@ pub enum ChainEvent {
     },
 }
 
+impl ChainEvent {
+    /// The channel the event is about (none for a transfer between accounts).
+    pub fn channel(&self) -> Option<ChannelId> {
+        match self {
+            ChainEvent::Transferred { .. } => None,
+            ChainEvent::Deposited { channel, .. }
+            | ChainEvent::Funded { channel }
+            | ChainEvent::Reclaimed { channel, .. }
+            | ChainEvent::Registered { channel, .. }
+            | ChainEvent::Refuted { channel, .. }
+            | ChainEvent::Concluded { channel, .. }
+            | ChainEvent::Withdrawn { channel, .. } => Some(*channel),
+        }
+    }
+}
+
 /// Why a transaction was refused. Nothing changes when a transaction fails, except its
 /// sender's nonce if it was included in a block.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

@@ -158,16 +158,18 @@ async fn follow_ledger(engine: EngineHandle, ledger: Arc<dyn Ledger>, queue: Arc
     loop {
         let block = sub.next_retrying().await;
         for event in block.events() {
+            // Ours only: the ledger serves everyone's channels (on a public chain, many).
+            let Some(id) = event.channel() else { continue };
+            if !matches!(engine.channel(id).await, Ok(Some(_))) {
+                continue;
+            }
             let (channel, ev) = match event {
                 ChainEvent::Funded { channel } => {
                     funding.remove(channel);
                     (*channel, LedgerEvent::Funded)
                 }
                 ChainEvent::Deposited { channel, .. } => {
-                    // Ours only: the ledger serves everyone's channels.
-                    if !funding.contains_key(channel)
-                        && matches!(engine.channel(*channel).await, Ok(Some(_)))
-                    {
+                    if !funding.contains_key(channel) {
                         if let Ok(Some(acc)) = ledger.channel(channel).await {
                             if let ChannelStatus::Funding { deadline } = acc.status {
                                 funding.insert(*channel, deadline);

@@ -34,10 +34,12 @@ impl MeterSource for Steady {
     }
 }
 
-/// A ledger client that can be switched off (the ledger unreachable) and on again.
+/// A ledger client that can be switched off (the ledger unreachable) and on again, and that
+/// notes which channels it was asked about.
 struct Switch {
     inner: Arc<dyn Ledger>,
     up: AtomicBool,
+    asked: std::sync::Mutex<Vec<gridchan_channel::ChannelId>>,
 }
 
 impl Switch {
@@ -74,6 +76,7 @@ impl Ledger for Switch {
         &self,
         id: &gridchan_channel::ChannelId,
     ) -> Result<Option<ChannelAccount>, LedgerError> {
+        self.asked.lock().unwrap().push(*id);
         self.check()?;
         self.inner.channel(id).await
     }
@@ -174,6 +177,7 @@ async fn world() -> World {
     let switch = Arc::new(Switch {
         inner: Arc::new(RemoteClient::new(ledger_addr.clone(), key(1), [1; 32]).unwrap()),
         up: AtomicBool::new(true),
+        asked: std::sync::Mutex::default(),
     });
     let (a, a_faults) = gateway_on(
         dir.path(),
@@ -408,6 +412,102 @@ async fn a_force_close_made_while_the_ledger_is_away_waits_in_the_queue_across_a
         "{done:?}"
     );
     paid(&w, (newest.state().balance_a.0, newest.state().balance_b.0)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_of_others_on_the_same_ledger_costs_the_gateway_nothing() {
+    let w = world().await;
+    // B and a third party open, dispute and close a channel of their own, straight on the
+    // ledger: A's daemon follows every block of it.
+    let (kb, kc) = (key(2), key(3));
+    let b = RemoteClient::new(w.ledger_addr.clone(), key(2), [12; 32]).unwrap();
+    let c = RemoteClient::new(w.ledger_addr.clone(), key(3), [13; 32]).unwrap();
+    let wait = Duration::from_secs(30);
+    let included = |r: gridchan_chain::Receipt| r.outcome.result.expect("included");
+    included(
+        b.submit_and_wait(
+            gridchan_chain::TxKind::Transfer {
+                to: kc.id(),
+                amount: Amount(5_000_000),
+            },
+            wait,
+        )
+        .await
+        .unwrap(),
+    );
+    let params = gridchan_channel::ChannelParams {
+        party_a: kb.id(),
+        party_b: kc.id(),
+        nonce: [9; 32],
+        deposit_a: Amount(1_000_000),
+        deposit_b: Amount(1_000_000),
+        challenge_window_blocks: 2,
+        funding_window_blocks: 50,
+        interval_seconds: 1,
+        tolerance: MeterTolerance {
+            absolute_wh: 0,
+            permille: 0,
+        },
+        opened_at: IntervalIndex(1),
+        tariff: Tariff::Flat(PricePerKwh(200_000)),
+    };
+    let foreign = params.channel_id();
+    for (who, amount) in [(&b, params.deposit_a), (&c, params.deposit_b)] {
+        let hash = who.deposit(&params, amount).await.unwrap();
+        included(who.wait_for(&hash, wait).await.unwrap());
+    }
+    let state = gridchan_channel::State {
+        channel_id: foreign,
+        version: gridchan_channel::Version(1),
+        balance_a: Amount(900_000),
+        balance_b: Amount(1_100_000),
+        energy_a_to_b: WattHours(0),
+        energy_b_to_a: WattHours(500),
+        last_interval: IntervalIndex(2),
+        is_final: false,
+    };
+    let digest = state.digest();
+    let signed = gridchan_channel::SignedStateParts {
+        sig_a: kb.sign(&digest),
+        sig_b: kc.sign(&digest),
+        state,
+    };
+    let registered = b
+        .submit_and_wait(
+            gridchan_chain::TxKind::Register {
+                state: Box::new(signed),
+            },
+            wait,
+        )
+        .await
+        .unwrap();
+    included(registered.clone());
+    b.wait_above(registered.height + 2, wait).await.unwrap();
+    included(
+        c.submit_and_wait(gridchan_chain::TxKind::Conclude { channel: foreign }, wait)
+            .await
+            .unwrap(),
+    );
+    // A closes its own channel after all of that: once A's daemon has seen its close, it has
+    // followed every block of the others' channel before it.
+    traded(&w, 80).await;
+    w.ea.command(Command::Close(w.channel)).await.unwrap();
+    concluded(&w).await;
+    // It never asked the ledger about the others' channel, and never took it for its own.
+    assert!(
+        !w.switch.asked.lock().unwrap().contains(&foreign),
+        "A asked the ledger about a channel that is not its"
+    );
+    assert!(view(&w.ea, foreign).await.is_none());
+    let queue =
+        gridchan_gateway::ledger_queue::LedgerQueue::open(&w.dir.path().join("gw-1.sqlite"))
+            .unwrap();
+    let owed = queue.finished(100).unwrap();
+    assert!(
+        owed.iter()
+            .all(|f| f.channel == Some(w.channel.to_string())),
+        "A sent transactions for a channel not its: {owed:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
