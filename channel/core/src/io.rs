@@ -110,6 +110,25 @@ pub struct OpenRequest {
     pub nonce: [u8; 32],
 }
 
+impl OpenRequest {
+    /// The channel's parameters when `me` opens it (as party A).
+    pub fn params(self, me: NodeId) -> crate::ChannelParams {
+        crate::ChannelParams {
+            party_a: me,
+            party_b: self.peer,
+            nonce: self.nonce,
+            deposit_a: self.deposit,
+            deposit_b: self.peer_deposit,
+            challenge_window_blocks: self.challenge_window_blocks,
+            funding_window_blocks: self.funding_window_blocks,
+            interval_seconds: self.interval_seconds,
+            tolerance: self.tolerance,
+            opened_at: self.opened_at,
+            tariff: self.tariff,
+        }
+    }
+}
+
 /// What the ledger reported about a channel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LedgerEvent {

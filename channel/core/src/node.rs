@@ -7,7 +7,7 @@ use crate::channel::{Channel, ChannelView, Ctx, Violation};
 use crate::crypto::{NodeId, Signer};
 use crate::io::{ChannelRecord, Command, Input, OpenRequest, Output, Phase, Policy};
 use crate::outbox::Outbox;
-use crate::params::{ChannelParams, ParamsError};
+use crate::params::ParamsError;
 
 use crate::types::{ChannelId, Version};
 use crate::wire::{Message, Refuse};
@@ -111,19 +111,7 @@ impl Node {
     /// Opens a channel as party A; returns its id. The `OpenChannel` message goes out once the
     /// signed version 0 is durable and the peer is connected (send it now if it is).
     pub fn open(&mut self, req: OpenRequest, connected: bool) -> Result<ChannelId, CommandError> {
-        let params = ChannelParams {
-            party_a: self.signer.id(),
-            party_b: req.peer,
-            nonce: req.nonce,
-            deposit_a: req.deposit,
-            deposit_b: req.peer_deposit,
-            challenge_window_blocks: req.challenge_window_blocks,
-            funding_window_blocks: req.funding_window_blocks,
-            interval_seconds: req.interval_seconds,
-            tolerance: req.tolerance,
-            opened_at: req.opened_at,
-            tariff: req.tariff,
-        };
+        let params = req.params(self.signer.id());
         params.validate(self.policy.min_challenge_window_blocks)?;
         let id = params.channel_id();
         if self.channels.contains_key(&id) {

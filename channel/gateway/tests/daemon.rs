@@ -435,22 +435,19 @@ async fn a_channel_of_others_on_the_same_ledger_costs_the_gateway_nothing() {
         .await
         .unwrap(),
     );
-    let params = gridchan_channel::ChannelParams {
-        party_a: kb.id(),
-        party_b: kc.id(),
-        nonce: [9; 32],
-        deposit_a: Amount(1_000_000),
-        deposit_b: Amount(1_000_000),
+    let params = OpenRequest {
         challenge_window_blocks: 2,
         funding_window_blocks: 50,
         interval_seconds: 1,
-        tolerance: MeterTolerance {
-            absolute_wh: 0,
-            permille: 0,
-        },
-        opened_at: IntervalIndex(1),
-        tariff: Tariff::Flat(PricePerKwh(200_000)),
-    };
+        ..gridchan_gateway::bench::flat_channel(
+            kc.id(),
+            1_000_000,
+            200_000,
+            IntervalIndex(1),
+            [9; 32],
+        )
+    }
+    .params(kb.id());
     let foreign = params.channel_id();
     for (who, amount) in [(&b, params.deposit_a), (&c, params.deposit_b)] {
         let hash = who.deposit(&params, amount).await.unwrap();

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use gridchan_channel::wire::OpenChannel;
 use gridchan_channel::{
-    Amount, ChannelParams, Event, IntervalIndex, LedgerEvent, Message, MeterTolerance, Party,
-    Phase, Policy, PricePerKwh, ProposalParts, Signer, State, Tariff, Version, WattHours,
+    Event, IntervalIndex, LedgerEvent, Message, Party, Phase, Policy, ProposalParts, Signer, State,
+    Version, WattHours,
 };
 use gridchan_gateway::engine::{self, EngineHandle, Report};
 use gridchan_gateway::store::SqliteStore;
@@ -70,22 +70,14 @@ async fn hostile_frames_cost_the_connection_and_change_nothing() {
         key: signer(1),
     };
     // An honest opening first: the victim accepts and countersigns version 0.
-    let params = ChannelParams {
-        party_a: m.key.id(),
-        party_b: victim.node,
-        nonce: [1; 32],
-        deposit_a: Amount(5_000_000),
-        deposit_b: Amount(5_000_000),
-        challenge_window_blocks: 20,
-        funding_window_blocks: 20,
-        interval_seconds: 900,
-        tolerance: MeterTolerance {
-            absolute_wh: 5,
-            permille: 20,
-        },
-        opened_at: IntervalIndex(100),
-        tariff: Tariff::Flat(PricePerKwh(200_000)),
-    };
+    let params = gridchan_gateway::bench::flat_channel(
+        victim.node,
+        5_000_000,
+        200_000,
+        IntervalIndex(100),
+        [1; 32],
+    )
+    .params(m.key.id());
     let id = params.channel_id();
     let v0 = State::initial(&params);
     let (_c, mut s) = m.connect(&victim).await;
