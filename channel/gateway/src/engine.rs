@@ -368,7 +368,7 @@ async fn run_connection(
     conn.close("connection ended");
 }
 
-/// A signature to check or to make ahead, for [`Engine::work_ahead`].
+/// A signature to check or to make ahead, for [`Engine::jobs`].
 enum Job {
     Recover([u8; 32], Signature),
     Sign([u8; 32]),
@@ -377,6 +377,53 @@ enum Job {
 enum Done {
     Recovered(RecoveredOne),
     Signed(PresignedOne),
+}
+
+/// A piece's signatures: made already, or being made on the pool.
+enum Work {
+    Done(Vec<Done>),
+    Running(oneshot::Receiver<Vec<Done>>),
+}
+
+/// The inputs of a burst handled as one piece (see [`Engine::run`]): in 6 interleaved pairs of
+/// `bench gateway --channels 1000`, pieces of 384 gave 0.59-0.67 of the signing limit (median
+/// 0.635) against 0.59-0.64 (median 0.625) for whole bursts.
+const PIECE_INPUTS: usize = 384;
+
+/// Splits a burst into pieces of about `chunk` inputs each (an interval's readings split too),
+/// in order.
+fn pieces(taken: Vec<Taken>, chunk: usize) -> Vec<Vec<Taken>> {
+    let mut out: Vec<Vec<Taken>> = vec![Vec::new()];
+    let mut size = 0;
+    for t in taken {
+        match t {
+            Taken::Control(Control::Readings(readings)) if readings.len() > 1 => {
+                let mut rest = readings;
+                while !rest.is_empty() {
+                    if size >= chunk {
+                        out.push(Vec::new());
+                        size = 0;
+                    }
+                    let take = rest.len().min(chunk - size);
+                    let tail = rest.split_off(take);
+                    size += rest.len();
+                    out.last_mut()
+                        .expect("one")
+                        .push(Taken::Control(Control::Readings(rest)));
+                    rest = tail;
+                }
+            }
+            t => {
+                if size >= chunk {
+                    out.push(Vec::new());
+                    size = 0;
+                }
+                size += 1;
+                out.last_mut().expect("one").push(t);
+            }
+        }
+    }
+    out
 }
 
 impl Job {
@@ -432,24 +479,40 @@ impl Engine {
                     },
                 }
             }
-            // The signatures in a burst are checked and made on the worker pool first; the core
-            // then finds each result instead of computing it on this one thread.
-            let (recovered, presigned) = self.work_ahead(&taken).await;
-            recovered.install(|| {
-                presigned.install(|| {
-                    for t in taken.drain(..) {
-                        match t {
-                            Taken::Control(c) => self.on_control(c),
-                            Taken::Inbound(i) => self.on_inbound(i),
+            // A burst goes in pieces, pipelined: the pool checks and makes the next piece's
+            // signatures while this thread hands the last piece to the core and its writes to
+            // the writer, and the piece's messages leave once it is durable.
+            let mut rest = pieces(std::mem::take(&mut taken), PIECE_INPUTS).into_iter();
+            let mut current = rest.next();
+            let mut pending = current.as_ref().map(|p| self.start(self.jobs(p)));
+            while let Some(mut piece) = current.take() {
+                // The signatures in a burst are checked and made on the worker pool first; the
+                // core then finds each result instead of computing it on this one thread.
+                let (recovered, presigned) = self.finish(pending.take().expect("started")).await;
+                let next = rest.next();
+                if let Some(n) = &next {
+                    pending = Some(self.start(self.jobs(n)));
+                }
+                recovered.install(|| {
+                    presigned.install(|| {
+                        for t in piece.drain(..) {
+                            match t {
+                                Taken::Control(c) => self.on_control(c),
+                                Taken::Inbound(i) => self.on_inbound(i),
+                            }
                         }
-                    }
-                })
-            });
-            // Nothing else waits and the writer is idle: write here, at once, instead of
-            // paying two thread hops on a lone update's path. In a burst, the writer takes the
-            // batch and the engine goes on with the next inputs meanwhile.
-            let idle = inbound.is_empty() && control.is_empty();
-            self.drain(idle);
+                    })
+                });
+                while let Ok(w) = written.try_recv() {
+                    self.on_written(w);
+                }
+                // Nothing else waits and the writer is idle: write here, at once, instead of
+                // paying two thread hops on a lone update's path. In a burst, the writer takes
+                // the batch and the engine goes on with the next inputs meanwhile.
+                let idle = next.is_none() && inbound.is_empty() && control.is_empty();
+                self.drain(idle);
+                current = next;
+            }
         }
     }
 
@@ -473,12 +536,12 @@ impl Engine {
         }
     }
 
-    /// The costly parts of a burst of messages, on the process's worker pool: recovering the
-    /// signers of the proposals and countersignatures, and making our countersignatures of the
-    /// proposals (used only if the core decides to countersign). One pool for every engine of
-    /// the process: its threads share the cores without making stragglers of each other.
-    async fn work_ahead(&self, taken: &[Taken]) -> (Recovered, Presigned) {
-        use rayon::prelude::*;
+    /// The costly parts of a piece of a burst, for the process's worker pool: recovering the
+    /// signers of the proposals and countersignatures, making our countersignatures of the
+    /// proposals (used only if the core decides to countersign), and signing the proposals an
+    /// interval's readings will make. One pool for every engine of the process: its threads
+    /// share the cores without making stragglers of each other.
+    fn jobs(&self, taken: &[Taken]) -> Vec<Job> {
         let mut jobs = Vec::new();
         for t in taken {
             if let Taken::Control(Control::Readings(readings)) = t {
@@ -507,23 +570,36 @@ impl Engine {
                 _ => {}
             }
         }
-        let done: Vec<Done> = if jobs.len() < MIN_PARALLEL_JOBS {
+        jobs
+    }
+
+    /// Starts `jobs` on the pool (a handful are done here at once).
+    fn start(&self, jobs: Vec<Job>) -> Work {
+        use rayon::prelude::*;
+        if jobs.len() < MIN_PARALLEL_JOBS {
             let signer = self.node.signer();
-            jobs.iter().map(|job| job.run(signer)).collect()
-        } else {
-            // On the pool; this thread serves the connections meanwhile.
-            let (tx, rx) = oneshot::channel();
-            let signer = self.pool_signer.clone();
-            rayon::spawn(move || {
-                let done = jobs
-                    .par_iter()
-                    .with_min_len(4)
-                    .map(|job| job.run(&signer))
-                    .collect();
-                let _ = tx.send(done);
-            });
-            rx.await
-                .expect("the worker pool runs every job it is given")
+            return Work::Done(jobs.iter().map(|job| job.run(signer)).collect());
+        }
+        let (tx, rx) = oneshot::channel();
+        let signer = self.pool_signer.clone();
+        rayon::spawn(move || {
+            let done = jobs
+                .par_iter()
+                .with_min_len(4)
+                .map(|job| job.run(&signer))
+                .collect();
+            let _ = tx.send(done);
+        });
+        Work::Running(rx)
+    }
+
+    /// The memos the core consults for a piece, once its signatures are done.
+    async fn finish(&self, work: Work) -> (Recovered, Presigned) {
+        let done = match work {
+            Work::Done(d) => d,
+            Work::Running(rx) => rx
+                .await
+                .expect("the worker pool runs every job it is given"),
         };
         let signer = self.node.signer();
         let mut recovered = Vec::new();
@@ -780,5 +856,46 @@ impl Engine {
             }
         }
         batch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readings(n: usize) -> Taken {
+        let reading = IntervalReading::selling(
+            gridchan_channel::IntervalIndex(1),
+            gridchan_channel::WattHours(1),
+        );
+        Taken::Control(Control::Readings(vec![(ChannelId([0; 32]), reading); n]))
+    }
+
+    /// What a piece holds, in order: the number of readings of each input (0 for others).
+    fn shape(piece: &[Taken]) -> Vec<usize> {
+        piece
+            .iter()
+            .map(|t| match t {
+                Taken::Control(Control::Readings(r)) => r.len(),
+                _ => 0,
+            })
+            .collect()
+    }
+
+    fn shapes(burst: Vec<Taken>) -> Vec<Vec<usize>> {
+        pieces(burst, 384).iter().map(|p| shape(p)).collect()
+    }
+
+    #[test]
+    fn a_burst_is_cut_into_pieces_in_order_and_an_intervals_readings_with_it() {
+        let (reply, _) = oneshot::channel();
+        let burst = vec![
+            readings(1_000),
+            Taken::Control(Control::Channels(reply)),
+            readings(10),
+        ];
+        assert_eq!(shapes(burst), vec![vec![384], vec![384], vec![232, 0, 10]]);
+        // A lone input is one piece.
+        assert_eq!(shapes(vec![readings(1)]), vec![vec![1]]);
     }
 }

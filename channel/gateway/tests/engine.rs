@@ -145,14 +145,18 @@ async fn announcements_reach_the_neighbours_engine() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_intervals_readings_for_many_channels_go_in_one_message_and_all_settle() {
+    // More channels than the engine handles in one piece: the pieces are pipelined.
+    const CHANNELS: u16 = 400;
     let dir = tempfile::tempdir().unwrap();
     let a = engine_at(dir.path(), 1);
     let b = engine_at(dir.path(), 2);
     a.connect(b.address.clone()).await.unwrap();
     let opened_at = IntervalIndex(1_930_000);
     let mut ids = Vec::new();
-    for n in 0..40u8 {
-        let open = flat_channel(b.node, 10_000_000, 200_000, opened_at, [n; 32]);
+    for n in 0..CHANNELS {
+        let mut nonce = [0; 32];
+        nonce[..2].copy_from_slice(&n.to_be_bytes());
+        let open = flat_channel(b.node, 10_000_000, 200_000, opened_at, nonce);
         ids.push(a.open(open).await.unwrap());
     }
     let funding = |h: EngineHandle| async move {
@@ -164,7 +168,9 @@ async fn an_intervals_readings_for_many_channels_go_in_one_message_and_all_settl
     };
     until("every channel agreed", &[&a, &b], 30, || {
         let (a, b) = (a.clone(), b.clone());
-        async move { funding(a).await == 40 && funding(b).await == 40 }
+        async move {
+            funding(a).await == usize::from(CHANNELS) && funding(b).await == usize::from(CHANNELS)
+        }
     })
     .await;
     for id in &ids {
