@@ -9,7 +9,7 @@ use gridchan_gateway::config::{Config, MeterSection};
 use gridchan_gateway::meter::{CsvMeter, MeterSource, SimulatedMeter};
 use gridchan_gateway::store::SqliteStore;
 use gridchan_gateway::{control, daemon, engine};
-use gridchan_transport::{Endpoint, Limits, PeerAddr};
+use gridchan_transport::PeerAddr;
 
 use crate::keys;
 
@@ -25,11 +25,6 @@ pub async fn run(config_path: &Path) -> Result<()> {
         .with_context(|| format!("cannot create {}", config.node.data.display()))?;
     let store = SqliteStore::open(&config.node.data.join("channels.sqlite"))
         .with_context(|| "cannot open the channel store")?;
-    let endpoint = Endpoint::bind(
-        config.node.listen,
-        signer.duplicate(&keys::random32()?),
-        Limits::default(),
-    )?;
     let ledger = crate::evm::client(&config.ledger, &config.node.key, config_path).await?;
     let interval_seconds = config.metering.interval_seconds;
     let clock = match config.metering.speedup {
@@ -58,7 +53,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         .map(|p| p.address.parse::<PeerAddr>())
         .collect::<Result<Vec<_>, _>>()?;
     let tower_key = signer.duplicate(&keys::random32()?);
-    let engine = engine::spawn(endpoint, signer, store, Policy::default())?;
+    let engine = engine::spawn(config.node.listen, signer, store, Policy::default())?;
     println!("gateway {}", engine.address);
     let towers = config
         .towers

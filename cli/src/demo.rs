@@ -178,29 +178,10 @@ fn blinding() -> [u8; 32] {
     rand::random()
 }
 
-fn listen(home: &mut Home) -> Result<Endpoint> {
-    let endpoint = Endpoint::bind(
-        "127.0.0.1:0".parse()?,
-        home.key.duplicate(&blinding()),
-        Limits::default(),
-    )
-    .with_context(|| format!("{}: cannot listen", home.name))?;
-    home.addr = endpoint.local_addr();
-    Ok(endpoint)
-}
-
-/// Starts (or restarts) home `i`'s gateway on `endpoint`, dialling `peers`.
-async fn start_home(
-    o: &DemoOptions,
-    net: &Net,
-    homes: &[Home],
-    i: usize,
-    endpoint: Endpoint,
-    peers: Vec<PeerAddr>,
-) -> Result<Daemon> {
-    let h = &homes[i];
-    std::fs::create_dir_all(&h.dir)?;
-    let store = SqliteStore::open(&h.dir.join("channels.sqlite"))?;
+/// Starts (or restarts) home `i`'s engine on a free port of 127.0.0.1, and notes the port.
+fn listen(o: &DemoOptions, home: &mut Home) -> Result<EngineHandle> {
+    std::fs::create_dir_all(&home.dir)?;
+    let store = SqliteStore::open(&home.dir.join("channels.sqlite"))?;
     // The core's waits are wall-clock: on a clock sped up, they shrink with it (ten
     // intervals' worth), so an interval a home missed while offline does not hold a channel
     // up for two real minutes.
@@ -210,7 +191,27 @@ async fn start_home(
         peer_turn_wait_ms: wait,
         ..Policy::default()
     };
-    let engine = engine::spawn(endpoint, h.key.duplicate(&blinding()), store, policy)?;
+    let engine = engine::spawn(
+        "127.0.0.1:0".parse()?,
+        home.key.duplicate(&blinding()),
+        store,
+        policy,
+    )
+    .with_context(|| format!("{}: cannot start its gateway", home.name))?;
+    home.addr = engine.address.addr;
+    Ok(engine)
+}
+
+/// Starts (or restarts) home `i`'s gateway around `engine`, dialling `peers`.
+async fn start_home(
+    o: &DemoOptions,
+    net: &Net,
+    homes: &[Home],
+    i: usize,
+    engine: EngineHandle,
+    peers: Vec<PeerAddr>,
+) -> Result<Daemon> {
+    let h = &homes[i];
     let ledger: Arc<dyn Ledger> = Arc::new(
         RemoteClient::new(
             net.ledger_addr.clone(),
@@ -439,13 +440,13 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
             .collect()
     };
     // Every home listens first, then each dials the neighbours it opens channels to.
-    let mut endpoints = Vec::new();
+    let mut engines = Vec::new();
     for h in homes.iter_mut() {
-        endpoints.push(listen(h)?);
+        engines.push(listen(&o, h)?);
     }
-    for (i, endpoint) in endpoints.into_iter().enumerate() {
+    for (i, engine) in engines.into_iter().enumerate() {
         let peers = peers_of(&homes, i);
-        let d = start_home(&o, &net, &homes, i, endpoint, peers).await?;
+        let d = start_home(&o, &net, &homes, i, engine, peers).await?;
         homes[i].daemon = Some(d);
     }
     say(format!(
@@ -792,8 +793,8 @@ async fn stage_dispute(
                 addr: homes[j].addr,
             })
             .collect();
-        let endpoint = listen(&mut homes[i])?;
-        let d = start_home(o, net, homes, i, endpoint, peers).await?;
+        let engine = listen(o, &mut homes[i])?;
+        let d = start_home(o, net, homes, i, engine, peers).await?;
         homes[i].daemon = Some(d);
     }
     say(format!(

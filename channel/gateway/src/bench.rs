@@ -62,14 +62,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// `dir/gateway-{key}.sqlite` (the benchmarks' gateways, and the tests').
 pub fn engine_at(dir: &std::path::Path, key: u8) -> EngineHandle {
     let signer = Signer::new(&[key; 32], &[key; 32]).expect("fixed key");
-    let endpoint = Endpoint::bind(
-        "127.0.0.1:0".parse().expect("address"),
-        signer.duplicate(&[key ^ 0x55; 32]),
-        Limits::default(),
-    )
-    .expect("bind");
     let store = SqliteStore::open(&store_path(dir, key)).expect("store");
-    engine::spawn(endpoint, signer, store, Policy::default()).expect("engine")
+    let listen = "127.0.0.1:0".parse().expect("address");
+    engine::spawn(listen, signer, store, Policy::default()).expect("engine")
 }
 
 /// Where [`engine_at`] keeps the store of the engine with key `key`.

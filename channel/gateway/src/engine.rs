@@ -223,14 +223,45 @@ struct Engine {
     trades: Vec<crate::store::TradeEntry>,
 }
 
-/// Starts an engine for `signer` on `endpoint`, restoring channels from `store`.
+/// Why an engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] gridchan_channel::StoreError),
+    #[error(transparent)]
+    Listen(#[from] gridchan_transport::TransportError),
+    #[error("cannot start the engine's thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// Starts an engine for `signer`, restoring channels from `store`, listening for neighbours
+/// on `listen` (port 0: a free port; the handle's address says which).
+///
+/// The engine and its connections share a thread and a runtime of their own: the endpoint
+/// (bound here on that runtime, so its socket's readiness and its receive loop are served
+/// there), the connections' drivers (quinn starts them where a connection is made), and the
+/// reader and writer tasks. A frame goes from the wire into the engine, and from the engine onto
+/// the wire, without waking another thread. The engine never blocks that thread on a burst's
+/// cryptography (it awaits the worker pool); it does block it for a write it makes itself (a
+/// lone batch).
 pub fn spawn(
-    endpoint: Endpoint,
+    listen: std::net::SocketAddr,
     signer: Signer,
     store: SqliteStore,
     policy: Policy,
-) -> Result<EngineHandle, gridchan_channel::StoreError> {
+) -> Result<EngineHandle, StartError> {
     use gridchan_channel::ChannelStore;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let endpoint = {
+        let _on_the_engines_runtime = rt.enter();
+        Endpoint::bind(
+            listen,
+            signer.duplicate(&rand::random()),
+            gridchan_transport::Limits::default(),
+        )?
+    };
     let records = store.load()?;
     let node_id = signer.id();
     let pool_signer = std::sync::Arc::new(signer.duplicate(&rand::random()));
@@ -256,28 +287,11 @@ pub fn spawn(
         frozen: HashMap::new(),
     };
     let accept = accept_loop(endpoint, inbound_tx);
-    // The engine and its connections share a thread and a runtime of their own: the reader and
-    // writer tasks, and QUIC's connection drivers (quinn starts them where a connection is made),
-    // so a frame goes from the engine onto the wire, and from a connection into the engine,
-    // without waking another thread; only the endpoint's receive loop, on the caller's runtime,
-    // hands a datagram across. The engine never blocks that thread on a burst's cryptography (it
-    // awaits the worker pool); it does block it for a write it makes itself (a lone batch).
     std::thread::Builder::new()
         .name("gridchan-engine".into())
         .spawn(move || {
-            match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => {
-                    rt.spawn(accept);
-                    rt.block_on(engine.run(control_rx, inbound_rx, written))
-                }
-                Err(e) => tracing::error!("the engine cannot start a runtime: {e}"),
-            }
-        })
-        .map_err(|e| {
-            gridchan_channel::StoreError::ReadFailed(format!("cannot start the engine: {e}"))
+            rt.spawn(accept);
+            rt.block_on(engine.run(control_rx, inbound_rx, written))
         })?;
     Ok(EngineHandle {
         control: control_tx,

@@ -21,7 +21,7 @@ use gridchan_gateway::daemon::{self, Daemon, DaemonParts};
 use gridchan_gateway::engine::{self, EngineHandle};
 use gridchan_gateway::meter::{MeterReading, MeterSource};
 use gridchan_gateway::store::SqliteStore;
-use gridchan_transport::{Endpoint, Limits, PeerAddr};
+use gridchan_transport::PeerAddr;
 
 use common::{key, ledger_node, until, view, LedgerNode};
 
@@ -117,15 +117,10 @@ fn gateway_on(
     reading: MeterReading,
     peers: Vec<PeerAddr>,
 ) -> (Daemon, Arc<AtomicBool>) {
-    let endpoint = Endpoint::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        key(k).duplicate(&[1; 32]),
-        Limits::default(),
-    )
-    .unwrap();
     let store = SqliteStore::open(&dir.join(format!("gw-{k}.sqlite"))).unwrap();
     let faults = store.fault_switch();
-    let engine = engine::spawn(endpoint, key(k), store, Policy::default()).unwrap();
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let engine = engine::spawn(listen, key(k), store, Policy::default()).unwrap();
     let daemon = daemon::start(DaemonParts {
         engine,
         ledger: client,

@@ -55,14 +55,9 @@ async fn expect_disconnect(reports: &mut tokio::sync::broadcast::Receiver<Report
 async fn hostile_frames_cost_the_connection_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let victim_key = signer(2);
-    let endpoint = Endpoint::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        victim_key.duplicate(&[0; 32]),
-        Limits::default(),
-    )
-    .unwrap();
     let store = SqliteStore::open(&dir.path().join("victim.sqlite")).unwrap();
-    let victim = engine::spawn(endpoint, victim_key, store, Policy::default()).unwrap();
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let victim = engine::spawn(listen, victim_key, store, Policy::default()).unwrap();
     let mut reports = victim.reports();
     let m = Mallory {
         endpoint: Endpoint::bind("127.0.0.1:0".parse().unwrap(), signer(1), Limits::default())

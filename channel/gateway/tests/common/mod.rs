@@ -292,17 +292,11 @@ impl<'a> Replay<'a> {
         towers: Vec<PeerAddr>,
     ) -> gridchan_gateway::daemon::Daemon {
         use gridchan_gateway::meter::{CsvMeter, MeterSource};
-        let endpoint = Endpoint::bind(
-            "127.0.0.1:0".parse().unwrap(),
-            key(k).duplicate(&[1; 32]),
-            Limits::default(),
-        )
-        .unwrap();
         let store =
             gridchan_gateway::store::SqliteStore::open(&self.dir.join(format!("gw-{k}.sqlite")))
                 .unwrap();
         let engine = gridchan_gateway::engine::spawn(
-            endpoint,
+            "127.0.0.1:0".parse().unwrap(),
             key(k),
             store,
             gridchan_channel::Policy::default(),
