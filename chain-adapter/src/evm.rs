@@ -1102,30 +1102,35 @@ pub mod anvil {
 
         /// Sets `who`'s native balance to [`GAS_WEI`] for gas (a dev chain's `anvil_setBalance`).
         pub async fn fund_gas(&self, who: Address) -> Result<(), String> {
-            self.provider
-                .raw_request::<_, serde_json::Value>(
-                    "anvil_setBalance".into(),
-                    (who, U256::from(GAS_WEI)),
-                )
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            self.dev(
+                "anvil_setBalance",
+                serde_json::json!([who, U256::from(GAS_WEI)]),
+            )
+            .await
         }
 
         /// Turns mining each transaction at once on or off (`evm_setAutomine`): off, sent
         /// transactions wait until [`Anvil::mine`] (or the block time) puts them in a block.
         pub async fn set_automine(&self, on: bool) -> Result<(), String> {
-            self.provider
-                .raw_request::<_, serde_json::Value>("evm_setAutomine".into(), (on,))
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            self.dev("evm_setAutomine", serde_json::json!([on])).await
         }
 
         /// Mines `n` blocks at once (`anvil_mine`), the first with any waiting transactions.
         pub async fn mine(&self, n: u64) -> Result<(), String> {
+            self.dev("anvil_mine", serde_json::json!([n])).await
+        }
+
+        /// Replaces the newest `depth` blocks with as many empty ones (`anvil_reorg`): what
+        /// they held is gone.
+        pub async fn reorg(&self, depth: u64) -> Result<(), String> {
+            self.dev("anvil_reorg", serde_json::json!([depth, []]))
+                .await
+        }
+
+        /// Calls one of the dev chain's own methods.
+        async fn dev(&self, method: &'static str, params: serde_json::Value) -> Result<(), String> {
             self.provider
-                .raw_request::<_, serde_json::Value>("anvil_mine".into(), (n,))
+                .raw_request::<_, serde_json::Value>(method.into(), params)
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())

@@ -781,13 +781,7 @@ async fn a_confirmation_depth_hides_the_newest_blocks_so_a_shallow_reorg_is_neve
     assert_eq!(status(&*deep, &p).await, Some(ChannelStatus::Open));
     // The chain drops its last two blocks (the registration with them) for two empty ones,
     // and moves on: the depth-3 follower never saw the registration, and never will.
-    c.a.provider()
-        .raw_request::<_, serde_json::Value>(
-            "anvil_reorg".into(),
-            (2u64, Vec::<serde_json::Value>::new()),
-        )
-        .await
-        .expect("reorg");
+    c.anvil.reorg(2).await.expect("reorg");
     c.mine(4).await;
     let top = deep.height().await.expect("height");
     assert!(top > latest + 1);
