@@ -49,12 +49,19 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
             node,
             address,
             channels,
+            balance,
+            balance_error,
             ledger_pending,
             ledger_error,
         } => {
             println!("node      {node}");
             println!("address   {address}");
             println!("channels  {channels}");
+            match (balance, balance_error) {
+                (Some(b), _) => println!("balance   {b} tokens on the ledger, outside channels"),
+                (None, Some(e)) => println!("balance   unknown: {e}"),
+                (None, None) => println!("balance   unknown"),
+            }
             match (ledger_pending, ledger_error) {
                 (0, _) => println!("ledger    up to date"),
                 (n, None) => println!("ledger    {n} transaction(s) on their way"),

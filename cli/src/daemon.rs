@@ -62,7 +62,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     let daemon = daemon::start(daemon::DaemonParts {
         engine: engine.clone(),
-        ledger,
+        ledger: ledger.clone(),
         meter,
         interval_seconds,
         peers,
@@ -74,8 +74,14 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let socket = control_socket(&config);
     let control = tokio::spawn({
         let socket = socket.clone();
-        let towers = daemon.towers.clone();
-        async move { control::serve(&socket, engine, interval_seconds, clock, towers).await }
+        let gateway = control::Gateway {
+            engine,
+            interval_seconds,
+            clock,
+            towers: daemon.towers.clone(),
+            ledger,
+        };
+        async move { control::serve(&socket, gateway).await }
     });
     tokio::select! {
         r = control => {

@@ -45,6 +45,11 @@ fn gateways_keep_trading_without_the_ledger_and_settle_when_it_returns() {
         let out = gridchan(&["status", "--json", "--config", ca.to_str().unwrap()]);
         let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         if s["ledger_pending"].as_u64().unwrap_or(0) >= 1 && s["ledger_error"].is_string() {
+            // The status answers while the ledger is away, and says it cannot tell the balance.
+            assert!(
+                s["balance"].is_null() && s["balance_error"].is_string(),
+                "{s}"
+            );
             break;
         }
         assert!(
@@ -69,6 +74,10 @@ fn gateways_keep_trading_without_the_ledger_and_settle_when_it_returns() {
         let out = gridchan(&["status", "--json", "--config", ca.to_str().unwrap()]);
         let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         if s["ledger_pending"] == 0 {
+            // A's account holds what it kept out of the channel and its payout, which its
+            // sales made more than it put in.
+            let balance: f64 = s["balance"].as_str().unwrap().parse().unwrap();
+            assert!(balance > 100.0, "{s}");
             break;
         }
         assert!(Instant::now() < deadline, "the queue never emptied: {s}");

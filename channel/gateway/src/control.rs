@@ -62,6 +62,10 @@ pub enum Response {
         node: String,
         address: String,
         channels: usize,
+        /// The account's tokens on the ledger (outside its channels), when the ledger answers,
+        /// or why it did not.
+        balance: Option<String>,
+        balance_error: Option<String>,
         /// Ledger transactions waiting to be included, and why the last attempt failed.
         ledger_pending: usize,
         ledger_error: Option<String>,
@@ -132,13 +136,18 @@ impl ChannelSummary {
 }
 
 /// Serves the control API on `path` until the task is aborted.
-pub async fn serve(
-    path: &Path,
-    engine: EngineHandle,
-    interval_seconds: u32,
-    clock: crate::clock::SimClock,
-    towers: crate::towers::Towers,
-) -> std::io::Result<()> {
+/// What the control API answers from.
+#[derive(Clone)]
+pub struct Gateway {
+    pub engine: EngineHandle,
+    pub interval_seconds: u32,
+    pub clock: crate::clock::SimClock,
+    pub towers: crate::towers::Towers,
+    /// For the account's balance in `status`.
+    pub ledger: std::sync::Arc<dyn gridchan_chain::Ledger>,
+}
+
+pub async fn serve(path: &Path, gateway: Gateway) -> std::io::Result<()> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -162,25 +171,19 @@ pub async fn serve(
             let _ = stream.write_all(line.as_bytes()).await;
             continue;
         }
-        let (engine, towers) = (engine.clone(), towers.clone());
+        let gateway = gateway.clone();
         tokio::spawn(async move {
-            let _ = handle(stream, engine, interval_seconds, clock, towers).await;
+            let _ = handle(stream, gateway).await;
         });
     }
 }
 
-async fn handle(
-    stream: UnixStream,
-    engine: EngineHandle,
-    interval_seconds: u32,
-    clock: crate::clock::SimClock,
-    towers: crate::towers::Towers,
-) -> std::io::Result<()> {
+async fn handle(stream: UnixStream, gateway: Gateway) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     while let Some(line) = lines.next_line().await? {
         let response = match serde_json::from_str::<Request>(&line) {
-            Ok(req) => answer(req, &engine, interval_seconds, clock, &towers).await,
+            Ok(req) => answer(req, &gateway).await,
             Err(e) => Response::Error {
                 message: format!("bad request: {e}"),
             },
@@ -204,13 +207,15 @@ fn parse_channel(s: &str, channels: &[ChannelView]) -> Result<ChannelId, String>
     }
 }
 
-async fn answer(
-    req: Request,
-    engine: &EngineHandle,
-    interval_seconds: u32,
-    clock: crate::clock::SimClock,
-    towers: &crate::towers::Towers,
-) -> Response {
+async fn answer(req: Request, gateway: &Gateway) -> Response {
+    let Gateway {
+        engine,
+        interval_seconds,
+        clock,
+        towers,
+        ledger,
+    } = gateway;
+    let (interval_seconds, clock) = (*interval_seconds, *clock);
     let err = |message: String| Response::Error { message };
     let channels = match engine.channels().await {
         Ok(c) => c,
@@ -229,10 +234,23 @@ async fn answer(
                 Ok(Err(e)) => return err(format!("cannot read the ledger queue: {e}")),
                 Err(e) => return err(e.to_string()),
             };
+            // The ledger may be away (island mode): then the status says so and answers.
+            let account = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                ledger.account(&engine.node),
+            )
+            .await;
+            let balance = match account {
+                Ok(Ok(a)) => Ok(a.balance.to_string()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("the ledger did not answer within 2 s".to_string()),
+            };
             Response::Status {
                 node: engine.node.to_string(),
                 address: engine.address.to_string(),
                 channels: channels.len(),
+                balance: balance.as_ref().ok().cloned(),
+                balance_error: balance.err(),
                 ledger_pending: pending.len(),
                 ledger_error: pending.first().and_then(|p| p.last_error.clone()),
             }
