@@ -92,12 +92,22 @@ async fn two_gateways_settle_over_quic_with_durable_states() {
         Some(a_state.clone()),
         b.channels().await.unwrap()[0].current.clone()
     );
-    // What A holds is in its SQLite file.
-    let stored = SqliteStore::open(&store_path(dir.path(), 1))
-        .unwrap()
-        .load()
-        .unwrap();
-    assert_eq!(stored[0].current.as_ref(), Some(&a_state));
+    // What A holds is in its SQLite file (a write handed to the writer thread may still be on
+    // its way when the view already shows the state: nothing was sent before it was durable).
+    let stored = || {
+        SqliteStore::open(&store_path(dir.path(), 1))
+            .unwrap()
+            .load()
+            .unwrap()[0]
+            .current
+            .clone()
+    };
+    until("A's newest state in its file", &[&a], 10, || {
+        let on_disk = stored();
+        let a_state = a_state.clone();
+        async move { on_disk.as_ref() == Some(&a_state) }
+    })
+    .await;
     // A cooperative close over QUIC.
     a.command(Command::Close(channel)).await.unwrap();
     until("the final state on both sides", &[&a, &b], 30, || {
