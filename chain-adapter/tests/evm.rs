@@ -370,15 +370,7 @@ async fn deposit_rules_refuse_what_they_must() {
     );
     // Reclaim waits for the funding window, then refunds what was deposited.
     assert!(matches!(
-        refused(
-            tx(
-                &c.a,
-                TxKind::Reclaim {
-                    channel: p.channel_id()
-                }
-            )
-            .await
-        ),
+        refused(c.a.reclaim(p.channel_id()).await),
         TxError::FundingOpen { .. }
     ));
     c.mine(5).await;
@@ -387,28 +379,10 @@ async fn deposit_rules_refuse_what_they_must() {
         TxError::FundingClosed { .. }
     ));
     assert_eq!(
-        refused(
-            tx(
-                &c.other,
-                TxKind::Reclaim {
-                    channel: p.channel_id()
-                }
-            )
-            .await
-        ),
+        refused(c.other.reclaim(p.channel_id()).await),
         TxError::NotAParty
     );
-    ok(
-        &*c.a,
-        tx(
-            &c.a,
-            TxKind::Reclaim {
-                channel: p.channel_id(),
-            },
-        )
-        .await,
-    )
-    .await;
+    ok(&*c.a, c.a.reclaim(p.channel_id()).await).await;
     let ch =
         c.a.channel(&p.channel_id())
             .await
@@ -458,15 +432,7 @@ async fn a_dispute_pays_the_newest_state_registered_or_refuted_in_time() {
         TxError::WrongPhase(_)
     ));
     assert!(matches!(
-        refused(
-            tx(
-                &c.a,
-                TxKind::Conclude {
-                    channel: p.channel_id()
-                }
-            )
-            .await
-        ),
+        refused(c.a.conclude(p.channel_id()).await),
         TxError::Window { .. }
     ));
     ok(&*c.other, tx(&c.other, refute(&v5)).await).await;
@@ -495,32 +461,14 @@ async fn a_dispute_pays_the_newest_state_registered_or_refuted_in_time() {
         refused(tx(&c.b, refute(&c.state(&p, 7, 3_000, false))).await),
         TxError::Window { .. }
     ));
-    let events = ok(
-        &*c.other,
-        tx(
-            &c.other,
-            TxKind::Conclude {
-                channel: p.channel_id(),
-            },
-        )
-        .await,
-    )
-    .await;
+    let events = ok(&*c.other, c.other.conclude(p.channel_id()).await).await;
     assert!(matches!(
         events[..],
         [gridchan_chain::ChainEvent::Concluded { version: Version(6), payout, .. }]
             if payout == [Amount(DEPOSIT - 2_500), Amount(DEPOSIT + 2_500)]
     ));
     assert!(matches!(
-        refused(
-            tx(
-                &c.a,
-                TxKind::Conclude {
-                    channel: p.channel_id()
-                }
-            )
-            .await
-        ),
+        refused(c.a.conclude(p.channel_id()).await),
         TxError::WrongPhase(_)
     ));
     assert!(matches!(
