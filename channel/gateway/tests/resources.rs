@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use gridchan_channel::wire::Announce;
 use gridchan_channel::{
-    Amount, ChannelId, Event, IntervalIndex, IntervalReading, LedgerEvent, Message, MeterTolerance,
-    Party, Phase, PricePerKwh, ProposalParts, Signer, State, Tariff, Version, WattHours,
+    ChannelId, Event, IntervalIndex, IntervalReading, LedgerEvent, Message, Party, Phase,
+    ProposalParts, Signer, State, Version, WattHours,
 };
 use gridchan_gateway::bench::{engine_at, flat_channel};
 use gridchan_gateway::engine::{EngineHandle, Report};
@@ -91,22 +91,15 @@ async fn an_honest_neighbour_keeps_settling_while_others_flood_and_memory_stays_
             })
             .encode();
             // A proposal for a channel nobody has: it costs the sender its connection.
-            let mut s = State::initial(&gridchan_channel::ChannelParams {
-                party_a: signer(k).id(),
-                party_b: signer(2).id(),
-                nonce: [k; 32],
-                deposit_a: Amount(1),
-                deposit_b: Amount(1),
-                challenge_window_blocks: 20,
-                funding_window_blocks: 20,
-                interval_seconds: 900,
-                tolerance: MeterTolerance {
-                    absolute_wh: 5,
-                    permille: 20,
-                },
-                opened_at: IntervalIndex(1),
-                tariff: Tariff::Flat(PricePerKwh(1)),
-            });
+            let params = gridchan_gateway::bench::flat_channel(
+                signer(2).id(),
+                1,
+                1,
+                IntervalIndex(1),
+                [k; 32],
+            )
+            .params(signer(k).id());
+            let mut s = State::initial(&params);
             s.channel_id = ChannelId([k; 32]);
             s.version = Version(9);
             let bogus = Message::Propose(ProposalParts {
