@@ -407,6 +407,14 @@ const PIECE_INPUTS: usize = 384;
 /// Splits a burst into pieces of about `chunk` inputs each (an interval's readings split too),
 /// in order.
 fn pieces(taken: Vec<Taken>, chunk: usize) -> Vec<Vec<Taken>> {
+    let inputs = |t: &Taken| match t {
+        Taken::Control(Control::Readings(readings)) => readings.len(),
+        _ => 1,
+    };
+    // A lone update, or any burst that fits: one piece, nothing moved.
+    if taken.iter().map(inputs).sum::<usize>() <= chunk {
+        return vec![taken];
+    }
     let mut out: Vec<Vec<Taken>> = vec![Vec::new()];
     let mut size = 0;
     for t in taken {
