@@ -73,3 +73,27 @@ fn gateway_benchmark_runs_across_two_processes_and_reports_its_floor() {
     assert!(text.contains("floor"), "{text}");
     assert!(text.contains("ratio"), "{text}");
 }
+
+#[test]
+fn a_daemon_whose_port_is_taken_says_so_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::init(dir.path());
+    // Someone else holds the UDP port the config names.
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = dir.path().join("gridchan.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+        // A well-formed ledger address (nobody is asked: the listen port fails first).
+        .replace("PUBKEY@127.0.0.1:7400", &format!("{node}@127.0.0.1:9"));
+    std::fs::write(&config, text).unwrap();
+    let out = gridchan(&["daemon", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+}

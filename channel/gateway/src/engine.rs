@@ -251,11 +251,13 @@ pub fn spawn(
     policy: Policy,
 ) -> Result<EngineHandle, StartError> {
     use gridchan_channel::ChannelStore;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let mut rt = EngineRuntime(Some(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+    ));
     let endpoint = {
-        let _on_the_engines_runtime = rt.enter();
+        let _on_the_engines_runtime = rt.get().enter();
         Endpoint::bind(
             listen,
             signer.duplicate(&rand::random()),
@@ -290,6 +292,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("gridchan-engine".into())
         .spawn(move || {
+            let rt = rt.0.take().expect("the engine's runtime");
             rt.spawn(accept);
             rt.block_on(engine.run(control_rx, inbound_rx, written))
         })?;
@@ -300,6 +303,25 @@ pub fn spawn(
         address,
         store_path,
     })
+}
+
+/// The engine's runtime until its thread takes it. If the engine never starts (its port is
+/// taken, its store unreadable), the runtime is shut down in the background: dropping one
+/// inside the caller's async context would panic.
+struct EngineRuntime(Option<tokio::runtime::Runtime>);
+
+impl EngineRuntime {
+    fn get(&self) -> &tokio::runtime::Runtime {
+        self.0.as_ref().expect("the engine's runtime")
+    }
+}
+
+impl Drop for EngineRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 async fn accept_loop(endpoint: Endpoint, inbound: mpsc::Sender<Inbound>) {
