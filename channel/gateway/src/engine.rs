@@ -25,6 +25,10 @@ const PEER_QUEUE: usize = 16_384;
 /// Inputs taken in one go before the outputs they caused are carried out.
 const MAX_BATCH_INPUTS: usize = 2048;
 
+/// Settled intervals kept for the next tick's history write, at most: more are handed to the
+/// writer at once.
+const MAX_PENDING_TRADES: usize = 16_384;
+
 /// Frames written to a peer's stream in one go, at most.
 const WRITE_BURST: usize = 256;
 
@@ -218,8 +222,9 @@ struct Engine {
     pool_signer: std::sync::Arc<Signer>,
     /// Channels frozen by a failed write: when to retry, and the delay after that.
     frozen: HashMap<ChannelId, (std::time::Instant, Duration)>,
-    /// Settled intervals not yet handed to the writer: they ride along with the next batch of
-    /// records (no fsync of their own on an update's path), or the tick hands them over.
+    /// Settled intervals not yet handed to the writer. The tick hands them over, once a second
+    /// (or a full [`MAX_PENDING_TRADES`] at once), in a transaction of their own: never on an
+    /// update's path, and many intervals of a channel share its pages in the history's index.
     trades: Vec<crate::store::TradeEntry>,
 }
 
@@ -417,13 +422,26 @@ enum Done {
 
 /// A piece's signatures: made already, or being made on the pool.
 enum Work {
+    Waiting(Vec<Job>),
     Done(Vec<Done>),
     Running(oneshot::Receiver<Vec<Done>>),
 }
 
-/// The inputs of a burst handled as one piece (see [`Engine::run`]): in 6 interleaved pairs of
-/// `bench gateway --channels 1000`, pieces of 384 gave 0.59-0.67 of the signing limit (median
-/// 0.635) against 0.59-0.64 (median 0.625) for whole bursts.
+impl Work {
+    /// The piece's signatures, if they are done (taken: call once).
+    fn ready(&mut self) -> Option<Vec<Done>> {
+        match self {
+            Work::Done(done) => Some(std::mem::take(done)),
+            Work::Running(rx) => rx.try_recv().ok(),
+            Work::Waiting(_) => None,
+        }
+    }
+}
+
+/// The inputs of a burst handled as one piece (see [`Engine::run`]). With input going to the
+/// pool as it arrives, the size hardly matters: in 5 interleaved runs each of `bench gateway
+/// --channels 1000`, pieces of 128, 256, 384 and 1,000 gave medians of 0.70, 0.69, 0.69 and
+/// 0.69 of the signing limit.
 const PIECE_INPUTS: usize = 384;
 
 /// Splits a burst into pieces of about `chunk` inputs each (an interval's readings split too),
@@ -470,6 +488,18 @@ fn pieces(taken: Vec<Taken>, chunk: usize) -> Vec<Vec<Taken>> {
     out
 }
 
+/// The process's pool for the signatures of bursts, one thread per core, shared by every engine
+/// of the process (named, so that profiles and `top` tell its threads apart).
+fn crypto_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("gridchan-crypto-{i}"))
+            .build()
+            .expect("the worker pool starts")
+    })
+}
+
 impl Job {
     fn run(&self, signer: &Signer) -> Done {
         match self {
@@ -488,7 +518,10 @@ impl Engine {
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut taken: Vec<Taken> = Vec::new();
+        // Pieces of input whose signatures the pool is checking and making, in arrival order.
+        let mut flight: std::collections::VecDeque<(Vec<Taken>, Work)> = Default::default();
         loop {
+            let front_running = matches!(flight.front(), Some((_, Work::Running(_))));
             tokio::select! {
                 c = control.recv() => match c {
                     Some(c) => taken.push(Taken::Control(c)),
@@ -499,6 +532,15 @@ impl Engine {
                     None => return self.shut_down(),
                 },
                 Some(w) = written.recv() => self.on_written(w),
+                done = async {
+                    match flight.front_mut() {
+                        Some((_, Work::Running(rx))) => rx.await,
+                        _ => unreachable!("awaited only while the front piece runs"),
+                    }
+                }, if front_running => {
+                    let done = done.expect("the worker pool runs every job it is given");
+                    flight.front_mut().expect("a front piece").1 = Work::Done(done);
+                }
                 _ = tick.tick() => {
                     let now_ms = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
@@ -523,23 +565,38 @@ impl Engine {
                     },
                 }
             }
-            // A burst goes in pieces, pipelined: the pool checks and makes the next piece's
-            // signatures while this thread hands the last piece to the core and its writes to
-            // the writer, and the piece's messages leave once it is durable.
-            let mut rest = pieces(std::mem::take(&mut taken), PIECE_INPUTS).into_iter();
-            let mut current = rest.next();
-            let mut pending = current.as_ref().map(|p| self.start(self.jobs(p)));
-            while let Some(mut piece) = current.take() {
-                // The signatures in a burst are checked and made on the worker pool first; the
-                // core then finds each result instead of computing it on this one thread.
-                let (recovered, presigned) = self.finish(pending.take().expect("started")).await;
-                let next = rest.next();
-                if let Some(n) = &next {
-                    pending = Some(self.start(self.jobs(n)));
+            // New input goes to the pool at once, in pieces: the pool checks and makes their
+            // signatures while this thread goes on serving the connections and hands earlier
+            // pieces to the core and the writer.
+            for piece in pieces(std::mem::take(&mut taken), PIECE_INPUTS) {
+                if piece.is_empty() {
+                    continue;
                 }
+                let jobs = self.jobs(&piece);
+                let work = if flight.iter().any(|(_, w)| matches!(w, Work::Running(_))) {
+                    Work::Waiting(jobs)
+                } else {
+                    self.start(jobs)
+                };
+                flight.push_back((piece, work));
+            }
+            // Pieces are handled in order, each once its signatures are done: the core then
+            // finds each result instead of computing it on this one thread.
+            while let Some(done) = flight.front_mut().and_then(|(_, work)| work.ready()) {
+                let (piece, _) = flight.pop_front().expect("a front piece");
+                // One piece at a time on the pool, so that pieces finish in order.
+                if let Some((_, work)) = flight
+                    .iter_mut()
+                    .find(|(_, w)| matches!(w, Work::Waiting(_)))
+                {
+                    if let Work::Waiting(jobs) = std::mem::replace(work, Work::Done(Vec::new())) {
+                        *work = self.start(jobs);
+                    }
+                }
+                let (recovered, presigned) = self.memos(done);
                 recovered.install(|| {
                     presigned.install(|| {
-                        for t in piece.drain(..) {
+                        for t in piece {
                             match t {
                                 Taken::Control(c) => self.on_control(c),
                                 Taken::Inbound(i) => self.on_inbound(i),
@@ -553,10 +610,12 @@ impl Engine {
                 // Nothing else waits and the writer is idle: write here, at once, instead of
                 // paying two thread hops on a lone update's path. In a burst, the writer takes
                 // the batch and the engine goes on with the next inputs meanwhile.
-                let idle = next.is_none() && inbound.is_empty() && control.is_empty();
+                let idle = flight.is_empty() && inbound.is_empty() && control.is_empty();
                 self.drain(idle);
-                current = next;
             }
+            // What a write's acknowledgement or the tick released.
+            let idle = flight.is_empty() && inbound.is_empty() && control.is_empty();
+            self.drain(idle);
         }
     }
 
@@ -626,7 +685,7 @@ impl Engine {
         }
         let (tx, rx) = oneshot::channel();
         let signer = self.pool_signer.clone();
-        rayon::spawn(move || {
+        crypto_pool().spawn(move || {
             let done = jobs
                 .par_iter()
                 .with_min_len(4)
@@ -638,13 +697,7 @@ impl Engine {
     }
 
     /// The memos the core consults for a piece, once its signatures are done.
-    async fn finish(&self, work: Work) -> (Recovered, Presigned) {
-        let done = match work {
-            Work::Done(d) => d,
-            Work::Running(rx) => rx
-                .await
-                .expect("the worker pool runs every job it is given"),
-        };
+    fn memos(&self, done: Vec<Done>) -> (Recovered, Presigned) {
         let signer = self.node.signer();
         let mut recovered = Vec::new();
         let mut signed = Vec::new();
@@ -830,14 +883,13 @@ impl Engine {
             }
             if !inline || self.writing.is_some() {
                 self.writing = batch.last().map(|(u, _)| *u);
-                self.writer.write(batch, std::mem::take(&mut self.trades));
+                self.writer.write(batch);
                 return;
             }
             let last = batch.last().map(|(u, _)| *u);
             let records: Vec<&ChannelRecord> = batch.iter().map(|(_, r)| r).collect();
-            match self.store.write_batch(&records, &self.trades) {
+            match self.store.write_batch(&records, &[]) {
                 Ok(()) => {
-                    self.trades.clear();
                     if let Some(last) = last {
                         self.node.handle(Input::Persisted(last));
                     }
@@ -894,6 +946,9 @@ impl Engine {
                     } = &e
                     {
                         self.trades.push((*channel, *version, *trade));
+                        if self.trades.len() >= MAX_PENDING_TRADES {
+                            self.flush_trades();
+                        }
                     }
                     let _ = self.reports.send(Report::Event(e));
                 }

@@ -63,9 +63,12 @@ impl Writer {
         )
     }
 
-    /// Hands over a batch of records (never empty of records) and the history to go with it.
-    pub fn write(&self, records: Vec<(UpdateId, ChannelRecord)>, trades: Vec<TradeEntry>) {
-        self.send(Job::Write { records, trades });
+    /// Hands over a batch of records (never empty).
+    pub fn write(&self, records: Vec<(UpdateId, ChannelRecord)>) {
+        self.send(Job::Write {
+            records,
+            trades: Vec::new(),
+        });
     }
 
     /// Hands over interval history alone (written whether or not it fills a transaction).

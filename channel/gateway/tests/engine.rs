@@ -108,6 +108,20 @@ async fn two_gateways_settle_over_quic_with_durable_states() {
         async move { on_disk.as_ref() == Some(&a_state) }
     })
     .await;
+    // The interval history follows by the engine's tick (once a second), with nobody asking
+    // for it: all 50 intervals, in A's file.
+    let history = || {
+        SqliteStore::open(&store_path(dir.path(), 1))
+            .unwrap()
+            .recent_trades(&channel, 1_000)
+            .unwrap()
+            .len()
+    };
+    until("A's interval history in its file", &[&a], 10, || {
+        let n = history();
+        async move { n == 50 }
+    })
+    .await;
     // A cooperative close over QUIC.
     a.command(Command::Close(channel)).await.unwrap();
     until("the final state on both sides", &[&a, &b], 30, || {

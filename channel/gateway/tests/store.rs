@@ -133,8 +133,8 @@ async fn the_writer_answers_in_order_fails_a_whole_transaction_and_recovers() {
     };
     // Batches handed together are answered at most once each, in order, the last one covering
     // them all; what was answered durable is on disk.
-    writer.write(vec![(UpdateId(1), recs[1].clone())], vec![]);
-    writer.write(vec![(UpdateId(2), recs[0].clone())], vec![]);
+    writer.write(vec![(UpdateId(1), recs[1].clone())]);
+    writer.write(vec![(UpdateId(2), recs[0].clone())]);
     let mut last = answer(written.recv().await).unwrap();
     if last < UpdateId(2) {
         last = answer(written.recv().await).unwrap();
@@ -146,7 +146,7 @@ async fn the_writer_answers_in_order_fails_a_whole_transaction_and_recovers() {
     );
     // A failing disk fails every update of the transaction, and nothing is written.
     faults.store(true, Ordering::SeqCst);
-    writer.write(vec![(UpdateId(3), recs[1].clone())], vec![]);
+    writer.write(vec![(UpdateId(3), recs[1].clone())]);
     assert_eq!(answer(written.recv().await), Err(vec![UpdateId(3)]));
     assert_eq!(
         SqliteStore::open(&path).unwrap().load().unwrap(),
@@ -154,7 +154,7 @@ async fn the_writer_answers_in_order_fails_a_whole_transaction_and_recovers() {
     );
     // The disk is back: writing again works.
     faults.store(false, Ordering::SeqCst);
-    writer.write(vec![(UpdateId(4), recs[1].clone())], vec![]);
+    writer.write(vec![(UpdateId(4), recs[1].clone())]);
     assert_eq!(answer(written.recv().await), Ok(UpdateId(4)));
     assert_eq!(
         SqliteStore::open(&path).unwrap().load().unwrap(),
