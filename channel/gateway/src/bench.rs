@@ -313,7 +313,7 @@ impl ManyBench {
              \x20 aggregate       {:>8.0} updates/s\n\
              \x20 signing limit   {:>8.0} updates/s  (2 cores / (2 signs + 2 verifications), measured now)\n\
              \x20 ratio           {:>8.2}  (goal: at least 0.60)\n\
-             \x20 both cores      {:>8.0} updates/s  (the same cryptography on 2 threads at once: {:.2} of the limit)\n\
+             \x20 both cores      {:>8.0} updates/s  (the same cryptography on 2 threads at once: {:.2} of the limit; below 1 when the host is busy)\n\
              \x20 cores busy      {:>8}  of 2 during the rounds (the process's CPU time / wall time)",
             self.channels,
             self.rounds,
@@ -463,13 +463,13 @@ fn crypto_per_update(n: u64) -> Duration {
     t.elapsed() / n.max(1) as u32
 }
 
-/// The CPU time this process has used so far (user and system, every thread), from
-/// `/proc/self/stat`, where Linux counts it in units of 1/100 s; `None` elsewhere.
+/// The CPU time the process's threads have used so far, in nanoseconds from Linux's
+/// `/proc/self/task/*/schedstat` (its first field); `None` elsewhere.
 fn process_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The fields after the command name (in parentheses, which may hold spaces): utime and
-    // stime are the 12th and 13th of them.
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
-    Some(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
 }
