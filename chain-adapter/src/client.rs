@@ -32,6 +32,50 @@ pub enum LedgerError {
     Timeout(TxHash, Duration),
 }
 
+/// An account's means to pay for its transactions on a ledger that charges fees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Fees {
+    /// The account's balance of the chain's own coin, in its smallest unit (wei on an EVM).
+    #[serde(with = "decimal")]
+    pub balance: u128,
+    /// What a unit of gas costs now, in the same unit.
+    #[serde(with = "decimal")]
+    pub gas_price: u128,
+}
+
+/// A `u128` as a decimal string in JSON: wei amounts pass `u64`, and serde's internally tagged
+/// enums (the control API's answers) cannot carry a `u128` number.
+mod decimal {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(n: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(n)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Fees {
+    /// Gas of a typical gridchan transaction (a registration 92,139, a refute 55,023, a
+    /// second deposit 66,909; `gridchan bench evm`), rounded up.
+    pub const TYPICAL_GAS: u128 = 100_000;
+
+    /// About how many typical transactions the balance pays for at the current price.
+    pub fn transactions(&self) -> u128 {
+        self.balance / (self.gas_price.max(1) * Self::TYPICAL_GAS)
+    }
+
+    /// The balance in whole coins (10^18 of the smallest unit), to 6 decimals.
+    pub fn coins(&self) -> String {
+        let micro = self.balance / 1_000_000_000_000;
+        format!("{}.{:06}", micro / 1_000_000, micro % 1_000_000)
+    }
+}
+
 /// A ledger, seen from one account. Every method is the same whether the ledger runs in this
 /// process or on another node; nothing here assumes a block period or a token.
 #[async_trait]
@@ -56,6 +100,12 @@ pub trait Ledger: Send + Sync {
 
     fn node(&self) -> NodeId {
         self.signer().id()
+    }
+
+    /// What this account has for transaction fees, on a ledger that charges them (an EVM
+    /// chain's gas); `None` on one that does not (the local ledger).
+    async fn fees(&self) -> Result<Option<Fees>, LedgerError> {
+        Ok(None)
     }
 
     /// Signs `kind` with the next nonce and submits it. A stale cached nonce (another client
@@ -420,5 +470,31 @@ impl Ledger for RemoteClient {
             Response::Height(h) => Ok(h),
             r => Err(unexpected(r)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fees;
+
+    #[test]
+    fn fees_read_in_coins_and_transactions_and_cross_json_as_decimal_strings() {
+        // 1.5 coins at 2 gwei: 7,500 transactions of 100,000 gas.
+        let fees = Fees {
+            balance: 1_500_000_000_000_000_000,
+            gas_price: 2_000_000_000,
+        };
+        assert_eq!(fees.coins(), "1.500000");
+        assert_eq!(fees.transactions(), 7_500);
+        // More wei than a u64 holds survives a round trip through JSON.
+        let rich = Fees {
+            balance: u128::from(u64::MAX) * 1_000,
+            gas_price: 0,
+        };
+        let json = serde_json::to_string(&rich).unwrap();
+        assert!(json.contains(&format!("\"{}\"", rich.balance)), "{json}");
+        assert_eq!(serde_json::from_str::<Fees>(&json).unwrap(), rich);
+        // A free chain (gas price 0) does not divide by zero.
+        assert_eq!(rich.transactions(), rich.balance / Fees::TYPICAL_GAS);
     }
 }

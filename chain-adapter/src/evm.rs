@@ -733,6 +733,16 @@ impl Ledger for EvmLedger {
         Ok(Account { balance, nonce })
     }
 
+    async fn fees(&self) -> Result<Option<crate::Fees>, LedgerError> {
+        let who = address_of(&self.node());
+        let balance = self.provider.get_balance(who).await.map_err(unavailable)?;
+        let gas_price = self.provider.get_gas_price().await.map_err(unavailable)?;
+        Ok(Some(crate::Fees {
+            balance: u128::try_from(balance).unwrap_or(u128::MAX),
+            gas_price,
+        }))
+    }
+
     async fn channel(&self, id: &ChannelId) -> Result<Option<ChannelAccount>, LedgerError> {
         let ch = self
             .view(

@@ -27,7 +27,7 @@ pub mod server;
 pub mod tx;
 
 pub use block::{BlockEvents, Receipt, TxOutcome};
-pub use client::{Ledger, LedgerError, LocalClient, RemoteClient, Subscription};
+pub use client::{Fees, Ledger, LedgerError, LocalClient, RemoteClient, Subscription};
 pub use config::{EvmSection, LedgerSection};
 pub use local::LocalLedger;
 pub use rules::{Account, ChainEvent, ChannelAccount, ChannelStatus, Genesis, Height, TxError};

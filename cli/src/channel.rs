@@ -38,6 +38,20 @@ pub fn call(config: &Path, request: &Request) -> Result<Response> {
     Ok(response)
 }
 
+/// What an account has for gas, for people: its balance of the chain's coin and about how
+/// many transactions that pays for, with a warning when it runs low.
+pub fn gas_line(fees: &gridchan_chain::Fees) -> String {
+    let n = fees.transactions();
+    let mut line = format!(
+        "{} of the chain's coin: about {n} transactions at the current gas price",
+        fees.coins()
+    );
+    if n < 10 {
+        line.push_str(" (low: send coin to this account, see `gridchan evm address`)");
+    }
+    line
+}
+
 /// Prints a response: JSON for scripts, a table for people.
 pub fn print(response: &Response, json: bool) -> Result<()> {
     if json {
@@ -51,6 +65,7 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
             channels,
             balance,
             balance_error,
+            fees,
             ledger_pending,
             ledger_error,
         } => {
@@ -61,6 +76,9 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
                 (Some(b), _) => println!("balance   {b} tokens on the ledger, outside channels"),
                 (None, Some(e)) => println!("balance   unknown: {e}"),
                 (None, None) => println!("balance   unknown"),
+            }
+            if let Some(fees) = fees {
+                println!("gas       {}", gas_line(fees));
             }
             match (ledger_pending, ledger_error) {
                 (0, _) => println!("ledger    up to date"),
@@ -189,5 +207,26 @@ pub fn follow_opening(config: &Path, channel: &str) -> Result<()> {
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gas_line;
+    use gridchan_chain::Fees;
+
+    #[test]
+    fn the_gas_line_warns_when_fewer_than_ten_transactions_are_paid_for() {
+        let at = |balance: u128| Fees {
+            balance,
+            gas_price: 1_000_000_000,
+        };
+        // 100,000 gas at 1 gwei is 10^14 wei a transaction.
+        let plenty = gas_line(&at(10 * 100_000_000_000_000));
+        assert!(plenty.starts_with("0.001000 of the chain's coin: about 10 transactions"));
+        assert!(!plenty.contains("low"), "{plenty}");
+        let low = gas_line(&at(9 * 100_000_000_000_000));
+        assert!(low.contains("about 9 transactions"), "{low}");
+        assert!(low.contains("low: send coin to this account"), "{low}");
     }
 }

@@ -43,7 +43,7 @@ pub async fn client(
 }
 
 /// An EVM ledger client from a config's section, as the account of `secret`.
-fn connect(section: &EvmSection, secret: &[u8; 32]) -> Result<EvmLedger> {
+pub(crate) fn connect(section: &EvmSection, secret: &[u8; 32]) -> Result<EvmLedger> {
     let EvmSection {
         rpc,
         adjudicator,

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use gridchan_chain::Ledger;
 use gridchan_transport::{Endpoint, Limits};
 use gridchan_watchtower::config::TowerConfig;
 use gridchan_watchtower::store::TowerStore;
@@ -87,9 +88,41 @@ struct Status {
     refutes: usize,
     refutes_included: usize,
     actions: Vec<gridchan_watchtower::store::Action>,
+    /// On an EVM chain, what the tower's account has for the gas of its refutes (or why that
+    /// is unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gas: Option<gridchan_chain::Fees>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gas_error: Option<String>,
+}
+
+/// What the tower's account has for gas, on an EVM chain (`None` on the local ledger, which
+/// charges no fees), asked of the chain with a 5 s limit.
+fn gas(config: &TowerConfig) -> Option<Result<gridchan_chain::Fees, String>> {
+    let gridchan_chain::LedgerSection::Evm(section) = &config.ledger else {
+        return None;
+    };
+    let ask = || -> Result<gridchan_chain::Fees, String> {
+        let secret = keys::load_secret(&config.key).map_err(|e| e.to_string())?;
+        let ledger = crate::evm::connect(section, &secret).map_err(|e| e.to_string())?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            match tokio::time::timeout(std::time::Duration::from_secs(5), ledger.fees()).await {
+                Ok(Ok(Some(fees))) => Ok(fees),
+                Ok(Ok(None)) => Err("the chain reports no fees".into()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("{} did not answer within 5 s", section.rpc)),
+            }
+        })
+    };
+    Some(ask())
 }
 
 pub fn status(config: &Path, json: bool) -> Result<()> {
+    let gas = gas(&load(config)?);
     let store = open(config)?;
     let channels = store.channels().map_err(|e| anyhow::anyhow!("{e}"))?;
     let actions = store.actions().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -104,6 +137,8 @@ pub fn status(config: &Path, json: bool) -> Result<()> {
             .filter(|a| a.included_height.is_some())
             .count(),
         actions,
+        gas_error: gas.as_ref().and_then(|g| g.as_ref().err().cloned()),
+        gas: gas.and_then(Result::ok),
     };
     print(json, &s, |s| {
         println!("clients   {}", s.clients);
@@ -114,6 +149,11 @@ pub fn status(config: &Path, json: bool) -> Result<()> {
         match s.next_height {
             Some(h) => println!("ledger    followed to block {}", h.saturating_sub(1)),
             None => println!("ledger    not followed yet"),
+        }
+        match (&s.gas, &s.gas_error) {
+            (Some(fees), _) => println!("gas       {}", crate::channel::gas_line(fees)),
+            (None, Some(e)) => println!("gas       unknown: {e}"),
+            (None, None) => {}
         }
         println!("refutes   {} ({} included)", s.refutes, s.refutes_included);
         for a in &s.actions {

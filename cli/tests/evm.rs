@@ -189,6 +189,26 @@ async fn gateways_and_a_tower_configured_for_the_evm_adjudicator_trade_and_close
         status["next_height"].as_u64().unwrap() > deployed["block"].as_u64().unwrap(),
         "the tower followed the chain: {status}"
     );
+    // The operators see what their accounts have left for gas: the tower's pays its refutes,
+    // the gateway's its deposits and withdrawals.
+    let wei: u128 = status["gas"]["balance"].as_str().unwrap().parse().unwrap();
+    assert!(wei > 0, "{status}");
+    let human = ok(&gridchan(&[
+        "watchtower",
+        "status",
+        "--config",
+        ct.to_str().unwrap(),
+    ]));
+    assert!(
+        human.contains("transactions at the current gas price"),
+        "{human}"
+    );
+    let human = ok(&gridchan(&["status", "--config", ca.to_str().unwrap()]));
+    let gas = human.lines().find(|l| l.starts_with("gas")).unwrap_or("");
+    assert!(
+        gas.contains("transactions at the current gas price"),
+        "{human}"
+    );
 
     // On the chain: both withdrew their closing balances; all 200 tokens are accounted for.
     let reader = EvmLedger::connect(

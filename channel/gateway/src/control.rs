@@ -66,6 +66,9 @@ pub enum Response {
         /// or why it did not.
         balance: Option<String>,
         balance_error: Option<String>,
+        /// On a ledger that charges fees (an EVM chain's gas), what the account has for them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fees: Option<gridchan_chain::Fees>,
         /// Ledger transactions waiting to be included, and why the last attempt failed.
         ledger_pending: usize,
         ledger_error: Option<String>,
@@ -235,15 +238,18 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
                 Err(e) => return err(e.to_string()),
             };
             // The ledger may be away (island mode): then the status says so and answers.
-            let account = tokio::time::timeout(
-                std::time::Duration::from_secs(2),
-                ledger.account(&engine.node),
-            )
+            let account = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                let account = ledger.account(&engine.node).await?;
+                Ok::<_, gridchan_chain::LedgerError>((account, ledger.fees().await?))
+            })
             .await;
-            let balance = match account {
-                Ok(Ok(a)) => Ok(a.balance.to_string()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("the ledger did not answer within 2 s".to_string()),
+            let (balance, fees) = match account {
+                Ok(Ok((a, fees))) => (Ok(a.balance.to_string()), fees),
+                Ok(Err(e)) => (Err(e.to_string()), None),
+                Err(_) => (
+                    Err("the ledger did not answer within 2 s".to_string()),
+                    None,
+                ),
             };
             Response::Status {
                 node: engine.node.to_string(),
@@ -251,6 +257,7 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
                 channels: channels.len(),
                 balance: balance.as_ref().ok().cloned(),
                 balance_error: balance.err(),
+                fees,
                 ledger_pending: pending.len(),
                 ledger_error: pending.first().and_then(|p| p.last_error.clone()),
             }
