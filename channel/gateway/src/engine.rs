@@ -252,8 +252,8 @@ pub enum StartError {
 /// there), the connections' drivers (quinn starts them where a connection is made), and the
 /// reader and writer tasks. A frame goes from the wire into the engine, and from the engine onto
 /// the wire, without waking another thread. The engine never blocks that thread on a burst's
-/// cryptography (it awaits the worker pool); it does block it for a write it makes itself (a
-/// lone batch).
+/// cryptography (it takes more input while the worker pool works); it does block it for a
+/// write it makes itself (a lone batch of at most [`MAX_INLINE_RECORDS`]).
 pub fn spawn(
     listen: std::net::SocketAddr,
     signer: Signer,
