@@ -253,7 +253,7 @@ pub enum StartError {
 /// reader and writer tasks. A frame goes from the wire into the engine, and from the engine onto
 /// the wire, without waking another thread. The engine never blocks that thread on a burst's
 /// cryptography (it takes more input while the worker pool works); it does block it for a
-/// write it makes itself (a lone batch of at most [`MAX_INLINE_RECORDS`]).
+/// write it makes itself (a lone batch of at most 8 records).
 pub fn spawn(
     listen: std::net::SocketAddr,
     signer: Signer,
