@@ -37,9 +37,26 @@ pub async fn client(
                 }
                 Err(e) => anyhow::bail!("ledger in {}: {e}", config.display()),
             }
+            warn_if_low_on_gas(&ledger).await;
             Arc::new(ledger)
         }
     })
+}
+
+/// Warns, at start, when the account has gas for fewer than ten transactions: it pays for its
+/// own deposits, withdrawals and refutes, and nobody may be watching the status.
+async fn warn_if_low_on_gas(ledger: &EvmLedger) {
+    if let Ok(Ok(Some(fees))) =
+        tokio::time::timeout(std::time::Duration::from_secs(5), ledger.fees()).await
+    {
+        if fees.transactions() < 10 {
+            tracing::warn!(
+                "account {} has gas for about {} transactions: send it some of the chain's coin",
+                gridchan_chain::evm::address_of(&ledger.node()),
+                fees.transactions()
+            );
+        }
+    }
 }
 
 /// An EVM ledger client from a config's section, as the account of `secret`.

@@ -35,6 +35,42 @@ fn ok(out: &std::process::Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
+/// Starts a daemon on `config` and returns the first line of its log that contains `what`
+/// (within 30 s), then stops it.
+fn warns_at_start(config: &Path, what: &str) -> String {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gridchan"))
+        .args(["daemon", "--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let found = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(what) => break Some(line),
+            Ok(_) => {}
+            Err(_) => break None,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    found.unwrap_or_else(|| panic!("the daemon of {} never said {what:?}", config.display()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateways_and_a_tower_configured_for_the_evm_adjudicator_trade_and_close() {
     let chain = Anvil::start(None).expect("anvil");
@@ -118,6 +154,21 @@ async fn gateways_and_a_tower_configured_for_the_evm_adjudicator_trade_and_close
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("is not a gridchan adjudicator"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+    // With the right section, C's daemon starts, and warns that its account has no gas.
+    let wrong = std::fs::read_to_string(&cc).unwrap();
+    let adjudicator = deployed["adjudicator"].as_str().unwrap();
+    let right = wrong.replacen(
+        &format!("adjudicator = \"{}\"", deployed["token"].as_str().unwrap()),
+        &format!("adjudicator = \"{adjudicator}\""),
+        1,
+    );
+    assert_ne!(right, wrong);
+    std::fs::write(&cc, right).unwrap();
+    let warned = warns_at_start(&cc, "has gas for about 0 transactions");
+    assert!(
+        warned.contains("send it some of the chain's coin"),
+        "{warned}"
+    );
     let (ca, cb, ct) = (
         da.join("gridchan.toml"),
         db.join("gridchan.toml"),
