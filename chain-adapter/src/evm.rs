@@ -920,6 +920,19 @@ pub struct Deployed {
     pub adjudicator_gas: u64,
 }
 
+impl Deployed {
+    /// A client configuration for this deployment on the node at `rpc`.
+    pub fn config(&self, rpc: &str, confirmations: u64) -> EvmConfig {
+        EvmConfig {
+            rpc: rpc.to_string(),
+            adjudicator: self.adjudicator,
+            token: self.token,
+            confirmations,
+            deployed_at: self.block,
+        }
+    }
+}
+
 fn bytecode(artifact: &str) -> Result<Vec<u8>, LedgerError> {
     let v: serde_json::Value = serde_json::from_str(artifact).map_err(failed)?;
     let hex = v["bytecode"]

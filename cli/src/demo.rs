@@ -10,7 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use gridchan_chain::{server, ChannelStatus, Genesis, Ledger, LocalLedger, RemoteClient};
+use gridchan_chain::evm::{self, anvil::Anvil, EvmConfig, EvmLedger};
+use gridchan_chain::{
+    server, ChannelAccount, ChannelStatus, Genesis, Ledger, LocalLedger, RemoteClient,
+};
 use gridchan_channel::{
     Amount, ChannelId, Command, Event, IntervalIndex, MeterTolerance, OpenRequest, Phase, Policy,
     PricePerKwh, SignedState, Signer, Tariff, TimeOfUse,
@@ -40,6 +43,8 @@ const HOMES: [&str; 8] = [
 const WEEK_START: [u64; 4] = [1_736_726_400, 1_744_588_800, 1_752_451_200, 1_760_313_600];
 const INTERVAL: u32 = 900;
 const BLOCK_MS: u64 = 50;
+/// anvil's block time with `--ledger evm`.
+const EVM_BLOCK_MS: u64 = 100;
 const WINDOW_BLOCKS: u64 = 40;
 const DEPOSIT: u64 = 20_000_000;
 const START_BALANCE: u64 = 100_000_000;
@@ -73,6 +78,100 @@ pub struct DemoOptions {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// The ledger: `local`, a gridchan ledger node in this process (a block every 50 ms), or
+    /// `evm`, the adjudicator contract on a local anvil chain (a block every 100 ms; anvil comes
+    /// with `npm ci --prefix chain-adapter/evm`).
+    #[arg(long, value_enum, default_value_t = DemoLedger::Local)]
+    pub ledger: DemoLedger,
+}
+
+/// Which ledger the demo's neighbourhood settles on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoLedger {
+    Local,
+    Evm,
+}
+
+/// The ledger of a demo run, and how each party reaches it.
+enum Chain {
+    /// A gridchan ledger node in this process, served over QUIC.
+    Local {
+        ledger: Arc<LocalLedger>,
+        address: PeerAddr,
+    },
+    /// The adjudicator and a test token on a local anvil chain.
+    Evm(Box<EvmChain>),
+}
+
+struct EvmChain {
+    /// Stops anvil when the demo ends.
+    _anvil: Anvil,
+    config: EvmConfig,
+    reader: EvmLedger,
+}
+
+impl Chain {
+    /// A client of the ledger for the account of `secret`.
+    fn client(&self, secret: &[u8; 32]) -> Result<Arc<dyn Ledger>> {
+        Ok(match self {
+            Chain::Local { address, .. } => Arc::new(
+                RemoteClient::new(
+                    address.clone(),
+                    Signer::new(secret, &blinding())?,
+                    blinding(),
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            ),
+            Chain::Evm(evm) => Arc::new(
+                EvmLedger::connect(evm.config.clone(), secret, &blinding())
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            ),
+        })
+    }
+
+    /// A channel as the ledger has it (`None` also while an EVM chain does not answer).
+    async fn channel(&self, id: &ChannelId) -> Option<ChannelAccount> {
+        match self {
+            Chain::Local { ledger, .. } => ledger.channel(id),
+            Chain::Evm(evm) => evm.reader.channel(id).await.ok().flatten(),
+        }
+    }
+
+    /// An account's tokens outside channels.
+    async fn balance(&self, node: &gridchan_channel::NodeId) -> Result<Amount> {
+        Ok(match self {
+            Chain::Local { ledger, .. } => ledger.account(node).balance,
+            Chain::Evm(evm) => {
+                evm.reader
+                    .account(node)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .balance
+            }
+        })
+    }
+
+    /// Every token on the ledger: in all accounts and channels (the local ledger), or held by
+    /// the homes and by the adjudicator for its channels (the test token, minted to the homes
+    /// only).
+    async fn supply(&self, homes: &[Home]) -> Result<u128> {
+        Ok(match self {
+            Chain::Local { ledger, .. } => ledger.total_supply(),
+            Chain::Evm(evm) => {
+                let mut sum = u128::from(
+                    evm.reader
+                        .token_balance(evm.config.adjudicator)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                        .0,
+                );
+                for h in homes {
+                    sum += u128::from(self.balance(&h.key.id()).await?.0);
+                }
+                sum
+            }
+        })
+    }
 }
 
 /// The prices of the day, per local hour, micro-units per kWh.
@@ -161,6 +260,8 @@ fn home_meter(o: &DemoOptions, i: usize, anchor: IntervalIndex) -> Result<HomeMe
 
 struct Home {
     name: String,
+    /// The home's secret key, for its ledger clients; `key` signs with it.
+    secret: [u8; 32],
     key: Signer,
     addr: SocketAddr,
     dir: PathBuf,
@@ -168,7 +269,7 @@ struct Home {
 }
 
 struct Net {
-    ledger_addr: PeerAddr,
+    chain: Arc<Chain>,
     tower_addr: PeerAddr,
     clock: SimClock,
     anchor: IntervalIndex,
@@ -212,14 +313,7 @@ async fn start_home(
     peers: Vec<PeerAddr>,
 ) -> Result<Daemon> {
     let h = &homes[i];
-    let ledger: Arc<dyn Ledger> = Arc::new(
-        RemoteClient::new(
-            net.ledger_addr.clone(),
-            h.key.duplicate(&blinding()),
-            blinding(),
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
+    let ledger = net.chain.client(&h.secret)?;
     Ok(daemon::start(DaemonParts {
         engine,
         ledger,
@@ -288,6 +382,8 @@ pub struct Check {
 
 #[derive(Serialize)]
 pub struct Summary {
+    /// `local` or `evm` (see [`DemoOptions::ledger`]).
+    pub ledger: String,
     pub homes: Vec<HomeSummary>,
     pub channels: Vec<ChannelSummary>,
     pub dispute: Option<DisputeSummary>,
@@ -345,6 +441,7 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
     for i in 0..o.homes {
         homes.push(Home {
             name: format!("home-{:02}", i + 1),
+            secret: derive(o.seed, "home", i),
             key: key("home", i)?,
             addr: "127.0.0.1:0".parse()?,
             dir: root.join(format!("home-{:02}", i + 1)),
@@ -353,44 +450,16 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
     }
 
     // The ledger: every home starts with 100 tokens.
-    let genesis = Genesis {
-        chain_id: derive(o.seed, "chain", 0),
-        min_challenge_window: 2,
-        balances: homes
-            .iter()
-            .map(|h| (h.key.id(), Amount(START_BALANCE)))
-            .collect(),
-    };
-    let ledger = LocalLedger::open(&root.join("ledger"), genesis)?;
-    let ledger_endpoint = Endpoint::bind(
-        "127.0.0.1:0".parse()?,
-        key("ledger", 0)?,
-        Limits {
-            max_frame: gridchan_chain::rpc::MAX_RPC_FRAME,
-            ..Limits::default()
-        },
-    )?;
-    let ledger_addr = ledger_endpoint.peer_addr();
-    let _ledger_tasks = (
-        tokio::spawn(server::serve(ledger_endpoint, ledger.clone())),
-        ledger.spawn_producer(Duration::from_millis(BLOCK_MS)),
-    );
-    say(format!(
-        "ledger     {ledger_addr} (a block every {BLOCK_MS} ms)"
-    ));
+    let chain = Arc::new(match o.ledger {
+        DemoLedger::Local => start_local_ledger(&o, &root, &homes, &say)?,
+        DemoLedger::Evm => start_evm_chain(&o, &homes, &say).await?,
+    });
 
-    // The watchtower, following the ledger over QUIC.
+    // The watchtower, following the ledger.
     let tower_key = key("tower", 0)?;
     let tower = Tower::start(
         tower_key.duplicate(&blinding()),
-        Arc::new(
-            RemoteClient::new(
-                ledger_addr.clone(),
-                tower_key.duplicate(&blinding()),
-                blinding(),
-            )
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-        ),
+        chain.client(&derive(o.seed, "tower", 0))?,
         root.join("tower.sqlite"),
         TowerLimits {
             states_per_second: 10_000.0,
@@ -417,7 +486,7 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
     // Start a quarter of an hour early: the channels open before the first interval ends.
     let clock = SimClock::accelerated((day_start - 900) * 1000, speedup);
     let net = Net {
-        ledger_addr,
+        chain: chain.clone(),
         tower_addr,
         clock,
         anchor,
@@ -633,7 +702,7 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
         for l in &links {
             let a = view(engine(&homes, l.a), l.id).await;
             let b = view(engine(&homes, l.b), l.id).await;
-            let paid = ledger.channel(&l.id).is_some_and(|c| {
+            let paid = chain.channel(&l.id).await.is_some_and(|c| {
                 c.claimable == [Amount(0), Amount(0)]
                     && matches!(c.status, ChannelStatus::Concluded { .. })
             });
@@ -666,7 +735,7 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
         &o,
         &homes,
         &links,
-        &ledger,
+        &chain,
         &tower,
         dispute,
         &engine,
@@ -684,6 +753,83 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
         print_summary(&summary);
     }
     Ok(summary.checks.iter().all(|c| c.ok))
+}
+
+/// A gridchan ledger node in this process, served over QUIC, its genesis giving every home
+/// its starting balance.
+fn start_local_ledger(
+    o: &DemoOptions,
+    root: &Path,
+    homes: &[Home],
+    say: &impl Fn(String),
+) -> Result<Chain> {
+    let genesis = Genesis {
+        chain_id: derive(o.seed, "chain", 0),
+        min_challenge_window: 2,
+        balances: homes
+            .iter()
+            .map(|h| (h.key.id(), Amount(START_BALANCE)))
+            .collect(),
+    };
+    let ledger = LocalLedger::open(&root.join("ledger"), genesis)?;
+    let endpoint = Endpoint::bind(
+        "127.0.0.1:0".parse()?,
+        Signer::new(&derive(o.seed, "ledger", 0), &blinding())?,
+        Limits {
+            max_frame: gridchan_chain::rpc::MAX_RPC_FRAME,
+            ..Limits::default()
+        },
+    )?;
+    let address = endpoint.peer_addr();
+    // Both run until the demo's runtime ends.
+    tokio::spawn(server::serve(endpoint, ledger.clone()));
+    ledger.spawn_producer(Duration::from_millis(BLOCK_MS));
+    say(format!(
+        "ledger     {address} (a block every {BLOCK_MS} ms)"
+    ));
+    Ok(Chain::Local { ledger, address })
+}
+
+/// A local anvil chain with the adjudicator and a test token deployed, every party's account
+/// funded with gas and every home minted its starting balance.
+async fn start_evm_chain(o: &DemoOptions, homes: &[Home], say: &impl Fn(String)) -> Result<Chain> {
+    let block_time = format!("{}", EVM_BLOCK_MS as f64 / 1000.0);
+    let anvil = Anvil::start_with(&["--block-time", &block_time])
+        .map_err(|e| anyhow::anyhow!("--ledger evm: {e}"))?;
+    let deployer = derive(o.seed, "deployer", 0);
+    let accounts = [deployer, derive(o.seed, "tower", 0)]
+        .into_iter()
+        .chain(homes.iter().map(|h| h.secret));
+    for secret in accounts {
+        let node = Signer::new(&secret, &blinding())?.id();
+        anvil
+            .fund_gas(evm::address_of(&node))
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot fund gas on anvil: {e}"))?;
+    }
+    let d = evm::deploy(&anvil.rpc, &deployer, None, 2)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot deploy the adjudicator: {e}"))?;
+    let config = d.config(&anvil.rpc, 1);
+    let minter = EvmLedger::connect(config.clone(), &deployer, &blinding())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    for h in homes {
+        minter
+            .mint_test_tokens(evm::address_of(&h.key.id()), START_BALANCE)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot mint the test token: {e}"))?;
+    }
+    say(format!(
+        "ledger     anvil at {} (a block every {EVM_BLOCK_MS} ms): adjudicator {:#x}, test token {:#x}",
+        anvil.rpc, d.adjudicator, d.token
+    ));
+    let reader = EvmLedger::connect(config.clone(), &deployer, &blinding())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Chain::Evm(Box::new(EvmChain {
+        _anvil: anvil,
+        config,
+        reader,
+    })))
 }
 
 /// Midway through the day: the home owed money on `link` goes offline; the other registers an
@@ -748,12 +894,7 @@ async fn stage_dispute(
     // Offline: the victim's gateway stops. The cheater runs other software meanwhile.
     homes[victim].daemon = None;
     homes[cheater].daemon = None;
-    let cheat = RemoteClient::new(
-        net.ledger_addr.clone(),
-        homes[cheater].key.duplicate(&blinding()),
-        blinding(),
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cheat = net.chain.client(&homes[cheater].secret)?;
     cheat
         .register(&old)
         .await
@@ -818,7 +959,7 @@ async fn summarize(
     o: &DemoOptions,
     homes: &[Home],
     links: &[Link],
-    ledger: &Arc<LocalLedger>,
+    chain: &Chain,
     tower: &Arc<Tower>,
     mut dispute: Option<DisputeSummary>,
     engine: &impl Fn(&[Home], usize) -> EngineHandle,
@@ -846,7 +987,7 @@ async fn summarize(
             .flatten()
             .max_by_key(|s| s.version())
             .context("a channel without a state")?;
-        let paid = ledger.channel(&l.id).map(|c| c.status);
+        let paid = chain.channel(&l.id).await.map(|c| c.status);
         let closed = match &paid {
             Some(ChannelStatus::Concluded { version }) => {
                 if *version != newest.version() {
@@ -889,7 +1030,7 @@ async fn summarize(
         format!("{} channels", links.len()),
     );
     // Money: nothing created or lost; every home's account is its start plus its net trade.
-    let supply = ledger.total_supply();
+    let supply = chain.supply(homes).await?;
     let expected_supply = u128::from(START_BALANCE) * homes.len() as u128;
     check(
         "money conserved on the ledger",
@@ -904,7 +1045,7 @@ async fn summarize(
     for (i, h) in homes.iter().enumerate() {
         let net = per_home.get(&i).map_or(0, |e| e.2);
         let expected = i128::from(START_BALANCE) + net;
-        if i128::from(ledger.account(&h.key.id()).balance.0) != expected {
+        if i128::from(chain.balance(&h.key.id()).await?.0) != expected {
             accounts_right = false;
         }
     }
@@ -1004,6 +1145,11 @@ async fn summarize(
         );
     }
     Ok(Summary {
+        ledger: match o.ledger {
+            DemoLedger::Local => "local",
+            DemoLedger::Evm => "evm",
+        }
+        .to_string(),
         homes: home_summaries,
         channels,
         dispute,

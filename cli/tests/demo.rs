@@ -6,11 +6,10 @@ mod common;
 
 use common::gridchan;
 
-#[test]
-fn the_demo_runs_its_day_and_its_checks_pass() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("demo");
-    let out = gridchan(&[
+/// Runs the demo small (three homes, 64 fast intervals) in `data` with `more` options, and
+/// returns its JSON summary once every one of its checks passed.
+fn small_demo(data: &std::path::Path, more: &[&str]) -> serde_json::Value {
+    let mut args = vec![
         "demo",
         "--homes",
         "3",
@@ -21,7 +20,9 @@ fn the_demo_runs_its_day_and_its_checks_pass() {
         "--json",
         "--data",
         data.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(more);
+    let out = gridchan(&args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -42,6 +43,15 @@ fn the_demo_runs_its_day_and_its_checks_pass() {
         .map(|h| h["sold_to_neighbours_wh"].as_u64().unwrap())
         .sum();
     assert!(traded > 0, "a summer morning has solar to trade");
+    s
+}
+
+#[test]
+fn the_demo_runs_its_day_and_its_checks_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let s = small_demo(&data, &[]);
+    assert_eq!(s["ledger"], "local");
     // Everything it ran on is in the folder it was given.
     assert!(data.join("ledger").exists());
     assert!(data.join("tower.sqlite").exists());
@@ -52,4 +62,35 @@ fn the_demo_runs_its_day_and_its_checks_pass() {
     let err = String::from_utf8_lossy(&again.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("not empty"), "{err}");
+}
+
+/// The same neighbourhood on the adjudicator contract, on a local anvil chain: the same
+/// checks pass, the money counted on the chain (the homes' tokens and the adjudicator's).
+#[test]
+fn the_demo_runs_on_the_evm_adjudicator_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let s = small_demo(&data, &["--ledger", "evm"]);
+    assert_eq!(s["ledger"], "evm");
+    assert!(!data.join("ledger").exists(), "no local ledger ran");
+    assert!(data.join("home-01/channels.sqlite").exists());
+}
+
+/// Without anvil, an EVM demo stops at once, in one line that says which option needs what.
+#[test]
+fn an_evm_demo_without_anvil_says_so_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gridchan"))
+        .args(["demo", "--ledger", "evm", "--data"])
+        .arg(dir.path().join("demo"))
+        .env("GRIDCHAN_ANVIL", dir.path().join("no-anvil-here"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: --ledger evm: cannot start"),
+        "{err}"
+    );
 }

@@ -94,7 +94,7 @@ impl Chain {
     /// every `block_time` seconds); each of `funded` keys holds [`FUNDS`] tokens, and every
     /// test key (1 to 9) has gas.
     pub async fn evm(funded: &[u8], block_time: Option<u64>) -> Chain {
-        use gridchan_chain::evm::{self, anvil::Anvil, EvmConfig, EvmLedger};
+        use gridchan_chain::evm::{self, anvil::Anvil, EvmLedger};
         let anvil = Anvil::start(block_time).expect("anvil");
         let deployer = [0x44; 32];
         let gas = (1..=9u8)
@@ -104,13 +104,7 @@ impl Chain {
             anvil.fund_gas(evm::address_of(&n)).await.unwrap();
         }
         let d = evm::deploy(&anvil.rpc, &deployer, None, 2).await.unwrap();
-        let config = EvmConfig {
-            rpc: anvil.rpc.clone(),
-            adjudicator: d.adjudicator,
-            token: d.token,
-            confirmations: 1,
-            deployed_at: d.block,
-        };
+        let config = d.config(&anvil.rpc, 1);
         let minter = EvmLedger::connect(config.clone(), &deployer, &[1; 32]).unwrap();
         let funded: Vec<NodeId> = funded.iter().map(|k| key(*k).id()).collect();
         for n in &funded {
