@@ -169,7 +169,7 @@ async fn announcements_reach_the_neighbours_engine() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_intervals_readings_for_many_channels_go_in_one_message_and_all_settle() {
-    // More channels than the engine handles in one piece: the pieces are pipelined.
+    // More channels than the engine handles in one piece: they go to the pool in pieces.
     const CHANNELS: u16 = 400;
     let dir = tempfile::tempdir().unwrap();
     let a = engine_at(dir.path(), 1);
@@ -221,6 +221,15 @@ async fn an_intervals_readings_for_many_channels_go_in_one_message_and_all_settl
         };
         b.readings(all(false)).await.unwrap();
         a.readings(all(true)).await.unwrap();
+        // A query after the readings is answered after every one of them was handled, though
+        // they went to the pool in several pieces: the engine keeps arrival order.
+        let after = a.channels().await.unwrap();
+        let handled = after.iter().filter(|c| {
+            let proposed = c.proposal.as_ref().map(|p| p.state().last_interval);
+            let current = c.current.as_ref().map(|s| s.state().last_interval);
+            proposed == Some(interval) || current == Some(interval)
+        });
+        assert_eq!(handled.count(), usize::from(CHANNELS), "round {round}");
         until("the interval settled on every channel", &[&a], 30, || {
             let a = a.clone();
             async move {
