@@ -238,19 +238,18 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
                 Err(e) => return err(e.to_string()),
             };
             // The ledger may be away (island mode): then the status says so and answers.
-            let account = tokio::time::timeout(std::time::Duration::from_secs(2), async {
-                let account = ledger.account(&engine.node).await?;
-                Ok::<_, gridchan_chain::LedgerError>((account, ledger.fees().await?))
-            })
-            .await;
-            let (balance, fees) = match account {
-                Ok(Ok((a, fees))) => (Ok(a.balance.to_string()), fees),
-                Ok(Err(e)) => (Err(e.to_string()), None),
-                Err(_) => (
-                    Err("the ledger did not answer within 2 s".to_string()),
-                    None,
-                ),
+            let limit = std::time::Duration::from_secs(2);
+            let (account, fees) = tokio::join!(
+                tokio::time::timeout(limit, ledger.account(&engine.node)),
+                tokio::time::timeout(limit, ledger.fees()),
+            );
+            let balance = match account {
+                Ok(Ok(a)) => Ok(a.balance.to_string()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("the ledger did not answer within 2 s".to_string()),
             };
+            // Shown when known; the balance's error says why the ledger is away.
+            let fees = fees.ok().and_then(Result::ok).flatten();
             Response::Status {
                 node: engine.node.to_string(),
                 address: engine.address.to_string(),
