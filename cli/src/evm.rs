@@ -37,14 +37,27 @@ pub async fn client(
                 }
                 Err(e) => anyhow::bail!("ledger in {}: {e}", config.display()),
             }
-            warn_if_low_on_gas(&ledger).await;
-            Arc::new(ledger)
+            let ledger = Arc::new(ledger);
+            // At start and every 10 minutes: an account out of gas can neither deposit nor
+            // withdraw nor refute, and nobody may be watching its status.
+            let watched = ledger.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(GAS_CHECK);
+                loop {
+                    every.tick().await;
+                    warn_if_low_on_gas(&watched).await;
+                }
+            });
+            ledger
         }
     })
 }
 
-/// Warns, at start, when the account has gas for fewer than ten transactions: it pays for its
-/// own deposits, withdrawals and refutes, and nobody may be watching the status.
+/// How often a daemon or tower on an EVM chain checks its account's gas.
+const GAS_CHECK: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Warns when the account has gas for fewer than ten transactions: it pays for its own
+/// deposits, withdrawals and refutes.
 async fn warn_if_low_on_gas(ledger: &EvmLedger) {
     if let Ok(Ok(Some(fees))) =
         tokio::time::timeout(std::time::Duration::from_secs(5), ledger.fees()).await
