@@ -1027,6 +1027,9 @@ pub mod anvil {
 
     use alloy::primitives::{Address, U256};
     use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+    use gridchan_channel::{NodeId, Signer};
+
+    use super::{address_of, failed, EvmLedger, LedgerError};
 
     /// What [`Anvil::fund_gas`] gives an account: 1,000 ether.
     pub const GAS_WEI: u128 = 1_000_000_000_000_000_000_000;
@@ -1150,6 +1153,29 @@ pub mod anvil {
                 .await
         }
 
+        /// The adjudicator and the test token deployed from `deployer` (its signing context
+        /// blinded with `blinding`), for a dev run: the deployer and every one of `gas` get gas
+        /// first, then each of `minted` gets `tokens` test tokens.
+        pub async fn deploy_with_test_tokens(
+            &self,
+            deployer: &[u8; 32],
+            blinding: &[u8; 32],
+            gas: &[NodeId],
+            minted: &[NodeId],
+            tokens: u64,
+        ) -> Result<super::Deployed, LedgerError> {
+            let deployer_id = Signer::new(deployer, blinding).map_err(failed)?.id();
+            for n in gas.iter().chain([&deployer_id]) {
+                self.fund_gas(address_of(n)).await.map_err(failed)?;
+            }
+            let d = super::deploy(&self.rpc, deployer, None, 2).await?;
+            let minter = EvmLedger::connect(d.config(&self.rpc, 1), deployer, blinding)?;
+            for n in minted {
+                minter.mint_test_tokens(address_of(n), tokens).await?;
+            }
+            Ok(d)
+        }
+
         /// Calls one of the dev chain's own methods.
         async fn dev(&self, method: &'static str, params: serde_json::Value) -> Result<(), String> {
             self.provider
@@ -1186,30 +1212,31 @@ pub async fn gas_report(chain: &anvil::Anvil) -> Result<Vec<(&'static str, u64)>
         s[31] = n;
         s
     };
-    for n in 1..=3 {
-        let who = address_of(&Signer::new(&key(n), &key(n)).map_err(failed)?.id());
-        chain.fund_gas(who).await.map_err(failed)?;
-    }
+    let id = |n: u8| {
+        Signer::new(&key(n), &key(n))
+            .map(|s| s.id())
+            .map_err(failed)
+    };
+    let (id_a, id_b) = (id(1)?, id(2)?);
     let mut out = Vec::new();
-    let deployed = deploy(&chain.rpc, &key(3), None, 2).await?;
+    // Key 3 deploys, and mints the parties their tokens.
+    let deployed = chain
+        .deploy_with_test_tokens(
+            &key(3),
+            &key(6),
+            &[id_a, id_b],
+            &[id_a, id_b],
+            1_000_000_000,
+        )
+        .await?;
     out.push((
         "deploy the test token (dev chains only)",
         deployed.gas_used - deployed.adjudicator_gas,
     ));
     out.push(("deploy the adjudicator", deployed.adjudicator_gas));
-    let config = EvmConfig {
-        rpc: chain.rpc.clone(),
-        adjudicator: deployed.adjudicator,
-        token: deployed.token,
-        confirmations: 1,
-        deployed_at: deployed.block,
-    };
+    let config = deployed.config(&chain.rpc, 1);
     let a = EvmLedger::connect(config.clone(), &key(1), &key(4))?;
-    let b = EvmLedger::connect(config.clone(), &key(2), &key(5))?;
-    let minter = EvmLedger::connect(config, &key(3), &key(6))?;
-    for l in [&a, &b] {
-        minter.mint_test_tokens(l.account, 1_000_000_000).await?;
-    }
+    let b = EvmLedger::connect(config, &key(2), &key(5))?;
     let gas_of = |hash: TxHash| {
         let provider = a.provider.clone();
         async move {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use gridchan_chain::evm::{self, anvil::Anvil, EvmConfig, EvmLedger};
+use gridchan_chain::evm::{anvil::Anvil, EvmConfig, EvmLedger};
 use gridchan_chain::{
     server, ChannelAccount, ChannelStatus, Genesis, Ledger, LocalLedger, RemoteClient,
 };
@@ -797,28 +797,16 @@ async fn start_evm_chain(o: &DemoOptions, homes: &[Home], say: &impl Fn(String))
     let anvil = Anvil::start_with(&["--block-time", &block_time])
         .map_err(|e| anyhow::anyhow!("--ledger evm: {e}"))?;
     let deployer = derive(o.seed, "deployer", 0);
-    let accounts = [deployer, derive(o.seed, "tower", 0)]
+    let ids: Vec<_> = homes.iter().map(|h| h.key.id()).collect();
+    let gas: Vec<_> = [Signer::new(&derive(o.seed, "tower", 0), &blinding())?.id()]
         .into_iter()
-        .chain(homes.iter().map(|h| h.secret));
-    for secret in accounts {
-        let node = Signer::new(&secret, &blinding())?.id();
-        anvil
-            .fund_gas(evm::address_of(&node))
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot fund gas on anvil: {e}"))?;
-    }
-    let d = evm::deploy(&anvil.rpc, &deployer, None, 2)
+        .chain(ids.iter().copied())
+        .collect();
+    let d = anvil
+        .deploy_with_test_tokens(&deployer, &blinding(), &gas, &ids, START_BALANCE)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot deploy the adjudicator: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot deploy the adjudicator on anvil: {e}"))?;
     let config = d.config(&anvil.rpc, 1);
-    let minter = EvmLedger::connect(config.clone(), &deployer, &blinding())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    for h in homes {
-        minter
-            .mint_test_tokens(evm::address_of(&h.key.id()), START_BALANCE)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot mint the test token: {e}"))?;
-    }
     say(format!(
         "ledger     anvil at {} (a block every {EVM_BLOCK_MS} ms): adjudicator {:#x}, test token {:#x}",
         anvil.rpc, d.adjudicator, d.token

@@ -94,25 +94,15 @@ impl Chain {
     /// every `block_time` seconds); each of `funded` keys holds [`FUNDS`] tokens, and every
     /// test key (1 to 9) has gas.
     pub async fn evm(funded: &[u8], block_time: Option<u64>) -> Chain {
-        use gridchan_chain::evm::{self, anvil::Anvil, EvmLedger};
+        use gridchan_chain::evm::{anvil::Anvil, EvmLedger};
         let anvil = Anvil::start(block_time).expect("anvil");
-        let deployer = [0x44; 32];
-        let gas = (1..=9u8)
-            .map(|k| key(k).id())
-            .chain([Signer::new(&deployer, &deployer).unwrap().id()]);
-        for n in gas {
-            anvil.fund_gas(evm::address_of(&n)).await.unwrap();
-        }
-        let d = evm::deploy(&anvil.rpc, &deployer, None, 2).await.unwrap();
-        let config = d.config(&anvil.rpc, 1);
-        let minter = EvmLedger::connect(config.clone(), &deployer, &[1; 32]).unwrap();
+        let gas: Vec<NodeId> = (1..=9u8).map(|k| key(k).id()).collect();
         let funded: Vec<NodeId> = funded.iter().map(|k| key(*k).id()).collect();
-        for n in &funded {
-            minter
-                .mint_test_tokens(evm::address_of(n), FUNDS)
-                .await
-                .unwrap();
-        }
+        let d = anvil
+            .deploy_with_test_tokens(&[0x44; 32], &[1; 32], &gas, &funded, FUNDS)
+            .await
+            .unwrap();
+        let config = d.config(&anvil.rpc, 1);
         Chain::Evm(Box::new(EvmChain {
             anvil,
             reader: EvmLedger::connect(config.clone(), &[9; 32], &[1; 32]).unwrap(),
