@@ -69,6 +69,15 @@ impl Fees {
         self.balance / (self.gas_price.max(1) * Self::TYPICAL_GAS)
     }
 
+    /// Whether the balance pays for fewer than [`Fees::LOW`] typical transactions: time to
+    /// fund the account.
+    pub fn is_low(&self) -> bool {
+        self.transactions() < Self::LOW
+    }
+
+    /// Typical transactions below which a balance counts as low.
+    pub const LOW: u128 = 10;
+
     /// The balance in whole coins (10^18 of the smallest unit), to 6 decimals.
     pub fn coins(&self) -> String {
         let micro = self.balance / 1_000_000_000_000;

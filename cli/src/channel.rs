@@ -46,7 +46,7 @@ pub fn gas_line(fees: &gridchan_chain::Fees) -> String {
         "{} of the chain's coin: about {n} transactions at the current gas price",
         fees.coins()
     );
-    if n < 10 {
+    if fees.is_low() {
         line.push_str(" (low: send coin to this account, see `gridchan evm address`)");
     }
     line

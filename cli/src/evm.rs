@@ -56,13 +56,13 @@ pub async fn client(
 /// How often a daemon or tower on an EVM chain checks its account's gas.
 const GAS_CHECK: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// Warns when the account has gas for fewer than ten transactions: it pays for its own
+/// Warns when the account's gas is low ([`gridchan_chain::Fees::is_low`]): it pays for its own
 /// deposits, withdrawals and refutes.
 async fn warn_if_low_on_gas(ledger: &EvmLedger) {
     if let Ok(Ok(Some(fees))) =
         tokio::time::timeout(std::time::Duration::from_secs(5), ledger.fees()).await
     {
-        if fees.transactions() < 10 {
+        if fees.is_low() {
             tracing::warn!(
                 "account {} has gas for about {} transactions: send it some of the chain's coin",
                 gridchan_chain::evm::address_of(&ledger.node()),
