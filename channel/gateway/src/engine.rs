@@ -609,16 +609,11 @@ impl Engine {
                         }
                     })
                 });
-                while let Ok(w) = written.try_recv() {
-                    self.on_written(w);
-                }
-                // Nothing else waits and the writer is idle: write here, at once, instead of
-                // paying two thread hops on a lone update's path. In a burst, the writer takes
-                // the batch and the engine goes on with the next inputs meanwhile.
-                let idle = flight.is_empty() && inbound.is_empty() && control.is_empty();
-                self.drain(idle);
             }
-            // What a write's acknowledgement or the tick released.
+            // The outputs of the pieces handled, of a write's acknowledgement or of the tick.
+            // Nothing else waits: write here, at once, instead of paying two thread hops on a
+            // lone update's path. In a burst, the writer takes the batch and the engine goes on
+            // with the next inputs meanwhile.
             let idle = flight.is_empty() && inbound.is_empty() && control.is_empty();
             self.drain(idle);
         }
