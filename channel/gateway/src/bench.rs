@@ -377,7 +377,6 @@ pub async fn run_many(dir: &std::path::Path, channels: usize, rounds: usize) -> 
     let cpu_before = process_cpu();
     for round in 1..=rounds as u64 {
         let interval = IntervalIndex(opened_at.0 + round);
-
         // Each gateway's meter gives the interval's readings of every channel at once.
         let energy = WattHours(100 + round);
         let readings = |reading: IntervalReading| ids.iter().map(move |id| (*id, reading));
@@ -415,7 +414,9 @@ pub async fn run_many(dir: &std::path::Path, channels: usize, rounds: usize) -> 
     let elapsed = started.elapsed();
     let cores_busy = process_cpu()
         .zip(cpu_before)
-        .map(|(after, before)| (after - before).as_secs_f64() / elapsed.as_secs_f64());
+        // A thread that ended during the rounds takes its time with it: unknown then.
+        .and_then(|(after, before)| after.checked_sub(before))
+        .map(|cpu| cpu.as_secs_f64() / elapsed.as_secs_f64());
     // The fastest of three measurements: noise on the machine only ever lowers the limit, and a
     // lower limit would flatter the ratio.
     let per_update = (0..3)
