@@ -495,6 +495,7 @@ async fn a_channel_of_others_on_the_same_ledger_costs_the_gateway_nothing() {
         gridchan_gateway::ledger_queue::LedgerQueue::open(&w.dir.path().join("gw-1.sqlite"))
             .unwrap();
     let owed = queue.finished(100).unwrap();
+    assert!(!owed.is_empty(), "A's own close went through its queue");
     assert!(
         owed.iter()
             .all(|f| f.channel == Some(w.channel.to_string())),
