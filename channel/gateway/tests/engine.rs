@@ -94,14 +94,8 @@ async fn two_gateways_settle_over_quic_with_durable_states() {
     );
     // What A holds is in its SQLite file (a write handed to the writer thread may still be on
     // its way when the view already shows the state: nothing was sent before it was durable).
-    let stored = || {
-        SqliteStore::open(&store_path(dir.path(), 1))
-            .unwrap()
-            .load()
-            .unwrap()[0]
-            .current
-            .clone()
-    };
+    let a_file = || SqliteStore::open(&store_path(dir.path(), 1)).unwrap();
+    let stored = || a_file().load().unwrap()[0].current.clone();
     until("A's newest state in its file", &[&a], 10, || {
         let on_disk = stored();
         let a_state = a_state.clone();
@@ -110,13 +104,7 @@ async fn two_gateways_settle_over_quic_with_durable_states() {
     .await;
     // The interval history follows by the engine's tick (once a second), with nobody asking
     // for it: all 50 intervals, in A's file.
-    let history = || {
-        SqliteStore::open(&store_path(dir.path(), 1))
-            .unwrap()
-            .recent_trades(&channel, 1_000)
-            .unwrap()
-            .len()
-    };
+    let history = || a_file().recent_trades(&channel, 1_000).unwrap().len();
     until("A's interval history in its file", &[&a], 10, || {
         let n = history();
         async move { n == 50 }
