@@ -291,6 +291,19 @@ async fn gateways_and_a_tower_configured_for_the_evm_adjudicator_trade_and_close
         assert!(std::time::Instant::now() < deadline, "B never withdrew");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    // A tower whose chain does not answer still shows its status, and says why its gas is
+    // unknown.
+    let text = std::fs::read_to_string(&ct).unwrap();
+    std::fs::write(&ct, text.replace(&chain.rpc, "http://127.0.0.1:9")).unwrap();
+    let human = ok(&gridchan(&[
+        "watchtower",
+        "status",
+        "--config",
+        ct.to_str().unwrap(),
+    ]));
+    let gas = human.lines().find(|l| l.starts_with("gas")).unwrap_or("");
+    assert!(gas.starts_with("gas       unknown: "), "{human}");
+    assert!(human.contains("refutes"), "{human}");
 }
 
 #[test]
