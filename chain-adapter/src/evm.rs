@@ -406,6 +406,16 @@ impl EvmLedger {
         Ok(Amount(u64::try_from(balance).unwrap_or(u64::MAX)))
     }
 
+    /// The tokens the adjudicator holds for its channels plus those `accounts` hold: the whole
+    /// supply of a test token minted only to them.
+    pub async fn supply_among(&self, accounts: &[NodeId]) -> Result<u128, LedgerError> {
+        let mut sum = u128::from(self.token_balance(self.config.adjudicator).await?.0);
+        for a in accounts {
+            sum += u128::from(self.account(a).await?.balance.0);
+        }
+        Ok(sum)
+    }
+
     /// The parameters of a channel, from its `Created` event (once; they never change).
     async fn params_of(&self, id: &ChannelId) -> Result<Option<ChannelParams>, LedgerError> {
         if let Some(p) = self

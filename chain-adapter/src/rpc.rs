@@ -1,9 +1,12 @@
 //! The ledger node's RPC over QUIC: one request and one response per stream, each a frame of
 //! `version byte | bincode 2 payload` (see `specs/ledger.md`).
 
+use std::net::SocketAddr;
+
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use gridchan_channel::{ChannelId, NodeId};
+use gridchan_channel::{ChannelId, NodeId, Signer};
+use gridchan_transport::{Endpoint, Limits, TransportError};
 
 use crate::block::{BlockEvents, Receipt};
 use crate::rules::{Account, ChannelAccount, Height, TxError};
@@ -12,6 +15,16 @@ use crate::tx::{Tx, TxHash};
 pub const RPC_VERSION: u8 = 1;
 /// Largest RPC frame.
 pub const MAX_RPC_FRAME: usize = 4 * 1024 * 1024;
+/// The endpoint a ledger node serves this RPC on: the transport's default limits, with frames
+/// up to [`MAX_RPC_FRAME`].
+pub fn bind(listen: SocketAddr, signer: Signer) -> Result<Endpoint, TransportError> {
+    let limits = Limits {
+        max_frame: MAX_RPC_FRAME,
+        ..Limits::default()
+    };
+    Endpoint::bind(listen, signer, limits)
+}
+
 /// Most blocks in one `Blocks` response.
 pub const MAX_BLOCKS_PER_CALL: u32 = 64;
 /// Longest a `WaitAbove` may block.

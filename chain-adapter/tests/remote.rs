@@ -11,7 +11,7 @@ use gridchan_chain::{
     Subscription, TxError,
 };
 use gridchan_channel::{Amount, SignedState, SignedStateParts, Signer, State, Version};
-use gridchan_transport::{Endpoint, Limits, PeerAddr};
+use gridchan_transport::PeerAddr;
 
 struct Node {
     _dir: tempfile::TempDir,
@@ -29,11 +29,7 @@ async fn start(period: Duration) -> Node {
     };
     let dir = tempfile::tempdir().unwrap();
     let ledger = LocalLedger::open(dir.path(), genesis).unwrap();
-    let limits = Limits {
-        max_frame: gridchan_chain::rpc::MAX_RPC_FRAME,
-        ..Limits::default()
-    };
-    let endpoint = Endpoint::bind("127.0.0.1:0".parse().unwrap(), signer(9), limits).unwrap();
+    let endpoint = gridchan_chain::rpc::bind("127.0.0.1:0".parse().unwrap(), signer(9)).unwrap();
     let addr = endpoint.peer_addr();
     let tasks = vec![
         tokio::spawn(server::serve(endpoint, ledger.clone())),

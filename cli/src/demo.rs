@@ -23,7 +23,7 @@ use gridchan_gateway::daemon::{self, Daemon, DaemonParts};
 use gridchan_gateway::engine::{self, EngineHandle, Report};
 use gridchan_gateway::meter::{CsvMeter, MeterReading, MeterSource};
 use gridchan_gateway::store::SqliteStore;
-use gridchan_transport::{Endpoint, Limits, PeerAddr};
+use gridchan_transport::PeerAddr;
 use gridchan_watchtower::{Tower, TowerLimits};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -158,17 +158,11 @@ impl Chain {
         Ok(match self {
             Chain::Local { ledger, .. } => ledger.total_supply(),
             Chain::Evm(evm) => {
-                let mut sum = u128::from(
-                    evm.reader
-                        .token_balance(evm.config.adjudicator)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{e}"))?
-                        .0,
-                );
-                for h in homes {
-                    sum += u128::from(self.balance(&h.key.id()).await?.0);
-                }
-                sum
+                let ids: Vec<_> = homes.iter().map(|h| h.key.id()).collect();
+                evm.reader
+                    .supply_among(&ids)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
             }
         })
     }
@@ -467,14 +461,8 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
             ..TowerLimits::default()
         },
     )?;
-    let tower_endpoint = Endpoint::bind(
-        "127.0.0.1:0".parse()?,
-        tower_key.duplicate(&blinding()),
-        Limits {
-            max_frame: gridchan_watchtower::rpc::MAX_RPC_FRAME,
-            ..Limits::default()
-        },
-    )?;
+    let tower_endpoint =
+        gridchan_watchtower::rpc::bind("127.0.0.1:0".parse()?, tower_key.duplicate(&blinding()))?;
     let tower_addr = tower_endpoint.peer_addr();
     tower.listen(tower_endpoint);
     say(format!("watchtower {tower_addr}"));
@@ -772,13 +760,9 @@ fn start_local_ledger(
             .collect(),
     };
     let ledger = LocalLedger::open(&root.join("ledger"), genesis)?;
-    let endpoint = Endpoint::bind(
+    let endpoint = gridchan_chain::rpc::bind(
         "127.0.0.1:0".parse()?,
         Signer::new(&derive(o.seed, "ledger", 0), &blinding())?,
-        Limits {
-            max_frame: gridchan_chain::rpc::MAX_RPC_FRAME,
-            ..Limits::default()
-        },
     )?;
     let address = endpoint.peer_addr();
     // Both run until the demo's runtime ends.

@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use gridchan_chain::{server, Genesis, LocalLedger};
 use gridchan_channel::{Amount, NodeId};
-use gridchan_transport::{Endpoint, Limits};
 use sha2::{Digest, Sha256};
 
 use crate::keys;
@@ -63,11 +62,7 @@ pub async fn run(opts: LedgerOptions) -> Result<()> {
     eprintln!("verifying the chain in {} ...", opts.data.display());
     let ledger = LocalLedger::open(&opts.data, genesis)
         .with_context(|| format!("cannot open the ledger in {}", opts.data.display()))?;
-    let limits = Limits {
-        max_frame: gridchan_chain::rpc::MAX_RPC_FRAME,
-        ..Limits::default()
-    };
-    let endpoint = Endpoint::bind(opts.listen, signer, limits)?;
+    let endpoint = gridchan_chain::rpc::bind(opts.listen, signer)?;
     // The address line is what operators and scripts read: keep it first and stable.
     println!("ledger {}", endpoint.peer_addr());
     println!("height {}", ledger.height());

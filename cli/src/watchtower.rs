@@ -5,7 +5,6 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use gridchan_chain::Ledger;
-use gridchan_transport::{Endpoint, Limits};
 use gridchan_watchtower::config::TowerConfig;
 use gridchan_watchtower::store::TowerStore;
 use gridchan_watchtower::Tower;
@@ -29,14 +28,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
         .with_context(|| format!("cannot create {}", config.data.display()))?;
     let ledger = crate::evm::client(&config.ledger, &config.key, config_path).await?;
     let limits = config.limits().map_err(|e| anyhow::anyhow!(e))?;
-    let endpoint = Endpoint::bind(
-        config.listen,
-        signer.duplicate(&keys::random32()?),
-        Limits {
-            max_frame: gridchan_watchtower::rpc::MAX_RPC_FRAME,
-            ..Limits::default()
-        },
-    )?;
+    let endpoint =
+        gridchan_watchtower::rpc::bind(config.listen, signer.duplicate(&keys::random32()?))?;
     let address = endpoint.peer_addr();
     let tower = Tower::start(signer, ledger, store_path(&config), limits)
         .context("cannot open the tower store")?;

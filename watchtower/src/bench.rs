@@ -11,7 +11,6 @@ use gridchan_channel::{
     Amount, ChannelParams, IntervalIndex, MeterTolerance, PricePerKwh, SignedState, Signer, State,
     Tariff, Version, WattHours,
 };
-use gridchan_transport::{Endpoint, Limits};
 
 use crate::store::TowerStore;
 use crate::tower::{Tower, TowerLimits};
@@ -165,13 +164,9 @@ pub async fn run(dir: &std::path::Path, states: usize, updates: u64) -> TowerBen
     let tower_ledger: Arc<dyn Ledger> = Arc::new(LocalClient::new(ledger.clone(), key(7)));
     let tower =
         Tower::start(key(7), tower_ledger, dir.join("tower.sqlite"), limits).expect("tower");
-    let endpoint = Endpoint::bind(
+    let endpoint = crate::rpc::bind(
         "127.0.0.1:0".parse().expect("address"),
         key(7).duplicate(&[1; 32]),
-        Limits {
-            max_frame: crate::rpc::MAX_RPC_FRAME,
-            ..Limits::default()
-        },
     )
     .expect("bind");
     let addr = endpoint.peer_addr();

@@ -2,15 +2,28 @@
 //! frame of `version byte | bincode 2 payload` (see `specs/watchtower.md`). The client is the
 //! node key that authenticated the connection: requests carry no identity of their own.
 
+use std::net::SocketAddr;
+
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use gridchan_channel::{ChannelId, SignedStateParts, Version};
+use gridchan_channel::{ChannelId, SignedStateParts, Signer, Version};
+use gridchan_transport::{Endpoint, Limits, TransportError};
 
 use crate::receipt::{BatchReceipt, Receipt};
 
 pub const RPC_VERSION: u8 = 1;
 /// Largest RPC frame (a state with its signatures is about 300 bytes; a batch of 256 fits).
 pub const MAX_RPC_FRAME: usize = 128 * 1024;
+
+/// The endpoint a tower serves this RPC on: the transport's default limits, with frames up to
+/// [`MAX_RPC_FRAME`].
+pub fn bind(listen: SocketAddr, signer: Signer) -> Result<Endpoint, TransportError> {
+    let limits = Limits {
+        max_frame: MAX_RPC_FRAME,
+        ..Limits::default()
+    };
+    Endpoint::bind(listen, signer, limits)
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {

@@ -10,7 +10,6 @@ use gridchan_channel::{
     Amount, ChannelId, ChannelParams, IntervalIndex, MeterTolerance, PricePerKwh, SignedState,
     SignedStateParts, Signer, State, Tariff, Version, WattHours,
 };
-use gridchan_transport::{Endpoint, Limits};
 use gridchan_watchtower::rpc::{self, Request, Response};
 use gridchan_watchtower::{Admission, Rejection, Tower, TowerClient, TowerError, TowerLimits};
 
@@ -127,13 +126,9 @@ fn start_tower(
         limits,
     )
     .unwrap();
-    let endpoint = Endpoint::bind(
+    let endpoint = rpc::bind(
         "127.0.0.1:0".parse().unwrap(),
         key(k).duplicate(&[k ^ 1; 32]),
-        Limits {
-            max_frame: rpc::MAX_RPC_FRAME,
-            ..Limits::default()
-        },
     )
     .unwrap();
     let addr = endpoint.peer_addr();

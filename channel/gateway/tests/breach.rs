@@ -13,7 +13,6 @@ use std::time::Duration;
 use gridchan_chain::ChannelStatus;
 use gridchan_channel::{Amount, MeterTolerance, OpenRequest, Phase, PricePerKwh, Tariff};
 use gridchan_gateway::engine::Report;
-use gridchan_transport::{Endpoint, Limits};
 use gridchan_watchtower::{Tower, TowerClient, TowerLimits};
 
 use common::{key, until, view, Chain, Replay, FUNDS, INTERVAL};
@@ -52,15 +51,9 @@ async fn breach(dir: &std::path::Path, chain: &Chain) {
         },
     )
     .unwrap();
-    let endpoint = Endpoint::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        tk.duplicate(&[2; 32]),
-        Limits {
-            max_frame: gridchan_watchtower::rpc::MAX_RPC_FRAME,
-            ..Limits::default()
-        },
-    )
-    .unwrap();
+    let endpoint =
+        gridchan_watchtower::rpc::bind("127.0.0.1:0".parse().unwrap(), tk.duplicate(&[2; 32]))
+            .unwrap();
     let tower_addr = endpoint.peer_addr();
     tower.listen(endpoint);
 

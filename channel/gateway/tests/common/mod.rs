@@ -8,7 +8,7 @@ use std::time::Duration;
 use gridchan_chain::{server, Genesis, Ledger, LocalLedger, RemoteClient};
 use gridchan_channel::{Amount, ChannelId, ChannelView, NodeId, Signer};
 use gridchan_gateway::engine::EngineHandle;
-use gridchan_transport::{Endpoint, Limits, PeerAddr};
+use gridchan_transport::PeerAddr;
 
 pub fn key(b: u8) -> Signer {
     Signer::new(&[b; 32], &[b; 32]).unwrap()
@@ -37,11 +37,7 @@ pub fn ledger_node(dir: &std::path::Path, funded: &[NodeId], block_ms: u64) -> L
         balances: funded.iter().map(|n| (*n, Amount(100_000_000))).collect(),
     };
     let ledger = LocalLedger::open(&dir.join("ledger"), genesis).unwrap();
-    let limits = Limits {
-        max_frame: gridchan_chain::rpc::MAX_RPC_FRAME,
-        ..Limits::default()
-    };
-    let endpoint = Endpoint::bind("127.0.0.1:0".parse().unwrap(), key(9), limits).unwrap();
+    let endpoint = gridchan_chain::rpc::bind("127.0.0.1:0".parse().unwrap(), key(9)).unwrap();
     let addr = endpoint.peer_addr();
     let tasks = vec![
         tokio::spawn(server::serve(endpoint, ledger.clone())),
@@ -130,18 +126,7 @@ impl Chain {
     pub async fn supply(&self) -> u128 {
         match self {
             Chain::Local(node) => node.ledger.total_supply(),
-            Chain::Evm(c) => {
-                let mut total = c
-                    .reader
-                    .token_balance(c.config.adjudicator)
-                    .await
-                    .unwrap()
-                    .0 as u128;
-                for n in &c.funded {
-                    total += c.reader.account(n).await.unwrap().balance.0 as u128;
-                }
-                total
-            }
+            Chain::Evm(c) => c.reader.supply_among(&c.funded).await.unwrap(),
         }
     }
 
