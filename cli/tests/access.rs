@@ -83,3 +83,59 @@ fn the_control_api_refuses_other_users_and_no_secret_is_ever_printed() {
         assert!(!text.contains(&secret[..16]));
     }
 }
+
+/// Sends `line` on `conn` and reads the daemon's one-line answer.
+fn ask(conn: &mut std::os::unix::net::UnixStream, line: &[u8]) -> String {
+    use std::io::{BufRead, Write};
+    conn.write_all(line).unwrap();
+    let mut answer = String::new();
+    std::io::BufReader::new(conn.try_clone().unwrap())
+        .read_line(&mut answer)
+        .unwrap();
+    answer
+}
+
+#[test]
+fn the_control_api_answers_a_malformed_or_oversized_request_with_an_error_and_stays_up() {
+    use std::io::Read;
+    let root = tempfile::tempdir().unwrap();
+    let da = root.path().join("a");
+    let node_a = init(&da);
+    let (_ledger, ledger_addr) = ledger(&root.path().join("ledger"), "127.0.0.1:0", &[&node_a]);
+    configure(&da, &ledger_addr, &meter_file(&da, 0, 100), None);
+    let config = da.join("gridchan.toml");
+    let (_daemon, _) = common::start_daemon(&config);
+    let socket = da.join("data/control.sock");
+    let connect = || {
+        let conn = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        conn
+    };
+
+    // Garbage and an unknown operation: an error each, and the connection still serves.
+    let mut conn = connect();
+    let answer = ask(&mut conn, b"{not json\n");
+    assert!(answer.contains("bad request"), "{answer}");
+    let answer = ask(&mut conn, b"{\"op\":\"self-destruct\"}\n");
+    assert!(answer.contains("bad request"), "{answer}");
+    let answer = ask(&mut conn, b"{\"op\":\"status\"}\n");
+    assert!(answer.contains(&node_a), "{answer}");
+
+    // A line beyond the limit: one error, then the daemon closes the connection.
+    let mut conn = connect();
+    let mut huge = vec![b'x'; gridchan_gateway::control::MAX_REQUEST_LINE + 10];
+    huge.push(b'\n');
+    let answer = ask(&mut conn, &huge);
+    assert!(answer.contains("at most"), "{answer}");
+    let mut rest = Vec::new();
+    assert_eq!(
+        conn.read_to_end(&mut rest).unwrap(),
+        0,
+        "the connection closed"
+    );
+
+    // And the daemon answers the CLI as before.
+    let out = gridchan(&["status", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success());
+}

@@ -8,10 +8,15 @@ use gridchan_channel::{
 };
 use gridchan_transport::PeerAddr;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::engine::EngineHandle;
+
+/// The longest request line: the largest request is an `open` with a tariff of a few dozen
+/// bands, well under a kilobyte. A longer line is answered with an error and the connection
+/// closed, so a runaway client cannot make the daemon buffer without end.
+pub const MAX_REQUEST_LINE: usize = 64 * 1024;
 
 /// A request to the daemon.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -159,7 +164,15 @@ pub async fn serve(path: &Path, gateway: Gateway) -> std::io::Result<()> {
     // the file's mode is loosened by mistake.
     let owner = std::fs::metadata(path)?.uid();
     loop {
-        let (mut stream, _) = listener.accept().await?;
+        let mut stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: the API stays up and tries again shortly.
+                tracing::warn!("control API: cannot accept a connection: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let caller = stream.peer_cred().map(|c| c.uid()).ok();
         if caller != Some(owner) && caller != Some(0) {
             tracing::warn!("control API: refused a caller with uid {caller:?}");
@@ -183,19 +196,36 @@ pub async fn serve(path: &Path, gateway: Gateway) -> std::io::Result<()> {
 
 async fn handle(stream: UnixStream, gateway: Gateway) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    while let Some(line) = lines.next_line().await? {
-        let response = match serde_json::from_str::<Request>(&line) {
-            Ok(req) => answer(req, &gateway).await,
-            Err(e) => Response::Error {
-                message: format!("bad request: {e}"),
-            },
+    let mut read = BufReader::new(read);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let limit = MAX_REQUEST_LINE as u64 + 1;
+        if (&mut read).take(limit).read_until(b'\n', &mut line).await? == 0 {
+            return Ok(());
+        }
+        let too_long = line.len() > MAX_REQUEST_LINE;
+        let response = if too_long {
+            Response::Error {
+                message: format!(
+                    "bad request: a request line is at most {MAX_REQUEST_LINE} bytes; closing the connection"
+                ),
+            }
+        } else {
+            match serde_json::from_slice::<Request>(&line) {
+                Ok(req) => answer(req, &gateway).await,
+                Err(e) => Response::Error {
+                    message: format!("bad request: {e}"),
+                },
+            }
         };
         let mut out = serde_json::to_string(&response).unwrap_or_default();
         out.push('\n');
         write.write_all(out.as_bytes()).await?;
+        if too_long {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 fn parse_channel(s: &str, channels: &[ChannelView]) -> Result<ChannelId, String> {
