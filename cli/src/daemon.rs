@@ -75,7 +75,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let control = tokio::spawn({
         let socket = socket.clone();
         let gateway = control::Gateway {
-            engine,
+            engine: engine.clone(),
             interval_seconds,
             clock,
             towers: daemon.towers.clone(),
@@ -87,8 +87,24 @@ pub async fn run(config_path: &Path) -> Result<()> {
         r = control => {
             r??;
         }
-        r = tokio::signal::ctrl_c() => r?,
+        signal = crate::stop_signal() => {
+            eprintln!("{}: stopping the gateway", signal?);
+        }
     }
-    let _ = std::fs::remove_file(socket);
+    // No new readings, ledger events or tower pushes; then the engine finishes what it was
+    // given, writes its history and tells the neighbours it is going.
+    let _ = std::fs::remove_file(&socket);
+    drop(daemon);
+    match tokio::time::timeout(STOP_WITHIN, engine.stop()).await {
+        Ok(Ok(())) => eprintln!("stopped"),
+        Ok(Err(e)) => eprintln!("stopped ({e})"),
+        Err(_) => eprintln!(
+            "the engine did not stop within {} s; exiting anyway (nothing signed is lost)",
+            STOP_WITHIN.as_secs()
+        ),
+    }
     Ok(())
 }
+
+/// How long a stopping daemon waits for its engine's last writes.
+const STOP_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);

@@ -68,10 +68,10 @@ pub async fn run(opts: LedgerOptions) -> Result<()> {
     println!("height {}", ledger.height());
     let producer = ledger.spawn_producer(Duration::from_millis(opts.block_ms.max(1)));
     let serving = tokio::spawn(server::serve(endpoint.clone(), ledger.clone()));
-    tokio::signal::ctrl_c().await?;
-    eprintln!("stopping at height {}", ledger.height());
+    let signal = crate::stop_signal().await?;
+    eprintln!("{signal}: stopping at height {}", ledger.height());
     producer.abort();
-    endpoint.close();
+    endpoint.shut_down(Duration::from_secs(1)).await;
     serving.abort();
     Ok(())
 }

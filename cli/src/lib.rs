@@ -13,6 +13,18 @@ pub mod watchtower;
 
 use anyhow::Result;
 
+/// Resolves when the process is asked to stop: Ctrl-C (SIGINT), or SIGTERM from a service
+/// manager (`systemctl stop`, `docker stop`, a shutdown). Returns the signal's name.
+pub async fn stop_signal() -> Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    })
+}
+
 /// `gridchan bench core`.
 pub fn bench_core(updates: u64) -> Result<()> {
     eprintln!("settling {updates} updates through the in-memory harness...");

@@ -33,10 +33,11 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let address = endpoint.peer_addr();
     let tower = Tower::start(signer, ledger, store_path(&config), limits)
         .context("cannot open the tower store")?;
-    tower.listen(endpoint);
+    tower.listen(endpoint.clone());
     println!("watchtower {address}");
-    tokio::signal::ctrl_c().await?;
+    eprintln!("{}: stopping the watchtower", crate::stop_signal().await?);
     tower.stop();
+    endpoint.shut_down(std::time::Duration::from_secs(1)).await;
     Ok(())
 }
 

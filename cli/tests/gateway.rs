@@ -3,7 +3,12 @@
 
 mod common;
 
-use common::{gridchan, init, ledger, open_channel, start_neighbours, until};
+use std::time::{Duration, Instant};
+
+use common::{
+    configure, gridchan, init, ledger, meter_file, open_channel, spawn_logging, start_neighbours,
+    until, wait_for_daemon, Proc,
+};
 
 #[test]
 fn two_daemons_trade_and_close_through_the_cli() {
@@ -86,4 +91,80 @@ fn two_daemons_trade_and_close_through_the_cli() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("hour 7 has no price"), "{err}");
+}
+
+/// Starts the daemon of `dir` with its log kept in `dir/daemon.log`.
+fn daemon_logging(dir: &std::path::Path) -> (Proc, String) {
+    let config = dir.join("gridchan.toml");
+    let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
+    let started = spawn_logging(&["daemon", "--config", config.to_str().unwrap()], log);
+    wait_for_daemon(&config);
+    started
+}
+
+#[test]
+fn a_daemon_stopped_by_sigterm_writes_its_history_and_tells_its_neighbour() {
+    let root = tempfile::tempdir().unwrap();
+    let (da, db) = (root.path().join("a"), root.path().join("b"));
+    let (node_a, node_b) = (init(&da), init(&db));
+    let (_ledger, ledger_addr) = ledger(
+        &root.path().join("ledger"),
+        "127.0.0.1:0",
+        &[&node_a, &node_b],
+    );
+    configure(&db, &ledger_addr, &meter_file(&db, 80, 0), None);
+    let (_b, addr_b) = daemon_logging(&db);
+    configure(&da, &ledger_addr, &meter_file(&da, 0, 100), Some(&addr_b));
+    let (mut a, _) = daemon_logging(&da);
+    let ca = da.join("gridchan.toml");
+    open_channel(&ca, &addr_b, &["--price", "0.2"]);
+    until("three intervals traded", &ca, |c| {
+        c["sold_wh"].as_u64().unwrap_or(0) >= 240
+    });
+
+    // What `systemctl stop` sends.
+    let pid = a.0.id() as libc::pid_t;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = a.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the daemon did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let log = std::fs::read_to_string(da.join("daemon.log")).unwrap();
+    assert!(status.success(), "{status}: {log}");
+    assert!(log.contains("SIGTERM: stopping the gateway"), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+    assert!(
+        !da.join("data/control.sock").exists(),
+        "the control socket is removed"
+    );
+
+    // Every interval the channel settled is in the history, not only the states: a crash
+    // may lose the last second of history, a stop does not.
+    let db_a = rusqlite::Connection::open(da.join("data/channels.sqlite")).unwrap();
+    let (state, history): (i64, i64) = db_a
+        .query_row(
+            "SELECT c.version, (SELECT MAX(t.version) FROM trades t WHERE t.channel = c.id)
+             FROM channels c",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(state >= 3, "version {state}");
+    assert_eq!(history, state, "the history reaches the newest state");
+
+    // B heard that A went away from A itself, not from an idle timeout.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log_b = std::fs::read_to_string(db.join("daemon.log")).unwrap();
+        if log_b.contains("disconnected") {
+            assert!(log_b.contains("shutting down"), "{log_b}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never noticed: {log_b}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

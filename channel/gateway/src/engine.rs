@@ -81,6 +81,9 @@ enum Control {
     ),
     Connect(PeerAddr),
     Send(NodeId, Message),
+    /// Finish: everything taken before this is handled, the writes already asked for are made,
+    /// the history is written, and the peers are told the connections close.
+    Stop(oneshot::Sender<()>),
 }
 
 /// An input taken from the engine's queues, in arrival order.
@@ -93,7 +96,8 @@ enum Inbound {
     Up(Connection, mpsc::Sender<Vec<u8>>),
     /// A frame from a peer, decoded (or why it is not a message).
     Message(NodeId, Result<Message, gridchan_channel::wire::WireError>),
-    Down(NodeId, u64),
+    /// A connection closed, and why.
+    Down(NodeId, u64, String),
 }
 
 /// A handle to a running engine.
@@ -193,6 +197,14 @@ impl EngineHandle {
     }
 
     /// Dials a neighbour (the engine keeps one connection per peer).
+    /// Stops the engine: what was asked before is handled, its writes made, the history
+    /// written and the connections closed. Returns once it has stopped.
+    pub async fn stop(&self) -> Result<(), EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Control::Stop(tx)).await?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
     pub async fn connect(&self, peer: PeerAddr) -> Result<(), EngineError> {
         self.send(Control::Connect(peer)).await
     }
@@ -231,6 +243,8 @@ struct Engine {
     /// (or a full [`MAX_PENDING_TRADES`] at once), in a transaction of their own: never on an
     /// update's path, and many intervals of a channel share its pages in the history's index.
     trades: Vec<crate::store::TradeEntry>,
+    /// Asked to stop: answered once the engine has.
+    stopping: Option<oneshot::Sender<()>>,
 }
 
 /// Why an engine could not start.
@@ -297,6 +311,7 @@ pub fn spawn(
         pool_signer,
         trades: Vec::new(),
         frozen: HashMap::new(),
+        stopping: None,
     };
     let accept = accept_loop(endpoint, inbound_tx);
     std::thread::Builder::new()
@@ -386,6 +401,9 @@ async fn run_connection(
                     }
                 }
                 Ok(None) => break,
+                // The connection closed (the watch on it reports why): closing it here would
+                // only hide the peer's reason behind our own.
+                Err(_) if reader_conn.close_reason().is_some() => break,
                 Err(e) => {
                     tracing::warn!("peer {peer}: {e}");
                     reader_conn.close(&e.to_string());
@@ -530,11 +548,11 @@ impl Engine {
             tokio::select! {
                 c = control.recv() => match c {
                     Some(c) => taken.push(Taken::Control(c)),
-                    None => return self.shut_down(),
+                    None => return self.shut_down().await,
                 },
                 i = inbound.recv() => match i {
                     Some(i) => taken.push(Taken::Inbound(i)),
-                    None => return self.shut_down(),
+                    None => return self.shut_down().await,
                 },
                 Some(w) = written.recv() => self.on_written(w),
                 done = async {
@@ -616,6 +634,9 @@ impl Engine {
             // with the next inputs meanwhile.
             let idle = flight.is_empty() && inbound.is_empty() && control.is_empty();
             self.drain(idle);
+            if self.stopping.is_some() {
+                return self.shut_down().await;
+            }
         }
     }
 
@@ -748,6 +769,7 @@ impl Engine {
                     }
                 }
             }
+            Control::Stop(reply) => self.stopping = Some(reply),
         }
     }
 
@@ -775,8 +797,8 @@ impl Engine {
                 let inbound = self.inbound_tx.clone();
                 let watch = self.peers[&peer].conn.clone();
                 tokio::spawn(async move {
-                    watch.closed().await;
-                    let _ = inbound.send(Inbound::Down(peer, generation)).await;
+                    let reason = watch.closed().await;
+                    let _ = inbound.send(Inbound::Down(peer, generation, reason)).await;
                 });
                 self.node.handle(Input::Connected(peer));
             }
@@ -793,12 +815,13 @@ impl Engine {
                     Err(e) => self.drop_peer(peer, &e.to_string()),
                 }
             }
-            Inbound::Down(peer, generation) => {
+            Inbound::Down(peer, generation, reason) => {
                 if self
                     .peers
                     .get(&peer)
                     .is_some_and(|p| p.generation == generation)
                 {
+                    tracing::warn!("{peer} disconnected: {reason}");
                     self.peers.remove(&peer);
                     self.node.handle(Input::Disconnected(peer));
                     let _ = self.reports.send(Report::Peer {
@@ -859,12 +882,19 @@ impl Engine {
         }
     }
 
-    /// Every handle is gone: write what is left and close the endpoint (its port is free
-    /// again for a restart).
-    fn shut_down(&mut self) {
+    /// Asked to stop, or every handle is gone: write what is left, close the endpoint (its port
+    /// is free again for a restart) and tell the peers.
+    ///
+    /// Input that arrived after a stop is not handled, and what waited for the last writes is
+    /// not sent: as after a crash, nothing signed is lost, and the peers catch up when they
+    /// reconnect.
+    async fn shut_down(&mut self) {
         self.flush_trades();
         self.writer.finish();
-        self.endpoint.close();
+        self.endpoint.shut_down(Duration::from_secs(1)).await;
+        if let Some(reply) = self.stopping.take() {
+            let _ = reply.send(());
+        }
     }
 
     /// Hands the interval history still waiting for a batch to the writer.

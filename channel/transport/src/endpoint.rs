@@ -364,6 +364,13 @@ impl Endpoint {
     pub fn close(&self) {
         self.endpoint.close(0u32.into(), b"shutting down");
     }
+
+    /// Closes the endpoint and every connection, and waits (at most `within`) until the peers
+    /// have been told, so they learn at once that this node is going, not after an idle timeout.
+    pub async fn shut_down(&self, within: Duration) {
+        self.close();
+        let _ = tokio::time::timeout(within, self.endpoint.wait_idle()).await;
+    }
 }
 
 impl Connection {

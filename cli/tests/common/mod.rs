@@ -25,10 +25,15 @@ impl Drop for Proc {
 
 /// Starts `gridchan ARGS` and returns it with the last word of its first output line.
 pub fn spawn(args: &[&str]) -> (Proc, String) {
+    spawn_logging(args, Stdio::null())
+}
+
+/// [`spawn`], with the process's log (standard error) going to `log`.
+pub fn spawn_logging(args: &[&str], log: impl Into<Stdio>) -> (Proc, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_gridchan"))
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let mut line = String::new();
