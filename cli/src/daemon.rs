@@ -19,6 +19,7 @@ pub fn control_socket(config: &Config) -> std::path::PathBuf {
 }
 
 pub async fn run(config_path: &Path) -> Result<()> {
+    let mut stop = crate::StopSignals::install()?;
     let config = Config::load(config_path)?;
     let signer = keys::load(&config.node.key)?;
     std::fs::create_dir_all(&config.node.data)
@@ -87,9 +88,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         r = control => {
             r??;
         }
-        signal = crate::stop_signal() => {
-            eprintln!("{}: stopping the gateway", signal?);
-        }
+        signal = stop.recv() => eprintln!("{signal}: stopping the gateway"),
     }
     // No new readings, ledger events or tower pushes; then the engine finishes what it was
     // given, writes its history and tells the neighbours it is going.

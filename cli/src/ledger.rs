@@ -40,6 +40,7 @@ pub fn parse_amount(s: &str) -> Result<Amount, String> {
 
 /// Opens (or creates) the ledger, serves it and produces blocks until Ctrl-C.
 pub async fn run(opts: LedgerOptions) -> Result<()> {
+    let mut stop = crate::StopSignals::install()?;
     std::fs::create_dir_all(&opts.data)
         .with_context(|| format!("cannot create data folder {}", opts.data.display()))?;
     let signer = keys::load_or_create(&opts.data.join("node.key"))?;
@@ -68,7 +69,7 @@ pub async fn run(opts: LedgerOptions) -> Result<()> {
     println!("height {}", ledger.height());
     let producer = ledger.spawn_producer(Duration::from_millis(opts.block_ms.max(1)));
     let serving = tokio::spawn(server::serve(endpoint.clone(), ledger.clone()));
-    let signal = crate::stop_signal().await?;
+    let signal = stop.recv().await;
     eprintln!("{signal}: stopping at height {}", ledger.height());
     producer.abort();
     endpoint.shut_down(Duration::from_secs(1)).await;

@@ -13,16 +13,30 @@ pub mod watchtower;
 
 use anyhow::Result;
 
-/// Resolves when the process is asked to stop: Ctrl-C (SIGINT), or SIGTERM from a service
-/// manager (`systemctl stop`, `docker stop`, a shutdown). Returns the signal's name.
-pub async fn stop_signal() -> Result<&'static str> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
-    })
+/// The signals that ask a service to stop: Ctrl-C (SIGINT), and SIGTERM from a service manager
+/// (`systemctl stop`, `docker stop`, a shutdown). Installed before the service says it is up,
+/// so a stop that follows at once is never the default action (death on the spot).
+pub struct StopSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    pub fn install() -> Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for a stop; returns the signal's name.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
 }
 
 /// `gridchan bench core`.

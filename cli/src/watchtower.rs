@@ -22,6 +22,7 @@ fn load(config: &Path) -> Result<TowerConfig> {
 
 /// Runs the tower until Ctrl-C.
 pub async fn run(config_path: &Path) -> Result<()> {
+    let mut stop = crate::StopSignals::install()?;
     let config = load(config_path)?;
     let signer = keys::load_or_create(&config.key)?;
     std::fs::create_dir_all(&config.data)
@@ -35,7 +36,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         .context("cannot open the tower store")?;
     tower.listen(endpoint.clone());
     println!("watchtower {address}");
-    eprintln!("{}: stopping the watchtower", crate::stop_signal().await?);
+    eprintln!("{}: stopping the watchtower", stop.recv().await);
     tower.stop();
     endpoint.shut_down(std::time::Duration::from_secs(1)).await;
     Ok(())

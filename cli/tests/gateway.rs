@@ -122,17 +122,7 @@ fn a_daemon_stopped_by_sigterm_writes_its_history_and_tells_its_neighbour() {
         c["sold_wh"].as_u64().unwrap_or(0) >= 240
     });
 
-    // What `systemctl stop` sends.
-    let pid = a.0.id() as libc::pid_t;
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = a.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the daemon did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = a.terminate();
     let log = std::fs::read_to_string(da.join("daemon.log")).unwrap();
     assert!(status.success(), "{status}: {log}");
     assert!(log.contains("SIGTERM: stopping the gateway"), "{log}");
@@ -167,4 +157,32 @@ fn a_daemon_stopped_by_sigterm_writes_its_history_and_tells_its_neighbour() {
         assert!(Instant::now() < deadline, "B never noticed: {log_b}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn the_ledger_node_and_the_watchtower_stop_cleanly_on_sigterm() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut ledger_node, ledger_addr) = ledger(&root.path().join("ledger"), "127.0.0.1:0", &[]);
+    let tower_dir = root.path().join("tower");
+    let out = gridchan(&[
+        "watchtower",
+        "init",
+        "--dir",
+        tower_dir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--ledger",
+        &ledger_addr,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = tower_dir.join("watchtower.toml");
+    let (mut tower, _) = common::spawn(&["watchtower", "--config", config.to_str().unwrap()]);
+    let status = tower.terminate();
+    assert!(status.success(), "the tower: {status}");
+    let status = ledger_node.terminate();
+    assert!(status.success(), "the ledger node: {status}");
 }
