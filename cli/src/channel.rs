@@ -68,6 +68,7 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
             fees,
             ledger_pending,
             ledger_error,
+            peers,
         } => {
             println!("node      {node}");
             println!("address   {address}");
@@ -85,6 +86,7 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
                 (n, None) => println!("ledger    {n} transaction(s) on their way"),
                 (n, Some(e)) => println!("ledger    {n} transaction(s) waiting: {e}"),
             }
+            peers_lines(peers);
         }
         Response::Channels { channels } => table(channels),
         Response::Channel { channel, recent } => {
@@ -142,6 +144,30 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
         Response::Error { message } => println!("error: {message}"),
     }
     Ok(())
+}
+
+/// The neighbours in `status`: how many are connected, then one line each.
+fn peers_lines(peers: &[gridchan_gateway::peers::PeerStatus]) {
+    if peers.is_empty() {
+        println!("peers     none yet: list neighbours under [[peers]], or open a channel");
+        return;
+    }
+    let up = peers.iter().filter(|p| p.connected).count();
+    println!("peers     {up} of {} connected", peers.len());
+    for p in peers {
+        let place = p
+            .address
+            .as_deref()
+            .and_then(|a| a.split_once('@'))
+            .map_or("(dialled us)", |(_, hostport)| hostport);
+        let how = match (p.connected, &p.last_error) {
+            (true, _) => "connected".to_string(),
+            (false, Some(e)) => format!("not connected, retrying: {e}"),
+            (false, None) if p.address.is_some() => "not connected".to_string(),
+            (false, None) => "not connected (it dials us)".to_string(),
+        };
+        println!("          {}  {place:<21}  {how}", &p.node[..8]);
+    }
 }
 
 fn table(channels: &[ChannelSummary]) {

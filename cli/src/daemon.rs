@@ -80,6 +80,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
             interval_seconds,
             clock,
             towers: daemon.towers.clone(),
+            peers: daemon.peers.clone(),
             ledger,
         };
         async move { control::serve(&socket, gateway).await }

@@ -39,6 +39,20 @@ fn two_daemons_trade_and_close_through_the_cli() {
         trading["balance"].as_u64().unwrap() - 10_000_000,
         sold * 200
     );
+    // Each sees the other connected: A dialled B's address from its config.
+    for (config, place) in [
+        (&ca, addr_b.split_once('@').unwrap().1),
+        (&cb, "(dialled us)"),
+    ] {
+        let out = gridchan(&["status", "--config", config.to_str().unwrap()]);
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains("peers     1 of 1 connected"), "{text}");
+        let line = text.lines().last().unwrap();
+        assert!(
+            line.contains(place) && line.ends_with("connected"),
+            "{text}"
+        );
+    }
     // The human table.
     let table = gridchan(&["channel", "list", "--config", cb.to_str().unwrap()]);
     let text = String::from_utf8(table.stdout).unwrap();

@@ -77,6 +77,9 @@ pub enum Response {
         /// Ledger transactions waiting to be included, and why the last attempt failed.
         ledger_pending: usize,
         ledger_error: Option<String>,
+        /// The neighbours: configured, with a channel, or connected.
+        #[serde(default)]
+        peers: Vec<crate::peers::PeerStatus>,
     },
     Channels {
         channels: Vec<ChannelSummary>,
@@ -143,7 +146,6 @@ impl ChannelSummary {
     }
 }
 
-/// Serves the control API on `path` until the task is aborted.
 /// What the control API answers from.
 #[derive(Clone)]
 pub struct Gateway {
@@ -151,10 +153,12 @@ pub struct Gateway {
     pub interval_seconds: u32,
     pub clock: crate::clock::SimClock,
     pub towers: crate::towers::Towers,
+    pub peers: crate::peers::Peers,
     /// For the account's balance in `status`.
     pub ledger: std::sync::Arc<dyn gridchan_chain::Ledger>,
 }
 
+/// Serves the control API on `path` until the task is aborted.
 pub async fn serve(path: &Path, gateway: Gateway) -> std::io::Result<()> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
@@ -246,6 +250,7 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
         interval_seconds,
         clock,
         towers,
+        peers,
         ledger,
     } = gateway;
     let (interval_seconds, clock) = (*interval_seconds, *clock);
@@ -289,6 +294,7 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
                 fees,
                 ledger_pending: pending.len(),
                 ledger_error: pending.first().and_then(|p| p.last_error.clone()),
+                peers: peers.status(&crate::peers::live(&channels)),
             }
         }
         Request::List => Response::Channels {
@@ -319,6 +325,9 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
                 Ok(p) => p,
                 Err(e) => return err(format!("{e}")),
             };
+            if let Err(e) = peers.remember(&peer) {
+                return err(format!("cannot record the neighbour's address: {e}"));
+            }
             let _ = engine.connect(peer.clone()).await;
             let now = clock.now_ms() / 1000;
             let mut nonce = [0u8; 32];

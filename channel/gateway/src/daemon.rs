@@ -2,7 +2,7 @@
 //! wall clock with announcement rounds, following the ledger, and submitting what the core asks
 //! of the ledger.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use crate::metering::{Round, Step};
 pub struct Daemon {
     pub engine: EngineHandle,
     pub towers: crate::towers::Towers,
+    pub peers: crate::peers::Peers,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -68,8 +69,10 @@ pub fn start(parts: DaemonParts) -> Result<Daemon, StoreError> {
     )
     .map_err(StoreError::ReadFailed)?;
     let queue = Arc::new(LedgerQueue::open(&engine.store_path)?);
+    let peers =
+        crate::peers::Peers::open(&engine.store_path, &peers).map_err(StoreError::ReadFailed)?;
     let tasks = vec![
-        tokio::spawn(keep_peers_connected(engine.clone(), peers)),
+        tokio::spawn(crate::peers::keep_connected(engine.clone(), peers.clone())),
         tokio::spawn(run_submitter(engine.clone(), queue.clone(), ledger.clone())),
         tokio::spawn(follow_ledger(engine.clone(), ledger, queue)),
         tokio::spawn(meter_intervals(
@@ -82,46 +85,9 @@ pub fn start(parts: DaemonParts) -> Result<Daemon, StoreError> {
     Ok(Daemon {
         engine,
         towers,
+        peers,
         tasks,
     })
-}
-
-/// Dials every configured neighbour, and again with backoff whenever it drops.
-async fn keep_peers_connected(engine: EngineHandle, peers: Vec<PeerAddr>) {
-    let mut reports = engine.reports();
-    let by_node: HashMap<NodeId, PeerAddr> = peers.iter().map(|p| (p.node, p.clone())).collect();
-    for p in &peers {
-        let _ = engine.connect(p.clone()).await;
-    }
-    let mut backoff: HashMap<NodeId, Duration> = HashMap::new();
-    // Redials wait in here: they stop with this job.
-    let mut redials = tokio::task::JoinSet::new();
-    loop {
-        while redials.try_join_next().is_some() {}
-        match reports.recv().await {
-            Ok(Report::Peer { peer, connected }) => {
-                let Some(addr) = by_node.get(&peer) else {
-                    continue;
-                };
-                if connected {
-                    backoff.remove(&peer);
-                    continue;
-                }
-                let wait = backoff
-                    .get(&peer)
-                    .map(|d| (*d * 2).min(Duration::from_secs(30)))
-                    .unwrap_or(Duration::from_millis(200));
-                backoff.insert(peer, wait);
-                let (engine, addr) = (engine.clone(), addr.clone());
-                redials.spawn(async move {
-                    tokio::time::sleep(wait).await;
-                    let _ = engine.connect(addr).await;
-                });
-            }
-            Ok(_) | Err(RecvError::Lagged(_)) => {}
-            Err(RecvError::Closed) => return,
-        }
-    }
 }
 
 /// Deadlines the follower watches: challenge windows of registered channels and funding

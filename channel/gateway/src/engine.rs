@@ -79,7 +79,10 @@ enum Control {
         usize,
         oneshot::Sender<Vec<crate::store::TradeRow>>,
     ),
-    Connect(PeerAddr),
+    /// Dial a peer; the answer (if asked for) says whether the connection came up.
+    Connect(PeerAddr, Option<oneshot::Sender<Result<(), String>>>),
+    /// The peers connected now.
+    Connected(oneshot::Sender<Vec<NodeId>>),
     Send(NodeId, Message),
     /// Finish: everything taken before this is handled, the writes already asked for are made,
     /// the history is written, and the peers are told the connections close.
@@ -205,8 +208,26 @@ impl EngineHandle {
         rx.await.map_err(|_| EngineError::Stopped)
     }
 
+    /// Dials `peer` in the background (see [`EngineHandle::dial`] to learn how it went).
     pub async fn connect(&self, peer: PeerAddr) -> Result<(), EngineError> {
-        self.send(Control::Connect(peer)).await
+        self.send(Control::Connect(peer, None)).await
+    }
+
+    /// Dials `peer` and waits until the connection is up (authenticated, its stream open) or
+    /// the attempt failed, and why.
+    pub async fn dial(&self, peer: PeerAddr) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Control::Connect(peer, Some(tx)))
+            .await
+            .map_err(|e| e.to_string())?;
+        rx.await.map_err(|_| EngineError::Stopped.to_string())?
+    }
+
+    /// The peers connected now.
+    pub async fn connected_peers(&self) -> Result<Vec<NodeId>, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Control::Connected(tx)).await?;
+        rx.await.map_err(|_| EngineError::Stopped)
     }
 
     async fn send(&self, c: Control) -> Result<(), EngineError> {
@@ -319,7 +340,13 @@ pub fn spawn(
         .spawn(move || {
             let rt = rt.0.take().expect("the engine's runtime");
             rt.spawn(accept);
-            rt.block_on(engine.run(control_rx, inbound_rx, written))
+            let stopped = rt.block_on(engine.run(control_rx, inbound_rx, written));
+            // The runtime, and with it the endpoint's socket, is gone before a `stop` returns:
+            // the port is free for whoever binds it next.
+            drop(rt);
+            if let Some(reply) = stopped {
+                let _ = reply.send(());
+            }
         })?;
     Ok(EngineHandle {
         control: control_tx,
@@ -362,13 +389,32 @@ async fn accept_loop(endpoint: Endpoint, inbound: mpsc::Sender<Inbound>) {
     }
 }
 
-async fn dial(endpoint: Endpoint, peer: PeerAddr, inbound: mpsc::Sender<Inbound>) {
-    match endpoint.connect(&peer).await {
+async fn dial(
+    endpoint: Endpoint,
+    peer: PeerAddr,
+    inbound: mpsc::Sender<Inbound>,
+    outcome: Option<oneshot::Sender<Result<(), String>>>,
+) {
+    let up = match endpoint.connect(&peer).await {
         Ok(conn) => match conn.open_stream().await {
-            Ok(stream) => run_connection(conn, stream, inbound).await,
-            Err(e) => tracing::warn!("cannot open a stream to {peer}: {e}"),
+            Ok(stream) => Ok((conn, stream)),
+            Err(e) => Err(format!("cannot open a stream: {e}")),
         },
-        Err(e) => tracing::warn!("cannot reach {peer}: {e}"),
+        Err(e) => Err(e.to_string()),
+    };
+    match up {
+        Ok((conn, stream)) => {
+            if let Some(o) = outcome {
+                let _ = o.send(Ok(()));
+            }
+            run_connection(conn, stream, inbound).await
+        }
+        Err(e) => {
+            tracing::warn!("cannot reach {peer}: {e}");
+            if let Some(o) = outcome {
+                let _ = o.send(Err(e));
+            }
+        }
     }
 }
 
@@ -538,7 +584,7 @@ impl Engine {
         mut control: mpsc::Receiver<Control>,
         mut inbound: mpsc::Receiver<Inbound>,
         mut written: mpsc::UnboundedReceiver<Written>,
-    ) {
+    ) -> Option<oneshot::Sender<()>> {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut taken: Vec<Taken> = Vec::new();
         // Pieces of input whose signatures the pool is checking and making, in arrival order.
@@ -759,8 +805,12 @@ impl Engine {
                 self.flush_trades();
                 self.writer.recent_trades(channel, n, reply);
             }
-            Control::Connect(peer) => {
-                tokio::spawn(dial(self.endpoint.clone(), peer, self.inbound_tx.clone()));
+            Control::Connect(peer, outcome) => {
+                let inbound = self.inbound_tx.clone();
+                tokio::spawn(dial(self.endpoint.clone(), peer, inbound, outcome));
+            }
+            Control::Connected(reply) => {
+                let _ = reply.send(self.peers.keys().copied().collect());
             }
             Control::Send(peer, message) => {
                 if let Some(p) = self.peers.get(&peer) {
@@ -888,13 +938,13 @@ impl Engine {
     /// Input that arrived after a stop is not handled, and what waited for the last writes is
     /// not sent: as after a crash, nothing signed is lost, and the peers catch up when they
     /// reconnect.
-    async fn shut_down(&mut self) {
+    ///
+    /// Returns the answer owed to a `stop`, for after the runtime is gone.
+    async fn shut_down(&mut self) -> Option<oneshot::Sender<()>> {
         self.flush_trades();
         self.writer.finish();
         self.endpoint.shut_down(Duration::from_secs(1)).await;
-        if let Some(reply) = self.stopping.take() {
-            let _ = reply.send(());
-        }
+        self.stopping.take()
     }
 
     /// Hands the interval history still waiting for a batch to the writer.

@@ -87,10 +87,7 @@ impl LedgerQueue {
     /// Opens the queue of the store at `path` (the store must have been opened once, which
     /// creates the table).
     pub fn open(path: &Path) -> Result<LedgerQueue, StoreError> {
-        let conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(err)?;
+        let conn = crate::store::connect(path).map_err(err)?;
         Ok(LedgerQueue {
             conn: Mutex::new(conn),
         })

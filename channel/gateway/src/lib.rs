@@ -12,6 +12,8 @@
 //!   durable writes acknowledged to the core, a clock, and a control handle.
 //! - [`ledger_queue`]: the durable queue of ledger transactions the gateway owes, retried
 //!   until included (the ledger may be away for hours: island mode).
+//! - [`peers`]: keeps the neighbours connected: those configured, and those with a live
+//!   channel, recorded when it was opened.
 //! - [`towers`]: pushes every new doubly signed state to the household's watchtowers.
 //! - [`control`]: the control API on a Unix socket (mode 0600) that `gridchan channel ...` uses.
 //! - [`config`]: the gateway's TOML configuration, and the commented template `gridchan init`
@@ -30,6 +32,7 @@ pub mod engine;
 pub mod ledger_queue;
 pub mod meter;
 pub mod metering;
+pub mod peers;
 pub mod store;
 pub mod towers;
 pub mod writer;

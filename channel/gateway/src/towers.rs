@@ -76,11 +76,7 @@ impl Towers {
         auth: Signer,
         configured: &[PeerAddr],
     ) -> Result<Towers, String> {
-        let conn = Connection::open(&store_path).map_err(|e| e.to_string())?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(|e| e.to_string())?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(|e| e.to_string())?;
+        let conn = crate::store::connect(&store_path).map_err(|e| e.to_string())?;
         let towers = Towers(Arc::new(Inner {
             engine,
             conn: Mutex::new(conn),

@@ -1,0 +1,273 @@
+//! The neighbours a gateway keeps connected: those in its config, and those it opened a channel
+//! with by address (`gridchan channel open PUBKEY@HOST:PORT`), which are recorded in the store
+//! so that a restart on either side is not the end of their channel.
+//!
+//! Every configured neighbour, and every recorded one that shares a channel not yet paid out, is
+//! dialled until it is connected: at once, then after 200 ms, doubling to at most 30 s between
+//! attempts; and again whenever it drops. The job reacts to the engine's reports, and also
+//! checks the engine's own view every few seconds, so a report lost to a lagging receiver, or a
+//! dial that failed, never leaves a neighbour unattended.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gridchan_channel::{ChannelView, NodeId, Phase};
+use gridchan_transport::PeerAddr;
+use rusqlite::{params, Connection};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+
+use crate::engine::{EngineHandle, Report};
+
+/// The first wait after a failed dial or a dropped connection.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// The longest wait between two dials of one neighbour.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often the job checks the engine's own view of who is connected.
+const CHECK: Duration = Duration::from_secs(5);
+
+/// One neighbour as `gridchan status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub node: String,
+    /// Where it is dialled; `None` for a neighbour that only ever dialled us.
+    pub address: Option<String>,
+    pub connected: bool,
+    /// Listed under `[[peers]]` in the config.
+    pub configured: bool,
+    /// Why the last dial failed, while it is not connected.
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Default)]
+struct Entry {
+    address: Option<PeerAddr>,
+    configured: bool,
+    connected: bool,
+    last_error: Option<String>,
+}
+
+struct Inner {
+    conn: Mutex<Connection>,
+    book: Mutex<BTreeMap<NodeId, Entry>>,
+}
+
+/// The gateway's neighbours: where to reach them and how the connections are.
+#[derive(Clone)]
+pub struct Peers(Arc<Inner>);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Peers {
+    /// Opens the neighbour table of the gateway's store (the store must have been opened once,
+    /// which creates it), with the `configured` neighbours.
+    pub fn open(store_path: &Path, configured: &[PeerAddr]) -> Result<Peers, String> {
+        let conn = crate::store::connect(store_path).map_err(|e| e.to_string())?;
+        let mut book = BTreeMap::new();
+        {
+            let mut stmt = conn
+                .prepare("SELECT address FROM peers")
+                .map_err(|e| e.to_string())?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(|e| e.to_string())?;
+            for r in rows {
+                let text = r.map_err(|e| e.to_string())?;
+                let addr: PeerAddr = text
+                    .parse()
+                    .map_err(|e| format!("stored neighbour {text}: {e}"))?;
+                book.insert(
+                    addr.node,
+                    Entry {
+                        address: Some(addr),
+                        ..Entry::default()
+                    },
+                );
+            }
+        }
+        for addr in configured {
+            book.insert(
+                addr.node,
+                Entry {
+                    address: Some(addr.clone()),
+                    configured: true,
+                    ..Entry::default()
+                },
+            );
+        }
+        Ok(Peers(Arc::new(Inner {
+            conn: Mutex::new(conn),
+            book: Mutex::new(book),
+        })))
+    }
+
+    /// Records where `addr`'s neighbour listens (a channel was just opened to it), durably:
+    /// it is dialled again after a restart for as long as a channel with it is not paid out.
+    pub fn remember(&self, addr: &PeerAddr) -> Result<(), String> {
+        lock(&self.0.conn)
+            .execute(
+                "INSERT INTO peers (node, address) VALUES (?1, ?2)
+                 ON CONFLICT(node) DO UPDATE SET address = excluded.address",
+                params![addr.node.to_bytes().to_vec(), addr.to_string()],
+            )
+            .map_err(|e| e.to_string())?;
+        lock(&self.0.book).entry(addr.node).or_default().address = Some(addr.clone());
+        Ok(())
+    }
+
+    /// The neighbours that matter now: configured, connected, or sharing a `live` channel
+    /// (see [`live`]).
+    pub fn status(&self, live: &HashSet<NodeId>) -> Vec<PeerStatus> {
+        lock(&self.0.book)
+            .iter()
+            .filter(|(node, e)| e.configured || e.connected || live.contains(node))
+            .map(|(node, e)| PeerStatus {
+                node: node.to_string(),
+                address: e.address.as_ref().map(|a| a.to_string()),
+                connected: e.connected,
+                configured: e.configured,
+                last_error: if e.connected {
+                    None
+                } else {
+                    e.last_error.clone()
+                },
+            })
+            .collect()
+    }
+
+    fn set_connected(&self, peer: NodeId, connected: bool) {
+        let mut book = lock(&self.0.book);
+        let e = book.entry(peer).or_default();
+        e.connected = connected;
+        if connected {
+            e.last_error = None;
+        }
+    }
+
+    /// The engine's own view: exactly `connected` are connected.
+    fn sync_connected(&self, connected: &HashSet<NodeId>) {
+        let mut book = lock(&self.0.book);
+        for node in connected {
+            book.entry(*node).or_default();
+        }
+        for (node, e) in book.iter_mut() {
+            e.connected = connected.contains(node);
+            if e.connected {
+                e.last_error = None;
+            }
+        }
+    }
+
+    fn set_error(&self, peer: NodeId, error: String) {
+        lock(&self.0.book).entry(peer).or_default().last_error = Some(error);
+    }
+
+    /// The neighbours to keep connected: the configured ones, and those with a channel that
+    /// is not paid out yet; with where to dial them.
+    fn wanted(&self, live: &HashSet<NodeId>) -> HashMap<NodeId, PeerAddr> {
+        lock(&self.0.book)
+            .iter()
+            .filter(|(node, e)| e.configured || live.contains(node))
+            .filter_map(|(node, e)| Some((*node, e.address.clone()?)))
+            .collect()
+    }
+}
+
+/// The neighbours of the channels not paid out yet: they need their peer.
+pub fn live(channels: &[ChannelView]) -> HashSet<NodeId> {
+    channels
+        .iter()
+        .filter(|c| !matches!(c.phase, Phase::Concluded | Phase::ClosedCooperatively))
+        .map(|c| c.peer)
+        .collect()
+}
+
+/// When a neighbour is dialled next, and the wait after that if it fails.
+struct Due {
+    at: Instant,
+    backoff: Duration,
+}
+
+/// Keeps the wanted neighbours connected (see the module's documentation); runs until the
+/// engine stops.
+pub async fn keep_connected(engine: EngineHandle, peers: Peers) {
+    let mut reports = engine.reports();
+    let mut due: HashMap<NodeId, Due> = HashMap::new();
+    let mut dialling: tokio::task::JoinSet<(NodeId, Result<(), String>)> = Default::default();
+    let mut in_flight: HashSet<NodeId> = HashSet::new();
+    let mut wanted: HashMap<NodeId, PeerAddr> = HashMap::new();
+    let mut check = tokio::time::interval(CHECK);
+    loop {
+        let next = due
+            .iter()
+            .filter(|(n, _)| !in_flight.contains(*n))
+            .map(|(_, d)| d.at)
+            .min();
+        tokio::select! {
+            _ = check.tick() => {
+                let Ok(connected) = engine.connected_peers().await else { return };
+                let Ok(channels) = engine.channels().await else { return };
+                let live = live(&channels);
+                let connected: HashSet<NodeId> = connected.into_iter().collect();
+                peers.sync_connected(&connected);
+                wanted = peers.wanted(&live);
+                due.retain(|n, _| wanted.contains_key(n) && !connected.contains(n));
+                for node in wanted.keys() {
+                    if !connected.contains(node) && !due.contains_key(node) {
+                        due.insert(*node, Due { at: Instant::now(), backoff: FIRST_BACKOFF });
+                    }
+                }
+            }
+            r = reports.recv() => match r {
+                Ok(Report::Peer { peer, connected }) => {
+                    peers.set_connected(peer, connected);
+                    if connected {
+                        due.remove(&peer);
+                    } else if wanted.contains_key(&peer) {
+                        let d = due.entry(peer).or_insert(Due {
+                            at: Instant::now(),
+                            backoff: FIRST_BACKOFF,
+                        });
+                        d.at = d.at.max(Instant::now() + FIRST_BACKOFF);
+                    }
+                }
+                Ok(_) => {}
+                // Reports were lost: the next check puts things right; make it now.
+                Err(RecvError::Lagged(_)) => check.reset_immediately(),
+                Err(RecvError::Closed) => return,
+            },
+            Some(Ok((peer, outcome))) = dialling.join_next(), if !dialling.is_empty() => {
+                in_flight.remove(&peer);
+                match outcome {
+                    // Up: a drop is reported (or found by the next check) and dialled again.
+                    Ok(()) => {
+                        due.remove(&peer);
+                    }
+                    Err(e) => {
+                        peers.set_error(peer, e);
+                        if let Some(d) = due.get_mut(&peer) {
+                            d.at = Instant::now() + d.backoff;
+                            d.backoff = (d.backoff * 2).min(MAX_BACKOFF);
+                        }
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(next.unwrap_or_else(|| Instant::now() + CHECK)), if next.is_some() => {
+                let now = Instant::now();
+                for (node, d) in &due {
+                    if d.at <= now && !in_flight.contains(node) {
+                        let Some(addr) = wanted.get(node).cloned() else { continue };
+                        in_flight.insert(*node);
+                        let (engine, node) = (engine.clone(), *node);
+                        dialling.spawn(async move { (node, engine.dial(addr).await) });
+                    }
+                }
+            }
+        }
+    }
+}
