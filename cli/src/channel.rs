@@ -192,8 +192,16 @@ fn table(channels: &[ChannelSummary]) {
             c.bought_wh,
             if c.frozen {
                 "  FROZEN: a write to the data folder failed; signing nothing, retrying (check its disk)"
+                    .to_string()
+            } else if !c.peer_connected
+                && !matches!(c.phase.as_str(), "Concluded" | "ClosedCooperatively")
+            {
+                match &c.peer_error {
+                    Some(e) => format!("  neighbour not connected, retrying: {e}"),
+                    None => "  neighbour not connected".to_string(),
+                }
             } else {
-                ""
+                String::new()
             }
         );
     }
@@ -203,16 +211,24 @@ fn table(channels: &[ChannelSummary]) {
 pub fn follow_opening(config: &Path, channel: &str) -> Result<()> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let mut last = String::new();
+    let mut last_error = None;
     loop {
-        let phase = match call(
+        let (phase, peer_error) = match call(
             config,
             &Request::Show {
                 channel: channel.to_string(),
             },
         )? {
-            Response::Channel { channel, .. } => channel.phase,
-            _ => String::new(),
+            Response::Channel { channel, .. } => (channel.phase, channel.peer_error),
+            _ => (String::new(), None),
         };
+        if phase == "AwaitingAccept" && peer_error.is_some() && peer_error != last_error {
+            eprintln!(
+                "  cannot reach the neighbour yet ({}); retrying",
+                peer_error.as_deref().unwrap_or_default()
+            );
+        }
+        last_error = peer_error;
         if phase != last {
             let line = match phase.as_str() {
                 "AwaitingAccept" => "waiting for the neighbour to accept...",

@@ -171,6 +171,74 @@ fn a_daemon_stopped_by_sigterm_writes_its_history_and_tells_its_neighbour() {
         assert!(Instant::now() < deadline, "B never noticed: {log_b}");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // B's channel list says its neighbour is away (B never dials A: A dialled B).
+    let cb = db.join("gridchan.toml");
+    let out = gridchan(&["channel", "list", "--config", cb.to_str().unwrap()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("neighbour not connected"), "{text}");
+}
+
+#[test]
+fn opening_a_channel_to_a_neighbour_that_does_not_answer_says_so_while_it_retries() {
+    use std::io::BufRead;
+    let root = tempfile::tempdir().unwrap();
+    let (da, db) = (root.path().join("a"), root.path().join("b"));
+    let (node_a, node_b) = (init(&da), init(&db));
+    let (_ledger, ledger_addr) = ledger(&root.path().join("ledger"), "127.0.0.1:0", &[&node_a]);
+    configure(&da, &ledger_addr, &meter_file(&da, 0, 100), None);
+    let (_a, _) = daemon_logging(&da);
+    // B's key at an address where nothing listens.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ca = da.join("gridchan.toml");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_gridchan"))
+        .args([
+            "channel",
+            "open",
+            &format!("{node_b}@127.0.0.1:{port}"),
+            "--deposit",
+            "10",
+            "--price",
+            "0.2",
+            "--config",
+            ca.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut open = Proc(child);
+    let mut progress = std::io::BufReader::new(open.0.stderr.take().unwrap()).lines();
+    // The handshake gives up after 10 s; the first failed dial is reported then.
+    let mut seen = Vec::new();
+    for line in progress.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.contains("cannot reach the neighbour yet") {
+            assert!(line.contains("retrying"), "{seen:?}");
+            break;
+        }
+        assert!(seen.len() < 10, "{seen:?}");
+    }
+    assert!(
+        seen.last().is_some_and(|l| l.contains("cannot reach")),
+        "the open ended without saying why: {seen:?}"
+    );
+    assert!(
+        seen[0].contains("waiting for the neighbour to accept"),
+        "{seen:?}"
+    );
+    drop(open);
+    // The channel list says the same.
+    let out = gridchan(&["channel", "list", "--config", ca.to_str().unwrap()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("AwaitingAccept") && text.contains("neighbour not connected, retrying"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -123,10 +123,16 @@ pub struct ChannelSummary {
     pub frozen: bool,
     /// The agreed tariff, written as `--tariff` takes it.
     pub tariff: String,
+    /// Whether the neighbour is connected now, and if not, why the last dial failed.
+    #[serde(default)]
+    pub peer_connected: bool,
+    #[serde(default)]
+    pub peer_error: Option<String>,
 }
 
 impl ChannelSummary {
-    pub fn of(v: &ChannelView) -> ChannelSummary {
+    pub fn of(v: &ChannelView, peers: &crate::peers::Peers) -> ChannelSummary {
+        let (peer_connected, peer_error) = peers.connection(&v.peer);
         let s = v.current.as_ref().map(|c| c.state().clone());
         let get = |f: &dyn Fn(&gridchan_channel::State) -> u64| s.as_ref().map(f).unwrap_or(0);
         let me = v.me;
@@ -142,6 +148,8 @@ impl ChannelSummary {
             last_interval: get(&|s| s.last_interval.0),
             frozen: v.frozen,
             tariff: v.params.tariff.to_string(),
+            peer_connected,
+            peer_error,
         }
     }
 }
@@ -298,12 +306,15 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
             }
         }
         Request::List => Response::Channels {
-            channels: channels.iter().map(ChannelSummary::of).collect(),
+            channels: channels
+                .iter()
+                .map(|c| ChannelSummary::of(c, peers))
+                .collect(),
         },
         Request::Show { channel } => match parse_channel(&channel, &channels) {
             Ok(id) => match channels.iter().find(|c| c.id == id) {
                 Some(view) => Response::Channel {
-                    channel: ChannelSummary::of(view),
+                    channel: ChannelSummary::of(view, peers),
                     recent: engine.recent_trades(id, 12).await.unwrap_or_default(),
                 },
                 None => err(format!("no channel {channel}")),

@@ -149,6 +149,13 @@ impl Peers {
         }
     }
 
+    /// Whether `node` is connected, and if not, why the last dial of it failed.
+    pub fn connection(&self, node: &NodeId) -> (bool, Option<String>) {
+        lock(&self.0.book).get(node).map_or((false, None), |e| {
+            (e.connected, e.last_error.clone().filter(|_| !e.connected))
+        })
+    }
+
     /// The engine's own view: exactly `connected` are connected.
     fn sync_connected(&self, connected: &HashSet<NodeId>) {
         let mut book = lock(&self.0.book);
