@@ -98,10 +98,14 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
             }
             for t in recent {
                 println!(
-                    "  v{:<6} interval {:<10} {} sold {:>6} Wh at {}/kWh = {}",
+                    "  v{:<6} {}  {} {:>6} Wh at {}/kWh = {}",
                     t.version,
-                    t.interval,
-                    t.seller,
+                    interval_start(t.interval, channel.interval_seconds),
+                    if t.seller == channel.me {
+                        "you sold  "
+                    } else {
+                        "you bought"
+                    },
                     t.energy_wh,
                     Amount(t.price),
                     Amount(t.amount)
@@ -144,6 +148,17 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
         Response::Error { message } => println!("error: {message}"),
     }
     Ok(())
+}
+
+/// When interval `index` of `interval_seconds` starts, in UTC (`2025-07-14 10:15 UTC`).
+fn interval_start(index: u64, interval_seconds: u32) -> String {
+    i64::try_from(index.saturating_mul(u64::from(interval_seconds)))
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .map_or_else(
+            || format!("interval {index}"),
+            |t| t.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+        )
 }
 
 /// The neighbours in `status`: how many are connected, then one line each.
@@ -217,6 +232,7 @@ pub fn follow_opening(config: &Path, channel: &str) -> Result<()> {
             config,
             &Request::Show {
                 channel: channel.to_string(),
+                intervals: 0,
             },
         )? {
             Response::Channel { channel, .. } => (channel.phase, channel.peer_error),

@@ -1,5 +1,6 @@
 //! `gridchan`: the command-line tool. Thin: it parses arguments and calls library code.
 
+use gridchan_gateway::control::{DEFAULT_SHOWN_INTERVALS, MAX_SHOWN_INTERVALS};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -134,8 +135,14 @@ enum ChannelAction {
     },
     /// List channels.
     List,
-    /// Show one channel (an id prefix is enough).
-    Show { channel: String },
+    /// Show one channel (an id prefix is enough) and its most recent settled intervals.
+    Show {
+        channel: String,
+        /// How many recent intervals to list.
+        #[arg(long, default_value_t = DEFAULT_SHOWN_INTERVALS as u64,
+              value_parser = clap::value_parser!(u64).range(1..=MAX_SHOWN_INTERVALS as u64))]
+        intervals: u64,
+    },
     /// Close cooperatively: both sign a final state, the ledger pays at once.
     Close { channel: String },
     /// Close unilaterally: register our newest state and wait out the challenge window.
@@ -392,7 +399,10 @@ fn run() -> Result<()> {
                     challenge_window_blocks: 30,
                 },
                 ChannelAction::List => Request::List,
-                ChannelAction::Show { channel } => Request::Show { channel },
+                ChannelAction::Show { channel, intervals } => Request::Show {
+                    channel,
+                    intervals: intervals as usize,
+                },
                 ChannelAction::Close { channel } => Request::Close { channel },
                 ChannelAction::ForceClose { channel } => Request::ForceClose { channel },
             };

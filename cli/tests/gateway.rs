@@ -58,12 +58,41 @@ fn two_daemons_trade_and_close_through_the_cli() {
     let text = String::from_utf8(table.stdout).unwrap();
     assert!(text.contains("bought Wh"), "{text}");
     let id = trading["channel"].as_str().unwrap()[..8].to_string();
-    // `show` lists the recent intervals with energy and money.
+    // `show` lists the recent intervals with when, energy and money, from each side's view.
     let show = gridchan(&["channel", "show", &id, "--config", cb.to_str().unwrap()]);
     let text = String::from_utf8(show.stdout).unwrap();
-    assert!(
-        text.contains("sold     80 Wh at 0.200000/kWh = 0.016000"),
-        "{text}"
+    let interval = text
+        .lines()
+        .find(|l| l.contains("you bought     80 Wh at 0.200000/kWh = 0.016000"))
+        .unwrap_or_else(|| panic!("{text}"));
+    // `  v3      2026-11-26 05:42 UTC  you bought ...`
+    let when: Vec<&str> = interval.split_whitespace().skip(1).take(3).collect();
+    assert_eq!(when[2], "UTC", "{interval}");
+    assert_eq!(when[0].len(), 10, "{interval}");
+    let show = gridchan(&[
+        "channel",
+        "show",
+        &id,
+        "--intervals",
+        "2",
+        "--config",
+        ca.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8(show.stdout).unwrap();
+    assert_eq!(text.matches("you sold").count(), 2, "{text}");
+    let out = gridchan(&[
+        "channel",
+        "show",
+        &id,
+        "--intervals",
+        "0",
+        "--config",
+        ca.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim().lines().count(),
+        1
     );
     assert!(text.contains("tariff: tou +01:00 0-24=0.200000"), "{text}");
     let out = gridchan(&["channel", "close", &id, "--config", ca.to_str().unwrap()]);

@@ -13,6 +13,15 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::engine::EngineHandle;
 
+/// Intervals `channel show` lists unless told otherwise.
+pub const DEFAULT_SHOWN_INTERVALS: usize = 12;
+/// The most intervals one `show` lists: over three months of 15-minute intervals.
+pub const MAX_SHOWN_INTERVALS: usize = 10_000;
+
+fn default_shown_intervals() -> usize {
+    DEFAULT_SHOWN_INTERVALS
+}
+
 /// The longest request line: the largest request is an `open` with a tariff of a few dozen
 /// bands, well under a kilobyte. A longer line is answered with an error and the connection
 /// closed, so a runaway client cannot make the daemon buffer without end.
@@ -26,6 +35,10 @@ pub enum Request {
     List,
     Show {
         channel: String,
+        /// How many of the most recent settled intervals to list (at most
+        /// [`MAX_SHOWN_INTERVALS`]).
+        #[serde(default = "default_shown_intervals")]
+        intervals: usize,
     },
     Open {
         /// `PUBKEY@HOST:PORT`
@@ -123,6 +136,12 @@ pub struct ChannelSummary {
     pub frozen: bool,
     /// The agreed tariff, written as `--tariff` takes it.
     pub tariff: String,
+    /// Which party we are (`A` opened the channel), as the history's `seller` names them.
+    #[serde(default)]
+    pub me: String,
+    /// The channel's metering interval: interval `i` starts at `i * interval_seconds` (UTC).
+    #[serde(default)]
+    pub interval_seconds: u32,
     /// Whether the neighbour is connected now, and if not, why the last dial failed.
     #[serde(default)]
     pub peer_connected: bool,
@@ -148,6 +167,8 @@ impl ChannelSummary {
             last_interval: get(&|s| s.last_interval.0),
             frozen: v.frozen,
             tariff: v.params.tariff.to_string(),
+            me: format!("{me:?}"),
+            interval_seconds: v.params.interval_seconds,
             peer_connected,
             peer_error,
         }
@@ -311,11 +332,14 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
                 .map(|c| ChannelSummary::of(c, peers))
                 .collect(),
         },
-        Request::Show { channel } => match parse_channel(&channel, &channels) {
+        Request::Show { channel, intervals } => match parse_channel(&channel, &channels) {
             Ok(id) => match channels.iter().find(|c| c.id == id) {
                 Some(view) => Response::Channel {
                     channel: ChannelSummary::of(view, peers),
-                    recent: engine.recent_trades(id, 12).await.unwrap_or_default(),
+                    recent: engine
+                        .recent_trades(id, intervals.min(MAX_SHOWN_INTERVALS))
+                        .await
+                        .unwrap_or_default(),
                 },
                 None => err(format!("no channel {channel}")),
             },
