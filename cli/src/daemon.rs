@@ -9,7 +9,6 @@ use gridchan_gateway::config::{Config, MeterSection};
 use gridchan_gateway::meter::{CsvMeter, MeterSource, SimulatedMeter};
 use gridchan_gateway::store::SqliteStore;
 use gridchan_gateway::{control, daemon, engine};
-use gridchan_transport::PeerAddr;
 
 use crate::keys;
 
@@ -51,16 +50,22 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let peers = config
         .peers
         .iter()
-        .map(|p| p.address.parse::<PeerAddr>())
-        .collect::<Result<Vec<_>, _>>()?;
+        .enumerate()
+        .map(|(i, p)| {
+            crate::config_address(&format!("peers[{i}].address"), &p.address, config_path)
+        })
+        .collect::<Result<Vec<_>>>()?;
     let tower_key = signer.duplicate(&keys::random32()?);
     let engine = engine::spawn(config.node.listen, signer, store, Policy::default())?;
     println!("gateway {}", engine.address);
     let towers = config
         .towers
         .iter()
-        .map(|t| t.address.parse::<PeerAddr>())
-        .collect::<Result<Vec<_>, _>>()?;
+        .enumerate()
+        .map(|(i, t)| {
+            crate::config_address(&format!("towers[{i}].address"), &t.address, config_path)
+        })
+        .collect::<Result<Vec<_>>>()?;
     let daemon = daemon::start(daemon::DaemonParts {
         engine: engine.clone(),
         ledger: ledger.clone(),

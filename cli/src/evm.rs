@@ -7,7 +7,6 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use gridchan_chain::evm::{self, EvmConfig, EvmLedger};
 use gridchan_chain::{EvmSection, Ledger, LedgerError, LedgerSection, RemoteClient};
-use gridchan_transport::PeerAddr;
 
 /// The ledger client a `[ledger]` section describes, as the account of the key at `key`;
 /// `config` names the file in errors. An EVM section must name a real deployment (checked
@@ -19,9 +18,7 @@ pub async fn client(
 ) -> Result<Arc<dyn Ledger>> {
     Ok(match section {
         LedgerSection::Remote { address } => {
-            let address: PeerAddr = address
-                .parse()
-                .with_context(|| format!("ledger.address {address:?} in {}", config.display()))?;
+            let address = crate::config_address("ledger.address", address, config)?;
             let signer = crate::keys::load(key)?;
             Arc::new(
                 RemoteClient::new(address, signer, crate::keys::random32()?)

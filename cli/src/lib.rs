@@ -13,6 +13,23 @@ pub mod watchtower;
 
 use anyhow::Result;
 
+/// The `PUBKEY@HOST:PORT` address in field `field` of the config file `config`; an error names
+/// the field and the file, and says so when it is still the template's placeholder.
+pub fn config_address(
+    field: &str,
+    text: &str,
+    config: &std::path::Path,
+) -> Result<gridchan_transport::PeerAddr> {
+    text.parse().map_err(|e| {
+        let hint = if text.starts_with("PUBKEY@") {
+            ": it is still the template's placeholder; put in the address the node printed at start"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("{field} in {}: {e}{hint}", config.display())
+    })
+}
+
 /// The signals that ask a service to stop: Ctrl-C (SIGINT), and SIGTERM from a service manager
 /// (`systemctl stop`, `docker stop`, a shutdown). Installed before the service says it is up,
 /// so a stop that follows at once is never the default action (death on the spot).

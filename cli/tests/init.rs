@@ -45,3 +45,40 @@ fn a_key_readable_by_others_is_refused_with_the_fix() {
     assert!(err.contains("readable by others"), "{err}");
     assert!(err.contains("chmod 600"), "{err}");
 }
+
+#[test]
+fn an_address_left_as_the_placeholder_or_mistyped_is_one_line_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = gridchan(&["init", "--dir", d, "--listen", "127.0.0.1:0"]);
+    assert!(out.status.success());
+    let config = dir.path().join("gridchan.toml");
+    let daemon = |config: &std::path::Path| {
+        let out = gridchan(&["daemon", "--config", config.to_str().unwrap()]);
+        assert!(!out.status.success());
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        err
+    };
+    // The template as written: the ledger is still a placeholder.
+    let err = daemon(&config);
+    assert!(err.contains("ledger.address in"), "{err}");
+    assert!(err.contains("still the template's placeholder"), "{err}");
+    // A real ledger address, and a mistyped neighbour.
+    let node = String::from_utf8(out.stdout).unwrap();
+    let node = node
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .last()
+        .unwrap();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("PUBKEY@127.0.0.1:7400", &format!("{node}@127.0.0.1:7400"))
+        + "\n[[peers]]\naddress = \"02abc@neighbour\"\n";
+    std::fs::write(&config, text).unwrap();
+    let err = daemon(&config);
+    assert!(err.contains("peers[0].address in"), "{err}");
+    assert!(err.contains("\"02abc@neighbour\""), "{err}");
+}
