@@ -4,7 +4,8 @@
 //!
 //! Every configured neighbour, and every recorded one that shares a channel not yet paid out, is
 //! dialled until it is connected: at once, then after 200 ms, doubling to at most 30 s between
-//! attempts; and again whenever it drops. The job reacts to the engine's reports, and also
+//! attempts; and again whenever it drops (the waits start over once a connection has stayed up
+//! 10 s). The job reacts to the engine's reports, and also
 //! checks the engine's own view every few seconds, so a report lost to a lagging receiver, or a
 //! dial that failed, never leaves a neighbour unattended.
 
@@ -28,6 +29,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often the job checks the engine's own view of who is connected.
 const CHECK: Duration = Duration::from_secs(5);
+/// A connection that stayed up this long resets the wait between dials.
+const STABLE: Duration = Duration::from_secs(10);
 
 /// One neighbour as `gridchan status` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,53 +197,63 @@ pub fn live(channels: &[ChannelView]) -> HashSet<NodeId> {
         .collect()
 }
 
-/// When a neighbour is dialled next, and the wait after that if it fails.
-struct Due {
-    at: Instant,
-    backoff: Duration,
-}
-
 /// Keeps the wanted neighbours connected (see the module's documentation); runs until the
 /// engine stops.
 pub async fn keep_connected(engine: EngineHandle, peers: Peers) {
     let mut reports = engine.reports();
-    let mut due: HashMap<NodeId, Due> = HashMap::new();
+    // When each neighbour that is not connected is dialled next.
+    let mut due: HashMap<NodeId, Instant> = HashMap::new();
+    // The wait before the next dial after a failure or a drop: doubles each time, and starts
+    // over once a connection has stayed up for STABLE (a neighbour that accepts and then drops
+    // us at once is not dialled five times a second).
+    let mut backoff: HashMap<NodeId, Duration> = HashMap::new();
+    let mut up_since: HashMap<NodeId, Instant> = HashMap::new();
     let mut dialling: tokio::task::JoinSet<(NodeId, Result<(), String>)> = Default::default();
     let mut in_flight: HashSet<NodeId> = HashSet::new();
     let mut wanted: HashMap<NodeId, PeerAddr> = HashMap::new();
     let mut check = tokio::time::interval(CHECK);
+    let wait_after = |backoff: &mut HashMap<NodeId, Duration>, peer: NodeId| {
+        let b = backoff.entry(peer).or_insert(FIRST_BACKOFF);
+        let wait = *b;
+        *b = (*b * 2).min(MAX_BACKOFF);
+        Instant::now() + wait
+    };
     loop {
         let next = due
             .iter()
             .filter(|(n, _)| !in_flight.contains(*n))
-            .map(|(_, d)| d.at)
+            .map(|(_, at)| *at)
             .min();
         tokio::select! {
             _ = check.tick() => {
                 let Ok(connected) = engine.connected_peers().await else { return };
                 let Ok(channels) = engine.channels().await else { return };
-                let live = live(&channels);
                 let connected: HashSet<NodeId> = connected.into_iter().collect();
                 peers.sync_connected(&connected);
-                wanted = peers.wanted(&live);
+                wanted = peers.wanted(&live(&channels));
                 due.retain(|n, _| wanted.contains_key(n) && !connected.contains(n));
                 for node in wanted.keys() {
-                    if !connected.contains(node) && !due.contains_key(node) {
-                        due.insert(*node, Due { at: Instant::now(), backoff: FIRST_BACKOFF });
+                    if !connected.contains(node) {
+                        due.entry(*node).or_insert_with(Instant::now);
                     }
+                }
+                if dialling.is_empty() {
+                    in_flight.clear();
                 }
             }
             r = reports.recv() => match r {
-                Ok(Report::Peer { peer, connected }) => {
-                    peers.set_connected(peer, connected);
-                    if connected {
-                        due.remove(&peer);
-                    } else if wanted.contains_key(&peer) {
-                        let d = due.entry(peer).or_insert(Due {
-                            at: Instant::now(),
-                            backoff: FIRST_BACKOFF,
-                        });
-                        d.at = d.at.max(Instant::now() + FIRST_BACKOFF);
+                Ok(Report::Peer { peer, connected: true }) => {
+                    peers.set_connected(peer, true);
+                    due.remove(&peer);
+                    up_since.insert(peer, Instant::now());
+                }
+                Ok(Report::Peer { peer, connected: false }) => {
+                    peers.set_connected(peer, false);
+                    if up_since.remove(&peer).is_some_and(|t| t.elapsed() >= STABLE) {
+                        backoff.remove(&peer);
+                    }
+                    if wanted.contains_key(&peer) {
+                        due.insert(peer, wait_after(&mut backoff, peer));
                     }
                 }
                 Ok(_) => {}
@@ -248,7 +261,8 @@ pub async fn keep_connected(engine: EngineHandle, peers: Peers) {
                 Err(RecvError::Lagged(_)) => check.reset_immediately(),
                 Err(RecvError::Closed) => return,
             },
-            Some(Ok((peer, outcome))) = dialling.join_next(), if !dialling.is_empty() => {
+            Some(done) = dialling.join_next(), if !dialling.is_empty() => {
+                let Ok((peer, outcome)) = done else { continue };
                 in_flight.remove(&peer);
                 match outcome {
                     // Up: a drop is reported (or found by the next check) and dialled again.
@@ -257,17 +271,16 @@ pub async fn keep_connected(engine: EngineHandle, peers: Peers) {
                     }
                     Err(e) => {
                         peers.set_error(peer, e);
-                        if let Some(d) = due.get_mut(&peer) {
-                            d.at = Instant::now() + d.backoff;
-                            d.backoff = (d.backoff * 2).min(MAX_BACKOFF);
+                        if due.contains_key(&peer) {
+                            due.insert(peer, wait_after(&mut backoff, peer));
                         }
                     }
                 }
             }
             _ = tokio::time::sleep_until(next.unwrap_or_else(|| Instant::now() + CHECK)), if next.is_some() => {
                 let now = Instant::now();
-                for (node, d) in &due {
-                    if d.at <= now && !in_flight.contains(node) {
+                for (node, at) in &due {
+                    if *at <= now && !in_flight.contains(node) {
                         let Some(addr) = wanted.get(node).cloned() else { continue };
                         in_flight.insert(*node);
                         let (engine, node) = (engine.clone(), *node);
