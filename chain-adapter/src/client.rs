@@ -247,7 +247,7 @@ impl Subscription {
             match self.next().await {
                 Ok(block) => return block,
                 Err(e) => {
-                    tracing::warn!("ledger unreachable: {e}; retrying");
+                    tracing::warn!("cannot follow the ledger: {e}; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
@@ -397,7 +397,7 @@ impl RemoteClient {
             .rpc
             .request(&rpc::encode(request), deadline)
             .await
-            .map_err(|e| LedgerError::Unavailable(format!("the ledger: {e}")))?;
+            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
         match rpc::decode::<Response>(&reply).map_err(LedgerError::Failed)? {
             Response::Error(e) => Err(LedgerError::Failed(e)),
             Response::Refused(e) => Err(LedgerError::Refused(e)),

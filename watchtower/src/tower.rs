@@ -503,7 +503,7 @@ async fn follow(tower: Arc<Tower>, mut changed: mpsc::UnboundedReceiver<ChannelI
         match catch_up(&tower, &mut registered).await {
             Ok(h) => break h,
             Err(e) => {
-                tracing::warn!("ledger unreachable: {e}; retrying in {backoff:?}");
+                tracing::warn!("cannot follow the ledger: {e}; retrying in {backoff:?}");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }

@@ -110,7 +110,7 @@ async fn follow_ledger(engine: EngineHandle, ledger: Arc<dyn Ledger>, queue: Arc
         match catch_up(&engine, &ledger, &queue, &mut deadlines).await {
             Ok(height) => break height,
             Err(e) => {
-                tracing::warn!("ledger unreachable: {e}; retrying in {backoff:?}");
+                tracing::warn!("cannot follow the ledger: {e}; retrying in {backoff:?}");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
