@@ -410,7 +410,7 @@ async fn dial(
             run_connection(conn, stream, inbound).await
         }
         Err(e) => {
-            tracing::warn!("cannot reach {peer}: {e}");
+            tracing::warn!("neighbour {}: {e}", peer.node);
             if let Some(o) = outcome {
                 let _ = o.send(Err(e));
             }
