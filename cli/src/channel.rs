@@ -222,11 +222,31 @@ fn table(channels: &[ChannelSummary]) {
     }
 }
 
-/// Shows an opening channel's progress (agreed, funding, open) for up to two minutes.
-pub fn follow_opening(config: &Path, channel: &str) -> Result<()> {
+/// What a channel in `phase` is doing, for a person following it.
+fn phase_line(phase: &str) -> &str {
+    match phase {
+        "AwaitingAccept" => "waiting for the neighbour to accept...",
+        "Funding" => "both signed version 0; waiting for both deposits on the ledger...",
+        "Open" => "open: trading every interval",
+        "Closing" => "closing: agreeing the final state with the neighbour...",
+        "ClosedCooperatively" => {
+            "both signed the final state; waiting for the ledger to pay it out..."
+        }
+        "Disputed" => "a state is registered on the ledger; waiting out the challenge window...",
+        "Concluded" => "paid out on the ledger",
+        other => other,
+    }
+}
+
+/// Shows a channel's progress, a line per phase it enters, until it reaches one of `done`
+/// (for up to two minutes; the daemon carries on after that). While it waits for a neighbour
+/// that cannot be reached, it says why; while it waits for a ledger that does not answer, it
+/// says so and stops following (the daemon's queue submits when the ledger is back).
+pub fn follow(config: &Path, channel: &str, done: &[&str]) -> Result<()> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let mut last = String::new();
     let mut last_error = None;
+    let mut ledger_checked = std::time::Instant::now();
     loop {
         let (phase, peer_error) = match call(
             config,
@@ -238,7 +258,8 @@ pub fn follow_opening(config: &Path, channel: &str) -> Result<()> {
             Response::Channel { channel, .. } => (channel.phase, channel.peer_error),
             _ => (String::new(), None),
         };
-        if phase == "AwaitingAccept" && peer_error.is_some() && peer_error != last_error {
+        let needs_peer = matches!(phase.as_str(), "AwaitingAccept" | "Closing");
+        if needs_peer && peer_error.is_some() && peer_error != last_error {
             eprintln!(
                 "  cannot reach the neighbour yet ({}); retrying",
                 peer_error.as_deref().unwrap_or_default()
@@ -246,21 +267,40 @@ pub fn follow_opening(config: &Path, channel: &str) -> Result<()> {
         }
         last_error = peer_error;
         if phase != last {
-            let line = match phase.as_str() {
-                "AwaitingAccept" => "waiting for the neighbour to accept...",
-                "Funding" => "both signed version 0; waiting for both deposits on the ledger...",
-                "Open" => "open: trading every interval",
-                other => other,
-            };
-            eprintln!("  {line}");
+            eprintln!("  {}", phase_line(&phase));
             last = phase.clone();
         }
-        if phase == "Open" || phase == "Concluded" {
+        if done.contains(&phase.as_str()) {
             return Ok(());
         }
+        let needs_ledger = matches!(
+            phase.as_str(),
+            "Funding" | "ClosedCooperatively" | "Disputed"
+        );
+        if needs_ledger && ledger_checked.elapsed() >= std::time::Duration::from_secs(2) {
+            ledger_checked = std::time::Instant::now();
+            if let Response::Status {
+                ledger_pending,
+                ledger_error: Some(e),
+                ..
+            } = call(config, &Request::Status)?
+            {
+                if ledger_pending > 0 {
+                    eprintln!(
+                        "  the ledger does not answer ({e}): the daemon keeps its transaction queued and submits it when the ledger is back; check with `gridchan status`"
+                    );
+                    return Ok(());
+                }
+            }
+        }
         if std::time::Instant::now() >= deadline {
+            let hint = if phase == "Closing" {
+                "; if the neighbour stays away, `gridchan channel force-close` closes without it"
+            } else {
+                ""
+            };
             eprintln!(
-                "  still {last}: it continues in the daemon; check with `gridchan channel list`"
+                "  still {last}: it continues in the daemon; check with `gridchan channel list`{hint}"
             );
             return Ok(());
         }

@@ -406,12 +406,27 @@ fn run() -> Result<()> {
                 ChannelAction::Close { channel } => Request::Close { channel },
                 ChannelAction::ForceClose { channel } => Request::ForceClose { channel },
             };
+            // What to follow afterwards, and until which phase.
+            let follow: Option<(String, &[&str])> = match &request {
+                Request::Close { channel } | Request::ForceClose { channel } => {
+                    Some((channel.clone(), &["Concluded"]))
+                }
+                _ => None,
+            };
             let r = gridchan_cli::channel::call(&config, &request)?;
             gridchan_cli::channel::print(&r, json)?;
-            if let (gridchan_gateway::control::Response::Opened { channel }, false) = (&r, json) {
-                gridchan_cli::channel::follow_opening(&config, channel)?;
+            if json {
+                return Ok(());
             }
-            Ok(())
+            match (&r, follow) {
+                (gridchan_gateway::control::Response::Opened { channel }, _) => {
+                    gridchan_cli::channel::follow(&config, channel, &["Open", "Concluded"])
+                }
+                (gridchan_gateway::control::Response::Done, Some((channel, done))) => {
+                    gridchan_cli::channel::follow(&config, &channel, done)
+                }
+                _ => Ok(()),
+            }
         }
         Commands::Init {
             dir,

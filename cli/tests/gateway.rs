@@ -96,10 +96,12 @@ fn two_daemons_trade_and_close_through_the_cli() {
     );
     assert!(text.contains("tariff: tou +01:00 0-24=0.200000"), "{text}");
     let out = gridchan(&["channel", "close", &id, "--config", ca.to_str().unwrap()]);
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{progress}");
+    // The close is followed to the end, a line per step.
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        progress.trim_end().ends_with("paid out on the ledger"),
+        "{progress}"
     );
     until("paid out on the ledger (A)", &ca, |c| {
         c["phase"] == "Concluded"
