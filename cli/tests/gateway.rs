@@ -207,6 +207,31 @@ fn a_daemon_stopped_by_sigterm_writes_its_history_and_tells_its_neighbour() {
     let out = gridchan(&["channel", "list", "--config", cb.to_str().unwrap()]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("neighbour not connected"), "{text}");
+
+    // Without A, B closes alone: its newest state is registered, the window passes, the
+    // ledger pays; `force-close` shows each step.
+    let list = common::channels(&cb);
+    let id = list["channels"][0]["channel"].as_str().unwrap()[..8].to_string();
+    let out = gridchan(&[
+        "channel",
+        "force-close",
+        &id,
+        "--config",
+        cb.to_str().unwrap(),
+    ]);
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{progress}");
+    assert!(
+        progress.contains("waiting out the challenge window"),
+        "{progress}"
+    );
+    assert!(
+        progress.trim_end().ends_with("paid out on the ledger"),
+        "{progress}"
+    );
+    let paid = common::channels(&cb)["channels"][0].clone();
+    assert_eq!(paid["phase"], "Concluded");
+    assert!(paid["version"].as_i64().unwrap() >= state, "{paid}");
 }
 
 #[test]
