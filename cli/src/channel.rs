@@ -69,6 +69,7 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
             ledger_pending,
             ledger_error,
             peers,
+            meter,
         } => {
             println!("node      {node}");
             println!("address   {address}");
@@ -85,6 +86,21 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
                 (0, _) => println!("ledger    up to date"),
                 (n, None) => println!("ledger    {n} transaction(s) on their way"),
                 (n, Some(e)) => println!("ledger    {n} transaction(s) waiting: {e}"),
+            }
+            match (meter.last_read, meter.missing_since) {
+                (_, Some(since)) => println!(
+                    "meter     no reading since {}: trading waits for the meter{}",
+                    utc_time(since),
+                    meter
+                        .last_read
+                        .map(|(at, _, _)| format!(" (last reading {})", utc_time(at)))
+                        .unwrap_or_default()
+                ),
+                (Some((at, import, export)), None) => println!(
+                    "meter     {}: imported {import} Wh, exported {export} Wh",
+                    utc_time(at)
+                ),
+                (None, None) => println!("meter     no interval has ended yet"),
             }
             peers_lines(peers);
         }
@@ -152,11 +168,16 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
 
 /// When interval `index` of `interval_seconds` starts, in UTC (`2025-07-14 10:15 UTC`).
 fn interval_start(index: u64, interval_seconds: u32) -> String {
-    i64::try_from(index.saturating_mul(u64::from(interval_seconds)))
+    utc_time(index.saturating_mul(u64::from(interval_seconds)))
+}
+
+/// A Unix time in seconds as `2025-07-14 10:15 UTC`.
+fn utc_time(seconds: u64) -> String {
+    i64::try_from(seconds)
         .ok()
         .and_then(|s| jiff::Timestamp::from_second(s).ok())
         .map_or_else(
-            || format!("interval {index}"),
+            || format!("{seconds} s after 1970"),
             |t| t.strftime("%Y-%m-%d %H:%M UTC").to_string(),
         )
 }

@@ -86,6 +86,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
             clock,
             towers: daemon.towers.clone(),
             peers: daemon.peers.clone(),
+            meter: daemon.meter.clone(),
             ledger,
         };
         async move { control::serve(&socket, gateway).await }

@@ -47,6 +47,13 @@ fn two_daemons_trade_and_close_through_the_cli() {
         let out = gridchan(&["status", "--config", config.to_str().unwrap()]);
         let text = String::from_utf8(out.stdout).unwrap();
         assert!(text.contains("peers     1 of 1 connected"), "{text}");
+        // Both meters are read every interval: A exports 100 Wh, B imports 80.
+        let meter = if *config == ca {
+            "imported 0 Wh, exported 100 Wh"
+        } else {
+            "imported 80 Wh, exported 0 Wh"
+        };
+        assert!(text.contains(meter), "{text}");
         let line = text.lines().last().unwrap();
         assert!(
             line.contains(place) && line.ends_with("connected"),
@@ -323,4 +330,43 @@ fn the_ledger_node_and_the_watchtower_stop_cleanly_on_sigterm() {
     assert!(status.success(), "the tower: {status}");
     let status = ledger_node.terminate();
     assert!(status.success(), "the ledger node: {status}");
+}
+
+#[test]
+fn a_meter_recording_that_runs_out_shows_in_the_status() {
+    let root = tempfile::tempdir().unwrap();
+    let da = root.path().join("a");
+    let node_a = init(&da);
+    let (_ledger, ledger_addr) = ledger(&root.path().join("ledger"), "127.0.0.1:0", &[&node_a]);
+    // Two intervals of readings, then nothing.
+    let csv = da.join("short.csv");
+    std::fs::write(
+        &csv,
+        "timestamp_utc,load_wh,pv_wh,import_wh,export_wh\n\
+         2025-07-14T00:00:00Z,0,0,0,100\n2025-07-14T00:15:00Z,0,0,0,100\n",
+    )
+    .unwrap();
+    configure(&da, &ledger_addr, csv.to_str().unwrap(), None);
+    let (_a, _) = daemon_logging(&da);
+    let config = da.join("gridchan.toml");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = gridchan(&["status", "--config", config.to_str().unwrap()]);
+        let text = String::from_utf8(out.stdout).unwrap();
+        if text.contains("meter     no reading since") {
+            assert!(
+                text.contains("trading waits for the meter (last reading"),
+                "{text}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = std::fs::read_to_string(da.join("daemon.log")).unwrap();
+    assert_eq!(
+        log.matches("the meter has no reading").count(),
+        1,
+        "said once: {log}"
+    );
 }

@@ -93,6 +93,9 @@ pub enum Response {
         /// The neighbours: configured, with a channel, or connected.
         #[serde(default)]
         peers: Vec<crate::peers::PeerStatus>,
+        /// What the meter last gave.
+        #[serde(default)]
+        meter: crate::meter::MeterStatus,
     },
     Channels {
         channels: Vec<ChannelSummary>,
@@ -183,6 +186,7 @@ pub struct Gateway {
     pub clock: crate::clock::SimClock,
     pub towers: crate::towers::Towers,
     pub peers: crate::peers::Peers,
+    pub meter: std::sync::Arc<std::sync::Mutex<crate::meter::MeterStatus>>,
     /// For the account's balance in `status`.
     pub ledger: std::sync::Arc<dyn gridchan_chain::Ledger>,
 }
@@ -280,6 +284,7 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
         clock,
         towers,
         peers,
+        meter,
         ledger,
     } = gateway;
     let (interval_seconds, clock) = (*interval_seconds, *clock);
@@ -324,6 +329,7 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
                 ledger_pending: pending.len(),
                 ledger_error: pending.first().and_then(|p| p.last_error.clone()),
                 peers: peers.status(&crate::peers::live(&channels)),
+                meter: meter.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             }
         }
         Request::List => Response::Channels {

@@ -22,6 +22,8 @@ pub struct Daemon {
     pub engine: EngineHandle,
     pub towers: crate::towers::Towers,
     pub peers: crate::peers::Peers,
+    /// What the meter last gave.
+    pub meter: Arc<std::sync::Mutex<crate::meter::MeterStatus>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -71,6 +73,7 @@ pub fn start(parts: DaemonParts) -> Result<Daemon, StoreError> {
     let queue = Arc::new(LedgerQueue::open(&engine.store_path)?);
     let peers =
         crate::peers::Peers::open(&engine.store_path, &peers).map_err(StoreError::ReadFailed)?;
+    let meter_status: Arc<std::sync::Mutex<crate::meter::MeterStatus>> = Arc::default();
     let tasks = vec![
         tokio::spawn(crate::peers::keep_connected(engine.clone(), peers.clone())),
         tokio::spawn(run_submitter(engine.clone(), queue.clone(), ledger.clone())),
@@ -80,12 +83,14 @@ pub fn start(parts: DaemonParts) -> Result<Daemon, StoreError> {
             meter,
             interval_seconds,
             clock,
+            meter_status.clone(),
         )),
     ];
     Ok(Daemon {
         engine,
         towers,
         peers,
+        meter: meter_status,
         tasks,
     })
 }
@@ -275,6 +280,7 @@ async fn meter_intervals(
     mut meter: Box<dyn MeterSource>,
     interval_seconds: u32,
     clock: crate::clock::SimClock,
+    status: Arc<std::sync::Mutex<crate::meter::MeterStatus>>,
 ) {
     let period_ms = u64::from(interval_seconds) * 1000;
     let mut reports = engine.reports();
@@ -296,7 +302,22 @@ async fn meter_intervals(
                         act(&engine, steps).await;
                     }
                 }
-                let Some(own) = meter.reading(interval) else { continue };
+                let start = interval.0 * u64::from(interval_seconds);
+                let Some(own) = meter.reading(interval) else {
+                    let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+                    if s.missing_since.is_none() {
+                        tracing::warn!(
+                            "the meter has no reading for interval {} (and trading waits for one)",
+                            interval.0
+                        );
+                        s.missing_since = Some(start);
+                    }
+                    continue;
+                };
+                *status.lock().unwrap_or_else(|p| p.into_inner()) = crate::meter::MeterStatus {
+                    last_read: Some((start, own.import.0, own.export.0)),
+                    missing_since: None,
+                };
                 let neighbours = trading_neighbours(&engine).await;
                 if neighbours.is_empty() {
                     continue;

@@ -13,6 +13,17 @@ pub struct MeterReading {
     pub export: WattHours,
 }
 
+/// What the daemon's metering job last saw, for `gridchan status`: a meter (or a recording)
+/// that stops giving readings stops the trading, and the household should see why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MeterStatus {
+    /// The last interval with a reading: its start (Unix seconds), imported and exported Wh.
+    pub last_read: Option<(u64, u64, u64)>,
+    /// The start (Unix seconds) of the first interval since then that the meter had no
+    /// reading for.
+    pub missing_since: Option<u64>,
+}
+
 /// A source of meter readings, one per metering interval.
 pub trait MeterSource: Send {
     /// The reading of `interval`, or `None` if the source has none for it.
