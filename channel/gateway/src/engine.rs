@@ -199,7 +199,6 @@ impl EngineHandle {
         self.send(Control::Send(peer, message)).await
     }
 
-    /// Dials a neighbour (the engine keeps one connection per peer).
     /// Stops the engine: what was asked before is handled, its writes made, the history
     /// written and the connections closed. Returns once it has stopped.
     pub async fn stop(&self) -> Result<(), EngineError> {
@@ -208,7 +207,8 @@ impl EngineHandle {
         rx.await.map_err(|_| EngineError::Stopped)
     }
 
-    /// Dials `peer` in the background (see [`EngineHandle::dial`] to learn how it went).
+    /// Dials `peer` in the background (the engine keeps one connection per peer; see
+    /// [`EngineHandle::dial`] to learn how it went).
     pub async fn connect(&self, peer: PeerAddr) -> Result<(), EngineError> {
         self.send(Control::Connect(peer, None)).await
     }
