@@ -73,7 +73,7 @@ enum Commands {
         #[command(subcommand)]
         action: Option<WatchtowerAction>,
     },
-    /// Show a running gateway's identity and address.
+    /// Show a running gateway: its identity and address, its account on the ledger, its meter and its neighbours.
     Status {
         #[arg(long, default_value = "gridchan.toml")]
         config: PathBuf,
