@@ -143,6 +143,31 @@ fn two_daemons_trade_and_close_through_the_cli() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("hour 7 has no price"), "{err}");
+    // Deposits the ledger says cannot be paid are refused before anything is signed: A and B
+    // hold about 100 tokens each after the close.
+    for (amounts, says) in [
+        (
+            ["--deposit", "1000"].as_slice(),
+            "a deposit of 1000.000000 needs more",
+        ),
+        (
+            ["--deposit", "1", "--peer-deposit", "1000"].as_slice(),
+            "cannot fund a --peer-deposit of 1000.000000",
+        ),
+    ] {
+        let mut args = vec!["channel", "open", &addr_b];
+        args.extend_from_slice(amounts);
+        args.extend(["--price", "0.2", "--config", ca.to_str().unwrap()]);
+        let out = gridchan(&args);
+        assert!(!out.status.success());
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(says), "{err}");
+    }
+    assert_eq!(
+        common::channels(&ca)["channels"].as_array().unwrap().len(),
+        1
+    );
 }
 
 /// Starts the daemon of `dir` with its log kept in `dir/daemon.log`.

@@ -366,6 +366,17 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
                 Ok(p) => p,
                 Err(e) => return err(format!("{e}")),
             };
+            if let Err(e) = can_fund(
+                ledger.as_ref(),
+                engine.node,
+                peer.node,
+                deposit,
+                peer_deposit,
+            )
+            .await
+            {
+                return err(e);
+            }
             if let Err(e) = peers.remember(&peer) {
                 return err(format!("cannot record the neighbour's address: {e}"));
             }
@@ -416,6 +427,42 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
             Err(e) => err(e),
         },
     }
+}
+
+/// Refuses a channel whose deposits the ledger says cannot be paid: ours, or the neighbour's,
+/// above what the account holds outside channels. A ledger that does not answer refuses
+/// nothing (island mode: the deposit waits in the queue).
+async fn can_fund(
+    ledger: &dyn gridchan_chain::Ledger,
+    me: gridchan_channel::NodeId,
+    peer: gridchan_channel::NodeId,
+    deposit: u64,
+    peer_deposit: u64,
+) -> Result<(), String> {
+    let limit = std::time::Duration::from_secs(2);
+    let (mine, theirs) = tokio::join!(
+        tokio::time::timeout(limit, ledger.account(&me)),
+        tokio::time::timeout(limit, ledger.account(&peer)),
+    );
+    if let Ok(Ok(a)) = mine {
+        if a.balance.0 < deposit {
+            return Err(format!(
+                "you have {} tokens on the ledger outside channels: a deposit of {} needs more (see `gridchan status`)",
+                a.balance,
+                Amount(deposit)
+            ));
+        }
+    }
+    if let Ok(Ok(a)) = theirs {
+        if a.balance.0 < peer_deposit {
+            return Err(format!(
+                "the neighbour has {} tokens on the ledger outside channels: it cannot fund a --peer-deposit of {}",
+                a.balance,
+                Amount(peer_deposit)
+            ));
+        }
+    }
+    Ok(())
 }
 
 async fn close(
