@@ -463,7 +463,18 @@ fn run() -> Result<()> {
             Some(WatchtowerAction::Channels) => gridchan_cli::watchtower::channels(&config, json),
         },
         Commands::Demo(options) => {
-            let ok = runtime()?.block_on(gridchan_cli::demo::run(options))?;
+            // Ctrl-C ends the demo cleanly: its services stop and its temporary folder goes.
+            let ok = runtime()?.block_on(async {
+                let mut stop = gridchan_cli::StopSignals::install()?;
+                tokio::select! {
+                    ok = gridchan_cli::demo::run(options) => ok,
+                    signal = stop.recv() => {
+                        // Below the progress line, not on it.
+                        eprintln!();
+                        anyhow::bail!("{signal}: the demo stopped before its end")
+                    }
+                }
+            })?;
             if !ok {
                 anyhow::bail!("a check failed: see the lines marked FAIL above");
             }

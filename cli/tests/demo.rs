@@ -94,3 +94,49 @@ fn an_evm_demo_without_anvil_says_so_in_one_line() {
         "{err}"
     );
 }
+
+#[test]
+fn ctrl_c_stops_the_demo_in_one_line_and_leaves_no_temporary_folder() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_gridchan"))
+        .args(["demo", "--homes", "2", "--interval-ms", "200"])
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut demo = common::Proc(child);
+    let mut err = std::io::BufReader::new(demo.0.stderr.take().unwrap());
+    // Once the channels are funded, its services and files are all up.
+    let mut seen = String::new();
+    while !seen.contains("channels funded") {
+        let mut line = String::new();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "the demo ended: {seen}"
+        );
+        seen.push_str(&line);
+    }
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        1,
+        "its folder"
+    );
+    let pid = demo.0.id() as libc::pid_t;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let status = demo.0.wait().unwrap();
+    assert!(!status.success(), "an interrupted demo is not a success");
+    let last = rest.trim_end().lines().last().unwrap_or_default();
+    assert_eq!(
+        last, "error: SIGINT: the demo stopped before its end",
+        "{rest}"
+    );
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "the temporary folder is gone"
+    );
+}
