@@ -269,6 +269,23 @@ enum BenchCommand {
     },
 }
 
+/// Runs `job` on a new runtime until it ends, or until Ctrl-C or SIGTERM: then it is dropped,
+/// and with it its services, child processes (anvil, a benchmark's peer) and temporary folders,
+/// and `what` fails in one line.
+fn until_stopped<T>(what: &str, job: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    runtime()?.block_on(async {
+        let mut stop = gridchan_cli::StopSignals::install()?;
+        tokio::select! {
+            done = job => done,
+            signal = stop.recv() => {
+                // Below a progress line, not on it.
+                eprintln!();
+                anyhow::bail!("{signal}: {what} stopped before its end")
+            }
+        }
+    })
+}
+
 fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -319,7 +336,7 @@ fn run() -> Result<()> {
                     channels,
                     rounds,
                 },
-        } => runtime()?.block_on(async {
+        } => until_stopped("the benchmark", async {
             let dir = tempfile::tempdir()?;
             match channels {
                 Some(n) => {
@@ -333,7 +350,7 @@ fn run() -> Result<()> {
         }),
         Commands::Bench {
             which: BenchCommand::Tower { states, updates },
-        } => runtime()?.block_on(async {
+        } => until_stopped("the benchmark", async {
             let dir = tempfile::tempdir()?;
             let b = gridchan_watchtower::bench::run(dir.path(), states, updates).await;
             println!("{}", b.report());
@@ -341,7 +358,7 @@ fn run() -> Result<()> {
         }),
         Commands::Bench {
             which: BenchCommand::Evm,
-        } => runtime()?.block_on(gridchan_cli::evm::bench()),
+        } => until_stopped("the benchmark", gridchan_cli::evm::bench()),
         Commands::Evm {
             action:
                 EvmAction::Deploy {
@@ -463,18 +480,7 @@ fn run() -> Result<()> {
             Some(WatchtowerAction::Channels) => gridchan_cli::watchtower::channels(&config, json),
         },
         Commands::Demo(options) => {
-            // Ctrl-C ends the demo cleanly: its services stop and its temporary folder goes.
-            let ok = runtime()?.block_on(async {
-                let mut stop = gridchan_cli::StopSignals::install()?;
-                tokio::select! {
-                    ok = gridchan_cli::demo::run(options) => ok,
-                    signal = stop.recv() => {
-                        // Below the progress line, not on it.
-                        eprintln!();
-                        anyhow::bail!("{signal}: the demo stopped before its end")
-                    }
-                }
-            })?;
+            let ok = until_stopped("the demo", gridchan_cli::demo::run(options))?;
             if !ok {
                 anyhow::bail!("a check failed: see the lines marked FAIL above");
             }
