@@ -1,6 +1,7 @@
 //! The neighbours a gateway keeps connected: those in its config, and those it opened a channel
-//! with by address (`gridchan channel open PUBKEY@HOST:PORT`), which are recorded in the store
-//! so that a restart on either side is not the end of their channel.
+//! with by address (`gridchan channel open PUBKEY@HOST:PORT`). Both are recorded in the store,
+//! so that neither a restart on either side nor a neighbour taken out of the config is the end
+//! of a channel that is not paid out.
 //!
 //! Every configured neighbour, and every recorded one that shares a channel not yet paid out, is
 //! dialled until it is connected: at once, then after 200 ms, doubling to at most 30 s between
@@ -68,7 +69,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Peers {
     /// Opens the neighbour table of the gateway's store (the store must have been opened once,
-    /// which creates it), with the `configured` neighbours.
+    /// which creates it), with the `configured` neighbours (which are recorded).
     pub fn open(store_path: &Path, configured: &[PeerAddr]) -> Result<Peers, String> {
         let conn = crate::store::connect(store_path).map_err(|e| e.to_string())?;
         let mut book = BTreeMap::new();
@@ -103,10 +104,16 @@ impl Peers {
                 },
             );
         }
-        Ok(Peers(Arc::new(Inner {
+        let peers = Peers(Arc::new(Inner {
             conn: Mutex::new(conn),
             book: Mutex::new(book),
-        })))
+        }));
+        // Recorded too: a neighbour taken out of the config is still dialled while a channel
+        // with it is not paid out.
+        for addr in configured {
+            peers.remember(addr)?;
+        }
+        Ok(peers)
     }
 
     /// Records where `addr`'s neighbour listens (a channel was just opened to it), durably:
@@ -289,5 +296,61 @@ pub async fn keep_connected(engine: EngineHandle, peers: Peers) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gridchan_channel::Signer;
+
+    fn addr(k: u8, port: u16) -> PeerAddr {
+        let id = Signer::new(&[k; 32], &[k; 32]).unwrap().id();
+        format!("{id}@127.0.0.1:{port}").parse().unwrap()
+    }
+
+    fn nodes(status: &[PeerStatus]) -> Vec<String> {
+        status.iter().map(|s| s.node.clone()).collect()
+    }
+
+    #[test]
+    fn configured_live_and_connected_neighbours_are_shown_and_recorded_ones_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.sqlite");
+        drop(crate::store::SqliteStore::open(&path).unwrap());
+        let (x, y, z) = (addr(1, 7001), addr(2, 7002), addr(3, 7003));
+        let peers = Peers::open(&path, std::slice::from_ref(&x)).unwrap();
+        peers.remember(&y).unwrap();
+        let none = HashSet::new();
+        let y_live: HashSet<NodeId> = [y.node].into();
+
+        // Y is recorded, but without a live channel it is neither shown nor dialled.
+        assert_eq!(nodes(&peers.status(&none)), vec![x.node.to_string()]);
+        assert_eq!(peers.wanted(&none).len(), 1);
+        let wanted = peers.wanted(&y_live);
+        assert_eq!(wanted.get(&y.node), Some(&y));
+        assert_eq!(wanted.get(&x.node), Some(&x));
+        assert_eq!(peers.status(&y_live).len(), 2);
+
+        // Z dialled us: shown while connected, with no address to dial, and never wanted.
+        peers.sync_connected(&[z.node].into());
+        let shown = peers.status(&none);
+        let zs = shown.iter().find(|s| s.node == z.node.to_string()).unwrap();
+        assert!(zs.connected && zs.address.is_none() && !zs.configured);
+        assert!(!peers.wanted(&[z.node].into()).contains_key(&z.node));
+
+        // A failed dial is shown until the neighbour connects.
+        peers.set_error(x.node, "timed out".into());
+        assert_eq!(peers.connection(&x.node), (false, Some("timed out".into())));
+        peers.set_connected(x.node, true);
+        assert_eq!(peers.connection(&x.node), (true, None));
+
+        // After a restart with nothing configured, both addresses are still known: each is
+        // dialled while a channel with it is live.
+        drop(peers);
+        let peers = Peers::open(&path, &[]).unwrap();
+        assert_eq!(peers.wanted(&y_live).get(&y.node), Some(&y));
+        assert_eq!(peers.wanted(&[x.node].into()).get(&x.node), Some(&x));
+        assert!(peers.wanted(&none).is_empty());
     }
 }
