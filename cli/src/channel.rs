@@ -253,7 +253,7 @@ fn phase_line(phase: &str) -> &str {
         "ClosedCooperatively" => {
             "both signed the final state; waiting for the ledger to pay it out..."
         }
-        "Disputed" => "closing on the ledger without the neighbour: waiting out the challenge window...",
+        "Disputed" => "closing through the ledger: waiting out the challenge window...",
         "Concluded" => "paid out on the ledger",
         other => other,
     }
