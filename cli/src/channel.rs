@@ -229,6 +229,8 @@ fn table(channels: &[ChannelSummary]) {
             if c.frozen {
                 "  FROZEN: a write to the data folder failed; signing nothing, retrying (check its disk)"
                     .to_string()
+            } else if let Some(why) = &c.open_refused {
+                format!("  the neighbour refused to open it: {why}")
             } else if !c.peer_connected
                 && !matches!(c.phase.as_str(), "Concluded" | "ClosedCooperatively")
             {
@@ -269,16 +271,21 @@ pub fn follow(config: &Path, channel: &str, done: &[&str]) -> Result<()> {
     let mut last_error = None;
     let mut ledger_checked = std::time::Instant::now();
     loop {
-        let (phase, peer_error) = match call(
+        let (phase, peer_error, open_refused) = match call(
             config,
             &Request::Show {
                 channel: channel.to_string(),
                 intervals: 0,
             },
         )? {
-            Response::Channel { channel, .. } => (channel.phase, channel.peer_error),
-            _ => (String::new(), None),
+            Response::Channel { channel, .. } => {
+                (channel.phase, channel.peer_error, channel.open_refused)
+            }
+            _ => (String::new(), None, None),
         };
+        if let Some(why) = open_refused {
+            anyhow::bail!("the neighbour refused the channel: {why}");
+        }
         let needs_peer = matches!(phase.as_str(), "AwaitingAccept" | "Closing");
         if needs_peer && peer_error.is_some() && peer_error != last_error {
             eprintln!(

@@ -56,7 +56,11 @@ pub async fn run(config_path: &Path) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     let tower_key = signer.duplicate(&keys::random32()?);
-    let engine = engine::spawn(config.node.listen, signer, store, Policy::default())?;
+    let policy = Policy {
+        interval_seconds: Some(interval_seconds),
+        ..Policy::default()
+    };
+    let engine = engine::spawn(config.node.listen, signer, store, policy)?;
     println!("gateway {}", engine.address);
     let towers = config
         .towers

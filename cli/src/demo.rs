@@ -284,6 +284,7 @@ fn listen(o: &DemoOptions, home: &mut Home) -> Result<EngineHandle> {
     let policy = Policy {
         reading_wait_ms: wait,
         peer_turn_wait_ms: wait,
+        interval_seconds: Some(INTERVAL),
         ..Policy::default()
     };
     let engine = engine::spawn(

@@ -395,3 +395,51 @@ fn a_meter_recording_that_runs_out_shows_in_the_status() {
         "said once: {log}"
     );
 }
+
+#[test]
+fn a_neighbour_metering_in_another_interval_refuses_the_channel_and_open_says_why() {
+    let root = tempfile::tempdir().unwrap();
+    let (da, db) = (root.path().join("a"), root.path().join("b"));
+    let (node_a, node_b) = (init(&da), init(&db));
+    let (_ledger, ledger_addr) = ledger(
+        &root.path().join("ledger"),
+        "127.0.0.1:0",
+        &[&node_a, &node_b],
+    );
+    // B meters every 2 s, A every second.
+    configure(&db, &ledger_addr, &meter_file(&db, 80, 0), None);
+    let cb = db.join("gridchan.toml");
+    let text = std::fs::read_to_string(&cb)
+        .unwrap()
+        .replace("interval_seconds = 1", "interval_seconds = 2");
+    std::fs::write(&cb, text).unwrap();
+    let (_b, addr_b) = daemon_logging(&db);
+    configure(&da, &ledger_addr, &meter_file(&da, 0, 100), None);
+    let (_a, _) = daemon_logging(&da);
+    let ca = da.join("gridchan.toml");
+    let out = gridchan(&[
+        "channel",
+        "open",
+        &addr_b,
+        "--deposit",
+        "10",
+        "--price",
+        "0.2",
+        "--config",
+        ca.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "the open failed");
+    let err = String::from_utf8(out.stderr).unwrap();
+    let last = err.trim_end().lines().last().unwrap();
+    assert!(
+        last.starts_with("error: the neighbour refused the channel:")
+            && last
+                .ends_with("the channel's metering interval is 1 s; this gateway meters every 2 s"),
+        "{err}"
+    );
+    let out = gridchan(&["channel", "list", "--config", ca.to_str().unwrap()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("the neighbour refused to open it"), "{text}");
+    let log = std::fs::read_to_string(da.join("daemon.log")).unwrap();
+    assert!(log.contains("the neighbour refused version 0"), "{log}");
+}

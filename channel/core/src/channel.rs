@@ -56,6 +56,9 @@ pub(crate) struct Channel {
     connected: bool,
     /// The peer's reestablish arrived on this connection: we may propose.
     reestablished: bool,
+    /// The peer's last refusal of one of our proposals: its version and why. For the host's
+    /// view only (not persisted).
+    refused: Option<(Version, Refusal)>,
 }
 
 /// A read-only view of a channel for hosts and tests.
@@ -70,6 +73,9 @@ pub struct ChannelView {
     pub proposal: Option<Proposal>,
     pub highest_signed: Version,
     pub frozen: bool,
+    /// The peer's last refusal of one of our proposals since the channel was loaded: its
+    /// version (0: the peer refused to open the channel) and why.
+    pub refused: Option<(Version, Refusal)>,
 }
 
 impl Channel {
@@ -137,6 +143,15 @@ impl Channel {
         params
             .validate(ctx.policy.min_challenge_window_blocks)
             .map_err(|e| (Refusal::BadParams(e.to_string()), false))?;
+        if let Some(ours) = ctx.policy.interval_seconds {
+            if params.interval_seconds != ours {
+                let why = format!(
+                    "the channel's metering interval is {} s; this gateway meters every {ours} s",
+                    params.interval_seconds
+                );
+                return Err((Refusal::BadParams(why), false));
+            }
+        }
         let params = Arc::new(params);
         let id = params.channel_id();
         let v0 = Proposal::verify(
@@ -206,6 +221,7 @@ impl Channel {
             frozen: false,
             connected: false,
             reestablished: false,
+            refused: None,
         }
     }
 
@@ -228,6 +244,7 @@ impl Channel {
             proposal: self.proposal.clone(),
             highest_signed: self.highest_signed,
             frozen: self.frozen,
+            refused: self.refused.clone(),
         }
     }
 
@@ -799,6 +816,7 @@ impl Channel {
             self.maybe_propose(ctx);
             return Ok(());
         }
+        self.refused = Some((msg.version, msg.reason.clone()));
         self.event(
             ctx,
             Event::Refused {

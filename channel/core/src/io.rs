@@ -301,6 +301,9 @@ pub struct Policy {
     pub peer_turn_wait_ms: u64,
     /// Own readings kept per channel (older unsettled ones are dropped).
     pub max_readings: usize,
+    /// The metering interval this node's meter reads in: a channel opened to it with another
+    /// is refused, since its readings would never match the channel's intervals. `None`: any.
+    pub interval_seconds: Option<u32>,
 }
 
 impl Default for Policy {
@@ -311,6 +314,7 @@ impl Default for Policy {
             reading_wait_ms: 120_000,
             peer_turn_wait_ms: 120_000,
             max_readings: 4 * 96,
+            interval_seconds: None,
         }
     }
 }

@@ -145,6 +145,10 @@ pub struct ChannelSummary {
     /// The channel's metering interval: interval `i` starts at `i * interval_seconds` (UTC).
     #[serde(default)]
     pub interval_seconds: u32,
+    /// Why the neighbour refused to open the channel (it is then `Concluded` with nothing on
+    /// the ledger).
+    #[serde(default)]
+    pub open_refused: Option<String>,
     /// Whether the neighbour is connected now, and if not, why the last dial failed.
     #[serde(default)]
     pub peer_connected: bool,
@@ -171,6 +175,11 @@ impl ChannelSummary {
             frozen: v.frozen,
             tariff: v.params.tariff.to_string(),
             me: format!("{me:?}"),
+            open_refused: v
+                .refused
+                .as_ref()
+                .filter(|(version, _)| version.0 == 0)
+                .map(|(_, why)| why.to_string()),
             interval_seconds: v.params.interval_seconds,
             peer_connected,
             peer_error,

@@ -1031,6 +1031,19 @@ impl Engine {
                             self.flush_trades();
                         }
                     }
+                    if let Event::Refused {
+                        channel,
+                        version,
+                        reason,
+                        ..
+                    } = &e
+                    {
+                        tracing::warn!(
+                            "channel {}: the neighbour refused version {}: {reason}",
+                            channel.short(),
+                            version.0
+                        );
+                    }
                     let _ = self.reports.send(Report::Event(e));
                 }
             }

@@ -598,3 +598,50 @@ fn a_proposal_at_a_version_the_receiver_already_signed_is_refused_as_burned() {
         }
     )));
 }
+
+#[test]
+fn an_open_in_another_metering_interval_is_refused_and_the_opener_sees_why() {
+    let config = PairConfig {
+        policy: gridchan_channel::Policy {
+            interval_seconds: Some(900),
+            ..PairConfig::default().policy
+        },
+        ..PairConfig::default()
+    };
+    let mut pair = Pair::new(config.clone());
+    // A asks for 60-second intervals; B meters every 15 minutes.
+    let b = *pair.view(Side::A).params.node(gridchan_channel::Party::B);
+    let id = pair
+        .node_mut(Side::A)
+        .open(
+            gridchan_channel::OpenRequest {
+                peer: b,
+                deposit: gridchan_channel::Amount(1_000_000),
+                peer_deposit: gridchan_channel::Amount(1_000_000),
+                tariff: config.tariff.clone(),
+                challenge_window_blocks: 20,
+                funding_window_blocks: 20,
+                interval_seconds: 60,
+                tolerance: config.tolerance,
+                opened_at: config.opened_at,
+                nonce: [8; 32],
+            },
+            true,
+        )
+        .unwrap();
+    pair.drive();
+    assert!(pair.link.up, "unacceptable terms are refused, not punished");
+    assert!(pair.node_mut(Side::B).channel(&id).is_none());
+    let seen = pair.node_mut(Side::A).channel(&id).unwrap();
+    assert_eq!(seen.phase, gridchan_channel::Phase::Concluded);
+    match seen.refused {
+        Some((Version(0), Refusal::BadParams(why))) => {
+            assert!(why.contains("meters every 900 s"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // The first channel, in the same interval as B, trades on.
+    pair.trade(Trade::agreed(iv(1), Side::A, WattHours(500)));
+    pair.drive();
+    assert_eq!(pair.current(Side::B).version(), Version(1));
+}
