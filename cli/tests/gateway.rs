@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{
@@ -10,13 +11,19 @@ use common::{
     until, wait_for_daemon, Proc,
 };
 
+/// Two homes' folders, `a` and `b` under `root`, with `gridchan init` done, and a ledger node
+/// that funds both: (A's folder, B's folder, B's node id, the ledger, its address).
+fn two_homes(root: &std::path::Path) -> (PathBuf, PathBuf, String, Proc, String) {
+    let (da, db) = (root.join("a"), root.join("b"));
+    let (node_a, node_b) = (init(&da), init(&db));
+    let (ledger, ledger_addr) = ledger(&root.join("ledger"), "127.0.0.1:0", &[&node_a, &node_b]);
+    (da, db, node_b, ledger, ledger_addr)
+}
+
 #[test]
 fn two_daemons_trade_and_close_through_the_cli() {
     let root = tempfile::tempdir().unwrap();
-    let (da, db) = (root.path().join("a"), root.path().join("b"));
-    let (node_a, node_b) = (init(&da), init(&db));
-    let ledger_dir = root.path().join("ledger");
-    let (_ledger, ledger_addr) = ledger(&ledger_dir, "127.0.0.1:0", &[&node_a, &node_b]);
+    let (da, db, _, _ledger, ledger_addr) = two_homes(root.path());
     let (ca, cb) = (da.join("gridchan.toml"), db.join("gridchan.toml"));
     let (_a, _b, addr_b) = start_neighbours(&da, &db, &ledger_addr);
     open_channel(
@@ -182,13 +189,7 @@ fn daemon_logging(dir: &std::path::Path) -> (Proc, String) {
 #[test]
 fn a_daemon_stopped_by_sigterm_writes_its_history_and_tells_its_neighbour() {
     let root = tempfile::tempdir().unwrap();
-    let (da, db) = (root.path().join("a"), root.path().join("b"));
-    let (node_a, node_b) = (init(&da), init(&db));
-    let (_ledger, ledger_addr) = ledger(
-        &root.path().join("ledger"),
-        "127.0.0.1:0",
-        &[&node_a, &node_b],
-    );
+    let (da, db, _, _ledger, ledger_addr) = two_homes(root.path());
     configure(&db, &ledger_addr, &meter_file(&db, 80, 0), None);
     let (_b, addr_b) = daemon_logging(&db);
     configure(&da, &ledger_addr, &meter_file(&da, 0, 100), Some(&addr_b));
@@ -270,9 +271,7 @@ fn a_daemon_stopped_by_sigterm_writes_its_history_and_tells_its_neighbour() {
 fn opening_a_channel_to_a_neighbour_that_does_not_answer_says_so_while_it_retries() {
     use std::io::BufRead;
     let root = tempfile::tempdir().unwrap();
-    let (da, db) = (root.path().join("a"), root.path().join("b"));
-    let (node_a, node_b) = (init(&da), init(&db));
-    let (_ledger, ledger_addr) = ledger(&root.path().join("ledger"), "127.0.0.1:0", &[&node_a]);
+    let (da, _, node_b, _ledger, ledger_addr) = two_homes(root.path());
     configure(&da, &ledger_addr, &meter_file(&da, 0, 100), None);
     let (_a, _) = daemon_logging(&da);
     // B's key at an address where nothing listens.
@@ -399,13 +398,7 @@ fn a_meter_recording_that_runs_out_shows_in_the_status() {
 #[test]
 fn a_neighbour_metering_in_another_interval_refuses_the_channel_and_open_says_why() {
     let root = tempfile::tempdir().unwrap();
-    let (da, db) = (root.path().join("a"), root.path().join("b"));
-    let (node_a, node_b) = (init(&da), init(&db));
-    let (_ledger, ledger_addr) = ledger(
-        &root.path().join("ledger"),
-        "127.0.0.1:0",
-        &[&node_a, &node_b],
-    );
+    let (da, db, _, _ledger, ledger_addr) = two_homes(root.path());
     // B meters every 2 s, A every second.
     configure(&db, &ledger_addr, &meter_file(&db, 80, 0), None);
     let cb = db.join("gridchan.toml");
