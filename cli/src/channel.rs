@@ -70,6 +70,7 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
             ledger_error,
             peers,
             meter,
+            ledger_failed,
         } => {
             println!("node      {node}");
             println!("address   {address}");
@@ -86,6 +87,17 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
                 (0, _) => println!("ledger    up to date"),
                 (n, None) => println!("ledger    {n} transaction(s) on their way"),
                 (n, Some(e)) => println!("ledger    {n} transaction(s) waiting: {e}"),
+            }
+            if let Some(f) = ledger_failed {
+                let channel = f
+                    .channel
+                    .as_deref()
+                    .map(|c| format!(" of channel {}", &c[..8.min(c.len())]))
+                    .unwrap_or_default();
+                println!(
+                    "          the last that did not go through: {}{channel}, {}",
+                    f.what, f.outcome
+                );
             }
             match (meter.last_read, meter.missing_since) {
                 (_, Some(since)) => println!(

@@ -436,3 +436,37 @@ fn a_neighbour_metering_in_another_interval_refuses_the_channel_and_open_says_wh
     let log = std::fs::read_to_string(da.join("daemon.log")).unwrap();
     assert!(log.contains("the neighbour refused version 0"), "{log}");
 }
+
+#[test]
+fn a_ledger_transaction_refused_for_good_shows_in_the_status() {
+    let root = tempfile::tempdir().unwrap();
+    let (da, _, _, _ledger, ledger_addr) = two_homes(root.path());
+    configure(&da, &ledger_addr, &meter_file(&da, 0, 100), None);
+    let (_a, _) = daemon_logging(&da);
+    let config = da.join("gridchan.toml");
+    // A transaction the ledger refuses at once: reclaiming a channel that does not exist.
+    let nowhere = gridchan_channel::ChannelId([9; 32]);
+    gridchan_gateway::ledger_queue::LedgerQueue::open(&da.join("data/channels.sqlite"))
+        .unwrap()
+        .push(
+            Some(&nowhere),
+            &gridchan_chain::TxKind::Reclaim { channel: nowhere },
+        )
+        .unwrap();
+    // The submitter looks at the queue again within 5 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = gridchan(&["status", "--config", config.to_str().unwrap()]);
+        let text = String::from_utf8(out.stdout).unwrap();
+        if let Some(line) = text.lines().find(|l| l.contains("did not go through")) {
+            assert!(
+                line.contains("of channel 09090909") && line.contains("refused"),
+                "{text}"
+            );
+            assert!(text.contains("ledger    up to date"), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

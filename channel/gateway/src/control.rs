@@ -13,6 +13,10 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::engine::EngineHandle;
 
+/// How many of the ledger queue's latest finished transactions `status` looks through for one
+/// that did not go through.
+const RECENT_FINISHED: usize = 20;
+
 /// Intervals `channel show` lists unless told otherwise.
 pub const DEFAULT_SHOWN_INTERVALS: usize = 12;
 /// The most intervals one `show` lists: over three months of 15-minute intervals.
@@ -96,6 +100,10 @@ pub enum Response {
         /// What the meter last gave.
         #[serde(default)]
         meter: crate::meter::MeterStatus,
+        /// The latest of the recent ledger transactions that did not go through (refused, or
+        /// included but failed): the queue is done with it, and a person should know.
+        #[serde(default)]
+        ledger_failed: Option<crate::ledger_queue::FinishedTx>,
     },
     Channels {
         channels: Vec<ChannelSummary>,
@@ -307,10 +315,10 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
             let path = engine.store_path.clone();
             let queue = tokio::task::spawn_blocking(move || {
                 let q = crate::ledger_queue::LedgerQueue::open(&path)?;
-                q.pending()
+                Ok::<_, gridchan_channel::StoreError>((q.pending()?, q.finished(RECENT_FINISHED)?))
             })
             .await;
-            let pending = match queue {
+            let (pending, finished) = match queue {
                 Ok(Ok(p)) => p,
                 Ok(Err(e)) => return err(format!("cannot read the ledger queue: {e}")),
                 Err(e) => return err(e.to_string()),
@@ -337,6 +345,9 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
                 fees,
                 ledger_pending: pending.len(),
                 ledger_error: pending.first().and_then(|p| p.last_error.clone()),
+                ledger_failed: finished
+                    .into_iter()
+                    .find(|f| !f.outcome.starts_with("included")),
                 peers: peers.status(&crate::peers::live(&channels)),
                 meter: meter.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             }
