@@ -186,14 +186,25 @@ fn daemon_logging(dir: &std::path::Path) -> (Proc, String) {
     started
 }
 
+/// Configures the home of `dir` on `ledger` (its meter importing and exporting the given Wh
+/// every interval, dialling `peer` if given) and starts its daemon, logging to
+/// `dir/daemon.log`.
+fn run_home(
+    dir: &std::path::Path,
+    ledger: &str,
+    (import, export): (u64, u64),
+    peer: Option<&str>,
+) -> (Proc, String) {
+    configure(dir, ledger, &meter_file(dir, import, export), peer);
+    daemon_logging(dir)
+}
+
 #[test]
 fn a_daemon_stopped_by_sigterm_writes_its_history_and_tells_its_neighbour() {
     let root = tempfile::tempdir().unwrap();
     let (da, db, _, _ledger, ledger_addr) = two_homes(root.path());
-    configure(&db, &ledger_addr, &meter_file(&db, 80, 0), None);
-    let (_b, addr_b) = daemon_logging(&db);
-    configure(&da, &ledger_addr, &meter_file(&da, 0, 100), Some(&addr_b));
-    let (mut a, _) = daemon_logging(&da);
+    let (_b, addr_b) = run_home(&db, &ledger_addr, (80, 0), None);
+    let (mut a, _) = run_home(&da, &ledger_addr, (0, 100), Some(&addr_b));
     let ca = da.join("gridchan.toml");
     open_channel(&ca, &addr_b, &["--price", "0.2"]);
     until("three intervals traded", &ca, |c| {
@@ -204,7 +215,7 @@ fn a_daemon_stopped_by_sigterm_writes_its_history_and_tells_its_neighbour() {
     let log = std::fs::read_to_string(da.join("daemon.log")).unwrap();
     assert!(status.success(), "{status}: {log}");
     assert!(log.contains("SIGTERM: stopping the gateway"), "{log}");
-    assert!(log.contains("stopped"), "{log}");
+    assert!(log.trim_end().ends_with("\nstopped"), "the last line: {log}");
     assert!(
         !da.join("data/control.sock").exists(),
         "the control socket is removed"
@@ -272,8 +283,7 @@ fn opening_a_channel_to_a_neighbour_that_does_not_answer_says_so_while_it_retrie
     use std::io::BufRead;
     let root = tempfile::tempdir().unwrap();
     let (da, _, node_b, _ledger, ledger_addr) = two_homes(root.path());
-    configure(&da, &ledger_addr, &meter_file(&da, 0, 100), None);
-    let (_a, _) = daemon_logging(&da);
+    let (_a, _) = run_home(&da, &ledger_addr, (0, 100), None);
     // B's key at an address where nothing listens.
     let port = std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -407,8 +417,7 @@ fn a_neighbour_metering_in_another_interval_refuses_the_channel_and_open_says_wh
         .replace("interval_seconds = 1", "interval_seconds = 2");
     std::fs::write(&cb, text).unwrap();
     let (_b, addr_b) = daemon_logging(&db);
-    configure(&da, &ledger_addr, &meter_file(&da, 0, 100), None);
-    let (_a, _) = daemon_logging(&da);
+    let (_a, _) = run_home(&da, &ledger_addr, (0, 100), None);
     let ca = da.join("gridchan.toml");
     let out = gridchan(&[
         "channel",
@@ -441,8 +450,7 @@ fn a_neighbour_metering_in_another_interval_refuses_the_channel_and_open_says_wh
 fn a_ledger_transaction_refused_for_good_shows_in_the_status() {
     let root = tempfile::tempdir().unwrap();
     let (da, _, _, _ledger, ledger_addr) = two_homes(root.path());
-    configure(&da, &ledger_addr, &meter_file(&da, 0, 100), None);
-    let (_a, _) = daemon_logging(&da);
+    let (_a, _) = run_home(&da, &ledger_addr, (0, 100), None);
     let config = da.join("gridchan.toml");
     // A transaction the ledger refuses at once: reclaiming a channel that does not exist.
     let nowhere = gridchan_channel::ChannelId([9; 32]);
