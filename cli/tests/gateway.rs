@@ -215,7 +215,10 @@ fn a_daemon_stopped_by_sigterm_writes_its_history_and_tells_its_neighbour() {
     let log = std::fs::read_to_string(da.join("daemon.log")).unwrap();
     assert!(status.success(), "{status}: {log}");
     assert!(log.contains("SIGTERM: stopping the gateway"), "{log}");
-    assert!(log.trim_end().ends_with("\nstopped"), "the last line: {log}");
+    assert!(
+        log.trim_end().ends_with("\nstopped"),
+        "the last line: {log}"
+    );
     assert!(
         !da.join("data/control.sock").exists(),
         "the control socket is removed"

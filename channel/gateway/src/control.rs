@@ -324,16 +324,11 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
                 Err(e) => return err(e.to_string()),
             };
             // The ledger may be away (island mode): then the status says so and answers.
-            let limit = std::time::Duration::from_secs(2);
-            let (account, fees) = tokio::join!(
-                tokio::time::timeout(limit, ledger.account(&engine.node)),
-                tokio::time::timeout(limit, ledger.fees()),
+            let (balance, fees) = tokio::join!(
+                balance(ledger.as_ref(), &engine.node),
+                tokio::time::timeout(LEDGER_WAIT, ledger.fees()),
             );
-            let balance = match account {
-                Ok(Ok(a)) => Ok(a.balance.to_string()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("the ledger did not answer within 2 s".to_string()),
-            };
+            let balance = balance.map(|b| b.to_string());
             // Shown when known; the balance's error says why the ledger is away.
             let fees = fees.ok().and_then(Result::ok).flatten();
             Response::Status {
@@ -459,30 +454,36 @@ async fn can_fund(
     deposit: u64,
     peer_deposit: u64,
 ) -> Result<(), String> {
-    let limit = std::time::Duration::from_secs(2);
-    let (mine, theirs) = tokio::join!(
-        tokio::time::timeout(limit, ledger.account(&me)),
-        tokio::time::timeout(limit, ledger.account(&peer)),
-    );
-    if let Ok(Ok(a)) = mine {
-        if a.balance.0 < deposit {
-            return Err(format!(
-                "you have {} tokens on the ledger outside channels: a deposit of {} needs more (see `gridchan status`)",
-                a.balance,
-                Amount(deposit)
-            ));
-        }
+    let (mine, theirs) = tokio::join!(balance(ledger, &me), balance(ledger, &peer));
+    match (mine, theirs) {
+        (Ok(held), _) if held.0 < deposit => Err(format!(
+            "you have {held} tokens on the ledger outside channels: a deposit of {} needs more (see `gridchan status`)",
+            Amount(deposit)
+        )),
+        (_, Ok(held)) if held.0 < peer_deposit => Err(format!(
+            "the neighbour has {held} tokens on the ledger outside channels: it cannot fund a --peer-deposit of {}",
+            Amount(peer_deposit)
+        )),
+        _ => Ok(()),
     }
-    if let Ok(Ok(a)) = theirs {
-        if a.balance.0 < peer_deposit {
-            return Err(format!(
-                "the neighbour has {} tokens on the ledger outside channels: it cannot fund a --peer-deposit of {}",
-                a.balance,
-                Amount(peer_deposit)
-            ));
-        }
+}
+
+/// How long the control API waits for the ledger before it answers without it.
+const LEDGER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The tokens `node` holds on the ledger outside channels, or why that is not known now.
+async fn balance(
+    ledger: &dyn gridchan_chain::Ledger,
+    node: &gridchan_channel::NodeId,
+) -> Result<Amount, String> {
+    match tokio::time::timeout(LEDGER_WAIT, ledger.account(node)).await {
+        Ok(Ok(a)) => Ok(a.balance),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "the ledger did not answer within {} s",
+            LEDGER_WAIT.as_secs()
+        )),
     }
-    Ok(())
 }
 
 async fn close(
