@@ -395,7 +395,6 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
             if let Err(e) = peers.remember(&peer) {
                 return err(format!("cannot record the neighbour's address: {e}"));
             }
-            let _ = engine.connect(peer.clone()).await;
             let now = clock.now_ms() / 1000;
             let mut nonce = [0u8; 32];
             rand::fill(&mut nonce);
@@ -415,9 +414,13 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
                 nonce,
             };
             match engine.open(req).await {
-                Ok(id) => Response::Opened {
-                    channel: id.to_string(),
-                },
+                Ok(id) => {
+                    // The neighbour of a new channel is dialled by the same job as every other.
+                    peers.check_now();
+                    Response::Opened {
+                        channel: id.to_string(),
+                    }
+                }
                 Err(e) => err(e.to_string()),
             }
         }

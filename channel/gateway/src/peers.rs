@@ -57,6 +57,8 @@ struct Entry {
 struct Inner {
     conn: Mutex<Connection>,
     book: Mutex<BTreeMap<NodeId, Entry>>,
+    /// Asks the job to check at once (a channel was just opened).
+    check_now: tokio::sync::Notify,
 }
 
 /// The gateway's neighbours: where to reach them and how the connections are.
@@ -107,6 +109,7 @@ impl Peers {
         let peers = Peers(Arc::new(Inner {
             conn: Mutex::new(conn),
             book: Mutex::new(book),
+            check_now: tokio::sync::Notify::new(),
         }));
         // Recorded too: a neighbour taken out of the config is still dialled while a channel
         // with it is not paid out.
@@ -128,6 +131,12 @@ impl Peers {
             .map_err(|e| e.to_string())?;
         lock(&self.0.book).entry(addr.node).or_default().address = Some(addr.clone());
         Ok(())
+    }
+
+    /// Has the job check now, not at its next tick, whom to dial: a channel was just opened
+    /// (its neighbour is dialled at once, the attempt's outcome recorded like any other).
+    pub fn check_now(&self) {
+        self.0.check_now.notify_one();
     }
 
     /// The neighbours that matter now: configured, connected, or sharing a `live` channel
@@ -232,6 +241,7 @@ pub async fn keep_connected(engine: EngineHandle, peers: Peers) {
             .map(|(_, at)| *at)
             .min();
         tokio::select! {
+            _ = peers.0.check_now.notified() => check.reset_immediately(),
             _ = check.tick() => {
                 let Ok(connected) = engine.connected_peers().await else { return };
                 let Ok(channels) = engine.channels().await else { return };
