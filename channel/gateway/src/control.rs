@@ -165,8 +165,13 @@ pub struct ChannelSummary {
 }
 
 impl ChannelSummary {
-    pub fn of(v: &ChannelView, peers: &crate::peers::Peers) -> ChannelSummary {
-        let (peer_connected, peer_error) = peers.connection(&v.peer);
+    /// `v` as the CLI shows it; `connected`: the neighbours connected now (the engine's view).
+    pub fn of(
+        v: &ChannelView,
+        peers: &crate::peers::Peers,
+        connected: &std::collections::HashSet<gridchan_channel::NodeId>,
+    ) -> ChannelSummary {
+        let (peer_connected, peer_error) = peers.connection(&v.peer, connected);
         let s = v.current.as_ref().map(|c| c.state().clone());
         let get = |f: &dyn Fn(&gridchan_channel::State) -> u64| s.as_ref().map(f).unwrap_or(0);
         let me = v.me;
@@ -306,8 +311,9 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
     } = gateway;
     let (interval_seconds, clock) = (*interval_seconds, *clock);
     let err = |message: String| Response::Error { message };
-    let channels = match engine.channels().await {
-        Ok(c) => c,
+    let (channels, connected) = match tokio::try_join!(engine.channels(), engine.connected_peers())
+    {
+        Ok(both) => both,
         Err(e) => return err(e.to_string()),
     };
     match req {
@@ -343,20 +349,20 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
                 ledger_failed: finished
                     .into_iter()
                     .find(|f| !f.outcome.starts_with("included")),
-                peers: peers.status(&crate::peers::live(&channels)),
+                peers: peers.status(&crate::peers::live(&channels), &connected),
                 meter: meter.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             }
         }
         Request::List => Response::Channels {
             channels: channels
                 .iter()
-                .map(|c| ChannelSummary::of(c, peers))
+                .map(|c| ChannelSummary::of(c, peers, &connected))
                 .collect(),
         },
         Request::Show { channel, intervals } => match parse_channel(&channel, &channels) {
             Ok(id) => match channels.iter().find(|c| c.id == id) {
                 Some(view) => Response::Channel {
-                    channel: ChannelSummary::of(view, peers),
+                    channel: ChannelSummary::of(view, peers, &connected),
                     recent: engine
                         .recent_trades(id, intervals.min(MAX_SHOWN_INTERVALS))
                         .await

@@ -82,7 +82,7 @@ enum Control {
     /// Dial a peer; the answer (if asked for) says whether the connection came up.
     Connect(PeerAddr, Option<oneshot::Sender<Result<(), String>>>),
     /// The peers connected now.
-    Connected(oneshot::Sender<Vec<NodeId>>),
+    Connected(oneshot::Sender<std::collections::HashSet<NodeId>>),
     Send(NodeId, Message),
     /// Finish: everything taken before this is handled, the writes already asked for are made,
     /// the history is written, and the peers are told the connections close.
@@ -224,7 +224,7 @@ impl EngineHandle {
     }
 
     /// The peers connected now.
-    pub async fn connected_peers(&self) -> Result<Vec<NodeId>, EngineError> {
+    pub async fn connected_peers(&self) -> Result<std::collections::HashSet<NodeId>, EngineError> {
         let (tx, rx) = oneshot::channel();
         self.send(Control::Connected(tx)).await?;
         rx.await.map_err(|_| EngineError::Stopped)

@@ -46,12 +46,22 @@ pub struct PeerStatus {
     pub last_error: Option<String>,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Entry {
-    address: Option<PeerAddr>,
+    address: PeerAddr,
     configured: bool,
-    connected: bool,
+    /// Why the last dial failed, since the neighbour was last connected.
     last_error: Option<String>,
+}
+
+impl Entry {
+    fn at(address: PeerAddr) -> Entry {
+        Entry {
+            address,
+            configured: false,
+            last_error: None,
+        }
+    }
 }
 
 struct Inner {
@@ -87,24 +97,8 @@ impl Peers {
                 let addr: PeerAddr = text
                     .parse()
                     .map_err(|e| format!("stored neighbour {text}: {e}"))?;
-                book.insert(
-                    addr.node,
-                    Entry {
-                        address: Some(addr),
-                        ..Entry::default()
-                    },
-                );
+                book.insert(addr.node, Entry::at(addr));
             }
-        }
-        for addr in configured {
-            book.insert(
-                addr.node,
-                Entry {
-                    address: Some(addr.clone()),
-                    configured: true,
-                    ..Entry::default()
-                },
-            );
         }
         let peers = Peers(Arc::new(Inner {
             conn: Mutex::new(conn),
@@ -115,6 +109,10 @@ impl Peers {
         // with it is not paid out.
         for addr in configured {
             peers.remember(addr)?;
+            lock(&peers.0.book)
+                .get_mut(&addr.node)
+                .expect("just remembered")
+                .configured = true;
         }
         Ok(peers)
     }
@@ -129,7 +127,10 @@ impl Peers {
                 params![addr.node.to_bytes().to_vec(), addr.to_string()],
             )
             .map_err(|e| e.to_string())?;
-        lock(&self.0.book).entry(addr.node).or_default().address = Some(addr.clone());
+        lock(&self.0.book)
+            .entry(addr.node)
+            .and_modify(|e| e.address = addr.clone())
+            .or_insert_with(|| Entry::at(addr.clone()));
         Ok(())
     }
 
@@ -139,58 +140,47 @@ impl Peers {
         self.0.check_now.notify_one();
     }
 
-    /// The neighbours that matter now: configured, connected, or sharing a `live` channel
-    /// (see [`live`]).
-    pub fn status(&self, live: &HashSet<NodeId>) -> Vec<PeerStatus> {
-        lock(&self.0.book)
+    /// The neighbours that matter now: configured, sharing a `live` channel (see [`live`]),
+    /// or among the `connected` ones (the engine's view; a neighbour that dialled us has no
+    /// address here).
+    pub fn status(&self, live: &HashSet<NodeId>, connected: &HashSet<NodeId>) -> Vec<PeerStatus> {
+        let book = lock(&self.0.book);
+        let nodes: std::collections::BTreeSet<&NodeId> = book
             .iter()
-            .filter(|(node, e)| e.configured || e.connected || live.contains(node))
-            .map(|(node, e)| PeerStatus {
-                node: node.to_string(),
-                address: e.address.as_ref().map(|a| a.to_string()),
-                connected: e.connected,
-                configured: e.configured,
-                last_error: if e.connected {
-                    None
-                } else {
-                    e.last_error.clone()
-                },
+            .filter(|(node, e)| e.configured || live.contains(node))
+            .map(|(node, _)| node)
+            .chain(connected)
+            .collect();
+        nodes
+            .into_iter()
+            .map(|node| {
+                let e = book.get(node);
+                let up = connected.contains(node);
+                PeerStatus {
+                    node: node.to_string(),
+                    address: e.map(|e| e.address.to_string()),
+                    connected: up,
+                    configured: e.is_some_and(|e| e.configured),
+                    last_error: e.and_then(|e| e.last_error.clone()).filter(|_| !up),
+                }
             })
             .collect()
     }
 
-    fn set_connected(&self, peer: NodeId, connected: bool) {
-        let mut book = lock(&self.0.book);
-        let e = book.entry(peer).or_default();
-        e.connected = connected;
-        if connected {
-            e.last_error = None;
-        }
+    /// Whether `node` is among the `connected`, and if not, why the last dial of it failed.
+    pub fn connection(&self, node: &NodeId, connected: &HashSet<NodeId>) -> (bool, Option<String>) {
+        let up = connected.contains(node);
+        let error = lock(&self.0.book)
+            .get(node)
+            .and_then(|e| e.last_error.clone());
+        (up, error.filter(|_| !up))
     }
 
-    /// Whether `node` is connected, and if not, why the last dial of it failed.
-    pub fn connection(&self, node: &NodeId) -> (bool, Option<String>) {
-        lock(&self.0.book).get(node).map_or((false, None), |e| {
-            (e.connected, e.last_error.clone().filter(|_| !e.connected))
-        })
-    }
-
-    /// The engine's own view: exactly `connected` are connected.
-    fn sync_connected(&self, connected: &HashSet<NodeId>) {
-        let mut book = lock(&self.0.book);
-        for node in connected {
-            book.entry(*node).or_default();
+    /// Why the last dial of `peer` failed (`None`: it is connected).
+    fn set_error(&self, peer: NodeId, error: Option<String>) {
+        if let Some(e) = lock(&self.0.book).get_mut(&peer) {
+            e.last_error = error;
         }
-        for (node, e) in book.iter_mut() {
-            e.connected = connected.contains(node);
-            if e.connected {
-                e.last_error = None;
-            }
-        }
-    }
-
-    fn set_error(&self, peer: NodeId, error: String) {
-        lock(&self.0.book).entry(peer).or_default().last_error = Some(error);
     }
 
     /// The neighbours to keep connected: the configured ones, and those with a channel that
@@ -199,7 +189,7 @@ impl Peers {
         lock(&self.0.book)
             .iter()
             .filter(|(node, e)| e.configured || live.contains(node))
-            .filter_map(|(node, e)| Some((*node, e.address.clone()?)))
+            .map(|(node, e)| (*node, e.address.clone()))
             .collect()
     }
 }
@@ -245,8 +235,6 @@ pub async fn keep_connected(engine: EngineHandle, peers: Peers) {
             _ = check.tick() => {
                 let Ok(connected) = engine.connected_peers().await else { return };
                 let Ok(channels) = engine.channels().await else { return };
-                let connected: HashSet<NodeId> = connected.into_iter().collect();
-                peers.sync_connected(&connected);
                 wanted = peers.wanted(&live(&channels));
                 due.retain(|n, _| wanted.contains_key(n) && !connected.contains(n));
                 for node in wanted.keys() {
@@ -260,12 +248,11 @@ pub async fn keep_connected(engine: EngineHandle, peers: Peers) {
             }
             r = reports.recv() => match r {
                 Ok(Report::Peer { peer, connected: true }) => {
-                    peers.set_connected(peer, true);
+                    peers.set_error(peer, None);
                     due.remove(&peer);
                     up_since.insert(peer, Instant::now());
                 }
                 Ok(Report::Peer { peer, connected: false }) => {
-                    peers.set_connected(peer, false);
                     if up_since.remove(&peer).is_some_and(|t| t.elapsed() >= STABLE) {
                         backoff.remove(&peer);
                     }
@@ -287,7 +274,7 @@ pub async fn keep_connected(engine: EngineHandle, peers: Peers) {
                         due.remove(&peer);
                     }
                     Err(e) => {
-                        peers.set_error(peer, e);
+                        peers.set_error(peer, Some(e));
                         if due.contains_key(&peer) {
                             due.insert(peer, wait_after(&mut backoff, peer));
                         }
@@ -335,25 +322,28 @@ mod tests {
         let y_live: HashSet<NodeId> = [y.node].into();
 
         // Y is recorded, but without a live channel it is neither shown nor dialled.
-        assert_eq!(nodes(&peers.status(&none)), vec![x.node.to_string()]);
+        assert_eq!(nodes(&peers.status(&none, &none)), vec![x.node.to_string()]);
         assert_eq!(peers.wanted(&none).len(), 1);
         let wanted = peers.wanted(&y_live);
         assert_eq!(wanted.get(&y.node), Some(&y));
         assert_eq!(wanted.get(&x.node), Some(&x));
-        assert_eq!(peers.status(&y_live).len(), 2);
+        assert_eq!(peers.status(&y_live, &none).len(), 2);
 
         // Z dialled us: shown while connected, with no address to dial, and never wanted.
-        peers.sync_connected(&[z.node].into());
-        let shown = peers.status(&none);
+        let z_up: HashSet<NodeId> = [z.node].into();
+        assert_eq!(peers.status(&none, &none).len(), 1);
+        let shown = peers.status(&none, &z_up);
         let zs = shown.iter().find(|s| s.node == z.node.to_string()).unwrap();
         assert!(zs.connected && zs.address.is_none() && !zs.configured);
         assert!(!peers.wanted(&[z.node].into()).contains_key(&z.node));
 
         // A failed dial is shown until the neighbour connects.
-        peers.set_error(x.node, "timed out".into());
-        assert_eq!(peers.connection(&x.node), (false, Some("timed out".into())));
-        peers.set_connected(x.node, true);
-        assert_eq!(peers.connection(&x.node), (true, None));
+        peers.set_error(x.node, Some("timed out".into()));
+        assert_eq!(
+            peers.connection(&x.node, &none),
+            (false, Some("timed out".into()))
+        );
+        assert_eq!(peers.connection(&x.node, &[x.node].into()), (true, None));
 
         // After a restart with nothing configured, both addresses are still known: each is
         // dialled while a channel with it is live.

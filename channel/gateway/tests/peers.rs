@@ -72,10 +72,11 @@ async fn stop(d: Daemon) {
     engine.stop().await.unwrap();
 }
 
-fn status_of(d: &Daemon, node: NodeId) -> Option<PeerStatus> {
+async fn status_of(d: &Daemon, node: NodeId) -> Option<PeerStatus> {
     let live: HashSet<NodeId> = [node].into();
+    let connected = d.engine.connected_peers().await.unwrap();
     d.peers
-        .status(&live)
+        .status(&live, &connected)
         .into_iter()
         .find(|s| s.node == node.to_string())
 }
@@ -83,17 +84,14 @@ fn status_of(d: &Daemon, node: NodeId) -> Option<PeerStatus> {
 /// Waits until `d` sees `node` connected (or, with `false`, a failed dial of it since it was
 /// last connected).
 async fn wait_for(d: &Daemon, node: NodeId, connected: bool, what: &str) {
-    until(what, &[&d.engine], 60, || {
-        let s = status_of(d, node);
-        async move {
-            s.is_some_and(|s| {
-                if connected {
-                    s.connected
-                } else {
-                    !s.connected && s.last_error.is_some()
-                }
-            })
-        }
+    until(what, &[&d.engine], 60, || async move {
+        status_of(d, node).await.is_some_and(|s| {
+            if connected {
+                s.connected
+            } else {
+                !s.connected && s.last_error.is_some()
+            }
+        })
     })
     .await;
 }
@@ -117,7 +115,7 @@ async fn a_configured_neighbour_that_is_down_is_dialled_until_it_is_back() {
     wait_for(&a, b_id, false, "A's dial of B failing").await;
     let b = gateway(dir.path(), 2, b_listen, &node.addr, vec![]);
     wait_for(&a, b_id, true, "A connected to B once B is up").await;
-    let s = status_of(&a, b_id).unwrap();
+    let s = status_of(&a, b_id).await.unwrap();
     assert!(s.configured);
     assert_eq!(s.address.as_deref(), Some(b_addr.to_string().as_str()));
 
@@ -177,7 +175,7 @@ async fn a_neighbour_opened_to_by_address_is_remembered_and_redialled_after_rest
     stop(a).await;
     let a = gateway(dir.path(), 1, a_listen, &node.addr, vec![]);
     wait_for(&a, b_id, true, "A, restarted, connected to B").await;
-    let s = status_of(&a, b_id).unwrap();
+    let s = status_of(&a, b_id).await.unwrap();
     assert!(!s.configured);
     assert_eq!(s.address.as_deref(), Some(b_addr.to_string().as_str()));
 
