@@ -237,12 +237,21 @@ impl LedgerState {
         if tx.sig.verify(&hash.0, &tx.sender).is_err() {
             return Err(TxError::BadTxSignature);
         }
+        self.check_nonce(tx)
+    }
+
+    /// The nonce must be the sender's next one, and one that can still advance: an account at
+    /// the last nonce can send nothing more, rather than wrap to 0 and replay its history.
+    fn check_nonce(&self, tx: &Tx) -> Result<(), TxError> {
         let expected = self.account(&tx.sender).nonce;
         if tx.nonce != expected {
             return Err(TxError::BadNonce {
                 expected,
                 got: tx.nonce,
             });
+        }
+        if expected == u64::MAX {
+            return Err(TxError::Overflow);
         }
         Ok(())
     }
@@ -270,13 +279,7 @@ impl LedgerState {
     /// Applies a transaction whose signature was already checked (by [`LedgerState::apply`]
     /// on another copy of this state). Checks the nonce and every rule, like `apply`.
     pub fn apply_presigned(&mut self, tx: &Tx, height: Height) -> Result<Vec<ChainEvent>, TxError> {
-        let expected = self.account(&tx.sender).nonce;
-        if tx.nonce != expected {
-            return Err(TxError::BadNonce {
-                expected,
-                got: tx.nonce,
-            });
-        }
+        self.check_nonce(tx)?;
         let events = self.execute(tx, height)?;
         self.consume_nonce(&tx.sender);
         Ok(events)
@@ -284,7 +287,10 @@ impl LedgerState {
 
     /// Advances `sender`'s nonce (a failed transaction included in a block still uses it).
     pub fn consume_nonce(&mut self, sender: &NodeId) {
-        self.accounts.entry(*sender).or_default().nonce += 1;
+        let acc = self.accounts.entry(*sender).or_default();
+        // Saturates: `check_nonce` refuses every transaction from an account at the last
+        // nonce, so it never advances past it.
+        acc.nonce = acc.nonce.saturating_add(1);
     }
 
     /// Refuses unless `who` holds `amount`. Every transaction checks everything before it
@@ -308,14 +314,18 @@ impl LedgerState {
             .ok_or(TxError::Overflow)
     }
 
+    /// Credits `who`. Callers checked with `check_credit` first; should a rule ever forget,
+    /// the balance saturates rather than wraps, and `total_supply` (checked by the properties)
+    /// shows the loss.
     fn add(&mut self, who: &NodeId, amount: Amount) {
         let acc = self.accounts.entry(*who).or_default();
-        acc.balance = Amount(acc.balance.0 + amount.0);
+        acc.balance = Amount(acc.balance.0.saturating_add(amount.0));
     }
 
+    /// Debits `who`. Callers checked with `check_debit` first (see `add`).
     fn sub(&mut self, who: &NodeId, amount: Amount) {
         let acc = self.accounts.entry(*who).or_default();
-        acc.balance = Amount(acc.balance.0 - amount.0);
+        acc.balance = Amount(acc.balance.0.saturating_sub(amount.0));
     }
 
     fn channel_mut(&mut self, id: &ChannelId) -> Result<&mut ChannelAccount, TxError> {
@@ -367,7 +377,9 @@ impl LedgerState {
                 if ch.status != ChannelStatus::Open {
                     return Err(TxError::WrongPhase(ch.status.name().into()));
                 }
-                let deadline = height + ch.params.challenge_window_blocks;
+                let deadline = height
+                    .checked_add(ch.params.challenge_window_blocks)
+                    .ok_or(TxError::Overflow)?;
                 ch.status = ChannelStatus::Registered {
                     version: signed.version(),
                     deadline,
@@ -486,7 +498,9 @@ impl LedgerState {
         }
         self.check_debit(&sender, amount)?;
         let id = params.channel_id();
-        let new_deadline = height + params.funding_window_blocks;
+        let new_deadline = height
+            .checked_add(params.funding_window_blocks)
+            .ok_or(TxError::Overflow)?;
         let (deposited, deadline) = match self.channels.get(&id) {
             None => ([Amount(0); 2], new_deadline),
             Some(ch) => match ch.status {

@@ -324,7 +324,7 @@ async fn deposit_rules_refuse_what_they_must() {
     let c = chain(None).await;
     let p = c.params();
     type Change = fn(&mut ChannelParams);
-    let invalid: [(&str, Change); 6] = [
+    let invalid: [(&str, Change); 8] = [
         ("both parties are the same key", |p| p.party_b = p.party_a),
         ("the interval does not divide an hour", |p| {
             p.interval_seconds = 7
@@ -337,6 +337,15 @@ async fn deposit_rules_refuse_what_they_must() {
         (
             "the challenge window is shorter than the ledger's minimum",
             |p| p.challenge_window_blocks = 2,
+        ),
+        // The protocol's maximums: a window of 2^64 - 1 blocks would wrap a 64-bit deadline.
+        (
+            "the challenge window is longer than the protocol's maximum",
+            |p| p.challenge_window_blocks = u64::MAX,
+        ),
+        (
+            "the funding window is longer than the protocol's maximum",
+            |p| p.funding_window_blocks = gridchan_channel::MAX_FUNDING_WINDOW_BLOCKS + 1,
         ),
     ];
     for (why, change) in invalid {

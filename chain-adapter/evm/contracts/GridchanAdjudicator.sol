@@ -92,6 +92,10 @@ contract GridchanAdjudicator {
     IERC20 public immutable token;
     /// The shortest challenge window a channel may have, in blocks.
     uint64 public immutable minChallengeWindow;
+    /// The longest challenge and funding windows any channel may have, in blocks: the
+    /// protocol's limits (specs/adjudicator.md, "Limits"), the same on every ledger.
+    uint64 public constant MAX_CHALLENGE_WINDOW = 10_000_000;
+    uint64 public constant MAX_FUNDING_WINDOW = 10_000_000;
 
     mapping(bytes32 => Channel) private channels;
 
@@ -330,7 +334,13 @@ contract GridchanAdjudicator {
         if (p.challengeWindowBlocks < minChallengeWindow) {
             revert InvalidParams("the challenge window is shorter than the ledger's minimum");
         }
+        if (p.challengeWindowBlocks > MAX_CHALLENGE_WINDOW) {
+            revert InvalidParams("the challenge window is longer than the protocol's maximum");
+        }
         if (p.fundingWindowBlocks == 0) revert InvalidParams("no funding window");
+        if (p.fundingWindowBlocks > MAX_FUNDING_WINDOW) {
+            revert InvalidParams("the funding window is longer than the protocol's maximum");
+        }
     }
 
     function _partyOf(address a, address b, address who) private pure returns (uint8) {

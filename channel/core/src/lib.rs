@@ -46,7 +46,10 @@ pub use io::{
     Output, Phase, Policy, UpdateId,
 };
 pub use node::{CommandError, Node};
-pub use params::{ChannelParams, MeterTolerance, ParamsError};
+pub use params::{
+    ChannelParams, MeterTolerance, ParamsError, MAX_CHALLENGE_WINDOW_BLOCKS,
+    MAX_FUNDING_WINDOW_BLOCKS,
+};
 pub use signed::{Proposal, ProposalParts, SignedState, SignedStateParts};
 pub use state::{Refusal, State, Trade};
 pub use store::{ChannelStore, MemoryStore, StoreError};

@@ -10,6 +10,15 @@ use crate::types::{Amount, ChannelId, IntervalIndex, Party, WattHours};
 
 const PARAMS_DOMAIN: [u8; 32] = domain_tag("gridchan.params.v1");
 
+/// The longest challenge window any channel may have, in blocks (specs/adjudicator.md,
+/// "Limits"). About 116 days at one block a second, 3.8 years at twelve: longer than any owner
+/// would lock money for, and small enough that `height + window` fits in 64 bits for any height
+/// a ledger reaches. Every gateway and both ledgers refuse more.
+pub const MAX_CHALLENGE_WINDOW_BLOCKS: u64 = 10_000_000;
+
+/// The longest funding window any channel may have, in blocks (specs/adjudicator.md, "Limits").
+pub const MAX_FUNDING_WINDOW_BLOCKS: u64 = 10_000_000;
+
 /// How far the buyer's own meter may disagree with the energy the seller bills.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MeterTolerance {
@@ -67,9 +76,15 @@ pub enum ParamsError {
     /// The challenge window is shorter than the policy allows.
     #[error("challenge window of {got} blocks is below the minimum of {min}")]
     ChallengeWindowTooShort { got: u64, min: u64 },
+    /// The challenge window is longer than the protocol allows.
+    #[error("challenge window of {0} blocks is above the protocol's maximum of {MAX_CHALLENGE_WINDOW_BLOCKS}")]
+    ChallengeWindowTooLong(u64),
     /// The funding window is zero.
     #[error("funding window must be at least one block")]
     NoFundingWindow,
+    /// The funding window is longer than the protocol allows.
+    #[error("funding window of {0} blocks is above the protocol's maximum of {MAX_FUNDING_WINDOW_BLOCKS}")]
+    FundingWindowTooLong(u64),
     /// Neither party deposits anything: nothing could ever be paid.
     #[error("a channel needs a deposit")]
     NoDeposit,
@@ -122,8 +137,18 @@ impl ChannelParams {
                 min: min_challenge_window,
             });
         }
+        if self.challenge_window_blocks > MAX_CHALLENGE_WINDOW_BLOCKS {
+            return Err(ParamsError::ChallengeWindowTooLong(
+                self.challenge_window_blocks,
+            ));
+        }
         if self.funding_window_blocks == 0 {
             return Err(ParamsError::NoFundingWindow);
+        }
+        if self.funding_window_blocks > MAX_FUNDING_WINDOW_BLOCKS {
+            return Err(ParamsError::FundingWindowTooLong(
+                self.funding_window_blocks,
+            ));
         }
         Ok(())
     }
