@@ -117,9 +117,16 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
             peers_lines(peers);
         }
         Response::Channels { channels } => table(channels),
-        Response::Channel { channel, recent } => {
+        Response::Channel {
+            channel,
+            recent,
+            ledger,
+        } => {
             table(std::slice::from_ref(channel));
             println!();
+            if let Some(ledger) = ledger {
+                println!("ledger: {ledger}");
+            }
             println!("tariff: {}", channel.tariff);
             if recent.is_empty() {
                 println!("no intervals settled yet");

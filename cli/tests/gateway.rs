@@ -123,6 +123,13 @@ fn two_daemons_trade_and_close_through_the_cli() {
     until("paid out on the ledger (B)", &cb, |c| {
         c["phase"] == "Concluded"
     });
+    // `show` says what the ledger paid, and that it is our newest state.
+    let out = gridchan(&["channel", "show", &id, "--config", ca.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ledger: the ledger paid out version") && text.contains("(our newest)"),
+        "{text}"
+    );
     // A mistake is one clear line.
     let out = gridchan(&[
         "channel",
@@ -279,6 +286,9 @@ fn a_daemon_stopped_by_sigterm_writes_its_history_and_tells_its_neighbour() {
     let paid = common::channels(&cb)["channels"][0].clone();
     assert_eq!(paid["phase"], "Concluded");
     assert!(paid["version"].as_i64().unwrap() >= state, "{paid}");
+    let out = gridchan(&["channel", "show", &id, "--config", cb.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("(our newest)"), "{text}");
 }
 
 #[test]
@@ -445,8 +455,11 @@ fn a_neighbour_metering_in_another_interval_refuses_the_channel_and_open_says_wh
     let out = gridchan(&["channel", "list", "--config", ca.to_str().unwrap()]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("the neighbour refused to open it"), "{text}");
+    // Each side's log says who refused whom.
     let log = std::fs::read_to_string(da.join("daemon.log")).unwrap();
-    assert!(log.contains("the neighbour refused version 0"), "{log}");
+    assert!(log.contains("refused our version 0"), "{log}");
+    let log = std::fs::read_to_string(db.join("daemon.log")).unwrap();
+    assert!(log.contains("we refused neighbour"), "{log}");
 }
 
 #[test]

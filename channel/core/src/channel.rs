@@ -14,6 +14,16 @@ use crate::state::{Refusal, State, Trade};
 use crate::types::{Amount, ChannelId, IntervalIndex, Party, PricePerKwh, Version, WattHours};
 use crate::wire::{AcceptChannel, Countersign, Message, OpenChannel, Reestablish, Refuse};
 
+/// How far beyond every version we know of (our current state, our own highest signed
+/// version, the peer's as known) a peer may claim to have signed. Versions move one at a time,
+/// and only while both sides are connected, so an honest peer is never more than a few ahead;
+/// a claim beyond this is a lie that would make us stop proposing (specs/protocol.md,
+/// "Reestablish").
+pub const MAX_VERSION_LEAD: u64 = 1_024;
+
+/// Implausible version claims on one channel after which we close it on the ledger.
+const MAX_IMPLAUSIBLE_CLAIMS: u8 = 3;
+
 /// What the channel needs from its node for one input.
 pub(crate) struct Ctx<'a> {
     pub signer: &'a Signer,
@@ -50,8 +60,11 @@ pub(crate) struct Channel {
     readings: BTreeMap<IntervalIndex, (IntervalReading, u64)>,
     /// A peer proposal waiting for our reading of its interval, with the time it arrived.
     held: Option<(Proposal, Trade, u64)>,
-    /// We lost a crossing: the winner proposes next.
-    yielding: bool,
+    /// We lost a crossing at this time: the winner proposes next, within the policy's
+    /// `crossing_wait_ms`, or we propose again ourselves.
+    yielding: Option<u64>,
+    /// Version claims beyond [`MAX_VERSION_LEAD`] this peer made since the channel was loaded.
+    implausible: u8,
     frozen: bool,
     connected: bool,
     /// The peer's reestablish arrived on this connection: we may propose.
@@ -217,7 +230,8 @@ impl Channel {
             peer_highest: Version(0),
             readings: BTreeMap::new(),
             held: None,
-            yielding: false,
+            yielding: None,
+            implausible: 0,
             frozen: false,
             connected: false,
             reestablished: false,
@@ -421,7 +435,7 @@ impl Channel {
             && self.connected
             && self.reestablished
             && !self.frozen
-            && !self.yielding
+            && self.yielding.is_none()
             && self.proposal.is_none()
             && self.held.is_none()
     }
@@ -562,7 +576,7 @@ impl Channel {
         // countersigned (then it is the current state) or refused as a disagreement (then
         // its version is burned). A held one will be repeated after a reconnect, and a
         // malformed one, even validly signed, must not move anything.
-        self.yielding = false;
+        self.yielding = None;
         match trade {
             None => self.countersign(proposal, None, ctx),
             Some(trade) => self.decide_on_trade(proposal, trade, ctx),
@@ -708,6 +722,7 @@ impl Channel {
         ctx: &mut Ctx,
     ) -> Result<(), Violation> {
         let cur = self.current_state().cloned().ok_or(Refusal::NotAccepting)?;
+        self.check_plausible(theirs.version(), "a crossing proposal", ctx)?;
         // Their proposal must be a valid successor of the state both build on.
         cur.check_successor(
             &self.params,
@@ -738,7 +753,7 @@ impl Channel {
             },
         );
         if winner == self.me {
-            self.yielding = false;
+            self.yielding = None;
             match self.next_version() {
                 Some(v) => {
                     let mut state = ours.state().clone();
@@ -748,7 +763,7 @@ impl Channel {
                 None => self.persist(ctx),
             }
         } else {
-            self.yielding = true;
+            self.yielding = Some(ctx.now_ms);
             self.requeue(&ours, ctx);
             self.persist(ctx);
         }
@@ -808,6 +823,7 @@ impl Channel {
         };
         let ours_is_final = ours.state().is_final;
         if let Refusal::VersionBurned { highest } = msg.reason {
+            self.check_plausible(Version(highest), "a refusal", ctx)?;
             // Our proposal crossed one of the peer's unseen: propose the same again, higher.
             self.peer_highest = self.peer_highest.max(Version(highest));
             self.proposal = None;
@@ -843,7 +859,7 @@ impl Channel {
         self.connected = true;
         self.reestablished = false;
         self.held = None;
-        self.yielding = false;
+        self.yielding = None;
         if self.frozen {
             // What we hold in memory may not be durable: say nothing until a retry persists it.
             return;
@@ -873,7 +889,44 @@ impl Channel {
         self.connected = false;
         self.reestablished = false;
         self.held = None;
-        self.yielding = false;
+        self.yielding = None;
+    }
+
+    /// Refuses a version the peer claims to have signed that lies more than
+    /// [`MAX_VERSION_LEAD`] beyond every version we know of: believing it would leave us
+    /// nothing to propose at (or wrap). After [`MAX_IMPLAUSIBLE_CLAIMS`] of them the channel
+    /// closes on the ledger with our newest state.
+    fn check_plausible(
+        &mut self,
+        claimed: Version,
+        what: &str,
+        ctx: &mut Ctx,
+    ) -> Result<(), Violation> {
+        let known = self
+            .current
+            .as_ref()
+            .map(|c| c.version())
+            .unwrap_or_default()
+            .max(self.highest_signed)
+            .max(self.peer_highest);
+        if claimed.0 <= known.0.saturating_add(MAX_VERSION_LEAD) {
+            return Ok(());
+        }
+        self.implausible = self.implausible.saturating_add(1);
+        let mut why = format!(
+            "{what} claims version {}, more than {MAX_VERSION_LEAD} beyond the newest we know ({})",
+            claimed.0, known.0
+        );
+        if self.implausible >= MAX_IMPLAUSIBLE_CLAIMS
+            && matches!(self.phase, Phase::Open | Phase::Closing)
+        {
+            why.push_str(&format!(
+                "; the {} such claim: closing the channel on the ledger",
+                self.implausible
+            ));
+            self.force_close(ctx);
+        }
+        Err(Violation(why))
     }
 
     pub fn on_reestablish(
@@ -938,6 +991,7 @@ impl Channel {
             Some(p) => Version(p.state.version.0.saturating_sub(1)),
             None => msg.highest_signed,
         };
+        self.check_plausible(declared, "a reestablish", ctx)?;
         let known = self.peer_highest.max(declared).max(theirs.version());
         changed |= known != self.peer_highest;
         self.peer_highest = known;
@@ -948,7 +1002,7 @@ impl Channel {
             }
         }
         self.reestablished = true;
-        self.yielding = false;
+        self.yielding = None;
         if let Some(parts) = their_proposal {
             return self.consider_proposal(parts, true, ctx);
         }
@@ -959,6 +1013,21 @@ impl Channel {
     // ----- time, closing, the ledger -----
 
     pub fn on_tick(&mut self, ctx: &mut Ctx) {
+        if let Some(since) = self.yielding {
+            if ctx.now_ms.saturating_sub(since) >= ctx.policy.crossing_wait_ms {
+                // The winner of the crossing proposes at once; one that does not is stalling
+                // us (perhaps crossing on purpose): propose again ourselves.
+                self.yielding = None;
+                self.event(
+                    ctx,
+                    Event::CrossingNotFollowed {
+                        channel: self.id,
+                        peer: self.peer,
+                        waited_ms: ctx.policy.crossing_wait_ms,
+                    },
+                );
+            }
+        }
         if let Some((held, _, since)) = &self.held {
             if ctx.now_ms.saturating_sub(*since) >= ctx.policy.reading_wait_ms {
                 let version = held.version();

@@ -201,6 +201,18 @@ pub enum Event {
     },
     /// Both proposed at once; the deterministic rule picked one.
     Crossed { channel: ChannelId, winner: Party },
+    /// We refused a neighbour's proposal to open a channel, and told it why.
+    OpenRefused {
+        channel: ChannelId,
+        peer: NodeId,
+        reason: Refusal,
+    },
+    /// The peer won a crossing and did not propose within `waited_ms`: we propose again.
+    CrossingNotFollowed {
+        channel: ChannelId,
+        peer: NodeId,
+        waited_ms: u64,
+    },
     /// A final state is signed by both.
     ClosedCooperatively {
         channel: ChannelId,
@@ -299,6 +311,9 @@ pub struct Policy {
     /// How long we wait for the peer to propose an earlier interval it is owed before we
     /// propose a later one of ours (which skips it).
     pub peer_turn_wait_ms: u64,
+    /// How long we wait, after losing a crossing, for the winner's proposal before we propose
+    /// again ourselves. An honest winner proposes at once.
+    pub crossing_wait_ms: u64,
     /// Own readings kept per channel (older unsettled ones are dropped).
     pub max_readings: usize,
     /// The metering interval this node's meter reads in: a channel opened to it with another
@@ -313,6 +328,7 @@ impl Default for Policy {
             force_close_after_ms: Some(6 * 3_600_000),
             reading_wait_ms: 120_000,
             peer_turn_wait_ms: 120_000,
+            crossing_wait_ms: 5_000,
             max_readings: 4 * 96,
             interval_seconds: None,
         }

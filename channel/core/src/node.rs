@@ -286,6 +286,14 @@ impl Node {
                         message: refuse,
                     },
                 );
+                ctx.out.push(
+                    Some(id),
+                    Output::Event(crate::io::Event::OpenRefused {
+                        channel: id,
+                        peer: from,
+                        reason: reason.clone(),
+                    }),
+                );
                 if violation {
                     Err(Violation(reason.to_string()))
                 } else {

@@ -112,6 +112,11 @@ pub enum Response {
         channel: ChannelSummary,
         /// The most recent settled intervals, newest first.
         recent: Vec<crate::store::TradeRow>,
+        /// Once the channel is on its way off the ledger: what the ledger holds (the version
+        /// registered, or the one it paid out, and what each side gets), and any difference
+        /// from our newest state.
+        #[serde(default)]
+        ledger: Option<String>,
     },
     Opened {
         channel: String,
@@ -367,6 +372,7 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
                         .recent_trades(id, intervals.min(MAX_SHOWN_INTERVALS))
                         .await
                         .unwrap_or_default(),
+                    ledger: ledger_view(ledger.as_ref(), view).await,
                 },
                 None => err(format!("no channel {channel}")),
             },
@@ -475,6 +481,56 @@ async fn can_fund(
         )),
         _ => Ok(()),
     }
+}
+
+/// What the ledger holds of a channel that is leaving it (disputed, closed or paid out),
+/// compared with our newest state; `None` while it trades, or when the ledger does not answer.
+async fn ledger_view(ledger: &dyn gridchan_chain::Ledger, view: &ChannelView) -> Option<String> {
+    use gridchan_channel::Phase;
+    if !matches!(
+        view.phase,
+        Phase::Disputed | Phase::ClosedCooperatively | Phase::Concluded
+    ) {
+        return None;
+    }
+    let ours = view.current.as_ref()?;
+    let account = match tokio::time::timeout(LEDGER_WAIT, ledger.channel(&view.id)).await {
+        Ok(Ok(Some(account))) => account,
+        Ok(Ok(None)) => return Some("the ledger has no record of this channel".into()),
+        Ok(Err(e)) => return Some(format!("the ledger cannot be asked now: {e}")),
+        Err(_) => return Some("the ledger did not answer in time".into()),
+    };
+    let newest = ours.version().0;
+    let me = view.me.index();
+    Some(match account.status {
+        gridchan_chain::ChannelStatus::Registered {
+            version, deadline, ..
+        } if version.0 < newest => format!(
+            "version {} is registered on the ledger, older than our version {newest}: refuting it with ours (the window ends at block {deadline})",
+            version.0
+        ),
+        gridchan_chain::ChannelStatus::Registered {
+            version, deadline, ..
+        } => format!(
+            "version {} is registered on the ledger (our newest); it pays out after block {deadline}",
+            version.0
+        ),
+        gridchan_chain::ChannelStatus::Concluded { version } if version.0 == newest => {
+            let (mine, theirs) = (
+                ours.state().balance(view.me),
+                ours.state().balance(view.me.other()),
+            );
+            format!(
+                "the ledger paid out version {} (our newest): {mine} to you, {theirs} to the neighbour; {} left to withdraw",
+                version.0, account.claimable[me]
+            )
+        }
+        gridchan_chain::ChannelStatus::Concluded { version } => format!(
+            "WARNING: the ledger paid out version {}, not our newest version {newest}: it paid by an older (or other) state than ours; {} left for you to withdraw",
+            version.0, account.claimable[me]
+        ),
+        other => format!("the ledger says the channel is {}", other.name()),
+    })
 }
 
 /// How long the control API waits for the ledger before it answers without it.

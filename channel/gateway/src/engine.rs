@@ -264,6 +264,9 @@ struct Engine {
     /// (or a full [`MAX_PENDING_TRADES`] at once), in a transaction of their own: never on an
     /// update's path, and many intervals of a channel share its pages in the history's index.
     trades: Vec<crate::store::TradeEntry>,
+    /// Neighbours this gateway dialled (configured, or opened to by address): with those it has
+    /// channels with, the keys whose connections the endpoint always admits.
+    dialled: std::collections::HashSet<NodeId>,
     /// Asked to stop: answered once the engine has.
     stopping: Option<oneshot::Sender<()>>,
 }
@@ -303,13 +306,10 @@ pub fn spawn(
     ));
     let endpoint = {
         let _on_the_engines_runtime = rt.get().enter();
-        Endpoint::bind(
-            listen,
-            signer.duplicate(&rand::random()),
-            gridchan_transport::Limits::default(),
-        )?
+        Endpoint::bind(listen, signer.duplicate(&rand::random()), peer_limits())?
     };
     let records = store.load()?;
+    endpoint.set_priority(records.iter().map(|r| *r.params.node(r.me.other())));
     let node_id = signer.id();
     let pool_signer = std::sync::Arc::new(signer.duplicate(&rand::random()));
     let node = Node::restore(signer, policy, records);
@@ -332,6 +332,7 @@ pub fn spawn(
         pool_signer,
         trades: Vec::new(),
         frozen: HashMap::new(),
+        dialled: std::collections::HashSet::new(),
         stopping: None,
     };
     let accept = accept_loop(endpoint, inbound_tx);
@@ -376,14 +377,31 @@ impl Drop for EngineRuntime {
     }
 }
 
+/// The limits of a link to a neighbour: the protocol's frame limit (specs/protocol.md,
+/// "Transport"), two streams, windows of a few frames.
+pub fn peer_limits() -> gridchan_transport::Limits {
+    // The transport limits a frame's body; the protocol's limit counts its 4-byte length too.
+    gridchan_transport::Limits::peer_link(gridchan_channel::wire::MAX_FRAME - 4)
+}
+
 async fn accept_loop(endpoint: Endpoint, inbound: mpsc::Sender<Inbound>) {
+    let wait = peer_limits().handshake_timeout;
     while let Some(conn) = endpoint.accept().await {
         let inbound = inbound.clone();
         tokio::spawn(async move {
-            // The dialler opens the channel stream; the listener accepts it.
-            match conn.accept_stream().await {
-                Ok(stream) => run_connection(conn, stream, inbound).await,
-                Err(e) => tracing::warn!("peer {} opened no stream: {e}", conn.peer),
+            // The dialler opens the channel stream; the listener accepts it, within the
+            // handshake's time: a peer that proved its key and opens nothing holds no place.
+            match tokio::time::timeout(wait, conn.accept_stream()).await {
+                Ok(Ok(stream)) => run_connection(conn, stream, inbound).await,
+                Ok(Err(e)) => tracing::warn!("peer {} opened no stream: {e}", conn.peer),
+                Err(_) => {
+                    tracing::warn!(
+                        "peer {} opened no stream within {} s: disconnected",
+                        conn.peer,
+                        wait.as_secs()
+                    );
+                    conn.close("no frame stream opened in time");
+                }
             }
         });
     }
@@ -618,6 +636,7 @@ impl Engine {
                     self.node.handle(Input::Tick { now_ms });
                     self.flush_trades();
                     self.retry_frozen();
+                    self.refresh_priority();
                 }
             }
             // Take whatever else is already waiting: the persists of a whole burst then go to
@@ -806,6 +825,9 @@ impl Engine {
                 self.writer.recent_trades(channel, n, reply);
             }
             Control::Connect(peer, outcome) => {
+                if self.dialled.insert(peer.node) {
+                    self.refresh_priority();
+                }
                 let inbound = self.inbound_tx.clone();
                 tokio::spawn(dial(self.endpoint.clone(), peer, inbound, outcome));
             }
@@ -821,6 +843,14 @@ impl Engine {
             }
             Control::Stop(reply) => self.stopping = Some(reply),
         }
+    }
+
+    /// Tells the endpoint whose connections it always admits: the neighbours we have channels
+    /// with and those we dialled.
+    fn refresh_priority(&self) {
+        let channel_peers = self.node.channels().map(|c| *c.params.node(c.me.other()));
+        self.endpoint
+            .set_priority(channel_peers.chain(self.dialled.iter().copied()));
     }
 
     fn on_inbound(&mut self, i: Inbound) {
@@ -880,6 +910,98 @@ impl Engine {
                     });
                 }
             }
+        }
+    }
+
+    /// Logs what a person running the gateway should hear of at the default level: who did
+    /// what, on which channel.
+    fn log(&self, e: &Event) {
+        let peer_of = |c: &ChannelId| {
+            self.node
+                .channel(c)
+                .map(|v| v.peer.to_string())
+                .unwrap_or_else(|| "?".into())
+        };
+        match e {
+            Event::Refused {
+                channel,
+                version,
+                by,
+                reason,
+            } => {
+                let ours = self.node.channel(channel).is_some_and(|v| v.me == *by);
+                if ours {
+                    tracing::warn!(
+                        "channel {}: we refused neighbour {}'s version {}: {reason}",
+                        channel.short(),
+                        peer_of(channel),
+                        version.0
+                    );
+                } else {
+                    tracing::warn!(
+                        "channel {}: neighbour {} refused our version {}: {reason}",
+                        channel.short(),
+                        peer_of(channel),
+                        version.0
+                    );
+                }
+            }
+            Event::OpenRefused {
+                channel,
+                peer,
+                reason,
+            } => tracing::warn!(
+                "channel {}: we refused neighbour {peer}'s proposal to open it: {reason}",
+                channel.short()
+            ),
+            Event::CrossingNotFollowed {
+                channel,
+                peer,
+                waited_ms,
+            } => tracing::warn!(
+                "channel {}: neighbour {peer} won a crossing and proposed nothing for {waited_ms} ms: we propose again",
+                channel.short()
+            ),
+            Event::ForceClosing { channel, version } => tracing::warn!(
+                "channel {}: closing on the ledger with our version {} (neighbour {})",
+                channel.short(),
+                version.0,
+                peer_of(channel)
+            ),
+            Event::Refuting {
+                channel,
+                registered,
+                ours,
+            } => tracing::warn!(
+                "channel {}: neighbour {} registered old version {} on the ledger: we refute it with version {}",
+                channel.short(),
+                peer_of(channel),
+                registered.0,
+                ours.0
+            ),
+            // At the default level: the end of a channel's money, and of any dispute.
+            Event::Concluded { channel, version } => {
+                let newest = self
+                    .node
+                    .channel(channel)
+                    .and_then(|v| v.current.map(|c| c.version()))
+                    .unwrap_or_default();
+                if *version == newest {
+                    tracing::warn!(
+                        "channel {}: the ledger paid out version {} (our newest)",
+                        channel.short(),
+                        version.0
+                    );
+                } else {
+                    tracing::error!(
+                        "channel {}: the ledger paid out version {}, not our newest version {}",
+                        channel.short(),
+                        version.0,
+                        newest.0
+                    );
+                }
+            }
+            _ => {}
         }
     }
 
@@ -1031,19 +1153,7 @@ impl Engine {
                             self.flush_trades();
                         }
                     }
-                    if let Event::Refused {
-                        channel,
-                        version,
-                        reason,
-                        ..
-                    } = &e
-                    {
-                        tracing::warn!(
-                            "channel {}: the neighbour refused version {}: {reason}",
-                            channel.short(),
-                            version.0
-                        );
-                    }
+                    self.log(&e);
                     let _ = self.reports.send(Report::Event(e));
                 }
             }

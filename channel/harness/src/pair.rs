@@ -142,6 +142,21 @@ pub struct Pair {
 }
 
 impl Pair {
+    /// A pair on the default configuration that has settled two intervals (A sold in the
+    /// first, B in the second: version 2) and does not reconnect by itself: the starting point
+    /// of the rejection and hostile-peer tests.
+    pub fn settled() -> Pair {
+        let iv = |n| IntervalIndex(PairConfig::default().opened_at.0 + n);
+        let mut pair = Pair::new(PairConfig::default());
+        pair.trade(Trade::agreed(iv(1), Side::A, WattHours(500)));
+        pair.drive();
+        pair.trade(Trade::agreed(iv(2), Side::B, WattHours(200)));
+        pair.drive();
+        pair.auto_reconnect = false;
+        assert_eq!(pair.current(Side::B).version(), Version(2));
+        pair
+    }
+
     /// Two nodes, connected, with a funded, open channel from A to B.
     pub fn new(config: PairConfig) -> Pair {
         let mut secrets = [[0u8; 32]; 2];

@@ -12,16 +12,8 @@ fn iv(n: u64) -> IntervalIndex {
     IntervalIndex(PairConfig::default().opened_at.0 + n)
 }
 
-/// A pair that has settled two intervals and does not reconnect by itself.
 fn settled_pair() -> Pair {
-    let mut pair = Pair::new(PairConfig::default());
-    pair.trade(Trade::agreed(iv(1), Side::A, WattHours(500)));
-    pair.drive();
-    pair.trade(Trade::agreed(iv(2), Side::B, WattHours(200)));
-    pair.drive();
-    pair.auto_reconnect = false;
-    assert_eq!(pair.current(Side::B).version(), Version(2));
-    pair
+    Pair::settled()
 }
 
 /// A's honest proposal for A selling `energy` in `interval`, before `tamper` changes it; signed
@@ -644,4 +636,41 @@ fn an_open_in_another_metering_interval_is_refused_and_the_opener_sees_why() {
     pair.trade(Trade::agreed(iv(1), Side::A, WattHours(500)));
     pair.drive();
     assert_eq!(pair.current(Side::B).version(), Version(1));
+}
+
+#[test]
+fn an_open_with_windows_above_the_protocols_maximum_is_refused() {
+    for (challenge, funding) in [(u64::MAX, 20), (20, u64::MAX)] {
+        let mut pair = settled_pair();
+        let mut params = (*pair.view(Side::B).params).clone();
+        params.nonce = [9; 32];
+        params.challenge_window_blocks = challenge;
+        params.funding_window_blocks = funding;
+        let sig_a = pair.signer(Side::A).sign(&State::initial(&params).digest());
+        let from = pair.id(Side::A);
+        let b = pair.node_mut(Side::B);
+        b.handle(gridchan_channel::Input::Message {
+            from,
+            message: Message::OpenChannel(Box::new(OpenChannel {
+                params: params.clone(),
+                sig_a,
+            })),
+        });
+        let outputs: Vec<_> = std::iter::from_fn(|| b.poll_output()).collect();
+        assert!(b.channel(&params.channel_id()).is_none());
+        // Refused with the reason, and not punished: the opener learns which limit it broke.
+        assert!(
+            outputs.iter().any(|o| matches!(
+                o,
+                gridchan_channel::Output::Send {
+                    message: Message::Refuse(r),
+                    ..
+                } if matches!(&r.reason, Refusal::BadParams(why) if why.contains("maximum"))
+            )),
+            "{outputs:?}"
+        );
+        assert!(!outputs
+            .iter()
+            .any(|o| matches!(o, gridchan_channel::Output::Disconnect { .. })));
+    }
 }

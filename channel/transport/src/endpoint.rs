@@ -1,10 +1,10 @@
 //! QUIC endpoints that authenticate node keys.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use gridchan_channel::{NodeId, Signer};
@@ -71,12 +71,25 @@ impl fmt::Display for PeerAddr {
 /// Limits an endpoint enforces.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Largest frame on any stream.
+    /// Largest frame on any stream, checked from its length prefix before it is buffered.
     pub max_frame: usize,
-    /// Concurrent streams a peer may open on one connection.
+    /// Concurrent streams a peer may open on one connection (the key proof's stream counts).
     pub max_streams: u32,
-    /// Connections accepted at once; more are refused.
+    /// Bytes a peer may send on one stream beyond what we have read (QUIC's stream flow
+    /// control window): what a stream nobody reads can make us buffer.
+    pub stream_window: u32,
+    /// Bytes a peer may send on all streams of a connection beyond what we have read: what one
+    /// connection can make us buffer, whatever it does with its streams.
+    pub connection_window: u32,
+    /// Authenticated connections held at once from keys without priority (see
+    /// [`Endpoint::set_priority`]); one more is closed right after its key proof. Connections
+    /// from priority keys are always admitted.
     pub max_connections: usize,
+    /// Handshakes (QUIC and the key proof) in progress at once; more are refused. Each is
+    /// bounded by `handshake_timeout`.
+    pub max_handshakes: usize,
+    /// Connections held at once from one key: a newer one closes the oldest.
+    pub max_per_key: usize,
     /// A connection with no traffic for this long is closed.
     pub idle_timeout: Duration,
     /// Keep-alive period, well inside the idle timeout.
@@ -90,10 +103,32 @@ impl Default for Limits {
         Limits {
             max_frame: 64 * 1024,
             max_streams: 64,
+            stream_window: 256 * 1024,
+            connection_window: 1024 * 1024,
             max_connections: 256,
+            max_handshakes: 256,
+            max_per_key: 8,
             idle_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Limits {
+    /// The limits of a gateway's link to a neighbour (specs/protocol.md, "Transport"): frames of
+    /// at most `max_frame` bytes on exactly two streams (the key proof's, then the frames'),
+    /// receive windows of a few frames, and at most two connections per key (a reconnect may
+    /// overlap the connection it replaces).
+    pub fn peer_link(max_frame: usize) -> Limits {
+        let frame = u32::try_from(max_frame + 4).unwrap_or(u32::MAX);
+        Limits {
+            max_frame,
+            max_streams: 2,
+            stream_window: frame.saturating_mul(4),
+            connection_window: frame.saturating_mul(5),
+            max_per_key: 2,
+            ..Limits::default()
         }
     }
 }
@@ -104,7 +139,11 @@ pub struct Endpoint {
     endpoint: quinn::Endpoint,
     signer: Arc<Signer>,
     limits: Limits,
-    open: Arc<AtomicUsize>,
+    /// The authenticated connections accepted and still held.
+    open: Arc<Mutex<Registry>>,
+    /// Keys whose connections are admitted beyond `max_connections` (neighbours we have
+    /// channels with): a crowd of strangers cannot keep them out.
+    priority: Arc<RwLock<HashSet<NodeId>>>,
     /// Incoming handshakes in progress, each in its own task: a client that connects and then
     /// says nothing delays nobody else.
     handshakes: Arc<tokio::sync::Mutex<tokio::task::JoinSet<Option<Connection>>>>,
@@ -120,12 +159,72 @@ pub struct Connection {
     _slot: Option<Arc<Slot>>,
 }
 
-/// Counts an accepted connection until its last clone is dropped.
-struct Slot(Arc<AtomicUsize>);
+/// The accepted connections an endpoint holds, oldest first.
+#[derive(Default)]
+struct Registry {
+    next: u64,
+    held: Vec<Held>,
+}
+
+struct Held {
+    slot: u64,
+    peer: NodeId,
+    priority: bool,
+    conn: quinn::Connection,
+}
+
+impl Registry {
+    /// Admits `conn` from `peer`: closes the oldest connections of the same key beyond
+    /// `max_per_key`, and refuses (`None`) a key without priority when `max_connections` of
+    /// those are held.
+    fn admit(
+        &mut self,
+        peer: NodeId,
+        priority: bool,
+        conn: &quinn::Connection,
+        limits: &Limits,
+    ) -> Option<u64> {
+        self.held.retain(|h| h.conn.close_reason().is_none());
+        let unprivileged = self.held.iter().filter(|h| !h.priority).count();
+        if !priority && unprivileged >= limits.max_connections {
+            return None;
+        }
+        let same_key = self.held.iter().filter(|h| h.peer == peer).count();
+        let mut excess = (same_key + 1).saturating_sub(limits.max_per_key.max(1));
+        self.held.retain(|h| {
+            if excess > 0 && h.peer == peer {
+                excess -= 1;
+                h.conn.close(
+                    2u32.into(),
+                    b"replaced by a newer connection from the same key",
+                );
+                false
+            } else {
+                true
+            }
+        });
+        self.next += 1;
+        self.held.push(Held {
+            slot: self.next,
+            peer,
+            priority,
+            conn: conn.clone(),
+        });
+        Some(self.next)
+    }
+}
+
+/// Holds an accepted connection's place in the registry until its last clone is dropped.
+struct Slot {
+    registry: Arc<Mutex<Registry>>,
+    slot: u64,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        if let Ok(mut r) = self.registry.lock() {
+            r.held.retain(|h| h.slot != self.slot);
+        }
     }
 }
 
@@ -137,6 +236,8 @@ fn transport_config(limits: &Limits) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(limits.max_streams.into());
     t.max_concurrent_uni_streams(0u32.into());
+    t.stream_receive_window(limits.stream_window.into());
+    t.receive_window(limits.connection_window.into());
     t.keep_alive_interval(Some(limits.keep_alive));
     t.max_idle_timeout(limits.idle_timeout.try_into().ok());
     Arc::new(t)
@@ -183,9 +284,27 @@ impl Endpoint {
             endpoint,
             signer: Arc::new(signer),
             limits,
-            open: Arc::new(AtomicUsize::new(0)),
+            open: Arc::default(),
+            priority: Arc::default(),
             handshakes: Arc::default(),
         })
+    }
+
+    /// Sets the keys whose connections are always admitted (the neighbours this node has
+    /// channels with, or is configured to keep): strangers holding every other place cannot
+    /// keep them out.
+    pub fn set_priority(&self, keys: impl IntoIterator<Item = NodeId>) {
+        let keys: HashSet<NodeId> = keys.into_iter().collect();
+        if let Ok(mut p) = self.priority.write() {
+            if *p != keys {
+                *p = keys;
+            }
+        }
+    }
+
+    /// Authenticated connections accepted and still held.
+    pub fn connections(&self) -> usize {
+        self.open.lock().map(|r| r.held.len()).unwrap_or(0)
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -269,9 +388,8 @@ impl Endpoint {
             tokio::select! {
                 incoming = self.endpoint.accept() => {
                     let incoming = incoming?;
-                    let busy = self.open.load(Ordering::SeqCst) + handshakes.len();
-                    if busy >= self.limits.max_connections {
-                        tracing::warn!(remote = %incoming.remote_address(), "connection limit reached: refused");
+                    if handshakes.len() >= self.limits.max_handshakes {
+                        tracing::warn!(remote = %incoming.remote_address(), "too many handshakes in progress: refused");
                         incoming.refuse();
                         continue;
                     }
@@ -300,13 +418,26 @@ impl Endpoint {
         };
         match tokio::time::timeout(self.limits.handshake_timeout, attempt).await {
             Ok(Ok((conn, node))) => {
-                self.open.fetch_add(1, Ordering::SeqCst);
+                let priority = self.priority.read().is_ok_and(|p| p.contains(&node));
+                let admitted = self
+                    .open
+                    .lock()
+                    .ok()?
+                    .admit(node, priority, &conn, &self.limits);
+                let Some(slot) = admitted else {
+                    tracing::warn!(%remote, peer = %node, "connection limit reached: closed");
+                    conn.close(3u32.into(), b"connection limit reached");
+                    return None;
+                };
                 Some(Connection {
                     peer: node,
                     remote,
                     inner: conn,
                     max_frame: self.limits.max_frame,
-                    _slot: Some(Arc::new(Slot(self.open.clone()))),
+                    _slot: Some(Arc::new(Slot {
+                        registry: self.open.clone(),
+                        slot,
+                    })),
                 })
             }
             Ok(Err(e)) => {
