@@ -20,6 +20,7 @@ mod client;
 pub mod config;
 #[cfg(feature = "evm")]
 pub mod evm;
+pub mod frame_vectors;
 pub mod local;
 pub mod rpc;
 pub mod rules;

@@ -71,6 +71,7 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
             peers,
             meter,
             ledger_failed,
+            offers,
         } => {
             println!("node      {node}");
             println!("address   {address}");
@@ -114,9 +115,17 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
                 ),
                 (None, None) => println!("meter     no interval has ended yet"),
             }
+            if *offers > 0 {
+                println!(
+                    "proposals {offers} from neighbours wait for your answer: see `gridchan channel list`"
+                );
+            }
             peers_lines(peers);
         }
-        Response::Channels { channels } => table(channels),
+        Response::Channels { channels, offers } => {
+            table(channels);
+            offers_table(offers);
+        }
         Response::Channel {
             channel,
             recent,
@@ -148,7 +157,9 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
             }
         }
         Response::Opened { channel } => {
-            println!("opened {channel}: waiting for the peer and both deposits on the ledger");
+            println!(
+                "opened {channel}: waiting for the neighbour to accept, then both deposits on the ledger"
+            );
         }
         Response::Done => println!("done"),
         Response::Towers { towers } => {
@@ -225,6 +236,38 @@ fn peers_lines(peers: &[gridchan_gateway::peers::PeerStatus]) {
     }
 }
 
+/// Neighbours' proposals waiting for the owner's answer, each with every term.
+fn offers_table(offers: &[gridchan_gateway::control::OfferSummary]) {
+    if offers.is_empty() {
+        return;
+    }
+    println!();
+    println!("proposed by neighbours, waiting for your answer:");
+    for o in offers {
+        println!(
+            "  {}  from {}  you deposit {}, they deposit {}  tariff {}",
+            &o.channel[..8],
+            &o.peer[..16.min(o.peer.len())],
+            Amount(o.deposit),
+            Amount(o.peer_deposit),
+            o.tariff
+        );
+        println!(
+            "            windows {} / {} blocks (challenge / funding), {} s intervals, meter tolerance {} Wh or {} permille, waiting {} min",
+            o.challenge_window_blocks,
+            o.funding_window_blocks,
+            o.interval_seconds,
+            o.tolerance_wh,
+            o.tolerance_permille,
+            o.waiting_s / 60
+        );
+        println!(
+            "            `gridchan channel accept {0}` or `gridchan channel reject {0} --reason TEXT`",
+            &o.channel[..8]
+        );
+    }
+}
+
 fn table(channels: &[ChannelSummary]) {
     if channels.is_empty() {
         println!("no channels: open one with `gridchan channel open PUBKEY@HOST:PORT --deposit N`");
@@ -250,6 +293,8 @@ fn table(channels: &[ChannelSummary]) {
                     .to_string()
             } else if let Some(why) = &c.open_refused {
                 format!("  the neighbour refused to open it: {why}")
+            } else if c.withdrawn {
+                "  withdrawn before the neighbour accepted".to_string()
             } else if !c.peer_connected
                 && !matches!(c.phase.as_str(), "Concluded" | "ClosedCooperatively")
             {
@@ -280,6 +325,10 @@ fn phase_line(phase: &str) -> &str {
     }
 }
 
+/// How long `channel open` waits for the neighbour to accept before it returns, leaving the
+/// proposal listed.
+const AWAIT_ACCEPT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Shows a channel's progress, a line per phase it enters, until it reaches one of `done`
 /// (for up to two minutes; the daemon carries on after that). While it waits for a neighbour
 /// that cannot be reached, it says why; while it waits for a ledger that does not answer, it
@@ -289,6 +338,7 @@ pub fn follow(config: &Path, channel: &str, done: &[&str]) -> Result<()> {
     let mut last = String::new();
     let mut last_error = None;
     let mut ledger_checked = std::time::Instant::now();
+    let mut awaiting: Option<std::time::Instant> = None;
     loop {
         let (phase, peer_error, open_refused) = match call(
             config,
@@ -338,6 +388,16 @@ pub fn follow(config: &Path, channel: &str, done: &[&str]) -> Result<()> {
                     );
                     return Ok(());
                 }
+            }
+        }
+        if phase == "AwaitingAccept" {
+            let since = *awaiting.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= AWAIT_ACCEPT {
+                eprintln!(
+                    "  the neighbour has not accepted yet (its owner may be asked to): the proposal stays listed in `gridchan channel list`; `gridchan channel cancel {}` withdraws it",
+                    &channel[..8.min(channel.len())]
+                );
+                return Ok(());
             }
         }
         if std::time::Instant::now() >= deadline {

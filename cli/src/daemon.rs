@@ -58,6 +58,10 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let tower_key = signer.duplicate(&keys::random32()?);
     let policy = Policy {
         interval_seconds: Some(interval_seconds),
+        accept: config
+            .accept
+            .policy()
+            .map_err(|e| anyhow::anyhow!("config {}: {e}", config_path.display()))?,
         ..Policy::default()
     };
     let engine = engine::spawn(config.node.listen, signer, store, policy)?;

@@ -281,10 +281,21 @@ fn listen(o: &DemoOptions, home: &mut Home) -> Result<EngineHandle> {
     // intervals' worth), so an interval a home missed while offline does not hold a channel
     // up for two real minutes.
     let wait = (o.interval_ms * 10).max(1_000);
+    // Every home takes its neighbours' channels on the terms a household would set: a deposit
+    // it can afford, prices between its feed-in tariff and the highest retail price.
+    let accept = gridchan_channel::AcceptPolicy {
+        from: gridchan_channel::Acceptance::Anyone,
+        max_deposit: Amount(DEPOSIT),
+        max_deposit_permille: 1000,
+        price: (PricePerKwh(FEED_IN), PricePerKwh(retail(18))),
+        ..gridchan_channel::AcceptPolicy::default()
+    };
     let policy = Policy {
         reading_wait_ms: wait,
         peer_turn_wait_ms: wait,
+        crossing_wait_ms: wait,
         interval_seconds: Some(INTERVAL),
+        accept,
         ..Policy::default()
     };
     let engine = engine::spawn(

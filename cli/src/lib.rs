@@ -104,6 +104,45 @@ pub async fn bench_gateway(dir: &std::path::Path, updates: usize) -> Result<()> 
     Ok(())
 }
 
+/// `gridchan bench hostile`: the victim gateway in a process of its own (the peer of `bench
+/// gateway`), attacked from this one.
+pub async fn bench_hostile(dir: &std::path::Path, connections: usize) -> Result<()> {
+    use anyhow::Context;
+    use tokio::io::AsyncBufReadExt;
+    let mut peer = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["bench", "gateway-peer", "--dir"])
+        .arg(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start the victim gateway process")?;
+    let pid = peer.id().context("the victim gateway process has no id")?;
+    let stdout = peer.stdout.take().context("no victim output")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+        .await
+        .context("the victim gateway process did not start within 30 s")??
+        .context("the victim gateway process exited")?;
+    let engine = line
+        .split_whitespace()
+        .nth(1)
+        .with_context(|| format!("the victim gateway process said {line:?}"))?;
+    let rss = move || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    let b = gridchan_gateway::hostile_bench::run(dir, engine.parse()?, connections, rss).await;
+    println!("{}", b.report());
+    peer.kill().await.ok();
+    Ok(())
+}
+
 /// `gridchan bench gateway-peer`: the other gateway of `bench gateway`; stops when its parent
 /// closes its input.
 pub async fn bench_gateway_peer(dir: std::path::PathBuf) -> Result<()> {

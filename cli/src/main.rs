@@ -31,7 +31,11 @@ enum Commands {
     /// a recorded day, live through a dispute, close, and print what trading was worth.
     Demo(gridchan_cli::demo::DemoOptions),
     /// Print the signed-state test vectors of specs/encoding.md, computed by this build.
-    Vectors,
+    Vectors {
+        /// Print the wire's frame vectors instead (specs/vectors/frames.json).
+        #[arg(long)]
+        frames: bool,
+    },
     /// Run a home energy gateway: trade with the neighbours every metering interval.
     Daemon {
         /// The gateway's config file (see `gridchan init`).
@@ -147,6 +151,17 @@ enum ChannelAction {
     Close { channel: String },
     /// Close unilaterally: register our newest state and wait out the challenge window.
     ForceClose { channel: String },
+    /// Accept a neighbour's proposal that waits for your answer (`channel list` shows them).
+    Accept { channel: String },
+    /// Decline a neighbour's proposal that waits for your answer; the neighbour sees the reason.
+    Reject {
+        channel: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Withdraw your own proposal that the neighbour has not accepted yet (a mistyped key, a
+    /// neighbour that never answers).
+    Cancel { channel: String },
 }
 
 #[derive(Subcommand)]
@@ -254,6 +269,14 @@ enum BenchCommand {
     },
     /// The EVM adjudicator: gas of every operation, on a fresh anvil.
     Evm,
+    /// A gateway under attack: hostile connections doing their worst (a stalled frame, every
+    /// extra stream filled, all held) while an honest neighbour settles, drops and comes back;
+    /// the gateway's resident memory beside the 64 MB goal.
+    Hostile {
+        /// Hostile connections to open.
+        #[arg(long, default_value_t = 256)]
+        connections: usize,
+    },
     /// The peer process of `bench gateway` (started by it; not for people).
     #[command(hide = true)]
     GatewayPeer {
@@ -359,6 +382,12 @@ fn run() -> Result<()> {
         Commands::Bench {
             which: BenchCommand::Evm,
         } => until_stopped("the benchmark", gridchan_cli::evm::bench()),
+        Commands::Bench {
+            which: BenchCommand::Hostile { connections },
+        } => until_stopped("the benchmark", async {
+            let dir = tempfile::tempdir()?;
+            gridchan_cli::bench_hostile(dir.path(), connections).await
+        }),
         Commands::Evm {
             action:
                 EvmAction::Deploy {
@@ -422,6 +451,9 @@ fn run() -> Result<()> {
                 },
                 ChannelAction::Close { channel } => Request::Close { channel },
                 ChannelAction::ForceClose { channel } => Request::ForceClose { channel },
+                ChannelAction::Accept { channel } => Request::Accept { channel },
+                ChannelAction::Reject { channel, reason } => Request::Reject { channel, reason },
+                ChannelAction::Cancel { channel } => Request::Cancel { channel },
             };
             // What to follow afterwards, and until which phase.
             let follow: Option<(String, &[&str])> = match &request {
@@ -486,8 +518,12 @@ fn run() -> Result<()> {
             }
             Ok(())
         }
-        Commands::Vectors => {
-            print!("{}", gridchan_cli::vectors::render());
+        Commands::Vectors { frames } => {
+            if frames {
+                print!("{}", gridchan_cli::vectors::frames());
+            } else {
+                print!("{}", gridchan_cli::vectors::render());
+            }
             Ok(())
         }
         Commands::Ledger {

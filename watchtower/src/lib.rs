@@ -17,6 +17,7 @@
 pub mod bench;
 pub mod client;
 pub mod config;
+pub mod frame_vectors;
 pub mod receipt;
 pub mod rpc;
 pub mod store;

@@ -69,6 +69,8 @@ pub(crate) struct Channel {
     connected: bool,
     /// The peer's reestablish arrived on this connection: we may propose.
     reestablished: bool,
+    /// We sent our reestablish on this connection (at most one per connection).
+    reestablish_sent: bool,
     /// The peer's last refusal of one of our proposals: its version and why. For the host's
     /// view only (not persisted).
     refused: Option<(Version, Refusal)>,
@@ -143,13 +145,16 @@ impl Channel {
         ch
     }
 
-    /// Party B accepts a channel: checks A's signature on version 0 and countersigns it.
-    pub fn accept(
+    /// The checks every party B applies to a proposed channel, whatever its owner's policy:
+    /// we are its party B, the parameters are valid (within the protocol's limits and our
+    /// metering interval), and A's signature on version 0 verifies. The `bool` says whether
+    /// the refusal is a violation (it costs the proposer its connection).
+    pub fn check_open(
         from: &NodeId,
-        open: Box<OpenChannel>,
+        open: &OpenChannel,
         ctx: &mut Ctx,
-    ) -> Result<Channel, (Refusal, bool)> {
-        let OpenChannel { params, sig_a } = *open;
+    ) -> Result<(), (Refusal, bool)> {
+        let params = &open.params;
         if params.party_a != *from || params.party_b != ctx.signer.id() {
             return Err((Refusal::BadParams("we are not party B of it".into()), true));
         }
@@ -165,6 +170,28 @@ impl Channel {
                 return Err((Refusal::BadParams(why), false));
             }
         }
+        Proposal::verify(
+            params,
+            &params.channel_id(),
+            ProposalParts {
+                state: State::initial(params),
+                proposer: Party::A,
+                sig: open.sig_a,
+            },
+        )
+        .map(|_| ())
+        .map_err(|r| (r, true))
+    }
+
+    /// Party B accepts a channel: checks it as [`Channel::check_open`] does and countersigns
+    /// version 0.
+    pub fn accept(
+        from: &NodeId,
+        open: Box<OpenChannel>,
+        ctx: &mut Ctx,
+    ) -> Result<Channel, (Refusal, bool)> {
+        Channel::check_open(from, &open, ctx)?;
+        let OpenChannel { params, sig_a } = *open;
         let params = Arc::new(params);
         let id = params.channel_id();
         let v0 = Proposal::verify(
@@ -185,6 +212,27 @@ impl Channel {
         ch.send_accept(ctx);
         ch.agreed(ctx);
         Ok(ch)
+    }
+
+    /// We withdraw our proposal before the neighbour accepted it: the channel ends with
+    /// nothing signed by the neighbour and nothing on the ledger, and the neighbour is told, so
+    /// that a proposal waiting for its owner goes away.
+    pub fn cancel(&mut self, ctx: &mut Ctx) -> Result<(), Refusal> {
+        if self.phase != Phase::AwaitingAccept {
+            return Err(Refusal::NotAccepting);
+        }
+        self.phase = Phase::Concluded;
+        self.proposal = None;
+        self.persist(ctx);
+        self.send(
+            ctx,
+            Message::Refuse(Refuse {
+                channel_id: self.id,
+                version: Version(0),
+                reason: Refusal::BadParams("withdrawn by its proposer".into()),
+            }),
+        );
+        Ok(())
     }
 
     pub fn restore(record: ChannelRecord) -> Channel {
@@ -235,6 +283,7 @@ impl Channel {
             frozen: false,
             connected: false,
             reestablished: false,
+            reestablish_sent: false,
             refused: None,
         }
     }
@@ -858,14 +907,22 @@ impl Channel {
     pub fn on_connected(&mut self, ctx: &mut Ctx) {
         self.connected = true;
         self.reestablished = false;
+        self.reestablish_sent = false;
         self.held = None;
         self.yielding = None;
         if self.frozen {
             // What we hold in memory may not be durable: say nothing until a retry persists it.
             return;
         }
+        self.say_what_we_hold(ctx);
+    }
+
+    /// Our first word on a connection: what we hold (`Reestablish`), or our proposal of the
+    /// channel again (`OpenChannel`) while the peer has not accepted it.
+    fn say_what_we_hold(&mut self, ctx: &mut Ctx) {
         match (&self.current, &self.proposal) {
             (Some(cur), _) => {
+                self.reestablish_sent = true;
                 let msg = Reestablish {
                     channel_id: self.id,
                     current: cur.to_parts(),
@@ -888,6 +945,7 @@ impl Channel {
     pub fn on_disconnected(&mut self) {
         self.connected = false;
         self.reestablished = false;
+        self.reestablish_sent = false;
         self.held = None;
         self.yielding = None;
     }
@@ -1161,9 +1219,26 @@ impl Channel {
         self.frozen = false;
         self.persist(ctx);
         self.event(ctx, Event::Thawed { channel: self.id });
-        if self.connected {
-            // Messages dropped with the failed write: tell the peer what we hold.
-            self.on_connected(ctx);
+        if !self.connected {
+            return;
+        }
+        if self.reestablish_sent {
+            // Messages were dropped with the failed write, and this connection has had our
+            // reestablish: only a new one can say what we hold now. (The outbox releases this
+            // once the retried write is durable.)
+            self.emit(
+                ctx,
+                Output::Disconnect {
+                    peer: self.peer,
+                    reason: "resynchronising a channel after a store failure".into(),
+                },
+            );
+        } else {
+            // Frozen since the connection came up: our first word on it.
+            self.reestablished = false;
+            self.held = None;
+            self.yielding = None;
+            self.say_what_we_hold(ctx);
         }
     }
 }

@@ -40,6 +40,9 @@ pub enum Input {
     },
     /// The current time, in milliseconds since the Unix epoch. Timeouts only advance on ticks.
     Tick { now_ms: u64 },
+    /// Our account's tokens on the ledger outside channels, as the host last read them: the
+    /// accept policy's share of the balance is taken of it.
+    Balance(Amount),
     /// The persist request and every earlier one are durable.
     Persisted(UpdateId),
     /// The persist request could not be written: its channel freezes.
@@ -92,6 +95,12 @@ pub enum Command {
     ForceClose(ChannelId),
     /// Try again to persist a channel frozen by a failed write.
     RetryPersist(ChannelId),
+    /// The owner accepts a neighbour's proposal that waits for its answer.
+    Accept(ChannelId),
+    /// The owner declines a neighbour's proposal that waits for its answer, saying why.
+    Reject { channel: ChannelId, reason: String },
+    /// We withdraw our own proposal that the neighbour has not accepted yet.
+    Cancel(ChannelId),
 }
 
 /// What a new channel should look like.
@@ -201,6 +210,13 @@ pub enum Event {
     },
     /// Both proposed at once; the deterministic rule picked one.
     Crossed { channel: ChannelId, winner: Party },
+    /// A neighbour proposes a channel on terms within our policy: it waits for the owner's
+    /// `accept` or `reject` (see [`crate::Node::offers`]).
+    Offered { channel: ChannelId, peer: NodeId },
+    /// A proposal waited longer than the policy allows and was declined.
+    OfferExpired { channel: ChannelId, peer: NodeId },
+    /// The neighbour withdrew a proposal that waited for our owner.
+    OfferWithdrawn { channel: ChannelId, peer: NodeId },
     /// We refused a neighbour's proposal to open a channel, and told it why.
     OpenRefused {
         channel: ChannelId,
@@ -319,6 +335,19 @@ pub struct Policy {
     /// The metering interval this node's meter reads in: a channel opened to it with another
     /// is refused, since its readings would never match the channel's intervals. `None`: any.
     pub interval_seconds: Option<u32>,
+    /// Whose channels, on which terms, this node accepts, and which wait for its owner.
+    pub accept: crate::consent::AcceptPolicy,
+}
+
+impl Policy {
+    /// The default policy, accepting every channel whose terms the protocol allows, from
+    /// anyone: for protocol tests and benchmarks, where consent is not what is tested.
+    pub fn accepting_anyone() -> Policy {
+        Policy {
+            accept: crate::consent::AcceptPolicy::anyone(),
+            ..Policy::default()
+        }
+    }
 }
 
 impl Default for Policy {
@@ -331,6 +360,7 @@ impl Default for Policy {
             crossing_wait_ms: 5_000,
             max_readings: 4 * 96,
             interval_seconds: None,
+            accept: crate::consent::AcceptPolicy::default(),
         }
     }
 }

@@ -19,11 +19,15 @@
 //! - [`signed`]: [`SignedState`] and [`Proposal`], which exist only once their signatures
 //!   were checked.
 //! - [`wire`]: the messages and their frames.
-//! - [`Node`] and the per-channel state machine; [`io`] holds inputs and outputs.
+//! - [`Node`] and the per-channel state machine; [`io`] holds inputs and outputs;
+//!   [`consent`] the terms a gateway accepts in a neighbour's channel, and the proposals that
+//!   wait for its owner.
 
 pub mod abi;
 mod channel;
+pub mod consent;
 pub mod crypto;
+pub mod frame_vectors;
 pub mod io;
 mod node;
 mod outbox;
@@ -37,6 +41,7 @@ pub mod vectors;
 pub mod wire;
 
 pub use channel::ChannelView;
+pub use consent::{AcceptPolicy, Acceptance, Offer};
 pub use crypto::{
     Address, CryptoError, NodeId, Presigned, PresignedOne, Recovered, RecoveredOne, Signature,
     Signer,

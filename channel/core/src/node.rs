@@ -1,15 +1,18 @@
 //! A gateway's protocol engine: all its channels, one signer, one ordered outbox. Sans-IO: the
 //! host feeds [`Input`]s and carries out the [`Output`]s.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use crate::channel::{Channel, ChannelView, Ctx, Violation};
+use crate::consent::Offer;
 use crate::crypto::{NodeId, Signer};
 use crate::io::{ChannelRecord, Command, Input, OpenRequest, Output, Phase, Policy};
 use crate::outbox::Outbox;
 use crate::params::ParamsError;
 
-use crate::types::{ChannelId, Version};
+use crate::state::Refusal;
+use crate::types::{Amount, ChannelId, Version};
 use crate::wire::{Message, Refuse};
 
 /// Why a command could not be carried out.
@@ -31,6 +34,12 @@ pub enum CommandError {
     /// A channel with these exact parameters exists already.
     #[error("channel {0} exists already")]
     Exists(ChannelId),
+    /// No neighbour's proposal with this id waits for an answer.
+    #[error("no proposal {0} waits for an answer (it may have expired, or been withdrawn)")]
+    NoOffer(ChannelId),
+    /// The proposal cannot be accepted as it stands.
+    #[error("cannot accept channel {channel}: {why}")]
+    CannotAccept { channel: ChannelId, why: String },
 }
 
 /// The protocol engine of one gateway.
@@ -38,6 +47,12 @@ pub struct Node {
     signer: Signer,
     policy: Policy,
     channels: BTreeMap<ChannelId, Channel>,
+    /// Neighbours' proposals waiting for the owner's answer (not persisted: nothing is signed).
+    offers: BTreeMap<ChannelId, Offer>,
+    /// Our tokens on the ledger outside channels, as the host last told us.
+    balance: Option<Amount>,
+    /// The peers connected now.
+    connected: HashSet<NodeId>,
     out: Outbox,
     now_ms: u64,
 }
@@ -48,6 +63,9 @@ impl Node {
             signer,
             policy,
             channels: BTreeMap::new(),
+            offers: BTreeMap::new(),
+            balance: None,
+            connected: HashSet::new(),
             out: Outbox::default(),
             now_ms: 0,
         }
@@ -73,6 +91,11 @@ impl Node {
 
     pub fn channels(&self) -> impl Iterator<Item = ChannelView> + '_ {
         self.channels.values().map(Channel::view)
+    }
+
+    /// Neighbours' channel proposals waiting for the owner's `accept` or `reject`.
+    pub fn offers(&self) -> impl Iterator<Item = &Offer> + '_ {
+        self.offers.values()
     }
 
     /// The digest of our proposal on `channel` waiting for a countersignature, if any (lets a
@@ -135,8 +158,12 @@ impl Node {
     pub fn handle(&mut self, input: Input) {
         match input {
             Input::Message { from, message } => self.on_message(from, message),
-            Input::Connected(peer) => self.for_peer(&peer, |ch, ctx| ch.on_connected(ctx)),
+            Input::Connected(peer) => {
+                self.connected.insert(peer);
+                self.for_peer(&peer, |ch, ctx| ch.on_connected(ctx));
+            }
             Input::Disconnected(peer) => {
+                self.connected.remove(&peer);
                 self.out.drop_sends_to(&peer);
                 self.for_peer(&peer, |ch, _| ch.on_disconnected());
             }
@@ -150,8 +177,10 @@ impl Node {
             Input::Ledger { channel, event } => {
                 self.with_channel(&channel, |ch, ctx| ch.on_ledger(event, ctx));
             }
+            Input::Balance(balance) => self.balance = Some(balance),
             Input::Tick { now_ms } => {
                 self.now_ms = self.now_ms.max(now_ms);
+                self.expire_offers();
                 let ids: Vec<ChannelId> = self.channels.keys().copied().collect();
                 for id in ids {
                     self.with_channel(&id, |ch, ctx| ch.on_tick(ctx));
@@ -195,6 +224,102 @@ impl Node {
             Command::RetryPersist(id) => self
                 .with_channel(&id, |ch, ctx| ch.retry_persist(ctx))
                 .ok_or(CommandError::UnknownChannel(id)),
+            Command::Accept(id) => self.accept_offer(id),
+            Command::Reject { channel, reason } => {
+                let offer = self
+                    .offers
+                    .remove(&channel)
+                    .ok_or(CommandError::NoOffer(channel))?;
+                let why = if reason.trim().is_empty() {
+                    "its owner declined".to_string()
+                } else {
+                    format!("its owner declined: {}", reason.trim())
+                };
+                self.refuse_open(offer.peer, channel, Refusal::BadParams(why));
+                Ok(())
+            }
+            Command::Cancel(id) => {
+                let (mut ctx, channels) = self.ctx();
+                let ch = channels
+                    .get_mut(&id)
+                    .ok_or(CommandError::UnknownChannel(id))?;
+                let phase = ch.view().phase;
+                ch.cancel(&mut ctx).map_err(|_| CommandError::WrongPhase {
+                    channel: id,
+                    phase,
+                    what: "withdrawing the proposal (only before the neighbour accepts)",
+                })
+            }
+        }
+    }
+
+    /// The owner accepts a waiting proposal: version 0 is countersigned as if it had just
+    /// arrived. The neighbour need not be connected: it proposes again when it reconnects, and
+    /// hears the same acceptance.
+    fn accept_offer(&mut self, id: ChannelId) -> Result<(), CommandError> {
+        let offer = self.offers.remove(&id).ok_or(CommandError::NoOffer(id))?;
+        let connected = self.connected.contains(&offer.peer);
+        let (mut ctx, channels) = self.ctx();
+        match Channel::accept(&offer.peer, offer.open, &mut ctx) {
+            Ok(mut ch) => {
+                if !connected {
+                    ch.on_disconnected();
+                }
+                channels.insert(id, ch);
+                Ok(())
+            }
+            Err((reason, _)) => Err(CommandError::CannotAccept {
+                channel: id,
+                why: reason.to_string(),
+            }),
+        }
+    }
+
+    /// Declines a neighbour's proposal: tells it why, and logs it.
+    fn refuse_open(&mut self, peer: NodeId, channel: ChannelId, reason: Refusal) {
+        let refuse = Message::Refuse(Refuse {
+            channel_id: channel,
+            version: Version(0),
+            reason: reason.clone(),
+        });
+        self.out.push(
+            Some(channel),
+            Output::Send {
+                to: peer,
+                message: refuse,
+            },
+        );
+        self.out.push(
+            Some(channel),
+            Output::Event(crate::io::Event::OpenRefused {
+                channel,
+                peer,
+                reason,
+            }),
+        );
+    }
+
+    /// Declines the proposals that waited longer than the policy allows.
+    fn expire_offers(&mut self) {
+        let ttl = self.policy.accept.offer_ttl_ms;
+        let now = self.now_ms;
+        let expired: Vec<(ChannelId, NodeId)> = self
+            .offers
+            .values()
+            .filter(|o| now.saturating_sub(o.received_ms) >= ttl)
+            .map(|o| (o.id, o.peer))
+            .collect();
+        for (channel, peer) in expired {
+            self.offers.remove(&channel);
+            self.out.push(
+                Some(channel),
+                Output::Event(crate::io::Event::OfferExpired { channel, peer }),
+            );
+            let why = format!(
+                "the proposal expired: this gateway's owner did not answer within {} minutes",
+                ttl / 60_000
+            );
+            self.refuse_open(peer, channel, Refusal::BadParams(why));
         }
     }
 
@@ -231,6 +356,19 @@ impl Node {
             // Gateway-wide messages (meter announcements) are the host's business.
             return;
         };
+        if let Message::Refuse(_) = &message {
+            if self.offers.get(&id).is_some_and(|o| o.peer == from) {
+                self.offers.remove(&id);
+                self.out.push(
+                    Some(id),
+                    Output::Event(crate::io::Event::OfferWithdrawn {
+                        channel: id,
+                        peer: from,
+                    }),
+                );
+                return;
+            }
+        }
         let result = match message {
             Message::OpenChannel(open) => self.on_open(from, open),
             other => {
@@ -258,48 +396,80 @@ impl Node {
         }
     }
 
+    /// A neighbour proposes a channel: refused (terms outside the policy, or a proposer it
+    /// does not take), taken up at once, or held for the owner's answer.
     fn on_open(
         &mut self,
         from: NodeId,
         open: Box<crate::wire::OpenChannel>,
     ) -> Result<(), Violation> {
         let id = open.params.channel_id();
+        if self.offers.contains_key(&id) {
+            // Proposed again (a reconnect): it still waits for the owner.
+            return Ok(());
+        }
+        let balance = self.balance;
         let (mut ctx, channels) = self.ctx();
         if let Some(ch) = channels.get_mut(&id) {
             return ch.on_open_again(&open, &mut ctx);
         }
-        match Channel::accept(&from, open, &mut ctx) {
-            Ok(ch) => {
-                channels.insert(id, ch);
-                Ok(())
+        let policy = &ctx.policy.accept;
+        let terms = policy
+            .check_terms(&open.params, balance)
+            .and_then(|()| policy.decide(&from))
+            .map_err(|why| (Refusal::BadParams(why), false));
+        let decision = Channel::check_open(&from, &open, &mut ctx).and(terms);
+        let decision = match decision {
+            Ok(true) => match Channel::accept(&from, open, &mut ctx) {
+                Ok(ch) => {
+                    channels.insert(id, ch);
+                    return Ok(());
+                }
+                Err(refusal) => Err(refusal),
+            },
+            Ok(false) => Ok(open),
+            Err(refusal) => Err(refusal),
+        };
+        match decision {
+            Ok(_) if self.offers.len() >= self.policy.accept.max_offers => {
+                let why = "too many proposals wait for this gateway's owner; try later".into();
+                self.refused(from, id, Refusal::BadParams(why), false)
             }
-            Err((reason, violation)) => {
-                let refuse = Message::Refuse(Refuse {
-                    channel_id: id,
-                    version: Version(0),
-                    reason: reason.clone(),
-                });
-                ctx.out.push(
+            Ok(open) => {
+                let offer = Offer {
+                    id,
+                    peer: from,
+                    params: Arc::new(open.params.clone()),
+                    received_ms: self.now_ms,
+                    open,
+                };
+                self.offers.insert(id, offer);
+                self.out.push(
                     Some(id),
-                    Output::Send {
-                        to: from,
-                        message: refuse,
-                    },
-                );
-                ctx.out.push(
-                    Some(id),
-                    Output::Event(crate::io::Event::OpenRefused {
+                    Output::Event(crate::io::Event::Offered {
                         channel: id,
                         peer: from,
-                        reason: reason.clone(),
                     }),
                 );
-                if violation {
-                    Err(Violation(reason.to_string()))
-                } else {
-                    Ok(())
-                }
+                Ok(())
             }
+            Err((reason, violation)) => self.refused(from, id, reason, violation),
+        }
+    }
+
+    /// Refuses an open; a violation also costs the proposer its connection.
+    fn refused(
+        &mut self,
+        from: NodeId,
+        id: ChannelId,
+        reason: Refusal,
+        violation: bool,
+    ) -> Result<(), Violation> {
+        self.refuse_open(from, id, reason.clone());
+        if violation {
+            Err(Violation(reason.to_string()))
+        } else {
+            Ok(())
         }
     }
 

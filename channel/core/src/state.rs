@@ -103,6 +103,57 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The reason's number on the wire (specs/protocol.md, "Payload encoding"): its place in
+    /// the spec's table, pinned by `wire::tests::variant_numbers_are_the_specs`.
+    pub fn variant(&self) -> u32 {
+        match self {
+            Refusal::WrongChannel => 0,
+            Refusal::UnexpectedVersion { .. } => 1,
+            Refusal::BadSignature => 2,
+            Refusal::MoneyNotConserved { .. } => 3,
+            Refusal::Overflow => 4,
+            Refusal::InsufficientBalance { .. } => 5,
+            Refusal::EnergyWentBackwards => 6,
+            Refusal::TwoWayEnergy => 7,
+            Refusal::ProposerNotSeller => 8,
+            Refusal::StaleInterval { .. } => 9,
+            Refusal::PriceOffTariff { .. } => 10,
+            Refusal::EnergyBeyondImport { .. } => 11,
+            Refusal::OutsideTolerance { .. } => 12,
+            Refusal::NoMeterReading(_) => 13,
+            Refusal::FinalChangesState => 14,
+            Refusal::EmptyUpdate => 15,
+            Refusal::VersionBurned { .. } => 16,
+            Refusal::NotAccepting => 17,
+            Refusal::BadParams(_) => 18,
+        }
+    }
+
+    /// The reason's name in the spec.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Refusal::WrongChannel => "WrongChannel",
+            Refusal::UnexpectedVersion { .. } => "UnexpectedVersion",
+            Refusal::BadSignature => "BadSignature",
+            Refusal::MoneyNotConserved { .. } => "MoneyNotConserved",
+            Refusal::Overflow => "Overflow",
+            Refusal::InsufficientBalance { .. } => "InsufficientBalance",
+            Refusal::EnergyWentBackwards => "EnergyWentBackwards",
+            Refusal::TwoWayEnergy => "TwoWayEnergy",
+            Refusal::ProposerNotSeller => "ProposerNotSeller",
+            Refusal::StaleInterval { .. } => "StaleInterval",
+            Refusal::PriceOffTariff { .. } => "PriceOffTariff",
+            Refusal::EnergyBeyondImport { .. } => "EnergyBeyondImport",
+            Refusal::OutsideTolerance { .. } => "OutsideTolerance",
+            Refusal::NoMeterReading(_) => "NoMeterReading",
+            Refusal::FinalChangesState => "FinalChangesState",
+            Refusal::EmptyUpdate => "EmptyUpdate",
+            Refusal::VersionBurned { .. } => "VersionBurned",
+            Refusal::NotAccepting => "NotAccepting",
+            Refusal::BadParams(_) => "BadParams",
+        }
+    }
+
     /// Whether this refusal is an honest disagreement (meters, balance, timing) that keeps the
     /// connection, rather than a protocol violation that costs the sender its connection.
     pub fn is_disagreement(&self) -> bool {

@@ -46,14 +46,16 @@ pub struct StateFields {
     pub is_final: bool,
 }
 
-fn secret(byte: u8) -> [u8; 32] {
+/// The fixed secret key number `byte` of the vectors.
+pub fn secret(byte: u8) -> [u8; 32] {
     let mut s = [0u8; 32];
     s[31] = byte;
     s[0] = 0x11;
     s
 }
 
-fn params(a: &Signer, b: &Signer, tariff: Tariff, deposits: (u64, u64)) -> ChannelParams {
+/// The channel parameters of the vectors between `a` and `b`.
+pub fn params(a: &Signer, b: &Signer, tariff: Tariff, deposits: (u64, u64)) -> ChannelParams {
     ChannelParams {
         party_a: a.id(),
         party_b: b.id(),
@@ -73,7 +75,7 @@ fn params(a: &Signer, b: &Signer, tariff: Tariff, deposits: (u64, u64)) -> Chann
     }
 }
 
-fn tou() -> Tariff {
+pub(crate) fn tou() -> Tariff {
     let mut weekday = [PricePerKwh(120_000); 24];
     for p in &mut weekday[16..21] {
         *p = PricePerKwh(310_000);

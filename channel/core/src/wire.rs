@@ -248,6 +248,86 @@ mod tests {
     use crate::state::State;
     use crate::types::{Amount, IntervalIndex, Party, WattHours};
 
+    /// Every enum's variant numbers on the wire are the spec's (specs/protocol.md, "Payload
+    /// encoding"): a reordering of the Rust declarations fails here.
+    #[test]
+    fn variant_numbers_are_the_specs() {
+        // A `Refuse` payload: channel id (32 bytes), version 7 (one byte), then the reason's
+        // variant number (below 251: one byte).
+        for (i, reason) in crate::frame_vectors::every_refusal()
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(reason.variant() as usize, i, "{}", reason.name());
+            let frame = Message::Refuse(Refuse {
+                channel_id: ChannelId([0; 32]),
+                version: Version(7),
+                reason: reason.clone(),
+            })
+            .encode();
+            assert_eq!(frame[HEADER_LEN + 32], 7);
+            assert_eq!(
+                u32::from(frame[HEADER_LEN + 33]),
+                reason.variant(),
+                "{}",
+                reason.name()
+            );
+        }
+        // Party: A = 0, B = 1 (the byte after a state's 8 fields in a `Propose`).
+        let state = sample_state();
+        for (party, number) in [(Party::A, 0u8), (Party::B, 1)] {
+            let body = Message::Propose(ProposalParts {
+                state: state.clone(),
+                proposer: party,
+                sig: Signature([0; 65]),
+            })
+            .encode();
+            let at = body.len() - 65 - 1;
+            assert_eq!(body[at], number);
+        }
+        // Tariff: flat = 0, time of use = 1 (the byte before the price table).
+        use crate::tariff::{Tariff, TimeOfUse};
+        let flat =
+            bincode::serde::encode_to_vec(Tariff::Flat(crate::types::PricePerKwh(9)), config())
+                .unwrap();
+        assert_eq!(flat, [0, 9]);
+        let tou = Tariff::TimeOfUse(Box::new(TimeOfUse {
+            utc_offset_minutes: -1,
+            weekday: [crate::types::PricePerKwh(1); 24],
+            weekend: [crate::types::PricePerKwh(2); 24],
+        }));
+        let tou = bincode::serde::encode_to_vec(tou, config()).unwrap();
+        assert_eq!(tou[..2], [1, 1], "variant 1, then -1 as zigzag 1");
+        assert_eq!(tou.len(), 2 + 48);
+        // The message types.
+        let types: Vec<u8> = crate::frame_vectors::compute()
+            .iter()
+            .map(|v| v.message_type)
+            .collect();
+        for t in 1..=7u8 {
+            assert!(types.contains(&t));
+        }
+    }
+
+    /// The integer encoding the spec states: one byte below 251, then 0xFB/0xFC/0xFD with 2, 4
+    /// or 8 bytes little-endian. A decoder takes a longer form than needed (nothing signed
+    /// depends on the wire bytes); a value beyond the field's width, and a bool other than 0
+    /// or 1, are refused.
+    #[test]
+    fn integers_and_bools_encode_as_the_spec_says() {
+        let enc = |v: u64| bincode::serde::encode_to_vec(v, config()).unwrap();
+        assert_eq!(enc(250), [250]);
+        assert_eq!(enc(251), [0xFB, 251, 0]);
+        assert_eq!(enc(65_536), [0xFC, 0, 0, 1, 0]);
+        assert_eq!(enc(1 << 32), [0xFD, 0, 0, 0, 0, 1, 0, 0, 0]);
+        let dec = |b: &[u8]| decode_payload::<u64>(b, "test");
+        assert_eq!(dec(&[0xFB, 251, 0]), Ok(251));
+        assert_eq!(dec(&[0xFB, 7, 0]), Ok(7), "7 in the 3-byte form");
+        assert!(decode_payload::<u32>(&[0xFD, 0, 0, 0, 0, 1, 0, 0, 0], "test").is_err());
+        assert!(decode_payload::<u16>(&[0xFC, 0, 0, 1, 0], "test").is_err());
+        assert!(decode_payload::<bool>(&[2], "test").is_err());
+    }
+
     fn sample_state() -> State {
         State {
             channel_id: ChannelId([3; 32]),

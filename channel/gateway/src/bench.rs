@@ -64,7 +64,7 @@ pub fn engine_at(dir: &std::path::Path, key: u8) -> EngineHandle {
     let signer = Signer::new(&[key; 32], &[key; 32]).expect("fixed key");
     let store = SqliteStore::open(&store_path(dir, key)).expect("store");
     let listen = "127.0.0.1:0".parse().expect("address");
-    engine::spawn(listen, signer, store, Policy::default()).expect("engine")
+    engine::spawn(listen, signer, store, Policy::accepting_anyone()).expect("engine")
 }
 
 /// Where [`engine_at`] keeps the store of the engine with key `key`.
@@ -99,14 +99,14 @@ pub fn flat_channel(
 }
 
 /// The first interval of the benchmark channel; update `i` settles interval `OPENED_AT + i`.
-const OPENED_AT: u64 = 1_000;
+pub(crate) const OPENED_AT: u64 = 1_000;
 /// Warm-up updates, not counted.
 const WARM_UP: u64 = 50;
 /// How far ahead of the proposals the peer feeds its own readings.
 const READ_AHEAD: u64 = 16;
 
 /// The energy of update `i` (varied, so no two states are alike).
-fn energy_of(i: u64) -> WattHours {
+pub(crate) fn energy_of(i: u64) -> WattHours {
     WattHours(100 + i % 50)
 }
 

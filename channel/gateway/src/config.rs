@@ -21,6 +21,166 @@ pub struct Config {
     /// Watchtowers that guard this gateway's channels while it is offline.
     #[serde(default)]
     pub towers: Vec<PeerSection>,
+    /// Whose channel proposals, on which terms, this gateway takes up.
+    #[serde(default)]
+    pub accept: AcceptSection,
+}
+
+/// The `[accept]` section: the terms of a channel a neighbour proposes that this gateway
+/// accepts, and whose proposals wait for the owner's answer. Amounts and prices in tokens,
+/// written as strings or numbers (`"10"`, `"0.25"`).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptSection {
+    /// `"ask"` (the default), `"listed"` or `"anyone"`.
+    #[serde(default = "ask")]
+    pub from: String,
+    /// Node ids whose proposals need no answer (within the limits).
+    #[serde(default)]
+    pub keys: Vec<String>,
+    #[serde(default = "ten")]
+    pub max_deposit: TokenAmount,
+    /// The most deposited in one neighbour's channel, as a fraction of the balance (0 to 1).
+    #[serde(default = "quarter")]
+    pub max_deposit_share: f64,
+    #[serde(default = "challenge_windows")]
+    pub challenge_window_blocks: [u64; 2],
+    #[serde(default = "funding_windows")]
+    pub funding_window_blocks: [u64; 2],
+    /// Every price of a proposed tariff lies between these, tokens per kWh: for example the
+    /// household's feed-in tariff and its retail price.
+    #[serde(default = "zero")]
+    pub min_price: TokenAmount,
+    #[serde(default = "one_token")]
+    pub max_price: TokenAmount,
+    #[serde(default = "fifty")]
+    pub max_tolerance_wh: u32,
+    #[serde(default = "fifty_permille")]
+    pub max_tolerance_permille: u16,
+    /// How long a proposal waits for the owner's answer, in hours.
+    #[serde(default = "day")]
+    pub offer_hours: u32,
+}
+
+/// Tokens in a config file: a number or a string of decimal tokens.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum TokenAmount {
+    Text(String),
+    Integer(u64),
+    Float(f64),
+}
+
+impl TokenAmount {
+    fn amount(&self, field: &str) -> Result<gridchan_channel::Amount, String> {
+        let text = match self {
+            TokenAmount::Text(s) => s.clone(),
+            TokenAmount::Integer(n) => n.to_string(),
+            TokenAmount::Float(f) => format!("{f}"),
+        };
+        gridchan_channel::Amount::parse_tokens(&text).map_err(|e| format!("accept.{field}: {e}"))
+    }
+}
+
+fn ask() -> String {
+    "ask".into()
+}
+fn ten() -> TokenAmount {
+    TokenAmount::Integer(10)
+}
+fn quarter() -> f64 {
+    0.25
+}
+fn challenge_windows() -> [u64; 2] {
+    [10, 10_000]
+}
+fn funding_windows() -> [u64; 2] {
+    [1, 10_000]
+}
+fn zero() -> TokenAmount {
+    TokenAmount::Integer(0)
+}
+fn one_token() -> TokenAmount {
+    TokenAmount::Integer(1)
+}
+fn fifty() -> u32 {
+    50
+}
+fn fifty_permille() -> u16 {
+    50
+}
+fn day() -> u32 {
+    24
+}
+
+impl Default for AcceptSection {
+    fn default() -> AcceptSection {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+impl AcceptSection {
+    /// The core's policy, or what is wrong with the section (one line, naming the field).
+    pub fn policy(&self) -> Result<gridchan_channel::AcceptPolicy, String> {
+        use gridchan_channel::{Acceptance, PricePerKwh};
+        let from = match self.from.as_str() {
+            "ask" => Acceptance::Ask,
+            "listed" => Acceptance::Listed,
+            "anyone" => Acceptance::Anyone,
+            other => {
+                return Err(format!(
+                    "accept.from = {other:?}: expected \"ask\", \"listed\" or \"anyone\""
+                ))
+            }
+        };
+        let listed = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                k.parse()
+                    .map_err(|_| format!("accept.keys[{i}] = {k:?} is not a 66-hex-digit node id"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if !(0.0..=1.0).contains(&self.max_deposit_share) {
+            return Err(format!(
+                "accept.max_deposit_share = {}: expected a fraction from 0 to 1",
+                self.max_deposit_share
+            ));
+        }
+        let range = |field: &str, [lo, hi]: [u64; 2]| {
+            if lo > hi {
+                Err(format!(
+                    "accept.{field} = [{lo}, {hi}]: the first is the least"
+                ))
+            } else {
+                Ok((lo, hi))
+            }
+        };
+        let (min_price, max_price) = (
+            self.min_price.amount("min_price")?,
+            self.max_price.amount("max_price")?,
+        );
+        if min_price > max_price {
+            return Err("accept.min_price is above accept.max_price".into());
+        }
+        Ok(gridchan_channel::AcceptPolicy {
+            from,
+            listed,
+            max_deposit: self.max_deposit.amount("max_deposit")?,
+            max_deposit_permille: (self.max_deposit_share * 1000.0).round() as u16,
+            challenge_window_blocks: range(
+                "challenge_window_blocks",
+                self.challenge_window_blocks,
+            )?,
+            funding_window_blocks: range("funding_window_blocks", self.funding_window_blocks)?,
+            price: (PricePerKwh(min_price.0), PricePerKwh(max_price.0)),
+            max_tolerance_wh: self.max_tolerance_wh,
+            max_tolerance_permille: self.max_tolerance_permille,
+            offer_ttl_ms: u64::from(self.offer_hours.max(1)) * 3_600_000,
+            ..gridchan_channel::AcceptPolicy::default()
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -123,6 +283,9 @@ impl Config {
                 *p = base.join(&*p);
             }
         };
+        if let Err(detail) = config.accept.policy() {
+            return Err(ConfigError::Invalid { path: name, detail });
+        }
         fix(&mut config.node.key);
         fix(&mut config.node.data);
         if let MeterSection::Csv { path } = &mut config.meter {
@@ -166,6 +329,29 @@ load_avg_w = 400
 # [[peers]]
 # address = "PUBKEY@HOST:PORT"
 
+[accept]
+# Channels neighbours propose. "ask": each waits for your answer (`gridchan channel list` shows
+# it; `gridchan channel accept ID` or `gridchan channel reject ID`); "listed": only the keys
+# below; "anyone": anyone, within the limits below. Terms outside the limits are refused.
+from = "ask"
+# Node ids whose proposals need no answer (still within the limits).
+keys = []
+# The most you deposit into a channel a neighbour proposes: tokens, and a share of your balance.
+max_deposit = "10"
+max_deposit_share = 0.25
+# The challenge and funding windows you accept, in blocks (least, most).
+challenge_window_blocks = [10, 10000]
+funding_window_blocks = [1, 10000]
+# Every price of a proposed tariff lies between these, tokens per kWh: say your feed-in tariff
+# and your retail price.
+min_price = "0"
+max_price = "1"
+# How far a neighbour's bill may differ from your meter: at most this many Wh and permille.
+max_tolerance_wh = 50
+max_tolerance_permille = 50
+# How long a proposal waits for your answer, in hours.
+offer_hours = 24
+
 # Watchtowers that refute a neighbour's stale state while this gateway is offline, one
 # [[towers]] section each (or `gridchan tower add PUBKEY@HOST:PORT` while the daemon runs):
 # [[towers]]
@@ -193,6 +379,52 @@ mod tests {
         assert_eq!(c.metering.interval_seconds, 900);
         assert!(matches!(c.meter, MeterSection::Simulated { seed: 1, .. }));
         assert!(c.peers.is_empty());
+        let accept = c.accept.policy().unwrap();
+        assert_eq!(accept, gridchan_channel::AcceptPolicy::default());
+    }
+
+    #[test]
+    fn an_accept_section_that_cannot_be_used_is_one_line_naming_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gridchan.toml");
+        let template = template("127.0.0.1:7500".parse().unwrap(), "K@127.0.0.1:1");
+        for (from, to, field) in [
+            ("from = \"ask\"", "from = \"everyone\"", "accept.from"),
+            ("keys = []", "keys = [\"nope\"]", "accept.keys[0]"),
+            (
+                "max_deposit = \"10\"",
+                "max_deposit = \"ten\"",
+                "accept.max_deposit",
+            ),
+            (
+                "max_deposit_share = 0.25",
+                "max_deposit_share = 2.0",
+                "accept.max_deposit_share",
+            ),
+            (
+                "challenge_window_blocks = [10, 10000]",
+                "challenge_window_blocks = [100, 10]",
+                "accept.challenge_window_blocks",
+            ),
+            ("min_price = \"0\"", "min_price = \"5\"", "accept.min_price"),
+        ] {
+            assert!(template.contains(from), "{from}");
+            std::fs::write(&path, template.replace(from, to)).unwrap();
+            let err = Config::load(&path).unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+        // Numbers work as well as strings.
+        std::fs::write(
+            &path,
+            template
+                .replace("max_deposit = \"10\"", "max_deposit = 2.5")
+                .replace("from = \"ask\"", "from = \"anyone\""),
+        )
+        .unwrap();
+        let policy = Config::load(&path).unwrap().accept.policy().unwrap();
+        assert_eq!(policy.max_deposit, gridchan_channel::Amount(2_500_000));
+        assert_eq!(policy.from, gridchan_channel::Acceptance::Anyone);
     }
 
     #[test]

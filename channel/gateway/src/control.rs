@@ -61,6 +61,20 @@ pub enum Request {
     ForceClose {
         channel: String,
     },
+    /// Accept a neighbour's proposal that waits for an answer (an id prefix is enough).
+    Accept {
+        channel: String,
+    },
+    /// Decline a neighbour's proposal that waits for an answer, telling it why.
+    Reject {
+        channel: String,
+        #[serde(default)]
+        reason: String,
+    },
+    /// Withdraw our own proposal the neighbour has not accepted yet.
+    Cancel {
+        channel: String,
+    },
     TowerAdd {
         /// `PUBKEY@HOST:PORT`
         address: String,
@@ -100,6 +114,9 @@ pub enum Response {
         /// What the meter last gave.
         #[serde(default)]
         meter: crate::meter::MeterStatus,
+        /// Neighbours' channel proposals waiting for our answer.
+        #[serde(default)]
+        offers: usize,
         /// The latest of the recent ledger transactions that did not go through (refused, or
         /// included but failed): the queue is done with it, and a person should know.
         #[serde(default)]
@@ -107,6 +124,9 @@ pub enum Response {
     },
     Channels {
         channels: Vec<ChannelSummary>,
+        /// Neighbours' proposals waiting for our answer.
+        #[serde(default)]
+        offers: Vec<OfferSummary>,
     },
     Channel {
         channel: ChannelSummary,
@@ -133,6 +153,43 @@ pub enum Response {
     Error {
         message: String,
     },
+}
+
+/// A neighbour's channel proposal as its owner decides on it: every term.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OfferSummary {
+    pub channel: String,
+    pub peer: String,
+    /// What we would deposit, and the neighbour, micro-units.
+    pub deposit: u64,
+    pub peer_deposit: u64,
+    pub tariff: String,
+    pub challenge_window_blocks: u64,
+    pub funding_window_blocks: u64,
+    pub interval_seconds: u32,
+    pub tolerance_wh: u32,
+    pub tolerance_permille: u16,
+    /// Seconds it has waited.
+    pub waiting_s: u64,
+}
+
+impl OfferSummary {
+    fn of(o: &gridchan_channel::Offer, now_ms: u64) -> OfferSummary {
+        let p = &o.params;
+        OfferSummary {
+            channel: o.id.to_string(),
+            peer: o.peer.to_string(),
+            deposit: p.deposit_b.0,
+            peer_deposit: p.deposit_a.0,
+            tariff: p.tariff.to_string(),
+            challenge_window_blocks: p.challenge_window_blocks,
+            funding_window_blocks: p.funding_window_blocks,
+            interval_seconds: p.interval_seconds,
+            tolerance_wh: p.tolerance.absolute_wh,
+            tolerance_permille: p.tolerance.permille,
+            waiting_s: now_ms.saturating_sub(o.received_ms) / 1000,
+        }
+    }
 }
 
 /// One channel as a person sees it.
@@ -167,6 +224,9 @@ pub struct ChannelSummary {
     pub peer_connected: bool,
     #[serde(default)]
     pub peer_error: Option<String>,
+    /// We withdrew our proposal before the neighbour accepted it (`channel cancel`).
+    #[serde(default)]
+    pub withdrawn: bool,
 }
 
 impl ChannelSummary {
@@ -201,6 +261,9 @@ impl ChannelSummary {
             interval_seconds: v.params.interval_seconds,
             peer_connected,
             peer_error,
+            withdrawn: v.phase == gridchan_channel::Phase::Concluded
+                && v.current.is_none()
+                && v.refused.is_none(),
         }
     }
 }
@@ -316,11 +379,11 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
     } = gateway;
     let (interval_seconds, clock) = (*interval_seconds, *clock);
     let err = |message: String| Response::Error { message };
-    let (channels, connected) = match tokio::try_join!(engine.channels(), engine.connected_peers())
-    {
-        Ok(both) => both,
-        Err(e) => return err(e.to_string()),
-    };
+    let (channels, connected, offers) =
+        match tokio::try_join!(engine.channels(), engine.connected_peers(), engine.offers()) {
+            Ok(all) => all,
+            Err(e) => return err(e.to_string()),
+        };
     match req {
         Request::Status => {
             let path = engine.store_path.clone();
@@ -356,12 +419,17 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
                     .find(|f| !f.outcome.starts_with("included")),
                 peers: peers.status(&crate::peers::live(&channels), &connected),
                 meter: meter.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                offers: offers.len(),
             }
         }
         Request::List => Response::Channels {
             channels: channels
                 .iter()
                 .map(|c| ChannelSummary::of(c, peers, &connected))
+                .collect(),
+            offers: offers
+                .iter()
+                .map(|o| OfferSummary::of(o, clock.now_ms()))
                 .collect(),
         },
         Request::Show { channel, intervals } => match parse_channel(&channel, &channels) {
@@ -436,6 +504,18 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
                 Err(e) => err(e.to_string()),
             }
         }
+        Request::Accept { channel } => match parse_offer(&channel, &offers) {
+            Ok(id) => done(engine.command(Command::Accept(id)).await),
+            Err(e) => err(e),
+        },
+        Request::Reject { channel, reason } => match parse_offer(&channel, &offers) {
+            Ok(channel) => done(engine.command(Command::Reject { channel, reason }).await),
+            Err(e) => err(e),
+        },
+        Request::Cancel { channel } => match parse_channel(&channel, &channels) {
+            Ok(id) => done(engine.command(Command::Cancel(id)).await),
+            Err(e) => err(e),
+        },
         Request::Close { channel } => close(engine, &channel, &channels, false).await,
         Request::ForceClose { channel } => close(engine, &channel, &channels, true).await,
         Request::TowerAdd { address } => match address.parse() {
@@ -456,6 +536,32 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
             },
             Err(e) => err(e),
         },
+    }
+}
+
+/// `Done`, or the error in one line.
+fn done(result: Result<(), crate::engine::EngineError>) -> Response {
+    match result {
+        Ok(()) => Response::Done,
+        Err(e) => Response::Error {
+            message: e.to_string(),
+        },
+    }
+}
+
+/// The waiting proposal an id prefix names.
+fn parse_offer(s: &str, offers: &[gridchan_channel::Offer]) -> Result<ChannelId, String> {
+    let s = s.to_ascii_lowercase();
+    let found: Vec<_> = offers
+        .iter()
+        .filter(|o| o.id.to_string().starts_with(&s))
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one.id),
+        [] => Err(format!(
+            "no proposal {s} waits for an answer: `gridchan channel list` shows those that do"
+        )),
+        _ => Err(format!("{s} names several proposals: give more of the id")),
     }
 }
 

@@ -15,7 +15,11 @@ use tokio::task::JoinHandle;
 use crate::engine::{EngineHandle, Report};
 use crate::ledger_queue::{blocking, run_submitter, LedgerQueue};
 use crate::meter::MeterSource;
-use crate::metering::{Round, Step};
+use crate::metering::{Round, Step, ROUND_WAIT_DIVISOR};
+
+/// The least a round waits for its neighbours' totals in real time, whatever the clock's
+/// speed-up: on a sped-up demo clock a tenth of an interval can be a few milliseconds.
+const MIN_ROUND_WAIT: Duration = Duration::from_millis(50);
 
 /// A running daemon: its engine, and the jobs that stop when it is dropped.
 pub struct Daemon {
@@ -77,6 +81,7 @@ pub fn start(parts: DaemonParts) -> Result<Daemon, StoreError> {
     let tasks = vec![
         tokio::spawn(crate::peers::keep_connected(engine.clone(), peers.clone())),
         tokio::spawn(run_submitter(engine.clone(), queue.clone(), ledger.clone())),
+        tokio::spawn(read_balance(engine.clone(), ledger.clone())),
         tokio::spawn(follow_ledger(engine.clone(), ledger, queue)),
         tokio::spawn(meter_intervals(
             engine.clone(),
@@ -108,6 +113,25 @@ struct Deadlines {
 /// It starts by reading the ledger's current view of every channel (what happened while the
 /// gateway was down), then follows blocks from that height on: nothing is missed, and nothing
 /// older than a restart is replayed.
+/// How often the daemon reads its account's balance for the accept policy.
+const BALANCE_EVERY: Duration = Duration::from_secs(30);
+
+/// Tells the engine the account's tokens on the ledger outside channels, at start and every
+/// [`BALANCE_EVERY`]: the accept policy deposits at most its share of them into a channel a
+/// neighbour proposes. While the ledger does not answer, the last balance read stands.
+async fn read_balance(engine: EngineHandle, ledger: Arc<dyn Ledger>) {
+    let mut every = tokio::time::interval(BALANCE_EVERY);
+    loop {
+        every.tick().await;
+        let read = tokio::time::timeout(Duration::from_secs(5), ledger.account(&engine.node)).await;
+        if let Ok(Ok(account)) = read {
+            if engine.balance(account.balance).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 async fn follow_ledger(engine: EngineHandle, ledger: Arc<dyn Ledger>, queue: Arc<LedgerQueue>) {
     let mut deadlines = Deadlines::default();
     let mut backoff = Duration::from_millis(200);
@@ -285,11 +309,40 @@ async fn meter_intervals(
     let period_ms = u64::from(interval_seconds) * 1000;
     let mut reports = engine.reports();
     let mut rounds: BTreeMap<IntervalIndex, Round> = BTreeMap::new();
+    // When each round stops waiting for its neighbours' totals (sim time).
+    let mut deadlines: BTreeMap<IntervalIndex, u64> = BTreeMap::new();
     let mut early: Vec<(NodeId, gridchan_channel::wire::Announce)> = Vec::new();
     let mut next_boundary = (clock.now_ms() / period_ms + 1) * period_ms;
     loop {
         let wait = clock.until(next_boundary);
+        let round_wait = deadlines
+            .values()
+            .min()
+            .map(|&d| clock.until(d).max(MIN_ROUND_WAIT));
         tokio::select! {
+            _ = async {
+                match round_wait {
+                    Some(w) => tokio::time::sleep(w).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // We slept at least until the earliest deadline: it is due, and so is any
+                // other that has passed.
+                let now = clock.now_ms();
+                let earliest = deadlines.iter().min_by_key(|(_, &d)| d).map(|(i, _)| *i);
+                let due: Vec<IntervalIndex> = deadlines
+                    .iter()
+                    .filter(|(i, &d)| d <= now || Some(**i) == earliest)
+                    .map(|(i, _)| *i)
+                    .collect();
+                for i in due {
+                    deadlines.remove(&i);
+                    if let Some(r) = rounds.get_mut(&i) {
+                        let steps = r.on_timeout();
+                        act(&engine, steps).await;
+                    }
+                }
+            }
             _ = tokio::time::sleep(wait) => {
                 // The interval that just ended.
                 let interval = IntervalIndex(next_boundary / period_ms - 1);
@@ -297,6 +350,7 @@ async fn meter_intervals(
                 // Rounds older than two intervals stop waiting.
                 let stale: Vec<IntervalIndex> = rounds.keys().copied().filter(|i| i.0 + 1 < interval.0).collect();
                 for i in stale {
+                    deadlines.remove(&i);
                     if let Some(mut r) = rounds.remove(&i) {
                         let steps = r.on_timeout();
                         act(&engine, steps).await;
@@ -334,6 +388,9 @@ async fn meter_intervals(
                     }
                 });
                 act(&engine, steps).await;
+                if !round.counted() {
+                    deadlines.insert(interval, next_boundary - period_ms + period_ms / ROUND_WAIT_DIVISOR);
+                }
                 rounds.insert(interval, round);
             }
             report = reports.recv() => match report {
@@ -354,14 +411,14 @@ async fn meter_intervals(
     }
 }
 
-/// Connected neighbours with an open channel.
+/// Connected neighbours with an open channel: one that is down is not waited for at all.
 async fn trading_neighbours(engine: &EngineHandle) -> HashSet<NodeId> {
-    engine
-        .channels()
-        .await
+    let (channels, connected) = tokio::join!(engine.channels(), engine.connected_peers());
+    let connected = connected.unwrap_or_default();
+    channels
         .unwrap_or_default()
         .into_iter()
-        .filter(|c| c.phase == Phase::Open)
+        .filter(|c| c.phase == Phase::Open && connected.contains(&c.peer))
         .map(|c| c.peer)
         .collect()
 }
@@ -383,6 +440,9 @@ async fn act(engine: &EngineHandle, steps: Vec<Step>) {
                 for p in peers {
                     let _ = engine.send_message(p, Message::Announce(a)).await;
                 }
+            }
+            Step::LeftOut { peer, why } => {
+                tracing::warn!("neighbour {peer} left out of this interval: it {why}");
             }
             Step::Reading { peer, reading } => {
                 // The whole flow with a neighbour goes to one open channel with it.

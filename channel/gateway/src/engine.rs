@@ -83,6 +83,10 @@ enum Control {
     Connect(PeerAddr, Option<oneshot::Sender<Result<(), String>>>),
     /// The peers connected now.
     Connected(oneshot::Sender<std::collections::HashSet<NodeId>>),
+    /// Neighbours' proposals waiting for the owner's answer.
+    Offers(oneshot::Sender<Vec<gridchan_channel::Offer>>),
+    /// Our tokens on the ledger outside channels, as last read.
+    Balance(gridchan_channel::Amount),
     Send(NodeId, Message),
     /// Finish: everything taken before this is handled, the writes already asked for are made,
     /// the history is written, and the peers are told the connections close.
@@ -228,6 +232,19 @@ impl EngineHandle {
         let (tx, rx) = oneshot::channel();
         self.send(Control::Connected(tx)).await?;
         rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// Neighbours' channel proposals waiting for the owner's `accept` or `reject`.
+    pub async fn offers(&self) -> Result<Vec<gridchan_channel::Offer>, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Control::Offers(tx)).await?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// Tells the engine our tokens on the ledger outside channels (the accept policy takes its
+    /// share of the balance of it).
+    pub async fn balance(&self, balance: gridchan_channel::Amount) -> Result<(), EngineError> {
+        self.send(Control::Balance(balance)).await
     }
 
     async fn send(&self, c: Control) -> Result<(), EngineError> {
@@ -834,6 +851,10 @@ impl Engine {
             Control::Connected(reply) => {
                 let _ = reply.send(self.peers.keys().copied().collect());
             }
+            Control::Offers(reply) => {
+                let _ = reply.send(self.node.offers().cloned().collect());
+            }
+            Control::Balance(balance) => self.node.handle(Input::Balance(balance)),
             Control::Send(peer, message) => {
                 if let Some(p) = self.peers.get(&peer) {
                     if p.writer.try_send(message.encode()).is_err() {
@@ -946,6 +967,20 @@ impl Engine {
                     );
                 }
             }
+            Event::Offered { channel, peer } => tracing::warn!(
+                "neighbour {peer} proposes channel {}: it waits for your answer (`gridchan channel list`, then `gridchan channel accept {}` or `reject {}`)",
+                channel.short(),
+                channel.short(),
+                channel.short()
+            ),
+            Event::OfferExpired { channel, peer } => tracing::warn!(
+                "neighbour {peer}'s proposal of channel {} expired unanswered: declined",
+                channel.short()
+            ),
+            Event::OfferWithdrawn { channel, peer } => tracing::warn!(
+                "neighbour {peer} withdrew its proposal of channel {}",
+                channel.short()
+            ),
             Event::OpenRefused {
                 channel,
                 peer,

@@ -29,6 +29,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod engine;
+pub mod hostile_bench;
 pub mod ledger_queue;
 pub mod meter;
 pub mod metering;

@@ -2,9 +2,15 @@
 //! readings that come out of it (the rule of [`crate::allocate`]).
 //!
 //! Round 1: every gateway announces its meter totals with `partners = ROUND_ONE`. Once it has
-//! every neighbour's totals (or the host decides to stop waiting), it counts its partners and
+//! every neighbour's totals, or at the round's deadline (a small fraction of the interval, see
+//! [`ROUND_WAIT_DIVISOR`]), it counts its partners among the neighbours that answered and
 //! announces again with the count (round 2). A neighbour's round-2 announcement gives the flow
 //! with that neighbour.
+//!
+//! Nobody can stall anybody: a neighbour silent in round 1 is left out of the interval, and so
+//! is one that answered only after we counted (our count did not include it, so a flow with it
+//! could exceed our meter), or whose round-2 totals differ from its round-1 totals (it lied
+//! between the rounds). Each is reported once, with what it did.
 
 use std::collections::{HashMap, HashSet};
 
@@ -17,6 +23,9 @@ use crate::meter::MeterReading;
 /// `partners` of a round-1 announcement: totals only, partners not counted yet.
 pub const ROUND_ONE: u32 = u32::MAX;
 
+/// Round 1 waits at most the interval's length divided by this for the neighbours' totals.
+pub const ROUND_WAIT_DIVISOR: u64 = 10;
+
 /// What the host should do next.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -27,6 +36,8 @@ pub enum Step {
         peer: NodeId,
         reading: IntervalReading,
     },
+    /// `peer` is left out of this interval, and why (for the log, once).
+    LeftOut { peer: NodeId, why: String },
 }
 
 /// One interval's round of announcements.
@@ -34,9 +45,13 @@ pub struct Round {
     interval: IntervalIndex,
     own: MeterReading,
     neighbours: HashSet<NodeId>,
+    /// Each neighbour's totals, from the first announcement it made for the interval.
     totals: HashMap<NodeId, (WattHours, WattHours)>,
     finals: HashMap<NodeId, Announcement>,
     own_final: Option<Announcement>,
+    /// The neighbours whose totals our partner count included.
+    counted: HashSet<NodeId>,
+    /// Neighbours given a reading or left out: nothing more for them this interval.
     done: HashSet<NodeId>,
 }
 
@@ -55,6 +70,7 @@ impl Round {
             totals: HashMap::new(),
             finals: HashMap::new(),
             own_final: None,
+            counted: HashSet::new(),
             done: HashSet::new(),
         };
         let first = Step::Announce(Announce {
@@ -75,7 +91,7 @@ impl Round {
         if a.interval != self.interval || !self.neighbours.contains(&peer) {
             return Vec::new();
         }
-        self.totals.insert(peer, (a.import, a.export));
+        self.totals.entry(peer).or_insert((a.import, a.export));
         if a.partners != ROUND_ONE {
             self.finals.insert(
                 peer,
@@ -94,10 +110,33 @@ impl Round {
         steps
     }
 
-    /// Stop waiting for round-1 announcements: count partners from what arrived.
+    /// Whether our own round-2 announcement is out (partners counted).
+    pub fn counted(&self) -> bool {
+        self.own_final.is_some()
+    }
+
+    /// The round's deadline passed: count partners from what arrived, and leave out the
+    /// neighbours that said nothing.
     pub fn on_timeout(&mut self) -> Vec<Step> {
         let mut steps = Vec::new();
         if self.own_final.is_none() {
+            let mut silent: Vec<NodeId> = self
+                .neighbours
+                .iter()
+                .filter(|n| !self.totals.contains_key(n))
+                .copied()
+                .collect();
+            silent.sort();
+            for peer in silent {
+                self.done.insert(peer);
+                steps.push(Step::LeftOut {
+                    peer,
+                    why: format!(
+                        "sent no meter totals for interval {} before the round's deadline",
+                        self.interval.0
+                    ),
+                });
+            }
             steps.extend(self.count_partners());
         }
         steps.extend(self.readings());
@@ -105,6 +144,7 @@ impl Round {
     }
 
     fn count_partners(&mut self) -> Option<Step> {
+        self.counted = self.totals.keys().copied().collect();
         let seen: Vec<(WattHours, WattHours)> = self.totals.values().copied().collect();
         let n = partners(self.own.import, self.own.export, &seen);
         let own = Announcement {
@@ -128,6 +168,26 @@ impl Round {
         let mut steps = Vec::new();
         for (peer, theirs) in &self.finals {
             if !self.done.insert(*peer) {
+                continue;
+            }
+            if !self.counted.contains(peer) {
+                steps.push(Step::LeftOut {
+                    peer: *peer,
+                    why: format!(
+                        "sent its meter totals for interval {} after we had counted our partners",
+                        self.interval.0
+                    ),
+                });
+                continue;
+            }
+            if self.totals.get(peer) != Some(&(theirs.import, theirs.export)) {
+                steps.push(Step::LeftOut {
+                    peer: *peer,
+                    why: format!(
+                        "announced other meter totals in round 2 of interval {} than in round 1",
+                        self.interval.0
+                    ),
+                });
                 continue;
             }
             let delivered = pairwise_flow(&own, theirs);
@@ -202,6 +262,74 @@ mod tests {
         assert_eq!(reading(&at_b1).received, WattHours(150));
         assert_eq!(reading(&at_b1).metered_import, WattHours(500));
         assert_eq!(reading(&at_s).delivered, WattHours(150));
+    }
+
+    fn totals(import: u64, export: u64, partners: u32) -> Announce {
+        Announce {
+            interval: IntervalIndex(5),
+            import: WattHours(import),
+            export: WattHours(export),
+            partners,
+        }
+    }
+
+    fn left_out(steps: &[Step]) -> Vec<NodeId> {
+        steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::LeftOut { peer, .. } => Some(*peer),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// S exports 300 to two importing neighbours, B (honest) and M (silent, late or lying).
+    fn seller() -> Round {
+        let exp = MeterReading {
+            import: WattHours(0),
+            export: WattHours(300),
+        };
+        Round::start(IntervalIndex(5), exp, [id(2), id(9)].into()).0
+    }
+
+    #[test]
+    fn a_silent_neighbour_is_left_out_at_the_deadline_and_the_others_settle() {
+        let mut s = seller();
+        assert!(s.on_announce(id(2), &totals(500, 0, ROUND_ONE)).is_empty());
+        let steps = s.on_timeout();
+        assert_eq!(left_out(&steps), vec![id(9)]);
+        let own = steps
+            .iter()
+            .find_map(|s| match s {
+                Step::Announce(a) => Some(*a),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(own.partners, 1, "counted without the silent one");
+        let steps = s.on_announce(id(2), &totals(500, 0, 1));
+        assert!(matches!(
+            steps.as_slice(),
+            [Step::Reading { peer, reading }] if *peer == id(2) && reading.delivered == WattHours(300)
+        ));
+        // The silent one's totals arrive late: it gets no reading (the 300 went to B).
+        let late = [
+            s.on_announce(id(9), &totals(500, 0, ROUND_ONE)),
+            s.on_announce(id(9), &totals(500, 0, 1)),
+        ]
+        .concat();
+        assert!(!late.iter().any(|s| matches!(s, Step::Reading { .. })));
+    }
+
+    #[test]
+    fn a_neighbour_that_changes_its_totals_between_the_rounds_is_left_out() {
+        let mut s = seller();
+        s.on_announce(id(2), &totals(500, 0, ROUND_ONE));
+        // M says it imported nothing (so it is not counted as a partner), then claims 500.
+        s.on_announce(id(9), &totals(0, 0, ROUND_ONE));
+        s.on_announce(id(2), &totals(500, 0, 1));
+        let steps = s.on_announce(id(9), &totals(500, 0, 1));
+        assert_eq!(left_out(&steps), vec![id(9)]);
+        assert!(!steps.iter().any(|s| matches!(s, Step::Reading { .. })));
     }
 
     #[test]

@@ -120,7 +120,7 @@ fn gateway_on(
     let store = SqliteStore::open(&dir.join(format!("gw-{k}.sqlite"))).unwrap();
     let faults = store.fault_switch();
     let listen = "127.0.0.1:0".parse().unwrap();
-    let engine = engine::spawn(listen, key(k), store, Policy::default()).unwrap();
+    let engine = engine::spawn(listen, key(k), store, Policy::accepting_anyone()).unwrap();
     let daemon = daemon::start(DaemonParts {
         engine,
         ledger: client,

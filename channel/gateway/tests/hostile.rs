@@ -57,7 +57,7 @@ async fn hostile_frames_cost_the_connection_and_change_nothing() {
     let victim_key = signer(2);
     let store = SqliteStore::open(&dir.path().join("victim.sqlite")).unwrap();
     let listen = "127.0.0.1:0".parse().unwrap();
-    let victim = engine::spawn(listen, victim_key, store, Policy::default()).unwrap();
+    let victim = engine::spawn(listen, victim_key, store, Policy::accepting_anyone()).unwrap();
     let mut reports = victim.reports();
     let m = Mallory {
         endpoint: Endpoint::bind("127.0.0.1:0".parse().unwrap(), signer(1), Limits::default())

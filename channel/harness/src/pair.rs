@@ -62,7 +62,7 @@ impl Default for PairConfig {
             opened_at: IntervalIndex(1_930_000),
             policy: Policy {
                 force_close_after_ms: None,
-                ..Policy::default()
+                ..Policy::accepting_anyone()
             },
             funded: true,
         }

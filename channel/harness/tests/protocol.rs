@@ -486,3 +486,44 @@ fn a_previewed_proposal_is_the_one_the_core_then_signs() {
     assert_eq!(pair.current(Side::A).state().energy_a_to_b, WattHours(800));
     assert_clean(&pair);
 }
+
+/// Issue 15, case 9: a channel frozen on a connection that had already reestablished comes
+/// back without breaking the protocol (before, its retry sent a second `Reestablish` on the
+/// same connection and the peer dropped it for a violation), and trades on.
+#[test]
+fn a_channel_thawed_on_a_reestablished_connection_resynchronises_without_a_violation() {
+    let mut pair = Pair::new(PairConfig::default());
+    pair.trade(Trade::agreed(iv(1), Side::A, WattHours(400)));
+    pair.drive();
+    // A reconnect: both sides reestablish on the new connection.
+    pair.disconnect();
+    pair.reconnect();
+    pair.drive();
+    pair.store(Side::B).fail_after(0, WriteFault::Fail);
+    pair.trade(Trade::agreed(iv(2), Side::A, WattHours(100)));
+    pair.drive();
+    assert!(pair.view(Side::B).frozen);
+    pair.store(Side::B).heal();
+    pair.auto_reconnect = true;
+    let channel = pair.channel;
+    pair.node_mut(Side::B)
+        .command(Command::RetryPersist(channel))
+        .unwrap();
+    pair.drive();
+    assert!(!pair.view(Side::B).frozen);
+    for side in [Side::A, Side::B] {
+        assert!(
+            !pair
+                .events(side)
+                .iter()
+                .any(|e| matches!(e, Event::PeerMisbehaved { .. })),
+            "{side:?}: {:?}",
+            pair.events(side)
+        );
+    }
+    pair.trade(Trade::agreed(iv(3), Side::A, WattHours(50)));
+    pair.drive();
+    assert_eq!(pair.current(Side::A), pair.current(Side::B));
+    assert_eq!(pair.current(Side::A).state().energy_a_to_b, WattHours(550));
+    assert_clean(&pair);
+}

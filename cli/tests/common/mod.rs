@@ -93,7 +93,10 @@ pub fn configure(dir: &Path, ledger: &str, csv: &str, peer: Option<&str>) {
         .replace(
             "kind = \"simulated\"\nseed = 1\npv_peak_w = 4000\nload_avg_w = 400\n",
             &format!("kind = \"csv\"\npath = \"{csv}\"\n"),
-        );
+        )
+        // These neighbours take each other's channels without asking (within the limits);
+        // the tests of consent set "ask" again.
+        .replace("from = \"ask\"", "from = \"anyone\"");
     if let Some(p) = peer {
         text.push_str(&format!("\n[[peers]]\naddress = \"{p}\"\n"));
     }

@@ -268,7 +268,7 @@ impl<'a> Replay<'a> {
             "127.0.0.1:0".parse().unwrap(),
             key(k),
             store,
-            gridchan_channel::Policy::default(),
+            gridchan_channel::Policy::accepting_anyone(),
         )
         .unwrap();
         let csv = CsvMeter::open(

@@ -1,0 +1,258 @@
+//! Consent to terms: which channels a neighbour may open with us, on which terms, and which
+//! wait for our owner. A gateway never signs or funds a channel its owner's policy does not
+//! allow (specs/protocol.md, "Opening").
+
+use std::sync::Arc;
+
+use crate::crypto::NodeId;
+use crate::params::ChannelParams;
+use crate::types::{Amount, ChannelId, PricePerKwh};
+use crate::wire::OpenChannel;
+
+/// Whose channel proposals a gateway takes up without asking its owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Acceptance {
+    /// Anyone's, when its terms are within the limits.
+    Anyone,
+    /// Only the listed keys' (within the limits); anyone else's is refused.
+    Listed,
+    /// The listed keys' at once; anyone else's (within the limits) waits for the owner's
+    /// `accept` or `reject`, and expires after [`AcceptPolicy::offer_ttl_ms`].
+    Ask,
+}
+
+/// The terms a gateway accepts in a channel a neighbour proposes. Terms outside them are
+/// refused at once, whoever proposes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcceptPolicy {
+    pub from: Acceptance,
+    /// Keys whose proposals need no owner's answer (within the limits).
+    pub listed: Vec<NodeId>,
+    /// The most this gateway deposits into a channel a neighbour proposes.
+    pub max_deposit: Amount,
+    /// The most it deposits as thousandths of its balance outside channels (when the host has
+    /// told the node its balance: [`crate::Input::Balance`]).
+    pub max_deposit_permille: u16,
+    /// The challenge windows it accepts, in blocks (inclusive).
+    pub challenge_window_blocks: (u64, u64),
+    /// The funding windows it accepts, in blocks (inclusive).
+    pub funding_window_blocks: (u64, u64),
+    /// Every price of the tariff must lie in this range (inclusive), for example between the
+    /// household's feed-in tariff and its retail price.
+    pub price: (PricePerKwh, PricePerKwh),
+    /// The largest meter tolerance it accepts: watt-hours, and thousandths of a reading.
+    pub max_tolerance_wh: u32,
+    pub max_tolerance_permille: u16,
+    /// How long a proposal waits for the owner's answer.
+    pub offer_ttl_ms: u64,
+    /// Proposals waiting at once; more are refused (a stranger cannot fill memory).
+    pub max_offers: usize,
+}
+
+impl Default for AcceptPolicy {
+    /// Ask the owner; deposit at most 10 tokens and a quarter of the balance; windows of 10 to
+    /// 10,000 blocks (challenge) and 1 to 10,000 (funding); prices up to 1 token a kWh; a
+    /// meter tolerance of at most 50 Wh and 5 %; proposals wait a day.
+    fn default() -> AcceptPolicy {
+        AcceptPolicy {
+            from: Acceptance::Ask,
+            listed: Vec::new(),
+            max_deposit: Amount(10 * Amount::UNITS_PER_TOKEN),
+            max_deposit_permille: 250,
+            challenge_window_blocks: (10, 10_000),
+            funding_window_blocks: (1, 10_000),
+            price: (PricePerKwh(0), PricePerKwh(Amount::UNITS_PER_TOKEN)),
+            max_tolerance_wh: 50,
+            max_tolerance_permille: 50,
+            offer_ttl_ms: 24 * 3_600_000,
+            max_offers: 64,
+        }
+    }
+}
+
+impl AcceptPolicy {
+    /// Accepts every channel whose terms pass `ChannelParams::validate`: for tests and
+    /// benchmarks of the protocol, where consent is not what is tested.
+    pub fn anyone() -> AcceptPolicy {
+        AcceptPolicy {
+            from: Acceptance::Anyone,
+            max_deposit: Amount(u64::MAX),
+            max_deposit_permille: 1000,
+            challenge_window_blocks: (0, u64::MAX),
+            funding_window_blocks: (0, u64::MAX),
+            price: (PricePerKwh(0), PricePerKwh(u64::MAX)),
+            max_tolerance_wh: u32::MAX,
+            max_tolerance_permille: u16::MAX,
+            ..AcceptPolicy::default()
+        }
+    }
+
+    /// Whether a proposal from `from` is taken up at once (`true`) or waits for the owner
+    /// (`false`); `Err` with the reason when it is refused outright.
+    pub fn decide(&self, from: &NodeId) -> Result<bool, String> {
+        let listed = self.listed.contains(from);
+        match self.from {
+            Acceptance::Anyone => Ok(true),
+            Acceptance::Listed if listed => Ok(true),
+            Acceptance::Listed => {
+                Err("this gateway accepts channels from listed neighbours only".into())
+            }
+            Acceptance::Ask => Ok(listed),
+        }
+    }
+
+    /// Checks the terms of a channel in which we are party B, with `balance` our tokens outside
+    /// channels if known. The reason names the term and the limit.
+    pub fn check_terms(&self, p: &ChannelParams, balance: Option<Amount>) -> Result<(), String> {
+        let ceiling = self.deposit_ceiling(balance);
+        if p.deposit_b > ceiling {
+            return Err(format!(
+                "it asks this gateway to deposit {}; it deposits at most {ceiling} in a channel a neighbour proposes",
+                p.deposit_b
+            ));
+        }
+        let within = |v: u64, (lo, hi): (u64, u64)| lo <= v && v <= hi;
+        if !within(p.challenge_window_blocks, self.challenge_window_blocks) {
+            let (lo, hi) = self.challenge_window_blocks;
+            return Err(format!(
+                "a challenge window of {} blocks; this gateway accepts {lo} to {hi}",
+                p.challenge_window_blocks
+            ));
+        }
+        if !within(p.funding_window_blocks, self.funding_window_blocks) {
+            let (lo, hi) = self.funding_window_blocks;
+            return Err(format!(
+                "a funding window of {} blocks; this gateway accepts {lo} to {hi}",
+                p.funding_window_blocks
+            ));
+        }
+        let (low, high) = p.tariff.price_range();
+        let (min, max) = self.price;
+        if low < min || high > max {
+            return Err(format!(
+                "prices from {low} to {high}; this gateway accepts {min} to {max}"
+            ));
+        }
+        if p.tolerance.absolute_wh > self.max_tolerance_wh
+            || p.tolerance.permille > self.max_tolerance_permille
+        {
+            return Err(format!(
+                "a meter tolerance of {} Wh or {} permille; this gateway accepts at most {} Wh and {} permille",
+                p.tolerance.absolute_wh,
+                p.tolerance.permille,
+                self.max_tolerance_wh,
+                self.max_tolerance_permille
+            ));
+        }
+        Ok(())
+    }
+
+    /// The most we deposit into a neighbour's channel now.
+    pub fn deposit_ceiling(&self, balance: Option<Amount>) -> Amount {
+        match balance {
+            Some(b) => {
+                let share = u128::from(b.0) * u128::from(self.max_deposit_permille) / 1000;
+                Amount(
+                    u64::try_from(share)
+                        .unwrap_or(u64::MAX)
+                        .min(self.max_deposit.0),
+                )
+            }
+            None => self.max_deposit,
+        }
+    }
+}
+
+/// A neighbour's channel proposal waiting for the owner's answer. Nothing is signed or stored
+/// for it: a restart forgets it, and the neighbour proposes again when it reconnects.
+#[derive(Clone, Debug)]
+pub struct Offer {
+    pub id: ChannelId,
+    pub peer: NodeId,
+    pub params: Arc<ChannelParams>,
+    /// When it arrived (the node's clock).
+    pub received_ms: u64,
+    /// The proposal itself, A's signature on version 0 checked.
+    pub(crate) open: Box<OpenChannel>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::MeterTolerance;
+    use crate::tariff::Tariff;
+    use crate::types::IntervalIndex;
+
+    fn params() -> ChannelParams {
+        let key = |b| crate::Signer::new(&[b; 32], &[b; 32]).unwrap().id();
+        ChannelParams {
+            party_a: key(1),
+            party_b: key(2),
+            nonce: [0; 32],
+            deposit_a: Amount(5_000_000),
+            deposit_b: Amount(5_000_000),
+            challenge_window_blocks: 30,
+            funding_window_blocks: 60,
+            interval_seconds: 900,
+            tolerance: MeterTolerance {
+                absolute_wh: 5,
+                permille: 20,
+            },
+            opened_at: IntervalIndex(1),
+            tariff: Tariff::Flat(PricePerKwh(200_000)),
+        }
+    }
+
+    #[test]
+    fn every_term_outside_the_policy_is_refused_with_its_limit() {
+        let policy = AcceptPolicy::default();
+        assert_eq!(policy.check_terms(&params(), None), Ok(()));
+        type Change = fn(&mut ChannelParams);
+        let cases: [(Change, &str); 6] = [
+            (|p| p.deposit_b = Amount(89_000_000), "deposit 89.000000"),
+            (|p| p.challenge_window_blocks = u64::MAX, "challenge window"),
+            (|p| p.funding_window_blocks = 0, "funding window"),
+            (
+                |p| p.tariff = Tariff::Flat(PricePerKwh(1_000_000_000_000)),
+                "prices from",
+            ),
+            (|p| p.tolerance.permille = 1000, "meter tolerance"),
+            (|p| p.tolerance.absolute_wh = 10_000, "meter tolerance"),
+        ];
+        for (change, why) in cases {
+            let mut p = params();
+            change(&mut p);
+            let err = policy.check_terms(&p, None).unwrap_err();
+            assert!(err.contains(why), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_deposit_is_bounded_by_a_share_of_the_balance_too() {
+        let policy = AcceptPolicy::default();
+        // A quarter of 8 tokens is 2: a deposit of 5 is too much, though under the 10 cap.
+        let err = policy
+            .check_terms(&params(), Some(Amount(8_000_000)))
+            .unwrap_err();
+        assert!(err.contains("at most 2.000000"), "{err}");
+        assert_eq!(
+            policy.check_terms(&params(), Some(Amount(20_000_000))),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn who_is_taken_up_at_once_and_who_waits() {
+        let (listed, stranger) = (params().party_a, params().party_b);
+        let mut policy = AcceptPolicy {
+            listed: vec![listed],
+            ..AcceptPolicy::default()
+        };
+        assert_eq!(policy.decide(&listed), Ok(true));
+        assert_eq!(policy.decide(&stranger), Ok(false));
+        policy.from = Acceptance::Listed;
+        assert!(policy.decide(&stranger).is_err());
+        policy.from = Acceptance::Anyone;
+        assert_eq!(policy.decide(&stranger), Ok(true));
+    }
+}
