@@ -24,11 +24,13 @@
 //!   wait for its owner.
 
 pub mod abi;
+pub mod allocate;
 mod channel;
 pub mod consent;
 pub mod crypto;
 pub mod frame_vectors;
 pub mod io;
+pub mod metering;
 mod node;
 mod outbox;
 pub mod params;

@@ -832,10 +832,12 @@ impl Engine {
             }
             Control::Ledger(channel, event) => self.node.handle(Input::Ledger { channel, event }),
             Control::Channels(reply) => {
-                let _ = reply.send(self.node.channels().collect());
+                let views: Vec<ChannelView> = self.node.channels().collect();
+                let _ = reply.send(self.durable_views(views));
             }
             Control::Channel(id, reply) => {
-                let _ = reply.send(self.node.channel(&id));
+                let view = self.node.channel(&id);
+                let _ = reply.send(self.durable_views(view.into_iter().collect()).pop());
             }
             Control::Trades(channel, n, reply) => {
                 self.flush_trades();
@@ -864,6 +866,27 @@ impl Engine {
             }
             Control::Stop(reply) => self.stopping = Some(reply),
         }
+    }
+
+    /// What a person is shown of `views`: a frozen channel's state as the store holds it (the
+    /// core's may be one that was signed in memory but never written, and is gone after a
+    /// restart).
+    fn durable_views(&self, mut views: Vec<ChannelView>) -> Vec<ChannelView> {
+        if !views.iter().any(|v| v.frozen) {
+            return views;
+        }
+        use gridchan_channel::ChannelStore;
+        let stored: HashMap<ChannelId, ChannelRecord> = match self.store.load() {
+            Ok(records) => records.into_iter().map(|r| (r.id, r)).collect(),
+            Err(e) => {
+                tracing::warn!("cannot read the store for a frozen channel's state: {e}");
+                return views;
+            }
+        };
+        for v in views.iter_mut().filter(|v| v.frozen) {
+            v.current = stored.get(&v.id).and_then(|r| r.current.clone());
+        }
+        views
     }
 
     /// Tells the endpoint whose connections it always admits: the neighbours we have channels

@@ -22,7 +22,6 @@
 //!   channels so that it never bills its neighbours for more than it exported, nor pays them
 //!   for more than it imported.
 
-pub mod allocate;
 pub mod bench;
 pub mod clock;
 pub mod config;
@@ -32,7 +31,6 @@ pub mod engine;
 pub mod hostile_bench;
 pub mod ledger_queue;
 pub mod meter;
-pub mod metering;
 pub mod peers;
 pub mod store;
 pub mod towers;

@@ -5,13 +5,7 @@ use std::path::Path;
 use gridchan_channel::{IntervalIndex, WattHours};
 use rand::{Rng, SeedableRng};
 
-/// What the gateway's own meter measured in one interval (net metering: at most one of the two
-/// is non-zero).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MeterReading {
-    pub import: WattHours,
-    pub export: WattHours,
-}
+pub use gridchan_channel::metering::MeterReading;
 
 /// What the daemon's metering job last saw, for `gridchan status`: a meter (or a recording)
 /// that stops giving readings stops the trading, and the household should see why.

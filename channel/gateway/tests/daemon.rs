@@ -565,6 +565,19 @@ async fn a_failing_disk_freezes_the_channel_until_it_recovers_and_nothing_is_sig
     }
     let still = view(&w.ea, w.channel).await.unwrap();
     assert!(still.frozen);
+    // What A shows while frozen is what its disk holds, not a state signed in memory only
+    // (issue 15, case 9).
+    {
+        use gridchan_channel::ChannelStore;
+        let on_disk = SqliteStore::open(&w.dir.path().join("gw-1.sqlite"))
+            .unwrap()
+            .load()
+            .unwrap()
+            .into_iter()
+            .find(|r| r.id == w.channel)
+            .unwrap();
+        assert_eq!(still.current, on_disk.current);
+    }
     assert!(still.highest_signed <= frozen_at.highest_signed.max(b_at.version()));
     let b_now = view(&w.eb, w.channel).await.unwrap().current.unwrap();
     assert!(b_now.version() <= frozen_at.highest_signed.max(b_at.version()));

@@ -238,3 +238,76 @@ async fn an_intervals_readings_for_many_channels_go_in_one_message_and_all_settl
         assert_eq!(state.version(), Version(3));
     }
 }
+
+/// Issue 15, case 9: a buyer whose disk fails while it countersigns holds the countersigned
+/// state in memory only; while frozen it shows what its disk holds (the version a restart
+/// would find), not the state it could not write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_channel_shows_the_state_its_disk_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = engine_at(dir.path(), 1);
+    let store = SqliteStore::open(&store_path(dir.path(), 2)).unwrap();
+    let faults = store.fault_switch();
+    let b = gridchan_gateway::engine::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        common::key(2),
+        store,
+        gridchan_channel::Policy::accepting_anyone(),
+    )
+    .unwrap();
+    a.connect(b.address.clone()).await.unwrap();
+    let opened_at = IntervalIndex(1_930_000);
+    let channel = a
+        .open(flat_channel(
+            b.node, 10_000_000, 200_000, opened_at, [4; 32],
+        ))
+        .await
+        .unwrap();
+    // A has B's signature on version 0 only once B's version 0 is durable.
+    until("A holds version 0", &[&a, &b], 30, || {
+        let a = a.clone();
+        async move {
+            a.channel(channel)
+                .await
+                .unwrap()
+                .is_some_and(|c| c.phase == Phase::Funding)
+        }
+    })
+    .await;
+    for h in [&a, &b] {
+        h.ledger_event(channel, LedgerEvent::Funded).await.unwrap();
+    }
+    let on_disk = || {
+        SqliteStore::open(&store_path(dir.path(), 2))
+            .unwrap()
+            .load()
+            .unwrap()
+            .into_iter()
+            .find(|r| r.id == channel)
+    };
+    until("B's open channel on its disk", &[&a, &b], 30, || {
+        let open = on_disk().is_some_and(|r| r.phase == Phase::Open);
+        async move { open }
+    })
+    .await;
+    // B's disk fails; A sells interval 1, and B countersigns in memory but cannot write it.
+    faults.store(true, std::sync::atomic::Ordering::SeqCst);
+    let interval = IntervalIndex(opened_at.0 + 1);
+    b.reading(channel, IntervalReading::buying(interval, WattHours(300)))
+        .await
+        .unwrap();
+    a.reading(channel, IntervalReading::selling(interval, WattHours(300)))
+        .await
+        .unwrap();
+    until("B frozen", &[&a, &b], 30, || {
+        let b = b.clone();
+        async move { b.channel(channel).await.unwrap().is_some_and(|c| c.frozen) }
+    })
+    .await;
+    let shown = b.channel(channel).await.unwrap().unwrap();
+    let stored = on_disk().unwrap();
+    assert_eq!(shown.current, stored.current);
+    assert_eq!(shown.current.unwrap().version(), Version(0));
+    let listed = b.channels().await.unwrap();
+    assert_eq!(listed[0].current.as_ref().unwrap().version(), Version(0));
+}

@@ -1,4 +1,4 @@
-//! # gridchan-harness: two channel cores in one process
+//! # gridchan-harness: channel cores in one process
 //!
 //! A deterministic harness in the manner of quinn's `Pair`: two [`Node`]s joined by in-memory
 //! queues that can drop, duplicate, reorder and delay frames; a virtual clock; stores that can
@@ -9,11 +9,16 @@
 //! node's store at that instant (persist before sign) and against every other signature it made
 //! at the same version (never two different states at one version). Breaches are collected in
 //! [`Pair::violations`].
+//!
+//! [`Network`] drives N nodes with their metering rounds (one of them possibly hostile), for the
+//! protocols among several gateways.
 
 pub mod bench;
 mod faulty;
+pub mod network;
 mod pair;
 pub mod script;
 
 pub use faulty::{FaultyStore, WriteFault};
+pub use network::{Hostility, Network};
 pub use pair::{Link, Pair, PairConfig, Side, Trade};

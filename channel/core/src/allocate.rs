@@ -13,7 +13,7 @@
 //! never delivers more than `export_S`; summed over S's partners, B never takes more than
 //! `import_B`. Energy nobody takes goes to the grid as before. Integer watt-hours, rounded down.
 
-use gridchan_channel::WattHours;
+use crate::types::WattHours;
 
 /// One gateway's meter totals for an interval, as told to its neighbours.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -14,11 +14,19 @@
 
 use std::collections::{HashMap, HashSet};
 
-use gridchan_channel::wire::Announce;
-use gridchan_channel::{IntervalIndex, IntervalReading, NodeId, WattHours};
-
 use crate::allocate::{pairwise_flow, partners, Announcement};
-use crate::meter::MeterReading;
+use crate::crypto::NodeId;
+use crate::io::IntervalReading;
+use crate::types::{IntervalIndex, WattHours};
+use crate::wire::Announce;
+
+/// What a gateway's own meter measured in one interval (net metering: at most one of the two
+/// is non-zero).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MeterReading {
+    pub import: WattHours,
+    pub export: WattHours,
+}
 
 /// `partners` of a round-1 announcement: totals only, partners not counted yet.
 pub const ROUND_ONE: u32 = u32::MAX;
@@ -208,7 +216,7 @@ impl Round {
 
 #[cfg(test)]
 mod tests {
-    use gridchan_channel::Signer;
+    use crate::crypto::Signer;
 
     use super::*;
 
