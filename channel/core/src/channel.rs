@@ -21,6 +21,11 @@ use crate::wire::{AcceptChannel, Countersign, Message, OpenChannel, Reestablish,
 /// "Reestablish").
 pub const MAX_VERSION_LEAD: u64 = 1_024;
 
+/// Crossings in a row on one connection, with no update completed between them, that we take
+/// from a peer: an honest one crosses us at most once or twice (the loser yields), so more is
+/// a peer crossing on purpose, which would otherwise have us sign proposal after proposal.
+const MAX_CROSSINGS_IN_A_ROW: u8 = 3;
+
 /// Implausible version claims on one channel after which we close it on the ledger.
 const MAX_IMPLAUSIBLE_CLAIMS: u8 = 3;
 
@@ -65,6 +70,8 @@ pub(crate) struct Channel {
     yielding: Option<u64>,
     /// Version claims beyond [`MAX_VERSION_LEAD`] this peer made since the channel was loaded.
     implausible: u8,
+    /// Crossings since the last completed update on this connection.
+    crossings: u8,
     frozen: bool,
     connected: bool,
     /// The peer's reestablish arrived on this connection: we may propose.
@@ -280,6 +287,7 @@ impl Channel {
             held: None,
             yielding: None,
             implausible: 0,
+            crossings: 0,
             frozen: false,
             connected: false,
             reestablished: false,
@@ -695,6 +703,7 @@ impl Channel {
 
     /// Makes `signed` the current state: persisted, handed to the watchtowers, announced.
     fn install(&mut self, signed: SignedState, trade: Option<Trade>, ctx: &mut Ctx) {
+        self.crossings = 0;
         let version = signed.version();
         let is_final = signed.state().is_final;
         self.current = Some(signed.clone());
@@ -772,6 +781,13 @@ impl Channel {
     ) -> Result<(), Violation> {
         let cur = self.current_state().cloned().ok_or(Refusal::NotAccepting)?;
         self.check_plausible(theirs.version(), "a crossing proposal", ctx)?;
+        self.crossings = self.crossings.saturating_add(1);
+        if self.crossings > MAX_CROSSINGS_IN_A_ROW {
+            return Err(Violation(format!(
+                "crossed our proposals {} times in a row without an update between: crossing on purpose",
+                self.crossings
+            )));
+        }
         // Their proposal must be a valid successor of the state both build on.
         cur.check_successor(
             &self.params,
@@ -908,6 +924,7 @@ impl Channel {
         self.connected = true;
         self.reestablished = false;
         self.reestablish_sent = false;
+        self.crossings = 0;
         self.held = None;
         self.yielding = None;
         if self.frozen {
@@ -946,6 +963,7 @@ impl Channel {
         self.connected = false;
         self.reestablished = false;
         self.reestablish_sent = false;
+        self.crossings = 0;
         self.held = None;
         self.yielding = None;
     }

@@ -12,10 +12,11 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use gridchan_channel::metering::{MeterReading, Round, Step, ROUND_ONE, ROUND_WAIT_DIVISOR};
-use gridchan_channel::wire::Announce;
+use gridchan_channel::wire::{Announce, Refuse};
 use gridchan_channel::{
     Amount, ChannelId, Input, IntervalIndex, IntervalReading, LedgerEvent, Message, MeterTolerance,
-    Node, NodeId, OpenRequest, Output, Phase, Policy, PricePerKwh, Signer, Tariff, WattHours,
+    Node, NodeId, OpenRequest, Output, Phase, Policy, PricePerKwh, ProposalParts, Refusal, Signer,
+    Tariff, WattHours,
 };
 
 /// How a hostile home misbehaves in its announcements (it signs honestly).
@@ -29,6 +30,11 @@ pub enum Hostility {
     ChangesTotals,
     /// Claims ten times what its meter measured, in both rounds.
     Inflates,
+    /// Answers every proposal of a neighbour with a crossing proposal of its own, at the same
+    /// version and interval, and never proposes otherwise.
+    Crosses,
+    /// Refuses every proposal of a neighbour as burned, claiming it signed version 2^64 - 1.
+    ClaimsAbsurdVersion,
 }
 
 /// The interval length of the network's channels, in seconds.
@@ -37,6 +43,8 @@ pub const INTERVAL_SECONDS: u32 = 900;
 /// A home: its node, its meter's totals per interval, and what its host saw.
 struct Home {
     node: Node,
+    /// Its key, for a hostile home's forged messages.
+    signer: Signer,
     hostile: Option<Hostility>,
     rounds: BTreeMap<IntervalIndex, Round>,
     /// The readings its host gave each channel, per interval.
@@ -54,6 +62,10 @@ pub struct Network {
     pub now_ms: u64,
     /// Announcements a hostile `Late` home holds back until the deadline passed.
     late: Vec<(usize, Announce)>,
+    /// Links taken down by a disconnect, brought up again at the next interval.
+    down: Vec<(usize, usize)>,
+    /// Why each disconnect happened, in order: (home that disconnected, its peer, reason).
+    pub disconnects: Vec<(usize, usize, String)>,
 }
 
 impl Network {
@@ -66,6 +78,7 @@ impl Network {
             secret[..8].copy_from_slice(&(i as u64 + 1).to_be_bytes());
             let signer = Signer::new(&secret, &[i as u8; 32]).expect("fixed key");
             ids.push(signer.id());
+            let own = signer.duplicate(&[i as u8; 32]);
             let policy = Policy {
                 force_close_after_ms: None,
                 interval_seconds: Some(INTERVAL_SECONDS),
@@ -73,6 +86,7 @@ impl Network {
             };
             homes.push(Home {
                 node: Node::new(signer, policy),
+                signer: own,
                 hostile: hostile.filter(|(h, _)| *h == i).map(|(_, k)| k),
                 rounds: BTreeMap::new(),
                 readings: HashMap::new(),
@@ -85,6 +99,8 @@ impl Network {
             channels: BTreeMap::new(),
             now_ms: 1_000,
             late: Vec::new(),
+            down: Vec::new(),
+            disconnects: Vec::new(),
         };
         net.tick();
         for &(a, b) in edges {
@@ -150,7 +166,7 @@ impl Network {
         self.homes[home].readings.get(&(channel, interval)).copied()
     }
 
-    /// The neighbours of `home` with an open channel.
+    /// The neighbours of `home` with an open channel, on a link that is up.
     fn neighbours(&self, home: usize) -> Vec<usize> {
         self.channels
             .keys()
@@ -159,6 +175,7 @@ impl Network {
                 h if h == b => Some(a),
                 _ => None,
             })
+            .filter(|&other| !self.down.contains(&(home.min(other), home.max(other))))
             .filter(|&other| {
                 self.homes[home]
                     .node
@@ -172,6 +189,12 @@ impl Network {
     /// clock passes each round's deadline), and everything is delivered until nothing moves.
     pub fn interval(&mut self, interval: IntervalIndex, meters: &[MeterReading]) {
         self.now_ms = (interval.0 + 1) * u64::from(INTERVAL_SECONDS) * 1000;
+        for (a, b) in std::mem::take(&mut self.down) {
+            for (x, y) in [(a, b), (b, a)] {
+                let peer = self.ids[y];
+                self.homes[x].node.handle(Input::Connected(peer));
+            }
+        }
         self.tick();
         for (home, &own) in meters.iter().enumerate().take(self.homes.len()) {
             let neighbours: std::collections::HashSet<NodeId> = self
@@ -214,7 +237,9 @@ impl Network {
             match step {
                 Step::Announce(a) => {
                     let a = match self.homes[home].hostile {
-                        None => Some(a),
+                        None | Some(Hostility::Crosses) | Some(Hostility::ClaimsAbsurdVersion) => {
+                            Some(a)
+                        }
                         Some(Hostility::Silent) => None,
                         Some(Hostility::Late) => {
                             self.late.push((home, a));
@@ -300,6 +325,19 @@ impl Network {
                         };
                         self.act(to, a.interval, steps);
                     }
+                    Message::Propose(p) if self.homes[to].hostile.is_some() => {
+                        if let Some(answer) = self.hostile_answer(to, &p) {
+                            self.links
+                                .entry((to, from))
+                                .or_default()
+                                .push_back(answer.encode());
+                        } else {
+                            self.homes[to].node.handle(Input::Message {
+                                from: sender,
+                                message: Message::Propose(p),
+                            });
+                        }
+                    }
                     message => self.homes[to].node.handle(Input::Message {
                         from: sender,
                         message,
@@ -311,6 +349,53 @@ impl Network {
             }
         }
         panic!("the network did not become idle");
+    }
+
+    /// What a hostile home sends instead of handling a neighbour's proposal, if its hostility
+    /// says so.
+    fn hostile_answer(&self, home: usize, p: &ProposalParts) -> Option<Message> {
+        let channel = p.state.channel_id;
+        match self.homes[home].hostile? {
+            Hostility::Crosses => {
+                let view = self.homes[home].node.channel(&channel)?;
+                let current = view.current?;
+                let (state, _) = current
+                    .state()
+                    .settle(
+                        &view.params,
+                        p.state.version,
+                        view.me,
+                        p.state.last_interval,
+                        WattHours(1),
+                    )
+                    .ok()?;
+                let sig = self.homes[home].signer.sign(&state.digest());
+                Some(Message::Propose(ProposalParts {
+                    state,
+                    proposer: view.me,
+                    sig,
+                }))
+            }
+            Hostility::ClaimsAbsurdVersion => Some(Message::Refuse(Refuse {
+                channel_id: channel,
+                version: p.state.version,
+                reason: Refusal::VersionBurned { highest: u64::MAX },
+            })),
+            _ => None,
+        }
+    }
+
+    /// Takes the link between `a` and `b` down: frames in flight are lost, both see it.
+    fn disconnect(&mut self, a: usize, b: usize) {
+        self.links.remove(&(a, b));
+        self.links.remove(&(b, a));
+        for (x, y) in [(a, b), (b, a)] {
+            let peer = self.ids[y];
+            self.homes[x].node.handle(Input::Disconnected(peer));
+        }
+        if !self.down.contains(&(a.min(b), a.max(b))) {
+            self.down.push((a.min(b), a.max(b)));
+        }
     }
 
     fn flush(&mut self, home: usize) -> bool {
@@ -329,7 +414,9 @@ impl Network {
                         .push_back(message.encode());
                 }
                 Output::Disconnect { peer, reason } => {
-                    panic!("home {home} disconnected {peer}: {reason}")
+                    let other = self.ids.iter().position(|id| *id == peer).expect("a home");
+                    self.disconnects.push((home, other, reason));
+                    self.disconnect(home, other);
                 }
                 Output::Ledger(_) | Output::Watchtower(_) | Output::Event(_) => {}
             }

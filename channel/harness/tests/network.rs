@@ -1,5 +1,6 @@
 //! The metering rounds among several gateways, with one hostile neighbour of any kind
-//! (silent, late, changing its totals between the rounds, inflating them): every honest pair
+//! (silent, late, changing its totals between the rounds, inflating them, crossing every
+//! proposal on purpose, claiming an absurd version): every honest pair
 //! settles every interval, both ends agreeing on the energy, and no honest home pays for more
 //! than its meter imported.
 
@@ -15,6 +16,8 @@ fn hostility() -> impl Strategy<Value = Option<Hostility>> {
         Just(Some(Hostility::Late)),
         Just(Some(Hostility::ChangesTotals)),
         Just(Some(Hostility::Inflates)),
+        Just(Some(Hostility::Crosses)),
+        Just(Some(Hostility::ClaimsAbsurdVersion)),
     ]
 }
 
@@ -56,6 +59,10 @@ proptest! {
             net.interval(IntervalIndex(first + t as u64), &m[..n]);
         }
         let channels = net.channels.clone();
+        // Only the hostile home ever lost a connection, and only for what it did.
+        for (home, peer, why) in &net.disconnects {
+            prop_assert!(net.is_hostile(*home) || net.is_hostile(*peer), "{home} dropped {peer}: {why}");
+        }
         // Liveness and agreement: both ends of every honest channel read the same flow in
         // every interval, and the channel settled exactly those flows.
         for (&(a, b), &id) in &channels {

@@ -200,3 +200,49 @@ fn the_loser_of_a_crossing_proposes_again_when_the_winner_stays_silent() {
         Event::CrossingNotFollowed { peer, .. } if *peer == b
     )));
 }
+
+#[test]
+fn a_peer_that_crosses_every_proposal_is_disconnected_after_three() {
+    let mut pair = settled_pair();
+    let params = pair.view(Side::A).params;
+    let b = hostile_connected(&mut pair);
+    pair.reading(Side::A, IntervalReading::selling(iv(3), WattHours(100)));
+    pair.flush_outputs();
+    let mut signed_by_a = 0;
+    for _ in 0..10 {
+        let Some(ours) = pair.view(Side::A).proposal else {
+            break;
+        };
+        if !misbehaved(&pair).is_empty() {
+            break;
+        }
+        signed_by_a += 1;
+        // B crosses it: the same version and interval, B selling 1 Wh (A wins every time).
+        let cur = pair.current(Side::A);
+        let (state, _) = cur
+            .state()
+            .settle(&params, ours.version(), Party::B, iv(3), WattHours(1))
+            .unwrap();
+        let sig = pair.signer(Side::B).sign(&state.digest());
+        pair.node_mut(Side::A).handle(Input::Message {
+            from: b,
+            message: Message::Propose(ProposalParts {
+                state,
+                proposer: Party::B,
+                sig,
+            }),
+        });
+        pair.flush_outputs();
+    }
+    assert!(
+        misbehaved(&pair)
+            .iter()
+            .any(|r| r.contains("crossing on purpose")),
+        "{:?}",
+        misbehaved(&pair)
+    );
+    assert_eq!(
+        signed_by_a, 4,
+        "A signed its proposal again three times, then stopped"
+    );
+}
