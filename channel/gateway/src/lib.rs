@@ -28,6 +28,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod engine;
+mod event_log;
 pub mod hostile_bench;
 pub mod ledger_queue;
 pub mod meter;
