@@ -149,8 +149,13 @@ async fn strangers_holding_every_place_do_not_keep_out_a_neighbour_with_a_channe
     )
     .await
     .unwrap();
+    // Both sides hold version 0 (the honest one hears B's acceptance last), then both are
+    // funded and open before the honest neighbour goes away.
+    let phase = |e: EngineHandle| async move { e.channel(channel).await.unwrap().map(|c| c.phase) };
     within("agreed", async {
-        while victim.channel(channel).await.unwrap().map(|c| c.phase) != Some(Phase::Funding) {
+        while phase(victim.clone()).await != Some(Phase::Funding)
+            || phase(honest.clone()).await != Some(Phase::Funding)
+        {
             let _ = tokio::time::timeout(Duration::from_millis(50), honest_reports.recv()).await;
         }
     })
@@ -158,6 +163,14 @@ async fn strangers_holding_every_place_do_not_keep_out_a_neighbour_with_a_channe
     for e in [&victim, &honest] {
         e.ledger_event(channel, LedgerEvent::Funded).await.unwrap();
     }
+    within("open", async {
+        while phase(victim.clone()).await != Some(Phase::Open)
+            || phase(honest.clone()).await != Some(Phase::Open)
+        {
+            let _ = tokio::time::timeout(Duration::from_millis(50), honest_reports.recv()).await;
+        }
+    })
+    .await;
     // The honest neighbour goes away for a while; strangers take every place meanwhile, each
     // with its frame stream open so that nothing expires.
     honest.stop().await.unwrap();
