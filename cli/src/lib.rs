@@ -74,9 +74,10 @@ pub fn bench_ledger(transactions: usize) -> Result<()> {
     Ok(())
 }
 
-/// `gridchan bench gateway`: starts the peer gateway as a second process (this binary, `bench
-/// gateway-peer`), then measures from this one.
-pub async fn bench_gateway(dir: &std::path::Path, updates: usize) -> Result<()> {
+/// Starts the peer gateway of `bench gateway` and `bench hostile` as a second process (this
+/// binary, `bench gateway-peer`) and waits for its `READY` line; returns the process and the
+/// line's words after `READY` (the gateway's address, then its echo endpoint's).
+async fn start_bench_peer(dir: &std::path::Path) -> Result<(tokio::process::Child, Vec<String>)> {
     use anyhow::Context;
     use tokio::io::AsyncBufReadExt;
     let mut peer = tokio::process::Command::new(std::env::current_exe()?)
@@ -93,41 +94,33 @@ pub async fn bench_gateway(dir: &std::path::Path, updates: usize) -> Result<()> 
         .await
         .context("the peer gateway process did not start within 30 s")??
         .context("the peer gateway process exited")?;
-    let mut words = line.split_whitespace().skip(1);
-    let (Some(engine), Some(echo)) = (words.next(), words.next()) else {
+    let words: Vec<String> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::to_string)
+        .collect();
+    if words.len() < 2 {
         anyhow::bail!("the peer gateway process said {line:?}");
-    };
+    }
+    Ok((peer, words))
+}
+
+/// `gridchan bench gateway`: the peer gateway in a second process, measured from this one.
+pub async fn bench_gateway(dir: &std::path::Path, updates: usize) -> Result<()> {
+    let (mut peer, words) = start_bench_peer(dir).await?;
     eprintln!("timing {updates} updates between two gateway processes...");
-    let b = gridchan_gateway::bench::run(dir, updates, engine.parse()?, echo.parse()?).await;
+    let b = gridchan_gateway::bench::run(dir, updates, words[0].parse()?, words[1].parse()?).await;
     println!("{}", b.report());
     peer.kill().await.ok();
     Ok(())
 }
 
 /// `gridchan bench hostile`: the victim gateway in a process of its own (the peer of `bench
-/// gateway`), attacked from this one.
+/// gateway`), attacked from this one; its resident memory read from `/proc`.
 pub async fn bench_hostile(dir: &std::path::Path, connections: usize) -> Result<()> {
     use anyhow::Context;
-    use tokio::io::AsyncBufReadExt;
-    let mut peer = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["bench", "gateway-peer", "--dir"])
-        .arg(dir)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("cannot start the victim gateway process")?;
+    let (mut peer, words) = start_bench_peer(dir).await?;
     let pid = peer.id().context("the victim gateway process has no id")?;
-    let stdout = peer.stdout.take().context("no victim output")?;
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
-        .await
-        .context("the victim gateway process did not start within 30 s")??
-        .context("the victim gateway process exited")?;
-    let engine = line
-        .split_whitespace()
-        .nth(1)
-        .with_context(|| format!("the victim gateway process said {line:?}"))?;
     let rss = move || {
         std::fs::read_to_string(format!("/proc/{pid}/status"))
             .unwrap_or_default()
@@ -137,7 +130,7 @@ pub async fn bench_hostile(dir: &std::path::Path, connections: usize) -> Result<
             .and_then(|kb| kb.parse::<u64>().ok())
             .map_or(0, |kb| kb * 1024)
     };
-    let b = gridchan_gateway::hostile_bench::run(dir, engine.parse()?, connections, rss).await;
+    let b = gridchan_gateway::hostile_bench::run(dir, words[0].parse()?, connections, rss).await;
     println!("{}", b.report());
     peer.kill().await.ok();
     Ok(())

@@ -7,10 +7,10 @@
 //! announces again with the count (round 2). A neighbour's round-2 announcement gives the flow
 //! with that neighbour.
 //!
-//! Nobody can stall anybody: a neighbour silent in round 1 is left out of the interval, and so
-//! is one that answered only after we counted (our count did not include it, so a flow with it
-//! could exceed our meter), or whose round-2 totals differ from its round-1 totals (it lied
-//! between the rounds). Each is reported once, with what it did.
+//! Nobody can stall anybody: a neighbour whose totals had not arrived by the deadline is left
+//! out of the interval (whatever it sends later: our count did not include it, so a flow with
+//! it could exceed our meter), and so is one whose round-2 totals differ from its round-1
+//! totals (it lied between the rounds). Each is reported once, with what it did.
 
 use std::collections::{HashMap, HashSet};
 
@@ -57,8 +57,6 @@ pub struct Round {
     totals: HashMap<NodeId, (WattHours, WattHours)>,
     finals: HashMap<NodeId, Announcement>,
     own_final: Option<Announcement>,
-    /// The neighbours whose totals our partner count included.
-    counted: HashSet<NodeId>,
     /// Neighbours given a reading or left out: nothing more for them this interval.
     done: HashSet<NodeId>,
 }
@@ -78,7 +76,6 @@ impl Round {
             totals: HashMap::new(),
             finals: HashMap::new(),
             own_final: None,
-            counted: HashSet::new(),
             done: HashSet::new(),
         };
         let first = Step::Announce(Announce {
@@ -118,6 +115,13 @@ impl Round {
         steps
     }
 
+    /// When round 1 stops waiting (ms since the Unix epoch): a [`ROUND_WAIT_DIVISOR`]th of the
+    /// interval after the interval ends. The host calls [`Round::on_timeout`] then.
+    pub fn deadline_ms(&self, interval_seconds: u32) -> u64 {
+        let period = u64::from(interval_seconds) * 1000;
+        (self.interval.0 + 1) * period + period / ROUND_WAIT_DIVISOR
+    }
+
     /// Whether our own round-2 announcement is out (partners counted).
     pub fn counted(&self) -> bool {
         self.own_final.is_some()
@@ -152,7 +156,6 @@ impl Round {
     }
 
     fn count_partners(&mut self) -> Option<Step> {
-        self.counted = self.totals.keys().copied().collect();
         let seen: Vec<(WattHours, WattHours)> = self.totals.values().copied().collect();
         let n = partners(self.own.import, self.own.export, &seen);
         let own = Announcement {
@@ -176,16 +179,6 @@ impl Round {
         let mut steps = Vec::new();
         for (peer, theirs) in &self.finals {
             if !self.done.insert(*peer) {
-                continue;
-            }
-            if !self.counted.contains(peer) {
-                steps.push(Step::LeftOut {
-                    peer: *peer,
-                    why: format!(
-                        "sent its meter totals for interval {} after we had counted our partners",
-                        self.interval.0
-                    ),
-                });
                 continue;
             }
             if self.totals.get(peer) != Some(&(theirs.import, theirs.export)) {

@@ -512,12 +512,13 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
             Ok(channel) => done(engine.command(Command::Reject { channel, reason }).await),
             Err(e) => err(e),
         },
-        Request::Cancel { channel } => match parse_channel(&channel, &channels) {
-            Ok(id) => done(engine.command(Command::Cancel(id)).await),
-            Err(e) => err(e),
-        },
-        Request::Close { channel } => close(engine, &channel, &channels, false).await,
-        Request::ForceClose { channel } => close(engine, &channel, &channels, true).await,
+        Request::Cancel { channel } => {
+            on_channel(engine, &channel, &channels, Command::Cancel).await
+        }
+        Request::Close { channel } => on_channel(engine, &channel, &channels, Command::Close).await,
+        Request::ForceClose { channel } => {
+            on_channel(engine, &channel, &channels, Command::ForceClose).await
+        }
         Request::TowerAdd { address } => match address.parse() {
             Ok(addr) => match towers.add(addr) {
                 Ok(()) => Response::Done,
@@ -657,25 +658,15 @@ async fn balance(
     }
 }
 
-async fn close(
+/// Carries out `command` on the channel an id prefix names.
+async fn on_channel(
     engine: &EngineHandle,
     channel: &str,
     channels: &[ChannelView],
-    force: bool,
+    command: impl FnOnce(ChannelId) -> Command,
 ) -> Response {
-    let id = match parse_channel(channel, channels) {
-        Ok(id) => id,
-        Err(e) => return Response::Error { message: e },
-    };
-    let cmd = if force {
-        Command::ForceClose(id)
-    } else {
-        Command::Close(id)
-    };
-    match engine.command(cmd).await {
-        Ok(()) => Response::Done,
-        Err(e) => Response::Error {
-            message: e.to_string(),
-        },
+    match parse_channel(channel, channels) {
+        Ok(id) => done(engine.command(command(id)).await),
+        Err(message) => Response::Error { message },
     }
 }

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use crate::engine::{EngineHandle, Report};
 use crate::ledger_queue::{blocking, run_submitter, LedgerQueue};
 use crate::meter::MeterSource;
-use gridchan_channel::metering::{Round, Step, ROUND_WAIT_DIVISOR};
+use gridchan_channel::metering::{Round, Step};
 
 /// The least a round waits for its neighbours' totals in real time, whatever the clock's
 /// speed-up: on a sped-up demo clock a tenth of an interval can be a few milliseconds.
@@ -389,7 +389,7 @@ async fn meter_intervals(
                 });
                 act(&engine, steps).await;
                 if !round.counted() {
-                    deadlines.insert(interval, next_boundary - period_ms + period_ms / ROUND_WAIT_DIVISOR);
+                    deadlines.insert(interval, round.deadline_ms(interval_seconds));
                 }
                 rounds.insert(interval, round);
             }

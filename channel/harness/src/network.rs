@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use gridchan_channel::metering::{MeterReading, Round, Step, ROUND_ONE, ROUND_WAIT_DIVISOR};
+use gridchan_channel::metering::{MeterReading, Round, Step, ROUND_ONE};
 use gridchan_channel::wire::{Announce, Refuse};
 use gridchan_channel::{
     Amount, ChannelId, Input, IntervalIndex, IntervalReading, LedgerEvent, Message, MeterTolerance,
@@ -211,7 +211,8 @@ impl Network {
         }
         self.drive();
         // The deadline: rounds still waiting count what arrived.
-        self.now_ms += u64::from(INTERVAL_SECONDS) * 1000 / ROUND_WAIT_DIVISOR;
+        let deadline = self.homes.iter().find_map(|h| h.rounds.get(&interval));
+        self.now_ms = deadline.map_or(self.now_ms, |r| r.deadline_ms(INTERVAL_SECONDS));
         self.tick();
         for home in 0..self.homes.len() {
             if let Some(round) = self.homes[home].rounds.get_mut(&interval) {

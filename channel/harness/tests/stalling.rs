@@ -59,6 +59,28 @@ fn reestablish(pair: &Pair, highest_signed: u64) -> Message {
     }))
 }
 
+/// B (hostile, its gateway down) sends A a proposal at `version` from A's current state: B
+/// selling `energy` in `interval`. A's outputs are carried out.
+fn b_proposes(pair: &mut Pair, version: Version, interval: IntervalIndex, energy: WattHours) {
+    let params = pair.view(Side::A).params;
+    let (state, _) = pair
+        .current(Side::A)
+        .state()
+        .settle(&params, version, Party::B, interval, energy)
+        .unwrap();
+    let sig = pair.signer(Side::B).sign(&state.digest());
+    let from = pair.id(Side::B);
+    pair.node_mut(Side::A).handle(Input::Message {
+        from,
+        message: Message::Propose(ProposalParts {
+            state,
+            proposer: Party::B,
+            sig,
+        }),
+    });
+    pair.flush_outputs();
+}
+
 fn misbehaved(pair: &Pair) -> Vec<String> {
     pair.events(Side::A)
         .iter()
@@ -156,8 +178,6 @@ fn a_refusal_naming_an_absurd_version_is_refused() {
 fn the_loser_of_a_crossing_proposes_again_when_the_winner_stays_silent() {
     let mut pair = settled_pair();
     let b = pair.id(Side::B);
-    let params = pair.view(Side::A).params;
-    let cur = pair.current(Side::A);
     hostile_connected(&mut pair);
     // A sells in interval 4 and proposes v3.
     pair.reading(Side::A, IntervalReading::selling(iv(4), WattHours(100)));
@@ -167,20 +187,7 @@ fn the_loser_of_a_crossing_proposes_again_when_the_winner_stays_silent() {
         Some(Version(3))
     );
     // B crosses it with a proposal for the earlier interval 3, which wins the crossing ...
-    let (state, _) = cur
-        .state()
-        .settle(&params, Version(3), Party::B, iv(3), WattHours(50))
-        .unwrap();
-    let sig = pair.signer(Side::B).sign(&state.digest());
-    pair.node_mut(Side::A).handle(Input::Message {
-        from: b,
-        message: Message::Propose(ProposalParts {
-            state,
-            proposer: Party::B,
-            sig,
-        }),
-    });
-    pair.flush_outputs();
+    b_proposes(&mut pair, Version(3), iv(3), WattHours(50));
     assert!(
         pair.view(Side::A).proposal.is_none(),
         "A yields to the winner"
@@ -204,8 +211,7 @@ fn the_loser_of_a_crossing_proposes_again_when_the_winner_stays_silent() {
 #[test]
 fn a_peer_that_crosses_every_proposal_is_disconnected_after_three() {
     let mut pair = settled_pair();
-    let params = pair.view(Side::A).params;
-    let b = hostile_connected(&mut pair);
+    hostile_connected(&mut pair);
     pair.reading(Side::A, IntervalReading::selling(iv(3), WattHours(100)));
     pair.flush_outputs();
     let mut signed_by_a = 0;
@@ -218,21 +224,7 @@ fn a_peer_that_crosses_every_proposal_is_disconnected_after_three() {
         }
         signed_by_a += 1;
         // B crosses it: the same version and interval, B selling 1 Wh (A wins every time).
-        let cur = pair.current(Side::A);
-        let (state, _) = cur
-            .state()
-            .settle(&params, ours.version(), Party::B, iv(3), WattHours(1))
-            .unwrap();
-        let sig = pair.signer(Side::B).sign(&state.digest());
-        pair.node_mut(Side::A).handle(Input::Message {
-            from: b,
-            message: Message::Propose(ProposalParts {
-                state,
-                proposer: Party::B,
-                sig,
-            }),
-        });
-        pair.flush_outputs();
+        b_proposes(&mut pair, ours.version(), iv(3), WattHours(1));
     }
     assert!(
         misbehaved(&pair)
