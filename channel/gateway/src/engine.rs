@@ -14,13 +14,9 @@ use gridchan_channel::{
 use gridchan_transport::{Connection, Endpoint, PeerAddr};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::links::{self, Inbound};
 use crate::store::SqliteStore;
 use crate::writer::{Writer, Written};
-
-/// Frames queued for one peer before it counts as not reading (and loses its connection).
-/// One connection carries every channel with that peer, so this bounds a burst of one message
-/// per channel for thousands of channels.
-const PEER_QUEUE: usize = 16_384;
 
 /// Inputs taken in one go before the outputs they caused are carried out.
 const MAX_BATCH_INPUTS: usize = 2048;
@@ -33,9 +29,6 @@ const MAX_INLINE_RECORDS: usize = 8;
 /// Settled intervals kept for the next tick's history write, at most: more are handed to the
 /// writer at once.
 const MAX_PENDING_TRADES: usize = 16_384;
-
-/// Frames written to a peer's stream in one go, at most.
-const WRITE_BURST: usize = 256;
 
 /// Signatures to check or make in one batch below which handing them to the pool is not worth
 /// it (they are made ahead all the same, on the engine's thread).
@@ -97,14 +90,6 @@ enum Control {
 enum Taken {
     Control(Control),
     Inbound(Inbound),
-}
-
-enum Inbound {
-    Up(Connection, mpsc::Sender<Vec<u8>>),
-    /// A frame from a peer, decoded (or why it is not a message).
-    Message(NodeId, Result<Message, gridchan_channel::wire::WireError>),
-    /// A connection closed, and why.
-    Down(NodeId, u64, String),
 }
 
 /// A handle to a running engine.
@@ -323,7 +308,11 @@ pub fn spawn(
     ));
     let endpoint = {
         let _on_the_engines_runtime = rt.get().enter();
-        Endpoint::bind(listen, signer.duplicate(&rand::random()), peer_limits())?
+        Endpoint::bind(
+            listen,
+            signer.duplicate(&rand::random()),
+            links::peer_limits(),
+        )?
     };
     let records = store.load()?;
     endpoint.set_priority(records.iter().map(|r| *r.params.node(r.me.other())));
@@ -352,7 +341,7 @@ pub fn spawn(
         dialled: std::collections::HashSet::new(),
         stopping: None,
     };
-    let accept = accept_loop(endpoint, inbound_tx);
+    let accept = links::accept_loop(endpoint, inbound_tx);
     std::thread::Builder::new()
         .name("gridchan-engine".into())
         .spawn(move || {
@@ -392,125 +381,6 @@ impl Drop for EngineRuntime {
             rt.shutdown_background();
         }
     }
-}
-
-/// The limits of a link to a neighbour: the protocol's frame limit (specs/protocol.md,
-/// "Transport"), two streams, windows of a few frames.
-pub fn peer_limits() -> gridchan_transport::Limits {
-    // The transport limits a frame's body; the protocol's limit counts its 4-byte length too.
-    gridchan_transport::Limits::peer_link(gridchan_channel::wire::MAX_FRAME - 4)
-}
-
-async fn accept_loop(endpoint: Endpoint, inbound: mpsc::Sender<Inbound>) {
-    let wait = peer_limits().handshake_timeout;
-    while let Some(conn) = endpoint.accept().await {
-        let inbound = inbound.clone();
-        tokio::spawn(async move {
-            // The dialler opens the channel stream; the listener accepts it, within the
-            // handshake's time: a peer that proved its key and opens nothing holds no place.
-            match tokio::time::timeout(wait, conn.accept_stream()).await {
-                Ok(Ok(stream)) => run_connection(conn, stream, inbound).await,
-                Ok(Err(e)) => tracing::warn!("peer {} opened no stream: {e}", conn.peer),
-                Err(_) => {
-                    tracing::warn!(
-                        "peer {} opened no stream within {} s: disconnected",
-                        conn.peer,
-                        wait.as_secs()
-                    );
-                    conn.close("no frame stream opened in time");
-                }
-            }
-        });
-    }
-}
-
-async fn dial(
-    endpoint: Endpoint,
-    peer: PeerAddr,
-    inbound: mpsc::Sender<Inbound>,
-    outcome: Option<oneshot::Sender<Result<(), String>>>,
-) {
-    let up = match endpoint.connect(&peer).await {
-        Ok(conn) => match conn.open_stream().await {
-            Ok(stream) => Ok((conn, stream)),
-            Err(e) => Err(format!("cannot open a stream: {e}")),
-        },
-        Err(e) => Err(e.to_string()),
-    };
-    match up {
-        Ok((conn, stream)) => {
-            if let Some(o) = outcome {
-                let _ = o.send(Ok(()));
-            }
-            run_connection(conn, stream, inbound).await
-        }
-        Err(e) => {
-            tracing::warn!("neighbour {}: {e}", peer.node);
-            if let Some(o) = outcome {
-                let _ = o.send(Err(e));
-            }
-        }
-    }
-}
-
-/// Pumps one connection: frames in to the engine, frames out from the engine's queue.
-async fn run_connection(
-    conn: Connection,
-    stream: gridchan_transport::FramedStream,
-    inbound: mpsc::Sender<Inbound>,
-) {
-    let (writer_tx, mut writer_rx) = mpsc::channel::<Vec<u8>>(PEER_QUEUE);
-    let peer = conn.peer;
-    if inbound
-        .send(Inbound::Up(conn.clone(), writer_tx))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    // Reading runs in its own task: a read cancelled half-way would lose the framing.
-    let (mut reader, mut writer) = stream.split();
-    let reader_conn = conn.clone();
-    let reading = tokio::spawn(async move {
-        loop {
-            match reader.read_frame().await {
-                Ok(Some(body)) => {
-                    // Decoded here, once, on this connection's task: the engine gets messages.
-                    let message = Message::decode_body(&body);
-                    if inbound.send(Inbound::Message(peer, message)).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                // The connection closed (the watch on it reports why): closing it here would
-                // only hide the peer's reason behind our own.
-                Err(_) if reader_conn.close_reason().is_some() => break,
-                Err(e) => {
-                    tracing::warn!("peer {peer}: {e}");
-                    reader_conn.close(&e.to_string());
-                    break;
-                }
-            }
-        }
-    });
-    // Frames queued meanwhile go out together: one stream write for a burst of channels.
-    let mut frames = Vec::new();
-    while let Some(frame) = writer_rx.recv().await {
-        frames.push(frame);
-        while frames.len() < WRITE_BURST {
-            match writer_rx.try_recv() {
-                Ok(f) => frames.push(f),
-                Err(_) => break,
-            }
-        }
-        if let Err(e) = writer.write_prefixed_many(&frames).await {
-            tracing::debug!("write to {peer} failed: {e}");
-            break;
-        }
-        frames.clear();
-    }
-    reading.abort();
-    conn.close("connection ended");
 }
 
 /// A signature to check or to make ahead, for [`Engine::jobs`].
@@ -848,7 +718,7 @@ impl Engine {
                     self.refresh_priority();
                 }
                 let inbound = self.inbound_tx.clone();
-                tokio::spawn(dial(self.endpoint.clone(), peer, inbound, outcome));
+                tokio::spawn(links::dial(self.endpoint.clone(), peer, inbound, outcome));
             }
             Control::Connected(reply) => {
                 let _ = reply.send(self.peers.keys().copied().collect());

@@ -31,6 +31,7 @@ pub mod engine;
 mod event_log;
 pub mod hostile_bench;
 pub mod ledger_queue;
+mod links;
 pub mod meter;
 pub mod peers;
 pub mod store;
