@@ -304,3 +304,37 @@ fn strangers_cannot_pile_up_proposals() {
     assert!(why.contains("too many proposals"), "{why}");
     assert_eq!(b.offers().count(), max);
 }
+
+#[test]
+fn answers_to_proposals_nobody_made_are_refused_with_the_reason() {
+    let mut b = owner_b();
+    let unknown = ChannelId([9; 32]);
+    assert_eq!(
+        b.command(Command::Accept(unknown)),
+        Err(CommandError::NoOffer(unknown))
+    );
+    assert_eq!(
+        b.command(Command::Reject {
+            channel: unknown,
+            reason: String::new(),
+        }),
+        Err(CommandError::NoOffer(unknown))
+    );
+    assert_eq!(
+        b.command(Command::Cancel(unknown)),
+        Err(CommandError::UnknownChannel(unknown))
+    );
+    // B cannot withdraw a channel it did not propose: it is B's only after it accepted.
+    let (id, open) = open_from_a(request(1));
+    deliver(&mut b, open);
+    b.command(Command::Accept(id)).unwrap();
+    drain(&mut b);
+    assert!(matches!(
+        b.command(Command::Cancel(id)),
+        Err(CommandError::WrongPhase { .. })
+    ));
+    assert!(
+        drain(&mut b).is_empty(),
+        "nothing sent for refused commands"
+    );
+}
