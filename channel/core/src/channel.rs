@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::crypto::{NodeId, Signer};
+use crate::crypto::{Keys, NodeId};
 use crate::io::{ChannelRecord, Event, IntervalReading, LedgerEvent, LedgerRequest, Output};
 use crate::io::{Phase, Policy};
 use crate::outbox::Outbox;
@@ -31,7 +31,7 @@ const MAX_IMPLAUSIBLE_CLAIMS: u8 = 3;
 
 /// What the channel needs from its node for one input.
 pub(crate) struct Ctx<'a> {
-    pub signer: &'a Signer,
+    pub keys: Keys<'a>,
     pub policy: &'a Policy,
     pub now_ms: u64,
     pub out: &'a mut Outbox,
@@ -144,7 +144,7 @@ impl Channel {
     /// Party A proposes a channel: signs version 0 and sends it once that is durable.
     pub fn open(params: ChannelParams, ctx: &mut Ctx) -> Channel {
         let params = Arc::new(params);
-        let v0 = Proposal::sign(State::initial(&params), Party::A, ctx.signer);
+        let v0 = Proposal::sign(State::initial(&params), Party::A, &ctx.keys);
         let mut ch = Channel::new(params, Party::A, Phase::AwaitingAccept, None);
         ch.proposal = Some(v0);
         ch.proposal_sent_ms = Some(ctx.now_ms);
@@ -162,7 +162,7 @@ impl Channel {
         ctx: &mut Ctx,
     ) -> Result<(), (Refusal, bool)> {
         let params = &open.params;
-        if params.party_a != *from || params.party_b != ctx.signer.id() {
+        if params.party_a != *from || params.party_b != ctx.keys.id() {
             return Err((Refusal::BadParams("we are not party B of it".into()), true));
         }
         params
@@ -211,7 +211,7 @@ impl Channel {
             },
         )
         .map_err(|r| (r, true))?;
-        let signed = v0.countersign(ctx.signer);
+        let signed = v0.countersign(&ctx.keys);
         let mut ch = Channel::new(params, Party::B, Phase::Funding, Some(signed));
         ch.connected = true;
         ch.reestablished = true;
@@ -556,7 +556,7 @@ impl Channel {
     /// Signs `state` as our proposal. It is persisted first; the message waits for that.
     fn propose(&mut self, state: State, ctx: &mut Ctx) {
         debug_assert!(state.version > self.highest_signed);
-        let proposal = Proposal::sign(state, self.me, ctx.signer);
+        let proposal = Proposal::sign(state, self.me, &ctx.keys);
         self.highest_signed = proposal.version();
         self.proposal_sent_ms = Some(ctx.now_ms);
         let parts = proposal.to_parts();
@@ -586,7 +586,7 @@ impl Channel {
         let Some(cur) = self.current_state().cloned() else {
             return Err(Violation("proposal before version 0 is signed".into()));
         };
-        let proposal = Proposal::verify(&self.params, &self.id, parts)?;
+        let proposal = Proposal::verify_known(&self.params, &self.id, parts, ctx.keys.recovered())?;
         if proposal.version() <= cur.version {
             return Err(Violation(format!(
                 "proposal {} is not newer than the current {}",
@@ -686,7 +686,7 @@ impl Channel {
 
     fn countersign(&mut self, proposal: Proposal, trade: Option<Trade>, ctx: &mut Ctx) {
         debug_assert!(proposal.version() > self.highest_signed);
-        let signed = proposal.countersign(ctx.signer);
+        let signed = proposal.countersign(&ctx.keys);
         self.highest_signed = signed.version();
         let sig = *signed.signature(self.me);
         let version = signed.version();
@@ -868,7 +868,7 @@ impl Channel {
                 ours.version()
             )));
         }
-        let signed = ours.complete(&self.params, msg.sig)?;
+        let signed = ours.complete_known(&self.params, msg.sig, ctx.keys.recovered())?;
         let trade = self
             .current_state()
             .and_then(|cur| {

@@ -1,8 +1,7 @@
 //! Identities and signatures: secp256k1 keys, Ethereum-style addresses, and 65-byte recoverable
 //! ECDSA signatures `(r, s, v)` with low `s` and `v` in {27, 28}, as `ecrecover` takes them.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
@@ -172,7 +171,21 @@ impl Signature {
     /// Checks that this signature over `digest` was made by `signer`, with the rules an EVM
     /// contract applies: `v` in {27, 28}, low `s`, the recovered key equals `signer`.
     pub fn verify(&self, digest: &[u8; 32], signer: &NodeId) -> Result<(), CryptoError> {
-        if self.recover(digest)? == *signer {
+        self.verify_known(digest, signer, &Recovered::NONE)
+    }
+
+    /// [`Signature::verify`], taking the recovery from `known` when a host made it ahead.
+    pub fn verify_known(
+        &self,
+        digest: &[u8; 32],
+        signer: &NodeId,
+        known: &Recovered,
+    ) -> Result<(), CryptoError> {
+        let recovered = match known.0.get(&(*digest, self.0)) {
+            Some(result) => result.clone()?,
+            None => self.recover(digest)?,
+        };
+        if recovered == *signer {
             Ok(())
         } else {
             Err(CryptoError::WrongSigner)
@@ -189,14 +202,6 @@ impl Signature {
         if self.s() > &HALF_ORDER[..] {
             return Err(CryptoError::HighS);
         }
-        let known = RECOVERED.with(|r| {
-            r.borrow()
-                .as_ref()
-                .and_then(|m| m.0.get(&(*digest, self.0)).cloned())
-        });
-        if let Some(result) = known {
-            return result;
-        }
         self.recover_now(digest, recid)
     }
 
@@ -210,15 +215,62 @@ impl Signature {
     }
 }
 
-thread_local! {
-    static RECOVERED: RefCell<Option<Recovered>> = const { RefCell::new(None) };
-    static PRESIGNED: RefCell<Option<Presigned>> = const { RefCell::new(None) };
+/// Work a host did ahead of the core, on a pool of its own, handed in with an input
+/// ([`crate::Node::handle_with`]): the core finds each result here instead of computing it on
+/// one thread. Only the very same signing and recovery make its entries: a memo, not a shortcut
+/// around a check.
+pub struct Precomputed {
+    pub recovered: Recovered,
+    pub presigned: Presigned,
+}
+
+impl Precomputed {
+    /// Nothing done ahead: every signature is made and every key recovered when needed.
+    pub const NONE: Precomputed = Precomputed {
+        recovered: Recovered::NONE,
+        presigned: Presigned::NONE,
+    };
+
+    pub fn new(recovered: Recovered, presigned: Presigned) -> Precomputed {
+        Precomputed {
+            recovered,
+            presigned,
+        }
+    }
+}
+
+/// What the core signs and checks with for one input: the node's signer and the work done
+/// ahead.
+pub(crate) struct Keys<'a> {
+    pub signer: &'a Signer,
+    pub ahead: &'a Precomputed,
+}
+
+impl Keys<'_> {
+    /// The signature [`Signer::sign`] makes over `digest`, taken from the work done ahead when
+    /// it is there.
+    pub fn sign(&self, digest: &[u8; 32]) -> Signature {
+        let ahead = &self.ahead.presigned;
+        let known = (ahead.signer == Some(self.signer.id))
+            .then(|| ahead.sigs.get(digest).copied())
+            .flatten();
+        known.unwrap_or_else(|| self.signer.sign(digest))
+    }
+
+    /// Recoveries made ahead, for [`Signature::verify_known`].
+    pub fn recovered(&self) -> &Recovered {
+        &self.ahead.recovered
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.signer.id
+    }
 }
 
 /// Signatures made ahead of time, in parallel, by one signer (see [`Signer::presign`]).
 pub struct Presigned {
-    signer: NodeId,
-    sigs: HashMap<[u8; 32], Signature>,
+    signer: Option<NodeId>,
+    sigs: BTreeMap<[u8; 32], Signature>,
 }
 
 /// One signature made ahead by [`Signer::presign_one`]: a piece of work a host can run on any
@@ -233,7 +285,7 @@ impl Presigned {
     /// Gathers signatures made by [`Signer::presign_one`] of `signer` (others are left out).
     pub fn collect(signer: &Signer, parts: impl IntoIterator<Item = PresignedOne>) -> Presigned {
         Presigned {
-            signer: signer.id,
+            signer: Some(signer.id),
             sigs: parts
                 .into_iter()
                 .filter(|p| p.signer == signer.id)
@@ -242,19 +294,11 @@ impl Presigned {
         }
     }
 
-    /// Runs `f` with these signatures available to [`Signer::sign`] on this thread; they are
-    /// dropped afterwards.
-    pub fn install<R>(self, f: impl FnOnce() -> R) -> R {
-        struct Clear;
-        impl Drop for Clear {
-            fn drop(&mut self) {
-                PRESIGNED.with(|p| *p.borrow_mut() = None);
-            }
-        }
-        PRESIGNED.with(|p| *p.borrow_mut() = Some(self));
-        let _clear = Clear;
-        f()
-    }
+    /// No signatures.
+    pub const NONE: Presigned = Presigned {
+        signer: None,
+        sigs: BTreeMap::new(),
+    };
 }
 
 /// Keys recovered ahead of time, in parallel: a host that receives a batch of signed messages
@@ -262,7 +306,7 @@ impl Presigned {
 /// check them one by one as usual, which finds each result here instead of computing it again.
 /// Only [`Recovered::one`] makes its entries, by running the very same
 /// recovery: a memo, not a shortcut around a check.
-pub struct Recovered(HashMap<([u8; 32], [u8; 65]), Result<NodeId, CryptoError>>);
+pub struct Recovered(BTreeMap<([u8; 32], [u8; 65]), Result<NodeId, CryptoError>>);
 
 /// One recovery made by [`Recovered::one`]: a piece of work a host can run on any thread of its
 /// own pool, then gather with [`Recovered::collect`].
@@ -294,18 +338,8 @@ impl Recovered {
         self.0.is_empty()
     }
 
-    /// Runs `f` with these results available to [`Signature::recover`] on this thread.
-    pub fn install<R>(self, f: impl FnOnce() -> R) -> R {
-        struct Clear;
-        impl Drop for Clear {
-            fn drop(&mut self) {
-                RECOVERED.with(|r| *r.borrow_mut() = None);
-            }
-        }
-        RECOVERED.with(|r| *r.borrow_mut() = Some(self));
-        let _clear = Clear;
-        f()
-    }
+    /// No recoveries.
+    pub const NONE: Recovered = Recovered(BTreeMap::new());
 }
 
 /// Plain ECDSA verification of `(r, s)` against `key`, ignoring `v`: what a protocol without
@@ -364,22 +398,13 @@ impl Signer {
     /// of 2 or 3 (an `r` above the group order, probability about 2^-127) cannot be expressed as
     /// `v` in {27, 28} and is retried with extra nonce data.
     pub fn sign(&self, digest: &[u8; 32]) -> Signature {
-        let known = PRESIGNED.with(|p| {
-            p.borrow()
-                .as_ref()
-                .filter(|m| m.signer == self.id)
-                .and_then(|m| m.sigs.get(digest).copied())
-        });
-        if let Some(sig) = known {
-            return sig;
-        }
         self.sign_now(digest)
     }
 
-    /// Signatures over `digests`, for [`Presigned::install`]. They are the very signatures
+    /// Signatures over `digests`, for [`Precomputed`]. They are the very signatures
     /// [`Signer::sign`] would make (RFC 6979 nonces make signing deterministic); they stay in
-    /// memory and are used only if the state machine decides to sign the same digest while they
-    /// are installed. A host with a thread pool makes them one by one there instead
+    /// memory and are used only if the state machine decides to sign the same digest in the input
+    /// they are handed in with. A host with a thread pool makes them one by one there instead
     /// ([`Signer::presign_one`]).
     pub fn presign(&self, digests: &[[u8; 32]]) -> Presigned {
         Presigned::collect(self, digests.iter().map(|d| self.presign_one(d)))
@@ -522,12 +547,15 @@ mod tests {
         let digests: Vec<[u8; 32]> = (0..20u8).map(|i| [i; 32]).collect();
         let presigned = a.presign(&digests);
         let direct: Vec<Signature> = digests.iter().map(|d| a.sign(d)).collect();
-        let ahead: Vec<Signature> =
-            presigned.install(|| digests.iter().map(|d| a.sign(d)).collect());
-        assert_eq!(direct, ahead, "RFC 6979: the same signatures");
+        let ahead = Precomputed::new(Recovered::NONE, presigned);
+        let keys = |signer| Keys {
+            signer,
+            ahead: &ahead,
+        };
+        let by_ahead: Vec<Signature> = digests.iter().map(|d| keys(&a).sign(d)).collect();
+        assert_eq!(direct, by_ahead, "RFC 6979: the same signatures");
         // Another signer never picks up a's signatures.
-        let presigned = a.presign(&digests);
-        let by_b = presigned.install(|| b.sign(&digests[0]));
+        let by_b = keys(&b).sign(&digests[0]);
         assert!(by_b.verify(&digests[0], &b.id()).is_ok());
         // Recovered: the same result as recovering now, including for a wrong signature.
         let mut bad = direct[1];
@@ -535,9 +563,13 @@ mod tests {
         let items: Vec<([u8; 32], Signature)> = vec![(digests[0], direct[0]), (digests[1], bad)];
         let recovered = Recovered::collect(items.iter().map(|(d, s)| Recovered::one(d, s)));
         assert_eq!(recovered.len(), 2);
-        recovered.install(|| {
-            assert_eq!(direct[0].recover(&digests[0]), Ok(a.id()));
-            assert!(bad.recover(&digests[1]).is_err());
-        });
+        assert_eq!(
+            direct[0].verify_known(&digests[0], &a.id(), &recovered),
+            Ok(())
+        );
+        assert_eq!(
+            bad.verify_known(&digests[1], &a.id(), &recovered),
+            bad.verify(&digests[1], &a.id())
+        );
     }
 }

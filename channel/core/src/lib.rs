@@ -45,8 +45,8 @@ pub mod wire;
 pub use channel::ChannelView;
 pub use consent::{AcceptPolicy, Acceptance, Offer};
 pub use crypto::{
-    Address, CryptoError, NodeId, Presigned, PresignedOne, Recovered, RecoveredOne, Signature,
-    Signer,
+    Address, CryptoError, NodeId, Precomputed, Presigned, PresignedOne, Recovered, RecoveredOne,
+    Signature, Signer,
 };
 pub use io::{
     ChannelRecord, Command, Event, Input, IntervalReading, LedgerEvent, LedgerRequest, OpenRequest,

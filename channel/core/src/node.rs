@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::channel::{Channel, ChannelView, Ctx, Violation};
 use crate::consent::Offer;
-use crate::crypto::{NodeId, Signer};
+use crate::crypto::{Keys, NodeId, Precomputed, Signer};
 use crate::io::{ChannelRecord, Command, Input, OpenRequest, Output, Phase, Policy};
 use crate::outbox::Outbox;
 use crate::params::ParamsError;
@@ -14,6 +14,9 @@ use crate::params::ParamsError;
 use crate::state::Refusal;
 use crate::types::{Amount, ChannelId, Version};
 use crate::wire::{Message, Refuse};
+
+/// Nothing done ahead, for inputs that come without it.
+static NOTHING: Precomputed = Precomputed::NONE;
 
 /// Why a command could not be carried out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -141,7 +144,10 @@ impl Node {
             return Err(CommandError::Exists(id));
         }
         let mut ctx = Ctx {
-            signer: &self.signer,
+            keys: Keys {
+                signer: &self.signer,
+                ahead: &Precomputed::NONE,
+            },
             policy: &self.policy,
             now_ms: self.now_ms,
             out: &mut self.out,
@@ -156,26 +162,33 @@ impl Node {
 
     /// Feeds one input. Outputs accumulate for [`Node::poll_output`].
     pub fn handle(&mut self, input: Input) {
+        self.handle_with(input, &NOTHING)
+    }
+
+    /// Feeds one input with work a host did ahead for it (the signatures of a burst made and
+    /// checked on a pool of its own): the state machine decides exactly as in
+    /// [`Node::handle`], and finds each signature or recovery there instead of computing it.
+    pub fn handle_with(&mut self, input: Input, ahead: &Precomputed) {
         match input {
-            Input::Message { from, message } => self.on_message(from, message),
+            Input::Message { from, message } => self.on_message(from, message, ahead),
             Input::Connected(peer) => {
                 self.connected.insert(peer);
-                self.for_peer(&peer, |ch, ctx| ch.on_connected(ctx));
+                self.for_peer(&peer, ahead, |ch, ctx| ch.on_connected(ctx));
             }
             Input::Disconnected(peer) => {
                 self.connected.remove(&peer);
                 self.out.drop_sends_to(&peer);
-                self.for_peer(&peer, |ch, _| ch.on_disconnected());
+                self.for_peer(&peer, ahead, |ch, _| ch.on_disconnected());
             }
             Input::Reading { channel, reading } => {
-                self.with_channel(&channel, |ch, ctx| ch.on_reading(reading, ctx));
+                self.with_channel(&channel, ahead, |ch, ctx| ch.on_reading(reading, ctx));
             }
             Input::Command(cmd) => {
                 // Errors of commands given through `handle` are reported by `command`.
                 let _ = self.command(cmd);
             }
             Input::Ledger { channel, event } => {
-                self.with_channel(&channel, |ch, ctx| ch.on_ledger(event, ctx));
+                self.with_channel(&channel, ahead, |ch, ctx| ch.on_ledger(event, ctx));
             }
             Input::Balance(balance) => self.balance = Some(balance),
             Input::Tick { now_ms } => {
@@ -183,13 +196,13 @@ impl Node {
                 self.expire_offers();
                 let ids: Vec<ChannelId> = self.channels.keys().copied().collect();
                 for id in ids {
-                    self.with_channel(&id, |ch, ctx| ch.on_tick(ctx));
+                    self.with_channel(&id, ahead, |ch, ctx| ch.on_tick(ctx));
                 }
             }
             Input::Persisted(update) => self.out.persisted(update),
             Input::PersistFailed(update) => {
                 if let Some(channel) = self.out.failed(update) {
-                    self.with_channel(&channel, |ch, ctx| ch.freeze(ctx));
+                    self.with_channel(&channel, ahead, |ch, ctx| ch.freeze(ctx));
                 }
             }
         }
@@ -200,7 +213,7 @@ impl Node {
         match cmd {
             Command::Open(req) => self.open(req, false).map(|_| ()),
             Command::Close(id) => self
-                .with_channel(&id, |ch, ctx| {
+                .with_channel(&id, &NOTHING, |ch, ctx| {
                     let phase = ch.view().phase;
                     ch.close(ctx).map_err(|_| CommandError::WrongPhase {
                         channel: ch.id(),
@@ -218,11 +231,11 @@ impl Node {
                         what: "a force close",
                     });
                 }
-                self.with_channel(&id, |ch, ctx| ch.force_close(ctx));
+                self.with_channel(&id, &NOTHING, |ch, ctx| ch.force_close(ctx));
                 Ok(())
             }
             Command::RetryPersist(id) => self
-                .with_channel(&id, |ch, ctx| ch.retry_persist(ctx))
+                .with_channel(&id, &NOTHING, |ch, ctx| ch.retry_persist(ctx))
                 .ok_or(CommandError::UnknownChannel(id)),
             Command::Accept(id) => self.accept_offer(id),
             Command::Reject { channel, reason } => {
@@ -239,7 +252,7 @@ impl Node {
                 Ok(())
             }
             Command::Cancel(id) => {
-                let (mut ctx, channels) = self.ctx();
+                let (mut ctx, channels) = self.ctx(&NOTHING);
                 let ch = channels
                     .get_mut(&id)
                     .ok_or(CommandError::UnknownChannel(id))?;
@@ -259,7 +272,7 @@ impl Node {
     fn accept_offer(&mut self, id: ChannelId) -> Result<(), CommandError> {
         let offer = self.offers.remove(&id).ok_or(CommandError::NoOffer(id))?;
         let connected = self.connected.contains(&offer.peer);
-        let (mut ctx, channels) = self.ctx();
+        let (mut ctx, channels) = self.ctx(&NOTHING);
         match Channel::accept(&offer.peer, offer.open, &mut ctx) {
             Ok(mut ch) => {
                 if !connected {
@@ -323,10 +336,16 @@ impl Node {
         }
     }
 
-    fn ctx(&mut self) -> (Ctx<'_>, &mut BTreeMap<ChannelId, Channel>) {
+    fn ctx<'a>(
+        &'a mut self,
+        ahead: &'a Precomputed,
+    ) -> (Ctx<'a>, &'a mut BTreeMap<ChannelId, Channel>) {
         (
             Ctx {
-                signer: &self.signer,
+                keys: Keys {
+                    signer: &self.signer,
+                    ahead,
+                },
                 policy: &self.policy,
                 now_ms: self.now_ms,
                 out: &mut self.out,
@@ -338,20 +357,26 @@ impl Node {
     fn with_channel<R>(
         &mut self,
         id: &ChannelId,
+        ahead: &Precomputed,
         f: impl FnOnce(&mut Channel, &mut Ctx) -> R,
     ) -> Option<R> {
-        let (mut ctx, channels) = self.ctx();
+        let (mut ctx, channels) = self.ctx(ahead);
         channels.get_mut(id).map(|ch| f(ch, &mut ctx))
     }
 
-    fn for_peer(&mut self, peer: &NodeId, mut f: impl FnMut(&mut Channel, &mut Ctx)) {
-        let (mut ctx, channels) = self.ctx();
+    fn for_peer(
+        &mut self,
+        peer: &NodeId,
+        ahead: &Precomputed,
+        mut f: impl FnMut(&mut Channel, &mut Ctx),
+    ) {
+        let (mut ctx, channels) = self.ctx(ahead);
         for ch in channels.values_mut().filter(|ch| ch.peer() == peer) {
             f(ch, &mut ctx);
         }
     }
 
-    fn on_message(&mut self, from: NodeId, message: Message) {
+    fn on_message(&mut self, from: NodeId, message: Message, ahead: &Precomputed) {
         let Some(id) = message.channel_id() else {
             // Gateway-wide messages (meter announcements) are the host's business.
             return;
@@ -372,7 +397,7 @@ impl Node {
         let result = match message {
             Message::OpenChannel(open) => self.on_open(from, open),
             other => {
-                let (mut ctx, channels) = self.ctx();
+                let (mut ctx, channels) = self.ctx(ahead);
                 match channels.get_mut(&id) {
                     // A refusal of an open we never recorded (or already forgot): nothing to do.
                     None if matches!(other, Message::Refuse(_)) => Ok(()),
@@ -409,7 +434,7 @@ impl Node {
             return Ok(());
         }
         let balance = self.balance;
-        let (mut ctx, channels) = self.ctx();
+        let (mut ctx, channels) = self.ctx(&NOTHING);
         if let Some(ch) = channels.get_mut(&id) {
             return ch.on_open_again(&open, &mut ctx);
         }
@@ -476,7 +501,7 @@ impl Node {
     /// A peer broke the protocol: every channel with it forgets the connection, the host closes
     /// it. No channel state changes.
     fn disconnect(&mut self, peer: NodeId, reason: String) {
-        self.for_peer(&peer, |ch, _| ch.on_disconnected());
+        self.for_peer(&peer, &NOTHING, |ch, _| ch.on_disconnected());
         // A refusal explaining why may go out first; nothing else for this connection does.
         self.out.drop_sends_to_except_refusals(&peer);
         self.out.push(

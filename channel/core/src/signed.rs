@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{Signature, Signer};
+use crate::crypto::{Keys, Recovered, Signature};
 use crate::params::ChannelParams;
 use crate::state::{Refusal, State};
 use crate::types::{ChannelId, Party, Version};
@@ -53,15 +53,27 @@ impl SignedState {
         sig_a: Signature,
         sig_b: Signature,
     ) -> Result<SignedState, Refusal> {
+        SignedState::verify_known(params, id, state, sig_a, sig_b, &Recovered::NONE)
+    }
+
+    /// [`SignedState::verify`], with recoveries a host made ahead.
+    pub fn verify_known(
+        params: &ChannelParams,
+        id: &ChannelId,
+        state: State,
+        sig_a: Signature,
+        sig_b: Signature,
+        known: &Recovered,
+    ) -> Result<SignedState, Refusal> {
         if state.channel_id != *id {
             return Err(Refusal::WrongChannel);
         }
         let digest = state.digest();
         sig_a
-            .verify(&digest, &params.party_a)
+            .verify_known(&digest, &params.party_a, known)
             .map_err(|_| Refusal::BadSignature)?;
         sig_b
-            .verify(&digest, &params.party_b)
+            .verify_known(&digest, &params.party_b, known)
             .map_err(|_| Refusal::BadSignature)?;
         Ok(SignedState {
             state,
@@ -101,15 +113,25 @@ impl SignedState {
 
 impl SignedStateParts {
     pub fn verify(self, params: &ChannelParams, id: &ChannelId) -> Result<SignedState, Refusal> {
-        SignedState::verify(params, id, self.state, self.sig_a, self.sig_b)
+        self.verify_known(params, id, &Recovered::NONE)
+    }
+
+    /// [`SignedStateParts::verify`], with recoveries a host made ahead.
+    pub fn verify_known(
+        self,
+        params: &ChannelParams,
+        id: &ChannelId,
+        known: &Recovered,
+    ) -> Result<SignedState, Refusal> {
+        SignedState::verify_known(params, id, self.state, self.sig_a, self.sig_b, known)
     }
 }
 
 impl Proposal {
     /// Signs `state` as `proposer`. The caller has persisted the intent to sign first.
-    pub(crate) fn sign(state: State, proposer: Party, signer: &Signer) -> Proposal {
+    pub(crate) fn sign(state: State, proposer: Party, keys: &Keys) -> Proposal {
         let digest = state.digest();
-        let sig = signer.sign(&digest);
+        let sig = keys.sign(&digest);
         Proposal {
             state,
             digest,
@@ -124,13 +146,23 @@ impl Proposal {
         id: &ChannelId,
         parts: ProposalParts,
     ) -> Result<Proposal, Refusal> {
+        Proposal::verify_known(params, id, parts, &Recovered::NONE)
+    }
+
+    /// [`Proposal::verify`], with recoveries a host made ahead.
+    pub fn verify_known(
+        params: &ChannelParams,
+        id: &ChannelId,
+        parts: ProposalParts,
+        known: &Recovered,
+    ) -> Result<Proposal, Refusal> {
         if parts.state.channel_id != *id {
             return Err(Refusal::WrongChannel);
         }
         let digest = parts.state.digest();
         parts
             .sig
-            .verify(&digest, params.node(parts.proposer))
+            .verify_known(&digest, params.node(parts.proposer), known)
             .map_err(|_| Refusal::BadSignature)?;
         Ok(Proposal {
             state: parts.state,
@@ -166,17 +198,27 @@ impl Proposal {
         params: &ChannelParams,
         countersig: Signature,
     ) -> Result<SignedState, Refusal> {
+        self.complete_known(params, countersig, &Recovered::NONE)
+    }
+
+    /// [`Proposal::complete`], with recoveries a host made ahead.
+    pub fn complete_known(
+        &self,
+        params: &ChannelParams,
+        countersig: Signature,
+        known: &Recovered,
+    ) -> Result<SignedState, Refusal> {
         let other = self.proposer.other();
         countersig
-            .verify(&self.digest, params.node(other))
+            .verify_known(&self.digest, params.node(other), known)
             .map_err(|_| Refusal::BadSignature)?;
         Ok(self.with_countersignature(countersig))
     }
 
-    /// Completes the proposal with our own countersignature (made with `signer`, which is the
-    /// other party: no need to check it).
-    pub(crate) fn countersign(&self, signer: &Signer) -> SignedState {
-        let sig = signer.sign(&self.digest);
+    /// Completes the proposal with our own countersignature (made with `keys`, which are the
+    /// other party's: no need to check it).
+    pub(crate) fn countersign(&self, keys: &Keys) -> SignedState {
+        let sig = keys.sign(&self.digest);
         self.with_countersignature(sig)
     }
 

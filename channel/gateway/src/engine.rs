@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use gridchan_channel::{
     ChannelId, ChannelRecord, ChannelView, Command, CommandError, Event, Input, IntervalReading,
-    LedgerEvent, LedgerRequest, Message, Node, NodeId, OpenRequest, Output, Policy, Presigned,
-    PresignedOne, Recovered, RecoveredOne, Signature, SignedState, Signer, UpdateId,
+    LedgerEvent, LedgerRequest, Message, Node, NodeId, OpenRequest, Output, Policy, Precomputed,
+    Presigned, PresignedOne, Recovered, RecoveredOne, Signature, SignedState, Signer, UpdateId,
 };
 use gridchan_transport::{Connection, Endpoint, PeerAddr};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -568,17 +568,13 @@ impl Engine {
                         *work = self.start(jobs);
                     }
                 }
-                let (recovered, presigned) = self.memos(done);
-                recovered.install(|| {
-                    presigned.install(|| {
-                        for t in piece {
-                            match t {
-                                Taken::Control(c) => self.on_control(c),
-                                Taken::Inbound(i) => self.on_inbound(i),
-                            }
-                        }
-                    })
-                });
+                let ahead = self.precomputed(done);
+                for t in piece {
+                    match t {
+                        Taken::Control(c) => self.on_control(c, &ahead),
+                        Taken::Inbound(i) => self.on_inbound(i, &ahead),
+                    }
+                }
             }
             // The outputs of the pieces handled, of a write's acknowledgement or of the tick.
             // Nothing else waits: write here, at once, instead of paying two thread hops on a
@@ -669,8 +665,8 @@ impl Engine {
         Work::Running(rx)
     }
 
-    /// The memos the core consults for a piece, once its signatures are done.
-    fn memos(&self, done: Vec<Done>) -> (Recovered, Presigned) {
+    /// The work done ahead that the core consults for a piece, once its signatures are done.
+    fn precomputed(&self, done: Vec<Done>) -> Precomputed {
         let signer = self.node.signer();
         let mut recovered = Vec::new();
         let mut signed = Vec::new();
@@ -680,13 +676,13 @@ impl Engine {
                 Done::Signed(s) => signed.push(s),
             }
         }
-        (
+        Precomputed::new(
             Recovered::collect(recovered),
             Presigned::collect(signer, signed),
         )
     }
 
-    fn on_control(&mut self, c: Control) {
+    fn on_control(&mut self, c: Control, ahead: &Precomputed) {
         match c {
             Control::Open(req, reply) => {
                 let connected = self.peers.contains_key(&req.peer);
@@ -697,7 +693,8 @@ impl Engine {
             }
             Control::Readings(readings) => {
                 for (channel, reading) in readings {
-                    self.node.handle(Input::Reading { channel, reading })
+                    self.node
+                        .handle_with(Input::Reading { channel, reading }, ahead)
                 }
             }
             Control::Ledger(channel, event) => self.node.handle(Input::Ledger { channel, event }),
@@ -767,7 +764,7 @@ impl Engine {
             .set_priority(channel_peers.chain(self.dialled.iter().copied()));
     }
 
-    fn on_inbound(&mut self, i: Inbound) {
+    fn on_inbound(&mut self, i: Inbound, ahead: &Precomputed) {
         match i {
             Inbound::Up(conn, writer) => {
                 let peer = conn.peer;
@@ -802,10 +799,13 @@ impl Engine {
                     Ok(Message::Announce(announce)) => {
                         let _ = self.reports.send(Report::Announce { peer, announce });
                     }
-                    Ok(message) => self.node.handle(Input::Message {
-                        from: peer,
-                        message,
-                    }),
+                    Ok(message) => self.node.handle_with(
+                        Input::Message {
+                            from: peer,
+                            message,
+                        },
+                        ahead,
+                    ),
                     Err(e) => self.drop_peer(peer, &e.to_string()),
                 }
             }

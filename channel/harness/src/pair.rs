@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use gridchan_channel::{
     Amount, ChannelId, ChannelStore, ChannelView, Event, Input, IntervalIndex, IntervalReading,
     LedgerEvent, LedgerRequest, Message, MeterTolerance, NodeId, OpenRequest, Output, Phase,
-    Policy, PricePerKwh, SignedState, Signer, Tariff, Version, WattHours,
+    Policy, Precomputed, PricePerKwh, SignedState, Signer, Tariff, Version, WattHours,
 };
 
 use crate::faulty::FaultyStore;
@@ -298,11 +298,16 @@ impl Pair {
 
     /// Feeds one side's reading (and keeps it in that host's meter history).
     pub fn reading(&mut self, side: Side, reading: IntervalReading) {
+        self.reading_with(side, reading, &Precomputed::NONE)
+    }
+
+    /// [`Pair::reading`], with signatures made ahead (as a host with a pool of its own does).
+    pub fn reading_with(&mut self, side: Side, reading: IntervalReading, ahead: &Precomputed) {
         let channel = self.channel;
         let peer = self.peer_mut(side);
         peer.readings.insert(reading.interval, reading);
         if let Some(node) = peer.node.as_mut() {
-            node.handle(Input::Reading { channel, reading });
+            node.handle_with(Input::Reading { channel, reading }, ahead);
         }
     }
 

@@ -478,7 +478,8 @@ fn a_previewed_proposal_is_the_one_the_core_then_signs() {
     // Signed ahead, then the reading arrives: the proposal made is the previewed state, and
     // its signature is the one made ahead.
     let signed_ahead = pair.node_mut(Side::A).signer().presign(&[preview]);
-    signed_ahead.install(|| pair.reading(Side::A, reading));
+    let ahead = gridchan_channel::Precomputed::new(gridchan_channel::Recovered::NONE, signed_ahead);
+    pair.reading_with(Side::A, reading, &ahead);
     let proposal = pair.view(Side::A).proposal.expect("A proposed");
     assert_eq!(*proposal.digest(), preview);
     pair.reading(Side::B, buying);
