@@ -401,10 +401,8 @@ impl Node {
                 match channels.get_mut(&id) {
                     // A refusal of an open we never recorded (or already forgot): nothing to do.
                     None if matches!(other, Message::Refuse(_)) => Ok(()),
-                    None => Err(Violation(format!("unknown channel {}", id.short()))),
-                    Some(ch) if *ch.peer() != from => {
-                        Err(Violation(format!("not a party of channel {}", id.short())))
-                    }
+                    None => Err(Violation::UnknownChannel(id)),
+                    Some(ch) if *ch.peer() != from => Err(Violation::NotAParty(id)),
                     Some(ch) => match other {
                         Message::AcceptChannel(m) => ch.on_accept(m, &mut ctx),
                         Message::Propose(m) => ch.on_propose(m, &mut ctx),
@@ -416,8 +414,8 @@ impl Node {
                 }
             }
         };
-        if let Err(Violation(reason)) = result {
-            self.disconnect(from, reason);
+        if let Err(violation) = result {
+            self.disconnect(from, violation.to_string());
         }
     }
 
@@ -492,7 +490,7 @@ impl Node {
     ) -> Result<(), Violation> {
         self.refuse_open(from, id, reason.clone());
         if violation {
-            Err(Violation(reason.to_string()))
+            Err(Violation::Refused(reason))
         } else {
             Ok(())
         }

@@ -1,0 +1,87 @@
+//! Crossing: both sides proposed at once; neither countersigns, the winner proposes again.
+
+use super::*;
+
+impl Channel {
+    /// Both sides proposed at once. Neither countersigns the other (that would sign two states
+    /// at one version): both proposals are dropped and the winner proposes again above both.
+    /// The winner is the proposal with the smaller key `(is_final, interval, party)`, so
+    /// trades go before a close, earlier intervals first, and A breaks ties.
+    pub(super) fn resolve_crossing(
+        &mut self,
+        ours: Proposal,
+        theirs: Proposal,
+        ctx: &mut Ctx,
+    ) -> Result<(), Violation> {
+        let cur = self.current_state().cloned().ok_or(Refusal::NotAccepting)?;
+        self.check_plausible(theirs.version(), "a crossing proposal", ctx)?;
+        self.crossings = self.crossings.saturating_add(1);
+        if self.crossings > MAX_CROSSINGS_IN_A_ROW {
+            return Err(Violation::CrossingOnPurpose(self.crossings));
+        }
+        // Their proposal must be a valid successor of the state both build on.
+        cur.check_successor(
+            &self.params,
+            theirs.state(),
+            self.me.other(),
+            theirs.version(),
+        )
+        .or_else(|r| {
+            if r.is_disagreement() {
+                Ok(None)
+            } else {
+                Err(r)
+            }
+        })?;
+        self.peer_highest = self.peer_highest.max(theirs.version());
+        let key = |p: &Proposal| (p.state().is_final, p.state().last_interval, p.proposer());
+        let winner = if key(&ours) < key(&theirs) {
+            self.me
+        } else {
+            self.me.other()
+        };
+        self.proposal = None;
+        self.event(
+            ctx,
+            Event::Crossed {
+                channel: self.id,
+                winner,
+            },
+        );
+        if winner == self.me {
+            self.yielding = None;
+            match self.next_version() {
+                Some(v) => {
+                    let mut state = ours.state().clone();
+                    state.version = v;
+                    self.propose(state, ctx);
+                }
+                None => self.persist(ctx),
+            }
+        } else {
+            self.yielding = Some(ctx.now_ms);
+            self.requeue(&ours, ctx);
+            self.persist(ctx);
+        }
+        Ok(())
+    }
+
+    /// Puts the trade of a dropped proposal of ours back, to propose it again later.
+    pub(super) fn requeue(&mut self, ours: &Proposal, ctx: &mut Ctx) {
+        let Some(cur) = self.current_state() else {
+            return;
+        };
+        if ours.state().is_final {
+            return;
+        }
+        let delivered = ours.state().energy_from(self.me).0 - cur.energy_from(self.me).0;
+        let interval = ours.state().last_interval;
+        let reading = IntervalReading {
+            interval,
+            delivered: WattHours(delivered),
+            received: WattHours(0),
+            metered_import: WattHours(0),
+        };
+        self.readings.insert(interval, (reading, ctx.now_ms));
+    }
+}
