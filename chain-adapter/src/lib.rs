@@ -13,7 +13,6 @@
 //!   ([`server`]). Nothing in it assumes a block period or a token: an EVM chain can implement
 //!   it too.
 
-pub mod bench;
 pub mod block;
 pub mod chainstore;
 mod client;

@@ -171,7 +171,7 @@ pub async fn mint(
 pub async fn bench() -> Result<()> {
     let chain = evm::anvil::Anvil::start(None).map_err(|e| anyhow::anyhow!("{e}"))?;
     eprintln!("anvil at {}; running every operation once ...", chain.rpc);
-    let report = evm::gas_report(&chain)
+    let report = gridchan_bench::gas::gas_report(&chain)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("adjudicator gas per operation (anvil, solc 0.8.37, optimizer 200 runs, via IR)");

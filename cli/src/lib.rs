@@ -59,7 +59,7 @@ impl StopSignals {
 /// `gridchan bench core`.
 pub fn bench_core(updates: u64) -> Result<()> {
     eprintln!("settling {updates} updates through the in-memory harness...");
-    println!("{}", gridchan_harness::bench::run(updates).report());
+    println!("{}", gridchan_bench::core::run(updates).report());
     Ok(())
 }
 
@@ -69,7 +69,7 @@ pub fn bench_ledger(transactions: usize) -> Result<()> {
     eprintln!("signing {transactions} transactions, then applying and committing them...");
     println!(
         "{}",
-        gridchan_chain::bench::run(dir.path(), transactions).report()
+        gridchan_bench::ledger::run(dir.path(), transactions).report()
     );
     Ok(())
 }
@@ -109,7 +109,7 @@ async fn start_bench_peer(dir: &std::path::Path) -> Result<(tokio::process::Chil
 pub async fn bench_gateway(dir: &std::path::Path, updates: usize) -> Result<()> {
     let (mut peer, words) = start_bench_peer(dir).await?;
     eprintln!("timing {updates} updates between two gateway processes...");
-    let b = gridchan_gateway::bench::run(dir, updates, words[0].parse()?, words[1].parse()?).await;
+    let b = gridchan_bench::gateway::run(dir, updates, words[0].parse()?, words[1].parse()?).await;
     println!("{}", b.report());
     peer.kill().await.ok();
     Ok(())
@@ -130,7 +130,7 @@ pub async fn bench_hostile(dir: &std::path::Path, connections: usize) -> Result<
             .and_then(|kb| kb.parse::<u64>().ok())
             .map_or(0, |kb| kb * 1024)
     };
-    let b = gridchan_gateway::hostile_bench::run(dir, words[0].parse()?, connections, rss).await;
+    let b = gridchan_bench::hostile::run(dir, words[0].parse()?, connections, rss).await;
     println!("{}", b.report());
     peer.kill().await.ok();
     Ok(())
@@ -140,7 +140,7 @@ pub async fn bench_hostile(dir: &std::path::Path, connections: usize) -> Result<
 /// closes its input.
 pub async fn bench_gateway_peer(dir: std::path::PathBuf) -> Result<()> {
     use tokio::io::AsyncReadExt;
-    let peer = gridchan_gateway::bench::run_peer(&dir, |engine, echo| {
+    let peer = gridchan_bench::gateway::run_peer(&dir, |engine, echo| {
         use std::io::Write;
         let mut out = std::io::stdout();
         let _ = writeln!(out, "READY {engine} {echo}");

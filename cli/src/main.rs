@@ -364,7 +364,7 @@ fn run() -> Result<()> {
             match channels {
                 Some(n) => {
                     eprintln!("opening {n} channels, then settling {rounds} intervals on each...");
-                    let b = gridchan_gateway::bench::run_many(dir.path(), n, rounds).await;
+                    let b = gridchan_bench::gateway::run_many(dir.path(), n, rounds).await;
                     println!("{}", b.report());
                 }
                 None => gridchan_cli::bench_gateway(dir.path(), updates).await?,
@@ -375,7 +375,7 @@ fn run() -> Result<()> {
             which: BenchCommand::Tower { states, updates },
         } => until_stopped("the benchmark", async {
             let dir = tempfile::tempdir()?;
-            let b = gridchan_watchtower::bench::run(dir.path(), states, updates).await;
+            let b = gridchan_bench::tower::run(dir.path(), states, updates).await;
             println!("{}", b.report());
             Ok(())
         }),

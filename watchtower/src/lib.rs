@@ -14,7 +14,6 @@
 //! - [`store::TowerStore`]: SQLite (WAL, FULL).
 //! - [`rpc`]: the wire format (`specs/watchtower.md`).
 
-pub mod bench;
 pub mod client;
 pub mod config;
 pub mod frame_vectors;

@@ -22,14 +22,12 @@
 //!   channels so that it never bills its neighbours for more than it exported, nor pays them
 //!   for more than it imported.
 
-pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod engine;
 mod event_log;
-pub mod hostile_bench;
 pub mod ledger_queue;
 mod links;
 pub mod meter;

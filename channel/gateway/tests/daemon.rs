@@ -434,13 +434,7 @@ async fn a_channel_of_others_on_the_same_ledger_costs_the_gateway_nothing() {
         challenge_window_blocks: 2,
         funding_window_blocks: 50,
         interval_seconds: 1,
-        ..gridchan_gateway::bench::flat_channel(
-            kc.id(),
-            1_000_000,
-            200_000,
-            IntervalIndex(1),
-            [9; 32],
-        )
+        ..gridchan_fixtures::flat_channel(kc.id(), 1_000_000, 200_000, IntervalIndex(1), [9; 32])
     }
     .params(kb.id());
     let foreign = params.channel_id();

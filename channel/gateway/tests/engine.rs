@@ -11,7 +11,7 @@ use gridchan_gateway::engine::EngineHandle;
 use gridchan_gateway::store::SqliteStore;
 
 use common::until;
-use gridchan_gateway::bench::{engine_at, flat_channel, store_path};
+use gridchan_fixtures::{engine_at, flat_channel, store_path};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_settle_over_quic_with_durable_states() {

@@ -65,7 +65,7 @@ async fn hostile_frames_cost_the_connection_and_change_nothing() {
         key: signer(1),
     };
     // An honest opening first: the victim accepts and countersigns version 0.
-    let params = gridchan_gateway::bench::flat_channel(
+    let params = gridchan_fixtures::flat_channel(
         victim.node,
         5_000_000,
         200_000,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use gridchan_chain::{Ledger, RemoteClient};
 use gridchan_channel::{IntervalIndex, NodeId, OpenRequest, Phase, Policy, WattHours};
-use gridchan_gateway::bench::flat_channel;
+use gridchan_fixtures::flat_channel;
 use gridchan_gateway::daemon::{self, Daemon, DaemonParts};
 use gridchan_gateway::engine;
 use gridchan_gateway::meter::{MeterReading, MeterSource};

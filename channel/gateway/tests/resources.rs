@@ -12,7 +12,7 @@ use gridchan_channel::{
     ChannelId, Event, IntervalIndex, IntervalReading, LedgerEvent, Message, Party, Phase,
     ProposalParts, Signer, State, Version, WattHours,
 };
-use gridchan_gateway::bench::{engine_at, flat_channel};
+use gridchan_fixtures::{engine_at, flat_channel};
 use gridchan_gateway::engine::{EngineHandle, Report};
 use gridchan_transport::{Endpoint, Limits};
 
@@ -91,14 +91,9 @@ async fn an_honest_neighbour_keeps_settling_while_others_flood_and_memory_stays_
             })
             .encode();
             // A proposal for a channel nobody has: it costs the sender its connection.
-            let params = gridchan_gateway::bench::flat_channel(
-                signer(2).id(),
-                1,
-                1,
-                IntervalIndex(1),
-                [k; 32],
-            )
-            .params(signer(k).id());
+            let params =
+                gridchan_fixtures::flat_channel(signer(2).id(), 1, 1, IntervalIndex(1), [k; 32])
+                    .params(signer(k).id());
             let mut s = State::initial(&params);
             s.channel_id = ChannelId([k; 32]);
             s.version = Version(9);

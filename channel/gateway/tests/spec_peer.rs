@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use gridchan_channel::{ChannelParams, Signer, State, Tariff};
-use gridchan_gateway::bench::{engine_at, flat_channel};
+use gridchan_fixtures::{engine_at, flat_channel};
 use gridchan_gateway::engine::EngineHandle;
 use gridchan_transport::{Connection, Endpoint, FrameReader, FrameWriter, Limits};
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use gridchan_channel::{
     Event, IntervalIndex, IntervalReading, LedgerEvent, Phase, Signer, WattHours,
 };
-use gridchan_gateway::bench::{engine_at, flat_channel};
+use gridchan_fixtures::{engine_at, flat_channel};
 use gridchan_gateway::engine::{EngineHandle, Report};
 use gridchan_transport::{Connection, Endpoint, Limits};
 

@@ -13,7 +13,6 @@
 //! [`Network`] drives N nodes with their metering rounds (one of them possibly hostile), for the
 //! protocols among several gateways.
 
-pub mod bench;
 mod faulty;
 pub mod network;
 mod pair;

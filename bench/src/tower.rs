@@ -12,9 +12,9 @@ use gridchan_channel::{
     Tariff, Version, WattHours,
 };
 
-use crate::store::TowerStore;
-use crate::tower::{Tower, TowerLimits};
-use crate::TowerClient;
+use gridchan_watchtower::store::TowerStore;
+use gridchan_watchtower::tower::{Tower, TowerLimits};
+use gridchan_watchtower::TowerClient;
 
 pub struct TowerBench {
     pub states: usize,
@@ -164,7 +164,7 @@ pub async fn run(dir: &std::path::Path, states: usize, updates: u64) -> TowerBen
     let tower_ledger: Arc<dyn Ledger> = Arc::new(LocalClient::new(ledger.clone(), key(7)));
     let tower =
         Tower::start(key(7), tower_ledger, dir.join("tower.sqlite"), limits).expect("tower");
-    let endpoint = crate::rpc::bind(
+    let endpoint = gridchan_watchtower::rpc::bind(
         "127.0.0.1:0".parse().expect("address"),
         key(7).duplicate(&[1; 32]),
     )
@@ -186,7 +186,7 @@ pub async fn run(dir: &std::path::Path, states: usize, updates: u64) -> TowerBen
     // Lanes: each sends its share of the channels, one version at a time, so no two requests
     // in flight hold the same channel (a later version overtaking an earlier one would only be
     // refused as older).
-    let mut set: tokio::task::JoinSet<Result<usize, crate::TowerError>> =
+    let mut set: tokio::task::JoinSet<Result<usize, gridchan_watchtower::TowerError>> =
         tokio::task::JoinSet::new();
     let per_version = channels.len();
     for lane in 0..LANES {

@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use gridchan_channel::{Event, IntervalIndex, IntervalReading, LedgerEvent, Phase, Signer};
 use gridchan_transport::{Endpoint, Limits, PeerAddr};
 
-use crate::bench::{energy_of, engine_at, flat_channel, OPENED_AT};
-use crate::engine::{EngineHandle, Report};
+use gridchan_fixtures::{engine_at, flat_channel};
+
+use crate::gateway::{energy_of, OPENED_AT};
+use gridchan_gateway::engine::{EngineHandle, Report};
 
 /// What [`run`] measured.
 #[derive(Clone, Debug)]
@@ -148,7 +150,7 @@ async fn settle(
 }
 
 /// Runs the attack against the victim gateway at `victim` (another process, started with
-/// [`crate::bench::run_peer`]), whose resident memory `rss` reads.
+/// [`crate::gateway::run_peer`]), whose resident memory `rss` reads.
 pub async fn run(
     dir: &std::path::Path,
     victim: PeerAddr,

@@ -6,13 +6,13 @@
 use std::time::{Duration, Instant};
 
 use gridchan_channel::{
-    Amount, ChannelStore, Event, IntervalIndex, IntervalReading, LedgerEvent, MeterTolerance,
-    OpenRequest, Phase, Policy, PricePerKwh, Signer, Tariff, WattHours,
+    ChannelStore, Event, IntervalIndex, IntervalReading, LedgerEvent, Phase, Signer, WattHours,
 };
 use gridchan_transport::{Endpoint, Limits};
 
-use crate::engine::{self, EngineHandle, Report};
-use crate::store::SqliteStore;
+use gridchan_fixtures::{engine_at, flat_channel, store_path};
+use gridchan_gateway::engine::Report;
+use gridchan_gateway::store::SqliteStore;
 
 /// What [`run`] measured (all per update).
 #[derive(Clone, Debug)]
@@ -56,46 +56,6 @@ impl GatewayBench {
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
-}
-
-/// An engine on 127.0.0.1 with the fixed key `[key; 32]` and its store at
-/// `dir/gateway-{key}.sqlite` (the benchmarks' gateways, and the tests').
-pub fn engine_at(dir: &std::path::Path, key: u8) -> EngineHandle {
-    let signer = Signer::new(&[key; 32], &[key; 32]).expect("fixed key");
-    let store = SqliteStore::open(&store_path(dir, key)).expect("store");
-    let listen = "127.0.0.1:0".parse().expect("address");
-    engine::spawn(listen, signer, store, Policy::accepting_anyone()).expect("engine")
-}
-
-/// Where [`engine_at`] keeps the store of the engine with key `key`.
-pub fn store_path(dir: &std::path::Path, key: u8) -> std::path::PathBuf {
-    dir.join(format!("gateway-{key}.sqlite"))
-}
-
-/// A channel with `peer` at a flat `price`, `deposit` on each side, opened at `opened_at`:
-/// 20-block windows, a 15-minute interval, a 5 Wh / 2 % meter tolerance.
-pub fn flat_channel(
-    peer: gridchan_channel::NodeId,
-    deposit: u64,
-    price: u64,
-    opened_at: IntervalIndex,
-    nonce: [u8; 32],
-) -> OpenRequest {
-    OpenRequest {
-        peer,
-        deposit: Amount(deposit),
-        peer_deposit: Amount(deposit),
-        tariff: Tariff::Flat(PricePerKwh(price)),
-        challenge_window_blocks: 20,
-        funding_window_blocks: 20,
-        interval_seconds: 900,
-        tolerance: MeterTolerance {
-            absolute_wh: 5,
-            permille: 20,
-        },
-        opened_at,
-        nonce,
-    }
 }
 
 /// The first interval of the benchmark channel; update `i` settles interval `OPENED_AT + i`.

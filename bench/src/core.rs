@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use gridchan_channel::crypto::verify_plain;
 use gridchan_channel::{IntervalIndex, Signer, WattHours};
 
-use crate::pair::{Pair, PairConfig, Side, Trade};
+use gridchan_harness::{Pair, PairConfig, Side, Trade};
 
 /// What [`run`] measured.
 #[derive(Clone, Debug)]

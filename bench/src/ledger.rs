@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use gridchan_channel::{Amount, Signer};
 
-use crate::local::{LocalLedger, MAX_PENDING};
-use crate::rules::Genesis;
-use crate::tx::{Tx, TxKind};
+use gridchan_chain::local::{LocalLedger, MAX_PENDING};
+use gridchan_chain::rules::Genesis;
+use gridchan_chain::tx::{Tx, TxKind};
 
 /// What [`run`] measured.
 #[derive(Clone, Debug)]

@@ -1,0 +1,187 @@
+//! The gas each adjudicator operation uses, measured on a fresh anvil.
+
+use std::time::Duration;
+
+use alloy::primitives::{B256, U256};
+use alloy::providers::Provider;
+use alloy::sol_types::SolCall;
+use gridchan_chain::evm::{anvil, Erc20, EvmLedger};
+use gridchan_chain::{Ledger, LedgerError, TxHash, TxKind};
+use gridchan_channel::{
+    Amount, ChannelParams, IntervalIndex, MeterTolerance, PricePerKwh, SignedStateParts, Signer,
+    State, Tariff, Version, WattHours,
+};
+
+fn failed(e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Failed(e.to_string())
+}
+
+fn unavailable(e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Unavailable(e.to_string())
+}
+
+/// Waits until `hash` is included successfully.
+async fn included(l: &EvmLedger, hash: TxHash) -> Result<TxHash, LedgerError> {
+    let r = l.wait_for(&hash, Duration::from_secs(60)).await?;
+    r.outcome.result.map_err(LedgerError::Refused)?;
+    Ok(hash)
+}
+
+/// Gas each adjudicator operation uses, measured on a fresh anvil: the deployments, then a
+/// channel through deposit, register, refute, conclude and withdraw, one closed by a final
+/// state, and one reclaimed.
+pub async fn gas_report(chain: &anvil::Anvil) -> Result<Vec<(&'static str, u64)>, LedgerError> {
+    let key = |n: u8| {
+        let mut s = [0u8; 32];
+        s[0] = 0x31;
+        s[31] = n;
+        s
+    };
+    let id = |n: u8| {
+        Signer::new(&key(n), &key(n))
+            .map(|s| s.id())
+            .map_err(failed)
+    };
+    let (id_a, id_b) = (id(1)?, id(2)?);
+    let mut out = Vec::new();
+    // Key 3 deploys, and mints the parties their tokens.
+    let deployed = chain
+        .deploy_with_test_tokens(
+            &key(3),
+            &key(6),
+            &[id_a, id_b],
+            &[id_a, id_b],
+            1_000_000_000,
+        )
+        .await?;
+    out.push((
+        "deploy the test token (dev chains only)",
+        deployed.gas_used - deployed.adjudicator_gas,
+    ));
+    out.push(("deploy the adjudicator", deployed.adjudicator_gas));
+    let config = deployed.config(&chain.rpc, 1);
+    let a = EvmLedger::connect(config.clone(), &key(1), &key(4))?;
+    let b = EvmLedger::connect(config, &key(2), &key(5))?;
+    let gas_of = |hash: TxHash| {
+        let provider = a.provider().clone();
+        async move {
+            provider
+                .get_transaction_receipt(B256::from(hash.0))
+                .await
+                .map_err(unavailable)?
+                .map(|r| r.gas_used)
+                .ok_or_else(|| failed("no receipt"))
+        }
+    };
+    let params = |nonce: u8, tariff: Tariff| ChannelParams {
+        party_a: a.signer().id(),
+        party_b: b.signer().id(),
+        nonce: [nonce; 32],
+        deposit_a: Amount(100_000_000),
+        deposit_b: Amount(100_000_000),
+        challenge_window_blocks: 2,
+        funding_window_blocks: 2,
+        interval_seconds: 900,
+        tolerance: MeterTolerance {
+            absolute_wh: 10,
+            permille: 20,
+        },
+        opened_at: IntervalIndex(1),
+        tariff,
+    };
+    let signed = |p: &ChannelParams, version: u64, is_final: bool| {
+        let state = State {
+            channel_id: p.channel_id(),
+            version: Version(version),
+            balance_a: Amount(100_000_000 - version),
+            balance_b: Amount(100_000_000 + version),
+            energy_a_to_b: WattHours(0),
+            energy_b_to_a: WattHours(version),
+            last_interval: IntervalIndex(1 + version),
+            is_final,
+        };
+        let d = state.digest();
+        SignedStateParts {
+            sig_a: a.signer().sign(&d),
+            sig_b: b.signer().sign(&d),
+            state,
+        }
+    };
+    let flat = params(1, Tariff::Flat(PricePerKwh(150_000)));
+    // The approval is its own transaction; measure it apart from the deposit.
+    let approve = a
+        .send_call(
+            deployed.token,
+            Erc20::approveCall {
+                spender: deployed.adjudicator,
+                amount: U256::from(flat.deposit_a.0),
+            }
+            .abi_encode(),
+        )
+        .await?;
+    out.push((
+        "approve the adjudicator (ERC-20, before each deposit)",
+        gas_of(included(&a, approve).await?).await?,
+    ));
+    let h = included(&a, a.deposit(&flat, flat.deposit_a).await?).await?;
+    out.push((
+        "deposit, first (creates the channel, flat tariff)",
+        gas_of(h).await?,
+    ));
+    let h = included(&b, b.deposit(&flat, flat.deposit_b).await?).await?;
+    out.push(("deposit, second (funds the channel)", gas_of(h).await?));
+    let h = included(
+        &a,
+        a.submit(TxKind::Register {
+            state: Box::new(signed(&flat, 3, false)),
+        })
+        .await?,
+    )
+    .await?;
+    out.push(("register", gas_of(h).await?));
+    let h = included(
+        &b,
+        b.submit(TxKind::Refute {
+            state: Box::new(signed(&flat, 7, false)),
+        })
+        .await?,
+    )
+    .await?;
+    out.push(("refute", gas_of(h).await?));
+    chain.mine(3).await.map_err(unavailable)?;
+    let h = included(&b, b.conclude(flat.channel_id()).await?).await?;
+    out.push(("conclude (after the window)", gas_of(h).await?));
+    let h = included(
+        &b,
+        b.withdraw(flat.channel_id(), Amount(100_000_007)).await?,
+    )
+    .await?;
+    out.push(("withdraw", gas_of(h).await?));
+    let tou = params(
+        2,
+        "tou +01:00 0-7=0.10,7-17=0.18,17-21=0.28,21-24=0.10"
+            .parse()
+            .map_err(failed)?,
+    );
+    let h = included(&a, a.deposit(&tou, tou.deposit_a).await?).await?;
+    out.push((
+        "deposit, first (creates the channel, time-of-use tariff)",
+        gas_of(h).await?,
+    ));
+    included(&b, b.deposit(&tou, tou.deposit_b).await?).await?;
+    let h = included(
+        &a,
+        a.submit(TxKind::ConcludeFinal {
+            state: Box::new(signed(&tou, 9, true)),
+        })
+        .await?,
+    )
+    .await?;
+    out.push(("conclude-final (cooperative close)", gas_of(h).await?));
+    let lone = params(3, Tariff::Flat(PricePerKwh(150_000)));
+    included(&a, a.deposit(&lone, lone.deposit_a).await?).await?;
+    chain.mine(3).await.map_err(unavailable)?;
+    let h = included(&a, a.reclaim(lone.channel_id()).await?).await?;
+    out.push(("reclaim (funding window passed)", gas_of(h).await?));
+    Ok(out)
+}
