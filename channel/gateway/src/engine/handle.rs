@@ -1,0 +1,177 @@
+//! The handle the daemon, the control socket and the tests drive an engine with: requests in
+//! one queue, answered on oneshots.
+
+use gridchan_channel::{
+    ChannelId, ChannelView, Command, CommandError, IntervalReading, LedgerEvent, Message, NodeId,
+    OpenRequest,
+};
+use gridchan_transport::PeerAddr;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::{EngineError, Report};
+
+pub(super) enum Control {
+    Open(
+        OpenRequest,
+        oneshot::Sender<Result<ChannelId, CommandError>>,
+    ),
+    Command(Command, oneshot::Sender<Result<(), CommandError>>),
+    /// An interval's readings, of one channel or of many at once.
+    Readings(Vec<(ChannelId, IntervalReading)>),
+    Ledger(ChannelId, LedgerEvent),
+    Channels(oneshot::Sender<Vec<ChannelView>>),
+    Channel(ChannelId, oneshot::Sender<Option<ChannelView>>),
+    Trades(
+        ChannelId,
+        usize,
+        oneshot::Sender<Vec<crate::store::TradeRow>>,
+    ),
+    /// Dial a peer; the answer (if asked for) says whether the connection came up.
+    Connect(PeerAddr, Option<oneshot::Sender<Result<(), String>>>),
+    /// The peers connected now.
+    Connected(oneshot::Sender<std::collections::HashSet<NodeId>>),
+    /// Neighbours' proposals waiting for the owner's answer.
+    Offers(oneshot::Sender<Vec<gridchan_channel::Offer>>),
+    /// Our tokens on the ledger outside channels, as last read.
+    Balance(gridchan_channel::Amount),
+    Send(NodeId, Message),
+    /// Finish: everything taken before this is handled, the writes already asked for are made,
+    /// the history is written, and the peers are told the connections close.
+    Stop(oneshot::Sender<()>),
+}
+
+/// A handle to a running engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    pub(super) control: mpsc::Sender<Control>,
+    pub(super) reports: broadcast::Sender<Report>,
+    pub node: NodeId,
+    pub address: PeerAddr,
+    /// The engine's SQLite file (the ledger queue opens its own connection to it).
+    pub store_path: std::path::PathBuf,
+}
+
+impl EngineHandle {
+    pub fn reports(&self) -> broadcast::Receiver<Report> {
+        self.reports.subscribe()
+    }
+
+    /// Wakes the ledger queue's submitter.
+    pub fn nudge_ledger_queue(&self) {
+        let _ = self.reports.send(Report::LedgerQueued);
+    }
+
+    pub async fn open(&self, req: OpenRequest) -> Result<ChannelId, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Control::Open(req, tx)).await?;
+        Ok(rx.await.map_err(|_| EngineError::Stopped)??)
+    }
+
+    pub async fn command(&self, cmd: Command) -> Result<(), EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Control::Command(cmd, tx)).await?;
+        Ok(rx.await.map_err(|_| EngineError::Stopped)??)
+    }
+
+    pub async fn reading(
+        &self,
+        channel: ChannelId,
+        reading: IntervalReading,
+    ) -> Result<(), EngineError> {
+        self.send(Control::Readings(vec![(channel, reading)])).await
+    }
+
+    /// The readings of many channels at once (an interval's, say): the engine signs the
+    /// proposals they make together, on every core.
+    pub async fn readings(
+        &self,
+        readings: Vec<(ChannelId, IntervalReading)>,
+    ) -> Result<(), EngineError> {
+        self.send(Control::Readings(readings)).await
+    }
+
+    pub async fn ledger_event(
+        &self,
+        channel: ChannelId,
+        event: LedgerEvent,
+    ) -> Result<(), EngineError> {
+        self.send(Control::Ledger(channel, event)).await
+    }
+
+    pub async fn channels(&self) -> Result<Vec<ChannelView>, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Control::Channels(tx)).await?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// One channel, if this gateway has it.
+    pub async fn channel(&self, id: ChannelId) -> Result<Option<ChannelView>, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Control::Channel(id, tx)).await?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// The last `n` settled intervals of a channel, newest first.
+    pub async fn recent_trades(
+        &self,
+        channel: ChannelId,
+        n: usize,
+    ) -> Result<Vec<crate::store::TradeRow>, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Control::Trades(channel, n, tx)).await?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// Sends a gateway-wide message (a meter announcement) to a connected neighbour.
+    pub async fn send_message(&self, peer: NodeId, message: Message) -> Result<(), EngineError> {
+        self.send(Control::Send(peer, message)).await
+    }
+
+    /// Stops the engine: what was asked before is handled, its writes made, the history
+    /// written and the connections closed. Returns once it has stopped.
+    pub async fn stop(&self) -> Result<(), EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Control::Stop(tx)).await?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// Dials `peer` in the background (the engine keeps one connection per peer; see
+    /// [`EngineHandle::dial`] to learn how it went).
+    pub async fn connect(&self, peer: PeerAddr) -> Result<(), EngineError> {
+        self.send(Control::Connect(peer, None)).await
+    }
+
+    /// Dials `peer` and waits until the connection is up (authenticated, its stream open) or
+    /// the attempt failed, and why.
+    pub async fn dial(&self, peer: PeerAddr) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Control::Connect(peer, Some(tx)))
+            .await
+            .map_err(|e| e.to_string())?;
+        rx.await.map_err(|_| EngineError::Stopped.to_string())?
+    }
+
+    /// The peers connected now.
+    pub async fn connected_peers(&self) -> Result<std::collections::HashSet<NodeId>, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Control::Connected(tx)).await?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// Neighbours' channel proposals waiting for the owner's `accept` or `reject`.
+    pub async fn offers(&self) -> Result<Vec<gridchan_channel::Offer>, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Control::Offers(tx)).await?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// Tells the engine our tokens on the ledger outside channels (the accept policy takes its
+    /// share of the balance of it).
+    pub async fn balance(&self, balance: gridchan_channel::Amount) -> Result<(), EngineError> {
+        self.send(Control::Balance(balance)).await
+    }
+
+    async fn send(&self, c: Control) -> Result<(), EngineError> {
+        self.control.send(c).await.map_err(|_| EngineError::Stopped)
+    }
+}
