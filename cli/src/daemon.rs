@@ -1,11 +1,13 @@
 //! `gridchan daemon --config FILE`: run a home energy gateway.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use gridchan_channel::{IntervalIndex, Policy};
 use gridchan_gateway::clock::SimClock;
 use gridchan_gateway::config::{Config, MeterSection};
+use gridchan_gateway::ledger_queue::LedgerQueue;
 use gridchan_gateway::meter::{CsvMeter, MeterSource, SimulatedMeter};
 use gridchan_gateway::store::SqliteStore;
 use gridchan_gateway::{control, daemon, engine};
@@ -23,8 +25,10 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let signer = keys::load(&config.node.key)?;
     std::fs::create_dir_all(&config.node.data)
         .with_context(|| format!("cannot create {}", config.node.data.display()))?;
-    let store = SqliteStore::open(&config.node.data.join("channels.sqlite"))
-        .with_context(|| "cannot open the channel store")?;
+    let store_path = config.node.data.join("channels.sqlite");
+    let store = SqliteStore::open(&store_path).with_context(|| "cannot open the channel store")?;
+    let ledger_queue =
+        Arc::new(LedgerQueue::open(&store_path).with_context(|| "cannot open the ledger queue")?);
     let ledger = crate::evm::client(&config.ledger, &config.node.key, config_path).await?;
     let interval_seconds = config.metering.interval_seconds;
     let clock = match config.metering.speedup {
@@ -64,7 +68,13 @@ pub async fn run(config_path: &Path) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("config {}: {e}", config_path.display()))?,
         ..Policy::default()
     };
-    let engine = engine::spawn(config.node.listen, signer, store, policy)?;
+    let engine = engine::spawn(engine::EngineParts::new(
+        config.node.listen,
+        signer,
+        store,
+        ledger_queue,
+        policy,
+    ))?;
     println!("gateway {}", engine.address);
     let towers = config
         .towers
@@ -76,6 +86,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let daemon = daemon::start(daemon::DaemonParts {
         engine: engine.clone(),
+        store_path,
         ledger: ledger.clone(),
         meter,
         interval_seconds,

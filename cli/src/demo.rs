@@ -22,7 +22,6 @@ use gridchan_gateway::clock::SimClock;
 use gridchan_gateway::daemon::{self, Daemon, DaemonParts};
 use gridchan_gateway::engine::{self, EngineHandle, Report};
 use gridchan_gateway::meter::{CsvMeter, MeterReading, MeterSource};
-use gridchan_gateway::store::SqliteStore;
 use gridchan_transport::PeerAddr;
 use gridchan_watchtower::{Tower, TowerLimits};
 use serde::Serialize;
@@ -276,7 +275,6 @@ fn blinding() -> [u8; 32] {
 /// Starts (or restarts) home `i`'s engine on a free port of 127.0.0.1, and notes the port.
 fn listen(o: &DemoOptions, home: &mut Home) -> Result<EngineHandle> {
     std::fs::create_dir_all(&home.dir)?;
-    let store = SqliteStore::open(&home.dir.join("channels.sqlite"))?;
     // The core's waits are wall-clock: on a clock sped up, they shrink with it (ten
     // intervals' worth), so an interval a home missed while offline does not hold a channel
     // up for two real minutes.
@@ -298,10 +296,10 @@ fn listen(o: &DemoOptions, home: &mut Home) -> Result<EngineHandle> {
         accept,
         ..Policy::default()
     };
-    let engine = engine::spawn(
+    let engine = engine::spawn_on_file(
         "127.0.0.1:0".parse()?,
         home.key.duplicate(&blinding()),
-        store,
+        &home.dir.join("channels.sqlite"),
         policy,
     )
     .with_context(|| format!("{}: cannot start its gateway", home.name))?;
@@ -322,6 +320,7 @@ async fn start_home(
     let ledger = net.chain.client(&h.secret)?;
     Ok(daemon::start(DaemonParts {
         engine,
+        store_path: h.dir.join("channels.sqlite"),
         ledger,
         meter: Box::new(home_meter(o, i, net.anchor)?),
         interval_seconds: INTERVAL,

@@ -47,6 +47,10 @@ pub enum Input {
     Persisted(UpdateId),
     /// The persist request could not be written: its channel freezes.
     PersistFailed(UpdateId),
+    /// A write the host makes for this channel besides its records (the ledger transaction it
+    /// asked for) failed: the channel freezes until [`Command::RetryPersist`], as after a
+    /// failed persist.
+    WriteFailed(ChannelId),
 }
 
 /// A gateway's reading for one channel and one interval, after the daemon allocated its meter's

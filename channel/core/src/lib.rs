@@ -59,7 +59,7 @@ pub use params::{
 };
 pub use signed::{Proposal, ProposalParts, SignedState, SignedStateParts};
 pub use state::{Refusal, State, Trade};
-pub use store::{ChannelStore, MemoryStore, StoreError};
+pub use store::{ChannelStore, MemoryStore, Settled, StoreError};
 pub use tariff::{Tariff, TimeOfUse};
 pub use types::{Amount, ChannelId, IntervalIndex, Party, PricePerKwh, Version, WattHours};
 pub use wire::{Message, WireError};

@@ -200,6 +200,9 @@ impl Node {
                 }
             }
             Input::Persisted(update) => self.out.persisted(update),
+            Input::WriteFailed(channel) => {
+                self.with_channel(&channel, ahead, |ch, ctx| ch.freeze(ctx));
+            }
             Input::PersistFailed(update) => {
                 if let Some(channel) = self.out.failed(update) {
                     self.with_channel(&channel, ahead, |ch, ctx| ch.freeze(ctx));

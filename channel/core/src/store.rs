@@ -4,7 +4,11 @@
 use std::collections::BTreeMap;
 
 use crate::io::ChannelRecord;
-use crate::types::ChannelId;
+use crate::state::Trade;
+use crate::types::{ChannelId, Version};
+
+/// An interval a channel settled: the channel, the version that settled it, and the trade.
+pub type Settled = (ChannelId, Version, Trade);
 
 /// Why a store could not write or read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,6 +29,29 @@ pub trait ChannelStore {
 
     /// Every channel's newest record.
     fn load(&self) -> Result<Vec<ChannelRecord>, StoreError>;
+
+    /// Makes several records durable, and the intervals settled meanwhile (a history for
+    /// people to read), in one step: all or nothing, one flush for many channels. A store
+    /// that keeps no history ignores `settled`; the default writes the records one by one.
+    fn write_batch(
+        &mut self,
+        records: &[&ChannelRecord],
+        settled: &[Settled],
+    ) -> Result<(), StoreError> {
+        let _ = settled;
+        records.iter().try_for_each(|r| self.write(r))
+    }
+
+    /// The last `n` intervals `channel` settled, newest first (none if the store keeps no
+    /// history).
+    fn recent_settled(
+        &self,
+        channel: &ChannelId,
+        n: usize,
+    ) -> Result<Vec<(Version, Trade)>, StoreError> {
+        let _ = (channel, n);
+        Ok(Vec::new())
+    }
 }
 
 /// A store in memory: durable for as long as the value lives. Used by tests and benchmarks.

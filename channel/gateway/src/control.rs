@@ -386,9 +386,8 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
         };
     match req {
         Request::Status => {
-            let path = engine.store_path.clone();
+            let q = engine.ledger_queue.clone();
             let queue = tokio::task::spawn_blocking(move || {
-                let q = crate::ledger_queue::LedgerQueue::open(&path)?;
                 Ok::<_, gridchan_channel::StoreError>((q.pending()?, q.finished(RECENT_FINISHED)?))
             })
             .await;

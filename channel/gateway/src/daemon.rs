@@ -43,6 +43,8 @@ impl Drop for Daemon {
 /// What the daemon's jobs need besides the engine.
 pub struct DaemonParts {
     pub engine: EngineHandle,
+    /// The gateway's SQLite file: the towers and the neighbours keep their tables there.
+    pub store_path: std::path::PathBuf,
     pub ledger: Arc<dyn Ledger>,
     pub meter: Box<dyn MeterSource>,
     pub interval_seconds: u32,
@@ -59,6 +61,7 @@ pub struct DaemonParts {
 pub fn start(parts: DaemonParts) -> Result<Daemon, StoreError> {
     let DaemonParts {
         engine,
+        store_path,
         ledger,
         meter,
         interval_seconds,
@@ -67,20 +70,15 @@ pub fn start(parts: DaemonParts) -> Result<Daemon, StoreError> {
         towers,
         tower_key,
     } = parts;
-    let towers = crate::towers::Towers::start(
-        engine.clone(),
-        engine.store_path.clone(),
-        tower_key,
-        &towers,
-    )
-    .map_err(StoreError::ReadFailed)?;
-    let queue = Arc::new(LedgerQueue::open(&engine.store_path)?);
-    let peers =
-        crate::peers::Peers::open(&engine.store_path, &peers).map_err(StoreError::ReadFailed)?;
+    let towers =
+        crate::towers::Towers::start(engine.clone(), store_path.clone(), tower_key, &towers)
+            .map_err(StoreError::ReadFailed)?;
+    let queue = engine.ledger_queue.clone();
+    let peers = crate::peers::Peers::open(&store_path, &peers).map_err(StoreError::ReadFailed)?;
     let meter_status: Arc<std::sync::Mutex<crate::meter::MeterStatus>> = Arc::default();
     let tasks = vec![
         tokio::spawn(crate::peers::keep_connected(engine.clone(), peers.clone())),
-        tokio::spawn(run_submitter(engine.clone(), queue.clone(), ledger.clone())),
+        tokio::spawn(run_submitter(queue.clone(), ledger.clone())),
         tokio::spawn(read_balance(engine.clone(), ledger.clone())),
         tokio::spawn(follow_ledger(engine.clone(), ledger, queue)),
         tokio::spawn(meter_intervals(
@@ -292,8 +290,6 @@ async fn withdraw_payout(
                 channel.short()
             );
         }
-        // Wake the submitter.
-        engine.nudge_ledger_queue();
     }
 }
 

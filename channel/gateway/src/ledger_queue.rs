@@ -16,9 +16,22 @@ use std::time::Duration;
 use gridchan_chain::{Ledger, LedgerError, TxHash, TxKind};
 use gridchan_channel::{ChannelId, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::Notify;
 
-use crate::engine::{EngineHandle, Report};
+/// The queue's table (a migration of the gateway's store, and created by [`LedgerQueue::open`]
+/// on a file that has none).
+pub(crate) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS ledger_queue (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel BLOB,
+        what TEXT NOT NULL,
+        tx BLOB NOT NULL,
+        created_ms INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        done_ms INTEGER,
+        outcome TEXT
+    );
+    CREATE INDEX IF NOT EXISTS ledger_queue_pending ON ledger_queue (done_ms, id);";
 
 /// Blocks after which a submitted transaction still not included is sent again.
 const RESUBMIT_AFTER_BLOCKS: u64 = 20;
@@ -56,12 +69,7 @@ fn encode(tx: &TxKind) -> Vec<u8> {
     bincode::serde::encode_to_vec(tx, bincode::config::standard()).expect("transactions encode")
 }
 
-/// Adds `tx` to the queue on `conn` (the engine's own connection, or the queue's).
-pub(crate) fn insert(
-    conn: &Connection,
-    channel: Option<&ChannelId>,
-    tx: &TxKind,
-) -> rusqlite::Result<()> {
+fn insert(conn: &Connection, channel: Option<&ChannelId>, tx: &TxKind) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO ledger_queue (channel, what, tx, created_ms) VALUES (?1, ?2, ?3, ?4)",
     )?
@@ -74,9 +82,11 @@ pub(crate) fn insert(
     Ok(())
 }
 
-/// The queue, on its own connection to the gateway's store (the engine writes on another).
+/// The queue, on its own connection to the gateway's file. Whoever pushes wakes the submitter
+/// ([`run_submitter`]).
 pub struct LedgerQueue {
     conn: Mutex<Connection>,
+    pushed: Notify,
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -84,12 +94,14 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl LedgerQueue {
-    /// Opens the queue of the store at `path` (the store must have been opened once, which
-    /// creates the table).
+    /// Opens the queue in the gateway's file at `path` (creating its table if the file has
+    /// none yet).
     pub fn open(path: &Path) -> Result<LedgerQueue, StoreError> {
-        let conn = crate::store::connect(path).map_err(err)?;
+        let conn = crate::sqlite::open(path).map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
         Ok(LedgerQueue {
             conn: Mutex::new(conn),
+            pushed: Notify::new(),
         })
     }
 
@@ -97,8 +109,11 @@ impl LedgerQueue {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Adds `tx` durably, then wakes the submitter.
     pub fn push(&self, channel: Option<&ChannelId>, tx: &TxKind) -> Result<(), StoreError> {
-        insert(&self.conn(), channel, tx).map_err(err)
+        insert(&self.conn(), channel, tx).map_err(err)?;
+        self.pushed.notify_one();
+        Ok(())
     }
 
     /// Every transaction not yet done with, oldest first.
@@ -214,10 +229,9 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| StoreError::WriteFailed(e.to_string()))?
 }
 
-/// Submits what the queue holds until each is included or refused; wakes when the engine
-/// queues something (a [`Report::Ledger`]) and retries with backoff while the ledger is away.
-pub async fn run_submitter(engine: EngineHandle, queue: Arc<LedgerQueue>, ledger: Arc<dyn Ledger>) {
-    let mut reports = engine.reports();
+/// Submits what the queue holds until each is included or refused; wakes when something is
+/// pushed and retries with backoff while the ledger is away. Runs until its task is aborted.
+pub async fn run_submitter(queue: Arc<LedgerQueue>, ledger: Arc<dyn Ledger>) {
     // Submitted and not yet seen in a block: queue id -> (hash, height when sent).
     let mut inflight: HashMap<i64, (TxHash, u64)> = HashMap::new();
     let mut backoff = Duration::from_millis(200);
@@ -238,21 +252,9 @@ pub async fn run_submitter(engine: EngineHandle, queue: Arc<LedgerQueue>, ledger
             }
             continue;
         }
-        // Idle: wait for the engine to queue something (or look again now and then).
-        let wake = async {
-            loop {
-                match reports.recv().await {
-                    Ok(Report::Ledger(_) | Report::LedgerQueued) | Err(RecvError::Lagged(_)) => {
-                        return true
-                    }
-                    Ok(_) => {}
-                    Err(RecvError::Closed) => return false,
-                }
-            }
-        };
-        if let Ok(false) = tokio::time::timeout(Duration::from_secs(5), wake).await {
-            return; // the engine stopped
-        }
+        // Idle: wait for a push (a permit stored by one that came meanwhile is taken at
+        // once), or look again now and then.
+        let _ = tokio::time::timeout(Duration::from_secs(5), queue.pushed.notified()).await;
     }
 }
 

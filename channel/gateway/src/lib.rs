@@ -32,6 +32,7 @@ pub mod ledger_queue;
 mod links;
 pub mod meter;
 pub mod peers;
+pub mod sqlite;
 pub mod store;
 pub mod towers;
 pub mod writer;

@@ -83,7 +83,7 @@ impl Peers {
     /// Opens the neighbour table of the gateway's store (the store must have been opened once,
     /// which creates it), with the `configured` neighbours (which are recorded).
     pub fn open(store_path: &Path, configured: &[PeerAddr]) -> Result<Peers, String> {
-        let conn = crate::store::connect(store_path).map_err(|e| e.to_string())?;
+        let conn = crate::sqlite::open(store_path).map_err(|e| e.to_string())?;
         let mut book = BTreeMap::new();
         {
             let mut stmt = conn

@@ -7,8 +7,9 @@ use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 
 use gridchan_channel::{
-    ChannelId, ChannelParams, ChannelRecord, ChannelStore, Party, Phase, Proposal, ProposalParts,
-    SignedStateParts, StoreError, Version,
+    Amount, ChannelId, ChannelParams, ChannelRecord, ChannelStore, IntervalIndex, Party, Phase,
+    PricePerKwh, Proposal, ProposalParts, Settled, SignedStateParts, StoreError, Trade, Version,
+    WattHours,
 };
 
 /// The schema migrations, in order; `PRAGMA user_version` records how many have run.
@@ -30,20 +31,8 @@ const MIGRATIONS: &[&str] = &[
         amount INTEGER NOT NULL,
         PRIMARY KEY (channel, version)
     );",
-    // Ledger transactions the gateway owes, until each is included or refused for good
-    // (see `ledger_queue.rs`).
-    "CREATE TABLE ledger_queue (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        channel BLOB,
-        what TEXT NOT NULL,
-        tx BLOB NOT NULL,
-        created_ms INTEGER NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        last_error TEXT,
-        done_ms INTEGER,
-        outcome TEXT
-    );
-    CREATE INDEX ledger_queue_pending ON ledger_queue (done_ms, id);",
+    // Ledger transactions the gateway owes, until each is included or refused for good.
+    crate::ledger_queue::SCHEMA,
     // Watchtowers, and what each acknowledged per channel (see `towers.rs`).
     "CREATE TABLE towers (
         node BLOB PRIMARY KEY,
@@ -78,16 +67,6 @@ const MIGRATIONS: &[&str] = &[
     );",
 ];
 
-/// A second connection to the store at `path`, for a part of the gateway with tables of its
-/// own (the ledger queue, the towers, the neighbours): durable writes, and waits for the
-/// engine's transactions instead of failing.
-pub fn connect(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    Ok(conn)
-}
-
 /// One settled interval, as `gridchan channel show` lists it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TradeRow {
@@ -102,8 +81,23 @@ pub struct TradeRow {
     pub amount: u64,
 }
 
-/// A settled interval to record: the channel, the version that settled it, and the trade.
-pub type TradeEntry = (ChannelId, Version, gridchan_channel::Trade);
+impl TradeRow {
+    /// The row of `trade`, settled at `version`.
+    pub fn new(version: Version, trade: &Trade) -> TradeRow {
+        TradeRow {
+            version: version.0,
+            interval: trade.interval.0,
+            seller: match trade.seller {
+                Party::A => "A",
+                Party::B => "B",
+            }
+            .to_string(),
+            energy_wh: trade.energy.0,
+            price: trade.price.0,
+            amount: trade.amount.0,
+        }
+    }
+}
 
 /// A channel record as stored: plain fields, signatures checked again on load.
 #[derive(Serialize, Deserialize)]
@@ -120,9 +114,6 @@ struct Stored {
 /// The gateway's durable channel store.
 pub struct SqliteStore {
     conn: Connection,
-    path: std::path::PathBuf,
-    /// While set, every write fails (fault injection for tests of the freeze and recovery).
-    faults: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn write_err(e: impl std::fmt::Display) -> StoreError {
@@ -136,16 +127,8 @@ fn read_err(e: impl std::fmt::Display) -> StoreError {
 impl SqliteStore {
     /// Opens (creating and migrating) the store at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let conn = Connection::open(path).map_err(read_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(read_err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(read_err)?;
-        let mut store = SqliteStore {
-            conn,
-            path: path.to_path_buf(),
-            faults: Arc::default(),
-        };
+        let conn = crate::sqlite::open(path).map_err(read_err)?;
+        let mut store = SqliteStore { conn };
         store.migrate()?;
         Ok(store)
     }
@@ -169,120 +152,6 @@ impl SqliteStore {
             tx.commit().map_err(write_err)?;
         }
         Ok(())
-    }
-
-    /// A switch that makes every write of this store fail while it is on: the disk-fault
-    /// tests inject failures with it (nothing else should).
-    #[doc(hidden)]
-    pub fn fault_switch(&self) -> Arc<std::sync::atomic::AtomicBool> {
-        self.faults.clone()
-    }
-
-    /// Another connection to the same file, sharing the fault switch (the engine's writer
-    /// thread writes through one of its own).
-    pub fn reopen(&self) -> Result<SqliteStore, StoreError> {
-        let mut other = SqliteStore::open(&self.path)?;
-        other.faults = self.faults.clone();
-        Ok(other)
-    }
-
-    /// The file this store lives in (other connections, like the ledger queue's, open it too).
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Adds a ledger transaction to the durable queue (see [`crate::ledger_queue`]).
-    pub fn enqueue_ledger(
-        &mut self,
-        channel: Option<&ChannelId>,
-        tx: &gridchan_chain::TxKind,
-    ) -> Result<(), StoreError> {
-        crate::ledger_queue::insert(&self.conn, channel, tx).map_err(write_err)
-    }
-
-    /// The last `n` settled intervals of `channel`, newest first.
-    pub fn recent_trades(
-        &self,
-        channel: &ChannelId,
-        n: usize,
-    ) -> Result<Vec<TradeRow>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT version, interval, seller, energy_wh, price, amount FROM trades
-                 WHERE channel = ?1 ORDER BY version DESC LIMIT ?2",
-            )
-            .map_err(read_err)?;
-        let rows = stmt
-            .query_map(params![channel.0.to_vec(), n as i64], |r| {
-                Ok(TradeRow {
-                    version: r.get::<_, i64>(0)? as u64,
-                    interval: r.get::<_, i64>(1)? as u64,
-                    seller: if r.get::<_, i64>(2)? == 0 { "A" } else { "B" }.to_string(),
-                    energy_wh: r.get::<_, i64>(3)? as u64,
-                    price: r.get::<_, i64>(4)? as u64,
-                    amount: r.get::<_, i64>(5)? as u64,
-                })
-            })
-            .map_err(read_err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(read_err)
-    }
-
-    /// Writes several records, and the history of intervals settled meanwhile, in one durable
-    /// transaction: one fsync for many channels.
-    pub fn write_batch(
-        &mut self,
-        records: &[&ChannelRecord],
-        trades: &[TradeEntry],
-    ) -> Result<(), StoreError> {
-        if self.faults.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(write_err("injected write failure"));
-        }
-        let tx = self.conn.transaction().map_err(write_err)?;
-        if !trades.is_empty() {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO trades
-                     (channel, version, interval, seller, energy_wh, price, amount)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .map_err(write_err)?;
-            for (channel, version, t) in trades {
-                stmt.execute(params![
-                    channel.0.to_vec(),
-                    version.0 as i64,
-                    t.interval.0 as i64,
-                    t.seller.index() as i64,
-                    t.energy.0 as i64,
-                    t.price.0 as i64,
-                    t.amount.0 as i64
-                ])
-                .map_err(write_err)?;
-            }
-        }
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO channels (id, record, version, updated_ms) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT(id) DO UPDATE SET record = ?2, version = ?3, updated_ms = ?4",
-                )
-                .map_err(write_err)?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0);
-            for record in records {
-                let version = record.current.as_ref().map(|c| c.version().0).unwrap_or(0);
-                stmt.execute(params![
-                    record.id.0.to_vec(),
-                    encode(record),
-                    version as i64,
-                    now
-                ])
-                .map_err(write_err)?;
-            }
-        }
-        tx.commit().map_err(write_err)
     }
 }
 
@@ -339,6 +208,92 @@ fn hex(b: &[u8]) -> String {
 impl ChannelStore for SqliteStore {
     fn write(&mut self, record: &ChannelRecord) -> Result<(), StoreError> {
         self.write_batch(&[record], &[])
+    }
+
+    /// Writes several records, and the history of intervals settled meanwhile, in one durable
+    /// transaction: one fsync for many channels.
+    fn write_batch(
+        &mut self,
+        records: &[&ChannelRecord],
+        trades: &[Settled],
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(write_err)?;
+        if !trades.is_empty() {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO trades
+                     (channel, version, interval, seller, energy_wh, price, amount)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(write_err)?;
+            for (channel, version, t) in trades {
+                stmt.execute(params![
+                    channel.0.to_vec(),
+                    version.0 as i64,
+                    t.interval.0 as i64,
+                    t.seller.index() as i64,
+                    t.energy.0 as i64,
+                    t.price.0 as i64,
+                    t.amount.0 as i64
+                ])
+                .map_err(write_err)?;
+            }
+        }
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO channels (id, record, version, updated_ms) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(id) DO UPDATE SET record = ?2, version = ?3, updated_ms = ?4",
+                )
+                .map_err(write_err)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            for record in records {
+                let version = record.current.as_ref().map(|c| c.version().0).unwrap_or(0);
+                stmt.execute(params![
+                    record.id.0.to_vec(),
+                    encode(record),
+                    version as i64,
+                    now
+                ])
+                .map_err(write_err)?;
+            }
+        }
+        tx.commit().map_err(write_err)
+    }
+
+    /// The last `n` settled intervals of `channel`, newest first.
+    fn recent_settled(
+        &self,
+        channel: &ChannelId,
+        n: usize,
+    ) -> Result<Vec<(Version, Trade)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT version, interval, seller, energy_wh, price, amount FROM trades
+                 WHERE channel = ?1 ORDER BY version DESC LIMIT ?2",
+            )
+            .map_err(read_err)?;
+        let rows = stmt
+            .query_map(params![channel.0.to_vec(), n as i64], |r| {
+                let trade = Trade {
+                    interval: IntervalIndex(r.get::<_, i64>(1)? as u64),
+                    seller: if r.get::<_, i64>(2)? == 0 {
+                        Party::A
+                    } else {
+                        Party::B
+                    },
+                    energy: WattHours(r.get::<_, i64>(3)? as u64),
+                    price: PricePerKwh(r.get::<_, i64>(4)? as u64),
+                    amount: Amount(r.get::<_, i64>(5)? as u64),
+                };
+                Ok((Version(r.get::<_, i64>(0)? as u64), trade))
+            })
+            .map_err(read_err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(read_err)
     }
 
     fn load(&self) -> Result<Vec<ChannelRecord>, StoreError> {

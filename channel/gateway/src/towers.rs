@@ -76,7 +76,7 @@ impl Towers {
         auth: Signer,
         configured: &[PeerAddr],
     ) -> Result<Towers, String> {
-        let conn = crate::store::connect(&store_path).map_err(|e| e.to_string())?;
+        let conn = crate::sqlite::open(&store_path).map_err(|e| e.to_string())?;
         let towers = Towers(Arc::new(Inner {
             engine,
             conn: Mutex::new(conn),

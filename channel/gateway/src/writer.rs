@@ -10,21 +10,30 @@
 //! fall behind.
 
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use gridchan_channel::{ChannelId, ChannelRecord, UpdateId};
+use gridchan_channel::{ChannelId, ChannelRecord, ChannelStore, Settled, Trade, UpdateId, Version};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{SqliteStore, TradeEntry, TradeRow};
+/// A store the engine and its writer share: the writer writes the batches; the engine writes a
+/// lone small one itself while the writer is idle, and reads.
+pub type Shared<S> = Arc<Mutex<S>>;
+
+/// The shared store, even if a thread panicked while holding it (every write is one
+/// transaction: nothing half-done is left in it).
+pub fn lock<S>(store: &Shared<S>) -> MutexGuard<'_, S> {
+    store.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Work for the writer, done in the order given.
 enum Job {
     /// Records to make durable (with the interval history settled meanwhile).
     Write {
         records: Vec<(UpdateId, ChannelRecord)>,
-        trades: Vec<TradeEntry>,
+        trades: Vec<Settled>,
     },
     /// The last `n` settled intervals of a channel, after every write handed over before.
-    Trades(ChannelId, usize, oneshot::Sender<Vec<TradeRow>>),
+    Trades(ChannelId, usize, oneshot::Sender<Vec<(Version, Trade)>>),
 }
 
 /// What became of the batches of records written in one transaction.
@@ -47,7 +56,9 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer on `store`; what becomes of the batches arrives on the returned
     /// receiver, one answer per transaction, in the order the batches were handed over.
-    pub fn spawn(store: SqliteStore) -> (Writer, mpsc::UnboundedReceiver<Written>) {
+    pub fn spawn<S: ChannelStore + Send + 'static>(
+        store: Shared<S>,
+    ) -> (Writer, mpsc::UnboundedReceiver<Written>) {
         let (jobs_tx, jobs_rx) = std_mpsc::channel();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let thread = std::thread::Builder::new()
@@ -72,7 +83,7 @@ impl Writer {
     }
 
     /// Hands over interval history alone (written whether or not it fills a transaction).
-    pub fn write_trades(&self, trades: Vec<TradeEntry>) {
+    pub fn write_trades(&self, trades: Vec<Settled>) {
         if !trades.is_empty() {
             self.send(Job::Write {
                 records: Vec::new(),
@@ -86,7 +97,7 @@ impl Writer {
         &self,
         channel: ChannelId,
         n: usize,
-        reply: oneshot::Sender<Vec<TradeRow>>,
+        reply: oneshot::Sender<Vec<(Version, Trade)>>,
     ) {
         self.send(Job::Trades(channel, n, reply));
     }
@@ -116,14 +127,14 @@ impl Drop for Writer {
 /// Settled intervals kept for a later transaction after failed ones, at most.
 const MAX_UNRECORDED: usize = 100_000;
 
-fn run(
-    mut store: SqliteStore,
+fn run<S: ChannelStore>(
+    store: Shared<S>,
     jobs: std_mpsc::Receiver<Job>,
     done: mpsc::UnboundedSender<Written>,
 ) {
     let mut pending: Option<Job> = None;
     // History a failed transaction did not record: it rides along with the next one.
-    let mut unrecorded: Vec<TradeEntry> = Vec::new();
+    let mut unrecorded: Vec<Settled> = Vec::new();
     loop {
         let first = match pending.take() {
             Some(job) => job,
@@ -134,7 +145,8 @@ fn run(
         };
         match first {
             Job::Trades(channel, n, reply) => {
-                let _ = reply.send(store.recent_trades(&channel, n).unwrap_or_default());
+                let recent = lock(&store).recent_settled(&channel, n);
+                let _ = reply.send(recent.unwrap_or_default());
             }
             Job::Write { records, trades } => {
                 // Everything else already waiting shares this transaction, up to a query
@@ -163,7 +175,7 @@ fn run(
                     }
                 }
                 let refs: Vec<&ChannelRecord> = all_records.iter().collect();
-                let result = store.write_batch(&refs, &all_trades);
+                let result = lock(&store).write_batch(&refs, &all_trades);
                 // Updates are numbered in order, and durability is cumulative: the last one
                 // acknowledges them all.
                 let written = match (&result, updates.last()) {

@@ -18,9 +18,11 @@ use gridchan_channel::{
     Tariff, WattHours,
 };
 use gridchan_gateway::daemon::{self, Daemon, DaemonParts};
-use gridchan_gateway::engine::{self, EngineHandle};
+use gridchan_gateway::engine::{self, EngineHandle, EngineParts};
+use gridchan_gateway::ledger_queue::LedgerQueue;
 use gridchan_gateway::meter::{MeterReading, MeterSource};
 use gridchan_gateway::store::SqliteStore;
+use gridchan_harness::{FaultSwitch, FaultyStore};
 use gridchan_transport::PeerAddr;
 
 use common::{key, ledger_node, until, view, LedgerNode};
@@ -116,13 +118,18 @@ fn gateway_on(
     client: Arc<dyn Ledger>,
     reading: MeterReading,
     peers: Vec<PeerAddr>,
-) -> (Daemon, Arc<AtomicBool>) {
-    let store = SqliteStore::open(&dir.join(format!("gw-{k}.sqlite"))).unwrap();
-    let faults = store.fault_switch();
+) -> (Daemon, FaultSwitch) {
+    let path = dir.join(format!("gw-{k}.sqlite"));
+    // The engine's store fails while the test says so (the production trait, wrapped).
+    let store = FaultyStore::new(SqliteStore::open(&path).unwrap());
+    let faults = store.switch();
+    let queue = Arc::new(LedgerQueue::open(&path).unwrap());
     let listen = "127.0.0.1:0".parse().unwrap();
-    let engine = engine::spawn(listen, key(k), store, Policy::accepting_anyone()).unwrap();
+    let parts = EngineParts::new(listen, key(k), store, queue, Policy::accepting_anyone());
+    let engine = engine::spawn(parts).unwrap();
     let daemon = daemon::start(DaemonParts {
         engine,
+        store_path: path,
         ledger: client,
         meter: Box::new(Steady(reading)),
         interval_seconds: 1,
@@ -137,7 +144,7 @@ fn gateway_on(
 
 struct World {
     /// Makes A's store fail while on.
-    a_faults: Arc<AtomicBool>,
+    a_faults: FaultSwitch,
     dir: tempfile::TempDir,
     /// A's connection to the ledger.
     switch: Arc<Switch>,
@@ -535,7 +542,7 @@ async fn a_failing_disk_freezes_the_channel_until_it_recovers_and_nothing_is_sig
     let mut reports = w.ea.reports();
     traded(&w, 160).await;
     // A's disk starts failing.
-    w.a_faults.store(true, Ordering::SeqCst);
+    w.a_faults.fail_now();
     let (ea, channel) = (w.ea.clone(), w.channel);
     until("A's channel frozen", &[&w.ea], 30, || {
         let ea = ea.clone();
@@ -576,7 +583,7 @@ async fn a_failing_disk_freezes_the_channel_until_it_recovers_and_nothing_is_sig
     let b_now = view(&w.eb, w.channel).await.unwrap().current.unwrap();
     assert!(b_now.version() <= frozen_at.highest_signed.max(b_at.version()));
     // The disk comes back: the channel thaws and trades on.
-    w.a_faults.store(false, Ordering::SeqCst);
+    w.a_faults.heal();
     until("A thawed", &[&w.ea], 90, || {
         let ea = ea.clone();
         async move { view(&ea, channel).await.is_some_and(|c| !c.frozen) }

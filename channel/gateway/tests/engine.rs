@@ -2,13 +2,16 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use gridchan_channel::{
     ChannelStore, Command, IntervalIndex, IntervalReading, LedgerEvent, Phase, Version, WattHours,
 };
-use gridchan_gateway::engine::EngineHandle;
+use gridchan_gateway::engine::{EngineHandle, EngineParts};
+use gridchan_gateway::ledger_queue::LedgerQueue;
 use gridchan_gateway::store::SqliteStore;
+use gridchan_harness::FaultyStore;
 
 use common::until;
 use gridchan_fixtures::{engine_at, flat_channel, store_path};
@@ -104,7 +107,7 @@ async fn two_gateways_settle_over_quic_with_durable_states() {
     .await;
     // The interval history follows by the engine's tick (once a second), with nobody asking
     // for it: all 50 intervals, in A's file.
-    let history = || a_file().recent_trades(&channel, 1_000).unwrap().len();
+    let history = || a_file().recent_settled(&channel, 1_000).unwrap().len();
     until("A's interval history in its file", &[&a], 10, || {
         let n = history();
         async move { n == 50 }
@@ -246,14 +249,17 @@ async fn an_intervals_readings_for_many_channels_go_in_one_message_and_all_settl
 async fn a_frozen_channel_shows_the_state_its_disk_holds() {
     let dir = tempfile::tempdir().unwrap();
     let a = engine_at(dir.path(), 1);
-    let store = SqliteStore::open(&store_path(dir.path(), 2)).unwrap();
-    let faults = store.fault_switch();
-    let b = gridchan_gateway::engine::spawn(
+    // B runs on the fault-injecting store (the production trait, wrapped around its SQLite).
+    let path = store_path(dir.path(), 2);
+    let store = FaultyStore::new(SqliteStore::open(&path).unwrap());
+    let faults = store.switch();
+    let b = gridchan_gateway::engine::spawn(EngineParts::new(
         "127.0.0.1:0".parse().unwrap(),
         common::key(2),
         store,
+        Arc::new(LedgerQueue::open(&path).unwrap()),
         gridchan_channel::Policy::accepting_anyone(),
-    )
+    ))
     .unwrap();
     a.connect(b.address.clone()).await.unwrap();
     let opened_at = IntervalIndex(1_930_000);
@@ -291,7 +297,7 @@ async fn a_frozen_channel_shows_the_state_its_disk_holds() {
     })
     .await;
     // B's disk fails; A sells interval 1, and B countersigns in memory but cannot write it.
-    faults.store(true, std::sync::atomic::Ordering::SeqCst);
+    faults.fail_now();
     let interval = IntervalIndex(opened_at.0 + 1);
     b.reading(channel, IntervalReading::buying(interval, WattHours(300)))
         .await

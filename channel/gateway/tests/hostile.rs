@@ -10,7 +10,6 @@ use gridchan_channel::{
     Version, WattHours,
 };
 use gridchan_gateway::engine::{self, EngineHandle, Report};
-use gridchan_gateway::store::SqliteStore;
 use gridchan_transport::{Connection, Endpoint, FramedStream, Limits};
 
 fn signer(b: u8) -> Signer {
@@ -55,9 +54,10 @@ async fn expect_disconnect(reports: &mut tokio::sync::broadcast::Receiver<Report
 async fn hostile_frames_cost_the_connection_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let victim_key = signer(2);
-    let store = SqliteStore::open(&dir.path().join("victim.sqlite")).unwrap();
+    let path = dir.path().join("victim.sqlite");
     let listen = "127.0.0.1:0".parse().unwrap();
-    let victim = engine::spawn(listen, victim_key, store, Policy::accepting_anyone()).unwrap();
+    let victim =
+        engine::spawn_on_file(listen, victim_key, &path, Policy::accepting_anyone()).unwrap();
     let mut reports = victim.reports();
     let m = Mallory {
         endpoint: Endpoint::bind("127.0.0.1:0".parse().unwrap(), signer(1), Limits::default())

@@ -16,7 +16,6 @@ use gridchan_channel::{
 use gridchan_gateway::daemon::{self, Daemon, DaemonParts};
 use gridchan_gateway::engine::{self, EngineHandle};
 use gridchan_gateway::meter::{MeterReading, MeterSource};
-use gridchan_gateway::store::SqliteStore;
 use gridchan_transport::PeerAddr;
 
 use common::{key, ledger_node, until, view};
@@ -34,26 +33,24 @@ fn client(ledger: &PeerAddr, k: u8) -> Arc<dyn Ledger> {
     Arc::new(RemoteClient::new(ledger.clone(), key(k), [k; 32]).unwrap())
 }
 
-fn engine_of(dir: &std::path::Path, k: u8) -> EngineHandle {
-    let store = SqliteStore::open(&dir.join(format!("gw-{k}.sqlite"))).unwrap();
-    engine::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        key(k),
-        store,
-        Policy::accepting_anyone(),
-    )
-    .unwrap()
+/// Gateway `k`'s engine, and its file.
+fn engine_of(dir: &std::path::Path, k: u8) -> (EngineHandle, std::path::PathBuf) {
+    let path = dir.join(format!("gw-{k}.sqlite"));
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let engine = engine::spawn_on_file(listen, key(k), &path, Policy::accepting_anyone());
+    (engine.unwrap(), path)
 }
 
 /// A daemon metering every second with a steady meter.
 fn home(
-    engine: EngineHandle,
+    (engine, store_path): (EngineHandle, std::path::PathBuf),
     ledger: Arc<dyn Ledger>,
     reading: MeterReading,
     peers: Vec<PeerAddr>,
 ) -> Daemon {
     daemon::start(DaemonParts {
         engine,
+        store_path,
         ledger,
         meter: Box::new(Steady(reading)),
         interval_seconds: 1,
@@ -102,7 +99,7 @@ async fn a_neighbour_that_never_announces_stalls_nobody() {
         },
         vec![],
     );
-    let m = engine_of(dir.path(), 3);
+    let (m, _) = engine_of(dir.path(), 3);
     let a = home(
         engine_of(dir.path(), 1),
         client(&ledger, 1),

@@ -15,7 +15,6 @@ use gridchan_gateway::daemon::{self, Daemon, DaemonParts};
 use gridchan_gateway::engine;
 use gridchan_gateway::meter::{MeterReading, MeterSource};
 use gridchan_gateway::peers::PeerStatus;
-use gridchan_gateway::store::SqliteStore;
 use gridchan_transport::PeerAddr;
 
 use common::{key, ledger_node, until, view};
@@ -45,12 +44,13 @@ fn gateway(
     ledger: &PeerAddr,
     peers: Vec<PeerAddr>,
 ) -> Daemon {
-    let store = SqliteStore::open(&dir.join(format!("gw-{k}.sqlite"))).unwrap();
-    let engine = engine::spawn(listen, key(k), store, Policy::accepting_anyone()).unwrap();
+    let path = dir.join(format!("gw-{k}.sqlite"));
+    let engine = engine::spawn_on_file(listen, key(k), &path, Policy::accepting_anyone()).unwrap();
     let client: Arc<dyn Ledger> =
         Arc::new(RemoteClient::new(ledger.clone(), key(k), [k; 32]).unwrap());
     daemon::start(DaemonParts {
         engine,
+        store_path: path,
         ledger: client,
         meter: Box::new(Steady(MeterReading {
             import: WattHours(u64::from(k == 2) * 80),

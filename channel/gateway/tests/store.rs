@@ -1,7 +1,10 @@
 //! The SQLite channel store keeps records exactly, and refuses damaged ones.
 
 use gridchan_channel::{ChannelStore, IntervalIndex, WattHours};
+use std::sync::{Arc, Mutex};
+
 use gridchan_gateway::store::SqliteStore;
+use gridchan_harness::FaultyStore;
 use gridchan_harness::{Pair, PairConfig, Side, Trade};
 
 fn records() -> Vec<gridchan_channel::ChannelRecord> {
@@ -84,9 +87,11 @@ fn the_ledger_queue_keeps_its_order_and_its_history_across_a_reopen() {
     let path = dir.path().join("channels.sqlite");
     let channel = gridchan_channel::ChannelId([7; 32]);
     {
-        let mut store = SqliteStore::open(&path).unwrap();
-        store
-            .enqueue_ledger(Some(&channel), &TxKind::Conclude { channel })
+        let _store = SqliteStore::open(&path).unwrap();
+        // Two connections to the queue (the engine's and the daemon's) share one order.
+        LedgerQueue::open(&path)
+            .unwrap()
+            .push(Some(&channel), &TxKind::Conclude { channel })
             .unwrap();
         let queue = LedgerQueue::open(&path).unwrap();
         queue
@@ -120,12 +125,11 @@ fn the_ledger_queue_keeps_its_order_and_its_history_across_a_reopen() {
 async fn the_writer_answers_in_order_fails_a_whole_transaction_and_recovers() {
     use gridchan_channel::UpdateId;
     use gridchan_gateway::writer::{Writer, Written};
-    use std::sync::atomic::Ordering;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("channels.sqlite");
-    let store = SqliteStore::open(&path).unwrap();
-    let faults = store.fault_switch();
-    let (writer, mut written) = Writer::spawn(store);
+    let store = FaultyStore::new(SqliteStore::open(&path).unwrap());
+    let faults = store.switch();
+    let (writer, mut written) = Writer::spawn(Arc::new(Mutex::new(store)));
     let recs = records();
     let answer = |w: Option<Written>| match w.expect("an answer") {
         Written::Durable(u) => Ok(u),
@@ -145,7 +149,7 @@ async fn the_writer_answers_in_order_fails_a_whole_transaction_and_recovers() {
         vec![recs[0].clone()]
     );
     // A failing disk fails every update of the transaction, and nothing is written.
-    faults.store(true, Ordering::SeqCst);
+    faults.fail_now();
     writer.write(vec![(UpdateId(3), recs[1].clone())]);
     assert_eq!(answer(written.recv().await), Err(vec![UpdateId(3)]));
     assert_eq!(
@@ -153,7 +157,7 @@ async fn the_writer_answers_in_order_fails_a_whole_transaction_and_recovers() {
         vec![recs[0].clone()]
     );
     // The disk is back: writing again works.
-    faults.store(false, Ordering::SeqCst);
+    faults.heal();
     writer.write(vec![(UpdateId(4), recs[1].clone())]);
     assert_eq!(answer(written.recv().await), Ok(UpdateId(4)));
     assert_eq!(

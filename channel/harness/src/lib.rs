@@ -18,6 +18,6 @@ pub mod network;
 mod pair;
 pub mod script;
 
-pub use faulty::{FaultyStore, WriteFault};
+pub use faulty::{FaultSwitch, FaultyStore, WriteFault};
 pub use network::{Hostility, Network};
 pub use pair::{Link, Pair, PairConfig, Side, Trade};

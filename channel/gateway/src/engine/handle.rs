@@ -24,7 +24,7 @@ pub(super) enum Control {
     Trades(
         ChannelId,
         usize,
-        oneshot::Sender<Vec<crate::store::TradeRow>>,
+        oneshot::Sender<Vec<(gridchan_channel::Version, gridchan_channel::Trade)>>,
     ),
     /// Dial a peer; the answer (if asked for) says whether the connection came up.
     Connect(PeerAddr, Option<oneshot::Sender<Result<(), String>>>),
@@ -47,18 +47,14 @@ pub struct EngineHandle {
     pub(super) reports: broadcast::Sender<Report>,
     pub node: NodeId,
     pub address: PeerAddr,
-    /// The engine's SQLite file (the ledger queue opens its own connection to it).
-    pub store_path: std::path::PathBuf,
+    /// The queue the engine puts the core's ledger transactions in (the daemon's submitter
+    /// sends them; a withdrawal is pushed there too).
+    pub ledger_queue: std::sync::Arc<crate::ledger_queue::LedgerQueue>,
 }
 
 impl EngineHandle {
     pub fn reports(&self) -> broadcast::Receiver<Report> {
         self.reports.subscribe()
-    }
-
-    /// Wakes the ledger queue's submitter.
-    pub fn nudge_ledger_queue(&self) {
-        let _ = self.reports.send(Report::LedgerQueued);
     }
 
     pub async fn open(&self, req: OpenRequest) -> Result<ChannelId, EngineError> {
@@ -119,7 +115,11 @@ impl EngineHandle {
     ) -> Result<Vec<crate::store::TradeRow>, EngineError> {
         let (tx, rx) = oneshot::channel();
         self.send(Control::Trades(channel, n, tx)).await?;
-        rx.await.map_err(|_| EngineError::Stopped)
+        let settled = rx.await.map_err(|_| EngineError::Stopped)?;
+        Ok(settled
+            .iter()
+            .map(|(version, trade)| crate::store::TradeRow::new(*version, trade))
+            .collect())
     }
 
     /// Sends a gateway-wide message (a meter announcement) to a connected neighbour.

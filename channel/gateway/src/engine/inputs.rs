@@ -13,7 +13,7 @@ use crate::links::{self, Inbound};
 
 use super::{Control, Engine, Peer, Report};
 
-impl Engine {
+impl<S: super::EngineStore> Engine<S> {
     pub(super) fn on_control(&mut self, c: Control, ahead: &Precomputed) {
         match c {
             Control::Open(req, reply) => {
@@ -74,14 +74,14 @@ impl Engine {
         if !views.iter().any(|v| v.frozen) {
             return views;
         }
-        use gridchan_channel::ChannelStore;
-        let stored: HashMap<ChannelId, ChannelRecord> = match self.store.load() {
-            Ok(records) => records.into_iter().map(|r| (r.id, r)).collect(),
-            Err(e) => {
-                tracing::warn!("cannot read the store for a frozen channel's state: {e}");
-                return views;
-            }
-        };
+        let stored: HashMap<ChannelId, ChannelRecord> =
+            match crate::writer::lock(&self.store).load() {
+                Ok(records) => records.into_iter().map(|r| (r.id, r)).collect(),
+                Err(e) => {
+                    tracing::warn!("cannot read the store for a frozen channel's state: {e}");
+                    return views;
+                }
+            };
         for v in views.iter_mut().filter(|v| v.frozen) {
             v.current = stored.get(&v.id).and_then(|r| r.current.clone());
         }
@@ -200,11 +200,27 @@ impl Engine {
                 "channel {}: writing it again after a store failure",
                 id.short()
             );
-            let _ = self.node.command(Command::RetryPersist(id));
+            if self.requeue(&id) {
+                let _ = self.node.command(Command::RetryPersist(id));
+            }
             if let Some((at, delay)) = self.frozen.get_mut(&id) {
                 *delay = (*delay * 2).min(Duration::from_secs(60));
                 *at = now + *delay;
             }
         }
+    }
+
+    /// Pushes `channel`'s ledger transactions that the queue could not take again, in order;
+    /// whether none is left.
+    fn requeue(&mut self, channel: &ChannelId) -> bool {
+        let mut left = Vec::new();
+        for (c, tx) in std::mem::take(&mut self.unqueued) {
+            let stuck = left.iter().any(|(l, _)| l == &c);
+            if c != *channel || stuck || self.ledger_queue.push(Some(&c), &tx).is_err() {
+                left.push((c, tx));
+            }
+        }
+        self.unqueued = left;
+        !self.unqueued.iter().any(|(c, _)| c == channel)
     }
 }

@@ -10,21 +10,26 @@ mod precompute;
 mod run;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use gridchan_channel::{
-    ChannelId, CommandError, Event, LedgerRequest, Node, NodeId, Policy, SignedState, Signer,
-    UpdateId,
+    ChannelId, ChannelStore, CommandError, Event, LedgerRequest, Node, NodeId, Policy, SignedState,
+    Signer, UpdateId,
 };
 use gridchan_transport::{Connection, Endpoint};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::ledger_queue::LedgerQueue;
 use crate::links::{self, Inbound};
-use crate::store::SqliteStore;
-use crate::writer::Writer;
+use crate::writer::{Shared, Writer};
 
 use handle::Control;
 pub use handle::EngineHandle;
+
+/// The stores an engine can run on.
+pub trait EngineStore: ChannelStore + Send + 'static {}
+impl<S: ChannelStore + Send + 'static> EngineStore for S {}
 
 /// Inputs taken in one go before the outputs they caused are carried out.
 const MAX_BATCH_INPUTS: usize = 2048;
@@ -49,8 +54,6 @@ pub enum Report {
     Event(Event),
     /// The core asked for a ledger transaction (already in the durable ledger queue).
     Ledger(LedgerRequest),
-    /// Something else was put in the ledger queue (a withdrawal).
-    LedgerQueued,
     /// A new doubly signed state for the watchtowers.
     Watchtower(SignedState),
     /// A peer connected (authenticated) or disconnected.
@@ -73,17 +76,30 @@ pub enum EngineError {
     Command(#[from] CommandError),
 }
 
+/// An input taken from the engine's queues, in arrival order.
+enum Taken {
+    Control(Control),
+    Inbound(Inbound),
+}
+
 struct Peer {
     writer: mpsc::Sender<Vec<u8>>,
     conn: Connection,
     generation: u64,
 }
 
-struct Engine {
+struct Engine<S> {
     node: Node,
-    /// The engine's own connection: the ledger queue's inserts (rare, and durable before the
-    /// submitter hears of them), and a lone batch written at once while the writer is idle.
-    store: SqliteStore,
+    /// The store, shared with the writer: the engine writes a lone batch at once while the
+    /// writer is idle, and reads what a frozen channel holds on disk.
+    store: Shared<S>,
+    /// Where the ledger transactions the core asks for go, durable before anyone acts on them.
+    ledger_queue: Arc<LedgerQueue>,
+    /// Ledger requests the queue could not take (a failing disk): their channels are frozen,
+    /// and they are pushed again before the channel is retried.
+    unqueued: Vec<(ChannelId, gridchan_chain::TxKind)>,
+    /// Wall time in milliseconds since the Unix epoch, for the core's deadlines.
+    clock: fn() -> u64,
     /// Channel records and history, written in order on the writer's thread.
     writer: Writer,
     /// The last update handed to the writer, until the writer answers for it.
@@ -95,13 +111,13 @@ struct Engine {
     endpoint: Endpoint,
     /// The node's key again, for the worker pool to sign a burst with while this thread goes on
     /// serving the connections.
-    pool_signer: std::sync::Arc<Signer>,
+    pool_signer: Arc<Signer>,
     /// Channels frozen by a failed write: when to retry, and the delay after that.
     frozen: HashMap<ChannelId, (std::time::Instant, Duration)>,
     /// Settled intervals not yet handed to the writer. The tick hands them over, once a second
     /// (or a full [`MAX_PENDING_TRADES`] at once), in a transaction of their own: never on an
     /// update's path, and many intervals of a channel share its pages in the history's index.
-    trades: Vec<crate::store::TradeEntry>,
+    trades: Vec<gridchan_channel::Settled>,
     /// Neighbours this gateway dialled (configured, or opened to by address): with those it has
     /// channels with, the keys whose connections the endpoint always admits.
     dialled: std::collections::HashSet<NodeId>,
@@ -120,8 +136,53 @@ pub enum StartError {
     Thread(#[from] std::io::Error),
 }
 
-/// Starts an engine for `signer`, restoring channels from `store`, listening for neighbours
-/// on `listen` (port 0: a free port; the handle's address says which).
+/// What an engine is made of.
+pub struct EngineParts<S> {
+    /// Where to listen for neighbours (port 0: a free port; the handle's address says which).
+    pub listen: std::net::SocketAddr,
+    pub signer: Signer,
+    /// The channels' records: restored from it at start, every persist written to it.
+    pub store: S,
+    /// Where the ledger transactions the core asks for go.
+    pub ledger_queue: Arc<LedgerQueue>,
+    pub policy: Policy,
+    /// Wall time in milliseconds since the Unix epoch: what the core's deadlines count in.
+    pub clock: fn() -> u64,
+    /// Seeds the blinding of the signing contexts the engine derives from `signer` (for its
+    /// transport and its worker pool).
+    pub seed: [u8; 32],
+}
+
+/// Milliseconds since the Unix epoch, by the system's clock.
+pub fn system_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl<S> EngineParts<S> {
+    /// The parts with the system's clock and a seed from the operating system.
+    pub fn new(
+        listen: std::net::SocketAddr,
+        signer: Signer,
+        store: S,
+        ledger_queue: Arc<LedgerQueue>,
+        policy: Policy,
+    ) -> EngineParts<S> {
+        EngineParts {
+            listen,
+            signer,
+            store,
+            ledger_queue,
+            policy,
+            clock: system_ms,
+            seed: rand::random(),
+        }
+    }
+}
+
+/// Starts an engine, restoring its channels from its store.
 ///
 /// The engine and its connections share a thread and a runtime of their own: the endpoint
 /// (bound here on that runtime, so its socket's readiness and its receive loop are served
@@ -130,13 +191,23 @@ pub enum StartError {
 /// the wire, without waking another thread. The engine never blocks that thread on a burst's
 /// cryptography (it takes more input while the worker pool works); it does block it for a
 /// write it makes itself (a lone batch of at most 8 records).
-pub fn spawn(
-    listen: std::net::SocketAddr,
-    signer: Signer,
-    store: SqliteStore,
-    policy: Policy,
+pub fn spawn<S: ChannelStore + Send + 'static>(
+    parts: EngineParts<S>,
 ) -> Result<EngineHandle, StartError> {
-    use gridchan_channel::ChannelStore;
+    let EngineParts {
+        listen,
+        signer,
+        store,
+        ledger_queue,
+        policy,
+        clock,
+        seed,
+    } = parts;
+    let blinding = |n: u8| {
+        let mut s = seed;
+        s[0] ^= n;
+        s
+    };
     let mut rt = EngineRuntime(Some(
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -144,26 +215,25 @@ pub fn spawn(
     ));
     let endpoint = {
         let _on_the_engines_runtime = rt.get().enter();
-        Endpoint::bind(
-            listen,
-            signer.duplicate(&rand::random()),
-            links::peer_limits(),
-        )?
+        Endpoint::bind(listen, signer.duplicate(&blinding(1)), links::peer_limits())?
     };
     let records = store.load()?;
     endpoint.set_priority(records.iter().map(|r| *r.params.node(r.me.other())));
     let node_id = signer.id();
-    let pool_signer = std::sync::Arc::new(signer.duplicate(&rand::random()));
+    let pool_signer = Arc::new(signer.duplicate(&blinding(2)));
     let node = Node::restore(signer, policy, records);
     let (control_tx, control_rx) = mpsc::channel(1024);
     let (inbound_tx, inbound_rx) = mpsc::channel(4096);
     let (reports, _) = broadcast::channel(4096);
     let address = endpoint.peer_addr();
-    let store_path = store.path().to_path_buf();
-    let (writer, written) = Writer::spawn(store.reopen()?);
+    let store: Shared<S> = Arc::new(std::sync::Mutex::new(store));
+    let (writer, written) = Writer::spawn(store.clone());
     let engine = Engine {
         node,
         store,
+        ledger_queue: ledger_queue.clone(),
+        unqueued: Vec::new(),
+        clock,
         writer,
         writing: None,
         peers: HashMap::new(),
@@ -196,8 +266,21 @@ pub fn spawn(
         reports,
         node: node_id,
         address,
-        store_path,
+        ledger_queue,
     })
+}
+
+/// Starts the gateway's usual engine: its channel records and its ledger queue in the SQLite
+/// file at `path`, the system's clock, a seed from the operating system.
+pub fn spawn_on_file(
+    listen: std::net::SocketAddr,
+    signer: Signer,
+    path: &std::path::Path,
+    policy: Policy,
+) -> Result<EngineHandle, StartError> {
+    let store = crate::store::SqliteStore::open(path)?;
+    let queue = Arc::new(LedgerQueue::open(path)?);
+    spawn(EngineParts::new(listen, signer, store, queue, policy))
 }
 
 /// The engine's runtime until its thread takes it. If the engine never starts (its port is

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use gridchan_channel::{ChannelRecord, Event, Input, Output, UpdateId};
+use gridchan_channel::{ChannelId, ChannelRecord, Event, Input, Output, UpdateId};
 
 use super::{Engine, Report, MAX_INLINE_RECORDS, MAX_PENDING_TRADES};
 
-impl Engine {
+impl<S: super::EngineStore> Engine<S> {
     /// Carries out every output the core has ready and writes the records it asked for as one
     /// batch: here when `inline`, the batch is small and no earlier batch is still being written
     /// (so writes stay in order), else on the writer's thread. What waits for them goes once
@@ -25,7 +25,7 @@ impl Engine {
             }
             let last = batch.last().map(|(u, _)| *u);
             let records: Vec<&ChannelRecord> = batch.iter().map(|(_, r)| r).collect();
-            match self.store.write_batch(&records, &[]) {
+            match crate::writer::lock(&self.store).write_batch(&records, &[]) {
                 Ok(()) => {
                     if let Some(last) = last {
                         self.node.handle(Input::Persisted(last));
@@ -59,11 +59,7 @@ impl Engine {
                 Output::Ledger(r) => {
                     // Durable before anyone acts on it: the submitter retries from the
                     // queue until the ledger includes or refuses it.
-                    let tx = gridchan_chain::TxKind::from(&r);
-                    if let Err(e) = self.store.enqueue_ledger(Some(&r.channel()), &tx) {
-                        tracing::error!("ledger request not queued: {e}");
-                        let _ = self.reports.send(Report::StoreFailed(e.to_string()));
-                    }
+                    self.enqueue(r.channel(), gridchan_chain::TxKind::from(&r));
                     let _ = self.reports.send(Report::Ledger(r));
                 }
                 Output::Watchtower(s) => {
@@ -93,5 +89,21 @@ impl Engine {
             }
         }
         batch
+    }
+
+    /// Puts a ledger transaction in the queue. One the queue cannot take (a failing disk)
+    /// freezes its channel, like a failed persist, and is pushed again before the channel is
+    /// retried.
+    pub(super) fn enqueue(&mut self, channel: ChannelId, tx: gridchan_chain::TxKind) {
+        if let Err(e) = self.ledger_queue.push(Some(&channel), &tx) {
+            tracing::error!(
+                "channel {}: {} not queued for the ledger: {e}",
+                channel.short(),
+                tx.name()
+            );
+            let _ = self.reports.send(Report::StoreFailed(e.to_string()));
+            self.unqueued.push((channel, tx));
+            self.node.handle(Input::WriteFailed(channel));
+        }
     }
 }

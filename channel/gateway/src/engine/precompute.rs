@@ -9,8 +9,7 @@ use tokio::sync::oneshot;
 
 use crate::links::Inbound;
 
-use super::run::Taken;
-use super::{Control, Engine, MIN_PARALLEL_JOBS};
+use super::{Control, Engine, Taken, MIN_PARALLEL_JOBS};
 
 /// A signature to check or to make ahead, for [`Engine::jobs`].
 pub(super) enum Job {
@@ -112,7 +111,7 @@ impl Job {
     }
 }
 
-impl Engine {
+impl<S: super::EngineStore> Engine<S> {
     /// The costly parts of a piece of a burst, for the process's worker pool: recovering the
     /// signers of the proposals and countersignatures, making our countersignatures of the
     /// proposals (used only if the core decides to countersign), and signing the proposals an

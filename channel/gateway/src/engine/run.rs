@@ -10,15 +10,10 @@ use crate::links::Inbound;
 use crate::writer::Written;
 
 use super::precompute::{pieces, Work, PIECE_INPUTS};
-use super::{Control, Engine, Report, MAX_BATCH_INPUTS};
+use super::{Control, Engine, Report, Taken, MAX_BATCH_INPUTS};
 
-/// An input taken from the engine's queues, in arrival order.
-pub(super) enum Taken {
-    Control(Control),
-    Inbound(Inbound),
-}
 
-impl Engine {
+impl<S: super::EngineStore> Engine<S> {
     pub(super) async fn run(
         mut self,
         mut control: mpsc::Receiver<Control>,
@@ -51,11 +46,9 @@ impl Engine {
                     flight.front_mut().expect("a front piece").1 = Work::Done(done);
                 }
                 _ = tick.tick() => {
-                    let now_ms = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_millis() as u64)
-                        .unwrap_or(0);
-                    self.node.handle(Input::Tick { now_ms });
+                    self.node.handle(Input::Tick {
+                        now_ms: (self.clock)(),
+                    });
                     self.flush_trades();
                     self.retry_frozen();
                     self.refresh_priority();

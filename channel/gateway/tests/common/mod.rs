@@ -261,13 +261,11 @@ impl<'a> Replay<'a> {
         towers: Vec<PeerAddr>,
     ) -> gridchan_gateway::daemon::Daemon {
         use gridchan_gateway::meter::{CsvMeter, MeterSource};
-        let store =
-            gridchan_gateway::store::SqliteStore::open(&self.dir.join(format!("gw-{k}.sqlite")))
-                .unwrap();
-        let engine = gridchan_gateway::engine::spawn(
+        let path = self.dir.join(format!("gw-{k}.sqlite"));
+        let engine = gridchan_gateway::engine::spawn_on_file(
             "127.0.0.1:0".parse().unwrap(),
             key(k),
-            store,
+            &path,
             gridchan_channel::Policy::accepting_anyone(),
         )
         .unwrap();
@@ -282,6 +280,7 @@ impl<'a> Replay<'a> {
         };
         gridchan_gateway::daemon::start(gridchan_gateway::daemon::DaemonParts {
             engine,
+            store_path: path,
             ledger: self.chain.client(k),
             meter,
             interval_seconds: INTERVAL,
