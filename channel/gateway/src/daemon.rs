@@ -9,10 +9,9 @@ use std::time::Duration;
 use gridchan_chain::{ChainEvent, ChannelStatus, Ledger, Subscription};
 use gridchan_channel::{ChannelId, IntervalIndex, LedgerEvent, Message, NodeId, Phase, StoreError};
 use gridchan_transport::PeerAddr;
-use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
-use crate::engine::{EngineHandle, Report};
+use crate::engine::EngineHandle;
 use crate::ledger_queue::{blocking, run_submitter, LedgerQueue};
 use crate::meter::MeterSource;
 use gridchan_channel::metering::{Round, Step};
@@ -303,7 +302,9 @@ async fn meter_intervals(
     status: Arc<std::sync::Mutex<crate::meter::MeterStatus>>,
 ) {
     let period_ms = u64::from(interval_seconds) * 1000;
-    let mut reports = engine.reports();
+    let Ok(mut announcements) = engine.watch_announcements().await else {
+        return;
+    };
     let mut rounds: BTreeMap<IntervalIndex, Round> = BTreeMap::new();
     // When each round stops waiting for its neighbours' totals (sim time).
     let mut deadlines: BTreeMap<IntervalIndex, u64> = BTreeMap::new();
@@ -389,8 +390,8 @@ async fn meter_intervals(
                 }
                 rounds.insert(interval, round);
             }
-            report = reports.recv() => match report {
-                Ok(Report::Announce { peer, announce }) => {
+            announced = announcements.recv() => match announced {
+                Some((peer, announce)) => {
                     match rounds.get_mut(&announce.interval) {
                         Some(round) => {
                             let steps = round.on_announce(peer, &announce);
@@ -400,8 +401,7 @@ async fn meter_intervals(
                         None => {}
                     }
                 }
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return,
+                None => return, // the engine stopped
             }
         }
     }

@@ -6,9 +6,8 @@
 //! Every configured neighbour, and every recorded one that shares a channel not yet paid out, is
 //! dialled until it is connected: at once, then after 200 ms, doubling to at most 30 s between
 //! attempts; and again whenever it drops (the waits start over once a connection has stayed up
-//! 10 s). The job reacts to the engine's reports, and also
-//! checks the engine's own view every few seconds, so a report lost to a lagging receiver, or a
-//! dial that failed, never leaves a neighbour unattended.
+//! 10 s). The engine tells the job, on a queue of its own, of every neighbour that connects or
+//! goes and of every channel that begins or ends; the job never polls.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -19,17 +18,14 @@ use gridchan_channel::{ChannelView, NodeId, Phase};
 use gridchan_transport::PeerAddr;
 use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
-use crate::engine::{EngineHandle, Report};
+use crate::engine::{EngineHandle, PeerChange};
 
 /// The first wait after a failed dial or a dropped connection.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// The longest wait between two dials of one neighbour.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// How often the job checks the engine's own view of who is connected.
-const CHECK: Duration = Duration::from_secs(5);
 /// A connection that stayed up this long resets the wait between dials.
 const STABLE: Duration = Duration::from_secs(10);
 
@@ -206,7 +202,11 @@ pub fn live(channels: &[ChannelView]) -> HashSet<NodeId> {
 /// Keeps the wanted neighbours connected (see the module's documentation); runs until the
 /// engine stops.
 pub async fn keep_connected(engine: EngineHandle, peers: Peers) {
-    let mut reports = engine.reports();
+    let Ok(mut changes) = engine.watch_peers().await else {
+        return;
+    };
+    // Who is connected, as the engine told (it starts by telling who is connected now).
+    let mut connected: HashSet<NodeId> = HashSet::new();
     // When each neighbour that is not connected is dialled next.
     let mut due: HashMap<NodeId, Instant> = HashMap::new();
     // The wait before the next dial after a failure or a drop: doubles each time, and starts
@@ -217,7 +217,9 @@ pub async fn keep_connected(engine: EngineHandle, peers: Peers) {
     let mut dialling: tokio::task::JoinSet<(NodeId, Result<(), String>)> = Default::default();
     let mut in_flight: HashSet<NodeId> = HashSet::new();
     let mut wanted: HashMap<NodeId, PeerAddr> = HashMap::new();
-    let mut check = tokio::time::interval(CHECK);
+    // Whom to keep connected is worked out at start and whenever a channel begins or ends
+    // (or `channel open` asks).
+    let mut rethink = true;
     let wait_after = |backoff: &mut HashMap<NodeId, Duration>, peer: NodeId| {
         let b = backoff.entry(peer).or_insert(FIRST_BACKOFF);
         let wait = *b;
@@ -225,34 +227,34 @@ pub async fn keep_connected(engine: EngineHandle, peers: Peers) {
         Instant::now() + wait
     };
     loop {
+        if std::mem::take(&mut rethink) {
+            let Ok(channels) = engine.channels().await else {
+                return;
+            };
+            wanted = peers.wanted(&live(&channels));
+            due.retain(|n, _| wanted.contains_key(n) && !connected.contains(n));
+            for node in wanted.keys() {
+                if !connected.contains(node) {
+                    due.entry(*node).or_insert_with(Instant::now);
+                }
+            }
+        }
         let next = due
             .iter()
             .filter(|(n, _)| !in_flight.contains(*n))
             .map(|(_, at)| *at)
             .min();
         tokio::select! {
-            _ = peers.0.check_now.notified() => check.reset_immediately(),
-            _ = check.tick() => {
-                let Ok(connected) = engine.connected_peers().await else { return };
-                let Ok(channels) = engine.channels().await else { return };
-                wanted = peers.wanted(&live(&channels));
-                due.retain(|n, _| wanted.contains_key(n) && !connected.contains(n));
-                for node in wanted.keys() {
-                    if !connected.contains(node) {
-                        due.entry(*node).or_insert_with(Instant::now);
-                    }
-                }
-                if dialling.is_empty() {
-                    in_flight.clear();
-                }
-            }
-            r = reports.recv() => match r {
-                Ok(Report::Peer { peer, connected: true }) => {
+            _ = peers.0.check_now.notified() => rethink = true,
+            change = changes.recv() => match change {
+                Some(PeerChange::Up(peer)) => {
+                    connected.insert(peer);
                     peers.set_error(peer, None);
                     due.remove(&peer);
                     up_since.insert(peer, Instant::now());
                 }
-                Ok(Report::Peer { peer, connected: false }) => {
+                Some(PeerChange::Down(peer)) => {
+                    connected.remove(&peer);
                     if up_since.remove(&peer).is_some_and(|t| t.elapsed() >= STABLE) {
                         backoff.remove(&peer);
                     }
@@ -260,16 +262,14 @@ pub async fn keep_connected(engine: EngineHandle, peers: Peers) {
                         due.insert(peer, wait_after(&mut backoff, peer));
                     }
                 }
-                Ok(_) => {}
-                // Reports were lost: the next check puts things right; make it now.
-                Err(RecvError::Lagged(_)) => check.reset_immediately(),
-                Err(RecvError::Closed) => return,
+                Some(PeerChange::Channels) => rethink = true,
+                None => return, // the engine stopped
             },
             Some(done) = dialling.join_next(), if !dialling.is_empty() => {
                 let Ok((peer, outcome)) = done else { continue };
                 in_flight.remove(&peer);
                 match outcome {
-                    // Up: a drop is reported (or found by the next check) and dialled again.
+                    // Up: the engine tells, and a later drop too.
                     Ok(()) => {
                         due.remove(&peer);
                     }
@@ -281,7 +281,7 @@ pub async fn keep_connected(engine: EngineHandle, peers: Peers) {
                     }
                 }
             }
-            _ = tokio::time::sleep_until(next.unwrap_or_else(|| Instant::now() + CHECK)), if next.is_some() => {
+            _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
                 let now = Instant::now();
                 for (node, at) in &due {
                     if *at <= now && !in_flight.contains(node) {

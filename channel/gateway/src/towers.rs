@@ -18,9 +18,8 @@ use gridchan_transport::PeerAddr;
 use gridchan_watchtower::{Rejection, TowerClient, TowerError};
 use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast::error::RecvError;
 
-use crate::engine::{EngineHandle, Report};
+use crate::engine::EngineHandle;
 
 /// One tower as `gridchan tower list` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -288,7 +287,10 @@ fn guardable(phase: Phase) -> bool {
 /// Keeps one tower up to date, for as long as it is configured.
 async fn push(towers: Towers, addr: PeerAddr, last_error: Arc<Mutex<Option<String>>>) {
     let inner = &towers.0;
-    let mut reports = inner.engine.reports();
+    // Subscribed before the channels are read: nothing falls between the two.
+    let Ok(queue) = inner.engine.watch_states().await else {
+        return;
+    };
     let client = match TowerClient::new(addr.clone(), inner.auth.duplicate(&rand::random())) {
         Ok(c) => Arc::new(c),
         Err(e) => {
@@ -317,44 +319,31 @@ async fn push(towers: Towers, addr: PeerAddr, last_error: Arc<Mutex<Option<Strin
     // What the tower has not acknowledged yet: the newest state of each such channel.
     let mut dirty: HashMap<ChannelId, SignedState> = HashMap::new();
     let mut acked = towers.acks(&addr.node).unwrap_or_default();
-    let mut resync = true;
+    if let Ok(channels) = inner.engine.channels().await {
+        for c in channels.into_iter().filter(|c| guardable(c.phase)) {
+            if let Some(cur) = c.current {
+                if acked.get(&c.id).is_none_or(|v| *v < cur.version()) {
+                    dirty.insert(c.id, cur);
+                }
+            }
+        }
+    }
+    let newest = |dirty: &mut HashMap<ChannelId, SignedState>, new: HashMap<_, SignedState>| {
+        for (id, s) in new {
+            if dirty.get(&id).is_none_or(|d| d.version() < s.version()) {
+                dirty.insert(id, s);
+            }
+        }
+    };
     loop {
-        if resync {
-            if let Ok(channels) = inner.engine.channels().await {
-                for c in channels.into_iter().filter(|c| guardable(c.phase)) {
-                    if let Some(cur) = c.current {
-                        if acked.get(&c.id).is_none_or(|v| *v < cur.version()) {
-                            dirty.insert(c.id, cur);
-                        }
-                    }
-                }
-            }
-            resync = false;
-        }
         // New states since: keep only the newest per channel.
-        loop {
-            match reports.try_recv() {
-                Ok(Report::Watchtower(s)) => {
-                    let id = s.state().channel_id;
-                    if dirty.get(&id).is_none_or(|d| d.version() < s.version()) {
-                        dirty.insert(id, s);
-                    }
-                }
-                Ok(_) => {}
-                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => resync = true,
-                Err(_) => break,
+        if dirty.is_empty() {
+            match queue.take().await {
+                Some(new) => newest(&mut dirty, new),
+                None => return, // the engine stopped
             }
-        }
-        if dirty.is_empty() && !resync {
-            match reports.recv().await {
-                Ok(Report::Watchtower(s)) => {
-                    dirty.insert(s.state().channel_id, s);
-                }
-                Ok(_) => {}
-                Err(RecvError::Lagged(_)) => resync = true,
-                Err(RecvError::Closed) => return,
-            }
-            continue;
+        } else {
+            newest(&mut dirty, queue.try_take());
         }
         // Send a round, a batch at a time.
         let round: Vec<SignedState> = dirty.values().cloned().collect();

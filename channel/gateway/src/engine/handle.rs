@@ -35,6 +35,8 @@ pub(super) enum Control {
     /// Our tokens on the ledger outside channels, as last read.
     Balance(gridchan_channel::Amount),
     Send(NodeId, Message),
+    /// A consumer of the engine's outputs, with its own queue.
+    Watch(super::queues::Watch),
     /// Finish: everything taken before this is handled, the writes already asked for are made,
     /// the history is written, and the peers are told the connections close.
     Stop(oneshot::Sender<()>),
@@ -169,6 +171,36 @@ impl EngineHandle {
     /// share of the balance of it).
     pub async fn balance(&self, balance: gridchan_channel::Amount) -> Result<(), EngineError> {
         self.send(Control::Balance(balance)).await
+    }
+
+    /// The newest state of every channel from now on, for a watchtower pusher (read the
+    /// channels after this for what came before: nothing falls between).
+    pub async fn watch_states(&self) -> Result<std::sync::Arc<super::StateQueue>, EngineError> {
+        let queue = std::sync::Arc::<super::StateQueue>::default();
+        self.send(Control::Watch(super::queues::Watch::States(queue.clone())))
+            .await?;
+        Ok(queue)
+    }
+
+    /// Neighbours connecting and going, starting with those connected now, and word when a
+    /// channel begins or ends: for the job that keeps the neighbours connected.
+    pub async fn watch_peers(
+        &self,
+    ) -> Result<mpsc::UnboundedReceiver<super::PeerChange>, EngineError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.send(Control::Watch(super::queues::Watch::Peers(tx)))
+            .await?;
+        Ok(rx)
+    }
+
+    /// The neighbours' meter announcements, for the metering job.
+    pub async fn watch_announcements(
+        &self,
+    ) -> Result<mpsc::Receiver<(NodeId, gridchan_channel::wire::Announce)>, EngineError> {
+        let (tx, rx) = mpsc::channel(super::MAX_WAITING_ANNOUNCEMENTS);
+        self.send(Control::Watch(super::queues::Watch::Announcements(tx)))
+            .await?;
+        Ok(rx)
     }
 
     async fn send(&self, c: Control) -> Result<(), EngineError> {

@@ -11,7 +11,7 @@ use gridchan_channel::{
 
 use crate::links::{self, Inbound};
 
-use super::{Control, Engine, Peer, Report};
+use super::{Control, Engine, Peer, PeerChange, Report};
 
 impl<S: super::EngineStore> Engine<S> {
     pub(super) fn on_control(&mut self, c: Control, ahead: &Precomputed) {
@@ -63,6 +63,10 @@ impl<S: super::EngineStore> Engine<S> {
                     }
                 }
             }
+            Control::Watch(watch) => {
+                let connected: Vec<NodeId> = self.peers.keys().copied().collect();
+                self.watchers.add(watch, connected.into_iter());
+            }
             Control::Stop(reply) => self.stopping = Some(reply),
         }
     }
@@ -112,6 +116,7 @@ impl<S: super::EngineStore> Engine<S> {
                     old.conn.close("replaced by a newer connection");
                     self.node.handle(Input::Disconnected(peer));
                 }
+                self.watchers.peer(PeerChange::Up(peer));
                 let _ = self.reports.send(Report::Peer {
                     peer,
                     connected: true,
@@ -129,6 +134,7 @@ impl<S: super::EngineStore> Engine<S> {
                 match message {
                     // Gateway-wide: the daemon's metering, not the core.
                     Ok(Message::Announce(announce)) => {
+                        self.watchers.announcement(peer, announce.clone());
                         let _ = self.reports.send(Report::Announce { peer, announce });
                     }
                     Ok(message) => self.node.handle_with(
@@ -150,6 +156,7 @@ impl<S: super::EngineStore> Engine<S> {
                     tracing::warn!("{peer} disconnected: {reason}");
                     self.peers.remove(&peer);
                     self.node.handle(Input::Disconnected(peer));
+                    self.watchers.peer(PeerChange::Down(peer));
                     let _ = self.reports.send(Report::Peer {
                         peer,
                         connected: false,
@@ -174,6 +181,7 @@ impl<S: super::EngineStore> Engine<S> {
         if let Some(p) = self.peers.remove(&peer) {
             p.conn.close(reason);
             self.node.handle(Input::Disconnected(peer));
+            self.watchers.peer(PeerChange::Down(peer));
             let _ = self.reports.send(Report::Peer {
                 peer,
                 connected: false,

@@ -7,6 +7,7 @@ mod handle;
 mod inputs;
 mod outputs;
 mod precompute;
+mod queues;
 mod run;
 
 use std::collections::HashMap;
@@ -26,6 +27,8 @@ use crate::writer::{Shared, Writer};
 
 use handle::Control;
 pub use handle::EngineHandle;
+use queues::Watchers;
+pub use queues::{PeerChange, StateQueue, MAX_WAITING_ANNOUNCEMENTS};
 
 /// The stores an engine can run on.
 pub trait EngineStore: ChannelStore + Send + 'static {}
@@ -47,7 +50,9 @@ const MAX_PENDING_TRADES: usize = 16_384;
 /// it (they are made ahead all the same, on the engine's thread).
 const MIN_PARALLEL_JOBS: usize = 8;
 
-/// Something the engine reports to its host.
+/// Something the engine reports to whoever observes it ([`EngineHandle::reports`]): a
+/// broadcast that a slow observer may lag behind (the demo's display, tests, a person's
+/// tools). The daemon's jobs do not read it: each has a queue of its own (see `queues.rs`).
 #[derive(Clone, Debug)]
 pub enum Report {
     /// A protocol event (settled, refused, closed ...).
@@ -123,6 +128,8 @@ struct Engine<S> {
     dialled: std::collections::HashSet<NodeId>,
     /// Asked to stop: answered once the engine has.
     stopping: Option<oneshot::Sender<()>>,
+    /// The daemon's jobs, each with its own queue.
+    watchers: Watchers,
 }
 
 /// Why an engine could not start.
@@ -246,6 +253,7 @@ pub fn spawn<S: ChannelStore + Send + 'static>(
         frozen: HashMap::new(),
         dialled: std::collections::HashSet::new(),
         stopping: None,
+        watchers: Watchers::default(),
     };
     let accept = links::accept_loop(endpoint, inbound_tx);
     std::thread::Builder::new()

@@ -63,6 +63,7 @@ impl<S: super::EngineStore> Engine<S> {
                     let _ = self.reports.send(Report::Ledger(r));
                 }
                 Output::Watchtower(s) => {
+                    self.watchers.state(&s);
                     let _ = self.reports.send(Report::Watchtower(s));
                 }
                 Output::Event(e) => {
@@ -82,6 +83,14 @@ impl<S: super::EngineStore> Engine<S> {
                         if self.trades.len() >= MAX_PENDING_TRADES {
                             self.flush_trades();
                         }
+                    }
+                    if matches!(
+                        e,
+                        Event::ChannelAgreed { .. }
+                            | Event::Concluded { .. }
+                            | Event::ClosedCooperatively { .. }
+                    ) {
+                        self.watchers.peer(super::PeerChange::Channels);
                     }
                     crate::event_log::log(&self.node, &e);
                     let _ = self.reports.send(Report::Event(e));

@@ -12,7 +12,6 @@ use crate::writer::Written;
 use super::precompute::{pieces, Work, PIECE_INPUTS};
 use super::{Control, Engine, Report, Taken, MAX_BATCH_INPUTS};
 
-
 impl<S: super::EngineStore> Engine<S> {
     pub(super) async fn run(
         mut self,
