@@ -134,7 +134,7 @@ impl<S: super::EngineStore> Engine<S> {
                 match message {
                     // Gateway-wide: the daemon's metering, not the core.
                     Ok(Message::Announce(announce)) => {
-                        self.watchers.announcement(peer, announce.clone());
+                        self.watchers.announcement(peer, announce);
                         let _ = self.reports.send(Report::Announce { peer, announce });
                     }
                     Ok(message) => self.node.handle_with(

@@ -121,7 +121,7 @@ impl Watchers {
 
     pub(super) fn announcement(&mut self, peer: NodeId, announce: Announce) {
         self.announcements
-            .retain(|tx| match tx.try_send((peer, announce.clone())) {
+            .retain(|tx| match tx.try_send((peer, announce)) {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     tracing::warn!("{peer}: an announcement dropped: the metering job is behind");
