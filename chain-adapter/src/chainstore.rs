@@ -48,10 +48,8 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, bincode::config::standard()).expect("ledger data encodes")
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map(|(v, _)| v)
-        .map_err(|e| e.to_string())
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::DecodeError> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard()).map(|(v, _)| v)
 }
 
 /// The genesis stored in the ledger database at `path`, if the file holds a ledger.
@@ -153,13 +151,14 @@ impl ChainStore {
                 let hash: Vec<u8> = row.get(1)?;
                 let body: Vec<u8> = row.get(2)?;
                 let corrupt = |what: String| ChainStoreError::Corrupt { height: h, what };
+                let undecodable = |e: bincode::error::DecodeError| corrupt(e.to_string());
                 if h != height + 1 {
                     return Err(ChainStoreError::Truncated {
                         expected: head_height,
                         found: height,
                     });
                 }
-                let block: Block = decode(&body).map_err(corrupt)?;
+                let block: Block = decode(&body).map_err(undecodable)?;
                 let hdr = &block.header;
                 if hdr.height != h || hdr.prev_hash != prev_hash {
                     return Err(corrupt("does not link to its parent".into()));
@@ -235,8 +234,10 @@ impl ChainStore {
         let mut out = Vec::new();
         for row in rows {
             let (h, body) = row?;
-            let block: Block =
-                decode(&body).map_err(|what| ChainStoreError::Corrupt { height: h, what })?;
+            let block: Block = decode(&body).map_err(|e| ChainStoreError::Corrupt {
+                height: h,
+                what: e.to_string(),
+            })?;
             out.push(block.events());
         }
         Ok(out)

@@ -398,7 +398,7 @@ impl RemoteClient {
             .request(&rpc::encode(request), deadline)
             .await
             .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
-        match rpc::decode::<Response>(&reply).map_err(LedgerError::Failed)? {
+        match rpc::decode::<Response>(&reply).map_err(|e| LedgerError::Failed(e.to_string()))? {
             Response::Error(e) => Err(LedgerError::Failed(e)),
             Response::Refused(e) => Err(LedgerError::Refused(e)),
             r => Ok(r),

@@ -26,20 +26,32 @@ async fn serve_connection(conn: Connection, ledger: Arc<LocalLedger>) {
         tokio::spawn(async move {
             if let Err(reason) = serve_stream(stream, &ledger).await {
                 tracing::warn!(peer = %conn.peer, "closing connection: {reason}");
-                conn.close(&reason);
+                conn.close(&reason.to_string());
             }
         });
     }
 }
 
+/// Why a client's request costs it its connection.
+#[derive(Debug, thiserror::Error)]
+enum BadRequest {
+    #[error("bad request frame: {0}")]
+    Frame(#[from] gridchan_transport::FrameError),
+    #[error("bad request: {0}")]
+    Body(#[from] gridchan_transport::BodyError),
+}
+
 /// One request, one response. A malformed request costs the client its connection.
-async fn serve_stream(mut stream: FramedStream, ledger: &Arc<LocalLedger>) -> Result<(), String> {
+async fn serve_stream(
+    mut stream: FramedStream,
+    ledger: &Arc<LocalLedger>,
+) -> Result<(), BadRequest> {
     let frame = match stream.read_frame().await {
         Ok(Some(f)) => f,
         Ok(None) => return Ok(()),
-        Err(e) => return Err(format!("bad request frame: {e}")),
+        Err(e) => return Err(e.into()),
     };
-    let request: Request = rpc::decode(&frame).map_err(|e| format!("bad request: {e}"))?;
+    let request: Request = rpc::decode(&frame)?;
     let response = handle(request, ledger).await;
     // The client may have gone; nothing to do about it.
     let _ = stream.write_frame(&rpc::encode(&response)).await;

@@ -23,18 +23,18 @@ pub struct LedgerOptions {
 }
 
 /// Parses `NODEID=AMOUNT` (amount in tokens, up to six decimals).
-pub fn parse_fund(s: &str) -> Result<(NodeId, Amount), String> {
+pub fn parse_fund(s: &str) -> Result<(NodeId, Amount), anyhow::Error> {
     let (node, amount) = s
         .split_once('=')
-        .ok_or_else(|| format!("{s:?}: expected NODEID=AMOUNT"))?;
+        .ok_or_else(|| anyhow::anyhow!("{s:?}: expected NODEID=AMOUNT"))?;
     let node = node
         .parse()
-        .map_err(|_| format!("{node:?} is not a node id (66 hex digits)"))?;
+        .map_err(|_| anyhow::anyhow!("{node:?} is not a node id (66 hex digits)"))?;
     Ok((node, parse_amount(amount)?))
 }
 
 /// Parses a token amount like `12`, `0.5` or `3.000001` into micro-units.
-pub fn parse_amount(s: &str) -> Result<Amount, String> {
+pub fn parse_amount(s: &str) -> Result<Amount, gridchan_channel::AmountError> {
     Amount::parse_tokens(s)
 }
 

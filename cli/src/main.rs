@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use gridchan_channel::{Amount, NodeId, PricePerKwh, Tariff};
 
-fn parse_tariff(s: &str) -> Result<Tariff, String> {
+fn parse_tariff(s: &str) -> Result<Tariff, gridchan_channel::TariffError> {
     s.parse()
 }
 

@@ -93,23 +93,22 @@ struct Status {
 
 /// What the tower's account has for gas, on an EVM chain (`None` on the local ledger, which
 /// charges no fees), asked of the chain with a 5 s limit.
-fn gas(config: &TowerConfig) -> Option<Result<gridchan_chain::Fees, String>> {
+fn gas(config: &TowerConfig) -> Option<Result<gridchan_chain::Fees, anyhow::Error>> {
     let gridchan_chain::LedgerSection::Evm(section) = &config.ledger else {
         return None;
     };
-    let ask = || -> Result<gridchan_chain::Fees, String> {
-        let secret = keys::load_secret(&config.key).map_err(|e| e.to_string())?;
-        let ledger = crate::evm::connect(section, &secret).map_err(|e| e.to_string())?;
+    let ask = || -> Result<gridchan_chain::Fees, anyhow::Error> {
+        let secret = keys::load_secret(&config.key)?;
+        let ledger = crate::evm::connect(section, &secret)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
+            .build()?;
         runtime.block_on(async {
             match tokio::time::timeout(std::time::Duration::from_secs(5), ledger.fees()).await {
                 Ok(Ok(Some(fees))) => Ok(fees),
-                Ok(Ok(None)) => Err("the chain reports no fees".into()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!("{} did not answer within 5 s", section.rpc)),
+                Ok(Ok(None)) => Err(anyhow::anyhow!("the chain reports no fees")),
+                Ok(Err(e)) => Err(e.into()),
+                Err(_) => Err(anyhow::anyhow!("{} did not answer within 5 s", section.rpc)),
             }
         })
     };
@@ -132,7 +131,9 @@ pub fn status(config: &Path, json: bool) -> Result<()> {
             .filter(|a| a.included_height.is_some())
             .count(),
         actions,
-        gas_error: gas.as_ref().and_then(|g| g.as_ref().err().cloned()),
+        gas_error: gas
+            .as_ref()
+            .and_then(|g| g.as_ref().err().map(|e| e.to_string())),
         gas: gas.and_then(Result::ok),
     };
     print(json, &s, |s| {

@@ -37,7 +37,7 @@ impl TowerClient {
 
     async fn call(&self, request: &Request) -> Result<Response, TowerError> {
         let reply = self.call_raw(&rpc::encode(request)).await?;
-        match rpc::decode::<Response>(&reply).map_err(TowerError::Bad)? {
+        match rpc::decode::<Response>(&reply).map_err(|e| TowerError::Bad(e.to_string()))? {
             Response::Rejected(r) => Err(TowerError::Rejected(r)),
             r => Ok(r),
         }
@@ -123,6 +123,6 @@ impl TowerClient {
         self.rpc
             .request(frame, CALL_TIMEOUT)
             .await
-            .map_err(TowerError::Unavailable)
+            .map_err(|e| TowerError::Unavailable(e.to_string()))
     }
 }

@@ -65,25 +65,30 @@ impl Default for LimitsSection {
     }
 }
 
+/// A tower configuration that cannot be used, in one line: what is wrong and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
 impl TowerConfig {
     /// Reads `path`; relative paths inside are relative to its folder. Errors are one line.
-    pub fn load(path: &Path) -> Result<TowerConfig, String> {
+    pub fn load(path: &Path) -> Result<TowerConfig, ConfigError> {
         let name = path.display();
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("cannot read config {name}: {e}"))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config {name}: {e}")))?;
         let mut c: TowerConfig = toml::from_str(&text).map_err(|e| {
             // Before the EVM ledger, `ledger` was a line with the node's address.
             if let Ok(toml::Value::String(address)) = toml::from_str::<toml::Table>(&text)
                 .map(|mut t| t.remove("ledger").unwrap_or(toml::Value::Boolean(false)))
             {
-                return format!(
+                return ConfigError(format!(
                     "config {name}: ledger is a section now: replace `ledger = \"{address}\"` with `[ledger]`, `mode = \"remote\"` and `address = \"{address}\"` (above [limits])"
-                );
+                ));
             }
-            format!(
+            ConfigError(format!(
                 "config {name}: {}",
                 e.message().lines().next().unwrap_or("invalid TOML")
-            )
+            ))
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [&mut c.key, &mut c.data] {
@@ -95,22 +100,23 @@ impl TowerConfig {
         Ok(c)
     }
 
-    pub fn limits(&self) -> Result<TowerLimits, String> {
+    pub fn limits(&self) -> Result<TowerLimits, ConfigError> {
         let l = &self.limits;
         let admission = if l.open {
             Admission::Open
         } else {
             let mut keys = HashSet::new();
             for k in &l.clients {
-                keys.insert(
-                    k.parse()
-                        .map_err(|e| format!("limits.clients: {k:?} is not a node id: {e}"))?,
-                );
+                keys.insert(k.parse().map_err(|e| {
+                    ConfigError(format!("limits.clients: {k:?} is not a node id: {e}"))
+                })?);
             }
             Admission::Only(keys)
         };
         if l.states_per_second <= 0.0 || l.burst < 1.0 {
-            return Err("limits: states_per_second must be positive and burst at least 1".into());
+            return Err(ConfigError(
+                "limits: states_per_second must be positive and burst at least 1".into(),
+            ));
         }
         Ok(TowerLimits {
             admission,
@@ -171,7 +177,7 @@ mod tests {
             .unwrap()
             .replace("open = true", "open = false\nclients = [\"nope\"]");
         std::fs::write(&path, text).unwrap();
-        let e = TowerConfig::load(&path).unwrap_err();
+        let e = TowerConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains("not a node id"), "{e}");
         assert_eq!(e.lines().count(), 1);
     }
@@ -199,7 +205,7 @@ mod tests {
             "key = \"k\"\ndata = \"d\"\nlisten = \"127.0.0.1:1\"\nledger = \"K@127.0.0.1:1\"\n",
         )
         .unwrap();
-        let e = TowerConfig::load(&path).unwrap_err();
+        let e = TowerConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains("ledger is a section now"), "{e}");
         assert_eq!(e.lines().count(), 1, "{e}");
     }

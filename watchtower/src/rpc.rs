@@ -84,6 +84,6 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// Decodes a request or response; never panics on hostile bytes.
-pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, String> {
+pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, gridchan_transport::BodyError> {
     gridchan_transport::decode_body::<T, MAX_RPC_FRAME>(RPC_VERSION, "tower RPC", frame)
 }

@@ -80,8 +80,22 @@ type WriteJob = (
     NodeId,
     Arc<ChannelParams>,
     SignedState,
-    oneshot::Sender<Result<(), String>>,
+    oneshot::Sender<Result<(), WriteFailed>>,
 );
+
+/// The tower's store did not take a batch of states.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{0}")]
+struct WriteFailed(String);
+
+/// Why a client's request costs it its connection.
+#[derive(Debug, thiserror::Error)]
+enum BadRequest {
+    #[error("bad request frame: {0}")]
+    Frame(#[from] gridchan_transport::FrameError),
+    #[error("bad request: {0}")]
+    Body(#[from] gridchan_transport::BodyError),
+}
 
 /// A running tower.
 pub struct Tower {
@@ -184,7 +198,7 @@ impl Tower {
             tokio::spawn(async move {
                 if let Err(reason) = tower.serve_stream(&conn, stream).await {
                     tracing::warn!(peer = %conn.peer, "closing tower client connection: {reason}");
-                    conn.close(&reason);
+                    conn.close(&reason.to_string());
                 }
             });
         }
@@ -195,13 +209,13 @@ impl Tower {
         self: &Arc<Self>,
         conn: &Connection,
         mut stream: FramedStream,
-    ) -> Result<(), String> {
+    ) -> Result<(), BadRequest> {
         let frame = match stream.read_frame().await {
             Ok(Some(f)) => f,
             Ok(None) => return Ok(()),
-            Err(e) => return Err(format!("bad request frame: {e}")),
+            Err(e) => return Err(e.into()),
         };
-        let request: Request = rpc::decode(&frame).map_err(|e| format!("bad request: {e}"))?;
+        let request: Request = rpc::decode(&frame)?;
         let response = self.handle(conn.peer, request).await;
         if let Response::Rejected(r) = &response {
             tracing::info!(peer = %conn.peer, "rejected: {r}");
@@ -359,7 +373,7 @@ impl Tower {
             .map_err(|_| Rejection::Unavailable("the tower is stopping".into()))?;
         rx.await
             .map_err(|_| Rejection::Unavailable("the tower is stopping".into()))?
-            .map_err(Rejection::Unavailable)?;
+            .map_err(|e| Rejection::Unavailable(e.to_string()))?;
         {
             let mut m = lock(&self.memory);
             let newer = m
@@ -473,10 +487,12 @@ async fn write_batches(store: Arc<Mutex<TowerStore>>, mut jobs: mpsc::Receiver<W
             .unzip();
         let result = tokio::task::spawn_blocking(move || {
             let refs: Vec<_> = items.iter().map(|(c, p, s)| (*c, &**p, s)).collect();
-            lock(&store).put_many(&refs).map_err(|e| e.to_string())
+            lock(&store)
+                .put_many(&refs)
+                .map_err(|e| WriteFailed(e.to_string()))
         })
         .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+        .unwrap_or_else(|e| Err(WriteFailed(e.to_string())));
         for reply in replies {
             let _ = reply.send(result.clone());
         }

@@ -48,6 +48,19 @@ pub(super) fn phase_name(p: u8) -> &'static str {
     }
 }
 
+/// Why a `Created` event does not give channel parameters.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CreatedError {
+    #[error("a party key is not 64 bytes")]
+    KeyLength,
+    #[error(transparent)]
+    Key(#[from] gridchan_channel::CryptoError),
+    #[error("the {0} does not fit its type")]
+    TooLarge(&'static str),
+    #[error(transparent)]
+    Tariff(#[from] gridchan_channel::TariffError),
+}
+
 /// The contract's form of channel parameters.
 pub fn sol_params(p: &ChannelParams) -> GridchanAdjudicator::Params {
     GridchanAdjudicator::Params {
@@ -105,13 +118,12 @@ pub(super) fn sol_signed(
 
 pub(super) fn params_from_created(
     c: &GridchanAdjudicator::Created,
-) -> Result<ChannelParams, String> {
-    let key = |b: &Bytes| -> Result<NodeId, String> {
-        let xy: [u8; 64] = b[..]
-            .try_into()
-            .map_err(|_| "a party key is not 64 bytes".to_string())?;
-        NodeId::from_xy(&xy).map_err(|e| e.to_string())
+) -> Result<ChannelParams, CreatedError> {
+    let key = |b: &Bytes| -> Result<NodeId, CreatedError> {
+        let xy: [u8; 64] = b[..].try_into().map_err(|_| CreatedError::KeyLength)?;
+        Ok(NodeId::from_xy(&xy)?)
     };
+    let small = |what: &'static str| move |_| CreatedError::TooLarge(what);
     let p = &c.params;
     Ok(ChannelParams {
         party_a: key(&c.keyA)?,
@@ -121,10 +133,10 @@ pub(super) fn params_from_created(
         deposit_b: Amount(p.depositB),
         challenge_window_blocks: p.challengeWindowBlocks,
         funding_window_blocks: p.fundingWindowBlocks,
-        interval_seconds: u32::try_from(p.intervalSeconds).map_err(|e| e.to_string())?,
+        interval_seconds: u32::try_from(p.intervalSeconds).map_err(small("interval"))?,
         tolerance: MeterTolerance {
-            absolute_wh: u32::try_from(p.toleranceAbsoluteWh).map_err(|e| e.to_string())?,
-            permille: u16::try_from(p.tolerancePermille).map_err(|e| e.to_string())?,
+            absolute_wh: u32::try_from(p.toleranceAbsoluteWh).map_err(small("tolerance"))?,
+            permille: u16::try_from(p.tolerancePermille).map_err(small("tolerance permille"))?,
         },
         opened_at: IntervalIndex(p.openedAt),
         tariff: Tariff::from_words(&c.tariff)?,

@@ -89,60 +89,66 @@ impl AcceptPolicy {
 
     /// Whether a proposal from `from` is taken up at once (`true`) or waits for the owner
     /// (`false`); `Err` with the reason when it is refused outright.
-    pub fn decide(&self, from: &NodeId) -> Result<bool, String> {
+    pub fn decide(&self, from: &NodeId) -> Result<bool, TermsRefused> {
         let listed = self.listed.contains(from);
         match self.from {
             Acceptance::Anyone => Ok(true),
             Acceptance::Listed if listed => Ok(true),
-            Acceptance::Listed => {
-                Err("this gateway accepts channels from listed neighbours only".into())
-            }
+            Acceptance::Listed => Err(TermsRefused::NotListed),
             Acceptance::Ask => Ok(listed),
         }
     }
 
     /// Checks the terms of a channel in which we are party B, with `balance` our tokens outside
     /// channels if known. The reason names the term and the limit.
-    pub fn check_terms(&self, p: &ChannelParams, balance: Option<Amount>) -> Result<(), String> {
+    pub fn check_terms(
+        &self,
+        p: &ChannelParams,
+        balance: Option<Amount>,
+    ) -> Result<(), TermsRefused> {
         let ceiling = self.deposit_ceiling(balance);
         if p.deposit_b > ceiling {
-            return Err(format!(
-                "it asks this gateway to deposit {}; it deposits at most {ceiling} in a channel a neighbour proposes",
-                p.deposit_b
-            ));
+            return Err(TermsRefused::Deposit {
+                asked: p.deposit_b,
+                ceiling,
+            });
         }
         let within = |v: u64, (lo, hi): (u64, u64)| lo <= v && v <= hi;
         if !within(p.challenge_window_blocks, self.challenge_window_blocks) {
             let (lo, hi) = self.challenge_window_blocks;
-            return Err(format!(
-                "a challenge window of {} blocks; this gateway accepts {lo} to {hi}",
-                p.challenge_window_blocks
-            ));
+            return Err(TermsRefused::ChallengeWindow {
+                asked: p.challenge_window_blocks,
+                lo,
+                hi,
+            });
         }
         if !within(p.funding_window_blocks, self.funding_window_blocks) {
             let (lo, hi) = self.funding_window_blocks;
-            return Err(format!(
-                "a funding window of {} blocks; this gateway accepts {lo} to {hi}",
-                p.funding_window_blocks
-            ));
+            return Err(TermsRefused::FundingWindow {
+                asked: p.funding_window_blocks,
+                lo,
+                hi,
+            });
         }
         let (low, high) = p.tariff.price_range();
         let (min, max) = self.price;
         if low < min || high > max {
-            return Err(format!(
-                "prices from {low} to {high}; this gateway accepts {min} to {max}"
-            ));
+            return Err(TermsRefused::Prices {
+                low,
+                high,
+                min,
+                max,
+            });
         }
         if p.tolerance.absolute_wh > self.max_tolerance_wh
             || p.tolerance.permille > self.max_tolerance_permille
         {
-            return Err(format!(
-                "a meter tolerance of {} Wh or {} permille; this gateway accepts at most {} Wh and {} permille",
-                p.tolerance.absolute_wh,
-                p.tolerance.permille,
-                self.max_tolerance_wh,
-                self.max_tolerance_permille
-            ));
+            return Err(TermsRefused::Tolerance {
+                wh: p.tolerance.absolute_wh,
+                permille: p.tolerance.permille,
+                max_wh: self.max_tolerance_wh,
+                max_permille: self.max_tolerance_permille,
+            });
         }
         Ok(())
     }
@@ -161,6 +167,38 @@ impl AcceptPolicy {
             None => self.max_deposit,
         }
     }
+}
+
+/// Why a neighbour's proposed channel is refused under the accept policy: the term and the
+/// limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TermsRefused {
+    #[error("this gateway accepts channels from listed neighbours only")]
+    NotListed,
+    #[error(
+        "it asks this gateway to deposit {asked}; it deposits at most {ceiling} in a channel a neighbour proposes"
+    )]
+    Deposit { asked: Amount, ceiling: Amount },
+    #[error("a challenge window of {asked} blocks; this gateway accepts {lo} to {hi}")]
+    ChallengeWindow { asked: u64, lo: u64, hi: u64 },
+    #[error("a funding window of {asked} blocks; this gateway accepts {lo} to {hi}")]
+    FundingWindow { asked: u64, lo: u64, hi: u64 },
+    #[error("prices from {low} to {high}; this gateway accepts {min} to {max}")]
+    Prices {
+        low: PricePerKwh,
+        high: PricePerKwh,
+        min: PricePerKwh,
+        max: PricePerKwh,
+    },
+    #[error(
+        "a meter tolerance of {wh} Wh or {permille} permille; this gateway accepts at most {max_wh} Wh and {max_permille} permille"
+    )]
+    Tolerance {
+        wh: u32,
+        permille: u16,
+        max_wh: u32,
+        max_permille: u16,
+    },
 }
 
 /// A neighbour's channel proposal waiting for the owner's answer. Nothing is signed or stored
@@ -222,7 +260,7 @@ mod tests {
         for (change, why) in cases {
             let mut p = params();
             change(&mut p);
-            let err = policy.check_terms(&p, None).unwrap_err();
+            let err = policy.check_terms(&p, None).unwrap_err().to_string();
             assert!(err.contains(why), "{err}");
         }
     }
@@ -233,7 +271,8 @@ mod tests {
         // A quarter of 8 tokens is 2: a deposit of 5 is too much, though under the 10 cap.
         let err = policy
             .check_terms(&params(), Some(Amount(8_000_000)))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("at most 2.000000"), "{err}");
         assert_eq!(
             policy.check_terms(&params(), Some(Amount(20_000_000))),

@@ -43,7 +43,7 @@ pub mod vectors;
 pub mod wire;
 
 pub use channel::ChannelView;
-pub use consent::{AcceptPolicy, Acceptance, Offer};
+pub use consent::{AcceptPolicy, Acceptance, Offer, TermsRefused};
 pub use crypto::{
     Address, CryptoError, NodeId, Precomputed, Presigned, PresignedOne, Recovered, RecoveredOne,
     Signature, Signer,
@@ -60,6 +60,8 @@ pub use params::{
 pub use signed::{Proposal, ProposalParts, SignedState, SignedStateParts};
 pub use state::{Refusal, State, Trade};
 pub use store::{ChannelStore, MemoryStore, Settled, StoreError};
-pub use tariff::{Tariff, TimeOfUse};
-pub use types::{Amount, ChannelId, IntervalIndex, Party, PricePerKwh, Version, WattHours};
+pub use tariff::{Tariff, TariffError, TimeOfUse};
+pub use types::{
+    Amount, AmountError, ChannelId, IntervalIndex, Party, PricePerKwh, Version, WattHours,
+};
 pub use wire::{Message, WireError};

@@ -443,7 +443,7 @@ impl Node {
         let terms = policy
             .check_terms(&open.params, balance)
             .and_then(|()| policy.decide(&from))
-            .map_err(|why| (Refusal::BadParams(why), false));
+            .map_err(|why| (Refusal::BadParams(why.to_string()), false));
         let decision = Channel::check_open(&from, &open, &mut ctx).and(terms);
         let decision = match decision {
             Ok(true) => match Channel::accept(&from, open, &mut ctx) {

@@ -80,30 +80,30 @@ impl Tariff {
     }
 
     /// The tariff from its [`Tariff::words`].
-    pub fn from_words(bytes: &[u8]) -> Result<Tariff, String> {
-        let word = |i: usize| -> Result<&[u8], String> {
+    pub fn from_words(bytes: &[u8]) -> Result<Tariff, TariffError> {
+        let word = |i: usize| -> Result<&[u8], TariffError> {
             bytes
                 .get(i * 32..(i + 1) * 32)
-                .ok_or_else(|| format!("tariff encoding ends at word {i}"))
+                .ok_or(TariffError::Truncated(i))
         };
-        let uint = |i: usize| -> Result<u64, String> {
+        let uint = |i: usize| -> Result<u64, TariffError> {
             let w = word(i)?;
             if w[..24].iter().any(|b| *b != 0) {
-                return Err(format!("tariff word {i} does not fit 64 bits"));
+                return Err(TariffError::WordTooWide(i));
             }
             Ok(u64::from_be_bytes(w[24..].try_into().expect("8 bytes")))
         };
         if word(0)? != TARIFF_DOMAIN {
-            return Err("not a tariff encoding (wrong domain tag)".into());
+            return Err(TariffError::WrongDomain);
         }
         let offset = {
             let w = word(2)?;
             let v = i64::from_be_bytes(w[24..].try_into().expect("8 bytes"));
             let fill = if v < 0 { 0xff } else { 0 };
             if w[..24].iter().any(|b| *b != fill) {
-                return Err("tariff offset does not fit 64 bits".into());
+                return Err(TariffError::OffsetTooWide);
             }
-            i32::try_from(v).map_err(|_| "tariff offset out of range".to_string())?
+            i32::try_from(v).map_err(|_| TariffError::OffsetOutOfRange)?
         };
         let tariff = match uint(1)? {
             0 if bytes.len() == 4 * 32 && offset == 0 => Tariff::Flat(PricePerKwh(uint(3)?)),
@@ -119,7 +119,12 @@ impl Tariff {
                 }
                 Tariff::TimeOfUse(Box::new(tou))
             }
-            kind => return Err(format!("tariff kind {kind} with {} bytes", bytes.len())),
+            kind => {
+                return Err(TariffError::Kind {
+                    kind,
+                    bytes: bytes.len(),
+                })
+            }
         };
         Ok(tariff)
     }
@@ -149,9 +154,9 @@ impl Tariff {
 ///   the local clock, then hour ranges covering the weekday exactly once, then optionally the
 ///   weekend's (the weekday's when left out).
 impl std::str::FromStr for Tariff {
-    type Err = String;
+    type Err = TariffError;
 
-    fn from_str(s: &str) -> Result<Tariff, String> {
+    fn from_str(s: &str) -> Result<Tariff, TariffError> {
         let words: Vec<&str> = s.split_whitespace().collect();
         match words.as_slice() {
             ["flat", price] => Ok(Tariff::Flat(price_of(price)?)),
@@ -167,20 +172,17 @@ impl std::str::FromStr for Tariff {
                     weekend,
                 })))
             }
-            _ => Err(format!(
-                "{s:?} is not a tariff: write `flat PRICE` or \
-                 `tou +HH:MM 0-7=PRICE,7-24=PRICE [WEEKEND RANGES]` (prices in tokens per kWh)"
-            )),
+            _ => Err(TariffError::NotATariff(s.to_string())),
         }
     }
 }
 
-fn price_of(s: &str) -> Result<PricePerKwh, String> {
-    Amount::parse_tokens(s).map(|a| PricePerKwh(a.0))
+fn price_of(s: &str) -> Result<PricePerKwh, TariffError> {
+    Ok(Amount::parse_tokens(s).map(|a| PricePerKwh(a.0))?)
 }
 
-fn utc_offset(s: &str) -> Result<i32, String> {
-    let bad = || format!("{s:?} is not a UTC offset (write +01:00 or -05:30)");
+fn utc_offset(s: &str) -> Result<i32, TariffError> {
+    let bad = || TariffError::Offset(s.to_string());
     let (sign, rest) = match s.as_bytes().first() {
         Some(b'+') => (1, &s[1..]),
         Some(b'-') => (-1, &s[1..]),
@@ -196,29 +198,68 @@ fn utc_offset(s: &str) -> Result<i32, String> {
 }
 
 /// `0-7=0.10,7-24=0.20`: every hour of the day priced exactly once.
-fn hours(s: &str) -> Result<[PricePerKwh; 24], String> {
+fn hours(s: &str) -> Result<[PricePerKwh; 24], TariffError> {
     let mut table: [Option<PricePerKwh>; 24] = [None; 24];
     for part in s.split(',') {
-        let bad = || format!("{part:?} is not an hour range with a price (write 7-17=0.20)");
+        let bad = || TariffError::HourRange(part.to_string());
         let (range, price) = part.split_once('=').ok_or_else(bad)?;
         let (from, to) = range.split_once('-').ok_or_else(bad)?;
         let from: usize = from.parse().map_err(|_| bad())?;
         let to: usize = to.parse().map_err(|_| bad())?;
         if from >= to || to > 24 {
-            return Err(format!("hours {from}-{to} are not a range within 0-24"));
+            return Err(TariffError::Hours { from, to });
         }
         let price = price_of(price)?;
         for (hour, slot) in table.iter_mut().enumerate().take(to).skip(from) {
             if slot.replace(price).is_some() {
-                return Err(format!("hour {hour} is priced twice in {s:?}"));
+                return Err(TariffError::Twice {
+                    hour,
+                    text: s.to_string(),
+                });
             }
         }
     }
     let mut out = [PricePerKwh(0); 24];
     for (hour, slot) in table.iter().enumerate() {
-        out[hour] = slot.ok_or_else(|| format!("hour {hour} has no price in {s:?}"))?;
+        out[hour] = slot.ok_or_else(|| TariffError::Unpriced {
+            hour,
+            text: s.to_string(),
+        })?;
     }
     Ok(out)
+}
+
+/// Why bytes or text are not a tariff.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TariffError {
+    #[error("tariff encoding ends at word {0}")]
+    Truncated(usize),
+    #[error("tariff word {0} does not fit 64 bits")]
+    WordTooWide(usize),
+    #[error("not a tariff encoding (wrong domain tag)")]
+    WrongDomain,
+    #[error("tariff offset does not fit 64 bits")]
+    OffsetTooWide,
+    #[error("tariff offset out of range")]
+    OffsetOutOfRange,
+    #[error("tariff kind {kind} with {bytes} bytes")]
+    Kind { kind: u64, bytes: usize },
+    #[error(
+        "{0:?} is not a tariff: write `flat PRICE` or `tou +HH:MM 0-7=PRICE,7-24=PRICE [WEEKEND RANGES]` (prices in tokens per kWh)"
+    )]
+    NotATariff(String),
+    #[error("{0:?} is not a UTC offset (write +01:00 or -05:30)")]
+    Offset(String),
+    #[error("{0:?} is not an hour range with a price (write 7-17=0.20)")]
+    HourRange(String),
+    #[error("hours {from}-{to} are not a range within 0-24")]
+    Hours { from: usize, to: usize },
+    #[error("hour {hour} is priced twice in {text:?}")]
+    Twice { hour: usize, text: String },
+    #[error("hour {hour} has no price in {text:?}")]
+    Unpriced { hour: usize, text: String },
+    #[error(transparent)]
+    Price(#[from] crate::types::AmountError),
 }
 
 /// Writes a tariff in the form [`Tariff::from_str`] reads.
@@ -267,17 +308,26 @@ mod tests {
         let flat = Tariff::Flat(PricePerKwh(150_000)).words();
         let mut domain = flat.clone();
         domain[0] ^= 1;
-        assert!(Tariff::from_words(&domain).unwrap_err().contains("domain"));
+        assert!(Tariff::from_words(&domain)
+            .unwrap_err()
+            .to_string()
+            .contains("domain"));
         assert!(Tariff::from_words(&flat[..100]).is_err(), "cut short");
         let mut longer = flat.clone();
         longer.extend([0u8; 32]);
         assert!(Tariff::from_words(&longer).is_err(), "a word too many");
         let mut kind = flat.clone();
         kind[63] = 2;
-        assert!(Tariff::from_words(&kind).unwrap_err().contains("kind 2"));
+        assert!(Tariff::from_words(&kind)
+            .unwrap_err()
+            .to_string()
+            .contains("kind 2"));
         let mut wide = flat.clone();
         wide[96] = 1;
-        assert!(Tariff::from_words(&wide).unwrap_err().contains("64 bits"));
+        assert!(Tariff::from_words(&wide)
+            .unwrap_err()
+            .to_string()
+            .contains("64 bits"));
         let mut offset = tou().words();
         offset[64..96].copy_from_slice(&[0x7f; 32]);
         assert!(
@@ -353,7 +403,7 @@ mod tests {
             ("tou +01:00 0-24", "not an hour range"),
             ("tou +01:00 0-24=0.1 0-24=0.1 0-24=0.1", "not a tariff"),
         ] {
-            let e = text.parse::<Tariff>().unwrap_err();
+            let e = text.parse::<Tariff>().unwrap_err().to_string();
             assert!(e.contains(why), "{text:?}: {e}");
         }
     }

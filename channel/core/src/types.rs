@@ -67,8 +67,8 @@ impl Amount {
 
 impl Amount {
     /// Parses an amount written in tokens with up to 6 decimals (`"12"`, `"0.15"`).
-    pub fn parse_tokens(s: &str) -> Result<Amount, String> {
-        let bad = || format!("{s:?} is not an amount of tokens (up to 6 decimals)");
+    pub fn parse_tokens(s: &str) -> Result<Amount, AmountError> {
+        let bad = || AmountError(s.to_string());
         let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
         if whole.is_empty() && frac.is_empty() || frac.len() > 6 {
             return Err(bad());
@@ -94,6 +94,11 @@ impl Amount {
             .ok_or_else(bad)
     }
 }
+
+/// Text that is not an amount of tokens.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an amount of tokens (up to 6 decimals)")]
+pub struct AmountError(pub String);
 
 impl fmt::Display for Amount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -218,8 +218,11 @@ pub fn frame_length(buf: &[u8]) -> Result<Option<usize>, WireError> {
     Ok(Some(total))
 }
 
-fn encode_payload<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<usize, String> {
-    bincode::serde::encode_into_std_write(value, out, config()).map_err(|e| e.to_string())
+fn encode_payload<T: Serialize>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<usize, bincode::error::EncodeError> {
+    bincode::serde::encode_into_std_write(value, out, config())
 }
 
 fn decode_payload<T: DeserializeOwned>(payload: &[u8], kind: &'static str) -> Result<T, WireError> {

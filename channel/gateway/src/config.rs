@@ -1,5 +1,6 @@
 //! The gateway's configuration file.
 
+use crate::error::GatewayError;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -72,13 +73,14 @@ pub enum TokenAmount {
 }
 
 impl TokenAmount {
-    fn amount(&self, field: &str) -> Result<gridchan_channel::Amount, String> {
+    fn amount(&self, field: &str) -> Result<gridchan_channel::Amount, GatewayError> {
         let text = match self {
             TokenAmount::Text(s) => s.clone(),
             TokenAmount::Integer(n) => n.to_string(),
             TokenAmount::Float(f) => format!("{f}"),
         };
-        gridchan_channel::Amount::parse_tokens(&text).map_err(|e| format!("accept.{field}: {e}"))
+        gridchan_channel::Amount::parse_tokens(&text)
+            .map_err(|e| GatewayError::Config(format!("accept.{field}: {e}")))
     }
 }
 
@@ -121,16 +123,16 @@ impl Default for AcceptSection {
 
 impl AcceptSection {
     /// The core's policy, or what is wrong with the section (one line, naming the field).
-    pub fn policy(&self) -> Result<gridchan_channel::AcceptPolicy, String> {
+    pub fn policy(&self) -> Result<gridchan_channel::AcceptPolicy, GatewayError> {
         use gridchan_channel::{Acceptance, PricePerKwh};
         let from = match self.from.as_str() {
             "ask" => Acceptance::Ask,
             "listed" => Acceptance::Listed,
             "anyone" => Acceptance::Anyone,
             other => {
-                return Err(format!(
+                return Err(GatewayError::Config(format!(
                     "accept.from = {other:?}: expected \"ask\", \"listed\" or \"anyone\""
-                ))
+                )))
             }
         };
         let listed = self
@@ -138,21 +140,24 @@ impl AcceptSection {
             .iter()
             .enumerate()
             .map(|(i, k)| {
-                k.parse()
-                    .map_err(|_| format!("accept.keys[{i}] = {k:?} is not a 66-hex-digit node id"))
+                k.parse().map_err(|_| {
+                    GatewayError::Config(format!(
+                        "accept.keys[{i}] = {k:?} is not a 66-hex-digit node id"
+                    ))
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         if !(0.0..=1.0).contains(&self.max_deposit_share) {
-            return Err(format!(
+            return Err(GatewayError::Config(format!(
                 "accept.max_deposit_share = {}: expected a fraction from 0 to 1",
                 self.max_deposit_share
-            ));
+            )));
         }
         let range = |field: &str, [lo, hi]: [u64; 2]| {
             if lo > hi {
-                Err(format!(
+                Err(GatewayError::Config(format!(
                     "accept.{field} = [{lo}, {hi}]: the first is the least"
-                ))
+                )))
             } else {
                 Ok((lo, hi))
             }
@@ -162,7 +167,9 @@ impl AcceptSection {
             self.max_price.amount("max_price")?,
         );
         if min_price > max_price {
-            return Err("accept.min_price is above accept.max_price".into());
+            return Err(GatewayError::Config(
+                "accept.min_price is above accept.max_price".into(),
+            ));
         }
         Ok(gridchan_channel::AcceptPolicy {
             from,
@@ -284,7 +291,10 @@ impl Config {
             }
         };
         if let Err(detail) = config.accept.policy() {
-            return Err(ConfigError::Invalid { path: name, detail });
+            return Err(ConfigError::Invalid {
+                path: name,
+                detail: detail.to_string(),
+            });
         }
         fix(&mut config.node.key);
         fix(&mut config.node.data);

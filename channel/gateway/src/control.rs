@@ -12,6 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::engine::EngineHandle;
+use crate::error::GatewayError;
 
 /// How many of the ledger queue's latest finished transactions `status` looks through for one
 /// that did not go through.
@@ -355,15 +356,19 @@ async fn handle(stream: UnixStream, gateway: Gateway) -> std::io::Result<()> {
     }
 }
 
-fn parse_channel(s: &str, channels: &[ChannelView]) -> Result<ChannelId, String> {
+fn parse_channel(s: &str, channels: &[ChannelView]) -> Result<ChannelId, GatewayError> {
     let matches: Vec<&ChannelView> = channels
         .iter()
         .filter(|c| c.id.to_string().starts_with(&s.to_lowercase()))
         .collect();
     match matches.as_slice() {
         [one] => Ok(one.id),
-        [] => Err(format!("no channel {s}: see `gridchan channel list`")),
-        _ => Err(format!("{s} matches several channels: give more digits")),
+        [] => Err(GatewayError::Request(format!(
+            "no channel {s}: see `gridchan channel list`"
+        ))),
+        _ => Err(GatewayError::Request(format!(
+            "{s} matches several channels: give more digits"
+        ))),
     }
 }
 
@@ -409,7 +414,7 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
                 address: engine.address.to_string(),
                 channels: channels.len(),
                 balance: balance.as_ref().ok().cloned(),
-                balance_error: balance.err(),
+                balance_error: balance.err().map(|e| e.to_string()),
                 fees,
                 ledger_pending: pending.len(),
                 ledger_error: pending.first().and_then(|p| p.last_error.clone()),
@@ -443,7 +448,7 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
                 },
                 None => err(format!("no channel {channel}")),
             },
-            Err(e) => err(e),
+            Err(e) => err(e.to_string()),
         },
         Request::Open {
             peer,
@@ -454,7 +459,7 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
         } => {
             let tariff: Tariff = match tariff.parse() {
                 Ok(t) => t,
-                Err(e) => return err(e),
+                Err(e) => return err(e.to_string()),
             };
             let peer: PeerAddr = match peer.parse() {
                 Ok(p) => p,
@@ -469,7 +474,7 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
             )
             .await
             {
-                return err(e);
+                return err(e.to_string());
             }
             if let Err(e) = peers.remember(&peer) {
                 return err(format!("cannot record the neighbour's address: {e}"));
@@ -505,11 +510,11 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
         }
         Request::Accept { channel } => match parse_offer(&channel, &offers) {
             Ok(id) => done(engine.command(Command::Accept(id)).await),
-            Err(e) => err(e),
+            Err(e) => err(e.to_string()),
         },
         Request::Reject { channel, reason } => match parse_offer(&channel, &offers) {
             Ok(channel) => done(engine.command(Command::Reject { channel, reason }).await),
-            Err(e) => err(e),
+            Err(e) => err(e.to_string()),
         },
         Request::Cancel { channel } => {
             on_channel(engine, &channel, &channels, Command::Cancel).await
@@ -521,20 +526,20 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
         Request::TowerAdd { address } => match address.parse() {
             Ok(addr) => match towers.add(addr) {
                 Ok(()) => Response::Done,
-                Err(e) => err(e),
+                Err(e) => err(e.to_string()),
             },
             Err(e) => err(format!("{e}")),
         },
         Request::TowerList => match towers.list().await {
             Ok(towers) => Response::Towers { towers },
-            Err(e) => err(e),
+            Err(e) => err(e.to_string()),
         },
         Request::TowerRemove { tower } => match towers.remove(&tower).await {
             Ok((addr, unacknowledged)) => Response::TowerRemoved {
                 address: addr.to_string(),
                 unacknowledged,
             },
-            Err(e) => err(e),
+            Err(e) => err(e.to_string()),
         },
     }
 }
@@ -550,7 +555,7 @@ fn done(result: Result<(), crate::engine::EngineError>) -> Response {
 }
 
 /// The waiting proposal an id prefix names.
-fn parse_offer(s: &str, offers: &[gridchan_channel::Offer]) -> Result<ChannelId, String> {
+fn parse_offer(s: &str, offers: &[gridchan_channel::Offer]) -> Result<ChannelId, GatewayError> {
     let s = s.to_ascii_lowercase();
     let found: Vec<_> = offers
         .iter()
@@ -558,10 +563,12 @@ fn parse_offer(s: &str, offers: &[gridchan_channel::Offer]) -> Result<ChannelId,
         .collect();
     match found.as_slice() {
         [one] => Ok(one.id),
-        [] => Err(format!(
+        [] => Err(GatewayError::Request(format!(
             "no proposal {s} waits for an answer: `gridchan channel list` shows those that do"
-        )),
-        _ => Err(format!("{s} names several proposals: give more of the id")),
+        ))),
+        _ => Err(GatewayError::Request(format!(
+            "{s} names several proposals: give more of the id"
+        ))),
     }
 }
 
@@ -574,17 +581,17 @@ async fn can_fund(
     peer: gridchan_channel::NodeId,
     deposit: u64,
     peer_deposit: u64,
-) -> Result<(), String> {
+) -> Result<(), GatewayError> {
     let (mine, theirs) = tokio::join!(balance(ledger, &me), balance(ledger, &peer));
     match (mine, theirs) {
-        (Ok(held), _) if held.0 < deposit => Err(format!(
+        (Ok(held), _) if held.0 < deposit => Err(GatewayError::Request(format!(
             "you have {held} tokens on the ledger outside channels: a deposit of {} needs more (see `gridchan status`)",
             Amount(deposit)
-        )),
-        (_, Ok(held)) if held.0 < peer_deposit => Err(format!(
+        ))),
+        (_, Ok(held)) if held.0 < peer_deposit => Err(GatewayError::Request(format!(
             "the neighbour has {held} tokens on the ledger outside channels: it cannot fund a --peer-deposit of {}",
             Amount(peer_deposit)
-        )),
+        ))),
         _ => Ok(()),
     }
 }
@@ -646,14 +653,14 @@ const LEDGER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 async fn balance(
     ledger: &dyn gridchan_chain::Ledger,
     node: &gridchan_channel::NodeId,
-) -> Result<Amount, String> {
+) -> Result<Amount, GatewayError> {
     match tokio::time::timeout(LEDGER_WAIT, ledger.account(node)).await {
         Ok(Ok(a)) => Ok(a.balance),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!(
+        Ok(Err(e)) => Err(GatewayError::Ledger(e.to_string())),
+        Err(_) => Err(GatewayError::Ledger(format!(
             "the ledger did not answer within {} s",
             LEDGER_WAIT.as_secs()
-        )),
+        ))),
     }
 }
 
@@ -666,6 +673,8 @@ async fn on_channel(
 ) -> Response {
     match parse_channel(channel, channels) {
         Ok(id) => done(engine.command(command(id)).await),
-        Err(message) => Response::Error { message },
+        Err(e) => Response::Error {
+            message: e.to_string(),
+        },
     }
 }

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gridchan_chain::{ChainEvent, ChannelStatus, Ledger, Subscription};
-use gridchan_channel::{ChannelId, IntervalIndex, LedgerEvent, Message, NodeId, Phase, StoreError};
+use gridchan_channel::{ChannelId, IntervalIndex, LedgerEvent, Message, NodeId, Phase};
 use gridchan_transport::PeerAddr;
 use tokio::task::JoinHandle;
 
 use crate::engine::EngineHandle;
+use crate::error::GatewayError;
 use crate::ledger_queue::{blocking, run_submitter, LedgerQueue};
 use crate::meter::MeterSource;
 use gridchan_channel::metering::{Round, Step};
@@ -57,7 +58,7 @@ pub struct DaemonParts {
 }
 
 /// Starts the daemon's jobs.
-pub fn start(parts: DaemonParts) -> Result<Daemon, StoreError> {
+pub fn start(parts: DaemonParts) -> Result<Daemon, GatewayError> {
     let DaemonParts {
         engine,
         store_path,
@@ -70,10 +71,9 @@ pub fn start(parts: DaemonParts) -> Result<Daemon, StoreError> {
         tower_key,
     } = parts;
     let towers =
-        crate::towers::Towers::start(engine.clone(), store_path.clone(), tower_key, &towers)
-            .map_err(StoreError::ReadFailed)?;
+        crate::towers::Towers::start(engine.clone(), store_path.clone(), tower_key, &towers)?;
     let queue = engine.ledger_queue.clone();
-    let peers = crate::peers::Peers::open(&store_path, &peers).map_err(StoreError::ReadFailed)?;
+    let peers = crate::peers::Peers::open(&store_path, &peers)?;
     let meter_status: Arc<std::sync::Mutex<crate::meter::MeterStatus>> = Arc::default();
     let tasks = vec![
         tokio::spawn(crate::peers::keep_connected(engine.clone(), peers.clone())),
@@ -228,14 +228,15 @@ async fn catch_up(
     ledger: &Arc<dyn Ledger>,
     queue: &Arc<LedgerQueue>,
     deadlines: &mut Deadlines,
-) -> Result<u64, String> {
-    let height = ledger.height().await.map_err(|e| e.to_string())?;
-    let channels = engine.channels().await.map_err(|e| e.to_string())?;
+) -> Result<u64, GatewayError> {
+    let ledger_err = |e: gridchan_chain::LedgerError| GatewayError::Ledger(e.to_string());
+    let height = ledger.height().await.map_err(ledger_err)?;
+    let channels = engine.channels().await?;
     for view in channels {
         if matches!(view.phase, Phase::AwaitingAccept | Phase::Concluded) {
             continue;
         }
-        let Some(account) = ledger.channel(&view.id).await.map_err(|e| e.to_string())? else {
+        let Some(account) = ledger.channel(&view.id).await.map_err(ledger_err)? else {
             continue;
         };
         let id = view.id;

@@ -18,6 +18,8 @@ use gridchan_channel::{ChannelId, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::Notify;
 
+use crate::error::GatewayError;
+
 /// The queue's table (a migration of the gateway's store, and created by [`LedgerQueue::open`]
 /// on a file that has none).
 pub(crate) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS ledger_queue (
@@ -264,10 +266,8 @@ async fn submit_round(
     queue: &Arc<LedgerQueue>,
     ledger: &Arc<dyn Ledger>,
     inflight: &mut HashMap<i64, (TxHash, u64)>,
-) -> Result<(), String> {
-    let pending = blocking(queue, |q| q.pending())
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<(), GatewayError> {
+    let pending = blocking(queue, |q| q.pending()).await?;
     inflight.retain(|id, _| pending.iter().any(|p| p.id == *id));
     let height = match ledger.height().await {
         Ok(h) => h,
@@ -277,7 +277,7 @@ async fn submit_round(
                 let (id, msg) = (first.id, e.to_string());
                 let _ = blocking(queue, move |q| q.attempt_failed(id, &msg)).await;
             }
-            return Err(e.to_string());
+            return Err(GatewayError::Ledger(e.to_string()));
         }
     };
     let unsent: Vec<&QueuedTx> = pending
@@ -294,22 +294,19 @@ async fn submit_round(
             Err(LedgerError::Refused(e)) => {
                 tracing::warn!("ledger: {what} refused: {e}");
                 let (id, outcome) = (item.id, format!("refused: {e}"));
-                blocking(queue, move |q| q.finish(id, &outcome))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                blocking(queue, move |q| q.finish(id, &outcome)).await?;
             }
             Err(e) => {
                 let (id, msg) = (item.id, e.to_string());
-                blocking(queue, move |q| q.attempt_failed(id, &msg))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                return Err(format!("{what}: {e}"));
+                blocking(queue, move |q| q.attempt_failed(id, &msg)).await?;
+                return Err(GatewayError::Ledger(format!("{what}: {e}")));
             }
         }
     }
     let waiting: Vec<(i64, (TxHash, u64))> = inflight.iter().map(|(k, v)| (*k, *v)).collect();
     for (id, (hash, sent_at)) in waiting {
-        match ledger.receipt(&hash).await.map_err(|e| e.to_string())? {
+        let receipt = ledger.receipt(&hash).await;
+        match receipt.map_err(|e| GatewayError::Ledger(e.to_string()))? {
             Some(r) => {
                 let outcome = match &r.outcome.result {
                     Ok(_) => format!("included at {}", r.height),
@@ -317,9 +314,7 @@ async fn submit_round(
                 };
                 tracing::info!("ledger: {hash} {outcome}");
                 inflight.remove(&id);
-                blocking(queue, move |q| q.finish(id, &outcome))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                blocking(queue, move |q| q.finish(id, &outcome)).await?;
             }
             None if height > sent_at + RESUBMIT_AFTER_BLOCKS => {
                 // Dropped (a ledger restart loses its pending pool): send it again.

@@ -27,6 +27,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod engine;
+pub mod error;
 mod event_log;
 pub mod ledger_queue;
 mod links;

@@ -6,6 +6,8 @@ use gridchan_channel::{Message, NodeId};
 use gridchan_transport::{Connection, Endpoint, PeerAddr};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::error::GatewayError;
+
 /// Frames queued for one peer before it counts as not reading (and loses its connection).
 /// One connection carries every channel with that peer, so this bounds a burst of one message
 /// per channel for thousands of channels.
@@ -57,14 +59,16 @@ pub(crate) async fn dial(
     endpoint: Endpoint,
     peer: PeerAddr,
     inbound: mpsc::Sender<Inbound>,
-    outcome: Option<oneshot::Sender<Result<(), String>>>,
+    outcome: Option<oneshot::Sender<Result<(), GatewayError>>>,
 ) {
     let up = match endpoint.connect(&peer).await {
         Ok(conn) => match conn.open_stream().await {
             Ok(stream) => Ok((conn, stream)),
-            Err(e) => Err(format!("cannot open a stream: {e}")),
+            Err(e) => Err(GatewayError::Unreachable(format!(
+                "cannot open a stream: {e}"
+            ))),
         },
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(GatewayError::Unreachable(e.to_string())),
     };
     match up {
         Ok((conn, stream)) => {

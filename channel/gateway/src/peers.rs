@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::engine::{EngineHandle, PeerChange};
+use crate::error::GatewayError;
 
 /// The first wait after a failed dial or a dropped connection.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -78,21 +79,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Peers {
     /// Opens the neighbour table of the gateway's store (the store must have been opened once,
     /// which creates it), with the `configured` neighbours (which are recorded).
-    pub fn open(store_path: &Path, configured: &[PeerAddr]) -> Result<Peers, String> {
-        let conn = crate::sqlite::open(store_path).map_err(|e| e.to_string())?;
+    pub fn open(store_path: &Path, configured: &[PeerAddr]) -> Result<Peers, GatewayError> {
+        let conn = crate::sqlite::open(store_path)?;
         let mut book = BTreeMap::new();
         {
-            let mut stmt = conn
-                .prepare("SELECT address FROM peers")
-                .map_err(|e| e.to_string())?;
-            let rows = stmt
-                .query_map([], |r| r.get::<_, String>(0))
-                .map_err(|e| e.to_string())?;
+            let mut stmt = conn.prepare("SELECT address FROM peers")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
             for r in rows {
-                let text = r.map_err(|e| e.to_string())?;
+                let text = r?;
                 let addr: PeerAddr = text
                     .parse()
-                    .map_err(|e| format!("stored neighbour {text}: {e}"))?;
+                    .map_err(|e| GatewayError::Store(format!("stored neighbour {text}: {e}")))?;
                 book.insert(addr.node, Entry::at(addr));
             }
         }
@@ -115,14 +112,12 @@ impl Peers {
 
     /// Records where `addr`'s neighbour listens (a channel was just opened to it), durably:
     /// it is dialled again after a restart for as long as a channel with it is not paid out.
-    pub fn remember(&self, addr: &PeerAddr) -> Result<(), String> {
-        lock(&self.0.conn)
-            .execute(
-                "INSERT INTO peers (node, address) VALUES (?1, ?2)
+    pub fn remember(&self, addr: &PeerAddr) -> Result<(), GatewayError> {
+        lock(&self.0.conn).execute(
+            "INSERT INTO peers (node, address) VALUES (?1, ?2)
                  ON CONFLICT(node) DO UPDATE SET address = excluded.address",
-                params![addr.node.to_bytes().to_vec(), addr.to_string()],
-            )
-            .map_err(|e| e.to_string())?;
+            params![addr.node.to_bytes().to_vec(), addr.to_string()],
+        )?;
         lock(&self.0.book)
             .entry(addr.node)
             .and_modify(|e| e.address = addr.clone())
@@ -214,7 +209,7 @@ pub async fn keep_connected(engine: EngineHandle, peers: Peers) {
     // us at once is not dialled five times a second).
     let mut backoff: HashMap<NodeId, Duration> = HashMap::new();
     let mut up_since: HashMap<NodeId, Instant> = HashMap::new();
-    let mut dialling: tokio::task::JoinSet<(NodeId, Result<(), String>)> = Default::default();
+    let mut dialling: tokio::task::JoinSet<(NodeId, Result<(), GatewayError>)> = Default::default();
     let mut in_flight: HashSet<NodeId> = HashSet::new();
     let mut wanted: HashMap<NodeId, PeerAddr> = HashMap::new();
     // Whom to keep connected is worked out at start and whenever a channel begins or ends
@@ -274,7 +269,7 @@ pub async fn keep_connected(engine: EngineHandle, peers: Peers) {
                         due.remove(&peer);
                     }
                     Err(e) => {
-                        peers.set_error(peer, Some(e));
+                        peers.set_error(peer, Some(e.to_string()));
                         if due.contains_key(&peer) {
                             due.insert(peer, wait_after(&mut backoff, peer));
                         }

@@ -20,6 +20,7 @@ use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::EngineHandle;
+use crate::error::GatewayError;
 
 /// One tower as `gridchan tower list` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,8 +75,8 @@ impl Towers {
         store_path: PathBuf,
         auth: Signer,
         configured: &[PeerAddr],
-    ) -> Result<Towers, String> {
-        let conn = crate::sqlite::open(&store_path).map_err(|e| e.to_string())?;
+    ) -> Result<Towers, GatewayError> {
+        let conn = crate::sqlite::open(&store_path)?;
         let towers = Towers(Arc::new(Inner {
             engine,
             conn: Mutex::new(conn),
@@ -91,31 +92,25 @@ impl Towers {
         Ok(towers)
     }
 
-    fn record(&self, addr: &PeerAddr) -> Result<(), String> {
-        lock(&self.0.conn)
-            .execute(
-                "INSERT INTO towers (node, address, added_ms) VALUES (?1, ?2, ?3)
+    fn record(&self, addr: &PeerAddr) -> Result<(), GatewayError> {
+        lock(&self.0.conn).execute(
+            "INSERT INTO towers (node, address, added_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT(node) DO UPDATE SET address = excluded.address",
-                params![addr.node.to_bytes().to_vec(), addr.to_string(), now_ms()],
-            )
-            .map_err(|e| e.to_string())?;
+            params![addr.node.to_bytes().to_vec(), addr.to_string(), now_ms()],
+        )?;
         Ok(())
     }
 
-    fn recorded(&self) -> Result<Vec<PeerAddr>, String> {
+    fn recorded(&self) -> Result<Vec<PeerAddr>, GatewayError> {
         let conn = lock(&self.0.conn);
-        let mut stmt = conn
-            .prepare("SELECT address FROM towers ORDER BY added_ms")
-            .map_err(|e| e.to_string())?;
-        let rows = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(|e| e.to_string())?;
+        let mut stmt = conn.prepare("SELECT address FROM towers ORDER BY added_ms")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
         for r in rows {
-            let text = r.map_err(|e| e.to_string())?;
+            let text = r?;
             out.push(
                 text.parse()
-                    .map_err(|e| format!("stored tower {text}: {e}"))?,
+                    .map_err(|e| GatewayError::Store(format!("stored tower {text}: {e}")))?,
             );
         }
         Ok(out)
@@ -140,7 +135,7 @@ impl Towers {
     }
 
     /// Adds a tower (or changes its address) and starts pushing to it.
-    pub fn add(&self, addr: PeerAddr) -> Result<(), String> {
+    pub fn add(&self, addr: PeerAddr) -> Result<(), GatewayError> {
         self.record(&addr)?;
         lock(&self.0.pushers).remove(&addr.node);
         self.spawn(addr);
@@ -149,7 +144,7 @@ impl Towers {
 
     /// Stops using a tower; returns how many channels it had not acknowledged at their newest
     /// state (they stay safe with the other towers, and with the gateway itself when online).
-    pub async fn remove(&self, prefix: &str) -> Result<(PeerAddr, usize), String> {
+    pub async fn remove(&self, prefix: &str) -> Result<(PeerAddr, usize), GatewayError> {
         let node = {
             let pushers = lock(&self.0.pushers);
             let matches: Vec<&Pusher> = pushers
@@ -158,24 +153,29 @@ impl Towers {
                 .collect();
             match matches.as_slice() {
                 [one] => one.address.clone(),
-                [] => return Err(format!("no tower {prefix}: see `gridchan tower list`")),
-                _ => return Err(format!("{prefix} matches several towers: give more digits")),
+                [] => {
+                    return Err(GatewayError::Request(format!(
+                        "no tower {prefix}: see `gridchan tower list`"
+                    )))
+                }
+                _ => {
+                    return Err(GatewayError::Request(format!(
+                        "{prefix} matches several towers: give more digits"
+                    )))
+                }
             }
         };
         let pending = self.summary_of(&node, None).await?.pending;
         lock(&self.0.pushers).remove(&node.node);
         let conn = lock(&self.0.conn);
         let key = node.node.to_bytes().to_vec();
-        conn.execute("DELETE FROM towers WHERE node = ?1", params![key])
-            .map_err(|e| e.to_string())?;
-        conn.execute("DELETE FROM tower_acks WHERE tower = ?1", params![key])
-            .map_err(|e| e.to_string())?;
-        conn.execute("DELETE FROM tower_receipts WHERE tower = ?1", params![key])
-            .map_err(|e| e.to_string())?;
+        conn.execute("DELETE FROM towers WHERE node = ?1", params![key])?;
+        conn.execute("DELETE FROM tower_acks WHERE tower = ?1", params![key])?;
+        conn.execute("DELETE FROM tower_receipts WHERE tower = ?1", params![key])?;
         Ok((node, pending))
     }
 
-    pub async fn list(&self) -> Result<Vec<TowerSummary>, String> {
+    pub async fn list(&self) -> Result<Vec<TowerSummary>, GatewayError> {
         let towers: Vec<(PeerAddr, Option<String>)> = lock(&self.0.pushers)
             .values()
             .map(|p| (p.address.clone(), lock(&p.last_error).clone()))
@@ -192,9 +192,9 @@ impl Towers {
         &self,
         addr: &PeerAddr,
         last_error: Option<String>,
-    ) -> Result<TowerSummary, String> {
+    ) -> Result<TowerSummary, GatewayError> {
         let acks = self.acks(&addr.node)?;
-        let channels = self.0.engine.channels().await.map_err(|e| e.to_string())?;
+        let channels = self.0.engine.channels().await?;
         let mut acknowledged = 0;
         let mut pending = 0;
         for c in channels.iter().filter(|c| guardable(c.phase)) {
@@ -212,19 +212,16 @@ impl Towers {
         })
     }
 
-    fn acks(&self, tower: &NodeId) -> Result<HashMap<ChannelId, Version>, String> {
+    fn acks(&self, tower: &NodeId) -> Result<HashMap<ChannelId, Version>, GatewayError> {
         let conn = lock(&self.0.conn);
-        let mut stmt = conn
-            .prepare_cached("SELECT channel, version FROM tower_acks WHERE tower = ?1")
-            .map_err(|e| e.to_string())?;
-        let rows = stmt
-            .query_map(params![tower.to_bytes().to_vec()], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
-            })
-            .map_err(|e| e.to_string())?;
+        let mut stmt =
+            conn.prepare_cached("SELECT channel, version FROM tower_acks WHERE tower = ?1")?;
+        let rows = stmt.query_map(params![tower.to_bytes().to_vec()], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
+        })?;
         let mut out = HashMap::new();
         for r in rows {
-            let (c, v) = r.map_err(|e| e.to_string())?;
+            let (c, v) = r?;
             if let Ok(c) = <[u8; 32]>::try_from(c.as_slice()) {
                 out.insert(ChannelId(c), Version(v as u64));
             }
@@ -240,17 +237,16 @@ impl Towers {
         tower: &NodeId,
         acks: &[(ChannelId, Version, Option<usize>)],
         receipts: &[Vec<u8>],
-    ) -> Result<(), String> {
+    ) -> Result<(), GatewayError> {
         let key = tower.to_bytes().to_vec();
         let mut conn = lock(&self.0.conn);
-        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        let tx = conn.transaction()?;
         {
             let mut ids = Vec::with_capacity(receipts.len());
-            let mut stmt = tx
-                .prepare_cached("INSERT INTO tower_receipts (tower, receipt) VALUES (?1, ?2)")
-                .map_err(|e| e.to_string())?;
+            let mut stmt =
+                tx.prepare_cached("INSERT INTO tower_receipts (tower, receipt) VALUES (?1, ?2)")?;
             for r in receipts {
-                stmt.execute(params![key, r]).map_err(|e| e.to_string())?;
+                stmt.execute(params![key, r])?;
                 ids.push(tx.last_insert_rowid());
             }
             let mut stmt = tx
@@ -259,20 +255,18 @@ impl Towers {
                      ON CONFLICT(tower, channel) DO UPDATE SET version = excluded.version,
                         receipt_id = excluded.receipt_id WHERE excluded.version > tower_acks.version",
                 )
-                .map_err(|e| e.to_string())?;
+                ?;
             for (c, v, receipt) in acks {
                 let receipt_id = receipt.and_then(|i| ids.get(i).copied());
-                stmt.execute(params![key, c.0.to_vec(), v.0 as i64, receipt_id])
-                    .map_err(|e| e.to_string())?;
+                stmt.execute(params![key, c.0.to_vec(), v.0 as i64, receipt_id])?;
             }
             tx.execute(
                 "DELETE FROM tower_receipts WHERE tower = ?1 AND NOT EXISTS
                     (SELECT 1 FROM tower_acks a WHERE a.receipt_id = tower_receipts.id)",
                 params![key],
-            )
-            .map_err(|e| e.to_string())?;
+            )?;
         }
-        tx.commit().map_err(|e| e.to_string())
+        Ok(tx.commit()?)
     }
 }
 

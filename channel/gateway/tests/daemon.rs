@@ -525,6 +525,7 @@ async fn a_tower_that_never_answers_can_be_removed_with_states_unacknowledged() 
         .remove("02ff")
         .await
         .unwrap_err()
+        .to_string()
         .contains("no tower"));
     // Trading never depended on it.
     let before = view(&w.ea, w.channel)

@@ -114,24 +114,29 @@ fn versions_only_grow(states: &[SignedState]) -> bool {
     states.windows(2).all(|w| w[0].version() <= w[1].version())
 }
 
+/// An invariant a script broke, and how.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Broken(String);
+
 /// What must hold after any script: no referee violation, both sides on the same newest doubly
 /// signed state, money conserved, versions only growing.
-pub fn check(pair: &Pair) -> Result<(), String> {
+pub fn check(pair: &Pair) -> Result<(), Broken> {
     if !pair.violations().is_empty() {
-        return Err(format!("{:?}", pair.violations()));
+        return Err(Broken(format!("{:?}", pair.violations())));
     }
     let a = pair.current(Side::A);
     let b = pair.current(Side::B);
     if a != b {
-        return Err(format!("the sides disagree: {a:?} vs {b:?}"));
+        return Err(Broken(format!("the sides disagree: {a:?} vs {b:?}")));
     }
     let s = a.state();
     if s.balance_a.0 + s.balance_b.0 != 100_000_000 {
-        return Err(format!("money not conserved: {s:?}"));
+        return Err(Broken(format!("money not conserved: {s:?}")));
     }
     for side in [Side::A, Side::B] {
         if !versions_only_grow(pair.watchtower_states(side)) {
-            return Err(format!("{side:?}'s versions went down"));
+            return Err(Broken(format!("{side:?}'s versions went down")));
         }
     }
     Ok(())

@@ -53,7 +53,7 @@ impl RpcClient {
         }
     }
 
-    async fn connection(&self) -> Result<Connection, String> {
+    async fn connection(&self) -> Result<Connection, RpcError> {
         let mut guard = self.conn.lock().await;
         if let Some(c) = guard.as_ref() {
             if c.close_reason().is_none() {
@@ -64,7 +64,7 @@ impl RpcClient {
             .endpoint
             .connect(&self.server)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| RpcError::Connect(e.to_string()))?;
         *guard = Some(c.clone());
         Ok(c)
     }
@@ -72,20 +72,23 @@ impl RpcClient {
     /// Sends `frame` and returns the server's answer, within `deadline`. A broken connection
     /// is dialled again once; a missed deadline drops the connection. The error says why the
     /// server could not be heard.
-    pub async fn request(&self, frame: &[u8], deadline: Duration) -> Result<Vec<u8>, String> {
+    pub async fn request(&self, frame: &[u8], deadline: Duration) -> Result<Vec<u8>, RpcError> {
         let attempts = async {
-            let mut last = String::from("no attempt");
+            let mut last = RpcError::NoResponse;
             for _ in 0..2 {
                 let conn = self.connection().await?;
                 let attempt = async {
-                    let mut stream = conn.open_stream().await.map_err(|e| e.to_string())?;
-                    stream.write_frame(frame).await.map_err(|e| e.to_string())?;
+                    fn broke(e: impl std::fmt::Display) -> RpcError {
+                        RpcError::Broken(e.to_string())
+                    }
+                    let mut stream = conn.open_stream().await.map_err(broke)?;
+                    stream.write_frame(frame).await.map_err(broke)?;
                     stream.finish();
                     stream
                         .read_frame()
                         .await
-                        .map_err(|e| e.to_string())?
-                        .ok_or_else(|| "no response".to_string())
+                        .map_err(broke)?
+                        .ok_or(RpcError::NoResponse)
                 };
                 match attempt.await {
                     Ok(reply) => return Ok(reply),
@@ -102,10 +105,36 @@ impl RpcClient {
             Ok(r) => r,
             Err(_) => {
                 self.drop_connection().await;
-                Err(format!("no answer within {deadline:?}"))
+                Err(RpcError::Timeout(deadline))
             }
         }
     }
+}
+
+/// Why a request got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RpcError {
+    #[error("{0}")]
+    Connect(String),
+    #[error("{0}")]
+    Broken(String),
+    #[error("no response")]
+    NoResponse,
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Why a body is not a message of the protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("empty frame")]
+    Empty,
+    #[error("unsupported {service} version {got}")]
+    Version { service: String, got: u8 },
+    #[error("{0}")]
+    Malformed(String),
+    #[error("trailing bytes")]
+    Trailing,
 }
 
 /// The body of a request or response: a version byte, then the bincode of `value`.
@@ -122,16 +151,19 @@ pub fn decode_body<T: DeserializeOwned, const LIMIT: usize>(
     version: u8,
     service: &str,
     frame: &[u8],
-) -> Result<T, String> {
-    let (&got, payload) = frame.split_first().ok_or("empty frame")?;
+) -> Result<T, BodyError> {
+    let (&got, payload) = frame.split_first().ok_or(BodyError::Empty)?;
     if got != version {
-        return Err(format!("unsupported {service} version {got}"));
+        return Err(BodyError::Version {
+            service: service.to_string(),
+            got,
+        });
     }
     let config = bincode::config::standard().with_limit::<LIMIT>();
-    let (value, used) =
-        bincode::serde::decode_from_slice(payload, config).map_err(|e| e.to_string())?;
+    let (value, used) = bincode::serde::decode_from_slice(payload, config)
+        .map_err(|e| BodyError::Malformed(e.to_string()))?;
     if used != payload.len() {
-        return Err("trailing bytes".into());
+        return Err(BodyError::Trailing);
     }
     Ok(value)
 }
@@ -148,17 +180,17 @@ mod tests {
             Ok((7, "seven".to_string()))
         );
         assert_eq!(
-            decode_body::<(u64, String), 1024>(3, "test RPC", &[]),
+            decode_body::<(u64, String), 1024>(3, "test RPC", &[]).map_err(|e| e.to_string()),
             Err("empty frame".to_string())
         );
         assert_eq!(
-            decode_body::<(u64, String), 1024>(4, "test RPC", &body),
+            decode_body::<(u64, String), 1024>(4, "test RPC", &body).map_err(|e| e.to_string()),
             Err("unsupported test RPC version 3".to_string())
         );
         let mut longer = body.clone();
         longer.push(0);
         assert_eq!(
-            decode_body::<(u64, String), 1024>(3, "test RPC", &longer),
+            decode_body::<(u64, String), 1024>(3, "test RPC", &longer).map_err(|e| e.to_string()),
             Err("trailing bytes".to_string())
         );
         // A length that claims more than the limit is refused before anything is allocated.

@@ -27,7 +27,10 @@ pub(super) enum Control {
         oneshot::Sender<Vec<(gridchan_channel::Version, gridchan_channel::Trade)>>,
     ),
     /// Dial a peer; the answer (if asked for) says whether the connection came up.
-    Connect(PeerAddr, Option<oneshot::Sender<Result<(), String>>>),
+    Connect(
+        PeerAddr,
+        Option<oneshot::Sender<Result<(), crate::error::GatewayError>>>,
+    ),
     /// The peers connected now.
     Connected(oneshot::Sender<std::collections::HashSet<NodeId>>),
     /// Neighbours' proposals waiting for the owner's answer.
@@ -145,12 +148,10 @@ impl EngineHandle {
 
     /// Dials `peer` and waits until the connection is up (authenticated, its stream open) or
     /// the attempt failed, and why.
-    pub async fn dial(&self, peer: PeerAddr) -> Result<(), String> {
+    pub async fn dial(&self, peer: PeerAddr) -> Result<(), crate::error::GatewayError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Control::Connect(peer, Some(tx)))
-            .await
-            .map_err(|e| e.to_string())?;
-        rx.await.map_err(|_| EngineError::Stopped.to_string())?
+        self.send(Control::Connect(peer, Some(tx))).await?;
+        rx.await.map_err(|_| crate::error::GatewayError::Stopped)?
     }
 
     /// The peers connected now.
