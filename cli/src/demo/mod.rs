@@ -1,0 +1,472 @@
+//! `gridchan demo`: a neighbourhood in one command. A ledger, a watchtower and N gateways run
+//! as real services on 127.0.0.1 (QUIC, SQLite files, each with its own key and folder), trade a
+//! day of recorded household data over a ring of channels (each home with its two nearest
+//! neighbours), live through a dispute, close, and print what trading was worth.
+
+mod dispute;
+mod neighbourhood;
+mod summary;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use gridchan_chain::evm::{anvil::Anvil, EvmConfig, EvmLedger};
+use gridchan_chain::{
+    server, ChannelAccount, ChannelStatus, Genesis, Ledger, LocalLedger, RemoteClient,
+};
+use gridchan_channel::{
+    Amount, ChannelId, Command, Event, IntervalIndex, MeterTolerance, OpenRequest, Phase, Policy,
+    PricePerKwh, SignedState, Signer, Tariff, TimeOfUse,
+};
+use gridchan_gateway::clock::SimClock;
+use gridchan_gateway::daemon::{self, Daemon, DaemonParts};
+use gridchan_gateway::engine::{self, EngineHandle, Report};
+use gridchan_gateway::meter::{CsvMeter, MeterReading, MeterSource};
+use gridchan_transport::PeerAddr;
+use gridchan_watchtower::{Tower, TowerLimits};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// The eight homes of the shipped data set (see data/neighbourhood/README.md), in the binary.
+use dispute::stage_dispute;
+use neighbourhood::*;
+use summary::*;
+
+const HOMES: [&str; 8] = [
+    include_str!("../../../data/neighbourhood/home-01.csv"),
+    include_str!("../../../data/neighbourhood/home-02.csv"),
+    include_str!("../../../data/neighbourhood/home-03.csv"),
+    include_str!("../../../data/neighbourhood/home-04.csv"),
+    include_str!("../../../data/neighbourhood/home-05.csv"),
+    include_str!("../../../data/neighbourhood/home-06.csv"),
+    include_str!("../../../data/neighbourhood/home-07.csv"),
+    include_str!("../../../data/neighbourhood/home-08.csv"),
+];
+/// Monday 00:00 UTC of the four seasonal weeks in the data (January, April, July, October 2025).
+const WEEK_START: [u64; 4] = [1_736_726_400, 1_744_588_800, 1_752_451_200, 1_760_313_600];
+const INTERVAL: u32 = 900;
+const BLOCK_MS: u64 = 50;
+/// anvil's block time with `--ledger evm`.
+const EVM_BLOCK_MS: u64 = 100;
+const WINDOW_BLOCKS: u64 = 40;
+const DEPOSIT: u64 = 20_000_000;
+const START_BALANCE: u64 = 100_000_000;
+/// Local clock of the tariffs (central Europe, no daylight saving).
+const UTC_OFFSET_MIN: i32 = 60;
+
+/// What `gridchan demo` plays (its command-line options).
+#[derive(Clone, Debug, clap::Args)]
+pub struct DemoOptions {
+    /// Homes (more than the 8 in the data are derived from them, scaled by a seeded factor).
+    #[arg(long, default_value_t = 5)]
+    pub homes: usize,
+    /// 15-minute intervals to play (96 is a day).
+    #[arg(long, default_value_t = 96)]
+    pub intervals: u64,
+    /// Real milliseconds per 15-minute interval.
+    #[arg(long, default_value_t = 150)]
+    pub interval_ms: u64,
+    /// Seed for keys and derived homes.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Which week of the data: 0 January, 1 April, 2 July, 3 October.
+    #[arg(long, default_value_t = 2)]
+    pub week: usize,
+    /// Which day of that week: 0 Monday ... 6 Sunday.
+    #[arg(long, default_value_t = 2)]
+    pub day: usize,
+    /// Keep everything in this (new) folder instead of a temporary one.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The ledger: `local`, a gridchan ledger node in this process (a block every 50 ms), or
+    /// `evm`, the adjudicator contract on a local anvil chain (a block every 100 ms; anvil comes
+    /// with `npm ci --prefix chain-adapter/evm`).
+    #[arg(long, value_enum, default_value_t = DemoLedger::Local)]
+    pub ledger: DemoLedger,
+}
+
+impl DemoOptions {
+    /// Refuses options outside what the data and the clock allow, saying which.
+    fn check(&self) -> Result<()> {
+        if self.homes < 2 {
+            bail!("--homes must be at least 2");
+        }
+        if self.week > 3 || self.day > 6 {
+            bail!("--week is 0-3 (January, April, July, October) and --day 0-6 (Monday-Sunday)");
+        }
+        if self.intervals == 0 || self.intervals > 96 * (7 - self.day as u64) {
+            bail!("--intervals must be between 1 and the intervals left in the week");
+        }
+        if self.interval_ms < 20 || self.interval_ms > 900_000 {
+            bail!("--interval-ms must be between 20 and 900000");
+        }
+        Ok(())
+    }
+}
+
+/// Which ledger the demo's neighbourhood settles on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoLedger {
+    Local,
+    Evm,
+}
+
+/// Runs the demo; returns whether every check passed.
+pub async fn run(o: DemoOptions) -> Result<bool> {
+    o.check()?;
+    let tmp;
+    let root: PathBuf = match &o.data {
+        Some(d) => {
+            if d.exists() && std::fs::read_dir(d)?.next().is_some() {
+                bail!("{} is not empty: give the demo a new folder", d.display());
+            }
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let started = Instant::now();
+    let say = |line: String| {
+        if !o.json {
+            eprintln!("\r\x1b[K[{:5.1} s] {line}", started.elapsed().as_secs_f64());
+        }
+    };
+
+    // Keys, from the seed: the same demo twice is the same neighbourhood.
+    let key = |what: &str, i: usize| Signer::new(&derive(o.seed, what, i), &blinding());
+    let mut homes = Vec::new();
+    for i in 0..o.homes {
+        homes.push(Home {
+            name: format!("home-{:02}", i + 1),
+            secret: derive(o.seed, "home", i),
+            key: key("home", i)?,
+            addr: "127.0.0.1:0".parse()?,
+            dir: root.join(format!("home-{:02}", i + 1)),
+            daemon: None,
+        });
+    }
+
+    // The ledger: every home starts with 100 tokens.
+    let chain = Arc::new(match o.ledger {
+        DemoLedger::Local => start_local_ledger(&o, &root, &homes, &say)?,
+        DemoLedger::Evm => start_evm_chain(&o, &homes, &say).await?,
+    });
+
+    // The watchtower, following the ledger.
+    let tower_key = key("tower", 0)?;
+    let tower = Tower::start(
+        tower_key.duplicate(&blinding()),
+        chain.client(&derive(o.seed, "tower", 0))?,
+        root.join("tower.sqlite"),
+        TowerLimits {
+            states_per_second: 10_000.0,
+            burst: 10_000.0,
+            ..TowerLimits::default()
+        },
+    )?;
+    let tower_endpoint =
+        gridchan_watchtower::rpc::bind("127.0.0.1:0".parse()?, tower_key.duplicate(&blinding()))?;
+    let tower_addr = tower_endpoint.peer_addr();
+    tower.listen(tower_endpoint);
+    say(format!("watchtower {tower_addr}"));
+
+    // The day, on a clock that runs 900 s per --interval-ms.
+    let day_start = WEEK_START[o.week] + o.day as u64 * 86_400;
+    let anchor = IntervalIndex(day_start / u64::from(INTERVAL));
+    let speedup = u32::try_from(900_000 / o.interval_ms).unwrap_or(u32::MAX);
+    // Start a quarter of an hour early: the channels open before the first interval ends.
+    let clock = SimClock::accelerated((day_start - 900) * 1000, speedup);
+    let net = Net {
+        chain: chain.clone(),
+        tower_addr,
+        clock,
+        anchor,
+    };
+
+    // The ring: home i opens a channel to home i+1 (two homes: one channel).
+    let pairs: Vec<(usize, usize)> = if o.homes == 2 {
+        vec![(0, 1)]
+    } else {
+        (0..o.homes).map(|i| (i, (i + 1) % o.homes)).collect()
+    };
+    let peers_of = |homes: &[Home], i: usize| -> Vec<PeerAddr> {
+        pairs
+            .iter()
+            .filter(|(a, _)| *a == i)
+            .map(|(_, b)| PeerAddr {
+                node: homes[*b].key.id(),
+                addr: homes[*b].addr,
+            })
+            .collect()
+    };
+    // Every home listens first, then each dials the neighbours it opens channels to.
+    let mut engines = Vec::new();
+    for h in homes.iter_mut() {
+        engines.push(listen(&o, h)?);
+    }
+    for (i, engine) in engines.into_iter().enumerate() {
+        let peers = peers_of(&homes, i);
+        let d = start_home(&o, &net, &homes, i, engine, peers).await?;
+        homes[i].daemon = Some(d);
+    }
+    say(format!(
+        "{} gateways on 127.0.0.1, each with its key and SQLite files under {}",
+        o.homes,
+        root.display()
+    ));
+    let engine = |homes: &[Home], i: usize| -> EngineHandle {
+        homes[i].daemon.as_ref().expect("running").engine.clone()
+    };
+    let tariff = neighbour_tariff();
+    say(format!(
+        "neighbour tariff (tokens/kWh, local time UTC+01:00): {tariff}"
+    ));
+    let mut links = Vec::new();
+    for (n, (a, b)) in pairs.iter().enumerate() {
+        let id = engine(&homes, *a)
+            .open(OpenRequest {
+                peer: homes[*b].key.id(),
+                deposit: Amount(DEPOSIT),
+                peer_deposit: Amount(DEPOSIT),
+                tariff: tariff.clone(),
+                challenge_window_blocks: WINDOW_BLOCKS,
+                funding_window_blocks: 400,
+                interval_seconds: INTERVAL,
+                tolerance: MeterTolerance {
+                    absolute_wh: 0,
+                    permille: 0,
+                },
+                opened_at: IntervalIndex(anchor.0 - 1),
+                nonce: derive(o.seed, "channel", n),
+            })
+            .await?;
+        links.push(Link { a: *a, b: *b, id });
+    }
+    // Reports from every home, for notable events and for the cheater's old state.
+    let (event_tx, mut events) = tokio::sync::mpsc::unbounded_channel::<(usize, Report)>();
+    let forward = |homes: &[Home], i: usize| {
+        let mut r = engine(homes, i).reports();
+        let tx = event_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                match r.recv().await {
+                    Ok(rep) => {
+                        if tx.send((i, rep)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                }
+            }
+        })
+    };
+    let mut forwarders: Vec<_> = (0..o.homes).map(|i| forward(&homes, i)).collect();
+    let view = |e: EngineHandle, id: ChannelId| async move { e.channel(id).await.ok().flatten() };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut open = 0;
+        for l in &links {
+            if view(engine(&homes, l.b), l.id)
+                .await
+                .is_some_and(|v| v.phase == Phase::Open)
+            {
+                open += 1;
+            }
+        }
+        if open == links.len() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {open} of {} channels opened within 60 s", links.len());
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(100), events.recv()).await;
+    }
+    say(format!(
+        "{} channels funded on the ledger ({} tokens each side); trading {} intervals of {} (week {}, day {})",
+        links.len(),
+        Amount(DEPOSIT),
+        o.intervals,
+        ["January", "April", "July", "October"][o.week],
+        o.week,
+        o.day
+    ));
+
+    // The day.
+    let day_started = Instant::now();
+    let end = anchor.0 + o.intervals;
+    let dispute_at = anchor.0 + o.intervals / 2;
+    let openers: HashMap<ChannelId, usize> = links.iter().map(|l| (l.id, l.a)).collect();
+    let mut old_states: HashMap<ChannelId, SignedState> = HashMap::new();
+    let mut dispute: Option<DisputeSummary> = None;
+    let mut last_bar = Instant::now() - Duration::from_secs(1);
+    loop {
+        let now = IntervalIndex(clock.now_ms() / 1000 / u64::from(INTERVAL));
+        if now.0 > end + 1 {
+            break;
+        }
+        if !o.json && last_bar.elapsed() > Duration::from_millis(200) {
+            let done = now.0.saturating_sub(anchor.0).min(o.intervals);
+            let width = 40;
+            let filled = (done * width / o.intervals) as usize;
+            let hour = (done * 15 / 60, done * 15 % 60);
+            eprint!(
+                "\r\x1b[K[{}{}] {:02}:{:02} UTC  interval {done}/{}",
+                "#".repeat(filled),
+                ".".repeat(width as usize - filled),
+                hour.0,
+                hour.1,
+                o.intervals
+            );
+            last_bar = Instant::now();
+        }
+        // Midday (or the first trade after it): a channel with an old state worth cheating with.
+        let mut candidate = None;
+        if dispute.is_none() && now.0 >= dispute_at && now.0 < end {
+            for l in &links {
+                let Some(old) = old_states.get(&l.id) else {
+                    continue;
+                };
+                let cur = view(engine(&homes, l.a), l.id)
+                    .await
+                    .and_then(|v| v.current);
+                if cur.is_some_and(|c| c.version() > old.version()) {
+                    candidate = Some(l.clone());
+                    break;
+                }
+            }
+        }
+        if let Some(disputed) = candidate {
+            dispute = Some(
+                stage_dispute(&o, &net, &mut homes, &disputed, &old_states, &tower, &say).await?,
+            );
+            for f in forwarders.drain(..) {
+                f.abort();
+            }
+            forwarders = (0..o.homes).map(|i| forward(&homes, i)).collect();
+        }
+        match tokio::time::timeout(Duration::from_millis(100), events.recv()).await {
+            Ok(Some((i, Report::Watchtower(s)))) => {
+                let id = s.state().channel_id;
+                if openers.get(&id) == Some(&i)
+                    && s.state().energy_a_to_b.0 + s.state().energy_b_to_a.0 > 0
+                {
+                    old_states.entry(id).or_insert(s);
+                }
+            }
+            Ok(Some((i, Report::Event(e)))) => match e {
+                Event::PeerMisbehaved { peer, reason } => {
+                    say(format!("{}: disconnected {peer}: {reason}", homes[i].name))
+                }
+                Event::Frozen { channel } => say(format!(
+                    "{}: channel {} frozen (store failure)",
+                    homes[i].name,
+                    channel.short()
+                )),
+                _ => {}
+            },
+            Ok(Some((i, Report::StoreFailed(e)))) => {
+                say(format!("{}: store failed: {e}", homes[i].name))
+            }
+            _ => {}
+        }
+    }
+    let day_seconds = day_started.elapsed().as_secs_f64();
+    if !o.json {
+        eprintln!();
+    }
+
+    // Close: cooperatively where both sides are trading; the disputed channel concludes after
+    // its window.
+    close_all(&homes, &links, &chain, &mut events, &say).await?;
+    if dispute.is_none() {
+        say("no channel traded by midday: no dispute staged".to_string());
+    }
+    say("all channels closed and paid out".to_string());
+
+    // The summary and the checks.
+    let summary = summarize(
+        &o,
+        &homes,
+        &links,
+        &chain,
+        &tower,
+        dispute,
+        &engine,
+        day_seconds,
+        &root,
+    )
+    .await?;
+    for h in &mut homes {
+        h.daemon = None;
+    }
+    tower.stop();
+    if o.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_summary(&summary);
+    }
+    Ok(summary.checks.iter().all(|c| c.ok))
+}
+
+/// Closes every channel that still trades, cooperatively (the disputed one concludes after its
+/// window), and waits until each is paid out on the ledger and concluded at both homes.
+async fn close_all(
+    homes: &[Home],
+    links: &[Link],
+    chain: &Chain,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<(usize, Report)>,
+    say: &impl Fn(String),
+) -> Result<()> {
+    let engine =
+        |i: usize| -> EngineHandle { homes[i].daemon.as_ref().expect("running").engine.clone() };
+    let view = |e: EngineHandle, id: ChannelId| async move { e.channel(id).await.ok().flatten() };
+    say("the day is over: closing the channels".to_string());
+    for l in links {
+        if view(engine(l.a), l.id)
+            .await
+            .is_some_and(|v| v.phase == Phase::Open)
+        {
+            engine(l.a).command(Command::Close(l.id)).await?;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut done = 0;
+        for l in links {
+            let a = view(engine(l.a), l.id).await;
+            let b = view(engine(l.b), l.id).await;
+            let paid = chain.channel(&l.id).await.is_some_and(|c| {
+                c.claimable == [Amount(0), Amount(0)]
+                    && matches!(c.status, ChannelStatus::Concluded { .. })
+            });
+            if paid
+                && a.is_some_and(|v| v.phase == Phase::Concluded)
+                && b.is_some_and(|v| v.phase == Phase::Concluded)
+            {
+                done += 1;
+            }
+        }
+        if done == links.len() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            say(format!(
+                "only {done} of {} channels closed and paid out within 120 s",
+                links.len()
+            ));
+            return Ok(());
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(200), events.recv()).await;
+    }
+}

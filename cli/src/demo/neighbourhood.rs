@@ -1,0 +1,317 @@
+//! The neighbourhood: its ledger (in this process, or the contract on anvil), its homes with
+//! their recorded meters and keys, the tariff, and each home's gateway.
+
+use super::*;
+
+/// The ledger of a demo run, and how each party reaches it.
+pub(super) enum Chain {
+    /// A gridchan ledger node in this process, served over QUIC.
+    Local {
+        ledger: Arc<LocalLedger>,
+        address: PeerAddr,
+    },
+    /// The adjudicator and a test token on a local anvil chain.
+    Evm(Box<EvmChain>),
+}
+
+pub(super) struct EvmChain {
+    /// Stops anvil when the demo ends.
+    pub(super) _anvil: Anvil,
+    pub(super) config: EvmConfig,
+    pub(super) reader: EvmLedger,
+}
+
+impl Chain {
+    /// A client of the ledger for the account of `secret`.
+    pub(super) fn client(&self, secret: &[u8; 32]) -> Result<Arc<dyn Ledger>> {
+        Ok(match self {
+            Chain::Local { address, .. } => Arc::new(
+                RemoteClient::new(
+                    address.clone(),
+                    Signer::new(secret, &blinding())?,
+                    blinding(),
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            ),
+            Chain::Evm(evm) => Arc::new(
+                EvmLedger::connect(evm.config.clone(), secret, &blinding())
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            ),
+        })
+    }
+
+    /// A channel as the ledger has it (`None` also while an EVM chain does not answer).
+    pub(super) async fn channel(&self, id: &ChannelId) -> Option<ChannelAccount> {
+        match self {
+            Chain::Local { ledger, .. } => ledger.channel(id),
+            Chain::Evm(evm) => evm.reader.channel(id).await.ok().flatten(),
+        }
+    }
+
+    /// An account's tokens outside channels.
+    pub(super) async fn balance(&self, node: &gridchan_channel::NodeId) -> Result<Amount> {
+        Ok(match self {
+            Chain::Local { ledger, .. } => ledger.account(node).balance,
+            Chain::Evm(evm) => {
+                evm.reader
+                    .account(node)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .balance
+            }
+        })
+    }
+
+    /// Every token on the ledger: in all accounts and channels (the local ledger), or held by
+    /// the homes and by the adjudicator for its channels (the test token, minted to the homes
+    /// only).
+    pub(super) async fn supply(&self, homes: &[Home]) -> Result<u128> {
+        Ok(match self {
+            Chain::Local { ledger, .. } => ledger.total_supply(),
+            Chain::Evm(evm) => {
+                let ids: Vec<_> = homes.iter().map(|h| h.key.id()).collect();
+                evm.reader
+                    .supply_among(&ids)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+            }
+        })
+    }
+}
+
+/// The prices of the day, per local hour, micro-units per kWh.
+pub(super) fn retail(hour: usize) -> u64 {
+    if (17..21).contains(&hour) {
+        340_000
+    } else if (7..17).contains(&hour) {
+        280_000
+    } else {
+        220_000
+    }
+}
+pub(super) const FEED_IN: u64 = 80_000;
+
+/// The neighbour tariff: halfway between feed-in and retail, hour by hour.
+pub(super) fn neighbour_tariff() -> Tariff {
+    let mut table = [PricePerKwh(0); 24];
+    for (h, p) in table.iter_mut().enumerate() {
+        *p = PricePerKwh((retail(h) + FEED_IN) / 2);
+    }
+    Tariff::TimeOfUse(Box::new(TimeOfUse {
+        utc_offset_minutes: UTC_OFFSET_MIN,
+        weekday: table,
+        weekend: table,
+    }))
+}
+
+pub(super) fn local_hour(interval: IntervalIndex) -> usize {
+    let secs = interval.0 * u64::from(INTERVAL) + (UTC_OFFSET_MIN as u64) * 60;
+    ((secs % 86_400) / 3_600) as usize
+}
+
+pub(super) fn derive(seed: u64, what: &str, i: usize) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(seed.to_be_bytes());
+    h.update(what.as_bytes());
+    h.update((i as u64).to_be_bytes());
+    h.finalize().into()
+}
+
+/// Home `i`'s meter: home `i mod 8` of the data, and beyond the eighth home the same data
+/// scaled by a seeded factor in [0.7, 1.3) (documented in the README), readings only for the
+/// day played.
+pub(super) struct HomeMeter {
+    pub(super) csv: CsvMeter,
+    pub(super) factor_permille: u64,
+    pub(super) first: IntervalIndex,
+    pub(super) last: IntervalIndex,
+}
+
+impl MeterSource for HomeMeter {
+    fn reading(&mut self, interval: IntervalIndex) -> Option<MeterReading> {
+        if interval < self.first || interval > self.last {
+            return None;
+        }
+        let r = self.csv.reading(interval)?;
+        let f = |w: gridchan_channel::WattHours| {
+            gridchan_channel::WattHours(w.0 * self.factor_permille / 1000)
+        };
+        Some(MeterReading {
+            import: f(r.import),
+            export: f(r.export),
+        })
+    }
+}
+
+pub(super) fn home_meter(o: &DemoOptions, i: usize, anchor: IntervalIndex) -> Result<HomeMeter> {
+    let row0 = (o.week * 7 + o.day) * 96;
+    let csv = CsvMeter::parse(
+        &format!("home-{:02}.csv", i % 8 + 1),
+        HOMES[i % 8],
+        IntervalIndex(anchor.0 - row0 as u64),
+    )?;
+    let factor_permille = if i < 8 {
+        1000
+    } else {
+        700 + u64::from(derive(o.seed, "home-scale", i)[0]) * 600 / 256
+    };
+    Ok(HomeMeter {
+        csv,
+        factor_permille,
+        first: anchor,
+        last: IntervalIndex(anchor.0 + o.intervals - 1),
+    })
+}
+
+pub(super) struct Home {
+    pub(super) name: String,
+    /// The home's secret key, for its ledger clients; `key` signs with it.
+    pub(super) secret: [u8; 32],
+    pub(super) key: Signer,
+    pub(super) addr: SocketAddr,
+    pub(super) dir: PathBuf,
+    pub(super) daemon: Option<Daemon>,
+}
+
+pub(super) struct Net {
+    pub(super) chain: Arc<Chain>,
+    pub(super) tower_addr: PeerAddr,
+    pub(super) clock: SimClock,
+    pub(super) anchor: IntervalIndex,
+}
+
+pub(super) fn blinding() -> [u8; 32] {
+    rand::random()
+}
+
+/// Starts (or restarts) home `i`'s engine on a free port of 127.0.0.1, and notes the port.
+pub(super) fn listen(o: &DemoOptions, home: &mut Home) -> Result<EngineHandle> {
+    std::fs::create_dir_all(&home.dir)?;
+    // The core's waits are wall-clock: on a clock sped up, they shrink with it (ten
+    // intervals' worth), so an interval a home missed while offline does not hold a channel
+    // up for two real minutes.
+    let wait = (o.interval_ms * 10).max(1_000);
+    // Every home takes its neighbours' channels on the terms a household would set: a deposit
+    // it can afford, prices between its feed-in tariff and the highest retail price.
+    let accept = gridchan_channel::AcceptPolicy {
+        from: gridchan_channel::Acceptance::Anyone,
+        max_deposit: Amount(DEPOSIT),
+        max_deposit_permille: 1000,
+        price: (PricePerKwh(FEED_IN), PricePerKwh(retail(18))),
+        ..gridchan_channel::AcceptPolicy::default()
+    };
+    let policy = Policy {
+        reading_wait_ms: wait,
+        peer_turn_wait_ms: wait,
+        crossing_wait_ms: wait,
+        interval_seconds: Some(INTERVAL),
+        accept,
+        ..Policy::default()
+    };
+    let engine = engine::spawn_on_file(
+        "127.0.0.1:0".parse()?,
+        home.key.duplicate(&blinding()),
+        &home.dir.join("channels.sqlite"),
+        policy,
+    )
+    .with_context(|| format!("{}: cannot start its gateway", home.name))?;
+    home.addr = engine.address.addr;
+    Ok(engine)
+}
+
+/// Starts (or restarts) home `i`'s gateway around `engine`, dialling `peers`.
+pub(super) async fn start_home(
+    o: &DemoOptions,
+    net: &Net,
+    homes: &[Home],
+    i: usize,
+    engine: EngineHandle,
+    peers: Vec<PeerAddr>,
+) -> Result<Daemon> {
+    let h = &homes[i];
+    let ledger = net.chain.client(&h.secret)?;
+    Ok(daemon::start(DaemonParts {
+        engine,
+        store_path: h.dir.join("channels.sqlite"),
+        ledger,
+        meter: Box::new(home_meter(o, i, net.anchor)?),
+        interval_seconds: INTERVAL,
+        peers,
+        clock: net.clock,
+        towers: vec![net.tower_addr.clone()],
+        tower_key: h.key.duplicate(&blinding()),
+    })?)
+}
+
+/// A channel of the ring: home `a` opened it to home `b`.
+#[derive(Clone)]
+pub(super) struct Link {
+    pub(super) a: usize,
+    pub(super) b: usize,
+    pub(super) id: ChannelId,
+}
+
+/// A gridchan ledger node in this process, served over QUIC, its genesis giving every home
+/// its starting balance.
+pub(super) fn start_local_ledger(
+    o: &DemoOptions,
+    root: &Path,
+    homes: &[Home],
+    say: &impl Fn(String),
+) -> Result<Chain> {
+    let genesis = Genesis {
+        chain_id: derive(o.seed, "chain", 0),
+        min_challenge_window: 2,
+        balances: homes
+            .iter()
+            .map(|h| (h.key.id(), Amount(START_BALANCE)))
+            .collect(),
+    };
+    let ledger = LocalLedger::open(&root.join("ledger"), genesis)?;
+    let endpoint = gridchan_chain::rpc::bind(
+        "127.0.0.1:0".parse()?,
+        Signer::new(&derive(o.seed, "ledger", 0), &blinding())?,
+    )?;
+    let address = endpoint.peer_addr();
+    // Both run until the demo's runtime ends.
+    tokio::spawn(server::serve(endpoint, ledger.clone()));
+    ledger.spawn_producer(Duration::from_millis(BLOCK_MS));
+    say(format!(
+        "ledger     {address} (a block every {BLOCK_MS} ms)"
+    ));
+    Ok(Chain::Local { ledger, address })
+}
+
+/// A local anvil chain with the adjudicator and a test token deployed, every party's account
+/// funded with gas and every home minted its starting balance.
+pub(super) async fn start_evm_chain(
+    o: &DemoOptions,
+    homes: &[Home],
+    say: &impl Fn(String),
+) -> Result<Chain> {
+    let block_time = format!("{}", EVM_BLOCK_MS as f64 / 1000.0);
+    let anvil = Anvil::start_with(&["--block-time", &block_time])
+        .map_err(|e| anyhow::anyhow!("--ledger evm: {e}"))?;
+    let deployer = derive(o.seed, "deployer", 0);
+    let ids: Vec<_> = homes.iter().map(|h| h.key.id()).collect();
+    let gas: Vec<_> = [Signer::new(&derive(o.seed, "tower", 0), &blinding())?.id()]
+        .into_iter()
+        .chain(ids.iter().copied())
+        .collect();
+    let d = anvil
+        .deploy_with_test_tokens(&deployer, &blinding(), &gas, &ids, START_BALANCE)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot deploy the adjudicator on anvil: {e}"))?;
+    let config = d.config(&anvil.rpc, 1);
+    say(format!(
+        "ledger     anvil at {} (a block every {EVM_BLOCK_MS} ms): adjudicator {:#x}, test token {:#x}",
+        anvil.rpc, d.adjudicator, d.token
+    ));
+    let reader = EvmLedger::connect(config.clone(), &deployer, &blinding())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Chain::Evm(Box::new(EvmChain {
+        _anvil: anvil,
+        config,
+        reader,
+    })))
+}
