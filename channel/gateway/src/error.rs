@@ -36,12 +36,3 @@ impl From<StoreError> for GatewayError {
         GatewayError::Store(e.to_string())
     }
 }
-
-impl From<crate::engine::EngineError> for GatewayError {
-    fn from(e: crate::engine::EngineError) -> GatewayError {
-        match e {
-            crate::engine::EngineError::Stopped => GatewayError::Stopped,
-            other => GatewayError::Request(other.to_string()),
-        }
-    }
-}

@@ -132,6 +132,15 @@ struct Engine<S> {
     watchers: Watchers,
 }
 
+impl From<EngineError> for crate::error::GatewayError {
+    fn from(e: EngineError) -> crate::error::GatewayError {
+        match e {
+            EngineError::Stopped => crate::error::GatewayError::Stopped,
+            other => crate::error::GatewayError::Request(other.to_string()),
+        }
+    }
+}
+
 /// Why an engine could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
