@@ -34,6 +34,13 @@ pub const ROUND_ONE: u32 = u32::MAX;
 /// Round 1 waits at most the interval's length divided by this for the neighbours' totals.
 pub const ROUND_WAIT_DIVISOR: u64 = 10;
 
+/// When round 1 of `interval` stops waiting (ms since the Unix epoch): a
+/// [`ROUND_WAIT_DIVISOR`]th of the interval after the interval ends.
+pub fn round_deadline_ms(interval: IntervalIndex, interval_seconds: u32) -> u64 {
+    let period = u64::from(interval_seconds) * 1000;
+    (interval.0 + 1) * period + period / ROUND_WAIT_DIVISOR
+}
+
 /// What the host should do next.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -118,8 +125,7 @@ impl Round {
     /// When round 1 stops waiting (ms since the Unix epoch): a [`ROUND_WAIT_DIVISOR`]th of the
     /// interval after the interval ends. The host calls [`Round::on_timeout`] then.
     pub fn deadline_ms(&self, interval_seconds: u32) -> u64 {
-        let period = u64::from(interval_seconds) * 1000;
-        (self.interval.0 + 1) * period + period / ROUND_WAIT_DIVISOR
+        round_deadline_ms(self.interval, interval_seconds)
     }
 
     /// Whether our own round-2 announcement is out (partners counted).

@@ -2,12 +2,12 @@
 //! wall clock with announcement rounds, following the ledger, and submitting what the core asks
 //! of the ledger.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gridchan_chain::{ChainEvent, ChannelStatus, Ledger, Subscription};
-use gridchan_channel::{ChannelId, IntervalIndex, LedgerEvent, Message, NodeId, Phase};
+use gridchan_channel::{ChannelId, IntervalIndex, LedgerEvent, Phase};
 use gridchan_transport::PeerAddr;
 use tokio::task::JoinHandle;
 
@@ -15,7 +15,7 @@ use crate::engine::EngineHandle;
 use crate::error::GatewayError;
 use crate::ledger_queue::{blocking, run_submitter, LedgerQueue};
 use crate::meter::MeterSource;
-use gridchan_channel::metering::{Round, Step};
+use gridchan_channel::metering;
 
 /// The least a round waits for its neighbours' totals in real time, whatever the clock's
 /// speed-up: on a sped-up demo clock a tenth of an interval can be a few milliseconds.
@@ -293,8 +293,8 @@ async fn withdraw_payout(
     }
 }
 
-/// Every interval: read the meter, run the announcement round with the neighbours we have open
-/// channels with, and give each channel its reading.
+/// Every interval: read the meter and hand the reading to the engine, which runs the round of
+/// announcements with the neighbours trading now and gives each channel its reading.
 async fn meter_intervals(
     engine: EngineHandle,
     mut meter: Box<dyn MeterSource>,
@@ -303,157 +303,34 @@ async fn meter_intervals(
     status: Arc<std::sync::Mutex<crate::meter::MeterStatus>>,
 ) {
     let period_ms = u64::from(interval_seconds) * 1000;
-    let Ok(mut announcements) = engine.watch_announcements().await else {
-        return;
-    };
-    let mut rounds: BTreeMap<IntervalIndex, Round> = BTreeMap::new();
-    // When each round stops waiting for its neighbours' totals (sim time).
-    let mut deadlines: BTreeMap<IntervalIndex, u64> = BTreeMap::new();
-    let mut early: Vec<(NodeId, gridchan_channel::wire::Announce)> = Vec::new();
     let mut next_boundary = (clock.now_ms() / period_ms + 1) * period_ms;
     loop {
-        let wait = clock.until(next_boundary);
-        let round_wait = deadlines
-            .values()
-            .min()
-            .map(|&d| clock.until(d).max(MIN_ROUND_WAIT));
-        tokio::select! {
-            _ = async {
-                match round_wait {
-                    Some(w) => tokio::time::sleep(w).await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                // We slept at least until the earliest deadline: it is due, and so is any
-                // other that has passed.
-                let now = clock.now_ms();
-                let earliest = deadlines.iter().min_by_key(|(_, &d)| d).map(|(i, _)| *i);
-                let due: Vec<IntervalIndex> = deadlines
-                    .iter()
-                    .filter(|(i, &d)| d <= now || Some(**i) == earliest)
-                    .map(|(i, _)| *i)
-                    .collect();
-                for i in due {
-                    deadlines.remove(&i);
-                    if let Some(r) = rounds.get_mut(&i) {
-                        let steps = r.on_timeout();
-                        act(&engine, steps).await;
-                    }
-                }
+        tokio::time::sleep(clock.until(next_boundary)).await;
+        // The interval that just ended.
+        let interval = IntervalIndex(next_boundary / period_ms - 1);
+        next_boundary += period_ms;
+        let start = interval.0 * u64::from(interval_seconds);
+        let Some(own) = meter.reading(interval) else {
+            let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+            if s.missing_since.is_none() {
+                tracing::warn!(
+                    "the meter has no reading for interval {} (and trading waits for one)",
+                    interval.0
+                );
+                s.missing_since = Some(start);
             }
-            _ = tokio::time::sleep(wait) => {
-                // The interval that just ended.
-                let interval = IntervalIndex(next_boundary / period_ms - 1);
-                next_boundary += period_ms;
-                // Rounds older than two intervals stop waiting.
-                let stale: Vec<IntervalIndex> = rounds.keys().copied().filter(|i| i.0 + 1 < interval.0).collect();
-                for i in stale {
-                    deadlines.remove(&i);
-                    if let Some(mut r) = rounds.remove(&i) {
-                        let steps = r.on_timeout();
-                        act(&engine, steps).await;
-                    }
-                }
-                let start = interval.0 * u64::from(interval_seconds);
-                let Some(own) = meter.reading(interval) else {
-                    let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
-                    if s.missing_since.is_none() {
-                        tracing::warn!(
-                            "the meter has no reading for interval {} (and trading waits for one)",
-                            interval.0
-                        );
-                        s.missing_since = Some(start);
-                    }
-                    continue;
-                };
-                *status.lock().unwrap_or_else(|p| p.into_inner()) = crate::meter::MeterStatus {
-                    last_read: Some((start, own.import.0, own.export.0)),
-                    missing_since: None,
-                };
-                let neighbours = trading_neighbours(&engine).await;
-                if neighbours.is_empty() {
-                    continue;
-                }
-                let (mut round, first) = Round::start(interval, own, neighbours);
-                act(&engine, vec![first]).await;
-                let mut steps = Vec::new();
-                early.retain(|(peer, a)| {
-                    if a.interval == interval {
-                        steps.extend(round.on_announce(*peer, a));
-                        false
-                    } else {
-                        a.interval > interval
-                    }
-                });
-                act(&engine, steps).await;
-                if !round.counted() {
-                    deadlines.insert(interval, round.deadline_ms(interval_seconds));
-                }
-                rounds.insert(interval, round);
-            }
-            announced = announcements.recv() => match announced {
-                Some((peer, announce)) => {
-                    match rounds.get_mut(&announce.interval) {
-                        Some(round) => {
-                            let steps = round.on_announce(peer, &announce);
-                            act(&engine, steps).await;
-                        }
-                        None if early.len() < 1024 => early.push((peer, announce)),
-                        None => {}
-                    }
-                }
-                None => return, // the engine stopped
-            }
+            continue;
+        };
+        *status.lock().unwrap_or_else(|p| p.into_inner()) = crate::meter::MeterStatus {
+            last_read: Some((start, own.import.0, own.export.0)),
+            missing_since: None,
+        };
+        // Round 1 waits a tenth of the interval (of the clock's time) for the neighbours'
+        // totals, and never less than MIN_ROUND_WAIT of real time.
+        let deadline = metering::round_deadline_ms(interval, interval_seconds);
+        let wait = clock.until(deadline).max(MIN_ROUND_WAIT);
+        if engine.meter(interval, own, wait).await.is_err() {
+            return; // the engine stopped
         }
-    }
-}
-
-/// Connected neighbours with an open channel: one that is down is not waited for at all.
-async fn trading_neighbours(engine: &EngineHandle) -> HashSet<NodeId> {
-    let (channels, connected) = tokio::join!(engine.channels(), engine.connected_peers());
-    let connected = connected.unwrap_or_default();
-    channels
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|c| c.phase == Phase::Open && connected.contains(&c.peer))
-        .map(|c| c.peer)
-        .collect()
-}
-
-async fn act(engine: &EngineHandle, steps: Vec<Step>) {
-    if steps.is_empty() {
-        return;
-    }
-    let channels = engine.channels().await.unwrap_or_default();
-    let mut readings = Vec::new();
-    for step in steps {
-        match step {
-            Step::Announce(a) => {
-                let peers: HashSet<NodeId> = channels
-                    .iter()
-                    .filter(|c| c.phase == Phase::Open)
-                    .map(|c| c.peer)
-                    .collect();
-                for p in peers {
-                    let _ = engine.send_message(p, Message::Announce(a)).await;
-                }
-            }
-            Step::LeftOut { peer, why } => {
-                tracing::warn!("neighbour {peer} left out of this interval: it {why}");
-            }
-            Step::Reading { peer, reading } => {
-                // The whole flow with a neighbour goes to one open channel with it.
-                if let Some(c) = channels
-                    .iter()
-                    .find(|c| c.peer == peer && c.phase == Phase::Open)
-                {
-                    readings.push((c.id, reading));
-                }
-            }
-        }
-    }
-    // One message for the interval: the engine signs the proposals together.
-    if !readings.is_empty() {
-        let _ = engine.readings(readings).await;
     }
 }

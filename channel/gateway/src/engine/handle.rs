@@ -38,6 +38,12 @@ pub(super) enum Control {
     /// Our tokens on the ledger outside channels, as last read.
     Balance(gridchan_channel::Amount),
     Send(NodeId, Message),
+    /// The meter's reading of an interval; its round stops waiting for the neighbours then.
+    Meter(
+        gridchan_channel::IntervalIndex,
+        gridchan_channel::metering::MeterReading,
+        tokio::time::Instant,
+    ),
     /// A consumer of the engine's outputs, with its own queue.
     Watch(super::queues::Watch),
     /// Finish: everything taken before this is handled, the writes already asked for are made,
@@ -194,14 +200,17 @@ impl EngineHandle {
         Ok(rx)
     }
 
-    /// The neighbours' meter announcements, for the metering job.
-    pub async fn watch_announcements(
+    /// The meter's reading of `interval`, as the interval ends: the engine announces it to
+    /// the neighbours trading now, waits at most `wait` for theirs, and gives each channel its
+    /// reading.
+    pub async fn meter(
         &self,
-    ) -> Result<mpsc::Receiver<(NodeId, gridchan_channel::wire::Announce)>, EngineError> {
-        let (tx, rx) = mpsc::channel(super::MAX_WAITING_ANNOUNCEMENTS);
-        self.send(Control::Watch(super::queues::Watch::Announcements(tx)))
-            .await?;
-        Ok(rx)
+        interval: gridchan_channel::IntervalIndex,
+        own: gridchan_channel::metering::MeterReading,
+        wait: std::time::Duration,
+    ) -> Result<(), EngineError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        self.send(Control::Meter(interval, own, deadline)).await
     }
 
     async fn send(&self, c: Control) -> Result<(), EngineError> {

@@ -56,12 +56,9 @@ impl<S: super::EngineStore> Engine<S> {
                 let _ = reply.send(self.node.offers().cloned().collect());
             }
             Control::Balance(balance) => self.node.handle(Input::Balance(balance)),
-            Control::Send(peer, message) => {
-                if let Some(p) = self.peers.get(&peer) {
-                    if p.writer.try_send(message.encode()).is_err() {
-                        self.drop_peer(peer, "send queue full");
-                    }
-                }
+            Control::Send(peer, message) => self.send(peer, message),
+            Control::Meter(interval, own, deadline) => {
+                self.on_meter(interval, own, deadline, ahead)
             }
             Control::Watch(watch) => {
                 let connected: Vec<NodeId> = self.peers.keys().copied().collect();
@@ -134,7 +131,7 @@ impl<S: super::EngineStore> Engine<S> {
                 match message {
                     // Gateway-wide: the daemon's metering, not the core.
                     Ok(Message::Announce(announce)) => {
-                        self.watchers.announcement(peer, announce);
+                        self.on_announce(peer, announce, ahead);
                         let _ = self.reports.send(Report::Announce { peer, announce });
                     }
                     Ok(message) => self.node.handle_with(
@@ -162,6 +159,16 @@ impl<S: super::EngineStore> Engine<S> {
                         connected: false,
                     });
                 }
+            }
+        }
+    }
+
+    /// Sends `message` to `peer` if it is connected; a peer that does not read its messages
+    /// loses its connection.
+    pub(super) fn send(&mut self, peer: NodeId, message: Message) {
+        if let Some(p) = self.peers.get(&peer) {
+            if p.writer.try_send(message.encode()).is_err() {
+                self.drop_peer(peer, "send queue full");
             }
         }
     }

@@ -5,6 +5,7 @@
 
 mod handle;
 mod inputs;
+mod metering;
 mod outputs;
 mod precompute;
 mod queues;
@@ -28,7 +29,7 @@ use crate::writer::{Shared, Writer};
 use handle::Control;
 pub use handle::EngineHandle;
 use queues::Watchers;
-pub use queues::{PeerChange, StateQueue, MAX_WAITING_ANNOUNCEMENTS};
+pub use queues::{PeerChange, StateQueue};
 
 /// The stores an engine can run on.
 pub trait EngineStore: ChannelStore + Send + 'static {}
@@ -130,6 +131,8 @@ struct Engine<S> {
     stopping: Option<oneshot::Sender<()>>,
     /// The daemon's jobs, each with its own queue.
     watchers: Watchers,
+    /// The metering rounds under way with the neighbours.
+    rounds: metering::Rounds,
 }
 
 impl From<EngineError> for crate::error::GatewayError {
@@ -263,6 +266,7 @@ pub fn spawn<S: ChannelStore + Send + 'static>(
         dialled: std::collections::HashSet::new(),
         stopping: None,
         watchers: Watchers::default(),
+        rounds: metering::Rounds::default(),
     };
     let accept = links::accept_loop(endpoint, inbound_tx);
     std::thread::Builder::new()

@@ -1,4 +1,5 @@
-//! The typed queues the engine feeds the daemon's jobs: each consumer gets its own, with all
+//! The typed queues the engine feeds the daemon's jobs (the tower pushers, the job that keeps
+//! the neighbours connected): each consumer gets its own, with all
 //! that is meant for it and nothing else, so none copes with a shared broadcast that drops
 //! what a slow reader missed. (The broadcast of [`super::Report`]s stays, for observers that
 //! may miss things: the demo's display, tests.)
@@ -6,13 +7,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use gridchan_channel::wire::Announce;
 use gridchan_channel::{ChannelId, NodeId, SignedState};
 use tokio::sync::{mpsc, Notify};
-
-/// A neighbour's meter announcements waiting for the metering job, at most: an honest
-/// neighbour sends one an interval, and the job reads them as they come.
-pub const MAX_WAITING_ANNOUNCEMENTS: usize = 4096;
 
 /// The newest doubly signed state of each channel, for one watchtower pusher: a newer state
 /// replaces an older one of its channel, so the queue holds at most one per channel and never
@@ -81,7 +77,6 @@ pub enum PeerChange {
 pub(super) enum Watch {
     States(Arc<StateQueue>),
     Peers(mpsc::UnboundedSender<PeerChange>),
-    Announcements(mpsc::Sender<(NodeId, Announce)>),
 }
 
 /// The engine's consumers.
@@ -89,7 +84,6 @@ pub(super) enum Watch {
 pub(super) struct Watchers {
     states: Vec<Arc<StateQueue>>,
     peers: Vec<mpsc::UnboundedSender<PeerChange>>,
-    announcements: Vec<mpsc::Sender<(NodeId, Announce)>>,
 }
 
 impl Watchers {
@@ -103,7 +97,6 @@ impl Watchers {
                 }
                 self.peers.push(tx);
             }
-            Watch::Announcements(tx) => self.announcements.push(tx),
         }
     }
 
@@ -117,18 +110,6 @@ impl Watchers {
 
     pub(super) fn peer(&mut self, change: PeerChange) {
         self.peers.retain(|tx| tx.send(change.clone()).is_ok());
-    }
-
-    pub(super) fn announcement(&mut self, peer: NodeId, announce: Announce) {
-        self.announcements
-            .retain(|tx| match tx.try_send((peer, announce)) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!("{peer}: an announcement dropped: the metering job is behind");
-                    true
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            });
     }
 }
 

@@ -25,6 +25,7 @@ impl<S: super::EngineStore> Engine<S> {
         let mut flight: std::collections::VecDeque<(Vec<Taken>, Work)> = Default::default();
         loop {
             let front_running = matches!(flight.front(), Some((_, Work::Running(_))));
+            let round_deadline = self.rounds.next_deadline();
             tokio::select! {
                 c = control.recv() => match c {
                     Some(c) => taken.push(Taken::Control(c)),
@@ -44,6 +45,12 @@ impl<S: super::EngineStore> Engine<S> {
                     let done = done.expect("the worker pool runs every job it is given");
                     flight.front_mut().expect("a front piece").1 = Work::Done(done);
                 }
+                _ = async {
+                    match round_deadline {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => self.on_round_deadlines(),
                 _ = tick.tick() => {
                     self.node.handle(Input::Tick {
                         now_ms: (self.clock)(),

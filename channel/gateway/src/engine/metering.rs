@@ -1,0 +1,149 @@
+//! Metering: each interval's round of announcements with the neighbours (the core's
+//! [`Round`]), driven here, where the neighbours' messages arrive and the channels are: the
+//! daemon hands over its meter's reading once, and the readings the round gives go to the core
+//! on the same thread.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use gridchan_channel::metering::{MeterReading, Round, Step};
+use gridchan_channel::wire::Announce;
+use gridchan_channel::{ChannelId, Input, IntervalIndex, Message, NodeId, Phase, Precomputed};
+use tokio::time::Instant;
+
+use super::Engine;
+
+/// Announcements kept for a round that has not started yet (a neighbour's meter a little ahead
+/// of ours), at most.
+const MAX_EARLY: usize = 1024;
+
+/// The rounds under way, and what came before its round.
+#[derive(Default)]
+pub(super) struct Rounds {
+    rounds: BTreeMap<IntervalIndex, Round>,
+    /// When each round that waits for its neighbours' totals stops waiting.
+    deadlines: BTreeMap<IntervalIndex, Instant>,
+    early: Vec<(NodeId, Announce)>,
+}
+
+impl Rounds {
+    /// When the next round stops waiting, if one waits.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.values().min().copied()
+    }
+}
+
+impl<S: super::EngineStore> Engine<S> {
+    /// The meter's reading of `interval`: the round with the neighbours trading now starts;
+    /// it stops waiting for their totals at `deadline`.
+    pub(super) fn on_meter(
+        &mut self,
+        interval: IntervalIndex,
+        own: MeterReading,
+        deadline: Instant,
+        ahead: &Precomputed,
+    ) {
+        // Rounds older than the interval before stop waiting.
+        let stale: Vec<IntervalIndex> = self
+            .rounds
+            .rounds
+            .keys()
+            .copied()
+            .filter(|i| i.0 + 1 < interval.0)
+            .collect();
+        for i in stale {
+            self.rounds.deadlines.remove(&i);
+            if let Some(mut r) = self.rounds.rounds.remove(&i) {
+                let steps = r.on_timeout();
+                self.act(steps, ahead);
+            }
+        }
+        let neighbours: HashSet<NodeId> = self.open_channels(true).into_keys().collect();
+        if neighbours.is_empty() {
+            return;
+        }
+        let (mut round, first) = Round::start(interval, own, neighbours);
+        self.act(vec![first], ahead);
+        let mut steps = Vec::new();
+        self.rounds.early.retain(|(peer, a)| {
+            if a.interval == interval {
+                steps.extend(round.on_announce(*peer, a));
+                false
+            } else {
+                a.interval > interval
+            }
+        });
+        self.act(steps, ahead);
+        if !round.counted() {
+            self.rounds.deadlines.insert(interval, deadline);
+        }
+        self.rounds.rounds.insert(interval, round);
+    }
+
+    /// A neighbour's meter announcement.
+    pub(super) fn on_announce(&mut self, peer: NodeId, announce: Announce, ahead: &Precomputed) {
+        match self.rounds.rounds.get_mut(&announce.interval) {
+            Some(round) => {
+                let steps = round.on_announce(peer, &announce);
+                self.act(steps, ahead);
+            }
+            None if self.rounds.early.len() < MAX_EARLY => self.rounds.early.push((peer, announce)),
+            None => {}
+        }
+    }
+
+    /// The rounds whose wait for their neighbours is over go on without those that said
+    /// nothing.
+    pub(super) fn on_round_deadlines(&mut self) {
+        let now = Instant::now();
+        let due: Vec<IntervalIndex> = self
+            .rounds
+            .deadlines
+            .iter()
+            .filter(|(_, d)| **d <= now)
+            .map(|(i, _)| *i)
+            .collect();
+        for i in due {
+            self.rounds.deadlines.remove(&i);
+            if let Some(r) = self.rounds.rounds.get_mut(&i) {
+                let steps = r.on_timeout();
+                self.act(steps, &Precomputed::NONE);
+            }
+        }
+    }
+
+    /// The open channel with each neighbour (`connected`: each connected one): whom a round
+    /// waits for and tells, and where the whole flow with a neighbour goes.
+    fn open_channels(&self, connected: bool) -> HashMap<NodeId, ChannelId> {
+        self.node
+            .channels()
+            .filter(|c| c.phase == Phase::Open)
+            .filter(|c| !connected || self.peers.contains_key(&c.peer))
+            .map(|c| (c.peer, c.id))
+            .collect()
+    }
+
+    fn act(&mut self, steps: Vec<Step>, ahead: &Precomputed) {
+        if steps.is_empty() {
+            return;
+        }
+        let open = self.open_channels(false);
+        for step in steps {
+            match step {
+                Step::Announce(a) => {
+                    for peer in self.open_channels(true).into_keys() {
+                        self.send(peer, Message::Announce(a));
+                    }
+                }
+                Step::LeftOut { peer, why } => {
+                    tracing::warn!("neighbour {peer} left out of this interval: it {why}");
+                }
+                Step::Reading { peer, reading } => {
+                    if let Some(&channel) = open.get(&peer) {
+                        self.node
+                            .handle_with(Input::Reading { channel, reading }, ahead);
+                    }
+                }
+            }
+        }
+    }
+}
