@@ -91,16 +91,14 @@ impl Fees {
 pub trait Ledger: Send + Sync {
     /// The account this client signs for.
     fn signer(&self) -> &Signer;
-    /// The nonce this client will use next, cached between calls. [`Ledger::submit`] holds it
-    /// from taking a nonce to learning whether the ledger accepted it, so one client's
-    /// submissions (a tower's concurrent refutes, say) go out one at a time and never collide.
-    fn nonce_cache(&self) -> &tokio::sync::Mutex<Option<u64>>;
 
     async fn chain_id(&self) -> Result<[u8; 32], LedgerError>;
     async fn height(&self) -> Result<Height, LedgerError>;
     async fn account(&self, node: &NodeId) -> Result<Account, LedgerError>;
     async fn channel(&self, id: &ChannelId) -> Result<Option<ChannelAccount>, LedgerError>;
-    async fn submit_signed(&self, tx: Tx) -> Result<TxHash, LedgerError>;
+    /// Signs `kind` for this account and sends it. One client's submissions (a tower's
+    /// concurrent refutes, say) go out one at a time, in order, and never collide.
+    async fn submit(&self, kind: TxKind) -> Result<TxHash, LedgerError>;
     async fn receipt(&self, hash: &TxHash) -> Result<Option<Receipt>, LedgerError>;
     /// Blocks from `from` on, at most `max` (possibly fewer).
     async fn blocks(&self, from: Height, max: usize) -> Result<Vec<BlockEvents>, LedgerError>;
@@ -115,34 +113,6 @@ pub trait Ledger: Send + Sync {
     /// chain's gas); `None` on one that does not (the local ledger).
     async fn fees(&self) -> Result<Option<Fees>, LedgerError> {
         Ok(None)
-    }
-
-    /// Signs `kind` with the next nonce and submits it. A stale cached nonce (another client
-    /// of the same account submitted meanwhile) is refreshed once.
-    async fn submit(&self, kind: TxKind) -> Result<TxHash, LedgerError> {
-        let chain_id = self.chain_id().await?;
-        let mut cached = self.nonce_cache().lock().await;
-        for _ in 0..2 {
-            let nonce = match *cached {
-                Some(n) => n,
-                None => self.account(&self.node()).await?.nonce,
-            };
-            let tx = Tx::sign(&chain_id, self.signer(), nonce, kind.clone());
-            match self.submit_signed(tx).await {
-                Ok(hash) => {
-                    *cached = Some(nonce + 1);
-                    return Ok(hash);
-                }
-                Err(LedgerError::Refused(TxError::BadNonce { expected, .. })) => {
-                    *cached = Some(expected);
-                }
-                Err(e) => {
-                    *cached = None;
-                    return Err(e);
-                }
-            }
-        }
-        Err(LedgerError::Failed("nonce kept changing".into()))
     }
 
     /// Submits and waits until the transaction is in a block.
@@ -274,6 +244,43 @@ impl Subscription {
     }
 }
 
+/// A client of the local ledger's kind, which numbers and signs its account's transactions
+/// itself: the nonce it will use next is cached between calls, and held from taking it to
+/// learning whether the ledger accepted it.
+#[async_trait]
+trait NumbersItsTransactions: Ledger {
+    fn nonces(&self) -> &tokio::sync::Mutex<Option<u64>>;
+    async fn send_signed(&self, tx: Tx) -> Result<TxHash, LedgerError>;
+
+    /// Signs `kind` with the next nonce and sends it. A stale cached nonce (another client
+    /// of the same account submitted meanwhile) is refreshed once.
+    async fn submit_numbered(&self, kind: TxKind) -> Result<TxHash, LedgerError> {
+        let chain_id = self.chain_id().await?;
+        let mut cached = self.nonces().lock().await;
+        for _ in 0..2 {
+            let nonce = match *cached {
+                Some(n) => n,
+                None => self.account(&self.node()).await?.nonce,
+            };
+            let tx = Tx::sign(&chain_id, self.signer(), nonce, kind.clone());
+            match self.send_signed(tx).await {
+                Ok(hash) => {
+                    *cached = Some(nonce + 1);
+                    return Ok(hash);
+                }
+                Err(LedgerError::Refused(TxError::BadNonce { expected, .. })) => {
+                    *cached = Some(expected);
+                }
+                Err(e) => {
+                    *cached = None;
+                    return Err(e);
+                }
+            }
+        }
+        Err(LedgerError::Failed("nonce kept changing".into()))
+    }
+}
+
 /// A client of a ledger running in this process.
 pub struct LocalClient {
     ledger: Arc<LocalLedger>,
@@ -300,13 +307,24 @@ fn local_err(e: LocalError) -> LedgerError {
 }
 
 #[async_trait]
+impl NumbersItsTransactions for LocalClient {
+    fn nonces(&self) -> &tokio::sync::Mutex<Option<u64>> {
+        &self.nonce
+    }
+
+    async fn send_signed(&self, tx: Tx) -> Result<TxHash, LedgerError> {
+        let l = self.ledger.clone();
+        tokio::task::spawn_blocking(move || l.submit(tx))
+            .await
+            .map_err(|e| LedgerError::Failed(e.to_string()))?
+            .map_err(local_err)
+    }
+}
+
+#[async_trait]
 impl Ledger for LocalClient {
     fn signer(&self) -> &Signer {
         &self.signer
-    }
-
-    fn nonce_cache(&self) -> &tokio::sync::Mutex<Option<u64>> {
-        &self.nonce
     }
 
     async fn chain_id(&self) -> Result<[u8; 32], LedgerError> {
@@ -325,12 +343,8 @@ impl Ledger for LocalClient {
         Ok(self.ledger.channel(id))
     }
 
-    async fn submit_signed(&self, tx: Tx) -> Result<TxHash, LedgerError> {
-        let l = self.ledger.clone();
-        tokio::task::spawn_blocking(move || l.submit(tx))
-            .await
-            .map_err(|e| LedgerError::Failed(e.to_string()))?
-            .map_err(local_err)
+    async fn submit(&self, kind: TxKind) -> Result<TxHash, LedgerError> {
+        self.submit_numbered(kind).await
     }
 
     async fn receipt(&self, hash: &TxHash) -> Result<Option<Receipt>, LedgerError> {
@@ -411,13 +425,23 @@ fn unexpected(r: Response) -> LedgerError {
 }
 
 #[async_trait]
+impl NumbersItsTransactions for RemoteClient {
+    fn nonces(&self) -> &tokio::sync::Mutex<Option<u64>> {
+        &self.nonce
+    }
+
+    async fn send_signed(&self, tx: Tx) -> Result<TxHash, LedgerError> {
+        match self.call(&Request::Submit(Box::new(tx))).await? {
+            Response::Submitted(h) => Ok(h),
+            r => Err(unexpected(r)),
+        }
+    }
+}
+
+#[async_trait]
 impl Ledger for RemoteClient {
     fn signer(&self) -> &Signer {
         &self.signer
-    }
-
-    fn nonce_cache(&self) -> &tokio::sync::Mutex<Option<u64>> {
-        &self.nonce
     }
 
     async fn chain_id(&self) -> Result<[u8; 32], LedgerError> {
@@ -448,11 +472,8 @@ impl Ledger for RemoteClient {
         }
     }
 
-    async fn submit_signed(&self, tx: Tx) -> Result<TxHash, LedgerError> {
-        match self.call(&Request::Submit(Box::new(tx))).await? {
-            Response::Submitted(h) => Ok(h),
-            r => Err(unexpected(r)),
-        }
+    async fn submit(&self, kind: TxKind) -> Result<TxHash, LedgerError> {
+        self.submit_numbered(kind).await
     }
 
     async fn receipt(&self, hash: &TxHash) -> Result<Option<Receipt>, LedgerError> {

@@ -1120,17 +1120,4 @@ async fn the_first_deposit_must_carry_the_parties_keys_and_the_tariff_of_the_par
         c.a.transfer(to, Amount(1)).await,
         Err(LedgerError::Failed(_))
     ));
-    // And it submits for its own account only.
-    let foreign = gridchan_chain::Tx::sign(
-        &[0; 32],
-        &c.sb,
-        0,
-        TxKind::Conclude {
-            channel: p.channel_id(),
-        },
-    );
-    assert!(matches!(
-        c.a.submit_signed(foreign).await,
-        Err(LedgerError::Failed(_))
-    ));
 }

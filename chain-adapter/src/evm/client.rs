@@ -18,7 +18,7 @@ use gridchan_channel::{
 use crate::block::{BlockEvents, Receipt, TxOutcome};
 use crate::client::{Ledger, LedgerError};
 use crate::rules::{Account, ChannelAccount, ChannelStatus, Height, TxError};
-use crate::tx::{Tx, TxHash, TxKind};
+use crate::tx::{TxHash, TxKind};
 
 use super::abi::{
     chain_event, params_from_created, sol_params, sol_signed, Erc20, GridchanAdjudicator,
@@ -432,10 +432,6 @@ impl Ledger for EvmLedger {
         &self.signer
     }
 
-    fn nonce_cache(&self) -> &tokio::sync::Mutex<Option<u64>> {
-        &self.nonce
-    }
-
     /// The chain id (last 8 bytes) and the adjudicator's address (first 20): one deployment.
     async fn chain_id(&self) -> Result<[u8; 32], LedgerError> {
         if let Some(id) = *self.chain_id.lock().unwrap_or_else(|p| p.into_inner()) {
@@ -521,15 +517,6 @@ impl Ledger for EvmLedger {
 
     /// Never used by [`EvmLedger::submit`]: a transaction signed for the local ledger's format
     /// is carried out from its `kind`, by this account.
-    async fn submit_signed(&self, tx: Tx) -> Result<TxHash, LedgerError> {
-        if tx.sender != self.signer.id() {
-            return Err(failed(
-                "an EVM ledger client submits only its own transactions",
-            ));
-        }
-        self.submit(tx.kind).await
-    }
-
     async fn submit(&self, kind: TxKind) -> Result<TxHash, LedgerError> {
         let mut nonce = self.nonce.lock().await;
         if let TxKind::Deposit { amount, .. } = &kind {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use gridchan_chain::{
     Account, BlockEvents, ChannelAccount, Height, Ledger, LedgerError, LocalLedger, Receipt,
-    RemoteClient, Tx, TxHash,
+    RemoteClient, TxHash, TxKind,
 };
 use gridchan_channel::{
     Amount, Command, IntervalIndex, MeterTolerance, OpenRequest, Phase, Policy, PricePerKwh,
@@ -59,9 +59,6 @@ impl Ledger for Switch {
     fn signer(&self) -> &gridchan_channel::Signer {
         self.inner.signer()
     }
-    fn nonce_cache(&self) -> &tokio::sync::Mutex<Option<u64>> {
-        self.inner.nonce_cache()
-    }
     async fn chain_id(&self) -> Result<[u8; 32], LedgerError> {
         self.check()?;
         self.inner.chain_id().await
@@ -82,9 +79,9 @@ impl Ledger for Switch {
         self.check()?;
         self.inner.channel(id).await
     }
-    async fn submit_signed(&self, tx: Tx) -> Result<TxHash, LedgerError> {
+    async fn submit(&self, kind: TxKind) -> Result<TxHash, LedgerError> {
         self.check()?;
-        self.inner.submit_signed(tx).await
+        self.inner.submit(kind).await
     }
     async fn receipt(&self, hash: &TxHash) -> Result<Option<Receipt>, LedgerError> {
         self.check()?;
