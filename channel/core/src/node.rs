@@ -1,7 +1,7 @@
 //! A gateway's protocol engine: all its channels, one signer, one ordered outbox. Sans-IO: the
 //! host feeds [`Input`]s and carries out the [`Output`]s.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::channel::{Channel, ChannelView, Ctx, Violation};
@@ -58,6 +58,10 @@ pub struct Node {
     connected: HashSet<NodeId>,
     out: Outbox,
     now_ms: u64,
+    /// When each channel next has something to do on a tick ([`Channel::next_deadline`]), in
+    /// order: a tick visits only the channels whose time has come.
+    deadlines: BTreeSet<(u64, ChannelId)>,
+    deadline_of: HashMap<ChannelId, u64>,
 }
 
 impl Node {
@@ -71,6 +75,8 @@ impl Node {
             connected: HashSet::new(),
             out: Outbox::default(),
             now_ms: 0,
+            deadlines: BTreeSet::new(),
+            deadline_of: HashMap::new(),
         }
     }
 
@@ -79,7 +85,9 @@ impl Node {
         let mut node = Node::new(signer, policy);
         for record in records {
             let ch = Channel::restore(record);
-            node.channels.insert(ch.id(), ch);
+            let id = ch.id();
+            node.channels.insert(id, ch);
+            node.reschedule(&id);
         }
         node
     }
@@ -157,7 +165,38 @@ impl Node {
             ch.on_connected(&mut ctx);
         }
         self.channels.insert(id, ch);
+        self.reschedule(&id);
         Ok(id)
+    }
+
+    /// When the node next has something to do on its own (ms on the clock of
+    /// [`Input::Tick`]; at or before the last tick: at once): the earliest channel deadline, or
+    /// a waiting proposal's expiry. `None`: only an input can move it. A host ticks then
+    /// instead of visiting every channel on a timer.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let channels = self.deadlines.first().map(|(at, _)| *at);
+        let ttl = self.policy.accept.offer_ttl_ms;
+        let offers = self
+            .offers
+            .values()
+            .map(|o| o.received_ms.saturating_add(ttl))
+            .min();
+        channels.into_iter().chain(offers).min()
+    }
+
+    /// Files `id` under its next deadline.
+    fn reschedule(&mut self, id: &ChannelId) {
+        if let Some(old) = self.deadline_of.remove(id) {
+            self.deadlines.remove(&(old, *id));
+        }
+        let next = self
+            .channels
+            .get(id)
+            .and_then(|ch| ch.next_deadline(&self.policy));
+        if let Some(at) = next {
+            self.deadlines.insert((at, *id));
+            self.deadline_of.insert(*id, at);
+        }
     }
 
     /// Feeds one input. Outputs accumulate for [`Node::poll_output`].
@@ -194,8 +233,14 @@ impl Node {
             Input::Tick { now_ms } => {
                 self.now_ms = self.now_ms.max(now_ms);
                 self.expire_offers();
-                let ids: Vec<ChannelId> = self.channels.keys().copied().collect();
-                for id in ids {
+                let now = self.now_ms;
+                let due: Vec<ChannelId> = self
+                    .deadlines
+                    .iter()
+                    .take_while(|(at, _)| *at <= now)
+                    .map(|(_, id)| *id)
+                    .collect();
+                for id in due {
                     self.with_channel(&id, ahead, |ch, ctx| ch.on_tick(ctx));
                 }
             }
@@ -260,11 +305,13 @@ impl Node {
                     .get_mut(&id)
                     .ok_or(CommandError::UnknownChannel(id))?;
                 let phase = ch.view().phase;
-                ch.cancel(&mut ctx).map_err(|_| CommandError::WrongPhase {
+                let cancelled = ch.cancel(&mut ctx).map_err(|_| CommandError::WrongPhase {
                     channel: id,
                     phase,
                     what: "withdrawing the proposal (only before the neighbour accepts)",
-                })
+                });
+                self.reschedule(&id);
+                cancelled
             }
         }
     }
@@ -282,6 +329,7 @@ impl Node {
                     ch.on_disconnected();
                 }
                 channels.insert(id, ch);
+                self.reschedule(&id);
                 Ok(())
             }
             Err((reason, _)) => Err(CommandError::CannotAccept {
@@ -364,7 +412,9 @@ impl Node {
         f: impl FnOnce(&mut Channel, &mut Ctx) -> R,
     ) -> Option<R> {
         let (mut ctx, channels) = self.ctx(ahead);
-        channels.get_mut(id).map(|ch| f(ch, &mut ctx))
+        let done = channels.get_mut(id).map(|ch| f(ch, &mut ctx));
+        self.reschedule(id);
+        done
     }
 
     fn for_peer(
@@ -374,8 +424,13 @@ impl Node {
         mut f: impl FnMut(&mut Channel, &mut Ctx),
     ) {
         let (mut ctx, channels) = self.ctx(ahead);
+        let mut touched = Vec::new();
         for ch in channels.values_mut().filter(|ch| ch.peer() == peer) {
             f(ch, &mut ctx);
+            touched.push(ch.id());
+        }
+        for id in touched {
+            self.reschedule(&id);
         }
     }
 
@@ -417,6 +472,7 @@ impl Node {
                 }
             }
         };
+        self.reschedule(&id);
         if let Err(violation) = result {
             self.disconnect(from, violation.to_string());
         }

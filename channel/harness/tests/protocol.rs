@@ -528,3 +528,33 @@ fn a_channel_thawed_on_a_reestablished_connection_resynchronises_without_a_viola
     assert_eq!(pair.current(Side::A).state().energy_a_to_b, WattHours(550));
     assert_clean(&pair);
 }
+
+/// Issue 16: the core says when it next has something to do, and a tick then does it: a
+/// buyer that holds a reading it owes for waits the peer's turn, then gives up on it; idle, it
+/// has nothing to do until an input comes.
+#[test]
+fn the_core_says_when_it_next_has_something_to_do() {
+    let mut pair = Pair::new(PairConfig::default());
+    pair.trade(Trade::agreed(iv(1), Side::A, WattHours(500)));
+    pair.drive();
+    assert_eq!(pair.node_mut(Side::A).poll_timeout(), None, "idle");
+    assert_eq!(pair.node_mut(Side::B).poll_timeout(), None, "idle");
+    // B's reading says it took 300 Wh from A: B waits for A to propose.
+    let buying = gridchan_channel::IntervalReading::buying(iv(2), WattHours(300));
+    pair.reading(Side::B, buying);
+    let wait = PairConfig::default().policy.peer_turn_wait_ms;
+    let due = pair
+        .node_mut(Side::B)
+        .poll_timeout()
+        .expect("B waits for its peer");
+    // Before the deadline a tick changes nothing; at it, B stops waiting.
+    pair.advance(wait - 1);
+    assert_eq!(pair.node_mut(Side::B).poll_timeout(), Some(due));
+    pair.advance(1);
+    assert_eq!(
+        pair.node_mut(Side::B).poll_timeout(),
+        None,
+        "nothing left to wait for"
+    );
+    assert_clean(&pair);
+}

@@ -45,4 +45,48 @@ impl Channel {
         }
         self.maybe_propose(ctx);
     }
+
+    /// When [`Channel::on_tick`] next has something to do (ms on the node's clock; at or
+    /// before now: at once), or `None` while only an input can move the channel. It mirrors
+    /// `on_tick` and `maybe_propose` step by step, so that a channel ticked at its deadline
+    /// always moves on: the node ticks only the channels whose deadline has come.
+    pub fn next_deadline(&self, policy: &Policy) -> Option<u64> {
+        let mut at: Option<u64> = None;
+        let mut due = |t: u64| at = Some(at.map_or(t, |a| a.min(t)));
+        if let Some(since) = self.yielding {
+            due(since.saturating_add(policy.crossing_wait_ms));
+        }
+        if let Some((_, _, since)) = &self.held {
+            due(since.saturating_add(policy.reading_wait_ms));
+        }
+        if self.proposal.is_some() {
+            match self.proposal_sent_ms {
+                None => due(0),
+                Some(sent) if matches!(self.phase, Phase::Open | Phase::Closing) => {
+                    if let Some(limit) = policy.force_close_after_ms {
+                        due(sent.saturating_add(limit));
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        if self.may_propose() && self.next_version().is_some() {
+            if let Some(cur) = self.current_state() {
+                // The first reading `maybe_propose` would act on, or wait for.
+                let first = self.readings.iter().next();
+                match first {
+                    Some((interval, (reading, arrived))) => {
+                        if *interval > cur.last_interval && reading.received > reading.delivered {
+                            due(arrived.saturating_add(policy.peer_turn_wait_ms));
+                        } else {
+                            due(0);
+                        }
+                    }
+                    None if self.phase == Phase::Closing => due(0),
+                    None => {}
+                }
+            }
+        }
+        at
+    }
 }

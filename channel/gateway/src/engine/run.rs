@@ -26,6 +26,12 @@ impl<S: super::EngineStore> Engine<S> {
         loop {
             let front_running = matches!(flight.front(), Some((_, Work::Running(_))));
             let round_deadline = self.rounds.next_deadline();
+            // The core says when it next has something to do on its own; the 1 s tick is for
+            // the engine's own housekeeping.
+            let core_wait = self
+                .node
+                .poll_timeout()
+                .map(|at| Duration::from_millis(at.saturating_sub((self.clock)())));
             tokio::select! {
                 c = control.recv() => match c {
                     Some(c) => taken.push(Taken::Control(c)),
@@ -51,6 +57,14 @@ impl<S: super::EngineStore> Engine<S> {
                         None => std::future::pending().await,
                     }
                 } => self.on_round_deadlines(),
+                _ = async {
+                    match core_wait {
+                        Some(wait) => tokio::time::sleep(wait).await,
+                        None => std::future::pending().await,
+                    }
+                } => self.node.handle(Input::Tick {
+                    now_ms: (self.clock)(),
+                }),
                 _ = tick.tick() => {
                     self.node.handle(Input::Tick {
                         now_ms: (self.clock)(),
