@@ -111,7 +111,7 @@ impl Channel {
         if !self.connected {
             return;
         }
-        if self.reestablish_sent {
+        if self.session.reestablish_sent {
             // Messages were dropped with the failed write, and this connection has had our
             // reestablish: only a new one can say what we hold now. (The outbox releases this
             // once the retried write is durable.)
@@ -124,9 +124,11 @@ impl Channel {
             );
         } else {
             // Frozen since the connection came up: our first word on it.
-            self.reestablished = false;
-            self.held = None;
-            self.yielding = None;
+            let crossings = self.session.crossings;
+            self.session = Session {
+                crossings,
+                ..Session::default()
+            };
             self.say_what_we_hold(ctx);
         }
     }

@@ -15,9 +15,9 @@ impl Channel {
     ) -> Result<(), Violation> {
         let cur = self.current_state().cloned().ok_or(Refusal::NotAccepting)?;
         self.check_plausible(theirs.version(), "a crossing proposal", ctx)?;
-        self.crossings = self.crossings.saturating_add(1);
-        if self.crossings > MAX_CROSSINGS_IN_A_ROW {
-            return Err(Violation::CrossingOnPurpose(self.crossings));
+        self.session.crossings = self.session.crossings.saturating_add(1);
+        if self.session.crossings > MAX_CROSSINGS_IN_A_ROW {
+            return Err(Violation::CrossingOnPurpose(self.session.crossings));
         }
         // Their proposal must be a valid successor of the state both build on.
         cur.check_successor(
@@ -49,7 +49,7 @@ impl Channel {
             },
         );
         if winner == self.me {
-            self.yielding = None;
+            self.session.yielding = None;
             match self.next_version() {
                 Some(v) => {
                     let mut state = ours.state().clone();
@@ -59,7 +59,7 @@ impl Channel {
                 None => self.persist(ctx),
             }
         } else {
-            self.yielding = Some(ctx.now_ms);
+            self.session.yielding = Some(ctx.now_ms);
             self.requeue(&ours, ctx);
             self.persist(ctx);
         }

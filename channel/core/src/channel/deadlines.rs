@@ -4,11 +4,11 @@ use super::*;
 
 impl Channel {
     pub fn on_tick(&mut self, ctx: &mut Ctx) {
-        if let Some(since) = self.yielding {
+        if let Some(since) = self.session.yielding {
             if ctx.now_ms.saturating_sub(since) >= ctx.policy.crossing_wait_ms {
                 // The winner of the crossing proposes at once; one that does not is stalling
                 // us (perhaps crossing on purpose): propose again ourselves.
-                self.yielding = None;
+                self.session.yielding = None;
                 self.event(
                     ctx,
                     Event::CrossingNotFollowed {
@@ -19,11 +19,11 @@ impl Channel {
                 );
             }
         }
-        if let Some((held, _, since)) = &self.held {
+        if let Some((held, _, since)) = &self.session.held {
             if ctx.now_ms.saturating_sub(*since) >= ctx.policy.reading_wait_ms {
                 let version = held.version();
                 let interval = held.state().last_interval.0;
-                self.held = None;
+                self.session.held = None;
                 self.refuse(version, Refusal::NoMeterReading(interval), ctx);
             }
         }
@@ -53,10 +53,10 @@ impl Channel {
     pub fn next_deadline(&self, policy: &Policy) -> Option<u64> {
         let mut at: Option<u64> = None;
         let mut due = |t: u64| at = Some(at.map_or(t, |a| a.min(t)));
-        if let Some(since) = self.yielding {
+        if let Some(since) = self.session.yielding {
             due(since.saturating_add(policy.crossing_wait_ms));
         }
-        if let Some((_, _, since)) = &self.held {
+        if let Some((_, _, since)) = &self.session.held {
             due(since.saturating_add(policy.reading_wait_ms));
         }
         if self.proposal.is_some() {

@@ -65,24 +65,41 @@ pub(crate) struct Channel {
     peer_highest: Version,
     /// Our own readings for intervals not settled yet, with the time each arrived.
     readings: BTreeMap<IntervalIndex, (IntervalReading, u64)>,
+    /// Version claims beyond [`MAX_VERSION_LEAD`] this peer made since the channel was loaded.
+    implausible: u8,
+    frozen: bool,
+    connected: bool,
+    /// What lasts only as long as one connection to the peer.
+    session: Session,
+    /// The peer's last refusal of one of our proposals: its version and why. For the host's
+    /// view only (not persisted).
+    refused: Option<(Version, Refusal)>,
+}
+
+/// What a channel knows that lasts only as long as one connection to the peer: every new
+/// connection, and every lost one, starts it over.
+#[derive(Default)]
+struct Session {
+    /// The peer's reestablish arrived on this connection: we may propose.
+    reestablished: bool,
+    /// We sent our reestablish on this connection (at most one per connection).
+    reestablish_sent: bool,
+    /// Crossings since the last completed update on this connection.
+    crossings: u8,
     /// A peer proposal waiting for our reading of its interval, with the time it arrived.
     held: Option<(Proposal, Trade, u64)>,
     /// We lost a crossing at this time: the winner proposes next, within the policy's
     /// `crossing_wait_ms`, or we propose again ourselves.
     yielding: Option<u64>,
-    /// Version claims beyond [`MAX_VERSION_LEAD`] this peer made since the channel was loaded.
-    implausible: u8,
-    /// Crossings since the last completed update on this connection.
-    crossings: u8,
-    frozen: bool,
-    connected: bool,
-    /// The peer's reestablish arrived on this connection: we may propose.
-    reestablished: bool,
-    /// We sent our reestablish on this connection (at most one per connection).
-    reestablish_sent: bool,
-    /// The peer's last refusal of one of our proposals: its version and why. For the host's
-    /// view only (not persisted).
-    refused: Option<(Version, Refusal)>,
+}
+
+impl Session {
+    /// Whether nothing on this connection stands in the way of our next proposal: the peer
+    /// has caught up with us, we do not yield to it, and no proposal of its waits for our
+    /// reading.
+    fn ready(&self) -> bool {
+        self.reestablished && self.yielding.is_none() && self.held.is_none()
+    }
 }
 
 /// A read-only view of a channel for hosts and tests.
@@ -145,14 +162,10 @@ impl Channel {
             highest_signed: Version(0),
             peer_highest: Version(0),
             readings: BTreeMap::new(),
-            held: None,
-            yielding: None,
             implausible: 0,
-            crossings: 0,
             frozen: false,
             connected: false,
-            reestablished: false,
-            reestablish_sent: false,
+            session: Session::default(),
             refused: None,
         }
     }

@@ -76,7 +76,7 @@ impl Channel {
         let signed = v0.countersign(&ctx.keys);
         let mut ch = Channel::new(params, Party::B, Phase::Funding, Some(signed));
         ch.connected = true;
-        ch.reestablished = true;
+        ch.session.reestablished = true;
         ch.persist(ctx);
         ch.send_accept(ctx);
         ch.agreed(ctx);
@@ -163,7 +163,7 @@ impl Channel {
         };
         let signed = v0.complete(&self.params, msg.sig_b)?;
         // B's acceptance on this connection is as good as its reestablish: both hold v0.
-        self.reestablished = self.connected;
+        self.session.reestablished = self.connected;
         self.install_v0(signed, ctx);
         Ok(())
     }

@@ -5,11 +5,7 @@ use super::*;
 impl Channel {
     pub fn on_connected(&mut self, ctx: &mut Ctx) {
         self.connected = true;
-        self.reestablished = false;
-        self.reestablish_sent = false;
-        self.crossings = 0;
-        self.held = None;
-        self.yielding = None;
+        self.session = Session::default();
         if self.frozen {
             // What we hold in memory may not be durable: say nothing until a retry persists it.
             return;
@@ -22,7 +18,7 @@ impl Channel {
     pub(super) fn say_what_we_hold(&mut self, ctx: &mut Ctx) {
         match (&self.current, &self.proposal) {
             (Some(cur), _) => {
-                self.reestablish_sent = true;
+                self.session.reestablish_sent = true;
                 let msg = Reestablish {
                     channel_id: self.id,
                     current: cur.to_parts(),
@@ -44,11 +40,7 @@ impl Channel {
 
     pub fn on_disconnected(&mut self) {
         self.connected = false;
-        self.reestablished = false;
-        self.reestablish_sent = false;
-        self.crossings = 0;
-        self.held = None;
-        self.yielding = None;
+        self.session = Session::default();
     }
 
     pub fn on_reestablish(
@@ -56,7 +48,7 @@ impl Channel {
         msg: Box<Reestablish>,
         ctx: &mut Ctx,
     ) -> Result<(), Violation> {
-        if self.reestablished {
+        if self.session.reestablished {
             return Err(Violation::SecondReestablish);
         }
         let msg = *msg;
@@ -119,8 +111,8 @@ impl Channel {
                 self.emit(ctx, Output::Watchtower(cur));
             }
         }
-        self.reestablished = true;
-        self.yielding = None;
+        self.session.reestablished = true;
+        self.session.yielding = None;
         if let Some(parts) = their_proposal {
             return self.consider_proposal(parts, true, ctx);
         }

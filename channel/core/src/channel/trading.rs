@@ -52,9 +52,9 @@ impl Channel {
         while self.readings.len() > ctx.policy.max_readings {
             self.readings.pop_first();
         }
-        if let Some((_, trade, _)) = &self.held {
+        if let Some((_, trade, _)) = &self.session.held {
             if trade.interval == reading.interval {
-                let (held, trade, _) = self.held.take().expect("checked above");
+                let (held, trade, _) = self.session.held.take().expect("checked above");
                 self.decide_on_trade(held, trade, ctx);
             }
         }
@@ -64,11 +64,9 @@ impl Channel {
     pub(super) fn may_propose(&self) -> bool {
         matches!(self.phase, Phase::Open | Phase::Closing)
             && self.connected
-            && self.reestablished
+            && self.session.ready()
             && !self.frozen
-            && self.yielding.is_none()
             && self.proposal.is_none()
-            && self.held.is_none()
     }
 
     /// Proposes the next update we are owed, if any; in `Closing` with nothing owed, the final
@@ -173,7 +171,7 @@ impl Channel {
                 current: cur.version,
             });
         }
-        if self.held.is_some() {
+        if self.session.held.is_some() {
             return Err(Violation::SecondProposal);
         }
         if !matches!(self.phase, Phase::Open | Phase::Closing) || self.frozen {
@@ -211,7 +209,7 @@ impl Channel {
         // countersigned (then it is the current state) or refused as a disagreement (then
         // its version is burned). A held one will be repeated after a reconnect, and a
         // malformed one, even validly signed, must not move anything.
-        self.yielding = None;
+        self.session.yielding = None;
         match trade {
             None => self.countersign(proposal, None, ctx),
             Some(trade) => self.decide_on_trade(proposal, trade, ctx),
@@ -231,7 +229,7 @@ impl Channel {
         let Some(&(reading, _)) = self.readings.get(&interval) else {
             let newest = self.readings.keys().next_back().copied();
             if newest.is_none_or(|n| n < interval) {
-                self.held = Some((proposal, trade, ctx.now_ms));
+                self.session.held = Some((proposal, trade, ctx.now_ms));
             } else {
                 self.refuse(proposal.version(), Refusal::NoMeterReading(interval.0), ctx);
             }
@@ -283,7 +281,7 @@ impl Channel {
 
     /// Makes `signed` the current state: persisted, handed to the watchtowers, announced.
     pub(super) fn install(&mut self, signed: SignedState, trade: Option<Trade>, ctx: &mut Ctx) {
-        self.crossings = 0;
+        self.session.crossings = 0;
         let version = signed.version();
         let is_final = signed.state().is_final;
         self.current = Some(signed.clone());
