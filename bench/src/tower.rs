@@ -3,6 +3,7 @@
 //! run; bytes on disk for 100 channels after 10 and after many updates each; and blocks from a
 //! stale registration to the included refute.
 
+use gridchan_harness::key;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,10 +55,6 @@ impl TowerBench {
 
 /// Requests in flight (each with a quarter of the channels at one version).
 const LANES: usize = 4;
-
-fn key(b: u8) -> Signer {
-    Signer::new(&[b; 32], &[b; 32]).expect("fixed key")
-}
 
 fn params(n: u32) -> ChannelParams {
     let mut nonce = [0u8; 32];

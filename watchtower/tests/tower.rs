@@ -2,20 +2,17 @@
 //! refuses and why, and that it refutes stale registrations in time, across a restart, and
 //! beside another tower.
 
+use gridchan_harness::key;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gridchan_chain::{ChannelStatus, Genesis, Ledger, LocalClient, LocalLedger};
 use gridchan_channel::{
     Amount, ChannelId, ChannelParams, IntervalIndex, MeterTolerance, PricePerKwh, SignedState,
-    SignedStateParts, Signer, State, Tariff, Version, WattHours,
+    SignedStateParts, State, Tariff, Version, WattHours,
 };
 use gridchan_watchtower::rpc::{self, Request, Response};
 use gridchan_watchtower::{Admission, Rejection, Tower, TowerClient, TowerError, TowerLimits};
-
-fn key(b: u8) -> Signer {
-    Signer::new(&[b; 32], &[b; 32]).unwrap()
-}
 
 const A: u8 = 1;
 const B: u8 = 2;

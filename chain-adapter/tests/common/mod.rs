@@ -24,9 +24,7 @@ pub struct Fixture {
     now: u64,
 }
 
-pub fn signer(byte: u8) -> Signer {
-    Signer::new(&[byte; 32], &[byte; 32]).unwrap()
-}
+pub use gridchan_harness::key as signer;
 
 pub fn params(a: &Signer, b: &Signer) -> ChannelParams {
     ChannelParams {

@@ -2,6 +2,7 @@
 //! with a wrong balance. Each costs it the connection with a reason, and the channel stays as
 //! it was.
 
+use gridchan_harness::key;
 use std::time::Duration;
 
 use gridchan_channel::wire::OpenChannel;
@@ -11,10 +12,6 @@ use gridchan_channel::{
 };
 use gridchan_gateway::engine::{self, EngineHandle, Report};
 use gridchan_transport::{Connection, Endpoint, FramedStream, Limits};
-
-fn signer(b: u8) -> Signer {
-    Signer::new(&[b; 32], &[b; 32]).unwrap()
-}
 
 async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(30), f)
@@ -53,16 +50,16 @@ async fn expect_disconnect(reports: &mut tokio::sync::broadcast::Receiver<Report
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_frames_cost_the_connection_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let victim_key = signer(2);
+    let victim_key = key(2);
     let path = dir.path().join("victim.sqlite");
     let listen = "127.0.0.1:0".parse().unwrap();
     let victim =
         engine::spawn_on_file(listen, victim_key, &path, Policy::accepting_anyone()).unwrap();
     let mut reports = victim.reports();
     let m = Mallory {
-        endpoint: Endpoint::bind("127.0.0.1:0".parse().unwrap(), signer(1), Limits::default())
+        endpoint: Endpoint::bind("127.0.0.1:0".parse().unwrap(), key(1), Limits::default())
             .unwrap(),
-        key: signer(1),
+        key: key(1),
     };
     // An honest opening first: the victim accepts and countersigns version 0.
     let params = gridchan_fixtures::flat_channel(
@@ -150,7 +147,7 @@ async fn hostile_frames_cost_the_connection_and_change_nothing() {
     let forged = Message::Propose(ProposalParts {
         state: next.clone(),
         proposer: Party::A,
-        sig: signer(7).sign(&next.digest()),
+        sig: key(7).sign(&next.digest()),
     });
     s.write_prefixed(&forged.encode()).await.unwrap();
     expect_disconnect(&mut reports, "bad signature").await;

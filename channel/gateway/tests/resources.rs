@@ -3,6 +3,7 @@
 //! disconnect, a frame that stalls half-way, more streams than allowed, fifty connections from
 //! one key), an honest neighbour keeps settling, and the process's memory stays bounded.
 
+use gridchan_harness::key;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,15 +11,11 @@ use std::time::Duration;
 use gridchan_channel::wire::Announce;
 use gridchan_channel::{
     ChannelId, Event, IntervalIndex, IntervalReading, LedgerEvent, Message, Party, Phase,
-    ProposalParts, Signer, State, Version, WattHours,
+    ProposalParts, State, Version, WattHours,
 };
 use gridchan_fixtures::{engine_at, flat_channel};
 use gridchan_gateway::engine::{EngineHandle, Report};
 use gridchan_transport::{Endpoint, Limits};
-
-fn signer(b: u8) -> Signer {
-    Signer::new(&[b; 32], &[b; 32]).unwrap()
-}
 
 /// Resident memory of this process, in bytes.
 fn rss() -> u64 {
@@ -81,8 +78,8 @@ async fn an_honest_neighbour_keeps_settling_while_others_flood_and_memory_stays_
     for k in 10..14u8 {
         let (stop, sent, target) = (stop.clone(), frames_sent.clone(), victim.address.clone());
         attackers.push(attack_handle.spawn(async move {
-            let ep = Endpoint::bind("127.0.0.1:0".parse().unwrap(), signer(k), Limits::default())
-                .unwrap();
+            let ep =
+                Endpoint::bind("127.0.0.1:0".parse().unwrap(), key(k), Limits::default()).unwrap();
             let announce = Message::Announce(Announce {
                 interval: IntervalIndex(7),
                 import: WattHours(1),
@@ -92,13 +89,13 @@ async fn an_honest_neighbour_keeps_settling_while_others_flood_and_memory_stays_
             .encode();
             // A proposal for a channel nobody has: it costs the sender its connection.
             let params =
-                gridchan_fixtures::flat_channel(signer(2).id(), 1, 1, IntervalIndex(1), [k; 32])
-                    .params(signer(k).id());
+                gridchan_fixtures::flat_channel(key(2).id(), 1, 1, IntervalIndex(1), [k; 32])
+                    .params(key(k).id());
             let mut s = State::initial(&params);
             s.channel_id = ChannelId([k; 32]);
             s.version = Version(9);
             let bogus = Message::Propose(ProposalParts {
-                sig: signer(k).sign(&s.digest()),
+                sig: key(k).sign(&s.digest()),
                 state: s,
                 proposer: Party::A,
             })
@@ -126,12 +123,8 @@ async fn an_honest_neighbour_keeps_settling_while_others_flood_and_memory_stays_
         }));
     }
     // A frame that stops half-way, and more streams than the limit, on one connection.
-    let staller = Endpoint::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        signer(20),
-        Limits::default(),
-    )
-    .unwrap();
+    let staller =
+        Endpoint::bind("127.0.0.1:0".parse().unwrap(), key(20), Limits::default()).unwrap();
     let stall_conn = staller.connect(&victim.address).await.unwrap();
     let stall = stall_conn.open_stream().await.unwrap();
     let (_sr, mut sw) = stall.split();
@@ -156,12 +149,7 @@ async fn an_honest_neighbour_keeps_settling_while_others_flood_and_memory_stays_
     );
     // Many connections from one key at once: the gateway keeps one per peer (each new one
     // replaces the last), so they cost handshakes, not memory.
-    let many = Endpoint::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        signer(21),
-        Limits::default(),
-    )
-    .unwrap();
+    let many = Endpoint::bind("127.0.0.1:0".parse().unwrap(), key(21), Limits::default()).unwrap();
     let mut conns = Vec::new();
     for _ in 0..50 {
         if let Ok(Ok(c)) =

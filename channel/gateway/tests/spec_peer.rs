@@ -4,16 +4,13 @@
 //! are specs/encoding.md's, pinned by its vectors.) If this needed the code to know a byte, the
 //! spec would be missing it.
 
+use gridchan_harness::key;
 use std::time::Duration;
 
 use gridchan_channel::{ChannelParams, Signer, State, Tariff};
 use gridchan_fixtures::{engine_at, flat_channel};
 use gridchan_gateway::engine::EngineHandle;
 use gridchan_transport::{Connection, Endpoint, FrameReader, FrameWriter, Limits};
-
-fn signer(b: u8) -> Signer {
-    Signer::new(&[b; 32], &[b; 32]).unwrap()
-}
 
 /// A `varint` of the spec's table.
 fn varint(out: &mut Vec<u8>, v: u64) {
@@ -109,8 +106,8 @@ struct Double {
 impl Double {
     fn new() -> Double {
         Double {
-            key: signer(1),
-            endpoint: Endpoint::bind("127.0.0.1:0".parse().unwrap(), signer(1), Limits::default())
+            key: key(1),
+            endpoint: Endpoint::bind("127.0.0.1:0".parse().unwrap(), key(1), Limits::default())
                 .unwrap(),
         }
     }

@@ -4,6 +4,7 @@
 //! little; a connection that proves its key and opens no frame stream is closed; strangers
 //! holding every place cannot keep out a neighbour we have a channel with.
 
+use gridchan_harness::key;
 use std::time::Duration;
 
 use gridchan_channel::{
@@ -12,10 +13,6 @@ use gridchan_channel::{
 use gridchan_fixtures::{engine_at, flat_channel};
 use gridchan_gateway::engine::{EngineHandle, Report};
 use gridchan_transport::{Connection, Endpoint, Limits};
-
-fn signer(b: u8) -> Signer {
-    Signer::new(&[b; 32], &[b; 32]).unwrap()
-}
 
 /// The `n`th of many distinct strangers.
 fn stranger(n: u16) -> Signer {
@@ -47,7 +44,7 @@ async fn dial(m: &Endpoint, victim: &EngineHandle) -> Connection {
 async fn a_frame_over_the_protocols_16_kib_is_refused_from_its_length_field() {
     let dir = tempfile::tempdir().unwrap();
     let victim = engine_at(dir.path(), 2);
-    let m = mallory(signer(1));
+    let m = mallory(key(1));
     let conn = dial(&m, &victim).await;
     let (_r, mut w) = conn.open_stream().await.unwrap().split();
     // 16,381 bytes after the length field: 16,385 in all, one over the limit. Only the length
@@ -61,7 +58,7 @@ async fn a_frame_over_the_protocols_16_kib_is_refused_from_its_length_field() {
 async fn a_peer_gets_two_streams_and_an_unread_stream_buffers_a_few_frames_only() {
     let dir = tempfile::tempdir().unwrap();
     let victim = engine_at(dir.path(), 2);
-    let m = mallory(signer(1));
+    let m = mallory(key(1));
     let conn = dial(&m, &victim).await;
     let _frames = conn.open_stream().await.unwrap();
     // The key proof's stream is done, so the peer may open one more in its place; no more.
@@ -104,7 +101,7 @@ async fn a_peer_gets_two_streams_and_an_unread_stream_buffers_a_few_frames_only(
 async fn a_peer_that_proves_its_key_and_opens_no_stream_is_disconnected() {
     let dir = tempfile::tempdir().unwrap();
     let victim = engine_at(dir.path(), 2);
-    let m = mallory(signer(1));
+    let m = mallory(key(1));
     let conn = dial(&m, &victim).await;
     let reason = within("the victim closes the idle connection", conn.closed()).await;
     assert!(reason.contains("no frame stream"), "{reason}");
@@ -114,7 +111,7 @@ async fn a_peer_that_proves_its_key_and_opens_no_stream_is_disconnected() {
 async fn one_key_holds_at_most_two_connections_and_a_newer_one_replaces_the_oldest() {
     let dir = tempfile::tempdir().unwrap();
     let victim = engine_at(dir.path(), 2);
-    let m = mallory(signer(1));
+    let m = mallory(key(1));
     // Connections that open no stream yet (the engine, which keeps one per neighbour, never
     // hears of them): the transport itself keeps at most two per key.
     let mut conns = Vec::new();

@@ -21,3 +21,9 @@ pub mod script;
 pub use faulty::{FaultSwitch, FaultyStore, WriteFault};
 pub use network::{Hostility, Network};
 pub use pair::{Link, Pair, PairConfig, Side, Trade};
+
+/// The fixed key `[b; 32]` (blinded with the same bytes): the keys every test and benchmark
+/// gives its parties, so that a party is known by its byte.
+pub fn key(b: u8) -> gridchan_channel::Signer {
+    gridchan_channel::Signer::new(&[b; 32], &[b; 32]).expect("a fixed key in range")
+}

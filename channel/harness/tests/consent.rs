@@ -6,23 +6,20 @@ use gridchan_channel::wire::OpenChannel;
 use gridchan_channel::{
     AcceptPolicy, Acceptance, Amount, ChannelId, Command, CommandError, Event, Input,
     IntervalIndex, Message, MeterTolerance, Node, OpenRequest, Output, Phase, Policy, PricePerKwh,
-    Refusal, Signer, State, Tariff,
+    Refusal, State, Tariff,
 };
-
-fn signer(b: u8) -> Signer {
-    Signer::new(&[b; 32], &[b; 32]).unwrap()
-}
+use gridchan_harness::key;
 
 /// B, asking its owner about strangers' channels (the default policy).
 fn owner_b() -> Node {
-    let mut b = Node::new(signer(2), Policy::default());
-    b.handle(Input::Connected(signer(1).id()));
+    let mut b = Node::new(key(2), Policy::default());
+    b.handle(Input::Connected(key(1).id()));
     b
 }
 
 fn request(nonce: u8) -> OpenRequest {
     OpenRequest {
-        peer: signer(2).id(),
+        peer: key(2).id(),
         deposit: Amount(5_000_000),
         peer_deposit: Amount(2_000_000),
         tariff: Tariff::Flat(PricePerKwh(200_000)),
@@ -40,8 +37,8 @@ fn request(nonce: u8) -> OpenRequest {
 
 /// A's `OpenChannel` for `req`, signed by A.
 fn open_from_a(req: OpenRequest) -> (ChannelId, Message) {
-    let params = req.params(signer(1).id());
-    let sig_a = signer(1).sign(&State::initial(&params).digest());
+    let params = req.params(key(1).id());
+    let sig_a = key(1).sign(&State::initial(&params).digest());
     (
         params.channel_id(),
         Message::OpenChannel(Box::new(OpenChannel { params, sig_a })),
@@ -51,7 +48,7 @@ fn open_from_a(req: OpenRequest) -> (ChannelId, Message) {
 /// Delivers `message` from A and carries out B's outputs (persists acknowledged at once).
 fn deliver(b: &mut Node, message: Message) -> Vec<Output> {
     b.handle(Input::Message {
-        from: signer(1).id(),
+        from: key(1).id(),
         message,
     });
     drain(b)
@@ -110,16 +107,16 @@ fn terms_outside_the_policy_are_refused_whoever_proposes_and_nothing_is_signed()
     for (change, why) in cases {
         // Even a listed neighbour, whose proposals need no answer.
         let mut b = Node::new(
-            signer(2),
+            key(2),
             Policy {
                 accept: AcceptPolicy {
-                    listed: vec![signer(1).id()],
+                    listed: vec![key(1).id()],
                     ..AcceptPolicy::default()
                 },
                 ..Policy::default()
             },
         );
-        b.handle(Input::Connected(signer(1).id()));
+        b.handle(Input::Connected(key(1).id()));
         let mut req = request(1);
         change(&mut req);
         let (id, open) = open_from_a(req);
@@ -178,10 +175,10 @@ fn a_proposal_accepted_while_the_proposer_is_away_is_answered_when_it_returns() 
     let mut b = owner_b();
     let (id, open) = open_from_a(request(1));
     deliver(&mut b, open.clone());
-    b.handle(Input::Disconnected(signer(1).id()));
+    b.handle(Input::Disconnected(key(1).id()));
     b.command(Command::Accept(id)).unwrap();
     drain(&mut b);
-    b.handle(Input::Connected(signer(1).id()));
+    b.handle(Input::Connected(key(1).id()));
     drain(&mut b);
     // A proposes again on reconnecting and hears the acceptance.
     assert!(accepted(&deliver(&mut b, open)));
@@ -244,7 +241,7 @@ fn a_proposal_nobody_answers_expires_and_the_proposer_can_withdraw_one() {
 
 #[test]
 fn the_proposer_withdraws_only_before_the_neighbour_accepts() {
-    let mut a = Node::new(signer(1), Policy::default());
+    let mut a = Node::new(key(1), Policy::default());
     let id = a.open(request(1), true).unwrap();
     drain(&mut a);
     a.command(Command::Cancel(id)).unwrap();
@@ -264,21 +261,21 @@ fn listed_neighbours_need_no_answer_and_others_are_refused_under_listed() {
     let policy = |from| Policy {
         accept: AcceptPolicy {
             from,
-            listed: vec![signer(1).id()],
+            listed: vec![key(1).id()],
             ..AcceptPolicy::default()
         },
         ..Policy::default()
     };
-    let mut b = Node::new(signer(2), policy(Acceptance::Ask));
-    b.handle(Input::Connected(signer(1).id()));
+    let mut b = Node::new(key(2), policy(Acceptance::Ask));
+    b.handle(Input::Connected(key(1).id()));
     let (_, open) = open_from_a(request(1));
     assert!(accepted(&deliver(&mut b, open)));
     // Under "listed", a stranger (key 3) is refused.
-    let mut b = Node::new(signer(2), policy(Acceptance::Listed));
-    let stranger = signer(3);
+    let mut b = Node::new(key(2), policy(Acceptance::Listed));
+    let stranger = key(3);
     b.handle(Input::Connected(stranger.id()));
     let mut req = request(1);
-    req.peer = signer(2).id();
+    req.peer = key(2).id();
     let params = req.params(stranger.id());
     let sig_a = stranger.sign(&State::initial(&params).digest());
     b.handle(Input::Message {

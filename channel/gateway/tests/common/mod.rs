@@ -2,17 +2,14 @@
 
 #![allow(dead_code)]
 
+pub use gridchan_harness::key;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gridchan_chain::{server, Genesis, Ledger, LocalLedger, RemoteClient};
-use gridchan_channel::{Amount, ChannelId, ChannelView, NodeId, Signer};
+use gridchan_channel::{Amount, ChannelId, ChannelView, NodeId};
 use gridchan_gateway::engine::EngineHandle;
 use gridchan_transport::PeerAddr;
-
-pub fn key(b: u8) -> Signer {
-    Signer::new(&[b; 32], &[b; 32]).unwrap()
-}
 
 /// A ledger node on 127.0.0.1 producing a block every `block_ms`.
 pub struct LedgerNode {
