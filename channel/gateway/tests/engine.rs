@@ -317,3 +317,84 @@ async fn a_frozen_channel_shows_the_state_its_disk_holds() {
     let listed = b.channels().await.unwrap();
     assert_eq!(listed[0].current.as_ref().unwrap().version(), Version(0));
 }
+
+/// Issue 16: a ledger transaction the queue cannot take (its table is gone, as on a broken
+/// disk) freezes its channel like a failed persist, instead of being only logged; once the
+/// queue takes writes again, the transaction is pushed before the channel is retried, and the
+/// channel thaws with it queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_request_the_queue_cannot_take_freezes_its_channel_until_it_is_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = engine_at(dir.path(), 1);
+    let b = engine_at(dir.path(), 2);
+    a.connect(b.address.clone()).await.unwrap();
+    let channel = a
+        .open(flat_channel(
+            b.node,
+            10_000_000,
+            200_000,
+            IntervalIndex(1_930_000),
+            [5; 32],
+        ))
+        .await
+        .unwrap();
+    until("both sides hold version 0", &[&a, &b], 30, || {
+        let (a, b) = (a.clone(), b.clone());
+        async move {
+            let funding = |h: EngineHandle| async move {
+                h.channel(channel)
+                    .await
+                    .unwrap()
+                    .is_some_and(|c| c.phase == Phase::Funding)
+            };
+            funding(a).await && funding(b).await
+        }
+    })
+    .await;
+    for h in [&a, &b] {
+        h.ledger_event(channel, LedgerEvent::Funded).await.unwrap();
+    }
+    until("A's channel open", &[&a], 30, || {
+        let a = a.clone();
+        async move {
+            a.channel(channel)
+                .await
+                .unwrap()
+                .is_some_and(|c| c.phase == Phase::Open)
+        }
+    })
+    .await;
+    // A's queue loses its table; A closes the channel by force: the registration cannot be
+    // queued.
+    let path = store_path(dir.path(), 1);
+    let registrations = || {
+        LedgerQueue::open(&path)
+            .unwrap()
+            .pending()
+            .unwrap()
+            .iter()
+            .filter(|q| q.tx.name() == "register")
+            .count()
+    };
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("DROP TABLE ledger_queue")
+        .unwrap();
+    a.command(Command::ForceClose(channel)).await.unwrap();
+    until("A's channel frozen", &[&a], 30, || {
+        let a = a.clone();
+        async move { a.channel(channel).await.unwrap().is_some_and(|c| c.frozen) }
+    })
+    .await;
+    // The queue is back (opening it creates its table): the registration is pushed and the
+    // channel thaws.
+    assert_eq!(registrations(), 0);
+    until("A's channel thawed", &[&a], 30, || {
+        let a = a.clone();
+        async move { a.channel(channel).await.unwrap().is_some_and(|c| !c.frozen) }
+    })
+    .await;
+    assert_eq!(registrations(), 1, "the registration waits in the queue");
+    let view = a.channel(channel).await.unwrap().unwrap();
+    assert_eq!(view.phase, Phase::Disputed);
+}
