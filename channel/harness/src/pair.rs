@@ -325,6 +325,11 @@ impl Pair {
         }
     }
 
+    /// The virtual clock, in ms.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
     /// Moves the virtual clock and ticks both nodes.
     pub fn advance(&mut self, ms: u64) {
         self.now_ms += ms;

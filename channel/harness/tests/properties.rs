@@ -53,6 +53,31 @@ proptest! {
         }
     }
 
+    /// Issue 16: a host ticks a node when `poll_timeout` says, not every channel on a timer;
+    /// after any interleaving, a tick at that deadline always moves it on (a later deadline or
+    /// none), so a host that follows it never spins.
+    #[test]
+    fn a_tick_at_the_cores_deadline_always_moves_it_on(ops in prop::collection::vec(op(), 1..80)) {
+        let mut pair = run(&ops);
+        for side in [Side::A, Side::B] {
+            for _ in 0..64 {
+                if !pair.is_running(side) {
+                    break;
+                }
+                let Some(at) = pair.node_mut(side).poll_timeout() else {
+                    break;
+                };
+                let now = pair.now_ms().max(at);
+                pair.advance(now - pair.now_ms());
+                let next = pair.node_mut(side).poll_timeout();
+                prop_assert!(
+                    next.is_none_or(|n| n > now),
+                    "{side:?}: ticked at {now} for a deadline at {at}, and the next is {next:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn agreed_trades_all_settle_without_faults(
         trades in prop::collection::vec((side(), 1u64..5_000), 1..40)
