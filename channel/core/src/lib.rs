@@ -26,6 +26,7 @@
 pub mod abi;
 pub mod allocate;
 mod channel;
+pub mod clearing;
 pub mod consent;
 pub mod crypto;
 pub mod frame_vectors;
