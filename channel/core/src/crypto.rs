@@ -220,8 +220,8 @@ impl Signature {
 /// one thread. Only the very same signing and recovery make its entries: a memo, not a shortcut
 /// around a check.
 pub struct Precomputed {
-    pub recovered: Recovered,
-    pub presigned: Presigned,
+    recovered: Recovered,
+    presigned: Presigned,
 }
 
 impl Precomputed {

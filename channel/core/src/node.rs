@@ -104,6 +104,14 @@ impl Node {
         self.channels.values().map(Channel::view)
     }
 
+    /// Each channel's id, neighbour and phase, without copying its states: what a host
+    /// routes by (a reading to the open channel with a neighbour, the neighbours it admits).
+    pub fn channel_peers(&self) -> impl Iterator<Item = (ChannelId, NodeId, Phase)> + '_ {
+        self.channels
+            .values()
+            .map(|ch| (ch.id(), *ch.peer(), ch.phase()))
+    }
+
     /// Neighbours' channel proposals waiting for the owner's `accept` or `reject`.
     pub fn offers(&self) -> impl Iterator<Item = &Offer> + '_ {
         self.offers.values()
@@ -154,7 +162,7 @@ impl Node {
         let mut ctx = Ctx {
             keys: Keys {
                 signer: &self.signer,
-                ahead: &Precomputed::NONE,
+                ahead: &NOTHING,
             },
             policy: &self.policy,
             now_ms: self.now_ms,
@@ -500,16 +508,15 @@ impl Node {
             .check_terms(&open.params, balance)
             .and_then(|()| policy.decide(&from))
             .map_err(|why| (Refusal::BadParams(why.to_string()), false));
-        let decision = Channel::check_open(&from, &open, &mut ctx).and(terms);
-        let decision = match decision {
-            Ok(true) => match Channel::accept(&from, open, &mut ctx) {
-                Ok(ch) => {
-                    channels.insert(id, ch);
-                    return Ok(());
-                }
-                Err(refusal) => Err(refusal),
-            },
-            Ok(false) => Ok(open),
+        let checked = Channel::check_open(&from, &open, &mut ctx)
+            .and_then(|v0| terms.map(|at_once| (v0, at_once)));
+        let decision = match checked {
+            Ok((v0, true)) => {
+                let ch = Channel::accepted(Arc::new(open.params), v0, &mut ctx);
+                channels.insert(id, ch);
+                return Ok(());
+            }
+            Ok((_, false)) => Ok(open),
             Err(refusal) => Err(refusal),
         };
         match decision {

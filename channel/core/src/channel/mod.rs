@@ -178,6 +178,10 @@ impl Channel {
         &self.peer
     }
 
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
     pub fn view(&self) -> ChannelView {
         ChannelView {
             id: self.id,

@@ -17,12 +17,13 @@ impl Channel {
     /// The checks every party B applies to a proposed channel, whatever its owner's policy:
     /// we are its party B, the parameters are valid (within the protocol's limits and our
     /// metering interval), and A's signature on version 0 verifies. The `bool` says whether
-    /// the refusal is a violation (it costs the proposer its connection).
+    /// the refusal is a violation (it costs the proposer its connection). Returns A's version
+    /// 0, checked.
     pub fn check_open(
         from: &NodeId,
         open: &OpenChannel,
         ctx: &mut Ctx,
-    ) -> Result<(), (Refusal, bool)> {
+    ) -> Result<Proposal, (Refusal, bool)> {
         let params = &open.params;
         if params.party_a != *from || params.party_b != ctx.keys.id() {
             return Err((Refusal::BadParams("we are not party B of it".into()), true));
@@ -48,7 +49,6 @@ impl Channel {
                 sig: open.sig_a,
             },
         )
-        .map(|_| ())
         .map_err(|r| (r, true))
     }
 
@@ -59,20 +59,12 @@ impl Channel {
         open: Box<OpenChannel>,
         ctx: &mut Ctx,
     ) -> Result<Channel, (Refusal, bool)> {
-        Channel::check_open(from, &open, ctx)?;
-        let OpenChannel { params, sig_a } = *open;
-        let params = Arc::new(params);
-        let id = params.channel_id();
-        let v0 = Proposal::verify(
-            &params,
-            &id,
-            ProposalParts {
-                state: State::initial(&params),
-                proposer: Party::A,
-                sig: sig_a,
-            },
-        )
-        .map_err(|r| (r, true))?;
+        let v0 = Channel::check_open(from, &open, ctx)?;
+        Ok(Channel::accepted(Arc::new(open.params), v0, ctx))
+    }
+
+    /// Party B countersigns version 0 that [`Channel::check_open`] checked.
+    pub fn accepted(params: Arc<ChannelParams>, v0: Proposal, ctx: &mut Ctx) -> Channel {
         let signed = v0.countersign(&ctx.keys);
         let mut ch = Channel::new(params, Party::B, Phase::Funding, Some(signed));
         ch.connected = true;
@@ -80,7 +72,7 @@ impl Channel {
         ch.persist(ctx);
         ch.send_accept(ctx);
         ch.agreed(ctx);
-        Ok(ch)
+        ch
     }
 
     /// We withdraw our proposal before the neighbour accepted it: the channel ends with

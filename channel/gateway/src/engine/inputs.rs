@@ -92,7 +92,7 @@ impl<S: super::EngineStore> Engine<S> {
     /// Tells the endpoint whose connections it always admits: the neighbours we have channels
     /// with and those we dialled.
     pub(super) fn refresh_priority(&self) {
-        let channel_peers = self.node.channels().map(|c| *c.params.node(c.me.other()));
+        let channel_peers = self.node.channel_peers().map(|(_, peer, _)| peer);
         self.endpoint
             .set_priority(channel_peers.chain(self.dialled.iter().copied()));
     }

@@ -115,10 +115,11 @@ impl<S: super::EngineStore> Engine<S> {
     /// waits for and tells, and where the whole flow with a neighbour goes.
     fn open_channels(&self, connected: bool) -> HashMap<NodeId, ChannelId> {
         self.node
-            .channels()
-            .filter(|c| c.phase == Phase::Open)
-            .filter(|c| !connected || self.peers.contains_key(&c.peer))
-            .map(|c| (c.peer, c.id))
+            .channel_peers()
+            .filter(|(_, peer, phase)| {
+                *phase == Phase::Open && (!connected || self.peers.contains_key(peer))
+            })
+            .map(|(id, peer, _)| (peer, id))
             .collect()
     }
 
@@ -130,7 +131,12 @@ impl<S: super::EngineStore> Engine<S> {
         for step in steps {
             match step {
                 Step::Announce(a) => {
-                    for peer in self.open_channels(true).into_keys() {
+                    let connected: Vec<NodeId> = open
+                        .keys()
+                        .filter(|p| self.peers.contains_key(p))
+                        .copied()
+                        .collect();
+                    for peer in connected {
                         self.send(peer, Message::Announce(a));
                     }
                 }
