@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use gridchan_transport::BadRequest;
 use gridchan_transport::{Connection, Endpoint, FramedStream};
 
 use crate::local::{LocalError, LocalLedger};
@@ -30,15 +31,6 @@ async fn serve_connection(conn: Connection, ledger: Arc<LocalLedger>) {
             }
         });
     }
-}
-
-/// Why a client's request costs it its connection.
-#[derive(Debug, thiserror::Error)]
-enum BadRequest {
-    #[error("bad request frame: {0}")]
-    Frame(#[from] gridchan_transport::FrameError),
-    #[error("bad request: {0}")]
-    Body(#[from] gridchan_transport::BodyError),
 }
 
 /// One request, one response. A malformed request costs the client its connection.

@@ -137,6 +137,15 @@ pub enum BodyError {
     Trailing,
 }
 
+/// Why a client's request costs it its connection (the ledger's and the tower's servers).
+#[derive(Debug, thiserror::Error)]
+pub enum BadRequest {
+    #[error("bad request frame: {0}")]
+    Frame(#[from] crate::FrameError),
+    #[error("bad request: {0}")]
+    Body(#[from] BodyError),
+}
+
 /// The body of a request or response: a version byte, then the bincode of `value`.
 pub fn encode_body<T: Serialize>(version: u8, value: &T) -> Vec<u8> {
     let mut out = vec![version];

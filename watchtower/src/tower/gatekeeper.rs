@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use gridchan_chain::ChannelStatus;
 use gridchan_channel::{ChannelId, ChannelParams, NodeId, SignedState, SignedStateParts, Version};
+use gridchan_transport::BadRequest;
 use gridchan_transport::{Connection, Endpoint, FramedStream};
 use tokio::sync::{mpsc, oneshot};
 
@@ -26,15 +27,6 @@ pub(super) type WriteJob = (
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("{0}")]
 pub(super) struct WriteFailed(String);
-
-/// Why a client's request costs it its connection.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum BadRequest {
-    #[error("bad request frame: {0}")]
-    Frame(#[from] gridchan_transport::FrameError),
-    #[error("bad request: {0}")]
-    Body(#[from] gridchan_transport::BodyError),
-}
 
 impl Tower {
     /// Serves clients on `endpoint` until it closes.
