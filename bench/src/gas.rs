@@ -12,14 +12,6 @@ use gridchan_channel::{
     State, Tariff, Version, WattHours,
 };
 
-fn failed(e: impl std::fmt::Display) -> LedgerError {
-    LedgerError::Failed(e.to_string())
-}
-
-fn unavailable(e: impl std::fmt::Display) -> LedgerError {
-    LedgerError::Unavailable(e.to_string())
-}
-
 /// Waits until `hash` is included successfully.
 async fn included(l: &EvmLedger, hash: TxHash) -> Result<TxHash, LedgerError> {
     let r = l.wait_for(&hash, Duration::from_secs(60)).await?;
@@ -40,7 +32,7 @@ pub async fn gas_report(chain: &anvil::Anvil) -> Result<Vec<(&'static str, u64)>
     let id = |n: u8| {
         Signer::new(&key(n), &key(n))
             .map(|s| s.id())
-            .map_err(failed)
+            .map_err(LedgerError::failed)
     };
     let (id_a, id_b) = (id(1)?, id(2)?);
     let mut out = Vec::new();
@@ -68,9 +60,9 @@ pub async fn gas_report(chain: &anvil::Anvil) -> Result<Vec<(&'static str, u64)>
             provider
                 .get_transaction_receipt(B256::from(hash.0))
                 .await
-                .map_err(unavailable)?
+                .map_err(LedgerError::unavailable)?
                 .map(|r| r.gas_used)
-                .ok_or_else(|| failed("no receipt"))
+                .ok_or_else(|| LedgerError::failed("no receipt"))
         }
     };
     let params = |nonce: u8, tariff: Tariff| ChannelParams {
@@ -148,7 +140,7 @@ pub async fn gas_report(chain: &anvil::Anvil) -> Result<Vec<(&'static str, u64)>
     )
     .await?;
     out.push(("refute", gas_of(h).await?));
-    chain.mine(3).await.map_err(unavailable)?;
+    chain.mine(3).await.map_err(LedgerError::unavailable)?;
     let h = included(&b, b.conclude(flat.channel_id()).await?).await?;
     out.push(("conclude (after the window)", gas_of(h).await?));
     let h = included(
@@ -161,7 +153,7 @@ pub async fn gas_report(chain: &anvil::Anvil) -> Result<Vec<(&'static str, u64)>
         2,
         "tou +01:00 0-7=0.10,7-17=0.18,17-21=0.28,21-24=0.10"
             .parse()
-            .map_err(failed)?,
+            .map_err(LedgerError::failed)?,
     );
     let h = included(&a, a.deposit(&tou, tou.deposit_a).await?).await?;
     out.push((
@@ -180,7 +172,7 @@ pub async fn gas_report(chain: &anvil::Anvil) -> Result<Vec<(&'static str, u64)>
     out.push(("conclude-final (cooperative close)", gas_of(h).await?));
     let lone = params(3, Tariff::Flat(PricePerKwh(150_000)));
     included(&a, a.deposit(&lone, lone.deposit_a).await?).await?;
-    chain.mine(3).await.map_err(unavailable)?;
+    chain.mine(3).await.map_err(LedgerError::unavailable)?;
     let h = included(&a, a.reclaim(lone.channel_id()).await?).await?;
     out.push(("reclaim (funding window passed)", gas_of(h).await?));
     Ok(out)

@@ -32,6 +32,18 @@ pub enum LedgerError {
     Timeout(TxHash, Duration),
 }
 
+impl LedgerError {
+    /// [`LedgerError::Unavailable`] with `e`'s message.
+    pub fn unavailable(e: impl std::fmt::Display) -> LedgerError {
+        LedgerError::Unavailable(e.to_string())
+    }
+
+    /// [`LedgerError::Failed`] with `e`'s message.
+    pub fn failed(e: impl std::fmt::Display) -> LedgerError {
+        LedgerError::Failed(e.to_string())
+    }
+}
+
 /// An account's means to pay for its transactions on a ledger that charges fees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Fees {
@@ -316,7 +328,7 @@ impl NumbersItsTransactions for LocalClient {
         let l = self.ledger.clone();
         tokio::task::spawn_blocking(move || l.submit(tx))
             .await
-            .map_err(|e| LedgerError::Failed(e.to_string()))?
+            .map_err(LedgerError::failed)?
             .map_err(local_err)
     }
 }
@@ -348,17 +360,15 @@ impl Ledger for LocalClient {
     }
 
     async fn receipt(&self, hash: &TxHash) -> Result<Option<Receipt>, LedgerError> {
-        self.ledger
-            .receipt(hash)
-            .map_err(|e| LedgerError::Failed(e.to_string()))
+        self.ledger.receipt(hash).map_err(LedgerError::failed)
     }
 
     async fn blocks(&self, from: Height, max: usize) -> Result<Vec<BlockEvents>, LedgerError> {
         let l = self.ledger.clone();
         tokio::task::spawn_blocking(move || l.blocks(from, max))
             .await
-            .map_err(|e| LedgerError::Failed(e.to_string()))?
-            .map_err(|e| LedgerError::Failed(e.to_string()))
+            .map_err(LedgerError::failed)?
+            .map_err(LedgerError::failed)
     }
 
     async fn wait_above(&self, height: Height, timeout: Duration) -> Result<Height, LedgerError> {
@@ -385,7 +395,7 @@ impl RemoteClient {
         transport_seed: [u8; 32],
     ) -> Result<RemoteClient, LedgerError> {
         let rpc = RpcClient::new(server, signer.duplicate(&transport_seed), MAX_RPC_FRAME)
-            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+            .map_err(LedgerError::unavailable)?;
         Ok(RemoteClient {
             rpc,
             signer,
@@ -411,8 +421,8 @@ impl RemoteClient {
             .rpc
             .request(&rpc::encode(request), deadline)
             .await
-            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
-        match rpc::decode::<Response>(&reply).map_err(|e| LedgerError::Failed(e.to_string()))? {
+            .map_err(LedgerError::unavailable)?;
+        match rpc::decode::<Response>(&reply).map_err(LedgerError::failed)? {
             Response::Error(e) => Err(LedgerError::Failed(e)),
             Response::Refused(e) => Err(LedgerError::Refused(e)),
             r => Ok(r),

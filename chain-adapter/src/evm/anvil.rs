@@ -175,7 +175,7 @@ impl Anvil {
         tokens: u64,
     ) -> Result<Deployed, LedgerError> {
         let deployer_id = Signer::new(deployer, blinding)
-            .map_err(|e| LedgerError::Failed(e.to_string()))?
+            .map_err(LedgerError::failed)?
             .id();
         for n in gas.iter().chain([&deployer_id]) {
             self.fund_gas(address_of(n)).await?;

@@ -24,7 +24,7 @@ use super::abi::{
     chain_event, params_from_created, sol_params, sol_signed, Erc20, GridchanAdjudicator,
 };
 use super::reverts::{decode_revert, refusal_of};
-use super::{address_of, b256, failed, unavailable, wallet_provider};
+use super::{address_of, b256, wallet_provider};
 
 /// Where the adjudicator is and how to read the chain.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -64,7 +64,7 @@ impl EvmLedger {
         secret: &[u8; 32],
         blinding: &[u8; 32],
     ) -> Result<EvmLedger, LedgerError> {
-        let signer = Signer::new(secret, blinding).map_err(failed)?;
+        let signer = Signer::new(secret, blinding).map_err(LedgerError::failed)?;
         let (provider, account) = wallet_provider(&config.rpc, secret)?;
         debug_assert_eq!(account, address_of(&signer.id()));
         Ok(EvmLedger {
@@ -86,9 +86,9 @@ impl EvmLedger {
             .provider
             .get_code_at(self.config.adjudicator)
             .await
-            .map_err(unavailable)?;
+            .map_err(LedgerError::unavailable)?;
         if code.is_empty() {
-            return Err(failed(format!(
+            return Err(LedgerError::failed(format!(
                 "there is no contract at {:#x}: check the adjudicator's address (gridchan evm deploy prints it)",
                 self.config.adjudicator
             )));
@@ -101,13 +101,13 @@ impl EvmLedger {
             )
             .await
             .map_err(|_| {
-                failed(format!(
+                LedgerError::failed(format!(
                     "the contract at {:#x} is not a gridchan adjudicator",
                     self.config.adjudicator
                 ))
             })?;
         if token != self.config.token {
-            return Err(failed(format!(
+            return Err(LedgerError::failed(format!(
                 "the adjudicator at {:#x} settles in token {token:#x}, not {:#x}: fix the token's address",
                 self.config.adjudicator, self.config.token
             )));
@@ -134,7 +134,7 @@ impl EvmLedger {
             .provider
             .get_block_number()
             .await
-            .map_err(unavailable)?;
+            .map_err(LedgerError::unavailable)?;
         Ok(latest.saturating_sub(self.config.confirmations.saturating_sub(1)))
     }
 
@@ -165,10 +165,10 @@ impl EvmLedger {
                 .and_then(|d| decode_revert(&d))
             {
                 Some(refused) => LedgerError::Refused(refused),
-                None => unavailable(e),
+                None => LedgerError::unavailable(e),
             }
         })?;
-        C::abi_decode_returns(&out).map_err(failed)
+        C::abi_decode_returns(&out).map_err(LedgerError::failed)
     }
 
     /// [`EvmLedger::send`] on its own, taking the nonce for it.
@@ -196,7 +196,7 @@ impl EvmLedger {
                 .await
                 .map_err(|e| match refusal_of(&e) {
                     Some(refused) => LedgerError::Refused(refused),
-                    None => unavailable(e),
+                    None => LedgerError::unavailable(e),
                 })?;
         // Some headroom: the chain may have moved a little by the time it is included.
         tx = tx.with_gas_limit(gas + gas / 5);
@@ -208,7 +208,7 @@ impl EvmLedger {
                     .get_transaction_count(self.account)
                     .pending()
                     .await
-                    .map_err(unavailable)?,
+                    .map_err(LedgerError::unavailable)?,
             };
             match self
                 .provider
@@ -225,7 +225,7 @@ impl EvmLedger {
                     if !text.contains("nonce") {
                         return Err(match refusal_of(&e) {
                             Some(refused) => LedgerError::Refused(refused),
-                            None => unavailable(e),
+                            None => LedgerError::unavailable(e),
                         });
                     }
                 }
@@ -238,7 +238,7 @@ impl EvmLedger {
         use GridchanAdjudicator as G;
         Ok(match kind {
             TxKind::Transfer { to, amount } => {
-                return Err(failed(format!(
+                return Err(LedgerError::failed(format!(
                     "token transfers are the token's business on an EVM chain: send {amount} to {} with a wallet",
                     address_of(to)
                 )))
@@ -361,7 +361,11 @@ impl EvmLedger {
             .event_signature(GridchanAdjudicator::Created::SIGNATURE_HASH)
             .topic1(b256(&id.0))
             .from_block(self.config.deployed_at);
-        let logs = self.provider.get_logs(&filter).await.map_err(unavailable)?;
+        let logs = self
+            .provider
+            .get_logs(&filter)
+            .await
+            .map_err(LedgerError::unavailable)?;
         for log in logs {
             let Ok(created) = log.log_decode::<GridchanAdjudicator::Created>() else {
                 continue;
@@ -437,7 +441,11 @@ impl Ledger for EvmLedger {
         if let Some(id) = *self.chain_id.lock().unwrap_or_else(|p| p.into_inner()) {
             return Ok(id);
         }
-        let chain = self.provider.get_chain_id().await.map_err(unavailable)?;
+        let chain = self
+            .provider
+            .get_chain_id()
+            .await
+            .map_err(LedgerError::unavailable)?;
         let mut id = [0u8; 32];
         id[..20].copy_from_slice(self.config.adjudicator.as_slice());
         id[24..].copy_from_slice(&chain.to_be_bytes());
@@ -456,14 +464,22 @@ impl Ledger for EvmLedger {
             .provider
             .get_transaction_count(who)
             .await
-            .map_err(unavailable)?;
+            .map_err(LedgerError::unavailable)?;
         Ok(Account { balance, nonce })
     }
 
     async fn fees(&self) -> Result<Option<crate::Fees>, LedgerError> {
         let who = address_of(&self.node());
-        let balance = self.provider.get_balance(who).await.map_err(unavailable)?;
-        let gas_price = self.provider.get_gas_price().await.map_err(unavailable)?;
+        let balance = self
+            .provider
+            .get_balance(who)
+            .await
+            .map_err(LedgerError::unavailable)?;
+        let gas_price = self
+            .provider
+            .get_gas_price()
+            .await
+            .map_err(LedgerError::unavailable)?;
         Ok(Some(crate::Fees {
             balance: u128::try_from(balance).unwrap_or(u128::MAX),
             gas_price,
@@ -501,12 +517,15 @@ impl Ledger for EvmLedger {
                 version: Version(ch.version),
             },
             5 => ChannelStatus::Expired,
-            _ => return Err(failed("the adjudicator reports an unknown phase")),
+            _ => {
+                return Err(LedgerError::failed(
+                    "the adjudicator reports an unknown phase",
+                ))
+            }
         };
-        let params = self
-            .params_of(id)
-            .await?
-            .ok_or_else(|| failed(format!("channel {}: no Created event found", id.short())))?;
+        let params = self.params_of(id).await?.ok_or_else(|| {
+            LedgerError::failed(format!("channel {}: no Created event found", id.short()))
+        })?;
         Ok(Some(ChannelAccount {
             params,
             deposited: [Amount(ch.depositedA), Amount(ch.depositedB)],
@@ -532,7 +551,7 @@ impl Ledger for EvmLedger {
             .provider
             .get_transaction_receipt(h)
             .await
-            .map_err(unavailable)?
+            .map_err(LedgerError::unavailable)?
         else {
             return Ok(None);
         };
@@ -573,7 +592,11 @@ impl Ledger for EvmLedger {
             .address(self.config.adjudicator)
             .from_block(from)
             .to_block(to);
-        let logs = self.provider.get_logs(&filter).await.map_err(unavailable)?;
+        let logs = self
+            .provider
+            .get_logs(&filter)
+            .await
+            .map_err(LedgerError::unavailable)?;
         let mut blocks: BTreeMap<Height, BlockEvents> = BTreeMap::new();
         for log in &logs {
             let (Some(height), Some(tx)) = (log.block_number, log.transaction_hash) else {

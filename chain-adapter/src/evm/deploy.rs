@@ -11,7 +11,7 @@ use alloy::sol_types::SolConstructor;
 use crate::client::LedgerError;
 
 use super::abi::GridchanAdjudicator;
-use super::{failed, unavailable, wallet_provider, EvmConfig};
+use super::{wallet_provider, EvmConfig};
 
 /// The compiled contracts (`chain-adapter/evm/artifacts`, checked against the sources in CI).
 pub const ADJUDICATOR_ARTIFACT: &str = include_str!("../../evm/artifacts/GridchanAdjudicator.json");
@@ -46,11 +46,11 @@ impl Deployed {
 }
 
 fn bytecode(artifact: &str) -> Result<Vec<u8>, LedgerError> {
-    let v: serde_json::Value = serde_json::from_str(artifact).map_err(failed)?;
+    let v: serde_json::Value = serde_json::from_str(artifact).map_err(LedgerError::failed)?;
     let hex = v["bytecode"]
         .as_str()
-        .ok_or_else(|| failed("artifact without bytecode"))?;
-    alloy::hex::decode(hex).map_err(failed)
+        .ok_or_else(|| LedgerError::failed("artifact without bytecode"))?;
+    alloy::hex::decode(hex).map_err(LedgerError::failed)
 }
 
 /// Chain ids of dev chains (anvil and hardhat, ganache), the only ones the test token, which
@@ -74,32 +74,35 @@ pub async fn deploy(
             let receipt = provider
                 .send_transaction(tx)
                 .await
-                .map_err(unavailable)?
+                .map_err(LedgerError::unavailable)?
                 .with_timeout(Some(Duration::from_secs(120)))
                 .get_receipt()
                 .await
-                .map_err(unavailable)?;
+                .map_err(LedgerError::unavailable)?;
             if !receipt.status() {
-                return Err(failed("the deployment reverted"));
+                return Err(LedgerError::failed("the deployment reverted"));
             }
-            let address = receipt
-                .contract_address
-                .ok_or_else(|| failed("no contract address in the deployment's receipt"))?;
+            let address = receipt.contract_address.ok_or_else(|| {
+                LedgerError::failed("no contract address in the deployment's receipt")
+            })?;
             Ok::<_, LedgerError>((address, receipt.block_number.unwrap_or(0), receipt.gas_used))
         }
     };
-    let chain_id = provider.get_chain_id().await.map_err(unavailable)?;
+    let chain_id = provider
+        .get_chain_id()
+        .await
+        .map_err(LedgerError::unavailable)?;
     let token = match token {
         Some(t) => {
-            if provider.get_code_at(t).await.map_err(unavailable)?.is_empty() {
-                return Err(failed(format!(
+            if provider.get_code_at(t).await.map_err(LedgerError::unavailable)?.is_empty() {
+                return Err(LedgerError::failed(format!(
                     "there is no contract at {t:#x}: check the settlement token's address"
                 )));
             }
             t
         }
         None if !DEV_CHAINS.contains(&chain_id) => {
-            return Err(failed(format!(
+            return Err(LedgerError::failed(format!(
                 "chain {chain_id} is not a dev chain, and anyone may mint the test token: pass the settlement token's address with --token"
             )))
         }

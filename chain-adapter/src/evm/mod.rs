@@ -37,14 +37,6 @@ use gridchan_channel::NodeId;
 
 use crate::client::LedgerError;
 
-pub(crate) fn unavailable(e: impl std::fmt::Display) -> LedgerError {
-    LedgerError::Unavailable(e.to_string())
-}
-
-pub(crate) fn failed(e: impl std::fmt::Display) -> LedgerError {
-    LedgerError::Failed(e.to_string())
-}
-
 /// The EVM address of a node.
 pub fn address_of(node: &NodeId) -> Address {
     Address::from(node.address().0)
@@ -59,11 +51,11 @@ pub(crate) fn wallet_provider(
     rpc: &str,
     secret: &[u8; 32],
 ) -> Result<(DynProvider, Address), LedgerError> {
-    let wallet = PrivateKeySigner::from_bytes(&B256::from(*secret)).map_err(failed)?;
+    let wallet = PrivateKeySigner::from_bytes(&B256::from(*secret)).map_err(LedgerError::failed)?;
     let account = wallet.address();
     let url = rpc
         .parse()
-        .map_err(|e| failed(format!("the EVM RPC address {rpc}: {e}")))?;
+        .map_err(|e| LedgerError::failed(format!("the EVM RPC address {rpc}: {e}")))?;
     let provider = ProviderBuilder::new()
         .wallet(EthereumWallet::from(wallet))
         .connect_http(url)
