@@ -224,16 +224,14 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
         o.homes,
         root.display()
     ));
-    let engine = |homes: &[Home], i: usize| -> EngineHandle {
-        homes[i].daemon.as_ref().expect("running").engine.clone()
-    };
     let tariff = neighbour_tariff();
     say(format!(
         "neighbour tariff (tokens/kWh, local time UTC+01:00): {tariff}"
     ));
     let mut links = Vec::new();
     for (n, (a, b)) in pairs.iter().enumerate() {
-        let id = engine(&homes, *a)
+        let id = homes[*a]
+            .engine()
             .open(OpenRequest {
                 peer: homes[*b].key.id(),
                 deposit: Amount(DEPOSIT),
@@ -255,7 +253,7 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
     // Reports from every home, for notable events and for the cheater's old state.
     let (event_tx, mut events) = tokio::sync::mpsc::unbounded_channel::<(usize, Report)>();
     let forward = |homes: &[Home], i: usize| {
-        let mut r = engine(homes, i).reports();
+        let mut r = homes[i].engine().reports();
         let tx = event_tx.clone();
         tokio::spawn(async move {
             loop {
@@ -272,12 +270,11 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
         })
     };
     let mut forwarders: Vec<_> = (0..o.homes).map(|i| forward(&homes, i)).collect();
-    let view = |e: EngineHandle, id: ChannelId| async move { e.channel(id).await.ok().flatten() };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut open = 0;
         for l in &links {
-            if view(engine(&homes, l.b), l.id)
+            if view(homes[l.b].engine(), l.id)
                 .await
                 .is_some_and(|v| v.phase == Phase::Open)
             {
@@ -337,7 +334,7 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
                 let Some(old) = old_states.get(&l.id) else {
                     continue;
                 };
-                let cur = view(engine(&homes, l.a), l.id)
+                let cur = view(homes[l.a].engine(), l.id)
                     .await
                     .and_then(|v| v.current);
                 if cur.is_some_and(|c| c.version() > old.version()) {
@@ -402,7 +399,6 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
         &chain,
         &tower,
         dispute,
-        &engine,
         day_seconds,
         &root,
     )
@@ -428,24 +424,21 @@ async fn close_all(
     events: &mut tokio::sync::mpsc::UnboundedReceiver<(usize, Report)>,
     say: &impl Fn(String),
 ) -> Result<()> {
-    let engine =
-        |i: usize| -> EngineHandle { homes[i].daemon.as_ref().expect("running").engine.clone() };
-    let view = |e: EngineHandle, id: ChannelId| async move { e.channel(id).await.ok().flatten() };
     say("the day is over: closing the channels".to_string());
     for l in links {
-        if view(engine(l.a), l.id)
+        if view(homes[l.a].engine(), l.id)
             .await
             .is_some_and(|v| v.phase == Phase::Open)
         {
-            engine(l.a).command(Command::Close(l.id)).await?;
+            homes[l.a].engine().command(Command::Close(l.id)).await?;
         }
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let mut done = 0;
         for l in links {
-            let a = view(engine(l.a), l.id).await;
-            let b = view(engine(l.b), l.id).await;
+            let a = view(homes[l.a].engine(), l.id).await;
+            let b = view(homes[l.b].engine(), l.id).await;
             let paid = chain.channel(&l.id).await.is_some_and(|c| {
                 c.claimable == [Amount(0), Amount(0)]
                     && matches!(c.status, ChannelStatus::Concluded { .. })

@@ -173,6 +173,21 @@ pub(super) struct Home {
     pub(super) daemon: Option<Daemon>,
 }
 
+impl Home {
+    /// The home's running engine.
+    pub(super) fn engine(&self) -> EngineHandle {
+        self.daemon.as_ref().expect("running").engine.clone()
+    }
+}
+
+/// A channel as `engine` holds it now, if it does (and answers).
+pub(super) async fn view(
+    engine: EngineHandle,
+    id: ChannelId,
+) -> Option<gridchan_channel::ChannelView> {
+    engine.channel(id).await.ok().flatten()
+}
+
 pub(super) struct Net {
     pub(super) chain: Arc<Chain>,
     pub(super) tower_addr: PeerAddr,

@@ -77,7 +77,6 @@ pub(super) async fn summarize(
     chain: &Chain,
     tower: &Arc<Tower>,
     mut dispute: Option<DisputeSummary>,
-    engine: &impl Fn(&[Home], usize) -> EngineHandle,
     day_seconds: f64,
     root: &Path,
 ) -> Result<Summary> {
@@ -95,8 +94,8 @@ pub(super) async fn summarize(
     let mut per_home: BTreeMap<usize, (u64, u64, i128)> = BTreeMap::new(); // bought, sold, net money
     let mut all_newest = true;
     for l in links {
-        let a = engine(homes, l.a).channel(l.id).await?;
-        let b = engine(homes, l.b).channel(l.id).await?;
+        let a = homes[l.a].engine().channel(l.id).await?;
+        let b = homes[l.b].engine().channel(l.id).await?;
         let newest = [a.and_then(|v| v.current), b.and_then(|v| v.current)]
             .into_iter()
             .flatten()
