@@ -16,6 +16,35 @@ use gridchan_harness::FaultyStore;
 use common::until;
 use gridchan_fixtures::{engine_at, flat_channel, store_path};
 
+/// A connects to B and opens a flat channel with it; once A holds B's signature on version 0
+/// (B's version 0 is durable by then), both hear it is funded.
+async fn funded_channel(
+    a: &EngineHandle,
+    b: &EngineHandle,
+    opened_at: IntervalIndex,
+    nonce: [u8; 32],
+) -> gridchan_channel::ChannelId {
+    a.connect(b.address.clone()).await.unwrap();
+    let channel = a
+        .open(flat_channel(b.node, 10_000_000, 200_000, opened_at, nonce))
+        .await
+        .unwrap();
+    until("A holds version 0", &[a, b], 30, || {
+        let a = a.clone();
+        async move {
+            a.channel(channel)
+                .await
+                .unwrap()
+                .is_some_and(|c| c.phase == Phase::Funding)
+        }
+    })
+    .await;
+    for h in [a, b] {
+        h.ledger_event(channel, LedgerEvent::Funded).await.unwrap();
+    }
+    channel
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_settle_over_quic_with_durable_states() {
     let dir = tempfile::tempdir().unwrap();
@@ -261,28 +290,8 @@ async fn a_frozen_channel_shows_the_state_its_disk_holds() {
         gridchan_channel::Policy::accepting_anyone(),
     ))
     .unwrap();
-    a.connect(b.address.clone()).await.unwrap();
     let opened_at = IntervalIndex(1_930_000);
-    let channel = a
-        .open(flat_channel(
-            b.node, 10_000_000, 200_000, opened_at, [4; 32],
-        ))
-        .await
-        .unwrap();
-    // A has B's signature on version 0 only once B's version 0 is durable.
-    until("A holds version 0", &[&a, &b], 30, || {
-        let a = a.clone();
-        async move {
-            a.channel(channel)
-                .await
-                .unwrap()
-                .is_some_and(|c| c.phase == Phase::Funding)
-        }
-    })
-    .await;
-    for h in [&a, &b] {
-        h.ledger_event(channel, LedgerEvent::Funded).await.unwrap();
-    }
+    let channel = funded_channel(&a, &b, opened_at, [4; 32]).await;
     let on_disk = || {
         SqliteStore::open(&store_path(dir.path(), 2))
             .unwrap()
@@ -327,33 +336,7 @@ async fn a_ledger_request_the_queue_cannot_take_freezes_its_channel_until_it_is_
     let dir = tempfile::tempdir().unwrap();
     let a = engine_at(dir.path(), 1);
     let b = engine_at(dir.path(), 2);
-    a.connect(b.address.clone()).await.unwrap();
-    let channel = a
-        .open(flat_channel(
-            b.node,
-            10_000_000,
-            200_000,
-            IntervalIndex(1_930_000),
-            [5; 32],
-        ))
-        .await
-        .unwrap();
-    until("both sides hold version 0", &[&a, &b], 30, || {
-        let (a, b) = (a.clone(), b.clone());
-        async move {
-            let funding = |h: EngineHandle| async move {
-                h.channel(channel)
-                    .await
-                    .unwrap()
-                    .is_some_and(|c| c.phase == Phase::Funding)
-            };
-            funding(a).await && funding(b).await
-        }
-    })
-    .await;
-    for h in [&a, &b] {
-        h.ledger_event(channel, LedgerEvent::Funded).await.unwrap();
-    }
+    let channel = funded_channel(&a, &b, IntervalIndex(1_930_000), [5; 32]).await;
     until("A's channel open", &[&a], 30, || {
         let a = a.clone();
         async move {
