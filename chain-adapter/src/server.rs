@@ -38,12 +38,11 @@ async fn serve_stream(
     mut stream: FramedStream,
     ledger: &Arc<LocalLedger>,
 ) -> Result<(), BadRequest> {
-    let frame = match stream.read_frame().await {
-        Ok(Some(f)) => f,
-        Ok(None) => return Ok(()),
-        Err(e) => return Err(e.into()),
+    let Some(request) =
+        gridchan_transport::read_request(&mut stream, rpc::decode::<Request>).await?
+    else {
+        return Ok(());
     };
-    let request: Request = rpc::decode(&frame)?;
     let response = handle(request, ledger).await;
     // The client may have gone; nothing to do about it.
     let _ = stream.write_frame(&rpc::encode(&response)).await;

@@ -17,7 +17,7 @@ mod rpc;
 
 pub use endpoint::{Connection, Endpoint, Limits, PeerAddr, TransportError};
 pub use framed::{FrameError, FrameReader, FrameWriter, FramedStream};
-pub use rpc::{decode_body, encode_body, BadRequest, BodyError, RpcClient, RpcError};
+pub use rpc::{decode_body, encode_body, read_request, BadRequest, BodyError, RpcClient, RpcError};
 
 /// The key proof, exposed for tests of its binding to the connection.
 #[doc(hidden)]

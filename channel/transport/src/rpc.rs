@@ -146,6 +146,18 @@ pub enum BadRequest {
     Body(#[from] BodyError),
 }
 
+/// Reads one request from `stream` and decodes it with `decode`; `None` when the client closed
+/// the stream without sending one.
+pub async fn read_request<T>(
+    stream: &mut crate::FramedStream,
+    decode: impl FnOnce(&[u8]) -> Result<T, BodyError>,
+) -> Result<Option<T>, BadRequest> {
+    match stream.read_frame().await? {
+        Some(frame) => Ok(Some(decode(&frame)?)),
+        None => Ok(None),
+    }
+}
+
 /// The body of a request or response: a version byte, then the bincode of `value`.
 pub fn encode_body<T: Serialize>(version: u8, value: &T) -> Vec<u8> {
     let mut out = vec![version];

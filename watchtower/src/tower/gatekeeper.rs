@@ -57,12 +57,11 @@ impl Tower {
         conn: &Connection,
         mut stream: FramedStream,
     ) -> Result<(), BadRequest> {
-        let frame = match stream.read_frame().await {
-            Ok(Some(f)) => f,
-            Ok(None) => return Ok(()),
-            Err(e) => return Err(e.into()),
+        let Some(request) =
+            gridchan_transport::read_request(&mut stream, rpc::decode::<Request>).await?
+        else {
+            return Ok(());
         };
-        let request: Request = rpc::decode(&frame)?;
         let response = self.handle(conn.peer, request).await;
         if let Response::Rejected(r) = &response {
             tracing::info!(peer = %conn.peer, "rejected: {r}");
