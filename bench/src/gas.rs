@@ -91,6 +91,7 @@ pub async fn gas_report(chain: &anvil::Anvil) -> Result<Vec<(&'static str, u64)>
             energy_b_to_a: WattHours(version),
             last_interval: IntervalIndex(1 + version),
             is_final,
+            book: gridchan_channel::NO_BOOK,
         };
         let d = state.digest();
         SignedStateParts {

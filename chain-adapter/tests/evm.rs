@@ -116,6 +116,7 @@ impl Chain {
             energy_b_to_a: WattHours(version * 100),
             last_interval: IntervalIndex(1_000 + version),
             is_final,
+            book: gridchan_channel::NO_BOOK,
         };
         self.sign(state)
     }
@@ -231,6 +232,7 @@ async fn the_digest_views_equal_the_published_vectors() {
             energyBToA: n("energy_b_to_a"),
             lastInterval: n("last_interval"),
             isFinal: f["is_final"].as_bool().expect("bool"),
+            book: FixedBytes::from(hex32(&f["book"])),
         };
         let digest = call(
             provider,

@@ -15,7 +15,7 @@ interface IERC20 {
 /// Every rule that refuses reverts with the error the local ledger names, and changes nothing.
 /// @dev No owner, no upgrade, no pause: nobody can move a channel's tokens but its rules.
 contract GridchanAdjudicator {
-    bytes32 private constant STATE_DOMAIN = "gridchan.state.v1";
+    bytes32 private constant STATE_DOMAIN = "gridchan.state.v2";
     bytes32 private constant PARAMS_DOMAIN = "gridchan.params.v1";
     /// Half the secp256k1 group order: a signature's `s` must not exceed it.
     uint256 private constant HALF_ORDER =
@@ -48,6 +48,8 @@ contract GridchanAdjudicator {
         uint64 energyBToA;
         uint64 lastInterval;
         bool isFinal;
+        /// The digest of the market book the state settles; zero for a tariff trade.
+        bytes32 book;
     }
 
     /// A 65-byte signature `r || s || v` (`specs/encoding.md`, "Signatures").
@@ -87,6 +89,7 @@ contract GridchanAdjudicator {
         uint64 energyAToB;
         uint64 energyBToA;
         uint64 lastInterval;
+        bytes32 book;
     }
 
     IERC20 public immutable token;
@@ -149,7 +152,8 @@ contract GridchanAdjudicator {
                 s.energyAToB,
                 s.energyBToA,
                 s.lastInterval,
-                s.isFinal
+                s.isFinal,
+                s.book
             )
         );
     }
@@ -376,6 +380,7 @@ contract GridchanAdjudicator {
         ch.energyAToB = s.energyAToB;
         ch.energyBToA = s.energyBToA;
         ch.lastInterval = s.lastInterval;
+        ch.book = s.book;
     }
 
     function _payOut(bytes32 id, Channel storage ch) private {

@@ -90,6 +90,7 @@ pub fn sol_state(s: &State) -> GridchanAdjudicator::State {
         energyBToA: s.energy_b_to_a.0,
         lastInterval: s.last_interval.0,
         isFinal: s.is_final,
+        book: b256(&s.book),
     }
 }
 

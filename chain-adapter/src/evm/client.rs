@@ -511,6 +511,7 @@ impl Ledger for EvmLedger {
                     energy_b_to_a: WattHours(ch.energyBToA),
                     last_interval: IntervalIndex(ch.lastInterval),
                     is_final: false,
+                    book: ch.book.0,
                 },
             },
             4 => ChannelStatus::Concluded {

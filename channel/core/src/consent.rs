@@ -47,6 +47,9 @@ pub struct AcceptPolicy {
     pub offer_ttl_ms: u64,
     /// Proposals waiting at once; more are refused (a stranger cannot fill memory).
     pub max_offers: usize,
+    /// The market this gateway runs, if it is a market node: a market channel is accepted
+    /// only with exactly these terms, and only by the market node.
+    pub market: Option<Box<crate::market::MarketTerms>>,
 }
 
 impl Default for AcceptPolicy {
@@ -66,6 +69,7 @@ impl Default for AcceptPolicy {
             max_tolerance_permille: 50,
             offer_ttl_ms: 24 * 3_600_000,
             max_offers: 64,
+            market: None,
         }
     }
 }
@@ -130,6 +134,11 @@ impl AcceptPolicy {
                 hi,
             });
         }
+        if let Some(terms) = p.tariff.market() {
+            if self.market.as_deref() != Some(terms) {
+                return Err(TermsRefused::Market);
+            }
+        }
         let (low, high) = p.tariff.price_range();
         let (min, max) = self.price;
         if low < min || high > max {
@@ -175,6 +184,8 @@ impl AcceptPolicy {
 pub enum TermsRefused {
     #[error("this gateway accepts channels from listed neighbours only")]
     NotListed,
+    #[error("a market channel for a market this gateway does not run, or on other terms")]
+    Market,
     #[error(
         "it asks this gateway to deposit {asked}; it deposits at most {ceiling} in a channel a neighbour proposes"
     )]

@@ -181,14 +181,22 @@ impl Signature {
         signer: &NodeId,
         known: &Recovered,
     ) -> Result<(), CryptoError> {
-        let recovered = match known.0.get(&(*digest, self.0)) {
-            Some(result) => result.clone()?,
-            None => self.recover(digest)?,
-        };
-        if recovered == *signer {
+        if self.recover_known(digest, known)? == *signer {
             Ok(())
         } else {
             Err(CryptoError::WrongSigner)
+        }
+    }
+
+    /// [`Signature::recover`], taken from `known` when a host made it ahead.
+    pub fn recover_known(
+        &self,
+        digest: &[u8; 32],
+        known: &Recovered,
+    ) -> Result<NodeId, CryptoError> {
+        match known.0.get(&(*digest, self.0)) {
+            Some(result) => result.clone(),
+            None => self.recover(digest),
         }
     }
 
@@ -391,6 +399,27 @@ impl Signer {
             context,
             secret: self.secret,
             id: self.id,
+        }
+    }
+
+    /// A key of its own for `context` (a market's id), derived from this one: a member's
+    /// pseudonym in that market (`specs/market.md`, "Pseudonyms"). Nobody without the secret
+    /// can link it to this key; the same secret and context always give the same key.
+    pub fn derive(&self, context: &[u8; 32], blinding_seed: &[u8; 32]) -> Signer {
+        use sha2::{Digest, Sha256};
+        let mut counter = 0u8;
+        loop {
+            let mut h = Sha256::new();
+            h.update(b"gridchan.pseudonym.v1");
+            h.update(self.secret.secret_bytes());
+            h.update(context);
+            h.update([counter]);
+            let secret: [u8; 32] = h.finalize().into();
+            // A hash outside the group order (probability about 2^-128) tries the next one.
+            if let Ok(signer) = Signer::new(&secret, blinding_seed) {
+                return signer;
+            }
+            counter += 1;
         }
     }
 

@@ -43,17 +43,30 @@ fn state_json(s: &State) -> Value {
         "energy_b_to_a": s.energy_b_to_a.0,
         "last_interval": s.last_interval.0,
         "is_final": s.is_final,
+        "book": hex::encode(s.book),
+    })
+}
+
+fn tou_json(tou: &crate::tariff::TimeOfUse) -> Value {
+    json!({
+        "utc_offset_minutes": tou.utc_offset_minutes,
+        "weekday": tou.weekday.iter().map(|p| p.0).collect::<Vec<_>>(),
+        "weekend": tou.weekend.iter().map(|p| p.0).collect::<Vec<_>>(),
     })
 }
 
 fn tariff_json(t: &Tariff) -> Value {
     match t {
         Tariff::Flat(p) => json!({ "flat": p.0 }),
-        Tariff::TimeOfUse(tou) => json!({
-            "time_of_use": {
-                "utc_offset_minutes": tou.utc_offset_minutes,
-                "weekday": tou.weekday.iter().map(|p| p.0).collect::<Vec<_>>(),
-                "weekend": tou.weekend.iter().map(|p| p.0).collect::<Vec<_>>(),
+        Tariff::TimeOfUse(tou) => json!({ "time_of_use": tou_json(tou) }),
+        Tariff::Market(m) => json!({
+            "market": {
+                "market": hex::encode(m.market),
+                "rule": m.rule as u8,
+                "fee": m.fee.0,
+                "deadline_permille": m.deadline_permille,
+                "feed_in": tou_json(&m.feed_in),
+                "retail": tou_json(&m.retail),
             }
         }),
     }
@@ -109,6 +122,10 @@ pub fn every_refusal() -> Vec<Refusal> {
         Refusal::BadParams(
             "a challenge window of 5 blocks; this gateway accepts 10 to 10000".into(),
         ),
+        Refusal::ProposerNotMarket,
+        Refusal::BookMissing,
+        Refusal::NoBook(1_929_750),
+        Refusal::NotTheBook(1_929_751),
     ]
 }
 

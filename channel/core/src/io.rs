@@ -31,6 +31,12 @@ pub enum Input {
         channel: ChannelId,
         reading: IntervalReading,
     },
+    /// A market channel's settlement for one interval: on the market node, from the book it
+    /// closed; on a member, from a book it checked (`specs/market.md`).
+    Settlement {
+        channel: ChannelId,
+        settlement: crate::market::Settlement,
+    },
     /// Something a person or the daemon asked for.
     Command(Command),
     /// Something the ledger reported about a channel.

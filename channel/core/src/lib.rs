@@ -26,11 +26,12 @@
 pub mod abi;
 pub mod allocate;
 mod channel;
-pub mod clearing;
+
 pub mod consent;
 pub mod crypto;
 pub mod frame_vectors;
 pub mod io;
+pub mod market;
 pub mod metering;
 mod node;
 mod outbox;
@@ -59,7 +60,7 @@ pub use params::{
     MAX_FUNDING_WINDOW_BLOCKS,
 };
 pub use signed::{Proposal, ProposalParts, SignedState, SignedStateParts};
-pub use state::{Refusal, State, Trade};
+pub use state::{Refusal, State, Trade, NO_BOOK};
 pub use store::{ChannelStore, MemoryStore, Settled, StoreError};
 pub use tariff::{Tariff, TariffError, TimeOfUse};
 pub use types::{

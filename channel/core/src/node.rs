@@ -230,6 +230,12 @@ impl Node {
             Input::Reading { channel, reading } => {
                 self.with_channel(&channel, ahead, |ch, ctx| ch.on_reading(reading, ctx));
             }
+            Input::Settlement {
+                channel,
+                settlement,
+            } => {
+                self.with_channel(&channel, ahead, |ch, ctx| ch.on_settlement(settlement, ctx));
+            }
             Input::Command(cmd) => {
                 // Errors of commands given through `handle` are reported by `command`.
                 let _ = self.command(cmd);
@@ -475,7 +481,8 @@ impl Node {
                         Message::Countersign(m) => ch.on_countersign(m, &mut ctx),
                         Message::Refuse(m) => ch.on_refuse(m, &mut ctx),
                         Message::Reestablish(m) => ch.on_reestablish(m, &mut ctx),
-                        Message::OpenChannel(_) | Message::Announce(_) => Ok(()),
+                        // Gateway-wide: `channel_id` routed none of them here.
+                        _ => Ok(()),
                     },
                 }
             }

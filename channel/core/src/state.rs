@@ -8,7 +8,7 @@ use crate::params::ChannelParams;
 use crate::types::{Amount, ChannelId, IntervalIndex, Party, PricePerKwh, Version, WattHours};
 
 /// The domain tag of a signed state; it names the protocol version (see `specs/encoding.md`).
-pub const STATE_DOMAIN: [u8; 32] = domain_tag("gridchan.state.v1");
+pub const STATE_DOMAIN: [u8; 32] = domain_tag("gridchan.state.v2");
 
 /// One balance state of a channel. It counts only with both parties' signatures
 /// ([`crate::SignedState`]).
@@ -26,7 +26,14 @@ pub struct State {
     pub last_interval: IntervalIndex,
     /// A final state closes the channel cooperatively: the ledger pays it out at once.
     pub is_final: bool,
+    /// The digest of the market book whose clearing this state settles (a market channel's
+    /// update, `specs/market.md`); [`NO_BOOK`] for a tariff trade and version 0. A market
+    /// state keeps the digest of the last book it settled until the next one.
+    pub book: [u8; 32],
 }
+
+/// The `book` of a state that settles no market book.
+pub const NO_BOOK: [u8; 32] = [0; 32];
 
 /// One interval's trade, as a proposal claims it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +43,8 @@ pub struct Trade {
     pub energy: WattHours,
     pub price: PricePerKwh,
     pub amount: Amount,
+    /// The book it settles, in a market channel; [`NO_BOOK`] for a tariff trade.
+    pub book: [u8; 32],
 }
 
 /// Why a proposed state is not a valid successor of the current one.
@@ -100,6 +109,19 @@ pub enum Refusal {
     /// The channel parameters are unacceptable.
     #[error("unacceptable channel parameters: {0}")]
     BadParams(String),
+    /// A market channel's update proposed by the member rather than the market node.
+    #[error("only the market node proposes a market settlement")]
+    ProposerNotMarket,
+    /// A market channel's update that names no book, or a tariff trade that names one.
+    #[error("a market settlement must name its book, a tariff trade none")]
+    BookMissing,
+    /// A market update for a book the member has not checked (it did not arrive, or failed
+    /// its checks).
+    #[error("no checked book for interval {0}")]
+    NoBook(u64),
+    /// A market update that does not settle what the checked book gives the member.
+    #[error("the update does not settle what the book of interval {0} gives")]
+    NotTheBook(u64),
 }
 
 impl Refusal {
@@ -126,6 +148,10 @@ impl Refusal {
             Refusal::VersionBurned { .. } => 16,
             Refusal::NotAccepting => 17,
             Refusal::BadParams(_) => 18,
+            Refusal::ProposerNotMarket => 19,
+            Refusal::BookMissing => 20,
+            Refusal::NoBook(_) => 21,
+            Refusal::NotTheBook(_) => 22,
         }
     }
 
@@ -151,6 +177,10 @@ impl Refusal {
             Refusal::VersionBurned { .. } => "VersionBurned",
             Refusal::NotAccepting => "NotAccepting",
             Refusal::BadParams(_) => "BadParams",
+            Refusal::ProposerNotMarket => "ProposerNotMarket",
+            Refusal::BookMissing => "BookMissing",
+            Refusal::NoBook(_) => "NoBook",
+            Refusal::NotTheBook(_) => "NotTheBook",
         }
     }
 
@@ -162,6 +192,7 @@ impl Refusal {
             Refusal::EnergyBeyondImport { .. }
                 | Refusal::OutsideTolerance { .. }
                 | Refusal::NoMeterReading(_)
+                | Refusal::NoBook(_)
                 | Refusal::VersionBurned { .. }
                 | Refusal::NotAccepting
         )
@@ -180,12 +211,13 @@ impl State {
             energy_b_to_a: WattHours(0),
             last_interval: params.opened_at,
             is_final: false,
+            book: NO_BOOK,
         }
     }
 
-    /// The 9-word encoding that is hashed and signed (see `specs/encoding.md`).
+    /// The 10-word encoding that is hashed and signed (see `specs/encoding.md`).
     pub fn encode(&self) -> Words {
-        let mut w = Words::with_capacity(9);
+        let mut w = Words::with_capacity(10);
         w.bytes32(&STATE_DOMAIN)
             .bytes32(&self.channel_id.0)
             .uint(self.version.0)
@@ -194,7 +226,8 @@ impl State {
             .uint(self.energy_a_to_b.0)
             .uint(self.energy_b_to_a.0)
             .uint(self.last_interval.0)
-            .boolean(self.is_final);
+            .boolean(self.is_final)
+            .bytes32(&self.book);
         w
     }
 
@@ -238,6 +271,27 @@ impl State {
             .price_at(interval, params.interval_seconds)
             .ok_or(Refusal::Overflow)?;
         let amount = price.cost(energy).ok_or(Refusal::Overflow)?;
+        let next = self.moved(version, interval, seller, energy, amount)?;
+        let trade = Trade {
+            seller,
+            interval,
+            energy,
+            price,
+            amount,
+            book: NO_BOOK,
+        };
+        Ok((next, trade))
+    }
+
+    /// The state at `version` after `seller` delivered `energy` in `interval` for `amount`.
+    fn moved(
+        &self,
+        version: Version,
+        interval: IntervalIndex,
+        seller: Party,
+        energy: WattHours,
+        amount: Amount,
+    ) -> Result<State, Refusal> {
         let buyer = seller.other();
         let mut next = self.clone();
         next.version = version;
@@ -266,14 +320,59 @@ impl State {
                 next.energy_b_to_a = delivered;
             }
         }
+        Ok(next)
+    }
+
+    /// The state after a market channel settles `s` (party A the member, B the market node):
+    /// what the member sold moves from A to B at `s.earned`, what it bought from B to A at
+    /// `s.paid`, and the state names the book.
+    pub fn settle_market(
+        &self,
+        version: Version,
+        s: &crate::market::Settlement,
+    ) -> Result<(State, Trade), Refusal> {
+        if s.interval <= self.last_interval {
+            return Err(Refusal::StaleInterval {
+                last: self.last_interval.0,
+                got: s.interval.0,
+            });
+        }
+        if s.book == NO_BOOK {
+            return Err(Refusal::BookMissing);
+        }
+        let (seller, energy, amount) = match (s.sold.0, s.bought.0) {
+            (0, 0) => return Err(Refusal::EmptyUpdate),
+            (_, 0) => (Party::A, s.sold, s.earned),
+            (0, _) => (Party::B, s.bought, s.paid),
+            _ => return Err(Refusal::TwoWayEnergy),
+        };
+        let mut next = self.moved(version, s.interval, seller, energy, amount)?;
+        next.book = s.book;
+        let price = u128::from(amount.0) * 1000 / u128::from(energy.0.max(1));
         let trade = Trade {
             seller,
-            interval,
+            interval: s.interval,
             energy,
-            price,
+            price: PricePerKwh(u64::try_from(price).unwrap_or(u64::MAX)),
             amount,
+            book: s.book,
         };
         Ok((next, trade))
+    }
+
+    /// The settlement a market state claims over this one (for [`State::check_successor`]):
+    /// money and energy as they moved, the book it names.
+    fn market_claim(&self, proposed: &State) -> crate::market::Settlement {
+        let sold = WattHours(proposed.energy_a_to_b.0 - self.energy_a_to_b.0);
+        let bought = WattHours(proposed.energy_b_to_a.0 - self.energy_b_to_a.0);
+        crate::market::Settlement {
+            interval: proposed.last_interval,
+            book: proposed.book,
+            sold,
+            bought,
+            earned: Amount(proposed.balance_a.0.saturating_sub(self.balance_a.0)),
+            paid: Amount(self.balance_a.0.saturating_sub(proposed.balance_a.0)),
+        }
     }
 
     /// The final state at `version`: same balances and energy, `is_final` set.
@@ -322,7 +421,8 @@ impl State {
             let unchanged = from_a == 0
                 && from_b == 0
                 && proposed.balance_a == self.balance_a
-                && proposed.last_interval == self.last_interval;
+                && proposed.last_interval == self.last_interval
+                && proposed.book == self.book;
             return if unchanged {
                 Ok(None)
             } else {
@@ -335,6 +435,22 @@ impl State {
             (0, e) => (Party::B, e),
             _ => return Err(Refusal::TwoWayEnergy),
         };
+        if params.tariff.market().is_some() {
+            // A market channel: the market node (B) proposes what the book gives the member;
+            // the member checks the amount against the book it checked (the caller's).
+            if proposer != Party::B {
+                return Err(Refusal::ProposerNotMarket);
+            }
+            let claim = self.market_claim(proposed);
+            let (expected, trade) = self.settle_market(expected_version, &claim)?;
+            if expected != *proposed {
+                return Err(Refusal::NotTheBook(proposed.last_interval.0));
+            }
+            return Ok(Some(trade));
+        }
+        if proposed.book != NO_BOOK {
+            return Err(Refusal::BookMissing);
+        }
         if seller != proposer {
             return Err(Refusal::ProposerNotSeller);
         }

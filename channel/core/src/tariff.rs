@@ -6,7 +6,12 @@ use serde::{Deserialize, Serialize};
 use serde_big_array::BigArray;
 
 use crate::abi::{domain_tag, Words};
+pub use crate::market::{MarketTerms, Rule};
 use crate::types::{Amount, IntervalIndex, PricePerKwh};
+
+/// Words of a market channel's tariff: the domain, the kind, the two UTC offsets, the market,
+/// the rule, the fee, the deadline, then feed-in and retail tables.
+const MARKET_WORDS: usize = 8 + 4 * 24;
 
 const TARIFF_DOMAIN: [u8; 32] = domain_tag("gridchan.tariff.v1");
 
@@ -19,6 +24,10 @@ pub enum Tariff {
     /// A price per local hour of the day, one table for weekdays (Monday to Friday) and one for
     /// weekends.
     TimeOfUse(Box<TimeOfUse>),
+    /// A market channel (`specs/market.md`): party A is a member, party B the market node, and
+    /// each update settles the member's part of one interval's book at the book's price, under
+    /// these terms. It has no price of its own.
+    Market(Box<MarketTerms>),
 }
 
 /// Hourly prices on local time, `utc_offset_minutes` east of UTC (no daylight saving: a
@@ -32,39 +41,94 @@ pub struct TimeOfUse {
     pub weekend: [PricePerKwh; 24],
 }
 
-impl Tariff {
-    /// The price of energy delivered in `interval`, priced at the interval's start.
-    /// `None` only if the interval lies beyond the representable time range.
+impl TimeOfUse {
+    /// The price in `interval`, at its start; `None` beyond the representable time range.
     pub fn price_at(&self, interval: IntervalIndex, interval_seconds: u32) -> Option<PricePerKwh> {
-        match self {
-            Tariff::Flat(price) => Some(*price),
-            Tariff::TimeOfUse(tou) => {
-                let start = i128::from(interval.start_unix(interval_seconds)?);
-                let local = start + i128::from(tou.utc_offset_minutes) * 60;
-                let days = local.div_euclid(86_400);
-                let hour = (local.rem_euclid(86_400) / 3_600) as usize;
-                // 1970-01-01 was a Thursday: day 0 is weekday index 3 (Monday = 0).
-                let weekday = (days + 3).rem_euclid(7);
-                let table = if weekday >= 5 {
-                    &tou.weekend
-                } else {
-                    &tou.weekday
-                };
-                Some(table[hour])
-            }
+        let start = i128::from(interval.start_unix(interval_seconds)?);
+        let local = start + i128::from(self.utc_offset_minutes) * 60;
+        let days = local.div_euclid(86_400);
+        let hour = (local.rem_euclid(86_400) / 3_600) as usize;
+        // 1970-01-01 was a Thursday: day 0 is weekday index 3 (Monday = 0).
+        let weekday = (days + 3).rem_euclid(7);
+        let table = if weekday >= 5 {
+            &self.weekend
+        } else {
+            &self.weekday
+        };
+        Some(table[hour])
+    }
+
+    /// The lowest and highest price in the tables.
+    pub fn price_range(&self) -> (PricePerKwh, PricePerKwh) {
+        let all = self.weekday.iter().chain(self.weekend.iter());
+        let min = all.clone().min().copied().unwrap_or_default();
+        let max = all.max().copied().unwrap_or_default();
+        (min, max)
+    }
+
+    /// The same price at every hour.
+    pub fn flat(price: PricePerKwh) -> TimeOfUse {
+        TimeOfUse {
+            utc_offset_minutes: 0,
+            weekday: [price; 24],
+            weekend: [price; 24],
         }
     }
 
-    /// The lowest and highest price anywhere in the schedule.
+    /// The tables as a tariff of their own.
+    pub fn as_tariff(&self) -> Tariff {
+        let flat = self
+            .weekday
+            .iter()
+            .chain(self.weekend.iter())
+            .all(|p| *p == self.weekday[0]);
+        if flat && self.utc_offset_minutes == 0 {
+            Tariff::Flat(self.weekday[0])
+        } else {
+            Tariff::TimeOfUse(Box::new(self.clone()))
+        }
+    }
+
+    /// The tables of any tariff but a market's.
+    pub fn of(tariff: &Tariff) -> Option<TimeOfUse> {
+        match tariff {
+            Tariff::Flat(p) => Some(TimeOfUse::flat(*p)),
+            Tariff::TimeOfUse(t) => Some((**t).clone()),
+            Tariff::Market(_) => None,
+        }
+    }
+}
+
+impl Tariff {
+    /// The price of energy delivered in `interval`, priced at the interval's start.
+    /// `None` only if the interval lies beyond the representable time range.
+    /// `None` also for a market channel, whose prices come from its books.
+    pub fn price_at(&self, interval: IntervalIndex, interval_seconds: u32) -> Option<PricePerKwh> {
+        match self {
+            Tariff::Flat(price) => Some(*price),
+            Tariff::TimeOfUse(tou) => tou.price_at(interval, interval_seconds),
+            Tariff::Market(_) => None,
+        }
+    }
+
+    /// The market's terms, for a market channel.
+    pub fn market(&self) -> Option<&MarketTerms> {
+        match self {
+            Tariff::Market(terms) => Some(terms),
+            _ => None,
+        }
+    }
+
+    /// The lowest and highest price anywhere in the schedule (in a market: the lowest feed-in
+    /// price a seller may be paid and the highest retail price plus the fee a buyer may pay).
     pub fn price_range(&self) -> (PricePerKwh, PricePerKwh) {
         match self {
             Tariff::Flat(p) => (*p, *p),
-            Tariff::TimeOfUse(tou) => {
-                let all = tou.weekday.iter().chain(tou.weekend.iter());
-                let min = all.clone().min().copied().unwrap_or_default();
-                let max = all.max().copied().unwrap_or_default();
-                (min, max)
-            }
+            Tariff::TimeOfUse(tou) => tou.price_range(),
+            Tariff::Market(m) => (
+                m.feed_in.price_range().0,
+                PricePerKwh(m.retail.price_range().1 .0.saturating_add(m.fee.0)),
+            ),
         }
     }
 
@@ -96,15 +160,16 @@ impl Tariff {
         if word(0)? != TARIFF_DOMAIN {
             return Err(TariffError::WrongDomain);
         }
-        let offset = {
-            let w = word(2)?;
+        let int = |i: usize| -> Result<i32, TariffError> {
+            let w = word(i)?;
             let v = i64::from_be_bytes(w[24..].try_into().expect("8 bytes"));
             let fill = if v < 0 { 0xff } else { 0 };
             if w[..24].iter().any(|b| *b != fill) {
                 return Err(TariffError::OffsetTooWide);
             }
-            i32::try_from(v).map_err(|_| TariffError::OffsetOutOfRange)?
+            i32::try_from(v).map_err(|_| TariffError::OffsetOutOfRange)
         };
+        let offset = int(2)?;
         let tariff = match uint(1)? {
             0 if bytes.len() == 4 * 32 && offset == 0 => Tariff::Flat(PricePerKwh(uint(3)?)),
             1 if bytes.len() == 51 * 32 => {
@@ -119,6 +184,39 @@ impl Tariff {
                 }
                 Tariff::TimeOfUse(Box::new(tou))
             }
+            2 if bytes.len() == MARKET_WORDS * 32 => {
+                let retail_offset = int(3)?;
+                let market: [u8; 32] = word(4)?.try_into().expect("32 bytes");
+                let rule = match uint(5)? {
+                    0 => Rule::PayAsClear,
+                    1 => Rule::PayAsBid,
+                    _ => return Err(TariffError::WordTooWide(5)),
+                };
+                let deadline = u16::try_from(uint(7)?).map_err(|_| TariffError::WordTooWide(7))?;
+                let table = |first: usize| -> Result<[PricePerKwh; 24], TariffError> {
+                    let mut t = [PricePerKwh(0); 24];
+                    for (h, slot) in t.iter_mut().enumerate() {
+                        *slot = PricePerKwh(uint(first + h)?);
+                    }
+                    Ok(t)
+                };
+                Tariff::Market(Box::new(MarketTerms {
+                    market,
+                    rule,
+                    fee: PricePerKwh(uint(6)?),
+                    deadline_permille: deadline,
+                    feed_in: TimeOfUse {
+                        utc_offset_minutes: offset,
+                        weekday: table(8)?,
+                        weekend: table(32)?,
+                    },
+                    retail: TimeOfUse {
+                        utc_offset_minutes: retail_offset,
+                        weekday: table(56)?,
+                        weekend: table(80)?,
+                    },
+                }))
+            }
             kind => {
                 return Err(TariffError::Kind {
                     kind,
@@ -130,7 +228,7 @@ impl Tariff {
     }
 
     fn encoded(&self) -> Words {
-        let mut w = Words::with_capacity(51);
+        let mut w = Words::with_capacity(MARKET_WORDS);
         w.bytes32(&TARIFF_DOMAIN);
         match self {
             Tariff::Flat(price) => {
@@ -140,6 +238,20 @@ impl Tariff {
                 w.uint(1).int(i64::from(tou.utc_offset_minutes));
                 for p in tou.weekday.iter().chain(tou.weekend.iter()) {
                     w.uint(p.0);
+                }
+            }
+            Tariff::Market(m) => {
+                w.uint(2)
+                    .int(i64::from(m.feed_in.utc_offset_minutes))
+                    .int(i64::from(m.retail.utc_offset_minutes))
+                    .bytes32(&m.market)
+                    .uint(m.rule as u64)
+                    .uint(m.fee.0)
+                    .uint(u64::from(m.deadline_permille));
+                for t in [&m.feed_in, &m.retail] {
+                    for p in t.weekday.iter().chain(t.weekend.iter()) {
+                        w.uint(p.0);
+                    }
                 }
             }
         }
@@ -262,10 +374,20 @@ pub enum TariffError {
     Price(#[from] crate::types::AmountError),
 }
 
-/// Writes a tariff in the form [`Tariff::from_str`] reads.
+/// Writes a tariff in the form [`Tariff::from_str`] reads (a market channel's terms, which no
+/// config writes, as a description).
 impl fmt::Display for Tariff {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Tariff::Market(m) => write!(
+                f,
+                "market {} ({}, fee {}/kWh, feed-in {}, retail {})",
+                hex::encode(&m.market[..4]),
+                m.rule,
+                Amount(m.fee.0),
+                m.feed_in.as_tariff(),
+                m.retail.as_tariff()
+            ),
             Tariff::Flat(p) => write!(f, "flat {}", Amount(p.0)),
             Tariff::TimeOfUse(tou) => {
                 let m = tou.utc_offset_minutes;
@@ -302,9 +424,17 @@ mod tests {
 
     #[test]
     fn a_tariff_comes_back_from_its_words_and_nothing_else_does() {
-        for t in [Tariff::Flat(PricePerKwh(150_000)), tou()] {
+        let market = crate::vectors::market_tariff();
+        for t in [Tariff::Flat(PricePerKwh(150_000)), tou(), market.clone()] {
             assert_eq!(Tariff::from_words(&t.words()), Ok(t.clone()));
         }
+        let mut rule = market.words();
+        rule[5 * 32 + 31] = 2;
+        assert!(Tariff::from_words(&rule).is_err(), "no rule 2");
+        assert!(
+            Tariff::from_words(&market.words()[..32 * 50]).is_err(),
+            "a market cut short"
+        );
         let flat = Tariff::Flat(PricePerKwh(150_000)).words();
         let mut domain = flat.clone();
         domain[0] ^= 1;

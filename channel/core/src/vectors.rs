@@ -44,6 +44,24 @@ pub struct StateFields {
     pub energy_b_to_a: u64,
     pub last_interval: u64,
     pub is_final: bool,
+    /// The book digest, hex (zero for a tariff trade).
+    pub book: String,
+}
+
+/// The market of the vectors: pay-as-clear, a fee of 0.005/kWh, books closing a tenth into
+/// the next interval, feed-in 0.08 and time-of-use retail.
+pub(crate) fn market_tariff() -> Tariff {
+    let Tariff::TimeOfUse(retail) = tou() else {
+        unreachable!("tou() is a time-of-use tariff")
+    };
+    Tariff::Market(Box::new(crate::market::MarketTerms {
+        market: [0x4d; 32],
+        rule: crate::market::Rule::PayAsClear,
+        fee: PricePerKwh(5_000),
+        deadline_permille: 100,
+        feed_in: crate::tariff::TimeOfUse::flat(PricePerKwh(80_000)),
+        retail: *retail,
+    }))
 }
 
 /// The fixed secret key number `byte` of the vectors.
@@ -122,6 +140,20 @@ pub fn compute() -> Vec<Vector> {
             WattHours(1_234),
         )
         .expect("valid trade");
+    let market_params = params(&a, &b, market_tariff(), (5_000_000, 20_000_000));
+    let (m1, _) = State::initial(&market_params)
+        .settle_market(
+            Version(3),
+            &crate::market::Settlement {
+                interval: IntervalIndex(1_929_790),
+                book: [0xb0; 32],
+                sold: WattHours(0),
+                bought: WattHours(400),
+                earned: Amount(0),
+                paid: Amount(60_001),
+            },
+        )
+        .expect("valid settlement");
     let (sc, sd) = (secret(0x03), secret(0x04));
     let c = Signer::new(&sc, &[0; 32]).expect("fixed key");
     let d = Signer::new(&sd, &[0; 32]).expect("fixed key");
@@ -138,6 +170,7 @@ pub fn compute() -> Vec<Vector> {
     extreme.energy_a_to_b = WattHours(u64::MAX);
     extreme.energy_b_to_a = WattHours(u64::MAX - 7);
     extreme.last_interval = IntervalIndex(u64::MAX);
+    extreme.book = [0xff; 32];
     let cases = [
         (
             "flat tariff, version 0 (the deposits)",
@@ -164,6 +197,13 @@ pub fn compute() -> Vec<Vector> {
             "time-of-use tariff, B sold 1234 Wh at the peak",
             &tou_params,
             &t1,
+            (&a, &b),
+            (sa, sb),
+        ),
+        (
+            "market channel (A a member, B the market node): A bought 400 Wh in a book",
+            &market_params,
+            &m1,
             (&a, &b),
             (sa, sb),
         ),
@@ -196,6 +236,7 @@ pub fn compute() -> Vec<Vector> {
                 energy_b_to_a: state.energy_b_to_a.0,
                 last_interval: state.last_interval.0,
                 is_final: state.is_final,
+                book: hex::encode(state.book),
             },
             state_encoding: hex::encode(state.encode().as_bytes()),
             digest: hex::encode(digest),
@@ -231,7 +272,7 @@ mod tests {
     #[test]
     fn published_vectors_match_the_code() {
         let published: Vec<Vector> = serde_json::from_str(PUBLISHED).unwrap();
-        assert_eq!(published.len(), 5);
+        assert_eq!(published.len(), 6);
         for v in &published {
             let a = Signer::new(&unhex(&v.secret_a), &[9; 32]).unwrap();
             let b = Signer::new(&unhex(&v.secret_b), &[9; 32]).unwrap();
@@ -248,6 +289,7 @@ mod tests {
                 energy_b_to_a: WattHours(f.energy_b_to_a),
                 last_interval: IntervalIndex(f.last_interval),
                 is_final: f.is_final,
+                book: unhex(&f.book),
             };
             assert_eq!(
                 hex::encode(state.encode().as_bytes()),

@@ -8,10 +8,11 @@ use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::crypto::Signature;
+use crate::market::{Enrol, MarketTerms, OrderRefusal, Part, Receipt, SignedOrder};
 use crate::params::ChannelParams;
 use crate::signed::{ProposalParts, SignedStateParts};
 use crate::state::Refusal;
-use crate::types::{ChannelId, Version};
+use crate::types::{ChannelId, IntervalIndex, Version};
 
 /// The protocol version every frame carries.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -44,6 +45,26 @@ pub enum Message {
     /// This gateway's meter totals for an interval, told to every neighbour so that both ends
     /// of each channel compute the same flow (see `specs/protocol.md`, "Allocation").
     Announce(Announce),
+    /// A member tells the market node the pseudonym it orders with (`specs/market.md`).
+    Enrol(Enrol),
+    /// A member's signed order for an interval.
+    Order(SignedOrder),
+    /// The market node took an order.
+    Receipt(Receipt),
+    /// The market node did not take an order, and why.
+    OrderRefused(OrderRefused),
+    /// One part of a roster or a book the market node publishes.
+    Part(Part),
+    /// The market node's terms, sent to every peer that connects (what `market join` opens a
+    /// channel under).
+    Terms(Box<MarketTerms>),
+}
+
+/// The market node's answer to an order (or an enrolment, with `interval` 0) it did not take.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRefused {
+    pub interval: IntervalIndex,
+    pub reason: OrderRefusal,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +143,12 @@ impl Message {
             Message::Refuse(_) => 5,
             Message::Reestablish(_) => 6,
             Message::Announce(_) => 7,
+            Message::Enrol(_) => 8,
+            Message::Order(_) => 9,
+            Message::Receipt(_) => 10,
+            Message::OrderRefused(_) => 11,
+            Message::Part(_) => 12,
+            Message::Terms(_) => 13,
         }
     }
 
@@ -135,7 +162,13 @@ impl Message {
             Message::Countersign(m) => m.channel_id,
             Message::Refuse(m) => m.channel_id,
             Message::Reestablish(m) => m.channel_id,
-            Message::Announce(_) => return None,
+            Message::Announce(_)
+            | Message::Enrol(_)
+            | Message::Order(_)
+            | Message::Receipt(_)
+            | Message::OrderRefused(_)
+            | Message::Part(_)
+            | Message::Terms(_) => return None,
         })
     }
 
@@ -150,6 +183,12 @@ impl Message {
             Message::Refuse(m) => encode_payload(m, &mut out),
             Message::Reestablish(m) => encode_payload(m, &mut out),
             Message::Announce(m) => encode_payload(m, &mut out),
+            Message::Enrol(m) => encode_payload(m, &mut out),
+            Message::Order(m) => encode_payload(m, &mut out),
+            Message::Receipt(m) => encode_payload(m, &mut out),
+            Message::OrderRefused(m) => encode_payload(m, &mut out),
+            Message::Part(m) => encode_payload(m, &mut out),
+            Message::Terms(m) => encode_payload(m, &mut out),
         };
         debug_assert!(payload.is_ok(), "our own messages always encode");
         let len = (out.len() - 4) as u32;
@@ -195,6 +234,12 @@ impl Message {
             5 => Message::Refuse(decode_payload(payload, "refuse")?),
             6 => Message::Reestablish(decode_payload(payload, "reestablish")?),
             7 => Message::Announce(decode_payload(payload, "announce")?),
+            8 => Message::Enrol(decode_payload(payload, "enrol")?),
+            9 => Message::Order(decode_payload(payload, "order")?),
+            10 => Message::Receipt(decode_payload(payload, "receipt")?),
+            11 => Message::OrderRefused(decode_payload(payload, "order_refused")?),
+            12 => Message::Part(decode_payload(payload, "part")?),
+            13 => Message::Terms(decode_payload(payload, "terms")?),
             other => return Err(WireError::UnknownType(other)),
         })
     }
@@ -341,6 +386,7 @@ mod tests {
             energy_b_to_a: WattHours(200),
             last_interval: IntervalIndex(1_929_700),
             is_final: false,
+            book: [4; 32],
         }
     }
 

@@ -65,6 +65,8 @@ const MIGRATIONS: &[&str] = &[
         node BLOB PRIMARY KEY,
         address TEXT NOT NULL
     );",
+    // A market channel's settled interval names the book it settles (`specs/market.md`).
+    "ALTER TABLE trades ADD COLUMN book BLOB;",
 ];
 
 /// One settled interval, as `gridchan channel show` lists it.
@@ -222,8 +224,8 @@ impl ChannelStore for SqliteStore {
             let mut stmt = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO trades
-                     (channel, version, interval, seller, energy_wh, price, amount)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                     (channel, version, interval, seller, energy_wh, price, amount, book)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .map_err(write_err)?;
             for (channel, version, t) in trades {
@@ -234,7 +236,8 @@ impl ChannelStore for SqliteStore {
                     t.seller.index() as i64,
                     t.energy.0 as i64,
                     t.price.0 as i64,
-                    t.amount.0 as i64
+                    t.amount.0 as i64,
+                    (t.book != gridchan_channel::NO_BOOK).then(|| t.book.to_vec())
                 ])
                 .map_err(write_err)?;
             }
@@ -273,7 +276,7 @@ impl ChannelStore for SqliteStore {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT version, interval, seller, energy_wh, price, amount FROM trades
+                "SELECT version, interval, seller, energy_wh, price, amount, book FROM trades
                  WHERE channel = ?1 ORDER BY version DESC LIMIT ?2",
             )
             .map_err(read_err)?;
@@ -289,6 +292,10 @@ impl ChannelStore for SqliteStore {
                     energy: WattHours(r.get::<_, i64>(3)? as u64),
                     price: PricePerKwh(r.get::<_, i64>(4)? as u64),
                     amount: Amount(r.get::<_, i64>(5)? as u64),
+                    book: r
+                        .get::<_, Option<Vec<u8>>>(6)?
+                        .and_then(|b| b.try_into().ok())
+                        .unwrap_or(gridchan_channel::NO_BOOK),
                 };
                 Ok((Version(r.get::<_, i64>(0)? as u64), trade))
             })

@@ -455,6 +455,7 @@ async fn a_channel_of_others_on_the_same_ledger_costs_the_gateway_nothing() {
         energy_b_to_a: WattHours(500),
         last_interval: IntervalIndex(2),
         is_final: false,
+        book: gridchan_channel::NO_BOOK,
     };
     let digest = state.digest();
     let signed = gridchan_channel::SignedStateParts {

@@ -14,11 +14,13 @@
 //! protocols among several gateways.
 
 mod faulty;
+pub mod market;
 pub mod network;
 mod pair;
 pub mod script;
 
 pub use faulty::{FaultSwitch, FaultyStore, WriteFault};
+pub use market::{MarketFault, MarketNet};
 pub use network::{Hostility, Network};
 pub use pair::{Link, Pair, PairConfig, Side, Trade};
 

@@ -662,7 +662,8 @@ impl Pair {
                 }
                 completes = Some(m.current.state.version);
             }
-            Message::Refuse(_) | Message::Announce(_) => {}
+            // Nothing a channel signs: refusals, and the gateway-wide messages.
+            _ => {}
         }
         let Some(channel) = message.channel_id() else {
             return;
@@ -755,5 +756,11 @@ fn describe(m: &Message) -> String {
             r.proposal.as_ref().map(|p| p.state.version),
             r.highest_signed
         ),
+        Message::Enrol(_) => "Enrol".into(),
+        Message::Order(o) => format!("Order {}", o.order.interval),
+        Message::Receipt(_) => "Receipt".into(),
+        Message::OrderRefused(r) => format!("OrderRefused {} ({})", r.interval, r.reason),
+        Message::Part(p) => format!("Part {:?} {} {}/{}", p.topic, p.key, p.index, p.count),
+        Message::Terms(_) => "Terms".into(),
     }
 }

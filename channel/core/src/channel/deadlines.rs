@@ -24,7 +24,12 @@ impl Channel {
                 let version = held.version();
                 let interval = held.state().last_interval.0;
                 self.session.held = None;
-                self.refuse(version, Refusal::NoMeterReading(interval), ctx);
+                let reason = if self.is_market() {
+                    Refusal::NoBook(interval)
+                } else {
+                    Refusal::NoMeterReading(interval)
+                };
+                self.refuse(version, reason, ctx);
             }
         }
         if self.proposal.is_some() && self.proposal_sent_ms.is_none() {
@@ -72,6 +77,9 @@ impl Channel {
         }
         if self.may_propose() && self.next_version().is_some() {
             if let Some(cur) = self.current_state() {
+                if self.is_market() && (!self.books.is_empty() && self.me == Party::B) {
+                    due(0);
+                }
                 // The first reading `maybe_propose` would act on, or wait for.
                 let first = self.readings.iter().next();
                 match first {

@@ -5,6 +5,7 @@
 mod closing;
 mod crossing;
 mod deadlines;
+mod market;
 mod opening;
 mod reconnect;
 mod trading;
@@ -65,6 +66,9 @@ pub(crate) struct Channel {
     peer_highest: Version,
     /// Our own readings for intervals not settled yet, with the time each arrived.
     readings: BTreeMap<IntervalIndex, (IntervalReading, u64)>,
+    /// A market channel's settlements not settled yet (from books closed or checked), with
+    /// the time each arrived.
+    books: BTreeMap<IntervalIndex, (crate::market::Settlement, u64)>,
     /// Version claims beyond [`MAX_VERSION_LEAD`] this peer made since the channel was loaded.
     implausible: u8,
     frozen: bool,
@@ -86,7 +90,8 @@ struct Session {
     reestablish_sent: bool,
     /// Crossings since the last completed update on this connection.
     crossings: u8,
-    /// A peer proposal waiting for our reading of its interval, with the time it arrived.
+    /// A peer proposal waiting for our reading (or checked book) of its interval, with the
+    /// time it arrived.
     held: Option<(Proposal, Trade, u64)>,
     /// We lost a crossing at this time: the winner proposes next, within the policy's
     /// `crossing_wait_ms`, or we propose again ourselves.
@@ -162,6 +167,7 @@ impl Channel {
             highest_signed: Version(0),
             peer_highest: Version(0),
             readings: BTreeMap::new(),
+            books: BTreeMap::new(),
             implausible: 0,
             frozen: false,
             connected: false,

@@ -44,7 +44,8 @@ impl Channel {
         let Some(cur) = self.current_state() else {
             return;
         };
-        if reading.interval <= cur.last_interval {
+        // A market channel settles books, not meter readings.
+        if reading.interval <= cur.last_interval || self.is_market() {
             return;
         }
         self.readings
@@ -81,6 +82,14 @@ impl Channel {
         let Some(version) = self.next_version() else {
             return;
         };
+        if self.is_market() {
+            if let Some(next) = self.next_market_state(&cur, version) {
+                self.propose(next, ctx);
+            } else if self.phase == Phase::Closing {
+                self.propose(cur.finalized(version), ctx);
+            }
+            return;
+        }
         let intervals: Vec<IntervalIndex> = self.readings.keys().copied().collect();
         for interval in intervals {
             let Some(&(reading, arrived)) = self.readings.get(&interval) else {
@@ -222,6 +231,9 @@ impl Channel {
     /// `check_successor` found it claims): countersign, refuse, or hold it until our reading of
     /// its interval arrives.
     pub(super) fn decide_on_trade(&mut self, proposal: Proposal, trade: Trade, ctx: &mut Ctx) {
+        if self.is_market() {
+            return self.decide_on_settlement(proposal, trade, ctx);
+        }
         let Some(cur) = self.current_state() else {
             return;
         };

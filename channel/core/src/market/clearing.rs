@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 
+use super::Rule;
 use crate::types::{Amount, PricePerKwh, WattHours};
 
 /// One member's order for one interval: what its meter measured and its limit prices.
@@ -74,7 +75,16 @@ pub enum BookError {
 /// first), and matched while a seller's ask plus the fee is within the buyer's bid; the price
 /// is the floor of the midpoint between the last matched seller's ask and the last matched
 /// buyer's bid less the fee. At that price no other allocation trades more energy.
-pub fn clear(orders: &[Order], grid: Grid, fee: PricePerKwh) -> Result<Clearing, BookError> {
+///
+/// Under [`Rule::PayAsBid`] the matching is the same, but each matched seller is paid its own
+/// ask and each matched buyer pays its own bid; `price` is still the uniform price, for
+/// reference.
+pub fn clear(
+    orders: &[Order],
+    grid: Grid,
+    fee: PricePerKwh,
+    rule: Rule,
+) -> Result<Clearing, BookError> {
     if grid.retail < grid.feed_in {
         return Err(BookError::Grid);
     }
@@ -136,8 +146,16 @@ pub fn clear(orders: &[Order], grid: Grid, fee: PricePerKwh) -> Result<Clearing,
     let price = PricePerKwh(a.0 + (b.0 - fee.0 - a.0) / 2);
     let mut fills = Vec::new();
     let (mut earned_all, mut paid_all, mut traded) = (0u128, 0u128, 0u64);
+    let seller_price = |o: &Order| match rule {
+        Rule::PayAsClear => u128::from(price.0),
+        Rule::PayAsBid => u128::from(ask(o).0),
+    };
+    let buyer_price = |o: &Order| match rule {
+        Rule::PayAsClear => u128::from(price.0) + u128::from(fee.0),
+        Rule::PayAsBid => u128::from(bid(o).0),
+    };
     for (o, q) in sellers.iter().zip(&sold).filter(|(_, q)| **q > 0) {
-        let earned = u128::from(*q) * u128::from(price.0) / 1000;
+        let earned = u128::from(*q) * seller_price(o) / 1000;
         earned_all += earned;
         traded += q;
         fills.push(Fill {
@@ -148,9 +166,8 @@ pub fn clear(orders: &[Order], grid: Grid, fee: PricePerKwh) -> Result<Clearing,
             paid: Amount(0),
         });
     }
-    let charged = u128::from(price.0) + u128::from(fee.0);
     for (o, q) in buyers.iter().zip(&bought).filter(|(_, q)| **q > 0) {
-        let paid = (u128::from(*q) * charged).div_ceil(1000);
+        let paid = (u128::from(*q) * buyer_price(o)).div_ceil(1000);
         paid_all += paid;
         fills.push(Fill {
             member: o.member,
@@ -184,9 +201,10 @@ pub fn vectors_json() -> String {
         feed_in: PricePerKwh(80_000),
         retail: PricePerKwh(300_000),
     };
-    let cases: Vec<(&str, Vec<Order>, u64)> = vec![
-        ("empty book", vec![], 0),
-        ("sellers only", vec![o(1, 0, 500, 90_000, 0)], 0),
+    let clear_ = Rule::PayAsClear;
+    let cases: Vec<(&str, Vec<Order>, u64, Rule)> = vec![
+        ("empty book", vec![], 0, clear_),
+        ("sellers only", vec![o(1, 0, 500, 90_000, 0)], 0, clear_),
         (
             "two sellers, two buyers",
             vec![
@@ -196,11 +214,24 @@ pub fn vectors_json() -> String {
                 o(4, 500, 0, 0, 200_000),
             ],
             0,
+            clear_,
+        ),
+        (
+            "pay-as-bid: each seller is paid its ask, each buyer pays its bid",
+            vec![
+                o(1, 0, 500, 90_000, 0),
+                o(2, 0, 400, 120_000, 0),
+                o(3, 600, 0, 0, 250_000),
+                o(4, 500, 0, 0, 200_000),
+            ],
+            5_000,
+            Rule::PayAsBid,
         ),
         (
             "limits below the grid's: the outside options bind",
             vec![o(5, 0, 1_000, 0, 0), o(6, 700, 0, 0, 1_000_000)],
             0,
+            clear_,
         ),
         (
             "a fee; ties broken by pseudonym; rounding kept by the market",
@@ -211,19 +242,23 @@ pub fn vectors_json() -> String {
                 o(10, 500, 0, 0, 220_000),
             ],
             7_000,
+            clear_,
         ),
         (
             "no ask within any bid",
             vec![o(11, 0, 800, 260_000, 0), o(12, 800, 0, 0, 150_000)],
             0,
+            clear_,
         ),
     ];
     let hex32 = |m: &[u8; 32]| hex::encode(m);
     let mut out = Vec::new();
-    for (name, book, fee) in cases {
-        let result = clear(&book, grid, PricePerKwh(fee)).expect("the vectors' books are valid");
+    for (name, book, fee, rule) in cases {
+        let result =
+            clear(&book, grid, PricePerKwh(fee), rule).expect("the vectors' books are valid");
         out.push(serde_json::json!({
             "name": name,
+            "rule": rule.to_string(),
             "feed_in": grid.feed_in.0.to_string(),
             "retail": grid.retail.0.to_string(),
             "fee": fee.to_string(),
@@ -282,7 +317,7 @@ mod tests {
             order(3, 600, 0, 0, 250_000),
             order(4, 500, 0, 0, 200_000),
         ];
-        let c = clear(&book, GRID, PricePerKwh(0)).unwrap();
+        let c = clear(&book, GRID, PricePerKwh(0), Rule::PayAsClear).unwrap();
         // All 900 Wh sold; the last match is seller 2 (0.12) with buyer 4 (0.20).
         assert_eq!(c.traded, WattHours(900));
         assert_eq!(c.price, Some(PricePerKwh(160_000)));
@@ -297,12 +332,12 @@ mod tests {
     fn a_bad_book_is_refused_with_its_reason() {
         let twice = [order(1, 0, 5, 0, 0), order(1, 5, 0, 0, 0)];
         assert_eq!(
-            clear(&twice, GRID, PricePerKwh(0)),
+            clear(&twice, GRID, PricePerKwh(0), Rule::PayAsClear),
             Err(BookError::Duplicate(member(1)))
         );
         let both = [order(2, 5, 5, 0, 0)];
         assert_eq!(
-            clear(&both, GRID, PricePerKwh(0)),
+            clear(&both, GRID, PricePerKwh(0), Rule::PayAsClear),
             Err(BookError::BothWays(member(2)))
         );
         let upside_down = Grid {
@@ -310,7 +345,7 @@ mod tests {
             retail: PricePerKwh(1),
         };
         assert_eq!(
-            clear(&[], upside_down, PricePerKwh(0)),
+            clear(&[], upside_down, PricePerKwh(0), Rule::PayAsClear),
             Err(BookError::Grid)
         );
         let absurd = [order(3, 0, 5, u64::MAX, 0), order(4, 5, 0, 0, u64::MAX)];
@@ -319,7 +354,7 @@ mod tests {
             retail: PricePerKwh(u64::MAX),
         };
         assert_eq!(
-            clear(&absurd, open, PricePerKwh(1)),
+            clear(&absurd, open, PricePerKwh(1), Rule::PayAsClear),
             Err(BookError::Overflow)
         );
     }
@@ -352,13 +387,15 @@ mod tests {
         fn the_clearing_keeps_every_limit_meter_and_micro_unit(
             book in book(),
             fee in 0u64..20_000,
+            by_bid in any::<bool>(),
         ) {
             let fee = PricePerKwh(fee);
-            let c = clear(&book, GRID, fee).unwrap();
+            let rule = if by_bid { Rule::PayAsBid } else { Rule::PayAsClear };
+            let c = clear(&book, GRID, fee, rule).unwrap();
             // Deterministic, whatever the order of the book.
             let mut reversed = book.clone();
             reversed.reverse();
-            prop_assert_eq!(&clear(&reversed, GRID, fee).unwrap(), &c);
+            prop_assert_eq!(&clear(&reversed, GRID, fee, rule).unwrap(), &c);
             let Some(price) = c.price else {
                 prop_assert!(c.fills.is_empty());
                 return Ok(());
@@ -369,11 +406,17 @@ mod tests {
                 let o = order_of(f.member);
                 // Never beyond the meter, never outside the limits.
                 prop_assert!(f.sold <= o.export && f.bought <= o.import);
+                let ask = o.sell_at_least.max(GRID.feed_in);
+                let bid = o.buy_at_most.min(GRID.retail);
                 if f.sold.0 > 0 {
-                    prop_assert!(price >= o.sell_at_least.max(GRID.feed_in));
+                    prop_assert!(price >= ask);
+                    // Paid at least its ask (rounded down) under either rule.
+                    prop_assert!(u128::from(f.earned.0) >= u128::from(f.sold.0) * u128::from(ask.0) / 1000);
                 }
                 if f.bought.0 > 0 {
-                    prop_assert!(price.0 + fee.0 <= o.buy_at_most.min(GRID.retail).0);
+                    prop_assert!(price.0 + fee.0 <= bid.0);
+                    // Pays at most its bid (rounded up) under either rule.
+                    prop_assert!(u128::from(f.paid.0) <= (u128::from(f.bought.0) * u128::from(bid.0)).div_ceil(1000));
                 }
                 sold += f.sold.0;
                 bought += f.bought.0;

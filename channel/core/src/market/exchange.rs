@@ -1,0 +1,327 @@
+//! The market node's side (sans-IO): who is enrolled under which pseudonym, the orders it takes
+//! for each interval, and the book it closes at the interval's deadline.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::crypto::{Recovered, Signer};
+use crate::state::State;
+use crate::types::{ChannelId, IntervalIndex, WattHours};
+use crate::wire::{Message, OrderRefused};
+
+use super::book::{Book, Roster};
+use super::clearing::BookError;
+use super::order::{pseudonym_id, Enrol, Receipt, SignedOrder};
+use super::{MarketTerms, Settlement, MAX_PRICE};
+
+/// The most energy an order may claim in one interval, given its channel's current state:
+/// what the member can pay for at the highest price it could be charged, and what the market
+/// node can pay it for at the highest price it could be paid (both the retail price: with the
+/// fee a buyer pays at most its bid, which is at most retail).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Allowance {
+    pub buy: WattHours,
+    pub sell: WattHours,
+}
+
+impl Allowance {
+    /// The allowance of a market channel in `state` (party A the member, B the market node).
+    pub fn of(
+        state: &State,
+        terms: &MarketTerms,
+        interval: IntervalIndex,
+        interval_seconds: u32,
+    ) -> Allowance {
+        let retail = terms
+            .grid_at(interval, interval_seconds)
+            .map_or(MAX_PRICE.0, |g| g.retail.0);
+        let most = |balance: u64| {
+            if retail == 0 {
+                return WattHours(u64::MAX);
+            }
+            let wh = u128::from(balance) * 1000 / u128::from(retail);
+            WattHours(u64::try_from(wh).unwrap_or(u64::MAX))
+        };
+        Allowance {
+            buy: most(state.balance_a.0),
+            sell: most(state.balance_b.0),
+        }
+    }
+}
+
+/// Why the market node does not take an order or an enrolment. The member hears the reason;
+/// its energy for the interval goes to the grid.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum OrderRefusal {
+    #[error("the order is for another market")]
+    WrongMarket,
+    #[error("this channel has enrolled no pseudonym")]
+    NotEnrolled,
+    #[error("the order's pseudonym is not the one this channel enrolled")]
+    NotYours,
+    #[error("the signature is not the pseudonym's")]
+    BadSignature,
+    #[error("interval {0} has not ended yet")]
+    TooEarly(u64),
+    #[error("the book of interval {0} has closed")]
+    TooLate(u64),
+    #[error("an order both imports and exports")]
+    BothWays,
+    #[error("a limit price above the market's maximum")]
+    PriceTooHigh,
+    #[error(
+        "the order claims more than the channel can pay for ({buy} Wh to buy, {sell} Wh to sell)"
+    )]
+    AboveAllowance { buy: u64, sell: u64 },
+    #[error("another order for this interval was already taken")]
+    Changed,
+    #[error("the previous interval's settlement is not countersigned yet")]
+    Unsettled,
+    #[error("the pseudonym is already enrolled by another channel")]
+    PseudonymTaken,
+}
+
+/// The market node's book-keeping.
+pub struct Exchange {
+    terms: MarketTerms,
+    interval_seconds: u32,
+    /// Pseudonym by channel, and channel by pseudonym.
+    enrolled: HashMap<ChannelId, [u8; 32]>,
+    channels: BTreeMap<[u8; 32], ChannelId>,
+    epoch: u64,
+    roster: Option<Roster>,
+    orders: BTreeMap<IntervalIndex, BTreeMap<[u8; 32], SignedOrder>>,
+    /// The newest interval whose book closed.
+    closed: Option<IntervalIndex>,
+}
+
+impl Exchange {
+    pub fn new(terms: MarketTerms, interval_seconds: u32) -> Exchange {
+        Exchange {
+            terms,
+            interval_seconds,
+            enrolled: HashMap::new(),
+            channels: BTreeMap::new(),
+            epoch: 0,
+            roster: None,
+            orders: BTreeMap::new(),
+            closed: None,
+        }
+    }
+
+    pub fn terms(&self) -> &MarketTerms {
+        &self.terms
+    }
+
+    /// The member of `channel` enrols its pseudonym (its channel with us is open and funded:
+    /// the host checks). Enrolling again with the same pseudonym changes nothing.
+    pub fn enrol(&mut self, channel: ChannelId, e: &Enrol) -> Result<(), OrderRefusal> {
+        if e.channel_id != channel {
+            return Err(OrderRefusal::NotYours);
+        }
+        e.verify(&self.terms.market)
+            .map_err(|_| OrderRefusal::BadSignature)?;
+        let id = pseudonym_id(&e.pseudonym);
+        match self.channels.get(&id) {
+            Some(c) if *c == channel => return Ok(()),
+            Some(_) => return Err(OrderRefusal::PseudonymTaken),
+            None => {}
+        }
+        if let Some(old) = self.enrolled.insert(channel, id) {
+            self.channels.remove(&old);
+        }
+        self.channels.insert(id, channel);
+        self.roster = None;
+        Ok(())
+    }
+
+    /// The member of `channel` left (its channel is closing): it is off the roster.
+    pub fn leave(&mut self, channel: &ChannelId) {
+        if let Some(id) = self.enrolled.remove(channel) {
+            self.channels.remove(&id);
+            self.roster = None;
+        }
+    }
+
+    pub fn members(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// The current roster, signed anew (with the next epoch) after any change; the second
+    /// value says whether it changed since last asked, so the host publishes it.
+    pub fn roster(&mut self, node: &Signer) -> (&Roster, bool) {
+        let fresh = self.roster.is_none();
+        if fresh {
+            self.epoch += 1;
+            let members = self.channels.keys().copied().collect();
+            self.roster = Some(Roster::sign(self.terms.market, self.epoch, members, node));
+        }
+        (self.roster.as_ref().expect("signed above"), fresh)
+    }
+
+    /// An order from the member of `channel`, at `now_ms`, with the channel's `allowance`
+    /// (`None` while the channel's previous settlement is not countersigned): its receipt, or
+    /// why it is refused.
+    pub fn on_order(
+        &mut self,
+        channel: ChannelId,
+        o: &SignedOrder,
+        now_ms: u64,
+        allowance: Option<Allowance>,
+        known: &Recovered,
+        node: &Signer,
+    ) -> Result<Receipt, OrderRefusal> {
+        let order = &o.order;
+        if order.market != self.terms.market {
+            return Err(OrderRefusal::WrongMarket);
+        }
+        let id = *self
+            .enrolled
+            .get(&channel)
+            .ok_or(OrderRefusal::NotEnrolled)?;
+        if order.member != id {
+            return Err(OrderRefusal::NotYours);
+        }
+        o.signer(known).map_err(|_| OrderRefusal::BadSignature)?;
+        let period = u64::from(self.interval_seconds) * 1000;
+        let ends = (order.interval.0 + 1).saturating_mul(period);
+        if now_ms < ends {
+            return Err(OrderRefusal::TooEarly(order.interval.0));
+        }
+        let deadline = self
+            .terms
+            .deadline_ms(order.interval, self.interval_seconds);
+        if now_ms >= deadline || self.closed.is_some_and(|c| order.interval <= c) {
+            return Err(OrderRefusal::TooLate(order.interval.0));
+        }
+        if order.import.0 > 0 && order.export.0 > 0 {
+            return Err(OrderRefusal::BothWays);
+        }
+        if order.sell_at_least > MAX_PRICE || order.buy_at_most > MAX_PRICE {
+            return Err(OrderRefusal::PriceTooHigh);
+        }
+        let allowance = allowance.ok_or(OrderRefusal::Unsettled)?;
+        if order.import > allowance.buy || order.export > allowance.sell {
+            return Err(OrderRefusal::AboveAllowance {
+                buy: allowance.buy.0,
+                sell: allowance.sell.0,
+            });
+        }
+        let book = self.orders.entry(order.interval).or_default();
+        match book.get(&id) {
+            Some(held) if held != o => return Err(OrderRefusal::Changed),
+            _ => {
+                book.insert(id, *o);
+            }
+        }
+        Ok(Receipt::sign(order, node))
+    }
+
+    /// A message from a peer, `channel` its market channel with us if it has one that is
+    /// open, with the channel's `allowance` ([`Exchange::on_order`]): the answer to send it,
+    /// if any. Anything but an enrolment or an order is not the exchange's.
+    pub fn on_message(
+        &mut self,
+        channel: Option<ChannelId>,
+        message: &Message,
+        now_ms: u64,
+        allowance: Option<Allowance>,
+        known: &Recovered,
+        node: &Signer,
+    ) -> Option<Message> {
+        let refused =
+            |interval, reason| Some(Message::OrderRefused(OrderRefused { interval, reason }));
+        match message {
+            Message::Enrol(e) => {
+                let Some(channel) = channel else {
+                    return refused(IntervalIndex(0), OrderRefusal::NotEnrolled);
+                };
+                match self.enrol(channel, e) {
+                    Ok(()) => None,
+                    Err(reason) => refused(IntervalIndex(0), reason),
+                }
+            }
+            Message::Order(o) => {
+                let Some(channel) = channel else {
+                    return refused(o.order.interval, OrderRefusal::NotEnrolled);
+                };
+                match self.on_order(channel, o, now_ms, allowance, known, node) {
+                    Ok(receipt) => Some(Message::Receipt(receipt)),
+                    Err(reason) => refused(o.order.interval, reason),
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// The interval whose book is due at `now_ms`, if any: the one that ended most recently,
+    /// once its deadline passed and it is not closed yet.
+    pub fn due(&self, now_ms: u64) -> Option<IntervalIndex> {
+        let period = u64::from(self.interval_seconds) * 1000;
+        let ended = (now_ms / period).checked_sub(1)?;
+        let candidate = IntervalIndex(ended);
+        if self.closed.is_some_and(|c| candidate <= c) {
+            return None;
+        }
+        (now_ms >= self.terms.deadline_ms(candidate, self.interval_seconds)).then_some(candidate)
+    }
+
+    /// When the next book is due (ms since the Unix epoch).
+    pub fn next_deadline(&self, now_ms: u64) -> u64 {
+        let period = u64::from(self.interval_seconds) * 1000;
+        let current = IntervalIndex((now_ms / period).saturating_sub(1));
+        let deadline = self.terms.deadline_ms(current, self.interval_seconds);
+        if deadline > now_ms && self.closed.is_none_or(|c| current > c) {
+            deadline
+        } else {
+            self.terms
+                .deadline_ms(IntervalIndex(current.0 + 1), self.interval_seconds)
+        }
+    }
+
+    /// Closes the book of `interval`: every order taken for it, cleared and signed, and each
+    /// trading member's settlement, by channel. Orders for it that come later are too late.
+    pub fn close(
+        &mut self,
+        interval: IntervalIndex,
+        node: &Signer,
+    ) -> Result<(Book, Vec<(ChannelId, Settlement)>), BookError> {
+        self.closed = Some(self.closed.map_or(interval, |c| c.max(interval)));
+        let taken = self.orders.remove(&interval).unwrap_or_default();
+        self.orders.retain(|i, _| *i > interval);
+        // Only members still enrolled: one that left since its order is out of this book.
+        let orders: Vec<SignedOrder> = taken
+            .into_values()
+            .filter(|o| self.channels.contains_key(&o.order.member))
+            .collect();
+        let (roster, _) = self.roster(node);
+        let roster = roster.clone();
+        let (book, clearing) = Book::close(
+            &self.terms,
+            self.interval_seconds,
+            interval,
+            &roster,
+            orders,
+            node,
+        )?;
+        let digest = book.digest();
+        let settlements = clearing
+            .fills
+            .iter()
+            .filter_map(|f| {
+                let channel = *self.channels.get(&f.member)?;
+                Some((
+                    channel,
+                    Settlement {
+                        interval,
+                        book: digest,
+                        sold: f.sold,
+                        bought: f.bought,
+                        earned: f.earned,
+                        paid: f.paid,
+                    },
+                ))
+            })
+            .collect();
+        Ok((book, settlements))
+    }
+}
