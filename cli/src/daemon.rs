@@ -88,10 +88,10 @@ pub async fn run(config_path: &Path) -> Result<()> {
         engine: engine.clone(),
         store_path,
         ledger: ledger.clone(),
-        meter,
+        meter: Some(meter),
         interval_seconds,
         peers,
-        clock,
+        clock: clock.clone(),
         towers,
         tower_key,
     })

@@ -245,6 +245,11 @@ impl Precomputed {
             presigned,
         }
     }
+
+    /// The recoveries made ahead, for checks outside the channels (a market's book).
+    pub fn recovered(&self) -> &Recovered {
+        &self.recovered
+    }
 }
 
 /// What the core signs and checks with for one input: the node's signer and the work done

@@ -37,6 +37,12 @@ pub enum Input {
         channel: ChannelId,
         settlement: crate::market::Settlement,
     },
+    /// A member refused the book of `interval` (`specs/market.md`): a market proposal for it
+    /// is refused at once, not held.
+    BookRefused {
+        channel: ChannelId,
+        interval: IntervalIndex,
+    },
     /// Something a person or the daemon asked for.
     Command(Command),
     /// Something the ledger reported about a channel.

@@ -133,6 +133,12 @@ impl Round {
         self.own_final.is_some()
     }
 
+    /// Whether every neighbour has its reading or was left out: no flow of this interval is
+    /// still to come.
+    pub fn finished(&self) -> bool {
+        self.own_final.is_some() && self.done.len() == self.neighbours.len()
+    }
+
     /// The round's deadline passed: count partners from what arrived, and leave out the
     /// neighbours that said nothing.
     pub fn on_timeout(&mut self) -> Vec<Step> {

@@ -12,7 +12,7 @@ use crate::outbox::Outbox;
 use crate::params::ParamsError;
 
 use crate::state::Refusal;
-use crate::types::{Amount, ChannelId, Version};
+use crate::types::{Amount, ChannelId, Party, Version};
 use crate::wire::{Message, Refuse};
 
 /// Nothing done ahead, for inputs that come without it.
@@ -110,6 +110,28 @@ impl Node {
         self.channels
             .values()
             .map(|ch| (ch.id(), *ch.peer(), ch.phase()))
+    }
+
+    /// [`Node::channel_peers`] of the channels with neighbours (tariff channels): what the
+    /// metering rounds are with.
+    pub fn neighbour_channels(&self) -> impl Iterator<Item = (ChannelId, NodeId, Phase)> + '_ {
+        self.channels
+            .values()
+            .filter(|ch| !ch.is_market())
+            .map(|ch| (ch.id(), *ch.peer(), ch.phase()))
+    }
+
+    /// The market channels, with the market's terms and our side (A: we are a member, B: we
+    /// are the market node).
+    pub fn market_channels(
+        &self,
+    ) -> impl Iterator<Item = (ChannelId, NodeId, Phase, Party, &crate::market::MarketTerms)> + '_
+    {
+        self.channels.values().filter_map(|ch| {
+            let view = ch.params_ref();
+            let terms = view.tariff.market()?;
+            Some((ch.id(), *ch.peer(), ch.phase(), ch.me(), terms))
+        })
     }
 
     /// Neighbours' channel proposals waiting for the owner's `accept` or `reject`.
@@ -235,6 +257,9 @@ impl Node {
                 settlement,
             } => {
                 self.with_channel(&channel, ahead, |ch, ctx| ch.on_settlement(settlement, ctx));
+            }
+            Input::BookRefused { channel, interval } => {
+                self.with_channel(&channel, ahead, |ch, ctx| ch.on_book_refused(interval, ctx));
             }
             Input::Command(cmd) => {
                 // Errors of commands given through `handle` are reported by `command`.

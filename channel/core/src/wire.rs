@@ -55,9 +55,11 @@ pub enum Message {
     OrderRefused(OrderRefused),
     /// One part of a roster or a book the market node publishes.
     Part(Part),
-    /// The market node's terms, sent to every peer that connects (what `market join` opens a
-    /// channel under).
+    /// The market node's terms, sent to every peer that connects and to one that asks (what
+    /// `market join` opens a channel under).
     Terms(Box<MarketTerms>),
+    /// A gateway asks a market node for its terms (no payload).
+    AskTerms,
 }
 
 /// The market node's answer to an order (or an enrolment, with `interval` 0) it did not take.
@@ -149,6 +151,7 @@ impl Message {
             Message::OrderRefused(_) => 11,
             Message::Part(_) => 12,
             Message::Terms(_) => 13,
+            Message::AskTerms => 14,
         }
     }
 
@@ -168,7 +171,8 @@ impl Message {
             | Message::Receipt(_)
             | Message::OrderRefused(_)
             | Message::Part(_)
-            | Message::Terms(_) => return None,
+            | Message::Terms(_)
+            | Message::AskTerms => return None,
         })
     }
 
@@ -189,6 +193,7 @@ impl Message {
             Message::OrderRefused(m) => encode_payload(m, &mut out),
             Message::Part(m) => encode_payload(m, &mut out),
             Message::Terms(m) => encode_payload(m, &mut out),
+            Message::AskTerms => Ok(0),
         };
         debug_assert!(payload.is_ok(), "our own messages always encode");
         let len = (out.len() - 4) as u32;
@@ -240,6 +245,10 @@ impl Message {
             11 => Message::OrderRefused(decode_payload(payload, "order_refused")?),
             12 => Message::Part(decode_payload(payload, "part")?),
             13 => Message::Terms(decode_payload(payload, "terms")?),
+            14 => {
+                decode_payload::<()>(payload, "ask_terms")?;
+                Message::AskTerms
+            }
             other => return Err(WireError::UnknownType(other)),
         })
     }

@@ -2,16 +2,31 @@
 //! seconds). Metering intervals, meter readings and tariffs follow this clock; protocol
 //! timeouts follow real time.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Simulated milliseconds since the Unix epoch, advancing `speedup` times faster than real ones
-/// from `origin`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// from `origin`. Clones share the origin: a clock held at its start ([`SimClock::held`])
+/// starts everywhere at once.
+#[derive(Clone, Debug)]
 pub struct SimClock {
-    origin_real_ms: u64,
+    /// Real ms at the origin; `u64::MAX` while held.
+    origin_real_ms: Arc<AtomicU64>,
     origin_sim_ms: u64,
     speedup: u32,
 }
+
+/// Clocks are equal when they tell the same time the same way.
+impl PartialEq for SimClock {
+    fn eq(&self, other: &SimClock) -> bool {
+        self.origin_real_ms.load(Ordering::Relaxed) == other.origin_real_ms.load(Ordering::Relaxed)
+            && self.origin_sim_ms == other.origin_sim_ms
+            && self.speedup == other.speedup
+    }
+}
+
+impl Eq for SimClock {}
 
 fn real_now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -25,7 +40,7 @@ impl SimClock {
     pub fn real() -> SimClock {
         let now = real_now_ms();
         SimClock {
-            origin_real_ms: now,
+            origin_real_ms: Arc::new(AtomicU64::new(now)),
             origin_sim_ms: now,
             speedup: 1,
         }
@@ -34,14 +49,35 @@ impl SimClock {
     /// Simulated time starting at `sim_start_ms` now, `speedup` times faster than wall time.
     pub fn accelerated(sim_start_ms: u64, speedup: u32) -> SimClock {
         SimClock {
-            origin_real_ms: real_now_ms(),
+            origin_real_ms: Arc::new(AtomicU64::new(real_now_ms())),
             origin_sim_ms: sim_start_ms,
             speedup: speedup.max(1),
         }
     }
 
+    /// A clock that stays at `sim_start_ms` until [`SimClock::start`], then runs `speedup` times
+    /// faster than wall time: a demo's day that begins once every channel is funded.
+    pub fn held(sim_start_ms: u64, speedup: u32) -> SimClock {
+        SimClock {
+            origin_real_ms: Arc::new(AtomicU64::new(u64::MAX)),
+            origin_sim_ms: sim_start_ms,
+            speedup: speedup.max(1),
+        }
+    }
+
+    /// Starts a held clock now (every clone with it); a running clock is not changed.
+    pub fn start(&self) {
+        let _ = self.origin_real_ms.compare_exchange(
+            u64::MAX,
+            real_now_ms(),
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
+
     pub fn now_ms(&self) -> u64 {
-        let real = real_now_ms().saturating_sub(self.origin_real_ms);
+        let origin = self.origin_real_ms.load(Ordering::Relaxed);
+        let real = real_now_ms().saturating_sub(origin);
         self.origin_sim_ms + real * u64::from(self.speedup)
     }
 
@@ -54,6 +90,22 @@ impl SimClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_clock_waits_for_its_start_in_every_clone() {
+        let c = SimClock::held(5_000, 1000);
+        let twin = c.clone();
+        assert_eq!(twin.now_ms(), 5_000);
+        c.start();
+        let t = std::time::Instant::now();
+        while twin.now_ms() == 5_000 {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "the clone never started"
+            );
+            std::thread::yield_now();
+        }
+    }
 
     #[test]
     fn an_accelerated_clock_runs_faster() {

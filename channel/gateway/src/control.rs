@@ -382,7 +382,7 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
         meter,
         ledger,
     } = gateway;
-    let (interval_seconds, clock) = (*interval_seconds, *clock);
+    let (interval_seconds, clock) = (*interval_seconds, clock.clone());
     let err = |message: String| Response::Error { message };
     let (channels, connected, offers) =
         match tokio::try_join!(engine.channels(), engine.connected_peers(), engine.offers()) {

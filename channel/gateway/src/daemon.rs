@@ -46,7 +46,8 @@ pub struct DaemonParts {
     /// The gateway's SQLite file: the towers and the neighbours keep their tables there.
     pub store_path: std::path::PathBuf,
     pub ledger: Arc<dyn Ledger>,
-    pub meter: Box<dyn MeterSource>,
+    /// The home's meter; `None` for a gateway without one (a market node).
+    pub meter: Option<Box<dyn MeterSource>>,
     pub interval_seconds: u32,
     pub peers: Vec<PeerAddr>,
     /// The clock intervals follow (wall time, or sped up for demos).
@@ -75,19 +76,21 @@ pub fn start(parts: DaemonParts) -> Result<Daemon, GatewayError> {
     let queue = engine.ledger_queue.clone();
     let peers = crate::peers::Peers::open(&store_path, &peers)?;
     let meter_status: Arc<std::sync::Mutex<crate::meter::MeterStatus>> = Arc::default();
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(crate::peers::keep_connected(engine.clone(), peers.clone())),
         tokio::spawn(run_submitter(queue.clone(), ledger.clone())),
         tokio::spawn(read_balance(engine.clone(), ledger.clone())),
         tokio::spawn(follow_ledger(engine.clone(), ledger, queue)),
-        tokio::spawn(meter_intervals(
+    ];
+    if let Some(meter) = meter {
+        tasks.push(tokio::spawn(meter_intervals(
             engine.clone(),
             meter,
             interval_seconds,
             clock,
             meter_status.clone(),
-        )),
-    ];
+        )));
+    }
     Ok(Daemon {
         engine,
         towers,

@@ -31,6 +31,7 @@ pub mod error;
 mod event_log;
 pub mod ledger_queue;
 mod links;
+pub mod market;
 pub mod meter;
 pub mod peers;
 pub mod sqlite;

@@ -103,9 +103,9 @@ async fn breach(dir: &std::path::Path, chain: &Chain) {
         &[&ea, &eb],
         120,
         || {
-            let (ea, watcher) = (ea.clone(), &watcher);
+            let (ea, watcher, clock) = (ea.clone(), &watcher, replay.clock.clone());
             async move {
-                if replay.clock.now_ms() / 1000 / u64::from(INTERVAL) < end {
+                if clock.now_ms() / 1000 / u64::from(INTERVAL) < end {
                     return false;
                 }
                 let Some(cur) = view(&ea, channel).await.and_then(|c| c.current) else {

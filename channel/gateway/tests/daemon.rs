@@ -128,7 +128,7 @@ fn gateway_on(
         engine,
         store_path: path,
         ledger: client,
-        meter: Box::new(Steady(reading)),
+        meter: Some(Box::new(Steady(reading))),
         interval_seconds: 1,
         peers,
         clock: gridchan_gateway::clock::SimClock::real(),

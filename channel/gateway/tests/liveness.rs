@@ -52,7 +52,7 @@ fn home(
         engine,
         store_path,
         ledger,
-        meter: Box::new(Steady(reading)),
+        meter: Some(Box::new(Steady(reading))),
         interval_seconds: 1,
         peers,
         clock: gridchan_gateway::clock::SimClock::real(),

@@ -52,10 +52,10 @@ fn gateway(
         engine,
         store_path: path,
         ledger: client,
-        meter: Box::new(Steady(MeterReading {
+        meter: Some(Box::new(Steady(MeterReading {
             import: WattHours(u64::from(k == 2) * 80),
             export: WattHours(u64::from(k == 1) * 100),
-        })),
+        }))),
         interval_seconds: 1,
         peers,
         clock: gridchan_gateway::clock::SimClock::real(),

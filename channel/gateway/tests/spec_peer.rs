@@ -86,6 +86,7 @@ fn state_bytes(s: &State) -> Vec<u8> {
         varint(&mut out, v);
     }
     out.push(u8::from(s.is_final));
+    out.extend_from_slice(&s.book);
     out
 }
 

@@ -447,6 +447,13 @@ impl MarketNet {
         }
         match self.homes[i].member.on_message(message, &Recovered::NONE) {
             Ok(Some(step)) => {
+                if let MemberStep::Refused { interval, .. } = &step {
+                    let channel = self.homes[i].channel;
+                    self.homes[i].node.handle(Input::BookRefused {
+                        channel,
+                        interval: *interval,
+                    });
+                }
                 if let MemberStep::Book {
                     settlement: Some(settlement),
                     ..

@@ -762,5 +762,6 @@ fn describe(m: &Message) -> String {
         Message::OrderRefused(r) => format!("OrderRefused {} ({})", r.interval, r.reason),
         Message::Part(p) => format!("Part {:?} {} {}/{}", p.topic, p.key, p.index, p.count),
         Message::Terms(_) => "Terms".into(),
+        Message::AskTerms => "AskTerms".into(),
     }
 }

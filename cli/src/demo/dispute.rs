@@ -93,19 +93,9 @@ pub(super) async fn stage_dispute(
     ));
     // Both come back (the victim catches up from the ledger; the cheater's gateway is honest),
     // on new ports: each dials all its neighbours, who cannot know the new address.
-    let n = homes.len();
     for i in [cheater, victim] {
-        let peers: Vec<PeerAddr> = [(i + n - 1) % n, (i + 1) % n]
-            .into_iter()
-            .filter(|j| *j != i)
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .map(|j| PeerAddr {
-                node: homes[j].key.id(),
-                addr: homes[j].addr,
-            })
-            .collect();
         let engine = listen(o, &mut homes[i])?;
+        let peers = dial_list(homes, i);
         let d = start_home(o, net, homes, i, engine, peers).await?;
         homes[i].daemon = Some(d);
     }

@@ -4,6 +4,7 @@
 //! neighbours), live through a dispute, close, and print what trading was worth.
 
 mod dispute;
+mod market;
 mod neighbourhood;
 mod summary;
 
@@ -33,6 +34,7 @@ use sha2::{Digest, Sha256};
 
 /// The eight homes of the shipped data set (see data/neighbourhood/README.md), in the binary.
 use dispute::stage_dispute;
+use market::*;
 use neighbourhood::*;
 use summary::*;
 
@@ -54,6 +56,9 @@ const BLOCK_MS: u64 = 50;
 const EVM_BLOCK_MS: u64 = 100;
 const WINDOW_BLOCKS: u64 = 40;
 const DEPOSIT: u64 = 20_000_000;
+/// What the market node deposits in each member's channel: what it may pay the member for its
+/// sales before the channel is topped up (a home sells at most a few tokens' worth a day).
+const MARKET_DEPOSIT: u64 = 10_000_000;
 const START_BALANCE: u64 = 100_000_000;
 /// Local clock of the tariffs (central Europe, no daylight saving).
 const UTC_OFFSET_MIN: i32 = 60;
@@ -90,6 +95,29 @@ pub struct DemoOptions {
     /// with `npm ci --prefix chain-adapter/evm`).
     #[arg(long, value_enum, default_value_t = DemoLedger::Local)]
     pub ledger: DemoLedger,
+    /// How the homes trade: `market`, every home a member of one neighbourhood market (a market
+    /// node clears each interval's book); `ring`, channels between neighbours only (each home
+    /// with its two nearest); `both`, the ring first and what it leaves in the market.
+    #[arg(long, value_enum, default_value_t = Topology::Market)]
+    pub topology: Topology,
+}
+
+/// How the demo's homes are connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Topology {
+    Market,
+    Ring,
+    Both,
+}
+
+impl Topology {
+    fn market(self) -> bool {
+        self != Topology::Ring
+    }
+
+    fn ring(self) -> bool {
+        self != Topology::Market
+    }
 }
 
 impl DemoOptions {
@@ -106,6 +134,9 @@ impl DemoOptions {
         }
         if self.interval_ms < 20 || self.interval_ms > 900_000 {
             bail!("--interval-ms must be between 20 and 900000");
+        }
+        if self.topology.market() && self.ledger == DemoLedger::Evm && self.homes > 10 {
+            bail!("--ledger evm funds the market node for at most 10 members: use --homes 10 or fewer, or --ledger local");
         }
         Ok(())
     }
@@ -142,16 +173,51 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
         }
     };
 
+    // The day, on a clock that runs 900 s per --interval-ms, held at a quarter of an hour
+    // before the day until every channel is funded.
+    let day_start = WEEK_START[o.week] + o.day as u64 * 86_400;
+    let anchor = IntervalIndex(day_start / u64::from(INTERVAL));
+    let speedup = u32::try_from(900_000 / o.interval_ms).unwrap_or(u32::MAX);
+    let clock = SimClock::held((day_start - 900) * 1000, speedup);
+    let terms = market_terms(o.seed);
+
     // Keys, from the seed: the same demo twice is the same neighbourhood.
     let key = |what: &str, i: usize| Signer::new(&derive(o.seed, what, i), &blinding());
+    let member = engine::MarketParts {
+        clock: Some(clock.clone()),
+        ..engine::MarketParts::default()
+    };
     let mut homes = Vec::new();
     for i in 0..o.homes {
         homes.push(Home {
             name: format!("home-{:02}", i + 1),
+            market: member.clone(),
+            neighbours: Vec::new(),
             secret: derive(o.seed, "home", i),
             key: key("home", i)?,
             addr: "127.0.0.1:0".parse()?,
             dir: root.join(format!("home-{:02}", i + 1)),
+            daemon: None,
+        });
+    }
+    // The market node, after the homes (its index is the number of homes).
+    let market = o.topology.market().then_some(o.homes);
+    if market.is_some() {
+        homes.push(Home {
+            name: "market".into(),
+            market: engine::MarketParts {
+                run: Some(engine::MarketNode {
+                    terms: terms.clone(),
+                    interval_seconds: INTERVAL,
+                }),
+                limits: None,
+                clock: Some(clock.clone()),
+            },
+            neighbours: Vec::new(),
+            secret: derive(o.seed, "market", 0),
+            key: key("market", 0)?,
+            addr: "127.0.0.1:0".parse()?,
+            dir: root.join("market"),
             daemon: None,
         });
     }
@@ -180,74 +246,97 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
     tower.listen(tower_endpoint);
     say(format!("watchtower {tower_addr}"));
 
-    // The day, on a clock that runs 900 s per --interval-ms.
-    let day_start = WEEK_START[o.week] + o.day as u64 * 86_400;
-    let anchor = IntervalIndex(day_start / u64::from(INTERVAL));
-    let speedup = u32::try_from(900_000 / o.interval_ms).unwrap_or(u32::MAX);
-    // Start a quarter of an hour early: the channels open before the first interval ends.
-    let clock = SimClock::accelerated((day_start - 900) * 1000, speedup);
     let net = Net {
         chain: chain.clone(),
         tower_addr,
-        clock,
+        clock: clock.clone(),
         anchor,
     };
 
-    // The ring: home i opens a channel to home i+1 (two homes: one channel).
-    let pairs: Vec<(usize, usize)> = if o.homes == 2 {
-        vec![(0, 1)]
-    } else {
-        (0..o.homes).map(|i| (i, (i + 1) % o.homes)).collect()
-    };
-    let peers_of = |homes: &[Home], i: usize| -> Vec<PeerAddr> {
-        pairs
+    // The ring: home i opens a channel to home i+1 (two homes: one channel); and every home
+    // joins the market.
+    let mut pairs: Vec<(usize, usize)> = Vec::new();
+    if o.topology.ring() {
+        pairs = if o.homes == 2 {
+            vec![(0, 1)]
+        } else {
+            (0..o.homes).map(|i| (i, (i + 1) % o.homes)).collect()
+        };
+    }
+    if let Some(m) = market {
+        pairs.extend((0..o.homes).map(|i| (i, m)));
+    }
+    for &(a, b) in &pairs {
+        homes[a].neighbours.push(b);
+        homes[b].neighbours.push(a);
+    }
+    // Every party listens first, then each dials the parties it opens channels to.
+    let mut engines = Vec::new();
+    for h in homes.iter_mut() {
+        engines.push(listen(&o, h)?);
+    }
+    for (i, engine) in engines.into_iter().enumerate() {
+        let peers: Vec<PeerAddr> = pairs
             .iter()
             .filter(|(a, _)| *a == i)
             .map(|(_, b)| PeerAddr {
                 node: homes[*b].key.id(),
                 addr: homes[*b].addr,
             })
-            .collect()
-    };
-    // Every home listens first, then each dials the neighbours it opens channels to.
-    let mut engines = Vec::new();
-    for h in homes.iter_mut() {
-        engines.push(listen(&o, h)?);
-    }
-    for (i, engine) in engines.into_iter().enumerate() {
-        let peers = peers_of(&homes, i);
+            .collect();
         let d = start_home(&o, &net, &homes, i, engine, peers).await?;
         homes[i].daemon = Some(d);
     }
     say(format!(
-        "{} gateways on 127.0.0.1, each with its key and SQLite files under {}",
+        "{} gateways on 127.0.0.1{}, each with its key and SQLite files under {}",
         o.homes,
+        if market.is_some() {
+            " and a market node"
+        } else {
+            ""
+        },
         root.display()
     ));
     let tariff = neighbour_tariff();
-    say(format!(
-        "neighbour tariff (tokens/kWh, local time UTC+01:00): {tariff}"
-    ));
+    if o.topology.ring() {
+        say(format!(
+            "neighbour tariff (tokens/kWh, local time UTC+01:00): {tariff}"
+        ));
+    }
+    if market.is_some() {
+        say(format!(
+            "market: {}, fee {}/kWh, books close {} s into the next interval; every home's limits are its grid prices (feed-in {}, retail {})",
+            terms.rule,
+            Amount(terms.fee.0),
+            u64::from(INTERVAL) * u64::from(terms.deadline_permille) / 1000,
+            terms.feed_in.as_tariff(),
+            terms.retail.as_tariff()
+        ));
+    }
     let mut links = Vec::new();
     for (n, (a, b)) in pairs.iter().enumerate() {
-        let id = homes[*a]
-            .engine()
-            .open(OpenRequest {
-                peer: homes[*b].key.id(),
-                deposit: Amount(DEPOSIT),
-                peer_deposit: Amount(DEPOSIT),
-                tariff: tariff.clone(),
-                challenge_window_blocks: WINDOW_BLOCKS,
-                funding_window_blocks: 400,
-                interval_seconds: INTERVAL,
-                tolerance: MeterTolerance {
-                    absolute_wh: 0,
-                    permille: 0,
-                },
-                opened_at: IntervalIndex(anchor.0 - 1),
-                nonce: derive(o.seed, "channel", n),
-            })
-            .await?;
+        let id = if Some(*b) == market {
+            join_market(&o, &homes, *a, *b, anchor, n).await?
+        } else {
+            homes[*a]
+                .engine()
+                .open(OpenRequest {
+                    peer: homes[*b].key.id(),
+                    deposit: Amount(DEPOSIT),
+                    peer_deposit: Amount(DEPOSIT),
+                    tariff: tariff.clone(),
+                    challenge_window_blocks: WINDOW_BLOCKS,
+                    funding_window_blocks: 400,
+                    interval_seconds: INTERVAL,
+                    tolerance: MeterTolerance {
+                        absolute_wh: 0,
+                        permille: 0,
+                    },
+                    opened_at: IntervalIndex(anchor.0 - 1),
+                    nonce: derive(o.seed, "channel", n),
+                })
+                .await?
+        };
         links.push(Link { a: *a, b: *b, id });
     }
     // Reports from every home, for notable events and for the cheater's old state.
@@ -269,8 +358,10 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
             }
         })
     };
-    let mut forwarders: Vec<_> = (0..o.homes).map(|i| forward(&homes, i)).collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let parties = homes.len();
+    let mut forwarders: Vec<_> = (0..parties).map(|i| forward(&homes, i)).collect();
+    let open_wait = 60 + links.len() as u64 / 10;
+    let deadline = Instant::now() + Duration::from_secs(open_wait);
     loop {
         let mut open = 0;
         for l in &links {
@@ -285,25 +376,45 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
             break;
         }
         if Instant::now() > deadline {
-            bail!("only {open} of {} channels opened within 60 s", links.len());
+            bail!(
+                "only {open} of {} channels opened within {open_wait} s",
+                links.len()
+            );
         }
         let _ = tokio::time::timeout(Duration::from_millis(100), events.recv()).await;
     }
     say(format!(
-        "{} channels funded on the ledger ({} tokens each side); trading {} intervals of {} (week {}, day {})",
+        "{} channels funded on the ledger ({}); trading {} intervals of {} (week {}, day {})",
         links.len(),
-        Amount(DEPOSIT),
+        if market.is_some() {
+            format!(
+                "each home {} tokens, the market node {} per member",
+                Amount(DEPOSIT),
+                Amount(MARKET_DEPOSIT)
+            )
+        } else {
+            format!("{} tokens each side", Amount(DEPOSIT))
+        },
         o.intervals,
         ["January", "April", "July", "October"][o.week],
         o.week,
         o.day
     ));
+    // The day starts now that every channel is funded.
+    clock.start();
 
     // The day.
     let day_started = Instant::now();
     let end = anchor.0 + o.intervals;
     let dispute_at = anchor.0 + o.intervals / 2;
-    let openers: HashMap<ChannelId, usize> = links.iter().map(|l| (l.id, l.a)).collect();
+    // Staged in the market: a member offline for a while, and a market node that publishes a
+    // wrong clearing once.
+    let offline_at = anchor.0 + o.intervals / 4;
+    let wrong_at = anchor.0 + o.intervals * 3 / 4;
+    let mut offline: Option<(usize, u64)> = None;
+    let mut wrong_staged = false;
+    let mut market_log = MarketLog::default();
+    let mut openers: HashMap<ChannelId, usize> = links.iter().map(|l| (l.id, l.a)).collect();
     let mut old_states: HashMap<ChannelId, SignedState> = HashMap::new();
     let mut dispute: Option<DisputeSummary> = None;
     let mut last_bar = Instant::now() - Duration::from_secs(1);
@@ -327,9 +438,42 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
             );
             last_bar = Instant::now();
         }
+        if let Some(m) = market {
+            // A member goes offline for four intervals: it is left out, nobody waits for it.
+            let member = o.homes - 1;
+            if offline.is_none() && now.0 >= offline_at && now.0 + 4 < end && o.intervals >= 16 {
+                say(format!(
+                    "{} goes offline for an hour: the market leaves it out and nobody waits",
+                    homes[member].name
+                ));
+                homes[member].daemon = None;
+                offline = Some((member, now.0 + 4));
+                market_log.offline = Some((member, now.0, now.0 + 4));
+            }
+            if let Some((i, until)) = offline {
+                if until > 0 && now.0 >= until {
+                    let engine = listen(&o, &mut homes[i])?;
+                    let peers = dial_list(&homes, i);
+                    homes[i].daemon = Some(start_home(&o, &net, &homes, i, engine, peers).await?);
+                    forwarders.push(forward(&homes, i));
+                    say(format!("{} is back online", homes[i].name));
+                    offline = Some((i, 0));
+                }
+            }
+            // The market node publishes one wrong clearing: every member refuses it.
+            if !wrong_staged && now.0 >= wrong_at && now.0 < end && o.intervals >= 8 {
+                homes[m]
+                    .engine()
+                    .stage(engine::Stage::WrongClearing)
+                    .await?;
+                market_log.staged = true;
+                wrong_staged = true;
+            }
+        }
         // Midday (or the first trade after it): a channel with an old state worth cheating with.
         let mut candidate = None;
-        if dispute.is_none() && now.0 >= dispute_at && now.0 < end {
+        let everyone_online = offline.is_none_or(|(_, until)| until == 0);
+        if dispute.is_none() && everyone_online && now.0 >= dispute_at && now.0 < end {
             for l in &links {
                 let Some(old) = old_states.get(&l.id) else {
                     continue;
@@ -350,7 +494,23 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
             for f in forwarders.drain(..) {
                 f.abort();
             }
-            forwarders = (0..o.homes).map(|i| forward(&homes, i)).collect();
+            forwarders = (0..parties).map(|i| forward(&homes, i)).collect();
+            // A member whose market channel the dispute closed joins the market again.
+            if Some(disputed.b) == market {
+                let n = links.len();
+                let id = join_market(&o, &homes, disputed.a, disputed.b, now, n).await?;
+                say(format!(
+                    "{} joins the market again (channel {})",
+                    homes[disputed.a].name,
+                    id.short()
+                ));
+                openers.insert(id, disputed.a);
+                links.push(Link {
+                    a: disputed.a,
+                    b: disputed.b,
+                    id,
+                });
+            }
         }
         match tokio::time::timeout(Duration::from_millis(100), events.recv()).await {
             Ok(Some((i, Report::Watchtower(s)))) => {
@@ -359,6 +519,11 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
                     && s.state().energy_a_to_b.0 + s.state().energy_b_to_a.0 > 0
                 {
                     old_states.entry(id).or_insert(s);
+                }
+            }
+            Ok(Some((i, Report::Market(r)))) => {
+                if let Some(line) = market_log.note(i, r, anchor) {
+                    say(line);
                 }
             }
             Ok(Some((i, Report::Event(e)))) => match e {
@@ -401,6 +566,7 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
         dispute,
         day_seconds,
         &root,
+        (market, &market_log),
     )
     .await?;
     for h in &mut homes {

@@ -79,6 +79,36 @@ impl Chain {
     }
 }
 
+/// What a party holds on the ledger at the start: a home 100 tokens; the market node as much
+/// again as it deposits for its members (on anvil, where every account is minted the same,
+/// 100 tokens: enough for ten members).
+pub(super) fn start_balance(o: &DemoOptions, h: &Home) -> u64 {
+    match (&h.market.run, o.ledger) {
+        (Some(_), DemoLedger::Local) => START_BALANCE + o.homes as u64 * MARKET_DEPOSIT,
+        _ => START_BALANCE,
+    }
+}
+
+/// The market the demo's homes trade in: pay-as-clear, no fee, the book closing a quarter into
+/// the next interval (after the neighbours' rounds), the grid's prices as every limit.
+pub(super) fn market_terms(seed: u64) -> gridchan_channel::market::MarketTerms {
+    let Tariff::TimeOfUse(retail) = neighbour_tariff_of(retail) else {
+        unreachable!("a time-of-use table")
+    };
+    gridchan_channel::market::MarketTerms {
+        market: derive(seed, "market", 1),
+        rule: gridchan_channel::market::Rule::PayAsClear,
+        fee: PricePerKwh(0),
+        deadline_permille: 250,
+        feed_in: TimeOfUse {
+            utc_offset_minutes: UTC_OFFSET_MIN,
+            weekday: [PricePerKwh(FEED_IN); 24],
+            weekend: [PricePerKwh(FEED_IN); 24],
+        },
+        retail: *retail,
+    }
+}
+
 /// The prices of the day, per local hour, micro-units per kWh.
 pub(super) fn retail(hour: usize) -> u64 {
     if (17..21).contains(&hour) {
@@ -93,9 +123,14 @@ pub(super) const FEED_IN: u64 = 80_000;
 
 /// The neighbour tariff: halfway between feed-in and retail, hour by hour.
 pub(super) fn neighbour_tariff() -> Tariff {
+    neighbour_tariff_of(|h| (retail(h) + FEED_IN) / 2)
+}
+
+/// A time-of-use tariff on the local clock with `price(hour)`.
+fn neighbour_tariff_of(price: impl Fn(usize) -> u64) -> Tariff {
     let mut table = [PricePerKwh(0); 24];
     for (h, p) in table.iter_mut().enumerate() {
-        *p = PricePerKwh((retail(h) + FEED_IN) / 2);
+        *p = PricePerKwh(price(h));
     }
     Tariff::TimeOfUse(Box::new(TimeOfUse {
         utc_offset_minutes: UTC_OFFSET_MIN,
@@ -165,6 +200,10 @@ pub(super) fn home_meter(o: &DemoOptions, i: usize, anchor: IntervalIndex) -> Re
 
 pub(super) struct Home {
     pub(super) name: String,
+    /// The market this gateway runs (the market node), or the clock its memberships follow.
+    pub(super) market: gridchan_gateway::engine::MarketParts,
+    /// The parties it shares a channel with: whom it dials when it (re)starts.
+    pub(super) neighbours: Vec<usize>,
     /// The home's secret key, for its ledger clients; `key` signs with it.
     pub(super) secret: [u8; 32],
     pub(super) key: Signer,
@@ -206,14 +245,27 @@ pub(super) fn listen(o: &DemoOptions, home: &mut Home) -> Result<EngineHandle> {
     // intervals' worth), so an interval a home missed while offline does not hold a channel
     // up for two real minutes.
     let wait = (o.interval_ms * 10).max(1_000);
-    // Every home takes its neighbours' channels on the terms a household would set: a deposit
-    // it can afford, prices between its feed-in tariff and the highest retail price.
-    let accept = gridchan_channel::AcceptPolicy {
-        from: gridchan_channel::Acceptance::Anyone,
-        max_deposit: Amount(DEPOSIT),
-        max_deposit_permille: 1000,
-        price: (PricePerKwh(FEED_IN), PricePerKwh(retail(18))),
-        ..gridchan_channel::AcceptPolicy::default()
+    let accept = match &home.market.run {
+        // The market node takes every home's market channel on its terms, depositing what it
+        // may pay the home for its sales.
+        Some(run) => gridchan_channel::AcceptPolicy {
+            from: gridchan_channel::Acceptance::Anyone,
+            max_deposit: Amount(MARKET_DEPOSIT),
+            max_deposit_permille: 1000,
+            price: (PricePerKwh(0), PricePerKwh(u64::MAX)),
+            market: Some(Box::new(run.terms.clone())),
+            ..gridchan_channel::AcceptPolicy::default()
+        },
+        // Every home takes its neighbours' channels on the terms a household would set: a
+        // deposit it can afford, prices between its feed-in tariff and the highest retail
+        // price.
+        None => gridchan_channel::AcceptPolicy {
+            from: gridchan_channel::Acceptance::Anyone,
+            max_deposit: Amount(DEPOSIT),
+            max_deposit_permille: 1000,
+            price: (PricePerKwh(FEED_IN), PricePerKwh(retail(18))),
+            ..gridchan_channel::AcceptPolicy::default()
+        },
     };
     let policy = Policy {
         reading_wait_ms: wait,
@@ -223,15 +275,28 @@ pub(super) fn listen(o: &DemoOptions, home: &mut Home) -> Result<EngineHandle> {
         accept,
         ..Policy::default()
     };
-    let engine = engine::spawn_on_file(
+    let engine = engine::spawn_on_file_in_markets(
         "127.0.0.1:0".parse()?,
         home.key.duplicate(&blinding()),
         &home.dir.join("channels.sqlite"),
         policy,
+        home.market.clone(),
     )
     .with_context(|| format!("{}: cannot start its gateway", home.name))?;
     home.addr = engine.address.addr;
     Ok(engine)
+}
+
+/// Where party `i` finds the parties it shares channels with.
+pub(super) fn dial_list(homes: &[Home], i: usize) -> Vec<PeerAddr> {
+    homes[i]
+        .neighbours
+        .iter()
+        .map(|&j| PeerAddr {
+            node: homes[j].key.id(),
+            addr: homes[j].addr,
+        })
+        .collect()
 }
 
 /// Starts (or restarts) home `i`'s gateway around `engine`, dialling `peers`.
@@ -245,20 +310,25 @@ pub(super) async fn start_home(
 ) -> Result<Daemon> {
     let h = &homes[i];
     let ledger = net.chain.client(&h.secret)?;
+    // The market node has no meter.
+    let meter: Option<Box<dyn MeterSource>> = match h.market.run {
+        Some(_) => None,
+        None => Some(Box::new(home_meter(o, i, net.anchor)?)),
+    };
     Ok(daemon::start(DaemonParts {
         engine,
         store_path: h.dir.join("channels.sqlite"),
         ledger,
-        meter: Box::new(home_meter(o, i, net.anchor)?),
+        meter,
         interval_seconds: INTERVAL,
         peers,
-        clock: net.clock,
+        clock: net.clock.clone(),
         towers: vec![net.tower_addr.clone()],
         tower_key: h.key.duplicate(&blinding()),
     })?)
 }
 
-/// A channel of the ring: home `a` opened it to home `b`.
+/// A channel: party `a` opened it to party `b` (a ring's neighbour, or the market node).
 #[derive(Clone)]
 pub(super) struct Link {
     pub(super) a: usize,
@@ -279,7 +349,7 @@ pub(super) fn start_local_ledger(
         min_challenge_window: 2,
         balances: homes
             .iter()
-            .map(|h| (h.key.id(), Amount(START_BALANCE)))
+            .map(|h| (h.key.id(), Amount(start_balance(o, h))))
             .collect(),
     };
     let ledger = LocalLedger::open(&root.join("ledger"), genesis)?;

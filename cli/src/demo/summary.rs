@@ -43,6 +43,28 @@ pub struct DisputeSummary {
 }
 
 #[derive(Serialize)]
+pub struct MarketSummary {
+    pub books: usize,
+    pub orders: usize,
+    /// Energy traded in the market's books.
+    pub traded_wh: u64,
+    /// Energy traded between homes (through the market and the neighbour channels).
+    pub local_wh: u64,
+    /// What the homes could have traded: every interval, the smaller of all homes' exports
+    /// and all homes' imports.
+    pub pooled_bound_wh: u64,
+    /// `local_wh / pooled_bound_wh`, in percent.
+    pub local_share_percent: f64,
+    pub lowest_price: String,
+    pub highest_price: String,
+    /// What the market node kept (the fee and rounding).
+    pub market_income: String,
+    /// Books the members refused (interval, how many refused, why).
+    pub refused_books: Vec<(u64, usize, String)>,
+    pub orders_left_out: usize,
+}
+
+#[derive(Serialize)]
 pub struct Check {
     pub what: String,
     pub ok: bool,
@@ -56,6 +78,7 @@ pub struct Summary {
     pub homes: Vec<HomeSummary>,
     pub channels: Vec<ChannelSummary>,
     pub dispute: Option<DisputeSummary>,
+    pub market: Option<MarketSummary>,
     pub updates: u64,
     pub seconds: f64,
     pub updates_per_second: f64,
@@ -79,6 +102,7 @@ pub(super) async fn summarize(
     mut dispute: Option<DisputeSummary>,
     day_seconds: f64,
     root: &Path,
+    (market, log): (Option<usize>, &MarketLog),
 ) -> Result<Summary> {
     let mut checks = Vec::new();
     let mut check = |what: &str, ok: bool, detail: String| {
@@ -96,6 +120,11 @@ pub(super) async fn summarize(
     for l in links {
         let a = homes[l.a].engine().channel(l.id).await?;
         let b = homes[l.b].engine().channel(l.id).await?;
+        let deposits = a
+            .as_ref()
+            .or(b.as_ref())
+            .map(|v| (v.params.deposit_a.0, v.params.deposit_b.0))
+            .unwrap_or((DEPOSIT, DEPOSIT));
         let newest = [a.and_then(|v| v.current), b.and_then(|v| v.current)]
             .into_iter()
             .flatten()
@@ -124,11 +153,11 @@ pub(super) async fn summarize(
         let e = per_home.entry(l.a).or_default();
         e.0 += s.energy_b_to_a.0;
         e.1 += s.energy_a_to_b.0;
-        e.2 += i128::from(s.balance_a.0) - i128::from(DEPOSIT);
+        e.2 += i128::from(s.balance_a.0) - i128::from(deposits.0);
         let e = per_home.entry(l.b).or_default();
         e.0 += s.energy_a_to_b.0;
         e.1 += s.energy_b_to_a.0;
-        e.2 += i128::from(s.balance_b.0) - i128::from(DEPOSIT);
+        e.2 += i128::from(s.balance_b.0) - i128::from(deposits.1);
         channels.push(ChannelSummary {
             channel: l.id.to_string(),
             homes: [homes[l.a].name.clone(), homes[l.b].name.clone()],
@@ -145,7 +174,7 @@ pub(super) async fn summarize(
     );
     // Money: nothing created or lost; every home's account is its start plus its net trade.
     let supply = chain.supply(homes).await?;
-    let expected_supply = u128::from(START_BALANCE) * homes.len() as u128;
+    let expected_supply: u128 = homes.iter().map(|h| u128::from(start_balance(o, h))).sum();
     check(
         "money conserved on the ledger",
         supply == expected_supply,
@@ -158,13 +187,13 @@ pub(super) async fn summarize(
     let mut accounts_right = true;
     for (i, h) in homes.iter().enumerate() {
         let net = per_home.get(&i).map_or(0, |e| e.2);
-        let expected = i128::from(START_BALANCE) + net;
+        let expected = i128::from(start_balance(o, h)) + net;
         if i128::from(chain.balance(&h.key.id()).await?.0) != expected {
             accounts_right = false;
         }
     }
     check(
-        "every home holds exactly its payouts",
+        "every home (and the market node) holds exactly its payouts",
         accounts_right,
         "start balance + what its channels' final states pay it".into(),
     );
@@ -172,7 +201,9 @@ pub(super) async fn summarize(
     // interval by interval (checked on the totals the allocation rule bounds).
     let mut home_summaries = Vec::new();
     let mut energy_ok = true;
-    for (i, h) in homes.iter().enumerate() {
+    // Each home's meter, interval by interval: (import, export).
+    let mut meters: Vec<Vec<(u64, u64)>> = Vec::new();
+    for (i, h) in homes.iter().enumerate().take(o.homes) {
         let mut meter = home_meter(
             o,
             i,
@@ -181,9 +212,12 @@ pub(super) async fn summarize(
         let first = meter.first;
         let (mut import, mut export, mut grid_only) = (0u64, 0u64, 0i128);
         let mut hourly: Vec<(u64, u64, usize)> = Vec::new();
+        let mut own = Vec::new();
         for k in 0..o.intervals {
             let iv = IntervalIndex(first.0 + k);
-            if let Some(r) = meter.reading(iv) {
+            let r = meter.reading(iv);
+            own.push(r.map_or((0, 0), |r| (r.import.0, r.export.0)));
+            if let Some(r) = r {
                 import += r.import.0;
                 export += r.export.0;
                 let hour = local_hour(iv);
@@ -192,6 +226,7 @@ pub(super) async fn summarize(
                 hourly.push((r.import.0, r.export.0, hour));
             }
         }
+        meters.push(own);
         let (bought, sold, net) = per_home.get(&i).copied().unwrap_or_default();
         if bought > import || sold > export {
             energy_ok = false;
@@ -235,13 +270,38 @@ pub(super) async fn summarize(
         energy_ok,
         "per home: bought <= metered import, sold <= metered export".into(),
     );
-    let bought: u64 = per_home.values().map(|e| e.0).sum();
-    let sold: u64 = per_home.values().map(|e| e.1).sum();
+    let homes_only = || {
+        per_home
+            .iter()
+            .filter(|(i, _)| **i < o.homes)
+            .map(|(_, e)| e)
+    };
+    let bought: u64 = homes_only().map(|e| e.0).sum();
+    let sold: u64 = homes_only().map(|e| e.1).sum();
     check(
         "energy bought equals energy sold",
         bought == sold,
-        format!("{bought} Wh bought, {sold} Wh sold between neighbours"),
+        format!("{bought} Wh bought, {sold} Wh sold between homes"),
     );
+    // The pooled bound: every interval, all homes' exports against all homes' imports.
+    let pooled = |k: usize| -> u64 {
+        let import: u64 = meters.iter().map(|m| m[k].0).sum();
+        let export: u64 = meters.iter().map(|m| m[k].1).sum();
+        import.min(export)
+    };
+    let pooled_bound: u64 = (0..o.intervals as usize).map(pooled).sum();
+    let market_summary = market.map(|m| {
+        market_checks(
+            o,
+            log,
+            m,
+            &per_home,
+            &meters,
+            &pooled,
+            (bought, pooled_bound),
+            &mut check,
+        )
+    });
     if let Some(d) = &dispute {
         let actions = gridchan_watchtower::store::TowerStore::open_read_only(&tower.store_path)
             .and_then(|s| s.actions())
@@ -267,12 +327,156 @@ pub(super) async fn summarize(
         homes: home_summaries,
         channels,
         dispute,
+        market: market_summary,
         updates,
         seconds: day_seconds,
         updates_per_second: updates as f64 / day_seconds,
         data_folder: root.display().to_string(),
         checks,
     })
+}
+
+/// The market's checks: every book checked by every member that ordered in it, the staged
+/// wrong book refused by all, local trade at the pooled bound whenever every home was in the
+/// book, the market node's books balanced.
+#[allow(clippy::too_many_arguments)]
+fn market_checks(
+    o: &DemoOptions,
+    log: &MarketLog,
+    m: usize,
+    per_home: &BTreeMap<usize, (u64, u64, i128)>,
+    meters: &[Vec<(u64, u64)>],
+    pooled: &impl Fn(usize) -> u64,
+    (local, pooled_bound): (u64, u64),
+    check: &mut impl FnMut(&str, bool, String),
+) -> MarketSummary {
+    let anchor = IntervalIndex(WEEK_START[o.week] / 900 + o.day as u64 * 96);
+    let staged = log.staged_interval;
+    let empty = std::collections::BTreeSet::new();
+    let mut unchecked = Vec::new();
+    // A member offline when a book went out did not get it (its order, sent before it left,
+    // is in it).
+    let away = |member: usize, interval: IntervalIndex| {
+        log.offline.is_some_and(|(m, from, until)| {
+            m == member && interval.0 + 1 >= from && interval.0 <= until
+        })
+    };
+    for interval in log.books.keys().filter(|i| Some(**i) != staged) {
+        let ordered = log.ordered.get(interval).unwrap_or(&empty);
+        let checked = log.checked.get(interval).unwrap_or(&empty);
+        if !ordered
+            .iter()
+            .all(|m| checked.contains(m) || away(*m, *interval))
+        {
+            unchecked.push(interval.0);
+        }
+    }
+    let checks_made: usize = log.checked.values().map(|c| c.len()).sum();
+    check(
+        "every book checked by every member before it signed",
+        unchecked.is_empty() && !log.books.is_empty(),
+        format!(
+            "{} books, {checks_made} checks by members{}",
+            log.books.len(),
+            if unchecked.is_empty() {
+                String::new()
+            } else {
+                format!("; not checked by all who ordered: intervals {unchecked:?}")
+            }
+        ),
+    );
+    if log.staged {
+        let ok = staged.is_some_and(|i| {
+            let ordered = log.ordered.get(&i).unwrap_or(&empty);
+            let refused = log.refused.get(&i).map_or(&empty, |r| &r.0);
+            !ordered.is_empty() && ordered.is_subset(refused) && !log.checked.contains_key(&i)
+        });
+        check(
+            "the market node's wrong clearing refused by every member",
+            ok,
+            staged.map_or("no book after the staging".into(), |i| {
+                let refused = log.refused.get(&i).map_or(0, |r| r.0.len());
+                format!("book of interval {}: refused by {refused} members", i.0)
+            }),
+        );
+    }
+    // Local trade at the pooled bound, in every interval every home with energy ordered in.
+    let mut full = 0;
+    let mut short = Vec::new();
+    for (interval, book) in &log.books {
+        if Some(*interval) == staged || interval.0 < anchor.0 {
+            continue;
+        }
+        let k = (interval.0 - anchor.0) as usize;
+        if k >= o.intervals as usize {
+            continue;
+        }
+        let ordered = log.ordered.get(interval).unwrap_or(&empty);
+        let everyone = (0..o.homes)
+            .filter(|i| meters[*i][k] != (0, 0))
+            .all(|i| ordered.contains(&i));
+        if !everyone {
+            continue;
+        }
+        full += 1;
+        if book.traded != pooled(k) {
+            short.push((interval.0, book.traded, pooled(k)));
+        }
+    }
+    check(
+        "local trade equals the pooled bound",
+        short.is_empty() && full > 0,
+        format!(
+            "{full} intervals with every home in the book{}",
+            if short.is_empty() {
+                String::new()
+            } else {
+                format!("; short (interval, traded, bound): {short:?}")
+            }
+        ),
+    );
+    let income: u64 = log
+        .books
+        .iter()
+        .filter(|(i, _)| Some(**i) != staged)
+        .map(|(_, b)| b.income)
+        .sum();
+    let (in_wh, out_wh, net) = per_home.get(&m).copied().unwrap_or_default();
+    check(
+        "the market node's books balance",
+        in_wh == out_wh && net == i128::from(income),
+        format!(
+            "it bought {in_wh} Wh and sold {out_wh} Wh; kept {} (the books' income: {})",
+            money(net),
+            money(i128::from(income))
+        ),
+    );
+    let prices: Vec<u64> = log
+        .books
+        .values()
+        .filter_map(|b| b.price.map(|p| p.0))
+        .collect();
+    MarketSummary {
+        books: log.books.len(),
+        orders: log.books.values().map(|b| b.orders).sum(),
+        traded_wh: log.books.values().map(|b| b.traded).sum(),
+        local_wh: local,
+        pooled_bound_wh: pooled_bound,
+        local_share_percent: if pooled_bound == 0 {
+            100.0
+        } else {
+            local as f64 * 100.0 / pooled_bound as f64
+        },
+        lowest_price: Amount(prices.iter().copied().min().unwrap_or(0)).to_string(),
+        highest_price: Amount(prices.iter().copied().max().unwrap_or(0)).to_string(),
+        market_income: money(i128::from(income)),
+        refused_books: log
+            .refused
+            .iter()
+            .map(|(i, (who, why))| (i.0, who.len(), why.clone()))
+            .collect(),
+        orders_left_out: log.left_out.len(),
+    }
 }
 
 pub(super) fn print_summary(s: &Summary) {
@@ -335,6 +539,23 @@ pub(super) fn print_summary(s: &Summary) {
             d.tower_refuted_with,
             d.paid_version
         );
+    }
+    if let Some(m) = &s.market {
+        println!(
+            "market: {} books, {} orders, {} Wh traded at {} to {} tokens/kWh; local share {:.1}% ({} Wh traded between homes of the {} Wh they could have traded); the market node kept {}",
+            m.books,
+            m.orders,
+            m.traded_wh,
+            m.lowest_price,
+            m.highest_price,
+            m.local_share_percent,
+            m.local_wh,
+            m.pooled_bound_wh,
+            m.market_income
+        );
+        for (interval, n, why) in &m.refused_books {
+            println!("market: the book of interval {interval} was refused by {n} members: {why}");
+        }
     }
     println!(
         "{} updates in {:.1} s of trading: {:.0} updates/s",

@@ -6,7 +6,7 @@ use super::*;
 use crate::market::Settlement;
 
 impl Channel {
-    pub(super) fn is_market(&self) -> bool {
+    pub(crate) fn is_market(&self) -> bool {
         self.params.tariff.market().is_some()
     }
 
@@ -31,6 +31,26 @@ impl Channel {
             }
         }
         self.maybe_propose(ctx);
+    }
+
+    /// We refused the book of `interval`: a proposal that settles it is refused, now and if it
+    /// comes later.
+    pub fn on_book_refused(&mut self, interval: IntervalIndex, ctx: &mut Ctx) {
+        if !self.is_market() {
+            return;
+        }
+        self.refused_books.insert(interval);
+        while self.refused_books.len() > ctx.policy.max_readings {
+            self.refused_books.pop_first();
+        }
+        if let Some((held, trade, _)) = &self.session.held {
+            if trade.interval == interval {
+                let version = held.version();
+                self.session.held = None;
+                self.refuse(version, Refusal::NoBook(interval.0), ctx);
+                self.maybe_propose(ctx);
+            }
+        }
     }
 
     /// The market node's next proposal: the oldest settlement not settled yet.
@@ -58,6 +78,10 @@ impl Channel {
             return;
         };
         let interval = trade.interval;
+        if self.refused_books.contains(&interval) {
+            self.refuse(proposal.version(), Refusal::NoBook(interval.0), ctx);
+            return;
+        }
         let Some(&(s, _)) = self.books.get(&interval) else {
             let newest = self.books.keys().next_back().copied();
             if newest.is_none_or(|n| n < interval) {

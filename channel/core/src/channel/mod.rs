@@ -69,6 +69,8 @@ pub(crate) struct Channel {
     /// A market channel's settlements not settled yet (from books closed or checked), with
     /// the time each arrived.
     books: BTreeMap<IntervalIndex, (crate::market::Settlement, u64)>,
+    /// Intervals whose book we refused (the newest few): a proposal for one is refused at once.
+    refused_books: std::collections::BTreeSet<IntervalIndex>,
     /// Version claims beyond [`MAX_VERSION_LEAD`] this peer made since the channel was loaded.
     implausible: u8,
     frozen: bool,
@@ -168,6 +170,7 @@ impl Channel {
             peer_highest: Version(0),
             readings: BTreeMap::new(),
             books: BTreeMap::new(),
+            refused_books: Default::default(),
             implausible: 0,
             frozen: false,
             connected: false,
@@ -186,6 +189,14 @@ impl Channel {
 
     pub fn phase(&self) -> Phase {
         self.phase
+    }
+
+    pub fn me(&self) -> Party {
+        self.me
+    }
+
+    pub fn params_ref(&self) -> &ChannelParams {
+        &self.params
     }
 
     pub fn view(&self) -> ChannelView {

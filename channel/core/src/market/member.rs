@@ -248,7 +248,9 @@ impl Member {
     /// A roster the market node published.
     pub fn on_roster(&mut self, roster: Roster) -> Result<(), BookRefusal> {
         roster.verify(&self.terms.market, &self.market_node)?;
-        if self.rosters.iter().any(|r| r.epoch >= roster.epoch) {
+        // Kept by digest, not epoch: a market node that restarted counts its epochs again.
+        let digest = roster.digest();
+        if self.rosters.iter().any(|r| r.digest() == digest) {
             return Ok(());
         }
         self.rosters.push_back(roster);

@@ -44,6 +44,13 @@ pub(super) enum Control {
         gridchan_channel::metering::MeterReading,
         tokio::time::Instant,
     ),
+    /// The terms a market node sent when we connected to it.
+    MarketTerms(
+        NodeId,
+        oneshot::Sender<Option<gridchan_channel::market::MarketTerms>>,
+    ),
+    /// A misbehaviour of this market node, staged for a demo or a test.
+    Stage(super::Stage),
     /// A consumer of the engine's outputs, with its own queue.
     Watch(super::queues::Watch),
     /// Finish: everything taken before this is handled, the writes already asked for are made,
@@ -211,6 +218,22 @@ impl EngineHandle {
     ) -> Result<(), EngineError> {
         let deadline = tokio::time::Instant::now() + wait;
         self.send(Control::Meter(interval, own, deadline)).await
+    }
+
+    /// The terms `market_node` sent when we connected to it, once they arrived.
+    pub async fn market_terms(
+        &self,
+        market_node: NodeId,
+    ) -> Result<Option<gridchan_channel::market::MarketTerms>, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Control::MarketTerms(market_node, tx)).await?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// Stages a misbehaviour of this market node (the next book goes out wrong), for a demo
+    /// that shows the members refusing it, and for tests.
+    pub async fn stage(&self, stage: super::Stage) -> Result<(), EngineError> {
+        self.send(Control::Stage(stage)).await
     }
 
     async fn send(&self, c: Control) -> Result<(), EngineError> {

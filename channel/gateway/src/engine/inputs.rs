@@ -19,6 +19,7 @@ impl<S: super::EngineStore> Engine<S> {
             Control::Open(req, reply) => {
                 let connected = self.peers.contains_key(&req.peer);
                 let _ = reply.send(self.node.open(req, connected));
+                self.refresh_memberships();
             }
             Control::Command(cmd, reply) => {
                 let _ = reply.send(self.node.command(cmd));
@@ -29,7 +30,14 @@ impl<S: super::EngineStore> Engine<S> {
                         .handle_with(Input::Reading { channel, reading }, ahead)
                 }
             }
-            Control::Ledger(channel, event) => self.node.handle(Input::Ledger { channel, event }),
+            Control::Ledger(channel, event) => {
+                self.node.handle(Input::Ledger { channel, event });
+                self.refresh_memberships();
+            }
+            Control::MarketTerms(peer, reply) => {
+                let _ = reply.send(self.market_terms(&peer));
+            }
+            Control::Stage(stage) => self.markets.stage(stage),
             Control::Channels(reply) => {
                 let views: Vec<ChannelView> = self.node.channels().collect();
                 let _ = reply.send(self.durable_views(views));
@@ -126,9 +134,12 @@ impl<S: super::EngineStore> Engine<S> {
                     let _ = inbound.send(Inbound::Down(peer, generation, reason)).await;
                 });
                 self.node.handle(Input::Connected(peer));
+                self.market_peer_up(peer);
             }
             Inbound::Message(peer, message) => {
                 match message {
+                    // The market's messages: the engine's market, not the core.
+                    Ok(message) if self.on_market_message(peer, &message, ahead) => {}
                     // Gateway-wide: the daemon's metering, not the core.
                     Ok(Message::Announce(announce)) => {
                         self.on_announce(peer, announce, ahead);
@@ -153,6 +164,7 @@ impl<S: super::EngineStore> Engine<S> {
                     tracing::warn!("{peer} disconnected: {reason}");
                     self.peers.remove(&peer);
                     self.node.handle(Input::Disconnected(peer));
+                    self.market_peer_down(peer);
                     self.watchers.peer(PeerChange::Down(peer));
                     let _ = self.reports.send(Report::Peer {
                         peer,
@@ -188,6 +200,7 @@ impl<S: super::EngineStore> Engine<S> {
         if let Some(p) = self.peers.remove(&peer) {
             p.conn.close(reason);
             self.node.handle(Input::Disconnected(peer));
+            self.market_peer_down(peer);
             self.watchers.peer(PeerChange::Down(peer));
             let _ = self.reports.send(Report::Peer {
                 peer,

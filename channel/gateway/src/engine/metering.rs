@@ -54,15 +54,17 @@ impl<S: super::EngineStore> Engine<S> {
             self.rounds.deadlines.remove(&i);
             if let Some(mut r) = self.rounds.rounds.remove(&i) {
                 let steps = r.on_timeout();
-                self.act(steps, ahead);
+                self.act(i, steps, ahead);
+                self.order(i);
             }
         }
         let neighbours: HashSet<NodeId> = self.open_channels(true).into_keys().collect();
+        self.market_meter(interval, own, !neighbours.is_empty());
         if neighbours.is_empty() {
             return;
         }
         let (mut round, first) = Round::start(interval, own, neighbours);
-        self.act(vec![first], ahead);
+        self.act(interval, vec![first], ahead);
         let mut steps = Vec::new();
         self.rounds.early.retain(|(peer, a)| {
             if a.interval == interval {
@@ -72,11 +74,15 @@ impl<S: super::EngineStore> Engine<S> {
                 a.interval > interval
             }
         });
-        self.act(steps, ahead);
+        self.act(interval, steps, ahead);
+        let finished = round.finished();
         if !round.counted() {
             self.rounds.deadlines.insert(interval, deadline);
         }
         self.rounds.rounds.insert(interval, round);
+        if finished {
+            self.order(interval);
+        }
     }
 
     /// A neighbour's meter announcement.
@@ -84,7 +90,11 @@ impl<S: super::EngineStore> Engine<S> {
         match self.rounds.rounds.get_mut(&announce.interval) {
             Some(round) => {
                 let steps = round.on_announce(peer, &announce);
-                self.act(steps, ahead);
+                let finished = round.finished();
+                self.act(announce.interval, steps, ahead);
+                if finished {
+                    self.order(announce.interval);
+                }
             }
             None if self.rounds.early.len() < MAX_EARLY => self.rounds.early.push((peer, announce)),
             None => {}
@@ -106,8 +116,10 @@ impl<S: super::EngineStore> Engine<S> {
             self.rounds.deadlines.remove(&i);
             if let Some(r) = self.rounds.rounds.get_mut(&i) {
                 let steps = r.on_timeout();
-                self.act(steps, &Precomputed::NONE);
+                self.act(i, steps, &Precomputed::NONE);
             }
+            // What the neighbours did not take by now goes to the market.
+            self.order(i);
         }
     }
 
@@ -115,7 +127,7 @@ impl<S: super::EngineStore> Engine<S> {
     /// waits for and tells, and where the whole flow with a neighbour goes.
     fn open_channels(&self, connected: bool) -> HashMap<NodeId, ChannelId> {
         self.node
-            .channel_peers()
+            .neighbour_channels()
             .filter(|(_, peer, phase)| {
                 *phase == Phase::Open && (!connected || self.peers.contains_key(peer))
             })
@@ -123,7 +135,7 @@ impl<S: super::EngineStore> Engine<S> {
             .collect()
     }
 
-    fn act(&mut self, steps: Vec<Step>, ahead: &Precomputed) {
+    fn act(&mut self, interval: IntervalIndex, steps: Vec<Step>, ahead: &Precomputed) {
         if steps.is_empty() {
             return;
         }
@@ -144,6 +156,14 @@ impl<S: super::EngineStore> Engine<S> {
                     tracing::warn!("neighbour {peer} left out of this interval: it {why}");
                 }
                 Step::Reading { peer, reading } => {
+                    let (d, r) = (reading.delivered.0, reading.received.0);
+                    if !self.share_taken(interval, d, r) {
+                        tracing::warn!(
+                            "neighbour {peer} left out of interval {}: its totals came after our market order",
+                            interval.0
+                        );
+                        continue;
+                    }
                     if let Some(&channel) = open.get(&peer) {
                         self.node
                             .handle_with(Input::Reading { channel, reading }, ahead);

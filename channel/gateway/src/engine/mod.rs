@@ -5,6 +5,7 @@
 
 mod handle;
 mod inputs;
+mod market;
 mod metering;
 mod outputs;
 mod precompute;
@@ -28,6 +29,7 @@ use crate::writer::{Shared, Writer};
 
 use handle::Control;
 pub use handle::EngineHandle;
+pub use market::{MarketNode, MarketParts, MarketReport, Stage};
 use queues::Watchers;
 pub use queues::{PeerChange, StateQueue};
 
@@ -71,6 +73,8 @@ pub enum Report {
         peer: NodeId,
         announce: gridchan_channel::wire::Announce,
     },
+    /// Something that happened in a market this gateway runs or is a member of.
+    Market(MarketReport),
 }
 
 /// Why a request to the engine failed.
@@ -133,6 +137,10 @@ struct Engine<S> {
     watchers: Watchers,
     /// The metering rounds under way with the neighbours.
     rounds: metering::Rounds,
+    /// The market this gateway runs, and its memberships.
+    markets: market::Markets,
+    /// Blinds the signing contexts of the market pseudonyms derived from the node's key.
+    blinding: [u8; 32],
 }
 
 impl From<EngineError> for crate::error::GatewayError {
@@ -170,6 +178,8 @@ pub struct EngineParts<S> {
     /// Seeds the blinding of the signing contexts the engine derives from `signer` (for its
     /// transport and its worker pool).
     pub seed: [u8; 32],
+    /// The market this gateway runs, a member's limits, the metering clock.
+    pub market: MarketParts,
 }
 
 /// Milliseconds since the Unix epoch, by the system's clock.
@@ -197,6 +207,7 @@ impl<S> EngineParts<S> {
             policy,
             clock: system_ms,
             seed: rand::random(),
+            market: MarketParts::default(),
         }
     }
 }
@@ -221,6 +232,7 @@ pub fn spawn<S: ChannelStore + Send + 'static>(
         policy,
         clock,
         seed,
+        market,
     } = parts;
     let blinding = |n: u8| {
         let mut s = seed;
@@ -267,6 +279,8 @@ pub fn spawn<S: ChannelStore + Send + 'static>(
         stopping: None,
         watchers: Watchers::default(),
         rounds: metering::Rounds::default(),
+        markets: market::Markets::new(market),
+        blinding: blinding(3),
     };
     let accept = links::accept_loop(endpoint, inbound_tx);
     std::thread::Builder::new()
@@ -299,9 +313,22 @@ pub fn spawn_on_file(
     path: &std::path::Path,
     policy: Policy,
 ) -> Result<EngineHandle, StartError> {
+    spawn_on_file_in_markets(listen, signer, path, policy, MarketParts::default())
+}
+
+/// [`spawn_on_file`] for a gateway that runs a market or is a member of one (`market`).
+pub fn spawn_on_file_in_markets(
+    listen: std::net::SocketAddr,
+    signer: Signer,
+    path: &std::path::Path,
+    policy: Policy,
+    market: MarketParts,
+) -> Result<EngineHandle, StartError> {
     let store = crate::store::SqliteStore::open(path)?;
     let queue = Arc::new(LedgerQueue::open(path)?);
-    spawn(EngineParts::new(listen, signer, store, queue, policy))
+    let mut parts = EngineParts::new(listen, signer, store, queue, policy);
+    parts.market = market;
+    spawn(parts)
 }
 
 /// The engine's runtime until its thread takes it. If the engine never starts (its port is

@@ -20,12 +20,14 @@ impl<S: super::EngineStore> Engine<S> {
         mut written: mpsc::UnboundedReceiver<Written>,
     ) -> Option<oneshot::Sender<()>> {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        self.refresh_memberships();
         let mut taken: Vec<Taken> = Vec::new();
         // Pieces of input whose signatures the pool is checking and making, in arrival order.
         let mut flight: std::collections::VecDeque<(Vec<Taken>, Work)> = Default::default();
         loop {
             let front_running = matches!(flight.front(), Some((_, Work::Running(_))));
             let round_deadline = self.rounds.next_deadline();
+            let book_deadline = self.markets.next_deadline();
             // The core says when it next has something to do on its own; the 1 s tick is for
             // the engine's own housekeeping.
             let core_wait = self
@@ -58,6 +60,12 @@ impl<S: super::EngineStore> Engine<S> {
                     }
                 } => self.on_round_deadlines(),
                 _ = async {
+                    match book_deadline {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => self.on_book_deadline(),
+                _ = async {
                     match core_wait {
                         Some(wait) => tokio::time::sleep(wait).await,
                         None => std::future::pending().await,
@@ -72,6 +80,7 @@ impl<S: super::EngineStore> Engine<S> {
                     self.flush_trades();
                     self.retry_frozen();
                     self.refresh_priority();
+                    self.refresh_memberships();
                 }
             }
             // Take whatever else is already waiting: the persists of a whole burst then go to

@@ -279,10 +279,10 @@ impl<'a> Replay<'a> {
             engine,
             store_path: path,
             ledger: self.chain.client(k),
-            meter,
+            meter: Some(meter),
             interval_seconds: INTERVAL,
             peers,
-            clock: self.clock,
+            clock: self.clock.clone(),
             towers,
             tower_key: key(k),
         })
