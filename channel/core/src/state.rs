@@ -362,7 +362,7 @@ impl State {
 
     /// The settlement a market state claims over this one (for [`State::check_successor`]):
     /// money and energy as they moved, the book it names.
-    fn market_claim(&self, proposed: &State) -> crate::market::Settlement {
+    pub(crate) fn market_claim(&self, proposed: &State) -> crate::market::Settlement {
         let sold = WattHours(proposed.energy_a_to_b.0 - self.energy_a_to_b.0);
         let bought = WattHours(proposed.energy_b_to_a.0 - self.energy_b_to_a.0);
         crate::market::Settlement {

@@ -308,7 +308,12 @@ async fn meter_intervals(
     let period_ms = u64::from(interval_seconds) * 1000;
     let mut next_boundary = (clock.now_ms() / period_ms + 1) * period_ms;
     loop {
-        tokio::time::sleep(clock.until(next_boundary)).await;
+        // Until the clock reads the boundary (a sleep rounds down, and a held clock has not
+        // started): a reading never goes out before its interval ended.
+        while clock.now_ms() < next_boundary {
+            let wait = clock.until(next_boundary).max(Duration::from_millis(1));
+            tokio::time::sleep(wait.min(Duration::from_millis(250))).await;
+        }
         // The interval that just ended.
         let interval = IntervalIndex(next_boundary / period_ms - 1);
         next_boundary += period_ms;

@@ -32,6 +32,7 @@ mod event_log;
 pub mod ledger_queue;
 mod links;
 pub mod market;
+pub mod market_store;
 pub mod meter;
 pub mod peers;
 pub mod sqlite;

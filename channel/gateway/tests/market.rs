@@ -60,6 +60,7 @@ fn spawn(dir: &std::path::Path, k: u8, clock: &SimClock, run: bool) -> EngineHan
             }),
             limits: None,
             clock: Some(clock.clone()),
+            store: None,
         },
     )
     .unwrap()

@@ -33,6 +33,14 @@ fn book_step(net: &MarketNet, i: usize, interval: IntervalIndex) -> Option<Membe
         .cloned()
 }
 
+/// Why member `i` refused `interval`'s book, if it did.
+fn refusal(net: &MarketNet, i: usize, interval: IntervalIndex) -> Option<BookRefusal> {
+    match book_step(net, i, interval)? {
+        MemberStep::Refused { reason, .. } => Some(reason),
+        _ => None,
+    }
+}
+
 fn last_interval(net: &MarketNet, i: usize) -> IntervalIndex {
     net.member_channel(i)
         .current
@@ -105,11 +113,8 @@ fn every_member_refuses_a_wrong_clearing_and_no_channel_moves() {
     net.interval(wrong, &day);
     for i in 0..4 {
         assert_eq!(
-            book_step(&net, i, wrong),
-            Some(MemberStep::Refused {
-                interval: wrong,
-                reason: BookRefusal::WrongClearing("price")
-            }),
+            refusal(&net, i, wrong),
+            Some(BookRefusal::WrongClearing("price")),
             "member {i}"
         );
         assert_eq!(last_interval(&net, i), IntervalIndex(10), "member {i}");
@@ -137,13 +142,7 @@ fn a_receipted_order_left_out_of_the_book_is_refused_and_proven() {
     net.fault = Some(MarketFault::DropsOrder(at, 2));
     let book = net.interval(at, &day);
     assert!(net.steps[2].contains(&MemberStep::Receipted(at)));
-    assert_eq!(
-        book_step(&net, 2, at),
-        Some(MemberStep::Refused {
-            interval: at,
-            reason: BookRefusal::OwnOrderMissing
-        })
-    );
+    assert_eq!(refusal(&net, 2, at), Some(BookRefusal::OwnOrderMissing));
     // The others cannot tell and settle; member 2 keeps what it needs to prove it: the
     // market node's receipt for an order its signed book lacks.
     for i in [0, 1, 3] {

@@ -63,8 +63,9 @@ pub(super) struct MarketLog {
     /// A wrong clearing was staged; the book it went out in.
     pub(super) staged: bool,
     pub(super) staged_interval: Option<IntervalIndex>,
-    /// The member taken offline, and the intervals it was away.
-    pub(super) offline: Option<(usize, u64, u64)>,
+    /// Parties offline for a while (the member taken offline, the dispute's two; `None`: the
+    /// market node, so every member), and the intervals they were away.
+    pub(super) away: Vec<(Option<usize>, u64, u64)>,
 }
 
 /// `HH:MM` (UTC) of an interval's start.
@@ -84,13 +85,14 @@ impl MarketLog {
         match r {
             MarketReport::BookClosed {
                 interval,
+                staged,
                 orders,
                 price,
                 traded,
                 income,
                 ..
             } => {
-                if self.staged && self.staged_interval.is_none() {
+                if staged {
                     self.staged_interval = Some(interval);
                 }
                 self.books.insert(

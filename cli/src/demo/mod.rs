@@ -212,6 +212,7 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
                 }),
                 limits: None,
                 clock: Some(clock.clone()),
+                store: None,
             },
             neighbours: Vec::new(),
             secret: derive(o.seed, "market", 0),
@@ -448,7 +449,7 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
                 ));
                 homes[member].daemon = None;
                 offline = Some((member, now.0 + 4));
-                market_log.offline = Some((member, now.0, now.0 + 4));
+                market_log.away.push((Some(member), now.0, now.0 + 4));
             }
             if let Some((i, until)) = offline {
                 if until > 0 && now.0 >= until {
@@ -495,6 +496,14 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
                 f.abort();
             }
             forwarders = (0..parties).map(|i| forward(&homes, i)).collect();
+            // Both were away for a moment (the market node: away from every member).
+            let away = IntervalIndex(clock.now_ms() / 1000 / u64::from(INTERVAL)).0;
+            for p in [disputed.a, disputed.b] {
+                let who = (Some(p) != market).then_some(p);
+                market_log
+                    .away
+                    .push((who, now.0.saturating_sub(1), away + 1));
+            }
             // A member whose market channel the dispute closed joins the market again.
             if Some(disputed.b) == market {
                 let n = links.len();

@@ -74,6 +74,13 @@ impl Channel {
         if ours.state().is_final {
             return;
         }
+        if self.is_market() {
+            // The market node proposes its settlement again (a member proposes only a final
+            // state).
+            let claim = cur.market_claim(ours.state());
+            self.books.insert(claim.interval, (claim, ctx.now_ms));
+            return;
+        }
         let delivered = ours.state().energy_from(self.me).0 - cur.energy_from(self.me).0;
         let interval = ours.state().last_interval;
         let reading = IntervalReading {

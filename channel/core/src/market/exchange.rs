@@ -146,6 +146,11 @@ impl Exchange {
         self.channels.len()
     }
 
+    /// The channels with an enrolled pseudonym.
+    pub fn enrolled(&self) -> impl Iterator<Item = &ChannelId> + '_ {
+        self.enrolled.keys()
+    }
+
     /// The current roster, signed anew (with the next epoch) after any change; the second
     /// value says whether it changed since last asked, so the host publishes it.
     pub fn roster(&mut self, node: &Signer) -> (&Roster, bool) {

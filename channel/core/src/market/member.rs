@@ -81,10 +81,11 @@ pub enum MemberStep {
         traded: WattHours,
     },
     /// A publication refused, and why (`interval` 0: a roster). The market node signed it:
-    /// the host keeps it as evidence.
+    /// the host keeps the book as evidence.
     Refused {
         interval: IntervalIndex,
         reason: BookRefusal,
+        book: Option<Box<Book>>,
     },
     /// A receipt that is not the market node's for an order of ours.
     BadReceipt(ReceiptError),
@@ -200,6 +201,7 @@ impl Member {
                             Err(reason) => MemberStep::Refused {
                                 interval: IntervalIndex(0),
                                 reason,
+                                book: None,
                             },
                         }
                     }
@@ -221,6 +223,7 @@ impl Member {
                             Err(reason) => MemberStep::Refused {
                                 interval: book.interval,
                                 reason,
+                                book: Some(Box::new(book)),
                             },
                         }
                     }

@@ -18,6 +18,7 @@ use gridchan_channel::{
 
 use super::{Engine, Report};
 use crate::clock::SimClock;
+use crate::market_store::{Evidence, MarketStore};
 
 /// A market this gateway runs.
 #[derive(Clone, Debug)]
@@ -37,6 +38,9 @@ pub struct MarketParts {
     pub limits: Option<Limits>,
     /// The clock the metering intervals (and so the books) follow.
     pub clock: Option<SimClock>,
+    /// The gateway's SQLite file, where a member keeps its checked settlements and the books it
+    /// refused ([`crate::market_store`]); `None`: in memory only.
+    pub store: Option<std::path::PathBuf>,
 }
 
 /// Something that happened in a market, for whoever observes the engine.
@@ -45,6 +49,8 @@ pub enum MarketReport {
     /// (Market node) a book closed and went out.
     BookClosed {
         interval: IntervalIndex,
+        /// It went out with a staged misbehaviour ([`Stage`]).
+        staged: bool,
         orders: usize,
         price: Option<PricePerKwh>,
         traded: WattHours,
@@ -108,6 +114,10 @@ pub(super) struct Markets {
     /// The terms market nodes sent us when we connected.
     offered: HashMap<NodeId, MarketTerms>,
     shares: BTreeMap<IntervalIndex, Share>,
+    store: Option<MarketStore>,
+    /// (Market node) the newest books published: a member that reconnects with a settlement
+    /// still to sign gets its book again.
+    recent: BTreeMap<IntervalIndex, Box<gridchan_channel::market::Book>>,
 }
 
 impl Markets {
@@ -116,7 +126,19 @@ impl Markets {
             .run
             .as_ref()
             .map(|m| Exchange::new(m.terms.clone(), m.interval_seconds));
+        let store = parts
+            .store
+            .as_deref()
+            .and_then(|path| match MarketStore::open(path) {
+                Ok(store) => Some(store),
+                Err(e) => {
+                    tracing::error!("market: cannot keep settlements and evidence: {e}");
+                    None
+                }
+            });
         Markets {
+            recent: BTreeMap::new(),
+            store,
             parts,
             exchange,
             staged: None,
@@ -178,6 +200,24 @@ impl<S: super::EngineStore> Engine<S> {
                     hex::encode(&member.pseudonym()[..4])
                 );
                 self.markets.members.insert(id, member);
+                // The books it checked before a restart: their proposals may still come.
+                let kept = self
+                    .markets
+                    .store
+                    .as_ref()
+                    .map(|s| s.settlements(&id))
+                    .transpose();
+                match kept {
+                    Ok(kept) => {
+                        for settlement in kept.unwrap_or_default() {
+                            self.node.handle(Input::Settlement {
+                                channel: id,
+                                settlement,
+                            });
+                        }
+                    }
+                    Err(e) => tracing::error!("market: cannot read kept settlements: {e}"),
+                }
             }
         }
         self.enrol_members();
@@ -213,6 +253,23 @@ impl<S: super::EngineStore> Engine<S> {
             .node
             .market_channels()
             .any(|(_, p, phase, me, _)| p == peer && me == Party::B && phase == Phase::Open);
+        // The member's settlements not signed yet (proposed, or waiting for the connection)
+        // are for books newer than its channel's state: it gets those books again.
+        let settled_up_to: Option<IntervalIndex> = self
+            .node
+            .market_channels()
+            .filter(|(_, p, _, me, _)| *p == peer && *me == Party::B)
+            .filter_map(|(id, ..)| Some(self.node.channel(&id)?.current?.state().last_interval))
+            .max();
+        let unsigned: Vec<IntervalIndex> = match settled_up_to {
+            Some(last) => self
+                .markets
+                .recent
+                .range(IntervalIndex(last.0 + 1)..)
+                .map(|(i, _)| *i)
+                .collect(),
+            None => Vec::new(),
+        };
         let mut sends = Vec::new();
         if let Some(exchange) = &mut self.markets.exchange {
             sends.push(Message::Terms(Box::new(exchange.terms().clone())));
@@ -220,6 +277,12 @@ impl<S: super::EngineStore> Engine<S> {
                 let (roster, _) = exchange.roster(&self.pool_signer);
                 let parts = Parts::split(Topic::Roster, roster.epoch, roster);
                 sends.extend(parts.into_iter().map(Message::Part));
+                for interval in unsigned {
+                    if let Some(book) = self.markets.recent.get(&interval) {
+                        let parts = Parts::split(Topic::Book, interval.0, book);
+                        sends.extend(parts.into_iter().map(Message::Part));
+                    }
+                }
             }
         }
         for message in sends {
@@ -277,6 +340,10 @@ impl<S: super::EngineStore> Engine<S> {
 
     /// (Market node) an enrolment or an order from a member.
     fn on_member_message(&mut self, peer: NodeId, message: &Message, known: &Recovered) {
+        if matches!(message, Message::Enrol(_)) {
+            // A member that left and joins again enrols its pseudonym with its new channel.
+            self.prune_members();
+        }
         let Some(terms) = self.markets.exchange.as_ref().map(|e| e.terms().clone()) else {
             self.drop_peer(peer, "sent a market order to a gateway that runs no market");
             return;
@@ -324,11 +391,22 @@ impl<S: super::EngineStore> Engine<S> {
 
     /// (Member) a receipt, a refusal or a publication from the market node.
     fn on_market_node_message(&mut self, peer: NodeId, message: Message, known: &Recovered) {
-        let Some((&channel, _)) = self
+        // Our membership through the market node: its open channel (one that is opening or
+        // closing only if there is no open one, one that is over last).
+        let rank = |phase: Phase| match phase {
+            Phase::Open => 0u8,
+            Phase::AwaitingAccept | Phase::Funding | Phase::Closing => 1,
+            _ => 2,
+        };
+        let Some((_, channel)) = self
             .markets
             .members
-            .iter()
-            .find(|(id, _)| self.node.channel(id).is_some_and(|v| v.peer == peer))
+            .keys()
+            .filter_map(|id| {
+                let v = self.node.channel(id)?;
+                (v.peer == peer).then_some((rank(v.phase), *id))
+            })
+            .min()
         else {
             self.drop_peer(
                 peer,
@@ -369,6 +447,17 @@ impl<S: super::EngineStore> Engine<S> {
                 traded,
             } => {
                 if let Some(settlement) = settlement {
+                    if let Some(Err(e)) = self
+                        .markets
+                        .store
+                        .as_ref()
+                        .map(|s| s.settled(&channel, &settlement))
+                    {
+                        tracing::error!(
+                            "market: cannot keep the settlement of interval {}: {e}",
+                            interval.0
+                        );
+                    }
                     self.node.handle(Input::Settlement {
                         channel,
                         settlement,
@@ -382,8 +471,29 @@ impl<S: super::EngineStore> Engine<S> {
                     settlement,
                 }
             }
-            MemberStep::Refused { interval, reason } => {
+            MemberStep::Refused {
+                interval,
+                reason,
+                book,
+            } => {
                 self.node.handle(Input::BookRefused { channel, interval });
+                if let (Some(book), Some(store)) = (book, &self.markets.store) {
+                    let receipted = self
+                        .markets
+                        .members
+                        .get(&channel)
+                        .and_then(|m| m.receipted(interval));
+                    let kept = store.refused(&Evidence {
+                        channel,
+                        interval,
+                        reason: reason.to_string(),
+                        book: *book,
+                        receipted,
+                    });
+                    if let Err(e) = kept {
+                        tracing::error!("market: cannot keep the refused book as evidence: {e}");
+                    }
+                }
                 tracing::error!(
                     "market: refused the market node's {} of interval {}: {reason} (it is signed by the market node: kept as evidence)",
                     if interval.0 == 0 { "roster" } else { "book" },
@@ -505,6 +615,28 @@ impl<S: super::EngineStore> Engine<S> {
         self.send(view.peer, Message::Order(order));
     }
 
+    /// (Market node) members whose channel is no longer open leave the roster; the open
+    /// market channels, by peer.
+    fn prune_members(&mut self) -> HashMap<ChannelId, NodeId> {
+        let open: HashMap<ChannelId, NodeId> = self
+            .node
+            .market_channels()
+            .filter(|(_, _, phase, me, _)| *me == Party::B && *phase == Phase::Open)
+            .map(|(id, peer, ..)| (id, peer))
+            .collect();
+        if let Some(exchange) = &mut self.markets.exchange {
+            let gone: Vec<ChannelId> = exchange
+                .enrolled()
+                .filter(|id| !open.contains_key(id))
+                .copied()
+                .collect();
+            for id in gone {
+                exchange.leave(&id);
+            }
+        }
+        open
+    }
+
     /// (Market node) the book of an interval is due: close it, publish it to every member
     /// connected, and propose each member's settlement.
     pub(super) fn on_book_deadline(&mut self) {
@@ -515,22 +647,10 @@ impl<S: super::EngineStore> Engine<S> {
         let Some(interval) = exchange.due(now) else {
             return;
         };
-        // Members whose channel is no longer open leave the roster first.
-        let open: HashMap<ChannelId, NodeId> = self
-            .node
-            .market_channels()
-            .filter(|(_, _, phase, me, _)| *me == Party::B && *phase == Phase::Open)
-            .map(|(id, peer, ..)| (id, peer))
-            .collect();
-        let closed: Vec<ChannelId> = self
-            .node
-            .market_channels()
-            .filter(|(id, _, _, me, _)| *me == Party::B && !open.contains_key(id))
-            .map(|(id, ..)| id)
-            .collect();
-        for id in closed {
-            exchange.leave(&id);
-        }
+        let open = self.prune_members();
+        let Some(exchange) = &mut self.markets.exchange else {
+            return;
+        };
         let mut sends: Vec<(NodeId, Message)> = Vec::new();
         let (roster, fresh) = exchange.roster(&self.pool_signer);
         if fresh {
@@ -551,7 +671,8 @@ impl<S: super::EngineStore> Engine<S> {
                 return;
             }
         };
-        if self.markets.staged.take() == Some(Stage::WrongClearing) {
+        let staged = self.markets.staged.take() == Some(Stage::WrongClearing);
+        if staged {
             book.price = book.price.map(|p| PricePerKwh(p.0 + 1));
             book.sig = self.pool_signer.sign(&book.digest());
             tracing::warn!(
@@ -572,6 +693,7 @@ impl<S: super::EngineStore> Engine<S> {
         );
         let _ = self.reports.send(Report::Market(MarketReport::BookClosed {
             interval,
+            staged,
             orders: book.orders.len(),
             price: book.price,
             traded: book.traded,
@@ -582,6 +704,10 @@ impl<S: super::EngineStore> Engine<S> {
             for peer in open.values() {
                 sends.push((*peer, Message::Part(p.clone())));
             }
+        }
+        self.markets.recent.insert(interval, Box::new(book));
+        while self.markets.recent.len() > 8 {
+            self.markets.recent.pop_first();
         }
         for (peer, message) in sends {
             self.send(peer, message);

@@ -327,7 +327,10 @@ pub fn spawn_on_file_in_markets(
     let store = crate::store::SqliteStore::open(path)?;
     let queue = Arc::new(LedgerQueue::open(path)?);
     let mut parts = EngineParts::new(listen, signer, store, queue, policy);
-    parts.market = market;
+    parts.market = MarketParts {
+        store: market.store.clone().or_else(|| Some(path.to_path_buf())),
+        ..market
+    };
     spawn(parts)
 }
 
