@@ -161,6 +161,15 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
                 "opened {channel}: waiting for the neighbour to accept, then both deposits on the ledger"
             );
         }
+        Response::Joined { channel, terms } => {
+            println!("joined: channel {channel} under {terms}");
+            println!("waiting for the market node to accept, then both deposits on the ledger");
+        }
+        Response::Left { channels } => {
+            for c in channels {
+                println!("leaving: channel {c} closes cooperatively");
+            }
+        }
         Response::Done => println!("done"),
         Response::Towers { towers } => {
             if towers.is_empty() {

@@ -36,20 +36,21 @@ pub async fn run(config_path: &Path) -> Result<()> {
         n => SimClock::accelerated(SimClock::real().now_ms(), n),
     };
     let here = IntervalIndex::containing(clock.now_ms() / 1000, interval_seconds);
-    let meter: Box<dyn MeterSource> = match &config.meter {
-        MeterSection::Simulated {
+    let meter: Option<Box<dyn MeterSource>> = match &config.meter {
+        None => None,
+        Some(MeterSection::Simulated {
             seed,
             pv_peak_w,
             load_avg_w,
             utc_offset_minutes,
-        } => Box::new(SimulatedMeter {
+        }) => Some(Box::new(SimulatedMeter {
             seed: *seed,
             pv_peak_w: *pv_peak_w,
             load_avg_w: *load_avg_w,
             interval_seconds,
             utc_offset_minutes: *utc_offset_minutes,
-        }),
-        MeterSection::Csv { path } => Box::new(CsvMeter::open(path, here)?),
+        })),
+        Some(MeterSection::Csv { path }) => Some(Box::new(CsvMeter::open(path, here)?)),
     };
     let peers = config
         .peers
@@ -60,22 +61,45 @@ pub async fn run(config_path: &Path) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     let tower_key = signer.duplicate(&keys::random32()?);
+    let in_config = |e: gridchan_gateway::error::GatewayError| {
+        anyhow::anyhow!("config {}: {e}", config_path.display())
+    };
+    let mut accept = config.accept.policy().map_err(in_config)?;
+    // A market node takes its members' channels on its terms, depositing up to its limit in
+    // each.
+    let run = match &config.market_node {
+        Some(m) => {
+            let terms = m.terms().map_err(in_config)?;
+            accept.market = Some(Box::new(terms.clone()));
+            accept.max_deposit = m
+                .member_deposit
+                .amount("market_node.member_deposit")
+                .map_err(in_config)?;
+            Some(engine::MarketNode {
+                terms,
+                interval_seconds,
+            })
+        }
+        None => None,
+    };
     let policy = Policy {
         interval_seconds: Some(interval_seconds),
-        accept: config
-            .accept
-            .policy()
-            .map_err(|e| anyhow::anyhow!("config {}: {e}", config_path.display()))?,
+        accept,
         ..Policy::default()
     };
-    let engine = engine::spawn(engine::EngineParts::new(
-        config.node.listen,
-        signer,
-        store,
-        ledger_queue,
-        policy,
-    ))?;
-    println!("gateway {}", engine.address);
+    let mut parts =
+        engine::EngineParts::new(config.node.listen, signer, store, ledger_queue, policy);
+    parts.market = engine::MarketParts {
+        run,
+        limits: config.market.limits().map_err(in_config)?,
+        clock: Some(clock.clone()),
+        store: Some(store_path.clone()),
+    };
+    let engine = engine::spawn(parts)?;
+    match &config.market_node {
+        Some(_) => println!("market node {}", engine.address),
+        None => println!("gateway {}", engine.address),
+    }
     let towers = config
         .towers
         .iter()
@@ -88,7 +112,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         engine: engine.clone(),
         store_path,
         ledger: ledger.clone(),
-        meter: Some(meter),
+        meter,
         interval_seconds,
         peers,
         clock: clock.clone(),

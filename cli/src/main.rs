@@ -77,6 +77,17 @@ enum Commands {
         #[command(subcommand)]
         action: Option<WatchtowerAction>,
     },
+    /// A neighbourhood market: run a market node (`--config FILE`, see `market init`), or join
+    /// and leave one from a running home gateway.
+    Market {
+        /// The market node's config (running it), or the home gateway's (join, leave).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<MarketAction>,
+    },
     /// Show a running gateway: its identity and address, its account on the ledger, its meter and its neighbours.
     Status {
         #[arg(long, default_value = "gridchan.toml")]
@@ -192,6 +203,35 @@ enum WatchtowerAction {
     Clients,
     /// Every guarded channel with the version held.
     Channels,
+}
+
+#[derive(Subcommand)]
+enum MarketAction {
+    /// Create a market node: a new key (mode 0600) and a commented config with a new market id.
+    Init {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Where members reach the market node.
+        #[arg(long, default_value = "127.0.0.1:7700")]
+        listen: SocketAddr,
+        /// The ledger node, PUBKEY@HOST:PORT.
+        #[arg(long, default_value = "PUBKEY@127.0.0.1:7400")]
+        ledger: String,
+    },
+    /// Join a market: open a channel with its market node on its terms (the home's gateway must
+    /// be running).
+    Join {
+        /// The market node, PUBKEY@HOST:PORT.
+        address: String,
+        /// What this home deposits: what it may spend on energy, in tokens.
+        #[arg(long, value_parser = gridchan_cli::ledger::parse_amount)]
+        deposit: Amount,
+        /// What the market node deposits: what it may pay this home for its sales, in tokens.
+        #[arg(long, value_parser = gridchan_cli::ledger::parse_amount, default_value = "5")]
+        market_deposit: Amount,
+    },
+    /// Leave the markets this home is a member of: their channels close cooperatively.
+    Leave,
 }
 
 #[derive(Subcommand)]
@@ -511,6 +551,47 @@ fn run() -> Result<()> {
             Some(WatchtowerAction::Clients) => gridchan_cli::watchtower::clients(&config, json),
             Some(WatchtowerAction::Channels) => gridchan_cli::watchtower::channels(&config, json),
         },
+        Commands::Market {
+            config,
+            json,
+            action,
+        } => {
+            use gridchan_gateway::control::Request;
+            let home = || {
+                config
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("gridchan.toml"))
+            };
+            let request = match action {
+                None => {
+                    let config = config.unwrap_or_else(|| PathBuf::from("market.toml"));
+                    return runtime()?.block_on(gridchan_cli::daemon::run(&config));
+                }
+                Some(MarketAction::Init {
+                    dir,
+                    listen,
+                    ledger,
+                }) => return gridchan_cli::init::market(&dir, listen, &ledger),
+                Some(MarketAction::Join {
+                    address,
+                    deposit,
+                    market_deposit,
+                }) => Request::MarketJoin {
+                    address,
+                    deposit: deposit.0,
+                    market_deposit: market_deposit.0,
+                },
+                Some(MarketAction::Leave) => Request::MarketLeave,
+            };
+            let r = gridchan_cli::channel::call(&home(), &request)?;
+            gridchan_cli::channel::print(&r, json)?;
+            match (&r, json) {
+                (gridchan_gateway::control::Response::Joined { channel, .. }, false) => {
+                    gridchan_cli::channel::follow(&home(), channel, &["Open", "Concluded"])
+                }
+                _ => Ok(()),
+            }
+        }
         Commands::Demo(options) => {
             let ok = until_stopped("the demo", gridchan_cli::demo::run(options))?;
             if !ok {

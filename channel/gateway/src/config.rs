@@ -16,7 +16,9 @@ pub struct Config {
     pub ledger: LedgerSection,
     #[serde(default)]
     pub metering: MeteringSection,
-    pub meter: MeterSection,
+    /// The home's meter; a market node has none.
+    #[serde(default)]
+    pub meter: Option<MeterSection>,
     #[serde(default)]
     pub peers: Vec<PeerSection>,
     /// Watchtowers that guard this gateway's channels while it is offline.
@@ -25,6 +27,103 @@ pub struct Config {
     /// Whose channel proposals, on which terms, this gateway takes up.
     #[serde(default)]
     pub accept: AcceptSection,
+    /// A member's limit prices in the markets it joins.
+    #[serde(default)]
+    pub market: MarketSection,
+    /// The market this gateway runs, if it is a market node (`gridchan market init`).
+    #[serde(default)]
+    pub market_node: Option<MarketNodeSection>,
+}
+
+/// The `[market]` section: the least this home sells for and the most it buys for in a
+/// neighbourhood market, as tariffs (tokens per kWh, time-of-use capable). Left out: the
+/// market's grid prices, so the home trades locally whenever that beats the grid.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarketSection {
+    pub sell_at_least: Option<String>,
+    pub buy_at_most: Option<String>,
+}
+
+/// The `[market_node]` section: the market this gateway runs.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarketNodeSection {
+    /// The market's id, 64 hex digits (chosen by `gridchan market init`).
+    pub market: String,
+    /// `"pay-as-clear"` (the default) or `"pay-as-bid"`.
+    #[serde(default = "pay_as_clear")]
+    pub rule: String,
+    /// Tokens per kWh charged to buyers on top of the price.
+    #[serde(default = "zero")]
+    pub fee: TokenAmount,
+    /// The book closes this many thousandths of an interval after the interval ends.
+    #[serde(default = "quarter_permille")]
+    pub deadline_permille: u16,
+    /// The grid's prices, every member's outside options (tariffs in tokens per kWh).
+    pub feed_in: String,
+    pub retail: String,
+    /// The most the market node deposits in one member's channel (what it may pay the member
+    /// for its sales before a top-up).
+    #[serde(default = "ten")]
+    pub member_deposit: TokenAmount,
+}
+
+fn pay_as_clear() -> String {
+    "pay-as-clear".into()
+}
+fn quarter_permille() -> u16 {
+    250
+}
+
+/// A tariff's time-of-use tables, for a market's prices.
+fn tables(field: &str, text: &str) -> Result<gridchan_channel::TimeOfUse, GatewayError> {
+    let tariff: gridchan_channel::Tariff = text
+        .parse()
+        .map_err(|e| GatewayError::Config(format!("{field}: {e}")))?;
+    gridchan_channel::TimeOfUse::of(&tariff)
+        .ok_or_else(|| GatewayError::Config(format!("{field}: write a flat or time-of-use tariff")))
+}
+
+impl MarketNodeSection {
+    /// The market's terms, or what is wrong with the section.
+    pub fn terms(&self) -> Result<gridchan_channel::market::MarketTerms, GatewayError> {
+        let bad =
+            |field: &str, why: String| GatewayError::Config(format!("market_node.{field}: {why}"));
+        let market: [u8; 32] = hex::decode(&self.market)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| bad("market", "expected 64 hex digits".into()))?;
+        let terms = gridchan_channel::market::MarketTerms {
+            market,
+            rule: self.rule.parse().map_err(|e| bad("rule", format!("{e}")))?,
+            fee: gridchan_channel::PricePerKwh(self.fee.amount("market_node.fee")?.0),
+            deadline_permille: self.deadline_permille,
+            feed_in: tables("market_node.feed_in", &self.feed_in)?,
+            retail: tables("market_node.retail", &self.retail)?,
+        };
+        terms
+            .validate()
+            .map_err(|e| GatewayError::Config(format!("market_node: {e}")))?;
+        Ok(terms)
+    }
+}
+
+impl MarketSection {
+    /// The member's limits, if the section sets them (both, or neither).
+    pub fn limits(&self) -> Result<Option<gridchan_channel::market::Limits>, GatewayError> {
+        match (&self.sell_at_least, &self.buy_at_most) {
+            (None, None) => Ok(None),
+            (Some(sell), Some(buy)) => Ok(Some(gridchan_channel::market::Limits {
+                sell_at_least: tables("market.sell_at_least", sell)?,
+                buy_at_most: tables("market.buy_at_most", buy)?,
+            })),
+            _ => Err(GatewayError::Config(
+                "market: set both sell_at_least and buy_at_most, or neither (the market's grid prices)"
+                    .into(),
+            )),
+        }
+    }
 }
 
 /// The `[accept]` section: the terms of a channel a neighbour proposes that this gateway
@@ -73,14 +172,14 @@ pub enum TokenAmount {
 }
 
 impl TokenAmount {
-    fn amount(&self, field: &str) -> Result<gridchan_channel::Amount, GatewayError> {
+    pub fn amount(&self, field: &str) -> Result<gridchan_channel::Amount, GatewayError> {
         let text = match self {
             TokenAmount::Text(s) => s.clone(),
             TokenAmount::Integer(n) => n.to_string(),
             TokenAmount::Float(f) => format!("{f}"),
         };
         gridchan_channel::Amount::parse_tokens(&text)
-            .map_err(|e| GatewayError::Config(format!("accept.{field}: {e}")))
+            .map_err(|e| GatewayError::Config(format!("{field}: {e}")))
     }
 }
 
@@ -163,8 +262,8 @@ impl AcceptSection {
             }
         };
         let (min_price, max_price) = (
-            self.min_price.amount("min_price")?,
-            self.max_price.amount("max_price")?,
+            self.min_price.amount("accept.min_price")?,
+            self.max_price.amount("accept.max_price")?,
         );
         if min_price > max_price {
             return Err(GatewayError::Config(
@@ -174,7 +273,7 @@ impl AcceptSection {
         Ok(gridchan_channel::AcceptPolicy {
             from,
             listed,
-            max_deposit: self.max_deposit.amount("max_deposit")?,
+            max_deposit: self.max_deposit.amount("accept.max_deposit")?,
             max_deposit_permille: (self.max_deposit_share * 1000.0).round() as u16,
             challenge_window_blocks: range(
                 "challenge_window_blocks",
@@ -296,13 +395,77 @@ impl Config {
                 detail: detail.to_string(),
             });
         }
+        let invalid = |detail: GatewayError| ConfigError::Invalid {
+            path: name.clone(),
+            detail: detail.to_string(),
+        };
+        if let Some(m) = &config.market_node {
+            m.terms().map_err(invalid)?;
+            m.member_deposit
+                .amount("market_node.member_deposit")
+                .map_err(invalid)?;
+        }
+        config.market.limits().map_err(invalid)?;
+        if config.meter.is_none() && config.market_node.is_none() {
+            return Err(ConfigError::Invalid {
+                path: name,
+                detail: "no [meter] section: a home gateway needs a meter (only a market node runs without one)".into(),
+            });
+        }
         fix(&mut config.node.key);
         fix(&mut config.node.data);
-        if let MeterSection::Csv { path } = &mut config.meter {
+        if let Some(MeterSection::Csv { path }) = &mut config.meter {
             fix(path);
         }
         Ok(config)
     }
+}
+
+/// The commented configuration `gridchan market init` writes: a market node (no meter), its
+/// market's id chosen at random.
+pub fn market_template(listen: SocketAddr, ledger: &str, market: &[u8; 32]) -> String {
+    let ledger = LedgerSection::template(ledger, "funding its members' channels and closing them");
+    format!(
+        r#"# gridchan market node configuration. Relative paths are relative to this file.
+# Homes join with `gridchan market join PUBKEY@HOST:PORT --deposit TOKENS`.
+
+[node]
+# The identity key (mode 0600). Members reach the market node by the node id derived from it.
+key = "node.key"
+# The data folder: the members' channels live here in SQLite. Back it up.
+data = "data"
+listen = "{listen}"
+
+{ledger}
+[metering]
+# The members' metering interval in seconds (divides an hour).
+interval_seconds = 900
+
+[accept]
+# Any home may join; every member's channel is on the market's terms below.
+from = "anyone"
+max_deposit_share = 1.0
+
+[market_node]
+# The market's id: members' pseudonyms are derived from it. Never change it.
+market = "{market}"
+# "pay-as-clear" (one uniform price) or "pay-as-bid".
+rule = "pay-as-clear"
+# Charged to buyers per kWh on top of the price, kept by the market node (tokens).
+fee = "0"
+# The book closes this many thousandths of an interval after the interval ends (after the
+# neighbour channels' rounds, which take a tenth).
+deadline_permille = 250
+# The grid's prices: no member sells below feed_in nor buys above retail (tokens per kWh,
+# `flat PRICE` or `tou +HH:MM 0-7=PRICE,...`).
+feed_in = "flat 0.08"
+retail = "tou +01:00 0-7=0.22,7-17=0.28,17-21=0.34,21-24=0.22"
+# The most the market node deposits in one member's channel: what it may pay the member for
+# its sales before the channel is topped up (tokens).
+member_deposit = "10"
+"#,
+        market = hex::encode(market)
+    )
 }
 
 /// The commented configuration `gridchan init` writes.
@@ -366,6 +529,13 @@ offer_hours = 24
 # [[towers]] section each (or `gridchan tower add PUBKEY@HOST:PORT` while the daemon runs):
 # [[towers]]
 # address = "PUBKEY@HOST:PORT"
+
+# In a neighbourhood market (`gridchan market join PUBKEY@HOST:PORT --deposit TOKENS`): the
+# least you sell for and the most you buy for, tokens per kWh. Left out: the market's grid
+# prices, so you trade locally whenever that beats the grid.
+# [market]
+# sell_at_least = "flat 0.10"
+# buy_at_most = "tou +01:00 0-7=0.20,7-24=0.30"
 "#
     )
 }
@@ -373,6 +543,55 @@ offer_hours = 24
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_market_template_loads_as_a_market_node_without_a_meter() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("market.toml");
+        let text = market_template(
+            "127.0.0.1:7700".parse().unwrap(),
+            "03aa@127.0.0.1:7400",
+            &[7; 32],
+        );
+        std::fs::write(&path, &text).unwrap();
+        let c = Config::load(&path).unwrap();
+        assert!(c.meter.is_none());
+        let terms = c.market_node.as_ref().unwrap().terms().unwrap();
+        assert_eq!(terms.market, [7; 32]);
+        assert_eq!(terms.deadline_permille, 250);
+        // A bad rule, a deadline out of range, and limits set by halves are refused, each
+        // naming its field.
+        for (from, to, field) in [
+            (
+                "rule = \"pay-as-clear\"",
+                "rule = \"auction\"",
+                "market_node.rule",
+            ),
+            (
+                "deadline_permille = 250",
+                "deadline_permille = 900",
+                "deadline",
+            ),
+        ] {
+            std::fs::write(&path, text.replace(from, to)).unwrap();
+            let e = Config::load(&path).unwrap_err().to_string();
+            assert!(e.contains(field), "{e}");
+        }
+        std::fs::write(
+            &path,
+            format!("{text}\n[market]\nsell_at_least = \"flat 0.1\"\n"),
+        )
+        .unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains("both"), "{e}");
+        // A home without a meter is refused.
+        let home = template("127.0.0.1:7500".parse().unwrap(), "03aa@127.0.0.1:7400");
+        let start = home.find("[meter]").unwrap();
+        let end = home.find("# Neighbours to keep").unwrap();
+        std::fs::write(&path, format!("{}{}", &home[..start], &home[end..])).unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains("meter"), "{e}");
+    }
 
     #[test]
     fn the_template_loads_with_paths_resolved() {
@@ -387,7 +606,10 @@ mod tests {
         assert_eq!(c.node.key, dir.path().join("node.key"));
         assert_eq!(c.node.data, dir.path().join("data"));
         assert_eq!(c.metering.interval_seconds, 900);
-        assert!(matches!(c.meter, MeterSection::Simulated { seed: 1, .. }));
+        assert!(matches!(
+            c.meter,
+            Some(MeterSection::Simulated { seed: 1, .. })
+        ));
         assert!(c.peers.is_empty());
         let accept = c.accept.policy().unwrap();
         assert_eq!(accept, gridchan_channel::AcceptPolicy::default());

@@ -85,6 +85,17 @@ pub enum Request {
         /// A prefix of the tower's node id.
         tower: String,
     },
+    /// Join a neighbourhood market: a channel with its market node, on its terms.
+    MarketJoin {
+        /// The market node, `PUBKEY@HOST:PORT`.
+        address: String,
+        /// Micro-units this home deposits (what it may spend on energy).
+        deposit: u64,
+        /// Micro-units it asks the market node to deposit (what the market may pay it).
+        market_deposit: u64,
+    },
+    /// Leave the markets this home is a member of (close their channels).
+    MarketLeave,
 }
 
 fn default_window() -> u64 {
@@ -141,6 +152,15 @@ pub enum Response {
     },
     Opened {
         channel: String,
+    },
+    /// A market joined: the channel, and the market's terms in words.
+    Joined {
+        channel: String,
+        terms: String,
+    },
+    /// Market channels closing.
+    Left {
+        channels: Vec<String>,
     },
     Done,
     Towers {
@@ -532,6 +552,59 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
         },
         Request::TowerList => match towers.list().await {
             Ok(towers) => Response::Towers { towers },
+            Err(e) => err(e.to_string()),
+        },
+        Request::MarketJoin {
+            address,
+            deposit,
+            market_deposit,
+        } => {
+            let market: PeerAddr = match address.parse() {
+                Ok(p) => p,
+                Err(e) => return err(format!("{e}")),
+            };
+            if let Err(e) = can_fund(
+                ledger.as_ref(),
+                engine.node,
+                market.node,
+                deposit,
+                market_deposit,
+            )
+            .await
+            {
+                return err(e.to_string());
+            }
+            if let Err(e) = peers.remember(&market) {
+                return err(format!("cannot record the market node's address: {e}"));
+            }
+            let mut nonce = [0u8; 32];
+            rand::fill(&mut nonce);
+            let now = clock.now_ms() / 1000;
+            let join = crate::market::Join {
+                market,
+                deposit: Amount(deposit),
+                market_deposit: Amount(market_deposit),
+                interval_seconds,
+                challenge_window_blocks: default_window(),
+                funding_window_blocks: 60,
+                opened_at: IntervalIndex::containing(now, interval_seconds),
+                nonce,
+            };
+            match crate::market::join(engine, join).await {
+                Ok((id, terms)) => {
+                    peers.check_now();
+                    Response::Joined {
+                        channel: id.to_string(),
+                        terms: Tariff::Market(Box::new(terms)).to_string(),
+                    }
+                }
+                Err(e) => err(e.to_string()),
+            }
+        }
+        Request::MarketLeave => match crate::market::leave(engine, None).await {
+            Ok(ids) => Response::Left {
+                channels: ids.iter().map(|c| c.to_string()).collect(),
+            },
             Err(e) => err(e.to_string()),
         },
         Request::TowerRemove { tower } => match towers.remove(&tower).await {

@@ -115,6 +115,8 @@ pub(super) struct Markets {
     offered: HashMap<NodeId, MarketTerms>,
     shares: BTreeMap<IntervalIndex, Share>,
     store: Option<MarketStore>,
+    /// (Market node) the digest of the roster each connected member was last sent.
+    roster_sent: HashMap<NodeId, [u8; 32]>,
     /// (Market node) the newest books published: a member that reconnects with a settlement
     /// still to sign gets its book again.
     recent: BTreeMap<IntervalIndex, Box<gridchan_channel::market::Book>>,
@@ -137,6 +139,7 @@ impl Markets {
                 }
             });
         Markets {
+            roster_sent: HashMap::new(),
             recent: BTreeMap::new(),
             store,
             parts,
@@ -271,12 +274,13 @@ impl<S: super::EngineStore> Engine<S> {
             None => Vec::new(),
         };
         let mut sends = Vec::new();
+        self.markets.roster_sent.remove(&peer);
+        if member {
+            self.roster_to(&[peer]);
+        }
         if let Some(exchange) = &mut self.markets.exchange {
             sends.push(Message::Terms(Box::new(exchange.terms().clone())));
             if member {
-                let (roster, _) = exchange.roster(&self.pool_signer);
-                let parts = Parts::split(Topic::Roster, roster.epoch, roster);
-                sends.extend(parts.into_iter().map(Message::Part));
                 for interval in unsigned {
                     if let Some(book) = self.markets.recent.get(&interval) {
                         let parts = Parts::split(Topic::Book, interval.0, book);
@@ -291,8 +295,30 @@ impl<S: super::EngineStore> Engine<S> {
         self.enrol_members();
     }
 
+    /// (Market node) sends the current roster to each of `peers` that was not sent it yet.
+    fn roster_to(&mut self, peers: &[NodeId]) {
+        let Some(exchange) = &mut self.markets.exchange else {
+            return;
+        };
+        let (roster, _) = exchange.roster(&self.pool_signer);
+        let digest = roster.digest();
+        let parts = Parts::split(Topic::Roster, roster.epoch, roster);
+        let due: Vec<NodeId> = peers
+            .iter()
+            .filter(|p| self.markets.roster_sent.get(*p) != Some(&digest))
+            .copied()
+            .collect();
+        for peer in due {
+            for p in &parts {
+                self.send(peer, Message::Part(p.clone()));
+            }
+            self.markets.roster_sent.insert(peer, digest);
+        }
+    }
+
     /// A peer disconnected: our enrolments with it are sent again on the next connection.
     pub(super) fn market_peer_down(&mut self, peer: NodeId) {
+        self.markets.roster_sent.remove(&peer);
         let gone: Vec<ChannelId> = self
             .markets
             .members
@@ -384,8 +410,14 @@ impl<S: super::EngineStore> Engine<S> {
             }
             _ => {}
         }
+        let enrolled = answer.is_none() && matches!(message, Message::Enrol(_));
         if let Some(answer) = answer {
             self.send(peer, answer);
+        }
+        if enrolled {
+            // The roster with the new member in it, to the new member at once (the others get
+            // it before the next book).
+            self.roster_to(&[peer]);
         }
     }
 
@@ -648,18 +680,13 @@ impl<S: super::EngineStore> Engine<S> {
             return;
         };
         let open = self.prune_members();
+        // Every member the book goes to holds the roster it names.
+        let peers: Vec<NodeId> = open.values().copied().collect();
+        self.roster_to(&peers);
         let Some(exchange) = &mut self.markets.exchange else {
             return;
         };
         let mut sends: Vec<(NodeId, Message)> = Vec::new();
-        let (roster, fresh) = exchange.roster(&self.pool_signer);
-        if fresh {
-            for p in Parts::split(Topic::Roster, roster.epoch, roster) {
-                for peer in open.values() {
-                    sends.push((*peer, Message::Part(p.clone())));
-                }
-            }
-        }
         let members = exchange.members();
         let (mut book, settlements) = match exchange.close(interval, &self.pool_signer) {
             Ok(closed) => closed,
