@@ -377,22 +377,10 @@ impl MarketNet {
             .map(|c| c.id)
     }
 
-    /// What the market node lets the member of `channel` order now: `None` while a settlement
-    /// of its waits for the member's countersignature.
+    /// What the market node lets the member of `channel` order now.
     fn allowance(&self, channel: Option<ChannelId>) -> Option<Allowance> {
         let view = self.market.channel(&channel?)?;
-        if view.proposal.is_some() {
-            return None;
-        }
-        let state = view.current?;
-        let period = u64::from(INTERVAL_SECONDS) * 1000;
-        let interval = IntervalIndex((self.now_ms / period).saturating_sub(1));
-        Some(Allowance::of(
-            state.state(),
-            self.exchange.terms(),
-            interval,
-            INTERVAL_SECONDS,
-        ))
+        gridchan_channel::market::allowance(&view, self.exchange.terms(), self.now_ms)
     }
 
     /// Carries out every output and delivers every frame until nothing moves.

@@ -58,6 +58,8 @@ pub(super) struct MarketLog {
     pub(super) refused: BTreeMap<IntervalIndex, (BTreeSet<usize>, String)>,
     /// Members whose order for each interval went out.
     pub(super) ordered: BTreeMap<IntervalIndex, BTreeSet<usize>>,
+    /// What every member's checked books gave it, by channel and interval.
+    pub(super) expected: BTreeMap<(ChannelId, IntervalIndex), gridchan_channel::market::Settlement>,
     /// Orders the market node did not take: (member, interval, why).
     pub(super) left_out: Vec<(usize, IntervalIndex, String)>,
     /// A wrong clearing was staged; the book it went out in.
@@ -116,8 +118,16 @@ impl MarketLog {
                     price.map_or(String::new(), |p| format!(" at {}/kWh", Amount(p.0)))
                 ))
             }
-            MarketReport::BookChecked { interval, .. } => {
+            MarketReport::BookChecked {
+                channel,
+                interval,
+                settlement,
+                ..
+            } => {
                 self.checked.entry(interval).or_default().insert(i);
+                if let Some(s) = settlement {
+                    self.expected.insert((channel, interval), s);
+                }
                 None
             }
             MarketReport::BookRefused {

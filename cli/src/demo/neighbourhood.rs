@@ -99,7 +99,7 @@ pub(super) fn market_terms(seed: u64) -> gridchan_channel::market::MarketTerms {
         market: derive(seed, "market", 1),
         rule: gridchan_channel::market::Rule::PayAsClear,
         fee: PricePerKwh(0),
-        deadline_permille: 250,
+        deadline_permille: 500,
         feed_in: TimeOfUse {
             utc_offset_minutes: UTC_OFFSET_MIN,
             weekday: [PricePerKwh(FEED_IN); 24],

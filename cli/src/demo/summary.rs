@@ -278,10 +278,39 @@ pub(super) async fn summarize(
     };
     let bought: u64 = homes_only().map(|e| e.0).sum();
     let sold: u64 = homes_only().map(|e| e.1).sum();
+    // Market settlements a member never countersigned (it went offline between the book and
+    // the proposal, and its channel closed): the market node's exposure, bounded.
+    let mut unsigned = Vec::new();
+    if let Some(m) = market {
+        let mut settled = std::collections::HashSet::new();
+        for l in links.iter().filter(|l| l.b == m) {
+            for t in homes[m].engine().recent_trades(l.id, 100_000).await? {
+                settled.insert((l.id, t.interval));
+            }
+        }
+        unsigned = log
+            .expected
+            .iter()
+            .filter(|((c, i), _)| !settled.contains(&(*c, i.0)))
+            .map(|((c, _), s)| (*c, *s))
+            .collect();
+    }
+    let unsigned_sold: u64 = unsigned.iter().map(|(_, s)| s.sold.0).sum();
+    let unsigned_bought: u64 = unsigned.iter().map(|(_, s)| s.bought.0).sum();
     check(
         "energy bought equals energy sold",
-        bought == sold,
-        format!("{bought} Wh bought, {sold} Wh sold between homes"),
+        bought + unsigned_bought == sold + unsigned_sold,
+        format!(
+            "{bought} Wh bought, {sold} Wh sold between homes{}",
+            if unsigned.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (and {unsigned_bought} Wh bought, {unsigned_sold} Wh sold in {} settlements a member did not countersign)",
+                    unsigned.len()
+                )
+            }
+        ),
     );
     // The pooled bound: every interval, all homes' exports against all homes' imports.
     let pooled = |k: usize| -> u64 {
@@ -299,6 +328,7 @@ pub(super) async fn summarize(
             &meters,
             &pooled,
             (bought, pooled_bound),
+            &unsigned,
             &mut check,
         )
     });
@@ -348,6 +378,7 @@ fn market_checks(
     meters: &[Vec<(u64, u64)>],
     pooled: &impl Fn(usize) -> u64,
     (local, pooled_bound): (u64, u64),
+    unsigned: &[(ChannelId, gridchan_channel::market::Settlement)],
     check: &mut impl FnMut(&str, bool, String),
 ) -> MarketSummary {
     let anchor = IntervalIndex(WEEK_START[o.week] / 900 + o.day as u64 * 96);
@@ -411,10 +442,8 @@ fn market_checks(
         if k >= o.intervals as usize {
             continue;
         }
-        let ordered = log.ordered.get(interval).unwrap_or(&empty);
-        let everyone = (0..o.homes)
-            .filter(|i| meters[*i][k] != (0, 0))
-            .all(|i| ordered.contains(&i));
+        let with_energy = (0..o.homes).filter(|i| meters[*i][k] != (0, 0)).count();
+        let everyone = book.orders == with_energy;
         if !everyone {
             continue;
         }
@@ -446,13 +475,39 @@ fn market_checks(
         .map(|(_, b)| b.income)
         .sum();
     let (in_wh, out_wh, net) = per_home.get(&m).copied().unwrap_or_default();
+    // What the books say the market node keeps, less what unsigned settlements left with it
+    // (a seller's earnings it did not pay, a buyer's payment it did not get).
+    let kept_by_unsigned: i128 = unsigned
+        .iter()
+        .map(|(_, s)| i128::from(s.earned.0) - i128::from(s.paid.0))
+        .sum();
+    let (u_sold, u_bought): (u64, u64) = unsigned
+        .iter()
+        .fold((0, 0), |(a, b), (_, s)| (a + s.sold.0, b + s.bought.0));
+    let mut per_channel: BTreeMap<ChannelId, usize> = BTreeMap::new();
+    for (c, _) in unsigned {
+        *per_channel.entry(*c).or_default() += 1;
+    }
+    let bounded = per_channel.values().all(|n| *n <= 2);
     check(
         "the market node's books balance",
-        in_wh == out_wh && net == i128::from(income),
+        in_wh + u_sold == out_wh + u_bought
+            && net == i128::from(income) + kept_by_unsigned
+            && bounded,
         format!(
-            "it bought {in_wh} Wh and sold {out_wh} Wh; kept {} (the books' income: {})",
+            "it bought {in_wh} Wh and sold {out_wh} Wh; kept {} (the books' income: {}){}",
             money(net),
-            money(i128::from(income))
+            money(i128::from(income)),
+            if unsigned.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} settlements never countersigned, at most {} per member (its exposure), left it {}",
+                    unsigned.len(),
+                    per_channel.values().max().copied().unwrap_or(0),
+                    money(kept_by_unsigned)
+                )
+            }
         ),
     );
     let prices: Vec<u64> = log

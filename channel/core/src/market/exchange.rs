@@ -48,6 +48,27 @@ impl Allowance {
     }
 }
 
+/// What the market node lets the member of a market channel order at `now_ms` (for the
+/// interval that ended last), from the market node's view of the channel: `None` while a
+/// settlement older than the previous interval's waits for the member's countersignature. A
+/// settlement in flight (the previous interval's, proposed) counts as signed, so that a member
+/// is never left out for the few milliseconds its countersignature takes; the market node's
+/// exposure to a member that never countersigns is at most two intervals' settlements, each
+/// within the allowance.
+pub fn allowance(view: &crate::ChannelView, terms: &MarketTerms, now_ms: u64) -> Option<Allowance> {
+    let seconds = view.params.interval_seconds;
+    let period = u64::from(seconds) * 1000;
+    let interval = IntervalIndex((now_ms / period).saturating_sub(1));
+    let state = match &view.proposal {
+        Some(p) if !p.state().is_final && p.state().last_interval.0 + 1 >= interval.0 => {
+            p.state().clone()
+        }
+        Some(_) => return None,
+        None => view.current.as_ref()?.state().clone(),
+    };
+    Some(Allowance::of(&state, terms, interval, seconds))
+}
+
 /// Why the market node does not take an order or an enrolment. The member hears the reason;
 /// its energy for the interval goes to the grid.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
@@ -74,7 +95,7 @@ pub enum OrderRefusal {
     AboveAllowance { buy: u64, sell: u64 },
     #[error("another order for this interval was already taken")]
     Changed,
-    #[error("the previous interval's settlement is not countersigned yet")]
+    #[error("an earlier interval's settlement is not countersigned yet")]
     Unsettled,
     #[error("the pseudonym is already enrolled by another channel")]
     PseudonymTaken,
@@ -110,6 +131,14 @@ impl Exchange {
 
     pub fn terms(&self) -> &MarketTerms {
         &self.terms
+    }
+
+    /// Starting (or restarting) at `now_ms`: the books whose deadline has passed are not
+    /// closed late, empty.
+    pub fn start_at(&mut self, now_ms: u64) {
+        if let Some(last) = self.due(now_ms) {
+            self.closed = Some(last);
+        }
     }
 
     /// The member of `channel` enrols its pseudonym (its channel with us is open and funded:

@@ -21,7 +21,7 @@ use crate::types::{Amount, IntervalIndex, PricePerKwh, WattHours};
 
 pub use book::{Book, BookRefusal, Part, PartError, Parts, Roster, Topic};
 pub use clearing::{clear, BookError, Clearing, Fill, Grid};
-pub use exchange::{Allowance, Exchange, OrderRefusal};
+pub use exchange::{allowance, Allowance, Exchange, OrderRefusal};
 pub use member::{Limits, Member, MemberStep, ReceiptError};
 pub use order::{pseudonym_id, Enrol, Order, Receipt, SignedOrder};
 

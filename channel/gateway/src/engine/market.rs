@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use gridchan_channel::market::{
-    Allowance, Exchange, Limits, MarketTerms, Member, MemberStep, Parts, Settlement, Topic,
+    Allowance, Exchange, Limits, MarketTerms, Member, MemberStep, Parts, Roster, Settlement, Topic,
 };
 use gridchan_channel::metering::MeterReading;
 use gridchan_channel::wire::Message;
@@ -119,15 +119,17 @@ pub(super) struct Markets {
     roster_sent: HashMap<NodeId, [u8; 32]>,
     /// (Market node) the newest books published: a member that reconnects with a settlement
     /// still to sign gets its book again.
-    recent: BTreeMap<IntervalIndex, Box<gridchan_channel::market::Book>>,
+    recent: BTreeMap<IntervalIndex, (Box<gridchan_channel::market::Book>, Roster)>,
 }
 
 impl Markets {
     pub(super) fn new(parts: MarketParts) -> Markets {
-        let exchange = parts
-            .run
-            .as_ref()
-            .map(|m| Exchange::new(m.terms.clone(), m.interval_seconds));
+        let now = parts.clock.clone().unwrap_or_else(SimClock::real).now_ms();
+        let exchange = parts.run.as_ref().map(|m| {
+            let mut exchange = Exchange::new(m.terms.clone(), m.interval_seconds);
+            exchange.start_at(now);
+            exchange
+        });
         let store = parts
             .store
             .as_deref()
@@ -282,7 +284,10 @@ impl<S: super::EngineStore> Engine<S> {
             sends.push(Message::Terms(Box::new(exchange.terms().clone())));
             if member {
                 for interval in unsigned {
-                    if let Some(book) = self.markets.recent.get(&interval) {
+                    if let Some((book, roster)) = self.markets.recent.get(&interval) {
+                        // With the roster it names (a newer one may have replaced it).
+                        let parts = Parts::split(Topic::Roster, roster.epoch, roster);
+                        sends.extend(parts.into_iter().map(Message::Part));
                         let parts = Parts::split(Topic::Book, interval.0, book);
                         sends.extend(parts.into_iter().map(Message::Part));
                     }
@@ -380,20 +385,9 @@ impl<S: super::EngineStore> Engine<S> {
             .market_channels()
             .find(|(_, p, phase, me, _)| *p == peer && *phase == Phase::Open && *me == Party::B)
             .map(|(id, ..)| id);
-        let allowance = channel.and_then(|id| {
-            let view = self.node.channel(&id)?;
-            if view.proposal.is_some() {
-                return None;
-            }
-            let period = u64::from(view.params.interval_seconds) * 1000;
-            let interval = IntervalIndex((now / period).saturating_sub(1));
-            Some(Allowance::of(
-                view.current?.state(),
-                &terms,
-                interval,
-                view.params.interval_seconds,
-            ))
-        });
+        let allowance = channel
+            .and_then(|id| self.node.channel(&id))
+            .and_then(|view| gridchan_channel::market::allowance(&view, &terms, now));
         let exchange = self.markets.exchange.as_mut().expect("checked above");
         let answer =
             exchange.on_message(channel, message, now, allowance, known, &self.pool_signer);
@@ -688,6 +682,7 @@ impl<S: super::EngineStore> Engine<S> {
         };
         let mut sends: Vec<(NodeId, Message)> = Vec::new();
         let members = exchange.members();
+        let roster = exchange.roster(&self.pool_signer).0.clone();
         let (mut book, settlements) = match exchange.close(interval, &self.pool_signer) {
             Ok(closed) => closed,
             Err(e) => {
@@ -732,7 +727,9 @@ impl<S: super::EngineStore> Engine<S> {
                 sends.push((*peer, Message::Part(p.clone())));
             }
         }
-        self.markets.recent.insert(interval, Box::new(book));
+        self.markets
+            .recent
+            .insert(interval, (Box::new(book), roster));
         while self.markets.recent.len() > 8 {
             self.markets.recent.pop_first();
         }
