@@ -58,6 +58,8 @@ pub(super) struct MarketLog {
     pub(super) refused: BTreeMap<IntervalIndex, (BTreeSet<usize>, String)>,
     /// Members whose order for each interval went out.
     pub(super) ordered: BTreeMap<IntervalIndex, BTreeSet<usize>>,
+    /// Members whose order for each interval the market node receipted: the book must hold it.
+    pub(super) receipted: BTreeMap<IntervalIndex, BTreeSet<usize>>,
     /// What every member's checked books gave it, by channel and interval.
     pub(super) expected: BTreeMap<(ChannelId, IntervalIndex), gridchan_channel::market::Settlement>,
     /// Orders the market node did not take: (member, interval, why).
@@ -144,6 +146,10 @@ impl MarketLog {
                         clock_time(interval)
                     )
                 })
+            }
+            MarketReport::Receipted { interval, .. } => {
+                self.receipted.entry(interval).or_default().insert(i);
+                None
             }
             MarketReport::Ordered { interval, .. } => {
                 self.ordered.entry(interval).or_default().insert(i);

@@ -393,7 +393,7 @@ fn market_checks(
         })
     };
     for interval in log.books.keys().filter(|i| Some(**i) != staged) {
-        let ordered = log.ordered.get(interval).unwrap_or(&empty);
+        let ordered = log.receipted.get(interval).unwrap_or(&empty);
         let checked = log.checked.get(interval).unwrap_or(&empty);
         if !ordered
             .iter()
@@ -418,7 +418,7 @@ fn market_checks(
     );
     if log.staged {
         let ok = staged.is_some_and(|i| {
-            let ordered = log.ordered.get(&i).unwrap_or(&empty);
+            let ordered = log.receipted.get(&i).unwrap_or(&empty);
             let refused = log.refused.get(&i).map_or(&empty, |r| &r.0);
             !ordered.is_empty() && ordered.is_subset(refused) && !log.checked.contains_key(&i)
         });

@@ -78,6 +78,11 @@ pub enum MarketReport {
         import: WattHours,
         export: WattHours,
     },
+    /// (Member) the market node took our order (its receipt checked).
+    Receipted {
+        channel: ChannelId,
+        interval: IntervalIndex,
+    },
     /// (Member) the market node did not take our order (or enrolment), and why.
     LeftOut {
         channel: ChannelId,
@@ -450,7 +455,8 @@ impl<S: super::EngineStore> Engine<S> {
             }
         };
         let report = match step {
-            MemberStep::Receipted(_) | MemberStep::Roster { .. } => return,
+            MemberStep::Roster { .. } => return,
+            MemberStep::Receipted(interval) => MarketReport::Receipted { channel, interval },
             MemberStep::LeftOut { interval, reason } => {
                 if reason == gridchan_channel::market::OrderRefusal::NotEnrolled {
                     // The market node had not seen our channel open yet: enrol again.
