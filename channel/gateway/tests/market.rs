@@ -170,19 +170,26 @@ async fn members_settle_every_book_they_checked_and_refuse_a_wrong_one() {
         }
     }
     let last = IntervalIndex(first.0 + 2);
-    until("the last book settled at every member", &all, 30, || {
-        let members = members.clone();
-        let channels = channels.clone();
-        async move {
-            for (m, c) in members.iter().zip(&channels) {
-                let v = m.channel(*c).await.unwrap().unwrap();
-                if v.current.unwrap().state().last_interval != last {
-                    return false;
+    until(
+        "the last book settled at both ends of every channel",
+        &all,
+        30,
+        || {
+            let members = members.clone();
+            let market = market.clone();
+            let channels = channels.clone();
+            async move {
+                for (m, c) in members.iter().zip(&channels) {
+                    let ours = m.channel(*c).await.unwrap().unwrap().current.unwrap();
+                    let theirs = market.channel(*c).await.unwrap().unwrap().current.unwrap();
+                    if ours.state().last_interval != last || ours.state() != theirs.state() {
+                        return false;
+                    }
                 }
+                true
             }
-            true
-        }
-    })
+        },
+    )
     .await;
     let books: Vec<MarketReport> = market_log.lock().unwrap().clone();
     let closed: Vec<(IntervalIndex, WattHours)> = books

@@ -72,9 +72,10 @@ pub struct DemoOptions {
     /// 15-minute intervals to play (96 is a day).
     #[arg(long, default_value_t = 96)]
     pub intervals: u64,
-    /// Real milliseconds per 15-minute interval.
-    #[arg(long, default_value_t = 150)]
-    pub interval_ms: u64,
+    /// Real milliseconds per 15-minute interval (left out: 150, and 3 per home beyond 50, so
+    /// that a large neighbourhood's thousands of signatures an interval fit in it on one machine).
+    #[arg(long)]
+    pub interval_ms: Option<u64>,
     /// Seed for keys and derived homes.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -121,6 +122,12 @@ impl Topology {
 }
 
 impl DemoOptions {
+    /// Real milliseconds per interval: as given, or 150 and 3 more per home beyond 50.
+    pub fn interval_ms(&self) -> u64 {
+        self.interval_ms
+            .unwrap_or(150 + 3 * self.homes.saturating_sub(50) as u64)
+    }
+
     /// Refuses options outside what the data and the clock allow, saying which.
     fn check(&self) -> Result<()> {
         if self.homes < 2 {
@@ -132,7 +139,7 @@ impl DemoOptions {
         if self.intervals == 0 || self.intervals > 96 * (7 - self.day as u64) {
             bail!("--intervals must be between 1 and the intervals left in the week");
         }
-        if self.interval_ms < 20 || self.interval_ms > 900_000 {
+        if self.interval_ms() < 20 || self.interval_ms() > 900_000 {
             bail!("--interval-ms must be between 20 and 900000");
         }
         if self.topology.market() && self.ledger == DemoLedger::Evm && self.homes > 10 {
@@ -177,7 +184,7 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
     // before the day until every channel is funded.
     let day_start = WEEK_START[o.week] + o.day as u64 * 86_400;
     let anchor = IntervalIndex(day_start / u64::from(INTERVAL));
-    let speedup = u32::try_from(900_000 / o.interval_ms).unwrap_or(u32::MAX);
+    let speedup = u32::try_from(900_000 / o.interval_ms()).unwrap_or(u32::MAX);
     let clock = SimClock::held((day_start - 900) * 1000, speedup);
     let terms = market_terms(o.seed);
 

@@ -244,7 +244,7 @@ pub(super) fn listen(o: &DemoOptions, home: &mut Home) -> Result<EngineHandle> {
     // The core's waits are wall-clock: on a clock sped up, they shrink with it (ten
     // intervals' worth), so an interval a home missed while offline does not hold a channel
     // up for two real minutes.
-    let wait = (o.interval_ms * 10).max(1_000);
+    let wait = (o.interval_ms() * 10).max(1_000);
     let accept = match &home.market.run {
         // The market node takes every home's market channel on its terms, depositing what it
         // may pay the home for its sales.

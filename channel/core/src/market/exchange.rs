@@ -287,29 +287,34 @@ impl Exchange {
         }
     }
 
-    /// The interval whose book is due at `now_ms`, if any: the one that ended most recently,
-    /// once its deadline passed and it is not closed yet.
+    /// The interval whose book is due at `now_ms`, if any: the oldest not closed yet whose
+    /// deadline has passed (a market node that woke late closes every book it owes, in order).
     pub fn due(&self, now_ms: u64) -> Option<IntervalIndex> {
         let period = u64::from(self.interval_seconds) * 1000;
-        let ended = (now_ms / period).checked_sub(1)?;
-        let candidate = IntervalIndex(ended);
-        if self.closed.is_some_and(|c| candidate <= c) {
-            return None;
-        }
+        let last_ended = IntervalIndex((now_ms / period).checked_sub(1)?);
+        let candidate = match self.closed {
+            Some(c) if c >= last_ended => return None,
+            Some(c) => IntervalIndex(c.0 + 1),
+            None => last_ended,
+        };
         (now_ms >= self.terms.deadline_ms(candidate, self.interval_seconds)).then_some(candidate)
     }
 
     /// When the next book is due (ms since the Unix epoch).
     pub fn next_deadline(&self, now_ms: u64) -> u64 {
         let period = u64::from(self.interval_seconds) * 1000;
-        let current = IntervalIndex((now_ms / period).saturating_sub(1));
-        let deadline = self.terms.deadline_ms(current, self.interval_seconds);
-        if deadline > now_ms && self.closed.is_none_or(|c| current > c) {
-            deadline
-        } else {
-            self.terms
-                .deadline_ms(IntervalIndex(current.0 + 1), self.interval_seconds)
+        let next = match self.closed {
+            Some(c) => IntervalIndex(c.0 + 1),
+            None => IntervalIndex((now_ms / period).saturating_sub(1)),
+        };
+        let deadline = self.terms.deadline_ms(next, self.interval_seconds);
+        if self.closed.is_none() && deadline <= now_ms {
+            // Nothing closed yet and this one's deadline passed: the next interval's.
+            return self
+                .terms
+                .deadline_ms(IntervalIndex(next.0 + 1), self.interval_seconds);
         }
+        deadline
     }
 
     /// Closes the book of `interval`: every order taken for it, cleared and signed, and each

@@ -672,6 +672,18 @@ impl<S: super::EngineStore> Engine<S> {
     /// (Market node) the book of an interval is due: close it, publish it to every member
     /// connected, and propose each member's settlement.
     pub(super) fn on_book_deadline(&mut self) {
+        // Every book due, oldest first (the engine may have woken late).
+        for _ in 0..64 {
+            let now = self.markets.clock().now_ms();
+            let due = self.markets.exchange.as_ref().and_then(|e| e.due(now));
+            if due.is_none() {
+                return;
+            }
+            self.close_book();
+        }
+    }
+
+    fn close_book(&mut self) {
         let now = self.markets.clock().now_ms();
         let Some(exchange) = &mut self.markets.exchange else {
             return;
