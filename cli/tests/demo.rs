@@ -6,7 +6,7 @@ mod common;
 
 use common::gridchan;
 
-/// Runs the demo small (three homes, 64 intervals of 120 ms: a debug build on a busy 2-core
+/// Runs the demo small (three homes, 64 intervals of 300 ms: a debug build on a busy 2-core
 /// machine keeps up) in `data` with `more` options, and
 /// returns its JSON summary once every one of its checks passed.
 fn small_demo(data: &std::path::Path, more: &[&str]) -> serde_json::Value {
@@ -17,7 +17,7 @@ fn small_demo(data: &std::path::Path, more: &[&str]) -> serde_json::Value {
         "--intervals",
         "64",
         "--interval-ms",
-        "120",
+        "300",
         "--json",
         "--data",
         data.to_str().unwrap(),
