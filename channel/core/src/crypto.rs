@@ -322,7 +322,9 @@ impl Presigned {
 pub struct Recovered(BTreeMap<([u8; 32], [u8; 65]), Result<NodeId, CryptoError>>);
 
 /// One recovery made by [`Recovered::one`]: a piece of work a host can run on any thread of its
-/// own pool, then gather with [`Recovered::collect`].
+/// own pool, then gather with [`Recovered::collect`] (and keep, to gather again: the same
+/// signature recovers to the same key).
+#[derive(Clone)]
 pub struct RecoveredOne {
     key: ([u8; 32], [u8; 65]),
     result: Result<NodeId, CryptoError>,

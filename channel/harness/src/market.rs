@@ -433,7 +433,10 @@ impl MarketNet {
             self.homes[i].node.handle(Input::Message { from, message });
             return;
         }
-        match self.homes[i].member.on_message(message, &Recovered::NONE) {
+        match self.homes[i]
+            .member
+            .on_message(message, &mut |_| Recovered::collect([]))
+        {
             Ok(Some(step)) => {
                 if let MemberStep::Refused { interval, .. } = &step {
                     let channel = self.homes[i].channel;

@@ -426,6 +426,7 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
     let mut old_states: HashMap<ChannelId, SignedState> = HashMap::new();
     let mut dispute: Option<DisputeSummary> = None;
     let mut last_bar = Instant::now() - Duration::from_secs(1);
+    let mut last_look = Instant::now() - Duration::from_secs(1);
     loop {
         let now = IntervalIndex(clock.now_ms() / 1000 / u64::from(INTERVAL));
         if now.0 > end + 1 {
@@ -481,7 +482,10 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
         // Midday (or the first trade after it): a channel with an old state worth cheating with.
         let mut candidate = None;
         let everyone_online = offline.is_none_or(|(_, until)| until == 0);
-        if dispute.is_none() && everyone_online && now.0 >= dispute_at && now.0 < end {
+        // Looked for five times an interval at most: every look asks every opener's gateway.
+        let look = last_look.elapsed() >= Duration::from_millis(o.interval_ms() / 5);
+        if look && dispute.is_none() && everyone_online && now.0 >= dispute_at && now.0 < end {
+            last_look = Instant::now();
             for l in &links {
                 let Some(old) = old_states.get(&l.id) else {
                     continue;

@@ -360,9 +360,12 @@ pub(super) fn start_local_ledger(
     let address = endpoint.peer_addr();
     // Both run until the demo's runtime ends.
     tokio::spawn(server::serve(endpoint, ledger.clone()));
-    ledger.spawn_producer(Duration::from_millis(BLOCK_MS));
+    // Every gateway follows the ledger block by block: a large neighbourhood in one process
+    // gets fewer, fuller blocks.
+    let block_ms = BLOCK_MS * (o.homes as u64 / 25).max(1);
+    ledger.spawn_producer(Duration::from_millis(block_ms));
     say(format!(
-        "ledger     {address} (a block every {BLOCK_MS} ms)"
+        "ledger     {address} (a block every {block_ms} ms)"
     ));
     Ok(Chain::Local { ledger, address })
 }

@@ -173,11 +173,12 @@ impl Member {
     }
 
     /// A message from the market node. `Err`: parts that make no publication, the market
-    /// node's violation (it loses the connection).
+    /// node's violation (it loses the connection). `recover` gives the recoveries of a book's
+    /// order signatures made ahead (by a pool, or remembered: [`Recovered`]), or none.
     pub fn on_message(
         &mut self,
         message: Message,
-        known: &Recovered,
+        recover: &mut dyn FnMut(&Book) -> Recovered,
     ) -> Result<Option<MemberStep>, PartError> {
         let step = match message {
             Message::Receipt(r) => match self.on_receipt(&r) {
@@ -213,7 +214,8 @@ impl Member {
                                 book.interval.0
                             )));
                         }
-                        match self.on_book(&book, known) {
+                        let known = recover(&book);
+                        match self.on_book(&book, &known) {
                             Ok(settlement) => MemberStep::Book {
                                 interval: book.interval,
                                 settlement,

@@ -367,7 +367,7 @@ impl<S: super::EngineStore> Engine<S> {
                 true
             }
             Message::Receipt(_) | Message::OrderRefused(_) | Message::Part(_) => {
-                self.on_market_node_message(peer, message.clone(), ahead.recovered());
+                self.on_market_node_message(peer, message.clone());
                 true
             }
             _ => false,
@@ -421,7 +421,7 @@ impl<S: super::EngineStore> Engine<S> {
     }
 
     /// (Member) a receipt, a refusal or a publication from the market node.
-    fn on_market_node_message(&mut self, peer: NodeId, message: Message, known: &Recovered) {
+    fn on_market_node_message(&mut self, peer: NodeId, message: Message) {
         // Our membership through the market node: its open channel (one that is opening or
         // closing only if there is no open one, one that is over last).
         let rank = |phase: Phase| match phase {
@@ -446,7 +446,7 @@ impl<S: super::EngineStore> Engine<S> {
             return;
         };
         let member = self.markets.members.get_mut(&channel).expect("found above");
-        let step = match member.on_message(message, known) {
+        let step = match member.on_message(message, &mut recover_orders) {
             Ok(Some(step)) => step,
             Ok(None) => return,
             Err(e) => {
@@ -482,7 +482,7 @@ impl<S: super::EngineStore> Engine<S> {
                     if let Some(Err(e)) = self
                         .markets
                         .store
-                        .as_ref()
+                        .as_mut()
                         .map(|s| s.settled(&channel, &settlement))
                     {
                         tracing::error!(
@@ -767,6 +767,54 @@ impl<S: super::EngineStore> Engine<S> {
     pub(super) fn market_terms(&self, market_node: &NodeId) -> Option<MarketTerms> {
         self.markets.offered(market_node)
     }
+}
+
+/// Recoveries of order signatures, remembered by the process: a book's orders are checked by
+/// every member, and where several members' gateways share a process (the demo's
+/// neighbourhood, a test) each signature is recovered once. Only [`Recovered::one`] makes an
+/// entry (the very same recovery, kept), so a member still checks every order against its
+/// roster and its pseudonym; bounded, forgotten wholesale when full.
+fn recover_orders(book: &gridchan_channel::market::Book) -> Recovered {
+    use gridchan_channel::RecoveredOne;
+    use std::sync::{Mutex, OnceLock};
+    type Key = ([u8; 32], [u8; 65]);
+    type Memo = HashMap<Key, RecoveredOne>;
+    static MEMO: OnceLock<Mutex<Memo>> = OnceLock::new();
+    const MAX_REMEMBERED: usize = 200_000;
+    let memo = MEMO.get_or_init(Default::default);
+    let wanted: Vec<([u8; 32], gridchan_channel::Signature)> = book
+        .orders
+        .iter()
+        .map(|o| (o.order.digest(), o.sig))
+        .collect();
+    let mut found = Vec::with_capacity(wanted.len());
+    let mut missing = Vec::new();
+    {
+        let held = memo.lock().unwrap_or_else(|p| p.into_inner());
+        for (digest, sig) in &wanted {
+            match held.get(&(*digest, sig.0)) {
+                Some(one) => found.push(one.clone()),
+                None => missing.push((*digest, *sig)),
+            }
+        }
+    }
+    // The rest on the process's pool, in parallel.
+    use rayon::prelude::*;
+    let made: Vec<(Key, RecoveredOne)> = missing
+        .par_iter()
+        .map(|(d, s)| ((*d, s.0), Recovered::one(d, s)))
+        .collect();
+    {
+        let mut held = memo.lock().unwrap_or_else(|p| p.into_inner());
+        if held.len() + made.len() > MAX_REMEMBERED {
+            held.clear();
+        }
+        for (k, one) in &made {
+            held.insert(*k, one.clone());
+        }
+    }
+    found.extend(made.into_iter().map(|(_, one)| one));
+    Recovered::collect(found)
 }
 
 fn is_live(phase: Phase) -> bool {
