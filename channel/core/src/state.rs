@@ -563,6 +563,71 @@ mod tests {
     }
 
     #[test]
+    fn a_market_update_is_the_market_nodes_and_names_its_book() {
+        let mut p = params();
+        p.tariff = crate::vectors::market_tariff();
+        let s0 = State::initial(&p);
+        let bought = crate::market::Settlement {
+            interval: IntervalIndex(11),
+            book: [7; 32],
+            sold: WattHours(0),
+            bought: WattHours(300),
+            earned: Amount(0),
+            paid: Amount(45),
+        };
+        let (s1, trade) = s0.settle_market(Version(1), &bought).unwrap();
+        assert_eq!((s1.balance_a, s1.balance_b), (Amount(955), Amount(1_045)));
+        assert_eq!(trade.book, [7; 32]);
+        // The market node (B) proposes it; the member (A) may not.
+        assert_eq!(
+            s0.check_successor(&p, &s1, Party::B, Version(1)),
+            Ok(Some(trade))
+        );
+        assert_eq!(
+            s0.check_successor(&p, &s1, Party::A, Version(1)),
+            Err(Refusal::ProposerNotMarket)
+        );
+        // A market update without a book, and a settlement naming none, are refused.
+        let mut unnamed = s1.clone();
+        unnamed.book = NO_BOOK;
+        assert_eq!(
+            s0.check_successor(&p, &unnamed, Party::B, Version(1)),
+            Err(Refusal::BookMissing)
+        );
+        let no_book = crate::market::Settlement {
+            book: NO_BOOK,
+            ..bought
+        };
+        assert_eq!(
+            s0.settle_market(Version(1), &no_book),
+            Err(Refusal::BookMissing)
+        );
+        // Money moving against the energy (the buyer paid by the market) is no book's: the
+        // amount itself is checked against the member's checked book (`decide_on_settlement`).
+        let mut greedy = s1.clone();
+        greedy.balance_a = Amount(1_010);
+        greedy.balance_b = Amount(990);
+        assert_eq!(
+            s0.check_successor(&p, &greedy, Party::B, Version(1)),
+            Err(Refusal::NotTheBook(11))
+        );
+        // A tariff channel's trade names no book.
+        let plain = params();
+        let (mut t1, _) = s0_plain(&plain);
+        t1.book = [1; 32];
+        assert_eq!(
+            State::initial(&plain).check_successor(&plain, &t1, Party::B, Version(1)),
+            Err(Refusal::BookMissing)
+        );
+    }
+
+    fn s0_plain(p: &ChannelParams) -> (State, Trade) {
+        State::initial(p)
+            .settle(p, Version(1), Party::B, IntervalIndex(11), WattHours(300))
+            .unwrap()
+    }
+
+    #[test]
     fn a_final_state_keeps_everything() {
         let p = params();
         let s0 = State::initial(&p);

@@ -8,11 +8,10 @@ mod common;
 use std::time::Duration;
 
 use common::{key, until};
-use gridchan_channel::market::{MarketTerms, Rule};
+use gridchan_channel::market::MarketTerms;
 use gridchan_channel::metering::MeterReading;
 use gridchan_channel::{
-    AcceptPolicy, Acceptance, Amount, IntervalIndex, LedgerEvent, Phase, Policy, PricePerKwh,
-    TimeOfUse, WattHours,
+    AcceptPolicy, Acceptance, Amount, IntervalIndex, LedgerEvent, Phase, Policy, WattHours,
 };
 use gridchan_gateway::clock::SimClock;
 use gridchan_gateway::engine::{
@@ -24,14 +23,11 @@ const INTERVAL: u32 = 900;
 /// Real milliseconds per interval.
 const INTERVAL_MS: u64 = 300;
 
+/// The harness's market, its books closing a quarter into the next interval.
 fn terms() -> MarketTerms {
     MarketTerms {
-        market: [0x4d; 32],
-        rule: Rule::PayAsClear,
-        fee: PricePerKwh(0),
         deadline_permille: 250,
-        feed_in: TimeOfUse::flat(PricePerKwh(80_000)),
-        retail: TimeOfUse::flat(PricePerKwh(300_000)),
+        ..gridchan_harness::market::terms()
     }
 }
 
