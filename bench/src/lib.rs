@@ -9,6 +9,8 @@
 //! - [`gateway`]: one channel (or many) between two gateway processes over QUIC.
 //! - [`hostile`]: honest trading while hostile peers flood the gateway.
 //! - [`tower`]: the watchtower taking states and refuting.
+//! - [`market`]: a market node and its members, from each book's deadline to every settlement
+//!   durable at both ends.
 //! - [`gas`]: the gas of each adjudicator operation on anvil.
 
 pub mod core;
@@ -16,4 +18,5 @@ pub mod gas;
 pub mod gateway;
 pub mod hostile;
 pub mod ledger;
+pub mod market;
 pub mod tower;

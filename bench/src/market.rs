@@ -1,0 +1,316 @@
+//! The neighbourhood market: a market node's engine and N members' engines in one process,
+//! over QUIC and SQLite. Each interval half the members export and half import; the benchmark
+//! times, from each book's deadline, until every member's settlement of it is durable at both
+//! ends (the outbox hands a state to the watchtower queue only once its persist is durable), p50
+//! and p99 over the intervals, beside the floor measured in the same run: the signatures and
+//! recoveries of N updates (a proposal and a countersignature each, signed and checked) on both
+//! cores. And the market node's resident memory per member.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use gridchan_channel::market::{MarketTerms, Rule};
+use gridchan_channel::metering::MeterReading;
+use gridchan_channel::{
+    AcceptPolicy, Acceptance, Amount, ChannelId, IntervalIndex, LedgerEvent, Phase, Policy,
+    PricePerKwh, Recovered, Signer, TimeOfUse, WattHours,
+};
+use gridchan_gateway::clock::SimClock;
+use gridchan_gateway::engine::{self, EngineHandle, MarketNode, MarketParts, Report};
+
+const INTERVAL: u32 = 900;
+
+#[derive(Clone, Debug)]
+pub struct MarketBench {
+    pub members: usize,
+    pub intervals: usize,
+    /// From a book's deadline to every settlement of it durable at both ends.
+    pub p50: Duration,
+    pub p99: Duration,
+    /// N updates' signatures and recoveries (two of each per update) spread on two threads.
+    pub floor: Duration,
+    /// The market node's share of the process's resident memory per member is not separable in
+    /// one process: the whole process's growth per member (upper bound).
+    pub rss_per_member_kib: Option<u64>,
+}
+
+impl MarketBench {
+    pub fn report(&self) -> String {
+        format!(
+            "market benchmark: a market node and {} members in one process, over QUIC and SQLite (WAL, FULL), {} intervals\n\
+             \x20 deadline to every settlement durable at both ends: p50 {:>8.1} ms, p99 {:>8.1} ms\n\
+             \x20 floor            {:>8.1} ms  ({} updates' 2 signatures and 2 recoveries, on 2 threads, measured now)\n\
+             \x20 p50 / floor      {:>8.2}  (goal: within 2)\n\
+             \x20 memory           {:>8}  KiB per member (the whole process's growth: members' engines included)",
+            self.members,
+            self.intervals,
+            self.p50.as_secs_f64() * 1e3,
+            self.p99.as_secs_f64() * 1e3,
+            self.floor.as_secs_f64() * 1e3,
+            self.members,
+            self.p50.as_secs_f64() / self.floor.as_secs_f64().max(1e-9),
+            self.rss_per_member_kib
+                .map(|k| k.to_string())
+                .unwrap_or_else(|| "unknown".into()),
+        )
+    }
+}
+
+fn terms() -> MarketTerms {
+    MarketTerms {
+        market: [0x6d; 32],
+        rule: Rule::PayAsClear,
+        fee: PricePerKwh(0),
+        deadline_permille: 250,
+        feed_in: TimeOfUse::flat(PricePerKwh(80_000)),
+        retail: TimeOfUse::flat(PricePerKwh(300_000)),
+    }
+}
+
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn key(i: usize) -> Signer {
+    let mut secret = [0x5a; 32];
+    secret[..8].copy_from_slice(&(i as u64 + 1).to_be_bytes());
+    Signer::new(&secret, &[i as u8; 32]).expect("a key in range")
+}
+
+fn spawn(dir: &std::path::Path, i: usize, clock: &SimClock, run: bool) -> EngineHandle {
+    let mut policy = Policy {
+        force_close_after_ms: None,
+        ..Policy::accepting_anyone()
+    };
+    if run {
+        policy.accept = AcceptPolicy {
+            from: Acceptance::Anyone,
+            market: Some(Box::new(terms())),
+            ..AcceptPolicy::anyone()
+        };
+    }
+    engine::spawn_on_file_in_markets(
+        "127.0.0.1:0".parse().expect("address"),
+        key(i),
+        &dir.join(format!("gateway-{i}.sqlite")),
+        policy,
+        MarketParts {
+            run: run.then(|| MarketNode {
+                terms: terms(),
+                interval_seconds: INTERVAL,
+            }),
+            limits: None,
+            clock: Some(clock.clone()),
+            store: None,
+        },
+    )
+    .expect("engine")
+}
+
+/// The floor: `n` updates' two signatures and two recoveries, spread on two threads.
+fn floor(n: usize) -> Duration {
+    let signer = key(999);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..2 {
+            let signer = &signer;
+            s.spawn(move || {
+                for i in 0..n.div_ceil(2) {
+                    for j in 0..2u8 {
+                        let mut digest = [t as u8; 32];
+                        digest[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                        digest[8] = j;
+                        let sig = signer.sign(&digest);
+                        let one = Recovered::one(&digest, &sig);
+                        std::hint::black_box(one);
+                    }
+                }
+            });
+        }
+    });
+    started.elapsed()
+}
+
+/// Runs the benchmark with `members` members over `intervals` intervals of `interval_ms` real
+/// milliseconds.
+pub async fn run(
+    dir: &std::path::Path,
+    members: usize,
+    intervals: usize,
+    interval_ms: u64,
+) -> MarketBench {
+    let rss_before = rss_kib();
+    let start = 1_752_451_200_000u64;
+    let clock = SimClock::held(start, u32::try_from(900_000 / interval_ms).unwrap_or(1));
+    let market = spawn(dir, 0, &clock, true);
+    let mut market_reports = market.reports();
+    let homes: Vec<EngineHandle> = (1..=members)
+        .map(|i| spawn(dir, i, &clock, false))
+        .collect();
+    let opened_at = IntervalIndex(start / 1000 / u64::from(INTERVAL));
+    let mut channels: Vec<ChannelId> = Vec::with_capacity(members);
+    for (i, h) in homes.iter().enumerate() {
+        let (id, _) = gridchan_gateway::market::join(
+            h,
+            gridchan_gateway::market::Join {
+                market: market.address.clone(),
+                deposit: Amount(1_000_000_000),
+                market_deposit: Amount(1_000_000_000),
+                interval_seconds: INTERVAL,
+                challenge_window_blocks: 20,
+                funding_window_blocks: 20,
+                opened_at,
+                nonce: [i as u8; 32],
+            },
+        )
+        .await
+        .expect("joins");
+        channels.push(id);
+    }
+    // Both ends hold version 0; then funded (by hand: no ledger here).
+    loop {
+        let funding = |v: Vec<gridchan_channel::ChannelView>| {
+            v.iter().filter(|c| c.phase == Phase::Funding).count()
+        };
+        if funding(market.channels().await.expect("runs")) == members {
+            let mut all = true;
+            for (h, c) in homes.iter().zip(&channels) {
+                all &= h
+                    .channel(*c)
+                    .await
+                    .expect("runs")
+                    .is_some_and(|v| v.phase == Phase::Funding);
+            }
+            if all {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (h, c) in homes.iter().zip(&channels) {
+        h.ledger_event(*c, LedgerEvent::Funded).await.expect("runs");
+        market
+            .ledger_event(*c, LedgerEvent::Funded)
+            .await
+            .expect("runs");
+    }
+    // Enrolled (the members enrol once they see their channel open, and again each second).
+    let enrolled = Instant::now();
+    loop {
+        let open = market
+            .channels()
+            .await
+            .expect("runs")
+            .iter()
+            .filter(|c| c.phase == Phase::Open)
+            .count();
+        if open == members || enrolled.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Durable states at each end, by interval, from every engine's reports.
+    let (tx, mut durable) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
+    for h in std::iter::once(&market).chain(homes.iter()) {
+        let mut r = h.reports();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                match r.recv().await {
+                    Ok(Report::Watchtower(s)) => {
+                        let _ = tx.send((s.state().last_interval.0, Instant::now()));
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+    clock.start();
+    let first = opened_at.0 + 1;
+    let mut deadlines: HashMap<u64, Instant> = HashMap::new();
+    let mut done: HashMap<u64, (usize, Instant)> = HashMap::new();
+    let t = terms();
+    for k in 0..intervals as u64 {
+        let interval = IntervalIndex(first + k);
+        let ends = (interval.0 + 1) * u64::from(INTERVAL) * 1000;
+        tokio::time::sleep(clock.until(ends)).await;
+        while clock.now_ms() < ends {
+            tokio::task::yield_now().await;
+        }
+        for (i, h) in homes.iter().enumerate() {
+            let own = if i % 2 == 0 {
+                MeterReading {
+                    import: WattHours(0),
+                    export: WattHours(400),
+                }
+            } else {
+                MeterReading {
+                    import: WattHours(400),
+                    export: WattHours(0),
+                }
+            };
+            h.meter(interval, own, Duration::from_millis(1))
+                .await
+                .expect("runs");
+        }
+        let deadline = Instant::now() + clock.until(t.deadline_ms(interval, INTERVAL));
+        deadlines.insert(interval.0, deadline);
+        while let Ok((i, at)) = durable.try_recv() {
+            let e = done.entry(i).or_insert((0, at));
+            e.0 += 1;
+            e.1 = e.1.max(at);
+        }
+    }
+    // The last intervals' settlements.
+    let wait = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < wait {
+        match tokio::time::timeout(Duration::from_millis(500), durable.recv()).await {
+            Ok(Some((i, at))) => {
+                let e = done.entry(i).or_insert((0, at));
+                e.0 += 1;
+                e.1 = e.1.max(at);
+            }
+            _ => {
+                if done
+                    .get(&(first + intervals as u64 - 1))
+                    .is_some_and(|(n, _)| *n >= 2 * members)
+                {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = market_reports.try_recv();
+    let mut lat: Vec<Duration> = deadlines
+        .iter()
+        .filter_map(|(i, d)| {
+            let (n, at) = done.get(i)?;
+            (*n >= 2 * members).then(|| at.saturating_duration_since(*d))
+        })
+        .collect();
+    lat.sort();
+    let pick = |q: f64| {
+        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    let rss_after = rss_kib();
+    let result = MarketBench {
+        members,
+        intervals: lat.len(),
+        p50: pick(0.5),
+        p99: pick(0.99),
+        floor: floor(members),
+        rss_per_member_kib: rss_before
+            .zip(rss_after)
+            .map(|(b, a)| a.saturating_sub(b) / members as u64),
+    };
+    for h in std::iter::once(&market).chain(homes.iter()) {
+        let _ = h.stop().await;
+    }
+    result
+}
