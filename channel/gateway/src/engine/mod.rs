@@ -288,7 +288,13 @@ pub fn spawn<S: ChannelStore + Send + 'static>(
         .spawn(move || {
             let rt = rt.0.take().expect("the engine's runtime");
             rt.spawn(accept);
-            let stopped = rt.block_on(engine.run(control_rx, inbound_rx, written));
+            // Every line the engine logs says whose gateway it is.
+            let node = node_id.to_string();
+            let span = tracing::error_span!("gateway", node = &node[..10]);
+            let stopped = {
+                let _in_span = span.enter();
+                rt.block_on(engine.run(control_rx, inbound_rx, written))
+            };
             // The runtime, and with it the endpoint's socket, is gone before a `stop` returns:
             // the port is free for whoever binds it next.
             drop(rt);
