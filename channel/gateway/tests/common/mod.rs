@@ -257,29 +257,63 @@ impl<'a> Replay<'a> {
         peers: Vec<PeerAddr>,
         towers: Vec<PeerAddr>,
     ) -> gridchan_gateway::daemon::Daemon {
+        self.gateway(k, Some(home), peers, towers, None)
+    }
+
+    /// A market node's daemon with key `k` (no meter), running a market on `terms`.
+    pub fn market_node(
+        &self,
+        k: u8,
+        terms: gridchan_channel::market::MarketTerms,
+    ) -> gridchan_gateway::daemon::Daemon {
+        self.gateway(k, None, vec![], vec![], Some(terms))
+    }
+
+    fn gateway(
+        &self,
+        k: u8,
+        home: Option<&str>,
+        peers: Vec<PeerAddr>,
+        towers: Vec<PeerAddr>,
+        market: Option<gridchan_channel::market::MarketTerms>,
+    ) -> gridchan_gateway::daemon::Daemon {
         use gridchan_gateway::meter::{CsvMeter, MeterSource};
         let path = self.dir.join(format!("gw-{k}.sqlite"));
-        let engine = gridchan_gateway::engine::spawn_on_file(
+        let mut policy = gridchan_channel::Policy::accepting_anyone();
+        policy.accept.market = market.clone().map(Box::new);
+        let engine = gridchan_gateway::engine::spawn_on_file_in_markets(
             "127.0.0.1:0".parse().unwrap(),
             key(k),
             &path,
-            gridchan_channel::Policy::accepting_anyone(),
+            policy,
+            gridchan_gateway::engine::MarketParts {
+                run: market.map(|terms| gridchan_gateway::engine::MarketNode {
+                    terms,
+                    interval_seconds: INTERVAL,
+                }),
+                limits: None,
+                clock: Some(self.clock.clone()),
+                store: None,
+            },
         )
         .unwrap();
-        let csv = CsvMeter::open(
-            &data(home),
-            gridchan_channel::IntervalIndex(self.anchor.0 - FIRST_ROW as u64),
-        )
-        .unwrap();
-        let meter: Box<dyn MeterSource> = match self.last {
-            Some(last) => Box::new(Until(csv, last)),
-            None => Box::new(csv),
-        };
+        let meter = home.map(|home| {
+            let csv = CsvMeter::open(
+                &data(home),
+                gridchan_channel::IntervalIndex(self.anchor.0 - FIRST_ROW as u64),
+            )
+            .unwrap();
+            let meter: Box<dyn MeterSource> = match self.last {
+                Some(last) => Box::new(Until(csv, last)),
+                None => Box::new(csv),
+            };
+            meter
+        });
         gridchan_gateway::daemon::start(gridchan_gateway::daemon::DaemonParts {
             engine,
             store_path: path,
             ledger: self.chain.client(k),
-            meter: Some(meter),
+            meter,
             interval_seconds: INTERVAL,
             peers,
             clock: self.clock.clone(),
