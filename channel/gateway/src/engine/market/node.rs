@@ -1,0 +1,201 @@
+//! The market node's side in the engine: enrolments and orders from members, the roster each
+//! member holds, and each book closed at its deadline, published and settled.
+
+use std::collections::HashMap;
+
+use gridchan_channel::market::{Parts, Topic};
+use gridchan_channel::wire::Message;
+use gridchan_channel::{ChannelId, Input, NodeId, Party, Phase, PricePerKwh, Recovered};
+
+use super::{MarketReport, Stage};
+use crate::engine::{Engine, Report};
+
+impl<S: crate::engine::EngineStore> Engine<S> {
+    /// (Market node) sends the current roster to each of `peers` that was not sent it yet.
+    pub(in crate::engine) fn roster_to(&mut self, peers: &[NodeId]) {
+        let Some(exchange) = &mut self.markets.exchange else {
+            return;
+        };
+        let (roster, _) = exchange.roster(&self.pool_signer);
+        let digest = roster.digest();
+        let parts = Parts::split(Topic::Roster, roster.epoch, roster);
+        let due: Vec<NodeId> = peers
+            .iter()
+            .filter(|p| self.markets.roster_sent.get(*p) != Some(&digest))
+            .copied()
+            .collect();
+        for peer in due {
+            for p in &parts {
+                self.send(peer, Message::Part(p.clone()));
+            }
+            self.markets.roster_sent.insert(peer, digest);
+        }
+    }
+
+    /// (Market node) an enrolment or an order from a member.
+    pub(in crate::engine) fn on_member_message(
+        &mut self,
+        peer: NodeId,
+        message: &Message,
+        known: &Recovered,
+    ) {
+        if matches!(message, Message::Enrol(_)) {
+            // A member that left and joins again enrols its pseudonym with its new channel.
+            self.prune_members();
+        }
+        let Some(terms) = self.markets.exchange.as_ref().map(|e| e.terms().clone()) else {
+            self.drop_peer(peer, "sent a market order to a gateway that runs no market");
+            return;
+        };
+        let now = self.markets.clock().now_ms();
+        let channel = self
+            .node
+            .market_channels()
+            .find(|(_, p, phase, me, _)| *p == peer && *phase == Phase::Open && *me == Party::B)
+            .map(|(id, ..)| id);
+        let allowance = channel
+            .and_then(|id| self.node.channel(&id))
+            .and_then(|view| gridchan_channel::market::allowance(&view, &terms, now));
+        let exchange = self.markets.exchange.as_mut().expect("checked above");
+        let answer =
+            exchange.on_message(channel, message, now, allowance, known, &self.pool_signer);
+        match (&answer, message) {
+            (Some(Message::OrderRefused(r)), _) => {
+                tracing::info!(
+                    "market: {peer} not taken for interval {}: {}",
+                    r.interval.0,
+                    r.reason
+                );
+            }
+            (None, Message::Enrol(_)) => {
+                tracing::info!("market: {peer} enrolled ({} members)", exchange.members());
+            }
+            _ => {}
+        }
+        let enrolled = answer.is_none() && matches!(message, Message::Enrol(_));
+        if let Some(answer) = answer {
+            self.send(peer, answer);
+        }
+        if enrolled {
+            // The roster with the new member in it, to the new member at once (the others get
+            // it before the next book).
+            self.roster_to(&[peer]);
+        }
+    }
+
+    /// (Market node) members whose channel is no longer open leave the roster; the open
+    /// market channels, by peer.
+    pub(in crate::engine) fn prune_members(&mut self) -> HashMap<ChannelId, NodeId> {
+        let open: HashMap<ChannelId, NodeId> = self
+            .node
+            .market_channels()
+            .filter(|(_, _, phase, me, _)| *me == Party::B && *phase == Phase::Open)
+            .map(|(id, peer, ..)| (id, peer))
+            .collect();
+        if let Some(exchange) = &mut self.markets.exchange {
+            let gone: Vec<ChannelId> = exchange
+                .enrolled()
+                .filter(|id| !open.contains_key(id))
+                .copied()
+                .collect();
+            for id in gone {
+                exchange.leave(&id);
+            }
+        }
+        open
+    }
+
+    /// (Market node) the book of an interval is due: close it, publish it to every member
+    /// connected, and propose each member's settlement.
+    pub(in crate::engine) fn on_book_deadline(&mut self) {
+        // Every book due, oldest first (the engine may have woken late).
+        for _ in 0..64 {
+            let now = self.markets.clock().now_ms();
+            let due = self.markets.exchange.as_ref().and_then(|e| e.due(now));
+            if due.is_none() {
+                return;
+            }
+            self.close_book();
+        }
+    }
+
+    pub(in crate::engine) fn close_book(&mut self) {
+        let now = self.markets.clock().now_ms();
+        let Some(exchange) = &mut self.markets.exchange else {
+            return;
+        };
+        let Some(interval) = exchange.due(now) else {
+            return;
+        };
+        let open = self.prune_members();
+        // Every member the book goes to holds the roster it names.
+        let peers: Vec<NodeId> = open.values().copied().collect();
+        self.roster_to(&peers);
+        let Some(exchange) = &mut self.markets.exchange else {
+            return;
+        };
+        let mut sends: Vec<(NodeId, Message)> = Vec::new();
+        let members = exchange.members();
+        let roster = exchange.roster(&self.pool_signer).0.clone();
+        let (mut book, settlements) = match exchange.close(interval, &self.pool_signer) {
+            Ok(closed) => closed,
+            Err(e) => {
+                tracing::error!(
+                    "market: the book of interval {} does not clear: {e}",
+                    interval.0
+                );
+                return;
+            }
+        };
+        let staged = self.markets.staged.take() == Some(Stage::WrongClearing);
+        if staged {
+            book.price = book.price.map(|p| PricePerKwh(p.0 + 1));
+            book.sig = self.pool_signer.sign(&book.digest());
+            tracing::warn!(
+                "market: staged: the book of interval {} goes out with a wrong price",
+                interval.0
+            );
+        }
+        let digest = book.digest();
+        tracing::info!(
+            "market: book of interval {}: {} orders, {} Wh traded at {}",
+            interval.0,
+            book.orders.len(),
+            book.traded.0,
+            book.price.map_or("no price".to_string(), |p| format!(
+                "{} micro-units/kWh",
+                p.0
+            ))
+        );
+        let _ = self.reports.send(Report::Market(MarketReport::BookClosed {
+            interval,
+            staged,
+            orders: book.orders.len(),
+            price: book.price,
+            traded: book.traded,
+            income: book.income.0,
+            members,
+        }));
+        for p in Parts::split(Topic::Book, interval.0, &book) {
+            for peer in open.values() {
+                sends.push((*peer, Message::Part(p.clone())));
+            }
+        }
+        self.markets
+            .recent
+            .insert(interval, (Box::new(book), roster));
+        while self.markets.recent.len() > 8 {
+            self.markets.recent.pop_first();
+        }
+        for (peer, message) in sends {
+            self.send(peer, message);
+        }
+        for (channel, mut settlement) in settlements {
+            settlement.book = digest;
+            self.node.handle(Input::Settlement {
+                channel,
+                settlement,
+            });
+        }
+    }
+}
