@@ -9,14 +9,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use gridchan_channel::market::{MarketTerms, Rule};
+use gridchan_channel::market::MarketTerms;
 use gridchan_channel::metering::MeterReading;
 use gridchan_channel::{
-    AcceptPolicy, Acceptance, Amount, ChannelId, IntervalIndex, LedgerEvent, Phase, Policy,
-    PricePerKwh, Recovered, Signer, TimeOfUse, WattHours,
+    Amount, ChannelId, IntervalIndex, LedgerEvent, Phase, Policy, Recovered, Signer, WattHours,
 };
 use gridchan_gateway::clock::SimClock;
-use gridchan_gateway::engine::{self, EngineHandle, MarketNode, MarketParts, Report};
+use gridchan_gateway::engine::{EngineHandle, Report};
 
 const INTERVAL: u32 = 900;
 
@@ -56,14 +55,11 @@ impl MarketBench {
     }
 }
 
+/// The harness's market, its books closing a quarter into the next interval.
 fn terms() -> MarketTerms {
     MarketTerms {
-        market: [0x6d; 32],
-        rule: Rule::PayAsClear,
-        fee: PricePerKwh(0),
         deadline_permille: 250,
-        feed_in: TimeOfUse::flat(PricePerKwh(80_000)),
-        retail: TimeOfUse::flat(PricePerKwh(300_000)),
+        ..gridchan_harness::market::terms()
     }
 }
 
@@ -80,33 +76,12 @@ fn key(i: usize) -> Signer {
 }
 
 fn spawn(dir: &std::path::Path, i: usize, clock: &SimClock, run: bool) -> EngineHandle {
-    let mut policy = Policy {
+    let policy = Policy {
         force_close_after_ms: None,
         ..Policy::accepting_anyone()
     };
-    if run {
-        policy.accept = AcceptPolicy {
-            from: Acceptance::Anyone,
-            market: Some(Box::new(terms())),
-            ..AcceptPolicy::anyone()
-        };
-    }
-    engine::spawn_on_file_in_markets(
-        "127.0.0.1:0".parse().expect("address"),
-        key(i),
-        &dir.join(format!("gateway-{i}.sqlite")),
-        policy,
-        MarketParts {
-            run: run.then(|| MarketNode {
-                terms: terms(),
-                interval_seconds: INTERVAL,
-            }),
-            limits: None,
-            clock: Some(clock.clone()),
-            store: None,
-        },
-    )
-    .expect("engine")
+    let path = dir.join(format!("gateway-{i}.sqlite"));
+    gridchan_fixtures::market_engine(&path, key(i), policy, clock, run.then(terms))
 }
 
 /// The floor: `n` updates' two signatures and two recoveries, spread on two threads.

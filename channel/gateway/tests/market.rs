@@ -10,13 +10,9 @@ use std::time::Duration;
 use common::{key, until};
 use gridchan_channel::market::MarketTerms;
 use gridchan_channel::metering::MeterReading;
-use gridchan_channel::{
-    AcceptPolicy, Acceptance, Amount, IntervalIndex, LedgerEvent, Phase, Policy, WattHours,
-};
+use gridchan_channel::{Amount, IntervalIndex, LedgerEvent, Phase, Policy, WattHours};
 use gridchan_gateway::clock::SimClock;
-use gridchan_gateway::engine::{
-    self, EngineHandle, MarketNode, MarketParts, MarketReport, Report, Stage,
-};
+use gridchan_gateway::engine::{EngineHandle, MarketReport, Report, Stage};
 use gridchan_gateway::market::{join, Join};
 
 const INTERVAL: u32 = 900;
@@ -32,34 +28,13 @@ fn terms() -> MarketTerms {
 }
 
 fn spawn(dir: &std::path::Path, k: u8, clock: &SimClock, run: bool) -> EngineHandle {
-    let mut policy = Policy {
+    let policy = Policy {
         force_close_after_ms: None,
         reading_wait_ms: INTERVAL_MS * 4,
         ..Policy::accepting_anyone()
     };
-    if run {
-        policy.accept = AcceptPolicy {
-            from: Acceptance::Anyone,
-            market: Some(Box::new(terms())),
-            ..AcceptPolicy::anyone()
-        };
-    }
-    engine::spawn_on_file_in_markets(
-        "127.0.0.1:0".parse().unwrap(),
-        key(k),
-        &dir.join(format!("gateway-{k}.sqlite")),
-        policy,
-        MarketParts {
-            run: run.then(|| MarketNode {
-                terms: terms(),
-                interval_seconds: INTERVAL,
-            }),
-            limits: None,
-            clock: Some(clock.clone()),
-            store: None,
-        },
-    )
-    .unwrap()
+    let path = dir.join(format!("gateway-{k}.sqlite"));
+    gridchan_fixtures::market_engine(&path, key(k), policy, clock, run.then(terms))
 }
 
 /// Every market report of `engine`, collected in the background.

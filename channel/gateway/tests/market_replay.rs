@@ -10,24 +10,22 @@ mod common;
 
 use std::time::Duration;
 
-use gridchan_channel::market::{MarketTerms, Rule};
-use gridchan_channel::{Amount, Phase, PricePerKwh, TimeOfUse};
+use gridchan_channel::market::MarketTerms;
+use gridchan_channel::{Amount, Phase};
 use gridchan_gateway::market::{join, Join};
 
-use common::{data, until, view, Chain, Replay, FIRST_ROW, INTERVAL};
+use common::{csv_rows, until, view, Chain, Replay, FIRST_ROW, INTERVAL};
 
 /// A 15-minute interval every 300 ms: a debug build meets the book's deadline.
 const SPEEDUP: u32 = 3_000;
 const INTERVALS: u64 = 96;
 
+/// The harness's market, its books closing half into the next interval.
 fn terms() -> MarketTerms {
     MarketTerms {
         market: [0x4e; 32],
-        rule: Rule::PayAsClear,
-        fee: PricePerKwh(0),
         deadline_permille: 500,
-        feed_in: TimeOfUse::flat(PricePerKwh(80_000)),
-        retail: TimeOfUse::flat(PricePerKwh(300_000)),
+        ..gridchan_harness::market::terms()
     }
 }
 
@@ -109,18 +107,7 @@ async fn a_day(dir: &std::path::Path, chain: &Chain) {
     )
     .await;
     // Every settled interval, against the CSV files.
-    let rows = |home: &str| -> Vec<(u64, u64)> {
-        std::fs::read_to_string(data(home))
-            .unwrap()
-            .lines()
-            .skip(1)
-            .map(|l| {
-                let f: Vec<&str> = l.split(',').collect();
-                (f[3].parse().unwrap(), f[4].parse().unwrap())
-            })
-            .collect()
-    };
-    let (sells, buys) = (rows("home-03"), rows("home-02"));
+    let (sells, buys) = (csv_rows("home-03"), csv_rows("home-02"));
     let sold = es.recent_trades(channels[0], 10_000).await.unwrap();
     let bought = eb.recent_trades(channels[1], 10_000).await.unwrap();
     let price = 190_000; // the midpoint of 0.08 and 0.30

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use gridchan_channel::{Amount, Command, MeterTolerance, OpenRequest, Phase, PricePerKwh, Tariff};
 
-use common::{data, key, until, view, Chain, Replay, FIRST_ROW, FUNDS, INTERVAL};
+use common::{csv_rows, key, until, view, Chain, Replay, FIRST_ROW, FUNDS, INTERVAL};
 
 const SPEEDUP: u32 = 18_000;
 
@@ -84,18 +84,7 @@ async fn two_hundred_intervals(dir: &std::path::Path, chain: &Chain) {
     .await;
 
     // The expected trades, straight from the CSV files.
-    let rows = |home: &str| -> Vec<(u64, u64)> {
-        std::fs::read_to_string(data(home))
-            .unwrap()
-            .lines()
-            .skip(1)
-            .map(|l| {
-                let f: Vec<&str> = l.split(',').collect();
-                (f[3].parse().unwrap(), f[4].parse().unwrap())
-            })
-            .collect()
-    };
-    let (seller, buyer) = (rows("home-03"), rows("home-02"));
+    let (seller, buyer) = (csv_rows("home-03"), csv_rows("home-02"));
     let final_state = view(&ea, channel).await.unwrap().current.unwrap();
     let last = final_state.state().last_interval.0;
     let trades = ea.recent_trades(channel, 10_000).await.unwrap();

@@ -204,6 +204,19 @@ pub fn data(home: &str) -> std::path::PathBuf {
         .join(format!("../../data/neighbourhood/{home}.csv"))
 }
 
+/// Each row's metered (import, export) in Wh of the shipped data's `home`.
+pub fn csv_rows(home: &str) -> Vec<(u64, u64)> {
+    std::fs::read_to_string(data(home))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[3].parse().unwrap(), f[4].parse().unwrap())
+        })
+        .collect()
+}
+
 /// A meter that stops reading after an interval.
 pub struct Until<M>(pub M, pub gridchan_channel::IntervalIndex);
 
@@ -279,24 +292,11 @@ impl<'a> Replay<'a> {
     ) -> gridchan_gateway::daemon::Daemon {
         use gridchan_gateway::meter::{CsvMeter, MeterSource};
         let path = self.dir.join(format!("gw-{k}.sqlite"));
-        let mut policy = gridchan_channel::Policy::accepting_anyone();
-        policy.accept.market = market.clone().map(Box::new);
-        let engine = gridchan_gateway::engine::spawn_on_file_in_markets(
-            "127.0.0.1:0".parse().unwrap(),
-            key(k),
-            &path,
-            policy,
-            gridchan_gateway::engine::MarketParts {
-                run: market.map(|terms| gridchan_gateway::engine::MarketNode {
-                    terms,
-                    interval_seconds: INTERVAL,
-                }),
-                limits: None,
-                clock: Some(self.clock.clone()),
-                store: None,
-            },
-        )
-        .unwrap();
+        let policy = gridchan_channel::Policy {
+            interval_seconds: Some(INTERVAL),
+            ..gridchan_channel::Policy::accepting_anyone()
+        };
+        let engine = gridchan_fixtures::market_engine(&path, key(k), policy, &self.clock, market);
         let meter = home.map(|home| {
             let csv = CsvMeter::open(
                 &data(home),
