@@ -168,6 +168,8 @@ pub struct Expect<'a> {
     pub interval_seconds: u32,
     pub interval: IntervalIndex,
     pub roster: &'a Roster,
+    /// Its digest (a member keeps it with the roster).
+    pub roster_digest: &'a [u8; 32],
     /// Our own order, when the market node receipted it.
     pub own: Option<&'a SignedOrder>,
     /// Order signatures recovered ahead by the host.
@@ -246,8 +248,14 @@ impl Book {
     /// names, which is on the roster, each once; our own receipted order is in it unaltered;
     /// and the clearing recomputed is the one published. Returns the clearing.
     pub fn check(&self, e: &Expect) -> Result<Clearing, BookRefusal> {
+        self.check_with(&self.digest(), e)
+    }
+
+    /// [`Book::check`], with the book's [`Book::digest`] computed once by the caller (which
+    /// names the settlements with it).
+    pub fn check_with(&self, digest: &[u8; 32], e: &Expect) -> Result<Clearing, BookRefusal> {
         self.sig
-            .verify(&self.digest(), e.market_node)
+            .verify(digest, e.market_node)
             .map_err(|_| BookRefusal::NotSignedByTheMarket)?;
         if self.market != e.terms.market {
             return Err(BookRefusal::WrongMarket);
@@ -258,7 +266,7 @@ impl Book {
                 got: self.interval.0,
             });
         }
-        if self.roster != e.roster.digest() {
+        if self.roster != *e.roster_digest {
             return Err(BookRefusal::UnknownRoster);
         }
         let grid = e.terms.grid_at(self.interval, e.interval_seconds);
@@ -539,6 +547,7 @@ mod tests {
             interval_seconds: 900,
             interval: AT,
             roster: &f.roster,
+            roster_digest: &f.roster.digest(),
             own,
             known: &Recovered::NONE,
         })

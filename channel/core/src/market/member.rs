@@ -54,7 +54,8 @@ pub struct Member {
     market_node: NodeId,
     channel: ChannelId,
     pseudonym: Signer,
-    rosters: VecDeque<Roster>,
+    /// The newest rosters, with their digests.
+    rosters: VecDeque<([u8; 32], Roster)>,
     /// Our orders, with the market node's receipt once it came.
     orders: BTreeMap<IntervalIndex, (SignedOrder, Option<Receipt>)>,
     parts: Parts,
@@ -255,10 +256,10 @@ impl Member {
         roster.verify(&self.terms.market, &self.market_node)?;
         // Kept by digest, not epoch: a market node that restarted counts its epochs again.
         let digest = roster.digest();
-        if self.rosters.iter().any(|r| r.digest() == digest) {
+        if self.rosters.iter().any(|(d, _)| *d == digest) {
             return Ok(());
         }
-        self.rosters.push_back(roster);
+        self.rosters.push_back((digest, roster));
         while self.rosters.len() > 4 {
             self.rosters.pop_front();
         }
@@ -272,24 +273,29 @@ impl Member {
         book: &Book,
         known: &Recovered,
     ) -> Result<Option<Settlement>, BookRefusal> {
-        let roster = self
+        let (roster_digest, roster) = self
             .rosters
             .iter()
-            .find(|r| r.digest() == book.roster)
+            .find(|(d, _)| *d == book.roster)
             .ok_or(BookRefusal::UnknownRoster)?;
+        let digest = book.digest();
         let own = self
             .orders
             .get(&book.interval)
             .and_then(|(o, r)| r.map(|_| o));
-        let clearing = book.check(&Expect {
-            market_node: &self.market_node,
-            terms: &self.terms,
-            interval_seconds: self.interval_seconds,
-            interval: book.interval,
-            roster,
-            own,
-            known,
-        })?;
+        let clearing = book.check_with(
+            &digest,
+            &Expect {
+                market_node: &self.market_node,
+                terms: &self.terms,
+                interval_seconds: self.interval_seconds,
+                interval: book.interval,
+                roster,
+                roster_digest,
+                own,
+                known,
+            },
+        )?;
         let me = self.pseudonym();
         Ok(clearing
             .fills
@@ -297,7 +303,7 @@ impl Member {
             .find(|f| f.member == me)
             .map(|f| Settlement {
                 interval: book.interval,
-                book: book.digest(),
+                book: digest,
                 sold: f.sold,
                 bought: f.bought,
                 earned: f.earned,

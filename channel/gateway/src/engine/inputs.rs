@@ -178,8 +178,13 @@ impl<S: super::EngineStore> Engine<S> {
     /// Sends `message` to `peer` if it is connected; a peer that does not read its messages
     /// loses its connection.
     pub(super) fn send(&mut self, peer: NodeId, message: Message) {
+        self.send_frame(peer, message.encode());
+    }
+
+    /// [`Engine::send`] of a frame already encoded (the same one to many peers).
+    pub(super) fn send_frame(&mut self, peer: NodeId, frame: Vec<u8>) {
         if let Some(p) = self.peers.get(&peer) {
-            if p.writer.try_send(message.encode()).is_err() {
+            if p.writer.try_send(frame).is_err() {
                 self.drop_peer(peer, "send queue full");
             }
         }

@@ -134,10 +134,10 @@ impl<S: crate::engine::EngineStore> Engine<S> {
         let Some(exchange) = &mut self.markets.exchange else {
             return;
         };
-        let mut sends: Vec<(NodeId, Message)> = Vec::new();
+        let mut sends: Vec<(NodeId, Vec<u8>)> = Vec::new();
         let members = exchange.members();
         let roster = exchange.roster(&self.pool_signer).0.clone();
-        let (mut book, settlements) = match exchange.close(interval, &self.pool_signer) {
+        let (mut book, mut settlements) = match exchange.close(interval, &self.pool_signer) {
             Ok(closed) => closed,
             Err(e) => {
                 tracing::error!(
@@ -150,13 +150,16 @@ impl<S: crate::engine::EngineStore> Engine<S> {
         let staged = self.markets.staged.take() == Some(Stage::WrongClearing);
         if staged {
             book.price = book.price.map(|p| PricePerKwh(p.0 + 1));
-            book.sig = self.pool_signer.sign(&book.digest());
+            let digest = book.digest();
+            book.sig = self.pool_signer.sign(&digest);
+            for (_, settlement) in &mut settlements {
+                settlement.book = digest;
+            }
             tracing::warn!(
                 "market: staged: the book of interval {} goes out with a wrong price",
                 interval.0
             );
         }
-        let digest = book.digest();
         tracing::info!(
             "market: book of interval {}: {} orders, {} Wh traded at {}",
             interval.0,
@@ -176,9 +179,11 @@ impl<S: crate::engine::EngineStore> Engine<S> {
             income: book.income.0,
             members,
         }));
+        // Each part encoded once, its frame copied to every member.
         for p in Parts::split(Topic::Book, interval.0, &book) {
+            let frame = Message::Part(p).encode();
             for peer in open.values() {
-                sends.push((*peer, Message::Part(p.clone())));
+                sends.push((*peer, frame.clone()));
             }
         }
         self.markets
@@ -187,11 +192,10 @@ impl<S: crate::engine::EngineStore> Engine<S> {
         while self.markets.recent.len() > 8 {
             self.markets.recent.pop_first();
         }
-        for (peer, message) in sends {
-            self.send(peer, message);
+        for (peer, frame) in sends {
+            self.send_frame(peer, frame);
         }
-        for (channel, mut settlement) in settlements {
-            settlement.book = digest;
+        for (channel, settlement) in settlements {
             self.node.handle(Input::Settlement {
                 channel,
                 settlement,
