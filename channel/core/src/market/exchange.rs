@@ -364,3 +364,114 @@ impl Exchange {
         Ok((book, settlements))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::market::order::Order;
+    use crate::tariff::TimeOfUse;
+    use crate::types::PricePerKwh;
+
+    fn signer(b: u8) -> Signer {
+        Signer::new(&[b; 32], &[0; 32]).unwrap()
+    }
+
+    fn exchange() -> Exchange {
+        Exchange::new(
+            MarketTerms {
+                market: [7; 32],
+                rule: super::super::Rule::PayAsClear,
+                fee: PricePerKwh(0),
+                deadline_permille: 100,
+                feed_in: TimeOfUse::flat(PricePerKwh(80_000)),
+                retail: TimeOfUse::flat(PricePerKwh(300_000)),
+            },
+            900,
+        )
+    }
+
+    const ROOMY: Option<Allowance> = Some(Allowance {
+        buy: WattHours(u64::MAX),
+        sell: WattHours(u64::MAX),
+    });
+
+    /// Orders for interval 10, just after it ended.
+    fn order_of(pseudonym: &Signer) -> SignedOrder {
+        SignedOrder::sign(
+            Order {
+                market: [7; 32],
+                interval: IntervalIndex(10),
+                member: [0; 32],
+                import: WattHours(5),
+                export: WattHours(0),
+                sell_at_least: PricePerKwh(0),
+                buy_at_most: PricePerKwh(300_000),
+            },
+            pseudonym,
+        )
+    }
+
+    const NOW: u64 = 11 * 900_000 + 1;
+
+    #[test]
+    fn enrolments_and_orders_the_exchange_refuses() {
+        let (node, p1, p2) = (signer(1), signer(2), signer(3));
+        let (c1, c2) = (ChannelId([1; 32]), ChannelId([2; 32]));
+        let mut x = exchange();
+        // An order before any enrolment.
+        assert_eq!(
+            x.on_order(c1, &order_of(&p1), NOW, ROOMY, &Recovered::NONE, &node),
+            Err(OrderRefusal::NotEnrolled)
+        );
+        // An enrolment for another channel than the one it came on.
+        assert_eq!(
+            x.enrol(c1, &Enrol::sign(&[7; 32], c2, &p1)),
+            Err(OrderRefusal::NotYours)
+        );
+        // An enrolment signed for another market.
+        assert_eq!(
+            x.enrol(c1, &Enrol::sign(&[8; 32], c1, &p1)),
+            Err(OrderRefusal::BadSignature)
+        );
+        x.enrol(c1, &Enrol::sign(&[7; 32], c1, &p1)).unwrap();
+        x.enrol(c1, &Enrol::sign(&[7; 32], c1, &p1)).unwrap();
+        assert_eq!(x.members(), 1, "enrolling again changes nothing");
+        // The same pseudonym on a second channel.
+        assert_eq!(
+            x.enrol(c2, &Enrol::sign(&[7; 32], c2, &p1)),
+            Err(OrderRefusal::PseudonymTaken)
+        );
+        // A member whose earlier settlement is unsigned.
+        assert_eq!(
+            x.on_order(c1, &order_of(&p1), NOW, None, &Recovered::NONE, &node),
+            Err(OrderRefusal::Unsettled)
+        );
+        assert!(x
+            .on_order(c1, &order_of(&p1), NOW, ROOMY, &Recovered::NONE, &node)
+            .is_ok());
+        // Once the member leaves, its pseudonym is free for its new channel.
+        x.leave(&c1);
+        x.enrol(c2, &Enrol::sign(&[7; 32], c2, &p1)).unwrap();
+        x.enrol(c1, &Enrol::sign(&[7; 32], c1, &p2)).unwrap();
+        assert_eq!(x.members(), 2);
+    }
+
+    #[test]
+    fn every_book_owed_is_closed_oldest_first_and_none_late_after_a_start() {
+        let node = signer(1);
+        // Started after interval 10's deadline: 10 is not closed late.
+        let mut x = exchange();
+        x.start_at(11 * 900_000 + 90_000);
+        assert_eq!(x.due(11 * 900_000 + 90_000), None, "not 10, late and empty");
+        // Woken after 11's deadline with 9 the last closed: 10 first, then 11.
+        let mut x = exchange();
+        let now = 12 * 900_000 + 90_000;
+        x.close(IntervalIndex(9), &node).unwrap();
+        assert_eq!(x.due(now), Some(IntervalIndex(10)));
+        x.close(IntervalIndex(10), &node).unwrap();
+        assert_eq!(x.due(now), Some(IntervalIndex(11)));
+        x.close(IntervalIndex(11), &node).unwrap();
+        assert_eq!(x.due(now), None);
+        assert_eq!(x.next_deadline(now), 13 * 900_000 + 90_000);
+    }
+}
