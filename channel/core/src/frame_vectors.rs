@@ -291,17 +291,31 @@ pub fn compute() -> Vec<FrameVector> {
             }),
         );
     }
-    for (name, partners) in [("announce_round_1", u32::MAX), ("announce_round_2", 2)] {
+    for (name, shares) in [
+        ("announce_round_1", None),
+        (
+            "announce_round_2",
+            Some(crate::allocate::Shares {
+                sell: WattHours(625),
+                buy: WattHours(0),
+            }),
+        ),
+    ] {
         let announce = Announce {
             interval: IntervalIndex(1_929_784),
             import: WattHours(0),
             export: WattHours(1_250),
-            partners,
+            shares,
         };
         push(
             name,
             Message::Announce(announce),
-            json!({ "interval": 1_929_784, "import": 0, "export": 1_250, "partners": partners }),
+            json!({
+                "interval": 1_929_784,
+                "import": 0,
+                "export": 1_250,
+                "shares": shares.map(|s| json!({ "sell": s.sell.0, "buy": s.buy.0 })),
+            }),
         );
     }
     // A flat tariff, to show the other `Tariff` variant on the wire.

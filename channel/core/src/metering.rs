@@ -1,20 +1,21 @@
 //! One metering interval's exchange of announcements with the neighbours, and the per-channel
 //! readings that come out of it (the rule of [`crate::allocate`]).
 //!
-//! Round 1: every gateway announces its meter totals with `partners = ROUND_ONE`. Once it has
-//! every neighbour's totals, or at the round's deadline (a small fraction of the interval, see
-//! [`ROUND_WAIT_DIVISOR`]), it counts its partners among the neighbours that answered and
-//! announces again with the count (round 2). A neighbour's round-2 announcement gives the flow
-//! with that neighbour.
+//! Round 1: every gateway announces its meter totals to every neighbour (`shares: None`). Once
+//! it has every neighbour's totals, or at the round's deadline (a small fraction of the
+//! interval, see [`ROUND_WAIT_DIVISOR`]), it computes its shares with the neighbours that
+//! answered and sends each its own (round 2). A neighbour's round-2 announcement, beside our
+//! shares with it, gives the flows with that neighbour.
 //!
 //! Nobody can stall anybody: a neighbour whose totals had not arrived by the deadline is left
-//! out of the interval (whatever it sends later: our count did not include it, so a flow with
+//! out of the interval (whatever it sends later: our shares did not count it, so a flow with
 //! it could exceed our meter), and so is one whose round-2 totals differ from its round-1
-//! totals (it lied between the rounds). Each is reported once, with what it did.
+//! totals (it lied between the rounds) or whose shares exceed its own totals. Each is reported
+//! once, with what it did.
 
 use std::collections::{HashMap, HashSet};
 
-use crate::allocate::{pairwise_flow, partners, Announcement};
+use crate::allocate::{flow, shares, Shares};
 use crate::crypto::NodeId;
 use crate::io::IntervalReading;
 use crate::types::{IntervalIndex, WattHours};
@@ -27,9 +28,6 @@ pub struct MeterReading {
     pub import: WattHours,
     pub export: WattHours,
 }
-
-/// `partners` of a round-1 announcement: totals only, partners not counted yet.
-pub const ROUND_ONE: u32 = u32::MAX;
 
 /// Round 1 waits at most the interval's length divided by this for the neighbours' totals.
 pub const ROUND_WAIT_DIVISOR: u64 = 10;
@@ -44,8 +42,10 @@ pub fn round_deadline_ms(interval: IntervalIndex, interval_seconds: u32) -> u64 
 /// What the host should do next.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
-    /// Send this announcement to every neighbour.
+    /// Send this announcement to every neighbour (round 1).
     Announce(Announce),
+    /// Send this announcement to `peer` only (round 2: our shares with it).
+    AnnounceTo { peer: NodeId, announce: Announce },
     /// Give this reading to the channels with `peer`.
     Reading {
         peer: NodeId,
@@ -62,8 +62,10 @@ pub struct Round {
     neighbours: HashSet<NodeId>,
     /// Each neighbour's totals, from the first announcement it made for the interval.
     totals: HashMap<NodeId, (WattHours, WattHours)>,
-    finals: HashMap<NodeId, Announcement>,
-    own_final: Option<Announcement>,
+    /// Each neighbour's round-2 totals and shares with us.
+    finals: HashMap<NodeId, ((WattHours, WattHours), Shares)>,
+    /// Our shares with each neighbour whose totals we held when we computed them.
+    own_shares: Option<HashMap<NodeId, Shares>>,
     /// Neighbours given a reading or left out: nothing more for them this interval.
     done: HashSet<NodeId>,
 }
@@ -82,14 +84,14 @@ impl Round {
             neighbours,
             totals: HashMap::new(),
             finals: HashMap::new(),
-            own_final: None,
+            own_shares: None,
             done: HashSet::new(),
         };
         let first = Step::Announce(Announce {
             interval,
             import: own.import,
             export: own.export,
-            partners: ROUND_ONE,
+            shares: None,
         });
         (round, first)
     }
@@ -104,19 +106,12 @@ impl Round {
             return Vec::new();
         }
         self.totals.entry(peer).or_insert((a.import, a.export));
-        if a.partners != ROUND_ONE {
-            self.finals.insert(
-                peer,
-                Announcement {
-                    import: a.import,
-                    export: a.export,
-                    partners: a.partners,
-                },
-            );
+        if let Some(shares) = a.shares {
+            self.finals.insert(peer, ((a.import, a.export), shares));
         }
         let mut steps = Vec::new();
-        if self.own_final.is_none() && self.totals.len() == self.neighbours.len() {
-            steps.extend(self.count_partners());
+        if self.own_shares.is_none() && self.totals.len() == self.neighbours.len() {
+            steps.extend(self.share_out());
         }
         steps.extend(self.readings());
         steps
@@ -128,22 +123,22 @@ impl Round {
         round_deadline_ms(self.interval, interval_seconds)
     }
 
-    /// Whether our own round-2 announcement is out (partners counted).
+    /// Whether our own round-2 announcements are out (shares computed).
     pub fn counted(&self) -> bool {
-        self.own_final.is_some()
+        self.own_shares.is_some()
     }
 
     /// Whether every neighbour has its reading or was left out: no flow of this interval is
     /// still to come.
     pub fn finished(&self) -> bool {
-        self.own_final.is_some() && self.done.len() == self.neighbours.len()
+        self.own_shares.is_some() && self.done.len() == self.neighbours.len()
     }
 
-    /// The round's deadline passed: count partners from what arrived, and leave out the
+    /// The round's deadline passed: compute our shares from what arrived, and leave out the
     /// neighbours that said nothing.
     pub fn on_timeout(&mut self) -> Vec<Step> {
         let mut steps = Vec::new();
-        if self.own_final.is_none() {
+        if self.own_shares.is_none() {
             let mut silent: Vec<NodeId> = self
                 .neighbours
                 .iter()
@@ -161,41 +156,59 @@ impl Round {
                     ),
                 });
             }
-            steps.extend(self.count_partners());
+            steps.extend(self.share_out());
         }
         steps.extend(self.readings());
         steps
     }
 
-    fn count_partners(&mut self) -> Option<Step> {
-        let seen: Vec<(WattHours, WattHours)> = self.totals.values().copied().collect();
-        let n = partners(self.own.import, self.own.export, &seen);
-        let own = Announcement {
-            import: self.own.import,
-            export: self.own.export,
-            partners: n,
-        };
-        self.own_final = Some(own);
-        Some(Step::Announce(Announce {
-            interval: self.interval,
-            import: own.import,
-            export: own.export,
-            partners: n,
-        }))
+    /// Our shares with every neighbour whose totals we hold, one announcement to each.
+    fn share_out(&mut self) -> Vec<Step> {
+        let mut seen: Vec<(NodeId, WattHours, WattHours)> = self
+            .totals
+            .iter()
+            .filter(|(peer, _)| !self.done.contains(peer))
+            .map(|(peer, &(import, export))| (*peer, import, export))
+            .collect();
+        seen.sort_by_key(|(peer, _, _)| *peer);
+        let ours = shares(self.own.import, self.own.export, &seen);
+        let mut steps = Vec::with_capacity(seen.len());
+        let mut own_shares = HashMap::with_capacity(seen.len());
+        for ((peer, _, _), shares) in seen.into_iter().zip(ours) {
+            own_shares.insert(peer, shares);
+            steps.push(Step::AnnounceTo {
+                peer,
+                announce: Announce {
+                    interval: self.interval,
+                    import: self.own.import,
+                    export: self.own.export,
+                    shares: Some(shares),
+                },
+            });
+        }
+        self.own_shares = Some(own_shares);
+        steps
     }
 
     fn readings(&mut self) -> Vec<Step> {
-        let Some(own) = self.own_final else {
+        let Some(own_shares) = &self.own_shares else {
             return Vec::new();
         };
         let mut steps = Vec::new();
-        for (peer, theirs) in &self.finals {
-            if !self.done.insert(*peer) {
-                continue;
-            }
-            if self.totals.get(peer) != Some(&(theirs.import, theirs.export)) {
+        let mut peers: Vec<(NodeId, Shares)> = self
+            .finals
+            .keys()
+            .filter(|peer| !self.done.contains(peer))
+            .filter_map(|peer| Some((*peer, *own_shares.get(peer)?)))
+            .collect();
+        peers.sort_by_key(|(peer, _)| *peer);
+        for (peer, ours) in peers {
+            let ((import, export), theirs) = self.finals[&peer];
+            self.done.insert(peer);
+            let ours = &ours;
+            if self.totals.get(&peer) != Some(&(import, export)) {
                 steps.push(Step::LeftOut {
-                    peer: *peer,
+                    peer,
                     why: format!(
                         "announced other meter totals in round 2 of interval {} than in round 1",
                         self.interval.0
@@ -203,15 +216,23 @@ impl Round {
                 });
                 continue;
             }
-            let delivered = pairwise_flow(&own, theirs);
-            let received = pairwise_flow(theirs, &own);
+            if theirs.sell > export || theirs.buy > import {
+                steps.push(Step::LeftOut {
+                    peer,
+                    why: format!(
+                        "offered shares beyond its own meter totals in interval {} (sell {} of {} exported, buy {} of {} imported)",
+                        self.interval.0, theirs.sell.0, export.0, theirs.buy.0, import.0
+                    ),
+                });
+                continue;
+            }
             steps.push(Step::Reading {
-                peer: *peer,
+                peer,
                 reading: IntervalReading {
                     interval: self.interval,
-                    delivered,
-                    received,
-                    metered_import: own.import,
+                    delivered: flow(ours, &theirs),
+                    received: flow(&theirs, ours),
+                    metered_import: self.own.import,
                 },
             });
         }
@@ -229,60 +250,22 @@ mod tests {
         Signer::new(&[b; 32], &[0; 32]).unwrap().id()
     }
 
-    fn announce_of(step: &Step) -> Announce {
-        match step {
-            Step::Announce(a) => *a,
-            other => panic!("{other:?}"),
+    fn meter(import: u64, export: u64) -> MeterReading {
+        MeterReading {
+            import: WattHours(import),
+            export: WattHours(export),
         }
     }
 
-    /// Three homes in a line: S exports 300 to B1 and B2 (each importing 500, each with one
-    /// exporting neighbour). Both ends of each channel compute the same 150 Wh.
-    #[test]
-    fn both_ends_of_each_channel_compute_the_same_flow() {
-        let (s, b1, b2) = (id(1), id(2), id(3));
-        let iv = IntervalIndex(10);
-        let exp = MeterReading {
-            import: WattHours(0),
-            export: WattHours(300),
-        };
-        let imp = MeterReading {
-            import: WattHours(500),
-            export: WattHours(0),
-        };
-        let (mut rs, s1) = Round::start(iv, exp, [b1, b2].into());
-        let (mut r1, b1a) = Round::start(iv, imp, [s].into());
-        let (mut r2, b2a) = Round::start(iv, imp, [s].into());
-        // Round 1 everywhere.
-        let b1_final = r1.on_announce(s, &announce_of(&s1));
-        let b2_final = r2.on_announce(s, &announce_of(&s1));
-        assert!(
-            rs.on_announce(b1, &announce_of(&b1a)).is_empty(),
-            "waits for B2"
-        );
-        let s_final = rs.on_announce(b2, &announce_of(&b2a));
-        let s_final = announce_of(&s_final[0]);
-        assert_eq!(s_final.partners, 2);
-        // Round 2.
-        let at_b1 = r1.on_announce(s, &s_final);
-        let at_s = rs.on_announce(b1, &announce_of(&b1_final[0]));
-        let _ = r2.on_announce(s, &s_final);
-        let _ = rs.on_announce(b2, &announce_of(&b2_final[0]));
-        let reading = |steps: &[Step]| match steps {
-            [Step::Reading { reading, .. }] => *reading,
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(reading(&at_b1).received, WattHours(150));
-        assert_eq!(reading(&at_b1).metered_import, WattHours(500));
-        assert_eq!(reading(&at_s).delivered, WattHours(150));
-    }
-
-    fn totals(import: u64, export: u64, partners: u32) -> Announce {
+    fn announce(import: u64, export: u64, shares: Option<(u64, u64)>) -> Announce {
         Announce {
             interval: IntervalIndex(5),
             import: WattHours(import),
             export: WattHours(export),
-            partners,
+            shares: shares.map(|(sell, buy)| Shares {
+                sell: WattHours(sell),
+                buy: WattHours(buy),
+            }),
         }
     }
 
@@ -296,53 +279,146 @@ mod tests {
             .collect()
     }
 
+    fn readings(steps: &[Step]) -> Vec<(NodeId, IntervalReading)> {
+        steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Reading { peer, reading } => Some((*peer, *reading)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Plays one interval among `homes` (key, meter, neighbours), delivering every
+    /// announcement, and returns each home's readings by peer.
+    fn play(
+        homes: &[(NodeId, MeterReading, Vec<NodeId>)],
+    ) -> HashMap<NodeId, HashMap<NodeId, IntervalReading>> {
+        let mut rounds = HashMap::new();
+        let mut mail: Vec<(NodeId, Step)> = Vec::new();
+        for (key, own, ns) in homes {
+            let (round, first) = Round::start(IntervalIndex(5), *own, ns.iter().copied().collect());
+            rounds.insert(*key, round);
+            mail.push((*key, first));
+        }
+        let mut out: HashMap<NodeId, HashMap<NodeId, IntervalReading>> = HashMap::new();
+        while let Some((from, step)) = mail.pop() {
+            let to: Vec<(NodeId, Announce)> = match step {
+                Step::Announce(a) => homes
+                    .iter()
+                    .find(|h| h.0 == from)
+                    .unwrap()
+                    .2
+                    .iter()
+                    .map(|n| (*n, a))
+                    .collect(),
+                Step::AnnounceTo { peer, announce } => vec![(peer, announce)],
+                Step::Reading { peer, reading } => {
+                    out.entry(from).or_default().insert(peer, reading);
+                    continue;
+                }
+                Step::LeftOut { peer, why } => panic!("{peer:?} left out: {why}"),
+            };
+            for (peer, a) in to {
+                for step in rounds.get_mut(&peer).unwrap().on_announce(from, &a) {
+                    mail.push((peer, step));
+                }
+            }
+        }
+        assert!(rounds.values().all(Round::finished));
+        out
+    }
+
+    /// Three homes in a line: S exports 300 to B1 (importing 50) and B2 (importing 500).
+    /// Both ends of each channel compute the same flows: B1 takes its 50, B2 the other 250.
+    #[test]
+    fn both_ends_of_each_channel_compute_the_same_flow() {
+        let (s, b1, b2) = (id(1), id(2), id(3));
+        let got = play(&[
+            (s, meter(0, 300), vec![b1, b2]),
+            (b1, meter(50, 0), vec![s]),
+            (b2, meter(500, 0), vec![s]),
+        ]);
+        assert_eq!(got[&s][&b1].delivered, WattHours(50));
+        assert_eq!(got[&b1][&s].received, WattHours(50));
+        assert_eq!(got[&s][&b2].delivered, WattHours(250));
+        assert_eq!(got[&b2][&s].received, WattHours(250));
+        assert_eq!(got[&b2][&s].metered_import, WattHours(500));
+        assert_eq!(got[&s][&b2].received, WattHours(0));
+    }
+
+    /// A home whose meter both imported and exported in the interval sells to one neighbour
+    /// and buys from another.
+    #[test]
+    fn a_home_can_sell_and_buy_in_one_interval() {
+        let (h, seller, buyer) = (id(1), id(2), id(3));
+        let got = play(&[
+            (h, meter(40, 70), vec![seller, buyer]),
+            (seller, meter(0, 100), vec![h]),
+            (buyer, meter(100, 0), vec![h]),
+        ]);
+        assert_eq!(got[&h][&seller].received, WattHours(40));
+        assert_eq!(got[&h][&buyer].delivered, WattHours(70));
+        assert_eq!(got[&seller][&h].delivered, WattHours(40));
+        assert_eq!(got[&buyer][&h].received, WattHours(70));
+    }
+
     /// S exports 300 to two importing neighbours, B (honest) and M (silent, late or lying).
     fn seller() -> Round {
-        let exp = MeterReading {
-            import: WattHours(0),
-            export: WattHours(300),
-        };
-        Round::start(IntervalIndex(5), exp, [id(2), id(9)].into()).0
+        Round::start(IntervalIndex(5), meter(0, 300), [id(2), id(9)].into()).0
     }
 
     #[test]
     fn a_silent_neighbour_is_left_out_at_the_deadline_and_the_others_settle() {
         let mut s = seller();
-        assert!(s.on_announce(id(2), &totals(500, 0, ROUND_ONE)).is_empty());
+        assert!(s.on_announce(id(2), &announce(500, 0, None)).is_empty());
         let steps = s.on_timeout();
         assert_eq!(left_out(&steps), vec![id(9)]);
-        let own = steps
+        let shares: Vec<(NodeId, Announce)> = steps
             .iter()
-            .find_map(|s| match s {
-                Step::Announce(a) => Some(*a),
+            .filter_map(|s| match s {
+                Step::AnnounceTo { peer, announce } => Some((*peer, *announce)),
                 _ => None,
             })
-            .unwrap();
-        assert_eq!(own.partners, 1, "counted without the silent one");
-        let steps = s.on_announce(id(2), &totals(500, 0, 1));
-        assert!(matches!(
-            steps.as_slice(),
-            [Step::Reading { peer, reading }] if *peer == id(2) && reading.delivered == WattHours(300)
-        ));
+            .collect();
+        assert_eq!(shares.len(), 1, "shares only for the one that answered");
+        assert_eq!(shares[0].0, id(2));
+        assert_eq!(shares[0].1.shares.unwrap().sell, WattHours(300));
+        let steps = s.on_announce(id(2), &announce(500, 0, Some((0, 300))));
+        assert_eq!(readings(&steps)[0].1.delivered, WattHours(300));
         // The silent one's totals arrive late: it gets no reading (the 300 went to B).
         let late = [
-            s.on_announce(id(9), &totals(500, 0, ROUND_ONE)),
-            s.on_announce(id(9), &totals(500, 0, 1)),
+            s.on_announce(id(9), &announce(500, 0, None)),
+            s.on_announce(id(9), &announce(500, 0, Some((0, 300)))),
         ]
         .concat();
-        assert!(!late.iter().any(|s| matches!(s, Step::Reading { .. })));
+        assert!(readings(&late).is_empty());
+        assert!(s.finished());
     }
 
     #[test]
     fn a_neighbour_that_changes_its_totals_between_the_rounds_is_left_out() {
         let mut s = seller();
-        s.on_announce(id(2), &totals(500, 0, ROUND_ONE));
-        // M says it imported nothing (so it is not counted as a partner), then claims 500.
-        s.on_announce(id(9), &totals(0, 0, ROUND_ONE));
-        s.on_announce(id(2), &totals(500, 0, 1));
-        let steps = s.on_announce(id(9), &totals(500, 0, 1));
+        s.on_announce(id(2), &announce(500, 0, None));
+        // M says it imported nothing (so it gets no share), then claims 500.
+        s.on_announce(id(9), &announce(0, 0, None));
+        s.on_announce(id(2), &announce(500, 0, Some((0, 300))));
+        let steps = s.on_announce(id(9), &announce(500, 0, Some((0, 300))));
         assert_eq!(left_out(&steps), vec![id(9)]);
-        assert!(!steps.iter().any(|s| matches!(s, Step::Reading { .. })));
+        assert!(readings(&steps).is_empty());
+    }
+
+    #[test]
+    fn a_neighbour_offering_more_than_its_meter_is_left_out() {
+        let mut s = seller();
+        s.on_announce(id(2), &announce(500, 0, None));
+        s.on_announce(id(9), &announce(100, 0, None));
+        // M imported 100 but would "buy" 1,000 from us.
+        let steps = s.on_announce(id(9), &announce(100, 0, Some((0, 1_000))));
+        assert_eq!(left_out(&steps), vec![id(9)]);
+        // B is unaffected.
+        let steps = s.on_announce(id(2), &announce(500, 0, Some((0, 500))));
+        assert_eq!(readings(&steps)[0].1.delivered, WattHours(200));
     }
 
     #[test]
@@ -350,15 +426,9 @@ mod tests {
         let (mut r, _) = Round::start(IntervalIndex(5), MeterReading::default(), [id(1)].into());
         let a = Announce {
             interval: IntervalIndex(6),
-            import: WattHours(1),
-            export: WattHours(0),
-            partners: ROUND_ONE,
+            ..announce(1, 0, None)
         };
         assert!(r.on_announce(id(1), &a).is_empty());
-        let a = Announce {
-            interval: IntervalIndex(5),
-            ..a
-        };
-        assert!(r.on_announce(id(9), &a).is_empty());
+        assert!(r.on_announce(id(9), &announce(1, 0, None)).is_empty());
     }
 }

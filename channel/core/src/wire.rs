@@ -111,8 +111,9 @@ pub struct Announce {
     pub interval: crate::types::IntervalIndex,
     pub import: crate::types::WattHours,
     pub export: crate::types::WattHours,
-    /// Neighbours on the other side of the market in this interval.
-    pub partners: u32,
+    /// `None` in round 1 (the totals alone); in round 2 the sender's shares with the
+    /// recipient ([`crate::allocate`]).
+    pub shares: Option<crate::allocate::Shares>,
 }
 
 /// Why bytes from a peer are not a message. Every variant costs the peer its connection.
@@ -441,7 +442,10 @@ mod tests {
                 interval: IntervalIndex(1_929_700),
                 import: WattHours(0),
                 export: WattHours(420),
-                partners: 2,
+                shares: Some(crate::allocate::Shares {
+                    sell: WattHours(210),
+                    buy: WattHours(0),
+                }),
             }),
         ]
     }

@@ -165,7 +165,7 @@ async fn announcements_reach_the_neighbours_engine() {
         interval: IntervalIndex(5),
         import: WattHours(0),
         export: WattHours(9),
-        partners: 1,
+        shares: None,
     };
     let got = tokio::time::timeout(Duration::from_secs(20), async {
         loop {

@@ -84,7 +84,7 @@ async fn an_honest_neighbour_keeps_settling_while_others_flood_and_memory_stays_
                 interval: IntervalIndex(7),
                 import: WattHours(1),
                 export: WattHours(1),
-                partners: 1,
+                shares: None,
             })
             .encode();
             // A proposal for a channel nobody has: it costs the sender its connection.

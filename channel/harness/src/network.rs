@@ -11,7 +11,8 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use gridchan_channel::metering::{MeterReading, Round, Step, ROUND_ONE};
+use gridchan_channel::allocate::Shares;
+use gridchan_channel::metering::{MeterReading, Round, Step};
 use gridchan_channel::wire::{Announce, Refuse};
 use gridchan_channel::{
     Amount, ChannelId, Input, IntervalIndex, IntervalReading, LedgerEvent, Message, MeterTolerance,
@@ -60,8 +61,9 @@ pub struct Network {
     /// The channel of each edge `(i, j)` with `i < j` (i is party A).
     pub channels: BTreeMap<(usize, usize), ChannelId>,
     pub now_ms: u64,
-    /// Announcements a hostile `Late` home holds back until the deadline passed.
-    late: Vec<(usize, Announce)>,
+    /// Announcements a hostile `Late` home holds back until the deadline passed (to one
+    /// neighbour, or to all).
+    late: Vec<(usize, Option<usize>, Announce)>,
     /// Links taken down by a disconnect, brought up again at the next interval.
     down: Vec<(usize, usize)>,
     /// Why each disconnect happened, in order: (home that disconnected, its peer, reason).
@@ -222,8 +224,8 @@ impl Network {
         }
         self.drive();
         // A late home speaks now.
-        for (home, a) in std::mem::take(&mut self.late) {
-            self.broadcast(home, Message::Announce(a));
+        for (home, to, a) in std::mem::take(&mut self.late) {
+            self.announce(home, to, a);
         }
         self.drive();
         for home in &mut self.homes {
@@ -236,33 +238,10 @@ impl Network {
     fn act(&mut self, home: usize, interval: IntervalIndex, steps: Vec<Step>) {
         for step in steps {
             match step {
-                Step::Announce(a) => {
-                    let a = match self.homes[home].hostile {
-                        None | Some(Hostility::Crosses) | Some(Hostility::ClaimsAbsurdVersion) => {
-                            Some(a)
-                        }
-                        Some(Hostility::Silent) => None,
-                        Some(Hostility::Late) => {
-                            self.late.push((home, a));
-                            None
-                        }
-                        Some(Hostility::ChangesTotals) if a.partners == ROUND_ONE => {
-                            Some(Announce {
-                                import: WattHours(0),
-                                export: WattHours(0),
-                                ..a
-                            })
-                        }
-                        Some(Hostility::ChangesTotals) => Some(a),
-                        Some(Hostility::Inflates) => Some(Announce {
-                            import: WattHours(a.import.0 * 10),
-                            export: WattHours(a.export.0 * 10),
-                            ..a
-                        }),
-                    };
-                    if let Some(a) = a {
-                        self.broadcast(home, Message::Announce(a));
-                    }
+                Step::Announce(a) => self.announce_as_it_would(home, None, a),
+                Step::AnnounceTo { peer, announce } => {
+                    let to = self.ids.iter().position(|id| *id == peer).expect("a home");
+                    self.announce_as_it_would(home, Some(to), announce);
                 }
                 Step::Reading { peer, reading } => {
                     let other = self.ids.iter().position(|id| *id == peer).expect("a home");
@@ -280,6 +259,47 @@ impl Network {
                 }
                 Step::LeftOut { .. } => {}
             }
+        }
+    }
+
+    /// Sends a home's announcement (to `to`, or to every neighbour) as its hostility bends it.
+    fn announce_as_it_would(&mut self, home: usize, to: Option<usize>, a: Announce) {
+        let a = match self.homes[home].hostile {
+            None | Some(Hostility::Crosses) | Some(Hostility::ClaimsAbsurdVersion) => Some(a),
+            Some(Hostility::Silent) => None,
+            Some(Hostility::Late) => {
+                self.late.push((home, to, a));
+                None
+            }
+            Some(Hostility::ChangesTotals) if a.shares.is_none() => Some(Announce {
+                import: WattHours(0),
+                export: WattHours(0),
+                ..a
+            }),
+            Some(Hostility::ChangesTotals) => Some(a),
+            Some(Hostility::Inflates) => Some(Announce {
+                import: WattHours(a.import.0 * 10),
+                export: WattHours(a.export.0 * 10),
+                shares: a.shares.map(|s| Shares {
+                    sell: WattHours(s.sell.0 * 10),
+                    buy: WattHours(s.buy.0 * 10),
+                }),
+                ..a
+            }),
+        };
+        if let Some(a) = a {
+            self.announce(home, to, a);
+        }
+    }
+
+    fn announce(&mut self, home: usize, to: Option<usize>, a: Announce) {
+        match to {
+            Some(to) => self
+                .links
+                .entry((home, to))
+                .or_default()
+                .push_back(Message::Announce(a).encode()),
+            None => self.broadcast(home, Message::Announce(a)),
         }
     }
 

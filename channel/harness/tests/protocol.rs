@@ -449,7 +449,7 @@ fn meter_announcements_pass_through_without_touching_channels() {
             interval: iv(1),
             import: WattHours(0),
             export: WattHours(300),
-            partners: 1,
+            shares: None,
         }),
     );
     pair.drive();

@@ -152,6 +152,11 @@ impl<S: super::EngineStore> Engine<S> {
                         self.send(peer, Message::Announce(a));
                     }
                 }
+                Step::AnnounceTo { peer, announce } => {
+                    if open.contains_key(&peer) && self.peers.contains_key(&peer) {
+                        self.send(peer, Message::Announce(announce));
+                    }
+                }
                 Step::LeftOut { peer, why } => {
                     tracing::warn!("neighbour {peer} left out of this interval: it {why}");
                 }
