@@ -71,6 +71,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         Some(m) => {
             let terms = m.terms().map_err(in_config)?;
             accept.market = Some(Box::new(terms.clone()));
+            accept.max_market_members = m.max_members;
             accept.max_deposit = m
                 .member_deposit
                 .amount("market_node.member_deposit")

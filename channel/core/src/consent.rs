@@ -50,6 +50,9 @@ pub struct AcceptPolicy {
     /// The market this gateway runs, if it is a market node: a market channel is accepted
     /// only with exactly these terms, and only by the market node.
     pub market: Option<Box<crate::market::MarketTerms>>,
+    /// A market node's most members: channels on its market that are not closed. A home
+    /// holds at most one of them.
+    pub max_market_members: usize,
 }
 
 impl Default for AcceptPolicy {
@@ -70,6 +73,7 @@ impl Default for AcceptPolicy {
             offer_ttl_ms: 24 * 3_600_000,
             max_offers: 64,
             market: None,
+            max_market_members: 1_000,
         }
     }
 }
@@ -186,6 +190,12 @@ pub enum TermsRefused {
     NotListed,
     #[error("a market channel for a market this gateway does not run, or on other terms")]
     Market,
+    #[error(
+        "this home already has a channel with the market; leave the market before joining again"
+    )]
+    MarketMember,
+    #[error("the market has its most members ({max}); try another market or later")]
+    MarketFull { max: usize },
     #[error(
         "it asks this gateway to deposit {asked}; it deposits at most {ceiling} in a channel a neighbour proposes"
     )]

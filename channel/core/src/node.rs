@@ -531,6 +531,7 @@ impl Node {
             return Ok(());
         }
         let balance = self.balance;
+        let membership = self.market_membership(&from, &open.params);
         let (mut ctx, channels) = self.ctx(&NOTHING);
         if let Some(ch) = channels.get_mut(&id) {
             return ch.on_open_again(&open, &mut ctx);
@@ -538,6 +539,7 @@ impl Node {
         let policy = &ctx.policy.accept;
         let terms = policy
             .check_terms(&open.params, balance)
+            .and(membership)
             .and_then(|()| policy.decide(&from))
             .map_err(|why| (Refusal::BadParams(why.to_string()), false));
         let checked = Channel::check_open(&from, &open, &mut ctx)
@@ -576,6 +578,35 @@ impl Node {
             }
             Err((reason, violation)) => self.refused(from, id, reason, violation),
         }
+    }
+
+    /// Whether `from` may open a market channel with these parameters: a home holds one
+    /// channel with the market, and the market takes at most its most members (channels that
+    /// are not closed). Any other channel passes.
+    fn market_membership(
+        &self,
+        from: &NodeId,
+        params: &crate::params::ChannelParams,
+    ) -> Result<(), crate::consent::TermsRefused> {
+        if params.tariff.market().is_none() {
+            return Ok(());
+        }
+        let live: Vec<NodeId> = self
+            .market_channels()
+            .filter(|(id, _, phase, _, _)| {
+                *id != params.channel_id()
+                    && !matches!(phase, Phase::ClosedCooperatively | Phase::Concluded)
+            })
+            .map(|(_, peer, _, _, _)| peer)
+            .collect();
+        if live.contains(from) {
+            return Err(crate::consent::TermsRefused::MarketMember);
+        }
+        let max = self.policy.accept.max_market_members;
+        if live.len() >= max {
+            return Err(crate::consent::TermsRefused::MarketFull { max });
+        }
+        Ok(())
     }
 
     /// Refuses an open; a violation also costs the proposer its connection.

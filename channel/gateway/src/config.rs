@@ -67,6 +67,14 @@ pub struct MarketNodeSection {
     /// for its sales before a top-up).
     #[serde(default = "ten")]
     pub member_deposit: TokenAmount,
+    /// The most members (homes with a channel on the market that is not closed); a home
+    /// joining beyond it is refused with the reason.
+    #[serde(default = "thousand")]
+    pub max_members: usize,
+}
+
+fn thousand() -> usize {
+    1_000
 }
 
 fn pay_as_clear() -> String {
@@ -404,6 +412,11 @@ impl Config {
             m.member_deposit
                 .amount("market_node.member_deposit")
                 .map_err(invalid)?;
+            if m.max_members == 0 {
+                return Err(invalid(GatewayError::Config(
+                    "market_node.max_members: 0 lets no home join; write at least 1".into(),
+                )));
+            }
         }
         config.market.limits().map_err(invalid)?;
         if config.meter.is_none() && config.market_node.is_none() {
@@ -463,6 +476,9 @@ retail = "tou +01:00 0-7=0.22,7-17=0.28,17-21=0.34,21-24=0.22"
 # The most the market node deposits in one member's channel: what it may pay the member for
 # its sales before the channel is topped up (tokens).
 member_deposit = "10"
+# The most members; a home joining beyond it is refused (every member checks every order of a
+# book: its size grows with the members).
+max_members = 1000
 "#,
         market = hex::encode(market)
     )
@@ -559,6 +575,7 @@ mod tests {
         let terms = c.market_node.as_ref().unwrap().terms().unwrap();
         assert_eq!(terms.market, [7; 32]);
         assert_eq!(terms.deadline_permille, 250);
+        assert_eq!(c.market_node.as_ref().unwrap().max_members, 1_000);
         // A bad rule, a deadline out of range, and limits set by halves are refused, each
         // naming its field.
         for (from, to, field) in [
@@ -571,6 +588,11 @@ mod tests {
                 "deadline_permille = 250",
                 "deadline_permille = 900",
                 "deadline",
+            ),
+            (
+                "max_members = 1000",
+                "max_members = 0",
+                "market_node.max_members",
             ),
         ] {
             std::fs::write(&path, text.replace(from, to)).unwrap();

@@ -212,4 +212,33 @@ async fn a_double_written_from_the_spec_is_answered_and_refused_as_the_spec_says
         channel.current.unwrap().version(),
         gridchan_channel::Version(0)
     );
+
+    // 4. `Announce` (type 7): interval, import, export, then `shares` as an option<Shares>.
+    //    Round 2's shares (`1`, sell, buy) decode and change no channel; an option tag of `2`
+    //    is not an option: the victim closes the connection.
+    let (conn, _reader, mut writer) = double.connect(&victim).await;
+    let announce = |tag: u8| {
+        let mut payload = Vec::new();
+        varint(&mut payload, 1_929_784);
+        varint(&mut payload, 0);
+        varint(&mut payload, 1_250);
+        payload.push(tag);
+        varint(&mut payload, 625);
+        varint(&mut payload, 0);
+        frame(7, &payload)
+    };
+    writer.write_raw(&announce(1)).await.unwrap();
+    writer.write_raw(&announce(2)).await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(10), conn.closed())
+        .await
+        .expect("closed in time");
+    assert!(
+        reason.contains("decode") || reason.contains("malformed"),
+        "{reason}"
+    );
+    let channel = victim.channel(id).await.unwrap().unwrap();
+    assert_eq!(
+        channel.current.unwrap().version(),
+        gridchan_channel::Version(0)
+    );
 }

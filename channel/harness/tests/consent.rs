@@ -335,3 +335,63 @@ fn answers_to_proposals_nobody_made_are_refused_with_the_reason() {
         "nothing sent for refused commands"
     );
 }
+
+/// A market node takes one channel per home and at most its most members: a second channel
+/// from a member, and any channel once the market is full, are refused with the reason; a
+/// channel that is not the market's is not counted.
+#[test]
+fn a_market_node_takes_one_channel_per_home_and_at_most_its_most_members() {
+    let terms = gridchan_harness::market::terms();
+    let mut policy = Policy::accepting_anyone();
+    policy.accept.market = Some(Box::new(terms.clone()));
+    policy.accept.max_market_members = 2;
+    let market = key(2);
+    let mut b = Node::new(market.duplicate(&[7; 32]), policy);
+    // Homes 1, 3 and 4 each propose a market channel (home 1 twice).
+    let open_from = |home: u8, nonce: u8| {
+        let req = OpenRequest {
+            tariff: Tariff::Market(Box::new(terms.clone())),
+            tolerance: MeterTolerance {
+                absolute_wh: 0,
+                permille: 0,
+            },
+            ..request(nonce)
+        };
+        let params = req.params(key(home).id());
+        let sig_a = key(home).sign(&State::initial(&params).digest());
+        Message::OpenChannel(Box::new(OpenChannel { params, sig_a }))
+    };
+    let from = |b: &mut Node, home: u8, message: Message| {
+        b.handle(Input::Connected(key(home).id()));
+        b.handle(Input::Message {
+            from: key(home).id(),
+            message,
+        });
+        drain(b)
+    };
+    assert!(accepted(&from(&mut b, 1, open_from(1, 1))));
+    // The same proposal again (a reconnect) is not a second channel.
+    assert_eq!(refusal(&from(&mut b, 1, open_from(1, 1))), None);
+    let twice = refusal(&from(&mut b, 1, open_from(1, 2))).expect("refused");
+    assert!(
+        twice.contains("already has a channel with the market"),
+        "{twice}"
+    );
+    // A flat channel from home 1 is a neighbour channel: not the market's business.
+    let (_, flat) = {
+        let params = request(3).params(key(1).id());
+        let sig_a = key(1).sign(&State::initial(&params).digest());
+        (
+            params.channel_id(),
+            Message::OpenChannel(Box::new(OpenChannel { params, sig_a })),
+        )
+    };
+    assert!(accepted(&from(&mut b, 1, flat)));
+    assert!(accepted(&from(&mut b, 3, open_from(3, 4))));
+    let full = refusal(&from(&mut b, 4, open_from(4, 5))).expect("refused");
+    assert!(
+        full.contains("the market has its most members (2)"),
+        "{full}"
+    );
+    assert_eq!(b.market_channels().count(), 2);
+}
