@@ -168,9 +168,9 @@ async fn strangers_holding_every_place_do_not_keep_out_a_neighbour_with_a_channe
         }
     })
     .await;
-    // The honest neighbour goes away for a while; strangers take every place meanwhile, each
-    // with its frame stream open so that nothing expires.
-    honest.stop().await.unwrap();
+    // Strangers take every place, each with its frame stream open so that nothing expires.
+    // The neighbour's connection came as a stranger's, but it holds a channel now: it takes
+    // no stranger's place, and all `limit` strangers get in beside it.
     let limit = Limits::default().max_connections;
     let mut held = Vec::new();
     for n in 0..limit as u16 {
@@ -193,6 +193,8 @@ async fn strangers_holding_every_place_do_not_keep_out_a_neighbour_with_a_channe
         held.iter().all(|(_, c, _)| c.close_reason().is_none()),
         "the strangers hold their places"
     );
+    // The honest neighbour goes away for a while.
+    honest.stop().await.unwrap();
 
     // The neighbour comes back: it is let in, and settles an interval.
     let honest = engine_at(dir.path(), 3);

@@ -169,24 +169,28 @@ struct Registry {
 struct Held {
     slot: u64,
     peer: NodeId,
-    priority: bool,
     conn: quinn::Connection,
 }
 
 impl Registry {
     /// Admits `conn` from `peer`: closes the oldest connections of the same key beyond
     /// `max_per_key`, and refuses (`None`) a key without priority when `max_connections` of
-    /// those are held.
+    /// those are held. Priority is the keys' now: a stranger's connection that became a
+    /// neighbour's (a channel opened on it) no longer counts against strangers.
     fn admit(
         &mut self,
         peer: NodeId,
-        priority: bool,
+        priority: &HashSet<NodeId>,
         conn: &quinn::Connection,
         limits: &Limits,
     ) -> Option<u64> {
         self.held.retain(|h| h.conn.close_reason().is_none());
-        let unprivileged = self.held.iter().filter(|h| !h.priority).count();
-        if !priority && unprivileged >= limits.max_connections {
+        let unprivileged = self
+            .held
+            .iter()
+            .filter(|h| !priority.contains(&h.peer))
+            .count();
+        if !priority.contains(&peer) && unprivileged >= limits.max_connections {
             return None;
         }
         let same_key = self.held.iter().filter(|h| h.peer == peer).count();
@@ -207,7 +211,6 @@ impl Registry {
         self.held.push(Held {
             slot: self.next,
             peer,
-            priority,
             conn: conn.clone(),
         });
         Some(self.next)
@@ -418,12 +421,13 @@ impl Endpoint {
         };
         match tokio::time::timeout(self.limits.handshake_timeout, attempt).await {
             Ok(Ok((conn, node))) => {
-                let priority = self.priority.read().is_ok_and(|p| p.contains(&node));
-                let admitted = self
-                    .open
-                    .lock()
-                    .ok()?
-                    .admit(node, priority, &conn, &self.limits);
+                let admitted = {
+                    let priority = self.priority.read().ok()?;
+                    self.open
+                        .lock()
+                        .ok()?
+                        .admit(node, &priority, &conn, &self.limits)
+                };
                 let Some(slot) = admitted else {
                     tracing::warn!(%remote, peer = %node, "connection limit reached: closed");
                     conn.close(3u32.into(), b"connection limit reached");

@@ -325,49 +325,42 @@ impl<S: crate::engine::EngineStore> Engine<S> {
 
 /// Recoveries of order signatures, remembered by the process: a book's orders are checked by
 /// every member, and where several members' gateways share a process (the demo's
-/// neighbourhood, a test) each signature is recovered once. Only [`Recovered::one`] makes an
-/// entry (the very same recovery, kept), so a member still checks every order against its
-/// roster and its pseudonym; bounded, forgotten wholesale when full.
+/// neighbourhood, a test, a benchmark) each signature is recovered once, even when every member
+/// checks the same book at the same moment (a recovery in progress is waited for, not
+/// repeated). Only [`Recovered::one`] makes an entry (the very same recovery, kept), so a
+/// member still checks every order against its roster and its pseudonym; bounded, forgotten
+/// wholesale when full.
 fn recover_orders(book: &gridchan_channel::market::Book) -> Recovered {
     use gridchan_channel::RecoveredOne;
-    use std::sync::{Mutex, OnceLock};
+    use std::sync::{Arc, Mutex, OnceLock};
     type Key = ([u8; 32], [u8; 65]);
-    type Memo = HashMap<Key, RecoveredOne>;
-    static MEMO: OnceLock<Mutex<Memo>> = OnceLock::new();
+    type Cell = Arc<OnceLock<RecoveredOne>>;
+    static MEMO: OnceLock<Mutex<HashMap<Key, Cell>>> = OnceLock::new();
     const MAX_REMEMBERED: usize = 200_000;
     let memo = MEMO.get_or_init(Default::default);
-    let wanted: Vec<([u8; 32], gridchan_channel::Signature)> = book
-        .orders
-        .iter()
-        .map(|o| (o.order.digest(), o.sig))
-        .collect();
-    let mut found = Vec::with_capacity(wanted.len());
-    let mut missing = Vec::new();
-    {
-        let held = memo.lock().unwrap_or_else(|p| p.into_inner());
-        for (digest, sig) in &wanted {
-            match held.get(&(*digest, sig.0)) {
-                Some(one) => found.push(one.clone()),
-                None => missing.push((*digest, *sig)),
-            }
-        }
-    }
-    // The rest on the process's pool, in parallel.
-    use rayon::prelude::*;
-    let made: Vec<(Key, RecoveredOne)> = missing
-        .par_iter()
-        .map(|(d, s)| ((*d, s.0), Recovered::one(d, s)))
-        .collect();
-    {
+    let cells: Vec<(Key, Cell)> = {
         let mut held = memo.lock().unwrap_or_else(|p| p.into_inner());
-        if held.len() + made.len() > MAX_REMEMBERED {
+        if held.len() + book.orders.len() > MAX_REMEMBERED {
             held.clear();
         }
-        for (k, one) in &made {
-            held.insert(*k, one.clone());
-        }
-    }
-    found.extend(made.into_iter().map(|(_, one)| one));
+        book.orders
+            .iter()
+            .map(|o| {
+                let key = (o.order.digest(), o.sig.0);
+                (key, held.entry(key).or_default().clone())
+            })
+            .collect()
+    };
+    // The recoveries nobody made yet, on the process's pool, in parallel; one another member
+    // is making is waited for.
+    use rayon::prelude::*;
+    let found: Vec<RecoveredOne> = cells
+        .par_iter()
+        .map(|((digest, sig), cell)| {
+            cell.get_or_init(|| Recovered::one(digest, &gridchan_channel::Signature(*sig)))
+                .clone()
+        })
+        .collect();
     Recovered::collect(found)
 }
 
