@@ -31,6 +31,12 @@ pub struct MarketBench {
     /// The market node's share of the process's resident memory per member is not separable in
     /// one process: the whole process's growth per member (upper bound).
     pub rss_per_member_kib: Option<u64>,
+    /// One book of `members` orders, as every member receives it (its parts' bytes).
+    pub book_bytes: usize,
+    /// What one member alone spends on a book of `members` orders (decode, recover every
+    /// order's signature on the process's pool, check), median of 5: the part of the latency
+    /// that a member's own gateway adds in a deployment, where no two members share a process.
+    pub member_check: Duration,
 }
 
 impl MarketBench {
@@ -40,7 +46,9 @@ impl MarketBench {
              \x20 deadline to every settlement durable at both ends: p50 {:>8.1} ms, p99 {:>8.1} ms\n\
              \x20 floor            {:>8.1} ms  ({} updates' 2 signatures and 2 recoveries, on 2 threads, measured now)\n\
              \x20 p50 / floor      {:>8.2}  (goal: within 2)\n\
-             \x20 memory           {:>8}  KiB per member (the whole process's growth: members' engines included)",
+             \x20 memory           {:>8}  KiB per member (the whole process's growth: members' engines included)\n\
+             \x20 book             {:>8}  bytes to each member ({:.1} MB from the market node an interval)\n\
+             \x20 one member's check of a book of {} orders: {:.1} ms (decode, every signature recovered, clearing recomputed)",
             self.members,
             self.intervals,
             self.p50.as_secs_f64() * 1e3,
@@ -51,6 +59,10 @@ impl MarketBench {
             self.rss_per_member_kib
                 .map(|k| k.to_string())
                 .unwrap_or_else(|| "unknown".into()),
+            self.book_bytes,
+            (self.book_bytes * self.members) as f64 / 1e6,
+            self.members,
+            self.member_check.as_secs_f64() * 1e3,
         )
     }
 }
@@ -106,6 +118,75 @@ fn floor(n: usize) -> Duration {
         }
     });
     started.elapsed()
+}
+
+/// A book of `n` orders (half selling, half buying 400 Wh), as the market node closes it: its
+/// size in parts, and what one member spends on it (median of 5 runs): decoding the parts,
+/// recovering every order's signature on the pool (as a member's gateway does), the checks.
+fn member_check(n: usize) -> (usize, Duration) {
+    use gridchan_channel::market::book::Expect;
+    use gridchan_channel::market::{pseudonym_id, Book, Order, Parts, Roster, SignedOrder, Topic};
+    use rayon::prelude::*;
+    let t = terms();
+    let interval = IntervalIndex(1_947_200);
+    let market = key(0);
+    let members: Vec<Signer> = (1..=n).map(key).collect();
+    let roster = Roster::sign(
+        t.market,
+        1,
+        members.iter().map(|m| pseudonym_id(&m.id())).collect(),
+        &market,
+    );
+    let orders: Vec<SignedOrder> = members
+        .par_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let (import, export) = if i % 2 == 0 { (0, 400) } else { (400, 0) };
+            SignedOrder::sign(
+                Order {
+                    market: t.market,
+                    interval,
+                    member: [0; 32],
+                    import: WattHours(import),
+                    export: WattHours(export),
+                    sell_at_least: t.feed_in.weekday[0],
+                    buy_at_most: t.retail.weekday[0],
+                },
+                m,
+            )
+        })
+        .collect();
+    let (book, _) =
+        Book::close(&t, INTERVAL, interval, &roster, orders, &market).expect("the book closes");
+    let parts = Parts::split(Topic::Book, interval.0, &book);
+    let bytes: Vec<u8> = parts.iter().flat_map(|p| p.bytes.iter().copied()).collect();
+    let roster_digest = roster.digest();
+    let mut runs: Vec<Duration> = (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            let got: Book = Parts::decode(&bytes).expect("decodes");
+            let known = Recovered::collect(
+                got.orders
+                    .par_iter()
+                    .map(|o| Recovered::one(&o.order.digest(), &o.sig))
+                    .collect::<Vec<_>>(),
+            );
+            got.check(&Expect {
+                market_node: &market.id(),
+                terms: &t,
+                interval_seconds: INTERVAL,
+                interval,
+                roster: &roster,
+                roster_digest: &roster_digest,
+                own: None,
+                known: &known,
+            })
+            .expect("an honest book passes");
+            started.elapsed()
+        })
+        .collect();
+    runs.sort();
+    (bytes.len(), runs[2])
 }
 
 /// Runs the benchmark with `members` members over `intervals` intervals of `interval_ms` real
@@ -274,7 +355,10 @@ pub async fn run(
             .unwrap_or_default()
     };
     let rss_after = rss_kib();
+    let (book_bytes, member_check) = member_check(members);
     let result = MarketBench {
+        book_bytes,
+        member_check,
         members,
         intervals: lat.len(),
         p50: pick(0.5),

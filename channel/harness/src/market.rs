@@ -435,7 +435,7 @@ impl MarketNet {
         }
         match self.homes[i]
             .member
-            .on_message(message, &mut |_| Recovered::collect([]))
+            .on_message(message, &mut |_, _| Recovered::collect([]))
         {
             Ok(Some(step)) => {
                 if let MemberStep::Refused { interval, .. } = &step {

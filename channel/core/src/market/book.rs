@@ -217,9 +217,20 @@ impl Book {
     /// rule, count, orders, has_price, price, traded, income, fills))`, where `orders` is the
     /// SHA-256 of every order's digest followed by its 65-byte signature, in order.
     pub fn digest(&self) -> [u8; 32] {
+        self.digest_with(&self.order_digests())
+    }
+
+    /// Every order's digest, in the book's order: what [`Book::digest_with`] and
+    /// [`Book::check_with`] take, computed once.
+    pub fn order_digests(&self) -> Vec<[u8; 32]> {
+        self.orders.iter().map(|o| o.order.digest()).collect()
+    }
+
+    /// [`Book::digest`] from the orders' digests ([`Book::order_digests`]).
+    pub fn digest_with(&self, order_digests: &[[u8; 32]]) -> [u8; 32] {
         let mut h = Sha256::new();
-        for o in &self.orders {
-            h.update(o.order.digest());
+        for (o, d) in self.orders.iter().zip(order_digests) {
+            h.update(d);
             h.update(o.sig.0);
         }
         let orders: [u8; 32] = h.finalize().into();
@@ -248,12 +259,20 @@ impl Book {
     /// names, which is on the roster, each once; our own receipted order is in it unaltered;
     /// and the clearing recomputed is the one published. Returns the clearing.
     pub fn check(&self, e: &Expect) -> Result<Clearing, BookRefusal> {
-        self.check_with(&self.digest(), e)
+        let order_digests = self.order_digests();
+        self.check_with(&self.digest_with(&order_digests), &order_digests, e)
     }
 
-    /// [`Book::check`], with the book's [`Book::digest`] computed once by the caller (which
-    /// names the settlements with it).
-    pub fn check_with(&self, digest: &[u8; 32], e: &Expect) -> Result<Clearing, BookRefusal> {
+    /// [`Book::check`], with the book's [`Book::digest`] and its [`Book::order_digests`]
+    /// computed once by the caller (which names the settlements with the one and recovers the
+    /// signatures ahead with the other).
+    pub fn check_with(
+        &self,
+        digest: &[u8; 32],
+        order_digests: &[[u8; 32]],
+        e: &Expect,
+    ) -> Result<Clearing, BookRefusal> {
+        assert_eq!(order_digests.len(), self.orders.len(), "one digest per order");
         self.sig
             .verify(digest, e.market_node)
             .map_err(|_| BookRefusal::NotSignedByTheMarket)?;
@@ -286,7 +305,7 @@ impl Book {
         {
             return Err(BookRefusal::OrdersNotSorted);
         }
-        for o in &self.orders {
+        for (o, d) in self.orders.iter().zip(order_digests) {
             let member = o.order.member;
             if o.order.market != self.market || o.order.interval != self.interval {
                 return Err(BookRefusal::ForeignOrder(member));
@@ -294,7 +313,7 @@ impl Book {
             if !e.roster.contains(&member) {
                 return Err(BookRefusal::NotAMember(member));
             }
-            o.signer(e.known)
+            o.signer_with(d, e.known)
                 .map_err(|_| BookRefusal::ForgedOrder(member))?;
         }
         if let Some(own) = e.own {

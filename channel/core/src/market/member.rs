@@ -179,7 +179,7 @@ impl Member {
     pub fn on_message(
         &mut self,
         message: Message,
-        recover: &mut dyn FnMut(&Book) -> Recovered,
+        recover: &mut dyn FnMut(&Book, &[[u8; 32]]) -> Recovered,
     ) -> Result<Option<MemberStep>, PartError> {
         let step = match message {
             Message::Receipt(r) => match self.on_receipt(&r) {
@@ -215,8 +215,9 @@ impl Member {
                                 book.interval.0
                             )));
                         }
-                        let known = recover(&book);
-                        match self.on_book(&book, &known) {
+                        let order_digests = book.order_digests();
+                        let known = recover(&book, &order_digests);
+                        match self.on_book(&book, &order_digests, &known) {
                             Ok(settlement) => MemberStep::Book {
                                 interval: book.interval,
                                 settlement,
@@ -271,6 +272,7 @@ impl Member {
     pub fn on_book(
         &mut self,
         book: &Book,
+        order_digests: &[[u8; 32]],
         known: &Recovered,
     ) -> Result<Option<Settlement>, BookRefusal> {
         let (roster_digest, roster) = self
@@ -278,13 +280,14 @@ impl Member {
             .iter()
             .find(|(d, _)| *d == book.roster)
             .ok_or(BookRefusal::UnknownRoster)?;
-        let digest = book.digest();
+        let digest = book.digest_with(order_digests);
         let own = self
             .orders
             .get(&book.interval)
             .and_then(|(o, r)| r.map(|_| o));
         let clearing = book.check_with(
             &digest,
+            order_digests,
             &Expect {
                 market_node: &self.market_node,
                 terms: &self.terms,

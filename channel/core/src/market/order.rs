@@ -79,7 +79,12 @@ impl SignedOrder {
 
     /// The pseudonym key that signed the order, checked to be the one the order names.
     pub fn signer(&self, known: &Recovered) -> Result<NodeId, CryptoError> {
-        let key = self.sig.recover_known(&self.order.digest(), known)?;
+        self.signer_with(&self.order.digest(), known)
+    }
+
+    /// [`SignedOrder::signer`], with the order's digest computed once by the caller.
+    pub fn signer_with(&self, digest: &[u8; 32], known: &Recovered) -> Result<NodeId, CryptoError> {
+        let key = self.sig.recover_known(digest, known)?;
         if pseudonym_id(&key) == self.order.member {
             Ok(key)
         } else {

@@ -330,7 +330,7 @@ impl<S: crate::engine::EngineStore> Engine<S> {
 /// repeated). Only [`Recovered::one`] makes an entry (the very same recovery, kept), so a
 /// member still checks every order against its roster and its pseudonym; bounded, forgotten
 /// wholesale when full.
-fn recover_orders(book: &gridchan_channel::market::Book) -> Recovered {
+fn recover_orders(book: &gridchan_channel::market::Book, order_digests: &[[u8; 32]]) -> Recovered {
     use gridchan_channel::RecoveredOne;
     use std::sync::{Arc, Mutex, OnceLock};
     type Key = ([u8; 32], [u8; 65]);
@@ -345,8 +345,9 @@ fn recover_orders(book: &gridchan_channel::market::Book) -> Recovered {
         }
         book.orders
             .iter()
-            .map(|o| {
-                let key = (o.order.digest(), o.sig.0);
+            .zip(order_digests)
+            .map(|(o, d)| {
+                let key = (*d, o.sig.0);
                 (key, held.entry(key).or_default().clone())
             })
             .collect()
