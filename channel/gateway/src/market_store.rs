@@ -1,7 +1,10 @@
-//! What a member keeps of its markets, in the gateway's SQLite file: the settlement of every
+//! What a gateway keeps of its markets, in its SQLite file. A member: the settlement of every
 //! book it checked (so that after a restart it still countersigns the market node's proposal
 //! for it), and every book it refused, with its own order and the market node's receipt when
-//! the refusal is about them: signed by the market node, the evidence of its misbehaviour.
+//! the refusal is about them: signed by the market node, the evidence of its misbehaviour. A
+//! market node: every order it took for a book not closed yet, durable before its receipt goes
+//! out (a receipt is a signature: a market node that restarts before the deadline still puts
+//! every order it receipted in the book).
 
 use std::path::Path;
 
@@ -26,6 +29,12 @@ const SCHEMA: &str = "
         own_order BLOB,
         receipt BLOB,
         PRIMARY KEY (channel, interval)
+    );
+    CREATE TABLE IF NOT EXISTS market_orders (
+        interval INTEGER NOT NULL,
+        member BLOB NOT NULL,
+        signed_order BLOB NOT NULL,
+        PRIMARY KEY (interval, member)
     );";
 
 /// Settlements kept per channel: the newest few intervals are all a restart can need.
@@ -56,12 +65,16 @@ fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Option<T> {
 }
 
 impl MarketStore {
-    pub fn open(path: &Path) -> Result<MarketStore, GatewayError> {
+    /// Opens the store in the gateway's file; `market_node`: this gateway runs a market, and
+    /// every write is durable at its commit (the orders it takes are followed by receipts).
+    pub fn open(path: &Path, market_node: bool) -> Result<MarketStore, GatewayError> {
         let conn = crate::sqlite::open(path)?;
-        // What is kept here can be had again (a market node sends a reconnecting member the
-        // books it has still to sign): no fsync per settlement on the engine's thread; the
+        // What a member keeps here can be had again (a market node sends a reconnecting member
+        // the books it has still to sign): no fsync per settlement on the engine's thread; the
         // write-ahead log makes it durable at its next checkpoint.
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        if !market_node {
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+        }
         conn.execute_batch(SCHEMA)?;
         Ok(MarketStore { conn })
     }
@@ -79,6 +92,52 @@ impl MarketStore {
             params![channel.0.to_vec(), s.interval.0 as i64 - KEPT],
         )?;
         tx.commit()?;
+        Ok(())
+    }
+
+    /// (Market node) orders taken, made durable in one transaction before their receipts go out.
+    pub fn took(&mut self, orders: &[SignedOrder]) -> Result<(), GatewayError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO market_orders (interval, member, signed_order)
+                 VALUES (?1, ?2, ?3)",
+            )?;
+            for o in orders {
+                insert.execute(params![
+                    o.order.interval.0 as i64,
+                    o.order.member.to_vec(),
+                    encode(o)
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// (Market node) the orders taken for books after `closed`, oldest first.
+    pub fn taken_after(
+        &self,
+        closed: Option<IntervalIndex>,
+    ) -> Result<Vec<SignedOrder>, GatewayError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT signed_order FROM market_orders WHERE interval > ?1 ORDER BY interval, member",
+        )?;
+        let after = closed.map_or(-1, |c| c.0 as i64);
+        let rows = stmt.query_map(params![after], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.extend(decode::<SignedOrder>(&row?));
+        }
+        Ok(out)
+    }
+
+    /// (Market node) the book of `interval` closed: its orders, and older ones, are in it.
+    pub fn closed(&self, interval: IntervalIndex) -> Result<(), GatewayError> {
+        self.conn.execute(
+            "DELETE FROM market_orders WHERE interval <= ?1",
+            params![interval.0 as i64],
+        )?;
         Ok(())
     }
 

@@ -272,7 +272,11 @@ impl Book {
         order_digests: &[[u8; 32]],
         e: &Expect,
     ) -> Result<Clearing, BookRefusal> {
-        assert_eq!(order_digests.len(), self.orders.len(), "one digest per order");
+        assert_eq!(
+            order_digests.len(),
+            self.orders.len(),
+            "one digest per order"
+        );
         self.sig
             .verify(digest, e.market_node)
             .map_err(|_| BookRefusal::NotSignedByTheMarket)?;

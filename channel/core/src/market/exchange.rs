@@ -163,6 +163,25 @@ impl Exchange {
         Ok(())
     }
 
+    /// The newest interval whose book closed (or was passed over at a start).
+    pub fn closed(&self) -> Option<IntervalIndex> {
+        self.closed
+    }
+
+    /// An order taken before a restart (the host kept it before its receipt went out): back
+    /// in its book if that is still open. Like every order, it is in the book only if its
+    /// member is enrolled when the book closes.
+    pub fn restore(&mut self, o: SignedOrder) {
+        if self.closed.is_some_and(|c| o.order.interval <= c) || o.order.market != self.terms.market
+        {
+            return;
+        }
+        self.orders
+            .entry(o.order.interval)
+            .or_default()
+            .insert(o.order.member, o);
+    }
+
     /// The member of `channel` left (its channel is closing): it is off the roster.
     pub fn leave(&mut self, channel: &ChannelId) {
         if let Some(id) = self.enrolled.remove(channel) {
@@ -412,6 +431,28 @@ mod tests {
     }
 
     const NOW: u64 = 11 * 900_000 + 1;
+
+    /// Orders kept by the host come back into books still open, and only those: a book that
+    /// closed does not take them, nor does another market's.
+    #[test]
+    fn restored_orders_go_back_into_open_books_only() {
+        let (node, p1) = (signer(1), signer(2));
+        let c1 = ChannelId([1; 32]);
+        let mut x = exchange();
+        x.enrol(c1, &Enrol::sign(&[7; 32], c1, &p1)).unwrap();
+        x.start_at(NOW);
+        assert_eq!(x.closed(), None, "interval 10's deadline is still ahead");
+        let mut foreign = order_of(&p1);
+        foreign.order.market = [8; 32];
+        x.restore(foreign);
+        x.restore(order_of(&p1));
+        let (book, _) = x.close(IntervalIndex(10), &node).unwrap();
+        assert_eq!(book.orders, vec![order_of(&p1)]);
+        assert_eq!(x.closed(), Some(IntervalIndex(10)));
+        x.restore(order_of(&p1));
+        let (book, _) = x.close(IntervalIndex(10), &node).unwrap();
+        assert!(book.orders.is_empty(), "a closed book takes no order back");
+    }
 
     #[test]
     fn enrolments_and_orders_the_exchange_refuses() {

@@ -137,6 +137,9 @@ impl<S: super::EngineStore> Engine<S> {
             // Nothing else waits: write here, at once, instead of paying two thread hops on a
             // lone update's path. In a burst, the writer takes the batch and the engine goes on
             // with the next inputs meanwhile.
+            // The orders a market node took in them, durable in one transaction, then their
+            // receipts.
+            self.flush_receipts();
             let idle = flight.is_empty() && inbound.is_empty() && control.is_empty();
             self.drain(idle);
             if self.stopping.is_some() {

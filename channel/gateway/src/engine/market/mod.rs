@@ -129,6 +129,8 @@ pub(super) struct Markets {
     /// (Market node) the newest books published: a member that reconnects with a settlement
     /// still to sign gets its book again.
     recent: BTreeMap<IntervalIndex, (Box<gridchan_channel::market::Book>, Roster)>,
+    /// (Market node) orders taken whose receipts wait for the orders to be durable.
+    receipts: Vec<(NodeId, gridchan_channel::market::SignedOrder, Message)>,
 }
 
 impl Markets {
@@ -139,17 +141,34 @@ impl Markets {
             exchange.start_at(now);
             exchange
         });
-        let store = parts
-            .store
-            .as_deref()
-            .and_then(|path| match MarketStore::open(path) {
+        let store = parts.store.as_deref().and_then(|path| {
+            match MarketStore::open(path, exchange.is_some()) {
                 Ok(store) => Some(store),
                 Err(e) => {
-                    tracing::error!("market: cannot keep settlements and evidence: {e}");
+                    tracing::error!("market: cannot keep settlements, evidence or orders: {e}");
                     None
                 }
-            });
+            }
+        });
+        let mut exchange = exchange;
+        if let (Some(exchange), Some(store)) = (&mut exchange, &store) {
+            match store.taken_after(exchange.closed()) {
+                Ok(orders) => {
+                    if !orders.is_empty() {
+                        tracing::info!(
+                            "market: {} orders taken before the restart are back in their books",
+                            orders.len()
+                        );
+                    }
+                    for o in orders {
+                        exchange.restore(o);
+                    }
+                }
+                Err(e) => tracing::error!("market: cannot read the orders taken: {e}"),
+            }
+        }
         Markets {
+            receipts: Vec::new(),
             roster_sent: HashMap::new(),
             recent: BTreeMap::new(),
             store,
@@ -286,5 +305,74 @@ impl<S: super::EngineStore> Engine<S> {
     /// The terms a market node offered us, for a join.
     pub(in crate::engine) fn market_terms(&self, market_node: &NodeId) -> Option<MarketTerms> {
         self.markets.offered(market_node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gridchan_channel::market::{pseudonym_id, Enrol, Order, SignedOrder};
+    use gridchan_channel::{PricePerKwh, Signer};
+
+    use super::*;
+
+    /// A market node that restarts before a book's deadline finds every order it receipted
+    /// (they were kept before their receipts went out) and closes the book with them; orders of
+    /// books already closed are not brought back.
+    #[test]
+    fn orders_taken_before_a_restart_are_in_their_book() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("market.sqlite");
+        let terms = gridchan_harness::market::terms();
+        let start = 1_752_451_200_000u64;
+        let interval = IntervalIndex(start / 900_000 + 1);
+        // The clock stands a moment after the interval's end, before its book's deadline.
+        let clock = SimClock::held((interval.0 + 1) * 900_000 + 1_000, 1);
+        let node = Signer::new(&[9; 32], &[0; 32]).unwrap();
+        let member = Signer::new(&[3; 32], &[0; 32])
+            .unwrap()
+            .derive(&terms.market, &[1; 32]);
+        let order = |at: IntervalIndex| {
+            SignedOrder::sign(
+                Order {
+                    market: terms.market,
+                    interval: at,
+                    member: [0; 32],
+                    import: WattHours(0),
+                    export: WattHours(500),
+                    sell_at_least: PricePerKwh(80_000),
+                    buy_at_most: PricePerKwh(300_000),
+                },
+                &member,
+            )
+        };
+        {
+            let mut store = MarketStore::open(&path, true).unwrap();
+            let old = IntervalIndex(interval.0 - 1);
+            store.took(&[order(old), order(interval)]).unwrap();
+            store.closed(old).unwrap();
+        }
+        let parts = MarketParts {
+            run: Some(MarketNode {
+                terms: terms.clone(),
+                interval_seconds: 900,
+            }),
+            clock: Some(clock),
+            store: Some(path.clone()),
+            ..MarketParts::default()
+        };
+        let mut markets = Markets::new(parts);
+        let exchange = markets.exchange.as_mut().unwrap();
+        let channel = ChannelId([5; 32]);
+        exchange
+            .enrol(channel, &Enrol::sign(&terms.market, channel, &member))
+            .unwrap();
+        let (book, settlements) = exchange.close(interval, &node).unwrap();
+        assert_eq!(book.orders, vec![order(interval)]);
+        assert_eq!(book.orders[0].order.member, pseudonym_id(&member.id()));
+        assert!(settlements.is_empty(), "a seller alone trades nothing");
+        // Closed: the store forgets the book's orders.
+        markets.store.as_ref().unwrap().closed(interval).unwrap();
+        let left = markets.store.as_ref().unwrap().taken_after(None).unwrap();
+        assert!(left.is_empty(), "{left:?}");
     }
 }

@@ -73,13 +73,46 @@ impl<S: crate::engine::EngineStore> Engine<S> {
             _ => {}
         }
         let enrolled = answer.is_none() && matches!(message, Message::Enrol(_));
-        if let Some(answer) = answer {
-            self.send(peer, answer);
+        match (answer, message) {
+            // A receipt is a signature: it goes once the order is durable.
+            (Some(receipt @ Message::Receipt(_)), Message::Order(o))
+                if self.markets.store.is_some() =>
+            {
+                self.markets.receipts.push((peer, *o, receipt));
+            }
+            (Some(answer), _) => self.send(peer, answer),
+            (None, _) => {}
         }
         if enrolled {
             // The roster with the new member in it, to the new member at once (the others get
             // it before the next book).
             self.roster_to(&[peer]);
+        }
+    }
+
+    /// (Market node) the orders taken since the last call, durable in one transaction; then
+    /// their receipts go out. Orders that could not be kept get no receipt (the member may
+    /// send its order again; the book may still hold it, unreceipted).
+    pub(in crate::engine) fn flush_receipts(&mut self) {
+        if self.markets.receipts.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.markets.receipts);
+        let orders: Vec<_> = pending.iter().map(|(_, o, _)| *o).collect();
+        let kept = match &mut self.markets.store {
+            Some(store) => store.took(&orders),
+            None => Ok(()),
+        };
+        match kept {
+            Ok(()) => {
+                for (peer, _, receipt) in pending {
+                    self.send(peer, receipt);
+                }
+            }
+            Err(e) => tracing::error!(
+                "market: cannot keep {} orders taken, so they get no receipt: {e}",
+                orders.len()
+            ),
         }
     }
 
@@ -120,6 +153,7 @@ impl<S: crate::engine::EngineStore> Engine<S> {
     }
 
     pub(in crate::engine) fn close_book(&mut self) {
+        self.flush_receipts();
         let now = self.markets.clock().now_ms();
         let Some(exchange) = &mut self.markets.exchange else {
             return;
@@ -147,6 +181,11 @@ impl<S: crate::engine::EngineStore> Engine<S> {
                 return;
             }
         };
+        if let Some(store) = &self.markets.store {
+            if let Err(e) = store.closed(interval) {
+                tracing::warn!("market: cannot forget the orders of a closed book: {e}");
+            }
+        }
         let staged = self.markets.staged.take() == Some(Stage::WrongClearing);
         if staged {
             book.price = book.price.map(|p| PricePerKwh(p.0 + 1));
