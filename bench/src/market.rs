@@ -15,9 +15,22 @@ use gridchan_channel::{
     Amount, ChannelId, IntervalIndex, LedgerEvent, Phase, Policy, Recovered, Signer, WattHours,
 };
 use gridchan_gateway::clock::SimClock;
-use gridchan_gateway::engine::{EngineHandle, Report};
+use gridchan_gateway::engine::{EngineHandle, MarketReport, Report};
 
 const INTERVAL: u32 = 900;
+
+/// A step of a book's way from its deadline to every settlement durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// The market node closed and sent the book.
+    Closed,
+    /// A member checked it.
+    Checked,
+    /// A member's settlement is durable at its end.
+    MemberDurable,
+    /// The market node's copy of a settlement is durable.
+    MarketDurable,
+}
 
 #[derive(Clone, Debug)]
 pub struct MarketBench {
@@ -31,6 +44,9 @@ pub struct MarketBench {
     /// The market node's share of the process's resident memory per member is not separable in
     /// one process: the whole process's growth per member (upper bound).
     pub rss_per_member_kib: Option<u64>,
+    /// When each step of a book was done for the last member, after the deadline (median over
+    /// the intervals).
+    pub timeline: Vec<(Step, Duration)>,
     /// One book of `members` orders, as every member receives it (its parts' bytes).
     pub book_bytes: usize,
     /// What one member alone spends on a book of `members` orders (decode, recover every
@@ -63,6 +79,22 @@ impl MarketBench {
             (self.book_bytes * self.members) as f64 / 1e6,
             self.members,
             self.member_check.as_secs_f64() * 1e3,
+        ) + &format!(
+            "\n  after the deadline (median interval), the last: {}",
+            self.timeline
+                .iter()
+                .map(|(step, d)| format!(
+                    "{} +{:.0} ms",
+                    match step {
+                        Step::Closed => "book closed",
+                        Step::Checked => "member checked it",
+                        Step::MemberDurable => "member's state durable",
+                        Step::MarketDurable => "market node's state durable",
+                    },
+                    d.as_secs_f64() * 1e3
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     }
 }
@@ -268,16 +300,34 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    // Durable states at each end, by interval, from every engine's reports.
+    // Durable states at each end, by interval, from every engine's reports; and when each
+    // book closed and each member had checked it (where the time goes).
     let (tx, mut durable) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
-    for h in std::iter::once(&market).chain(homes.iter()) {
+    let (stage_tx, mut stages) = tokio::sync::mpsc::unbounded_channel::<(u64, Step, Instant)>();
+    for (n, h) in std::iter::once(&market).chain(homes.iter()).enumerate() {
         let mut r = h.reports();
         let tx = tx.clone();
+        let stage_tx = stage_tx.clone();
         tokio::spawn(async move {
             loop {
-                match r.recv().await {
+                let got = r.recv().await;
+                let now = Instant::now();
+                match got {
                     Ok(Report::Watchtower(s)) => {
-                        let _ = tx.send((s.state().last_interval.0, Instant::now()));
+                        let i = s.state().last_interval.0;
+                        let _ = tx.send((i, now));
+                        let step = if n == 0 {
+                            Step::MarketDurable
+                        } else {
+                            Step::MemberDurable
+                        };
+                        let _ = stage_tx.send((i, step, now));
+                    }
+                    Ok(Report::Market(MarketReport::BookClosed { interval, .. })) => {
+                        let _ = stage_tx.send((interval.0, Step::Closed, now));
+                    }
+                    Ok(Report::Market(MarketReport::BookChecked { interval, .. })) => {
+                        let _ = stage_tx.send((interval.0, Step::Checked, now));
                     }
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(_) => return,
@@ -354,9 +404,36 @@ pub async fn run(
             .copied()
             .unwrap_or_default()
     };
+    // Each step's last arrival per interval, after its deadline; the median over intervals.
+    let mut last: HashMap<(u64, Step), Instant> = HashMap::new();
+    while let Ok((i, step, at)) = stages.try_recv() {
+        let e = last.entry((i, step)).or_insert(at);
+        *e = (*e).max(at);
+    }
+    let timeline: Vec<(Step, Duration)> = [
+        Step::Closed,
+        Step::Checked,
+        Step::MemberDurable,
+        Step::MarketDurable,
+    ]
+    .into_iter()
+    .map(|step| {
+        let mut after: Vec<Duration> = deadlines
+            .iter()
+            .filter(|(i, _)| done.get(i).is_some_and(|(n, _)| *n >= 2 * members))
+            .filter_map(|(i, d)| Some(last.get(&(*i, step))?.saturating_duration_since(*d)))
+            .collect();
+        after.sort();
+        (
+            step,
+            after.get(after.len() / 2).copied().unwrap_or_default(),
+        )
+    })
+    .collect();
     let rss_after = rss_kib();
     let (book_bytes, member_check) = member_check(members);
     let result = MarketBench {
+        timeline,
         book_bytes,
         member_check,
         members,

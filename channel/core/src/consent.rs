@@ -50,8 +50,8 @@ pub struct AcceptPolicy {
     /// The market this gateway runs, if it is a market node: a market channel is accepted
     /// only with exactly these terms, and only by the market node.
     pub market: Option<Box<crate::market::MarketTerms>>,
-    /// A market node's most members: channels on its market that are not closed. A home
-    /// holds at most one of them.
+    /// A market node's most members: channels on its market being opened, funded or open (not
+    /// closing, disputed or closed). A home holds at most one of them.
     pub max_market_members: usize,
 }
 

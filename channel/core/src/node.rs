@@ -581,8 +581,9 @@ impl Node {
     }
 
     /// Whether `from` may open a market channel with these parameters: a home holds one
-    /// channel with the market, and the market takes at most its most members (channels that
-    /// are not closed). Any other channel passes.
+    /// channel with the market that trades or is about to, and the market takes at most its
+    /// most members (such channels; one closing or disputed no longer counts: its home may join
+    /// again). Any other channel passes.
     fn market_membership(
         &self,
         from: &NodeId,
@@ -595,7 +596,7 @@ impl Node {
             .market_channels()
             .filter(|(id, _, phase, _, _)| {
                 *id != params.channel_id()
-                    && !matches!(phase, Phase::ClosedCooperatively | Phase::Concluded)
+                    && matches!(phase, Phase::AwaitingAccept | Phase::Funding | Phase::Open)
             })
             .map(|(_, peer, _, _, _)| peer)
             .collect();

@@ -67,7 +67,7 @@ pub struct MarketNodeSection {
     /// for its sales before a top-up).
     #[serde(default = "ten")]
     pub member_deposit: TokenAmount,
-    /// The most members (homes with a channel on the market that is not closed); a home
+    /// The most members (homes with a channel on the market being opened, funded or open); a home
     /// joining beyond it is refused with the reason.
     #[serde(default = "thousand")]
     pub max_members: usize,

@@ -394,4 +394,27 @@ fn a_market_node_takes_one_channel_per_home_and_at_most_its_most_members() {
         "{full}"
     );
     assert_eq!(b.market_channels().count(), 2);
+    // Home 1's channel goes to the ledger in a dispute: it no longer trades, so it is no
+    // longer a member's; home 1 may join again, and takes the place it left.
+    let first = b
+        .market_channels()
+        .find(|(_, peer, ..)| *peer == key(1).id())
+        .map(|(id, ..)| id)
+        .unwrap();
+    for event in [
+        gridchan_channel::LedgerEvent::Funded,
+        gridchan_channel::LedgerEvent::Registered {
+            version: gridchan_channel::Version(0),
+        },
+    ] {
+        b.handle(Input::Ledger {
+            channel: first,
+            event,
+        });
+    }
+    drain(&mut b);
+    assert_eq!(b.channel(&first).unwrap().phase, Phase::Disputed);
+    assert!(accepted(&from(&mut b, 1, open_from(1, 6))));
+    let full = refusal(&from(&mut b, 4, open_from(4, 7))).expect("refused");
+    assert!(full.contains("most members"), "{full}");
 }
