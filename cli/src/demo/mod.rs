@@ -72,8 +72,9 @@ pub struct DemoOptions {
     /// 15-minute intervals to play (96 is a day).
     #[arg(long, default_value_t = 96)]
     pub intervals: u64,
-    /// Real milliseconds per 15-minute interval (left out: 150, and 3 per home beyond 50, so
-    /// that a large neighbourhood's thousands of signatures an interval fit in it on one machine).
+    /// Real milliseconds per 15-minute interval (left out: 150, 3 per home beyond 50 and
+    /// homes^2/100, so that a large neighbourhood's signatures and books fit in it on one
+    /// machine: 13 s for 1,000 homes).
     #[arg(long)]
     pub interval_ms: Option<u64>,
     /// Seed for keys and derived homes.
@@ -122,10 +123,14 @@ impl Topology {
 }
 
 impl DemoOptions {
-    /// Real milliseconds per interval: as given, or 150 and 3 more per home beyond 50.
+    /// Real milliseconds per interval: as given, or 150, 3 more per home beyond 50, and
+    /// `homes^2 / 100` more: every member checks every order of every book, and in this one
+    /// process that is `homes^2` orders an interval (a thousand homes: about 5 s of a 2-core
+    /// machine, `gridchan bench market --members 1000`).
     pub fn interval_ms(&self) -> u64 {
+        let homes = self.homes as u64;
         self.interval_ms
-            .unwrap_or(150 + 3 * self.homes.saturating_sub(50) as u64)
+            .unwrap_or(150 + 3 * homes.saturating_sub(50) + homes * homes / 100)
     }
 
     /// Refuses options outside what the data and the clock allow, saying which.
