@@ -18,11 +18,21 @@ pub const MAX_RPC_FRAME: usize = 4 * 1024 * 1024;
 /// The endpoint a ledger node serves this RPC on: the transport's default limits, with frames
 /// up to [`MAX_RPC_FRAME`].
 pub fn bind(listen: SocketAddr, signer: Signer) -> Result<Endpoint, TransportError> {
-    let limits = Limits {
-        max_frame: MAX_RPC_FRAME,
-        ..Limits::default()
-    };
-    Endpoint::bind(listen, signer, limits)
+    bind_for(listen, signer, Limits::default().max_connections)
+}
+
+/// [`bind`], for a ledger serving up to `max_clients` connections (and handshakes) at once:
+/// every gateway of a large neighbourhood holds one.
+pub fn bind_for(
+    listen: SocketAddr,
+    signer: Signer,
+    max_clients: usize,
+) -> Result<Endpoint, TransportError> {
+    Endpoint::bind(
+        listen,
+        signer,
+        Limits::rpc_server(MAX_RPC_FRAME, max_clients),
+    )
 }
 
 /// Most blocks in one `Blocks` response.

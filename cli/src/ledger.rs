@@ -20,6 +20,8 @@ pub struct LedgerOptions {
     /// Initial balances; only used when the data folder holds no ledger yet.
     pub fund: Vec<(NodeId, Amount)>,
     pub min_challenge_window: u64,
+    /// Clients connected at once (every gateway of the neighbourhood holds one or two).
+    pub max_clients: usize,
 }
 
 /// Parses `NODEID=AMOUNT` (amount in tokens, up to six decimals).
@@ -63,7 +65,7 @@ pub async fn run(opts: LedgerOptions) -> Result<()> {
     eprintln!("verifying the chain in {} ...", opts.data.display());
     let ledger = LocalLedger::open(&opts.data, genesis)
         .with_context(|| format!("cannot open the ledger in {}", opts.data.display()))?;
-    let endpoint = gridchan_chain::rpc::bind(opts.listen, signer)?;
+    let endpoint = gridchan_chain::rpc::bind_for(opts.listen, signer, opts.max_clients)?;
     // The address line is what operators and scripts read: keep it first and stable.
     println!("ledger {}", endpoint.peer_addr());
     println!("height {}", ledger.height());

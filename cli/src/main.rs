@@ -124,6 +124,9 @@ enum Commands {
         /// Shortest challenge window a channel may have, in blocks.
         #[arg(long, default_value_t = 10)]
         min_challenge_window: u64,
+        /// Clients connected at once (every gateway holds one or two).
+        #[arg(long, default_value_t = 256)]
+        max_clients: usize,
     },
 }
 
@@ -638,6 +641,7 @@ fn run() -> Result<()> {
             block_ms,
             fund,
             min_challenge_window,
+            max_clients,
         } => runtime()?.block_on(gridchan_cli::ledger::run(
             gridchan_cli::ledger::LedgerOptions {
                 data,
@@ -645,6 +649,7 @@ fn run() -> Result<()> {
                 block_ms,
                 fund,
                 min_challenge_window,
+                max_clients,
             },
         )),
     }

@@ -29,8 +29,11 @@ pub async fn run(config_path: &Path) -> Result<()> {
         .with_context(|| format!("cannot create {}", config.data.display()))?;
     let ledger = crate::evm::client(&config.ledger, &config.key, config_path).await?;
     let limits = config.limits().map_err(|e| anyhow::anyhow!(e))?;
-    let endpoint =
-        gridchan_watchtower::rpc::bind(config.listen, signer.duplicate(&keys::random32()?))?;
+    let endpoint = gridchan_watchtower::rpc::bind_for(
+        config.listen,
+        signer.duplicate(&keys::random32()?),
+        config.limits.max_clients,
+    )?;
     let address = endpoint.peer_addr();
     let tower = Tower::start(signer, ledger, store_path(&config), limits)
         .context("cannot open the tower store")?;

@@ -38,6 +38,13 @@ pub struct LimitsSection {
     pub states_per_second: f64,
     #[serde(default = "burst")]
     pub burst: f64,
+    /// Gateways connected at once (each guarded gateway holds a connection).
+    #[serde(default = "clients")]
+    pub max_clients: usize,
+}
+
+fn clients() -> usize {
+    256
 }
 
 fn yes() -> bool {
@@ -61,6 +68,7 @@ impl Default for LimitsSection {
             channels_per_client: channels(),
             states_per_second: rate(),
             burst: burst(),
+            max_clients: clients(),
         }
     }
 }
@@ -153,6 +161,8 @@ open = true
 channels_per_client = 1000
 states_per_second = 50
 burst = 500
+# Gateways connected at once: one connection each.
+max_clients = 256
 "#
     )
 }
@@ -173,6 +183,7 @@ mod tests {
         let c = TowerConfig::load(&path).unwrap();
         assert_eq!(c.data, dir.path().join("data"));
         assert_eq!(c.limits().unwrap().admission, Admission::Open);
+        assert_eq!(c.limits.max_clients, 256);
         let text = std::fs::read_to_string(&path)
             .unwrap()
             .replace("open = true", "open = false\nclients = [\"nope\"]");

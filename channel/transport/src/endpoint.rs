@@ -120,6 +120,17 @@ impl Limits {
     /// at most `max_frame` bytes on exactly two streams (the key proof's, then the frames'),
     /// receive windows of a few frames, and at most two connections per key (a reconnect may
     /// overlap the connection it replaces).
+    /// The limits of a service's RPC endpoint (a ledger node, a tower): frames of at most
+    /// `max_frame` bytes, up to `max_clients` connections and handshakes at once.
+    pub fn rpc_server(max_frame: usize, max_clients: usize) -> Limits {
+        Limits {
+            max_frame,
+            max_connections: max_clients,
+            max_handshakes: max_clients,
+            ..Limits::default()
+        }
+    }
+
     pub fn peer_link(max_frame: usize) -> Limits {
         let frame = u32::try_from(max_frame + 4).unwrap_or(u32::MAX);
         Limits {

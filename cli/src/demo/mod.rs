@@ -253,8 +253,11 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
             ..TowerLimits::default()
         },
     )?;
-    let tower_endpoint =
-        gridchan_watchtower::rpc::bind("127.0.0.1:0".parse()?, tower_key.duplicate(&blinding()))?;
+    let tower_endpoint = gridchan_watchtower::rpc::bind_for(
+        "127.0.0.1:0".parse()?,
+        tower_key.duplicate(&blinding()),
+        2 * o.homes + 64,
+    )?;
     let tower_addr = tower_endpoint.peer_addr();
     tower.listen(tower_endpoint);
     say(format!("watchtower {tower_addr}"));

@@ -353,9 +353,11 @@ pub(super) fn start_local_ledger(
             .collect(),
     };
     let ledger = LocalLedger::open(&root.join("ledger"), genesis)?;
-    let endpoint = gridchan_chain::rpc::bind(
+    // Every gateway holds a connection or two (its ledger queue, its follower).
+    let endpoint = gridchan_chain::rpc::bind_for(
         "127.0.0.1:0".parse()?,
         Signer::new(&derive(o.seed, "ledger", 0), &blinding())?,
+        2 * o.homes + 64,
     )?;
     let address = endpoint.peer_addr();
     // Both run until the demo's runtime ends.

@@ -244,9 +244,16 @@ pub fn spawn<S: ChannelStore + Send + 'static>(
             .enable_all()
             .build()?,
     ));
+    // A market node takes its members' first connections as strangers' (no channel yet):
+    // room for every member it may have joining at once, beside the usual strangers.
+    let mut limits = links::peer_limits();
+    if market.run.is_some() {
+        limits.max_connections += policy.accept.max_market_members;
+        limits.max_handshakes += policy.accept.max_market_members;
+    }
     let endpoint = {
         let _on_the_engines_runtime = rt.get().enter();
-        Endpoint::bind(listen, signer.duplicate(&blinding(1)), links::peer_limits())?
+        Endpoint::bind(listen, signer.duplicate(&blinding(1)), limits)?
     };
     let records = store.load()?;
     endpoint.set_priority(records.iter().map(|r| *r.params.node(r.me.other())));
