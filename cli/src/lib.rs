@@ -13,6 +13,48 @@ pub mod watchtower;
 
 use anyhow::Result;
 
+/// Clap's message about bad arguments, in one line: what was wrong, the arguments it names
+/// (the missing ones), its tip (a similar argument or subcommand), and a pointer to --help. The
+/// usage block and clap's own pointer to --help are left out.
+pub fn one_line_usage_error(rendered: &str) -> String {
+    let mut what = String::new();
+    let mut named = Vec::new();
+    let mut tips = Vec::new();
+    for line in rendered.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with("Usage:") || trimmed.starts_with("For more information") {
+            break;
+        }
+        if trimmed.is_empty() {
+            continue;
+        }
+        if what.is_empty() {
+            what = trimmed
+                .strip_prefix("error: ")
+                .unwrap_or(trimmed)
+                .to_string();
+        } else if let Some(tip) = trimmed.strip_prefix("tip: ") {
+            tips.push(tip.to_string());
+        } else {
+            named.push(trimmed.to_string());
+        }
+    }
+    if what.is_empty() {
+        what = "invalid arguments".into();
+    }
+    let mut out = what.trim_end_matches(':').to_string();
+    if !named.is_empty() {
+        out.push_str(": ");
+        out.push_str(&named.join(", "));
+    }
+    for tip in tips {
+        out.push_str("; ");
+        out.push_str(&tip);
+    }
+    out.push_str(" (see --help)");
+    out
+}
+
 /// The `PUBKEY@HOST:PORT` address in field `field` of the config file `config`; an error names
 /// the field and the file, and says so when it is still the template's placeholder.
 pub fn config_address(

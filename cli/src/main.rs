@@ -379,12 +379,10 @@ fn run() -> Result<()> {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
         Err(e) => {
-            // Clap's first line says what was wrong; the rest is a pointer to --help, which
-            // we fold into the same line.
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("error: {first} (see --help)");
+            eprintln!(
+                "error: {}",
+                gridchan_cli::one_line_usage_error(&e.render().to_string())
+            );
             std::process::exit(2);
         }
     };

@@ -30,6 +30,45 @@ fn a_bad_argument_is_one_clear_line() {
     assert!(err.contains("invalid value 'many'"), "{err}");
 }
 
+/// Clap's other messages keep what they name, in one line: the missing arguments, and the
+/// similar argument or subcommand a typo was meant to be.
+#[test]
+fn a_missing_or_mistyped_argument_is_named_in_one_line() {
+    for (args, wanted) in [
+        (
+            &["market", "join"][..],
+            &[
+                "required arguments were not provided: ",
+                "<ADDRESS>",
+                "--deposit <DEPOSIT>",
+            ][..],
+        ),
+        (
+            &["demo", "--homse", "3"][..],
+            &[
+                "unexpected argument '--homse'",
+                "a similar argument exists: '--homes'",
+            ][..],
+        ),
+        (
+            &["demmo"][..],
+            &["unrecognized subcommand 'demmo'", "'demo'"][..],
+        ),
+    ] {
+        let out = gridchan(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("error: ") && err.trim_end().ends_with("(see --help)"),
+            "{err}"
+        );
+        for w in wanted {
+            assert!(err.contains(w), "{args:?}: {err}");
+        }
+    }
+}
+
 #[test]
 fn evm_deploy_refuses_a_bad_token_an_open_key_file_and_an_unreachable_chain_in_one_line() {
     use std::os::unix::fs::PermissionsExt;
