@@ -396,6 +396,8 @@ fn run() -> Result<()> {
             }),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: a redirected log stays plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
         Commands::Bench {

@@ -136,3 +136,32 @@ fn a_daemon_whose_port_is_taken_says_so_in_one_line() {
         "{err}"
     );
 }
+
+/// `GRIDCHAN_LOG` sets what is logged; a log that does not go to a terminal has no colour codes.
+#[test]
+fn a_redirected_log_is_plain_text_at_the_level_asked() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gridchan"))
+        .args([
+            "bench",
+            "market",
+            "--members",
+            "2",
+            "--intervals",
+            "1",
+            "--interval-ms",
+            "1000",
+        ])
+        .env("GRIDCHAN_LOG", "info")
+        .output()
+        .expect("gridchan runs");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(" INFO "),
+        "info lines at GRIDCHAN_LOG=info: {err}"
+    );
+    assert!(
+        !err.contains('\u{1b}'),
+        "no escape codes in a redirected log: {err}"
+    );
+}
