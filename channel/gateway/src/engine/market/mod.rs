@@ -136,7 +136,7 @@ pub(super) struct Markets {
 impl Markets {
     pub(in crate::engine) fn new(parts: MarketParts) -> Markets {
         let now = parts.clock.clone().unwrap_or_else(SimClock::real).now_ms();
-        let exchange = parts.run.as_ref().map(|m| {
+        let mut exchange = parts.run.as_ref().map(|m| {
             let mut exchange = Exchange::new(m.terms.clone(), m.interval_seconds);
             exchange.start_at(now);
             exchange
@@ -150,7 +150,6 @@ impl Markets {
                 }
             }
         });
-        let mut exchange = exchange;
         if let (Some(exchange), Some(store)) = (&mut exchange, &store) {
             match store.taken_after(exchange.closed()) {
                 Ok(orders) => {
