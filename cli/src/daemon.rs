@@ -4,15 +4,19 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use gridchan_channel::{IntervalIndex, Policy};
+use gridchan_channel::Policy;
 use gridchan_gateway::clock::SimClock;
 use gridchan_gateway::config::{Config, MeterSection};
 use gridchan_gateway::ledger_queue::LedgerQueue;
-use gridchan_gateway::meter::{CsvMeter, MeterSource, SimulatedMeter};
+use gridchan_gateway::meter::p1::P1Port;
+use gridchan_gateway::meter::{CsvMeter, LiveSource, MeterSource, SimulatedMeter};
 use gridchan_gateway::store::SqliteStore;
 use gridchan_gateway::{control, daemon, engine};
 
 use crate::keys;
+
+/// Where a sped-up clock starts: 2026-01-01 00:00 UTC.
+pub const SPEEDUP_EPOCH_MS: u64 = 1_767_225_600_000;
 
 /// The control socket of a gateway's data folder.
 pub fn control_socket(config: &Config) -> std::path::PathBuf {
@@ -31,11 +35,13 @@ pub async fn run(config_path: &Path) -> Result<()> {
         Arc::new(LedgerQueue::open(&store_path).with_context(|| "cannot open the ledger queue")?);
     let ledger = crate::evm::client(&config.ledger, &config.node.key, config_path).await?;
     let interval_seconds = config.metering.interval_seconds;
+    // A sped-up clock runs from a fixed epoch, so every neighbour with the same speedup tells
+    // the same time and a restart finds the intervals where it left them.
     let clock = match config.metering.speedup {
         0 | 1 => SimClock::real(),
-        n => SimClock::accelerated(SimClock::real().now_ms(), n),
+        n => SimClock::scaled_since(SPEEDUP_EPOCH_MS, n),
     };
-    let here = IntervalIndex::containing(clock.now_ms() / 1000, interval_seconds);
+    let zone = config.metering.zone()?;
     let meter: Option<Box<dyn MeterSource>> = match &config.meter {
         None => None,
         Some(MeterSection::Simulated {
@@ -48,9 +54,34 @@ pub async fn run(config_path: &Path) -> Result<()> {
             pv_peak_w: *pv_peak_w,
             load_avg_w: *load_avg_w,
             interval_seconds,
-            utc_offset_minutes: *utc_offset_minutes,
+            // A named zone wins over the fixed offset of older configurations.
+            zone: match (&config.metering.time_zone, *utc_offset_minutes) {
+                (None, minutes) if minutes != 0 => jiff::tz::TimeZone::fixed(
+                    jiff::tz::Offset::from_seconds(minutes * 60)
+                        .context("meter.utc_offset_minutes is out of range")?,
+                ),
+                _ => zone.clone(),
+            },
         })),
-        Some(MeterSection::Csv { path }) => Some(Box::new(CsvMeter::open(path, here)?)),
+        Some(MeterSection::Csv { path }) => {
+            let csv = CsvMeter::open(path, interval_seconds)?;
+            tracing::info!(
+                "meter: {} intervals of readings from {}",
+                csv.len(),
+                path.display()
+            );
+            Some(Box::new(csv))
+        }
+        Some(MeterSection::P1 { port, max_power_w }) => {
+            let port: P1Port = port.parse()?;
+            tracing::info!("meter: reading the P1 port {port}");
+            Some(Box::new(LiveSource::p1(
+                port,
+                interval_seconds,
+                *max_power_w,
+                clock.clone(),
+            )))
+        }
     };
     let peers = config
         .peers

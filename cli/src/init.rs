@@ -5,6 +5,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
+use gridchan_gateway::config::MeterSection;
+
 use crate::keys;
 
 /// Creates `dir/node.key` and `dir/market.toml` for a market node, with a new market id;
@@ -22,11 +24,36 @@ pub fn market(dir: &Path, listen: SocketAddr, ledger: &str) -> Result<()> {
     Ok(())
 }
 
-/// Creates `dir/node.key` and `dir/gridchan.toml`; refuses to overwrite either.
-pub fn run(dir: &Path, listen: SocketAddr, ledger: &str) -> Result<()> {
+/// Creates `dir/node.key` and `dir/gridchan.toml` for a home with `meter` (see
+/// [`MeterSection::template`]) in `time_zone` (this machine's when `None`); refuses to overwrite
+/// either.
+pub fn run(
+    dir: &Path,
+    listen: SocketAddr,
+    ledger: &str,
+    meter: &str,
+    time_zone: Option<&str>,
+) -> Result<()> {
+    // A simulated meter gets a seed of its own: two homes with one seed never trade.
+    let seed = u64::from_le_bytes(keys::random32()?[..8].try_into().expect("8 bytes"));
+    let meter = MeterSection::template(meter, seed)?;
+    let zone = match time_zone {
+        Some(name) => {
+            jiff::tz::TimeZone::get(name).with_context(|| {
+                format!("--time-zone {name:?} is not a time zone name such as Europe/Amsterdam")
+            })?;
+            name.to_string()
+        }
+        None => jiff::tz::TimeZone::try_system()
+            .ok()
+            .and_then(|z| z.iana_name().map(str::to_string))
+            .unwrap_or_else(|| "UTC".to_string()),
+    };
     create(dir, "gridchan.toml", listen, |_| {
-        gridchan_gateway::config::template(listen, ledger)
-    })
+        gridchan_gateway::config::template(listen, ledger, &meter, &zone)
+    })?;
+    println!("zone    {zone} (change metering.time_zone if that is not the household's)");
+    Ok(())
 }
 
 /// Creates `dir/node.key` and the config `name` from `text`, and says what it made.

@@ -106,6 +106,14 @@ enum Commands {
         /// The ledger node, PUBKEY@HOST:PORT (as `gridchan ledger` prints it).
         #[arg(long, default_value = "PUBKEY@127.0.0.1:7400")]
         ledger: String,
+        /// The home's meter: `p1:/dev/ttyUSB0` (a P1 cable), `p1:HOST:PORT` (a P1 dongle or
+        /// ser2net), `csv:FILE` (interval readings) or `sim` (a simulated home, its own seed).
+        #[arg(long, default_value = "sim")]
+        meter: String,
+        /// The household's time zone (an IANA name such as Europe/Amsterdam); this machine's
+        /// when left out.
+        #[arg(long)]
+        time_zone: Option<String>,
     },
     /// Run the local ledger node: blocks, the adjudication contract, served over QUIC.
     Ledger {
@@ -549,7 +557,9 @@ fn run() -> Result<()> {
             dir,
             listen,
             ledger,
-        } => gridchan_cli::init::run(&dir, listen, &ledger),
+            meter,
+            time_zone,
+        } => gridchan_cli::init::run(&dir, listen, &ledger, &meter, time_zone.as_deref()),
         Commands::Tower {
             config,
             json,

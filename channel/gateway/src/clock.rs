@@ -55,6 +55,17 @@ impl SimClock {
         }
     }
 
+    /// A clock that ran from `epoch_ms` at `speedup` times wall time: the same on every gateway
+    /// with the same speedup and epoch, whenever each started, so a daemon that restarts finds
+    /// its neighbours' intervals where it left them.
+    pub fn scaled_since(epoch_ms: u64, speedup: u32) -> SimClock {
+        SimClock {
+            origin_real_ms: Arc::new(AtomicU64::new(epoch_ms)),
+            origin_sim_ms: epoch_ms,
+            speedup: speedup.max(1),
+        }
+    }
+
     /// A clock that stays at `sim_start_ms` until [`SimClock::start`], then runs `speedup` times
     /// faster than wall time: a demo's day that begins once every channel is funded.
     pub fn held(sim_start_ms: u64, speedup: u32) -> SimClock {
@@ -105,6 +116,19 @@ mod tests {
             );
             std::thread::yield_now();
         }
+    }
+
+    #[test]
+    fn scaled_clocks_agree_whenever_they_were_made() {
+        let epoch = real_now_ms() - 10_000;
+        let a = SimClock::scaled_since(epoch, 96);
+        let b = SimClock::scaled_since(epoch, 96);
+        let (ta, tb) = (a.now_ms(), b.now_ms());
+        // Ten real seconds after the epoch: 960 simulated ones.
+        assert!(
+            ta >= epoch + 960_000 && tb.abs_diff(ta) < 96 * 1_000,
+            "{ta} {tb}"
+        );
     }
 
     #[test]

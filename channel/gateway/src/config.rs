@@ -316,10 +316,30 @@ pub struct MeteringSection {
     /// Run the clock this many times faster than wall time (demos; 1 in real use).
     #[serde(default = "one")]
     pub speedup: u32,
+    /// The household's time zone, an IANA name; UTC when left out.
+    #[serde(default)]
+    pub time_zone: Option<String>,
 }
 
 fn one() -> u32 {
     1
+}
+
+/// The fastest clock a gateway runs: an hour of readings a second.
+pub const MAX_SPEEDUP: u32 = 3_600;
+
+impl MeteringSection {
+    /// The household's time zone (UTC when none is named).
+    pub fn zone(&self) -> Result<jiff::tz::TimeZone, GatewayError> {
+        match &self.time_zone {
+            None => Ok(jiff::tz::TimeZone::UTC),
+            Some(name) => jiff::tz::TimeZone::get(name).map_err(|_| {
+                GatewayError::Config(format!(
+                    "metering.time_zone = {name:?} is not a time zone name such as \"Europe/Amsterdam\""
+                ))
+            }),
+        }
+    }
 }
 
 impl Default for MeteringSection {
@@ -327,6 +347,7 @@ impl Default for MeteringSection {
         MeteringSection {
             interval_seconds: 900,
             speedup: 1,
+            time_zone: None,
         }
     }
 }
@@ -343,8 +364,60 @@ pub enum MeterSection {
         #[serde(default)]
         utc_offset_minutes: i32,
     },
-    /// Recorded readings, replayed from the first row on.
+    /// Interval readings from a CSV file, each row the reading of the interval it names.
     Csv { path: PathBuf },
+    /// A DSMR/ESMR P1 port: a serial device (`/dev/ttyUSB0`) or a P1 dongle's TCP stream
+    /// (`HOST:PORT`).
+    P1 {
+        port: String,
+        /// The most the connection carries, in W: a register growing faster is refused.
+        #[serde(default = "main_fuse_w")]
+        max_power_w: u64,
+    },
+}
+
+/// Three phases of 25 A at 230 V: a common household connection.
+fn main_fuse_w() -> u64 {
+    17_250
+}
+
+impl MeterSection {
+    /// The `[meter]` section for `spec`: `sim` (seeded with `seed`), `csv:FILE`,
+    /// `p1:/dev/DEVICE` or `p1:HOST:PORT`; with a comment on each key.
+    pub fn template(spec: &str, seed: u64) -> Result<String, GatewayError> {
+        let head = "[meter]\n# Where readings come from: \"p1\" (a DSMR/ESMR smart meter's P1 port: a serial\n\
+            # device such as \"/dev/ttyUSB0\", or a P1 dongle's \"HOST:PORT\"), \"csv\" (a file of interval\n\
+            # readings: timestamp_utc,import_wh,export_wh, each row the interval starting then) or\n\
+            # \"simulated\" (a seeded model of solar and household load, to try gridchan without a meter).\n";
+        let body = match spec.split_once(':') {
+            _ if spec == "sim" || spec == "simulated" => format!(
+                "kind = \"simulated\"\n# Each home needs its own seed: two homes with one seed have the same meter and\n\
+                 # never trade.\nseed = {seed}\npv_peak_w = 4000\nload_avg_w = 400\n"
+            ),
+            Some(("csv", path)) if !path.is_empty() => {
+                format!("kind = \"csv\"\npath = {}\n", toml_string(path))
+            }
+            Some(("p1", port)) => {
+                let port: crate::meter::p1::P1Port = port.parse()?;
+                format!(
+                    "kind = \"p1\"\nport = {}\n# The most your connection carries, in W (a register growing faster is refused):\n\
+                     # 3 x 25 A at 230 V.\nmax_power_w = 17250\n",
+                    toml_string(&port.address())
+                )
+            }
+            _ => {
+                return Err(GatewayError::Config(format!(
+                    "--meter {spec:?}: write sim, csv:FILE, p1:/dev/DEVICE or p1:HOST:PORT"
+                )))
+            }
+        };
+        Ok(format!("{head}{body}"))
+    }
+}
+
+/// `s` as a TOML basic string.
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -419,6 +492,17 @@ impl Config {
             }
         }
         config.market.limits().map_err(invalid)?;
+        config.metering.zone().map_err(invalid)?;
+        if config.metering.speedup > MAX_SPEEDUP {
+            return Err(invalid(GatewayError::Config(format!(
+                "metering.speedup = {} is more than {MAX_SPEEDUP} (an hour a second)",
+                config.metering.speedup
+            ))));
+        }
+        if let Some(MeterSection::P1 { port, .. }) = &config.meter {
+            port.parse::<crate::meter::p1::P1Port>()
+                .map_err(|e| invalid(GatewayError::Config(format!("meter.port: {e}"))))?;
+        }
         if config.meter.is_none() && config.market_node.is_none() {
             return Err(ConfigError::Invalid {
                 path: name,
@@ -485,7 +569,8 @@ max_members = 1000
 }
 
 /// The commented configuration `gridchan init` writes.
-pub fn template(listen: SocketAddr, ledger: &str) -> String {
+pub fn template(listen: SocketAddr, ledger: &str, meter: &str, time_zone: &str) -> String {
+    let time_zone = toml_string(time_zone);
     let ledger = LedgerSection::template(ledger, "opening, closing and disputing its channels");
     format!(
         r#"# gridchan gateway configuration. Relative paths are relative to this file.
@@ -503,17 +588,14 @@ listen = "{listen}"
 [metering]
 # The metering interval in seconds (divides an hour). Neighbours must use the same.
 interval_seconds = 900
+# The household's time zone (IANA name): the simulated meter's sun, time-of-use prices and the
+# times you are shown follow it, daylight saving included.
+time_zone = {time_zone}
+# Run the clock this many times faster than wall time, to try gridchan with simulated meters
+# (a day in 15 minutes at 96). Every neighbour must use the same; 1 with a real meter.
+speedup = 1
 
-[meter]
-# Where readings come from: "simulated" (a seeded model of solar and household load) or
-# "csv" (recorded readings: timestamp_utc,load_wh,pv_wh,import_wh,export_wh).
-kind = "simulated"
-seed = 1
-pv_peak_w = 4000
-load_avg_w = 400
-# kind = "csv"
-# path = "home.csv"
-
+{meter}
 # Neighbours to keep channels with, one [[peers]] section each:
 # [[peers]]
 # address = "PUBKEY@HOST:PORT"
@@ -559,6 +641,105 @@ offer_hours = 24
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn home_template(listen: &str, ledger: &str) -> String {
+        let meter = MeterSection::template("sim", 1).unwrap();
+        template(listen.parse().unwrap(), ledger, &meter, "Europe/Amsterdam")
+    }
+
+    #[test]
+    fn each_meter_init_names_loads_and_a_wrong_one_says_what_to_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gridchan.toml");
+        let load = |meter: &str, zone: &str| {
+            let meter = MeterSection::template(meter, 42).unwrap();
+            let text = template(
+                "127.0.0.1:7500".parse().unwrap(),
+                "K@127.0.0.1:1",
+                &meter,
+                zone,
+            );
+            std::fs::write(&path, text).unwrap();
+            Config::load(&path)
+        };
+        let c = load("sim", "Europe/Brussels").unwrap();
+        assert!(matches!(
+            c.meter,
+            Some(MeterSection::Simulated { seed: 42, .. })
+        ));
+        assert_eq!(
+            c.metering.zone().unwrap().iana_name(),
+            Some("Europe/Brussels")
+        );
+        let c = load("p1:/dev/ttyUSB0", "UTC").unwrap();
+        assert_eq!(
+            c.meter,
+            Some(MeterSection::P1 {
+                port: "/dev/ttyUSB0".into(),
+                max_power_w: 17_250
+            })
+        );
+        let c = load("p1:p1dongle.local:23", "UTC").unwrap();
+        assert!(
+            matches!(c.meter, Some(MeterSection::P1 { ref port, .. }) if port == "p1dongle.local:23")
+        );
+        let c = load("csv:meter.csv", "UTC").unwrap();
+        assert_eq!(
+            c.meter,
+            Some(MeterSection::Csv {
+                path: dir.path().join("meter.csv")
+            })
+        );
+        for (spec, says) in [
+            (
+                "p1:ttyUSB0",
+                "neither a device path (/dev/ttyUSB0) nor HOST:PORT",
+            ),
+            (
+                "mbus:1",
+                "write sim, csv:FILE, p1:/dev/DEVICE or p1:HOST:PORT",
+            ),
+            ("csv:", "write sim, csv:FILE"),
+        ] {
+            let err = MeterSection::template(spec, 1).unwrap_err().to_string();
+            assert!(err.contains(says), "{spec}: {err}");
+        }
+        let err = load("sim", "Europe/Amsterdm").unwrap_err().to_string();
+        assert!(
+            err.contains("metering.time_zone = \"Europe/Amsterdm\" is not a time zone name"),
+            "{err}"
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replace("Europe/Amsterdm", "UTC")
+                .replace("speedup = 1", "speedup = 100000"),
+        )
+        .unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("metering.speedup = 100000 is more than 3600"),
+            "{err}"
+        );
+        std::fs::write(
+            &path,
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .replace("speedup = 100000", "speedup = 1")
+                .replace("kind = \"simulated\"", "kind = \"p1\"\nport = \"COM3\"")
+                .lines()
+                .filter(|l| {
+                    !["seed", "pv_peak_w", "load_avg_w"]
+                        .iter()
+                        .any(|k| l.starts_with(k))
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+        .unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains("meter.port: P1 port \"COM3\""), "{err}");
+    }
 
     #[test]
     fn the_market_template_loads_as_a_market_node_without_a_meter() {
@@ -607,7 +788,7 @@ mod tests {
         let e = Config::load(&path).unwrap_err().to_string();
         assert!(e.contains("both"), "{e}");
         // A home without a meter is refused.
-        let home = template("127.0.0.1:7500".parse().unwrap(), "03aa@127.0.0.1:7400");
+        let home = home_template("127.0.0.1:7500", "03aa@127.0.0.1:7400");
         let start = home.find("[meter]").unwrap();
         let end = home.find("# Neighbours to keep").unwrap();
         std::fs::write(&path, format!("{}{}", &home[..start], &home[end..])).unwrap();
@@ -619,11 +800,7 @@ mod tests {
     fn the_template_loads_with_paths_resolved() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gridchan.toml");
-        std::fs::write(
-            &path,
-            template("127.0.0.1:7500".parse().unwrap(), "KEY@127.0.0.1:7400"),
-        )
-        .unwrap();
+        std::fs::write(&path, home_template("127.0.0.1:7500", "KEY@127.0.0.1:7400")).unwrap();
         let c = Config::load(&path).unwrap();
         assert_eq!(c.node.key, dir.path().join("node.key"));
         assert_eq!(c.node.data, dir.path().join("data"));
@@ -641,7 +818,7 @@ mod tests {
     fn an_accept_section_that_cannot_be_used_is_one_line_naming_the_field() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gridchan.toml");
-        let template = template("127.0.0.1:7500".parse().unwrap(), "K@127.0.0.1:1");
+        let template = home_template("127.0.0.1:7500", "K@127.0.0.1:1");
         for (from, to, field) in [
             ("from = \"ask\"", "from = \"everyone\"", "accept.from"),
             ("keys = []", "keys = [\"nope\"]", "accept.keys[0]"),
@@ -685,7 +862,7 @@ mod tests {
     fn an_evm_ledger_section_loads() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gridchan.toml");
-        let text = template("127.0.0.1:7500".parse().unwrap(), "K@127.0.0.1:1").replace(
+        let text = home_template("127.0.0.1:7500", "K@127.0.0.1:1").replace(
             "mode = \"remote\"\naddress = \"K@127.0.0.1:1\"",
             "mode = \"evm\"\nrpc = \"http://127.0.0.1:8545\"\nadjudicator = \"0xe7f1725e7734ce288f8367e1bb143e90bb3f0512\"\ntoken = \"0x5fbdb2315678afecb367f032d93f642f64180aa3\"\ndeployed_at = 2",
         );
@@ -709,8 +886,8 @@ mod tests {
     fn mistakes_are_one_line_with_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");
-        let text = template("127.0.0.1:7500".parse().unwrap(), "K@127.0.0.1:1")
-            .replace("pv_peak_w", "pv_peek_w");
+        let text =
+            home_template("127.0.0.1:7500", "K@127.0.0.1:1").replace("pv_peak_w", "pv_peek_w");
         std::fs::write(&path, text).unwrap();
         let err = Config::load(&path).unwrap_err().to_string();
         assert!(
@@ -719,7 +896,7 @@ mod tests {
         );
         assert!(err.contains("pv_peek_w"), "{err}");
         assert_eq!(err.lines().count(), 1, "{err}");
-        let text = template("127.0.0.1:7500".parse().unwrap(), "K@127.0.0.1:1")
+        let text = home_template("127.0.0.1:7500", "K@127.0.0.1:1")
             .replace("interval_seconds = 900", "interval_seconds = 700");
         std::fs::write(&path, text).unwrap();
         let err = Config::load(&path).unwrap_err().to_string();

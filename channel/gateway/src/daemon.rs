@@ -318,7 +318,15 @@ async fn meter_intervals(
         let interval = IntervalIndex(next_boundary / period_ms - 1);
         next_boundary += period_ms;
         let start = interval.0 * u64::from(interval_seconds);
-        let Some(own) = meter.reading(interval) else {
+        // A live meter's reading comes with its first sample after the boundary: wait for it
+        // until the meter's settle time has passed on the clock.
+        let settled = next_boundary - period_ms + meter.settle_ms();
+        let mut reading = meter.reading(interval);
+        while reading.is_none() && clock.now_ms() < settled {
+            tokio::time::sleep(clock.until(settled).min(Duration::from_millis(20))).await;
+            reading = meter.reading(interval);
+        }
+        let Some(own) = reading else {
             let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
             if s.missing_since.is_none() {
                 tracing::warn!(

@@ -183,8 +183,13 @@ pub(super) fn home_meter(o: &DemoOptions, i: usize, anchor: IntervalIndex) -> Re
     let csv = CsvMeter::parse(
         &format!("home-{:02}.csv", i % 8 + 1),
         HOMES[i % 8],
-        IntervalIndex(anchor.0 - row0 as u64),
+        INTERVAL,
     )?;
+    // The day played is the recording's row0, moved to the demo's day.
+    let from = csv
+        .nth_interval(row0)
+        .with_context(|| format!("home-{:02}.csv has no row {row0}", i % 8 + 1))?;
+    let csv = csv.played(from, anchor);
     let factor_permille = if i < 8 {
         1000
     } else {

@@ -282,6 +282,16 @@ impl<'a> Replay<'a> {
         self.gateway(k, None, vec![], vec![], Some(terms))
     }
 
+    /// A gateway daemon with key `k` reading `meter`, dialling `peers`.
+    pub fn home_with_meter(
+        &self,
+        k: u8,
+        meter: Box<dyn gridchan_gateway::meter::MeterSource>,
+        peers: Vec<PeerAddr>,
+    ) -> gridchan_gateway::daemon::Daemon {
+        self.start(k, Some(meter), peers, vec![], None)
+    }
+
     fn gateway(
         &self,
         k: u8,
@@ -291,24 +301,33 @@ impl<'a> Replay<'a> {
         market: Option<gridchan_channel::market::MarketTerms>,
     ) -> gridchan_gateway::daemon::Daemon {
         use gridchan_gateway::meter::{CsvMeter, MeterSource};
-        let path = self.dir.join(format!("gw-{k}.sqlite"));
-        let policy = gridchan_channel::Policy {
-            interval_seconds: Some(INTERVAL),
-            ..gridchan_channel::Policy::accepting_anyone()
-        };
-        let engine = gridchan_fixtures::market_engine(&path, key(k), policy, &self.clock, market);
         let meter = home.map(|home| {
-            let csv = CsvMeter::open(
-                &data(home),
-                gridchan_channel::IntervalIndex(self.anchor.0 - FIRST_ROW as u64),
-            )
-            .unwrap();
+            let csv = CsvMeter::open(&data(home), INTERVAL).unwrap();
+            let from = csv.nth_interval(FIRST_ROW).unwrap();
+            let csv = csv.played(from, self.anchor);
             let meter: Box<dyn MeterSource> = match self.last {
                 Some(last) => Box::new(Until(csv, last)),
                 None => Box::new(csv),
             };
             meter
         });
+        self.start(k, meter, peers, towers, market)
+    }
+
+    fn start(
+        &self,
+        k: u8,
+        meter: Option<Box<dyn gridchan_gateway::meter::MeterSource>>,
+        peers: Vec<PeerAddr>,
+        towers: Vec<PeerAddr>,
+        market: Option<gridchan_channel::market::MarketTerms>,
+    ) -> gridchan_gateway::daemon::Daemon {
+        let path = self.dir.join(format!("gw-{k}.sqlite"));
+        let policy = gridchan_channel::Policy {
+            interval_seconds: Some(INTERVAL),
+            ..gridchan_channel::Policy::accepting_anyone()
+        };
+        let engine = gridchan_fixtures::market_engine(&path, key(k), policy, &self.clock, market);
         gridchan_gateway::daemon::start(gridchan_gateway::daemon::DaemonParts {
             engine,
             store_path: path,
