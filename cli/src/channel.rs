@@ -63,6 +63,7 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
             node,
             address,
             channels,
+            closed,
             balance,
             balance_error,
             fees,
@@ -75,7 +76,10 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
         } => {
             println!("node      {node}");
             println!("address   {address}");
-            println!("channels  {channels}");
+            match closed {
+                0 => println!("channels  {channels}"),
+                n => println!("channels  {channels} (and {n} paid out)"),
+            }
             match (balance, balance_error) {
                 (Some(b), _) => println!("balance   {b} tokens on the ledger, outside channels"),
                 (None, Some(e)) => println!("balance   unknown: {e}"),
@@ -122,8 +126,15 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
             }
             peers_lines(peers);
         }
-        Response::Channels { channels, offers } => {
+        Response::Channels {
+            channels,
+            hidden,
+            offers,
+        } => {
             table(channels);
+            if *hidden > 0 {
+                println!("({hidden} paid-out channel(s) not shown: --all lists them)");
+            }
             offers_table(offers);
         }
         Response::Channel {

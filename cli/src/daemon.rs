@@ -29,6 +29,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let signer = keys::load(&config.node.key)?;
     std::fs::create_dir_all(&config.node.data)
         .with_context(|| format!("cannot create {}", config.node.data.display()))?;
+    // Held until the daemon ends: a second daemon on this folder is refused.
+    let _lock = gridchan_gateway::data_lock::DataLock::take(&config.node.data)?;
     let store_path = config.node.data.join("channels.sqlite");
     let store = SqliteStore::open(&store_path).with_context(|| "cannot open the channel store")?;
     let ledger_queue =

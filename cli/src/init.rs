@@ -33,7 +33,14 @@ pub fn run(
     ledger: &str,
     meter: &str,
     time_zone: Option<&str>,
+    speedup: u32,
 ) -> Result<()> {
+    if !(1..=gridchan_gateway::config::MAX_SPEEDUP).contains(&speedup) {
+        bail!(
+            "--speedup {speedup}: write 1 (real time) to {}",
+            gridchan_gateway::config::MAX_SPEEDUP
+        );
+    }
     // A simulated meter gets a seed of its own: two homes with one seed never trade.
     let seed = u64::from_le_bytes(keys::random32()?[..8].try_into().expect("8 bytes"));
     let meter = MeterSection::template(meter, seed)?;
@@ -50,7 +57,7 @@ pub fn run(
             .unwrap_or_else(|| "UTC".to_string()),
     };
     create(dir, "gridchan.toml", listen, |_| {
-        gridchan_gateway::config::template(listen, ledger, &meter, &zone)
+        gridchan_gateway::config::template(listen, ledger, &meter, &zone, speedup)
     })?;
     println!("zone    {zone} (change metering.time_zone if that is not the household's)");
     Ok(())

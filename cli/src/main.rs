@@ -114,6 +114,10 @@ enum Commands {
         /// when left out.
         #[arg(long)]
         time_zone: Option<String>,
+        /// Run the clock this many times faster than wall time, to try gridchan with simulated
+        /// meters (1800: a 15-minute interval every half second); every neighbour the same.
+        #[arg(long, default_value_t = 1)]
+        speedup: u32,
     },
     /// Run the local ledger node: blocks, the adjudication contract, served over QUIC.
     Ledger {
@@ -159,8 +163,12 @@ enum ChannelAction {
         #[arg(long, value_parser = gridchan_cli::ledger::parse_amount)]
         price: Option<Amount>,
     },
-    /// List channels.
-    List,
+    /// List channels (those paid out only with --all) and proposals waiting for an answer.
+    List {
+        /// Also the channels paid out.
+        #[arg(long)]
+        all: bool,
+    },
     /// Show one channel (an id prefix is enough) and its most recent settled intervals.
     Show {
         channel: String,
@@ -520,7 +528,7 @@ fn run() -> Result<()> {
                         .to_string(),
                     challenge_window_blocks: 30,
                 },
-                ChannelAction::List => Request::List,
+                ChannelAction::List { all } => Request::List { all },
                 ChannelAction::Show { channel, intervals } => Request::Show {
                     channel,
                     intervals: intervals as usize,
@@ -559,7 +567,8 @@ fn run() -> Result<()> {
             ledger,
             meter,
             time_zone,
-        } => gridchan_cli::init::run(&dir, listen, &ledger, &meter, time_zone.as_deref()),
+            speedup,
+        } => gridchan_cli::init::run(&dir, listen, &ledger, &meter, time_zone.as_deref(), speedup),
         Commands::Tower {
             config,
             json,

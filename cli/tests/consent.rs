@@ -33,7 +33,7 @@ fn json(config: &Path, args: &[&str]) -> serde_json::Value {
 fn until(what: &str, config: &Path, f: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let list = json(config, &["channel", "list"]);
+        let list = json(config, &["channel", "list", "--all"]);
         if f(&list) {
             return list;
         }
@@ -182,7 +182,16 @@ fn a_neighbours_terms_are_checked_and_its_proposal_waits_for_the_owner() {
     until("B's owner no longer sees it", &cb, |l| {
         l["offers"].as_array().is_some_and(|o| o.is_empty())
     });
+    // Paid out (here: withdrawn before funding), it leaves the list; --all shows it.
     let list = json(&ca, &["channel", "list"]);
+    assert!(channel(&list, &third).is_none(), "{list}");
+    assert!(list["hidden"].as_u64().unwrap() >= 1, "{list}");
+    let (_, text, _) = run(&ca, &["channel", "list"]);
+    assert!(
+        text.contains("paid-out channel(s) not shown: --all lists them"),
+        "{text}"
+    );
+    let list = json(&ca, &["channel", "list", "--all"]);
     let withdrawn = channel(&list, &third).unwrap();
     assert_eq!(withdrawn["phase"], "Concluded");
     assert_eq!(withdrawn["withdrawn"], true);

@@ -98,6 +98,13 @@ impl SimClock {
     }
 }
 
+/// `unix_seconds` as a person reads it in a log: `2026-12-07 19:45 UTC`.
+pub fn utc_minute(unix_seconds: u64) -> String {
+    jiff::Timestamp::from_second(unix_seconds as i64)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|_| format!("{unix_seconds} s after 1970"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

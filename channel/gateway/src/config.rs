@@ -382,18 +382,25 @@ fn main_fuse_w() -> u64 {
 }
 
 impl MeterSection {
-    /// The `[meter]` section for `spec`: `sim` (seeded with `seed`), `csv:FILE`,
+    /// The `[meter]` section for `spec`: `sim` or `sim:PV_PEAK_W` (seeded with `seed`), `csv:FILE`,
     /// `p1:/dev/DEVICE` or `p1:HOST:PORT`; with a comment on each key.
     pub fn template(spec: &str, seed: u64) -> Result<String, GatewayError> {
         let head = "[meter]\n# Where readings come from: \"p1\" (a DSMR/ESMR smart meter's P1 port: a serial\n\
             # device such as \"/dev/ttyUSB0\", or a P1 dongle's \"HOST:PORT\"), \"csv\" (a file of interval\n\
             # readings: timestamp_utc,import_wh,export_wh, each row the interval starting then) or\n\
             # \"simulated\" (a seeded model of solar and household load, to try gridchan without a meter).\n";
+        let simulated = |pv_peak_w: u32| {
+            format!(
+                "kind = \"simulated\"\n# Each home needs its own seed: two homes with one seed have the same meter.\n\
+                 seed = {seed}\n# The panels' peak output (0: a home without panels, which buys every interval)\n\
+                 # and the household's average load, in W.\npv_peak_w = {pv_peak_w}\nload_avg_w = 400\n"
+            )
+        };
         let body = match spec.split_once(':') {
-            _ if spec == "sim" || spec == "simulated" => format!(
-                "kind = \"simulated\"\n# Each home needs its own seed: two homes with one seed have the same meter and\n\
-                 # never trade.\nseed = {seed}\npv_peak_w = 4000\nload_avg_w = 400\n"
-            ),
+            _ if spec == "sim" || spec == "simulated" => simulated(4000),
+            Some(("sim", watts)) if watts.parse::<u32>().is_ok() => {
+                simulated(watts.parse().unwrap_or_default())
+            }
             Some(("csv", path)) if !path.is_empty() => {
                 format!("kind = \"csv\"\npath = {}\n", toml_string(path))
             }
@@ -407,7 +414,7 @@ impl MeterSection {
             }
             _ => {
                 return Err(GatewayError::Config(format!(
-                    "--meter {spec:?}: write sim, csv:FILE, p1:/dev/DEVICE or p1:HOST:PORT"
+                    "--meter {spec:?}: write sim (or sim:PV_PEAK_W), csv:FILE, p1:/dev/DEVICE or p1:HOST:PORT"
                 )))
             }
         };
@@ -569,7 +576,13 @@ max_members = 1000
 }
 
 /// The commented configuration `gridchan init` writes.
-pub fn template(listen: SocketAddr, ledger: &str, meter: &str, time_zone: &str) -> String {
+pub fn template(
+    listen: SocketAddr,
+    ledger: &str,
+    meter: &str,
+    time_zone: &str,
+    speedup: u32,
+) -> String {
     let time_zone = toml_string(time_zone);
     let ledger = LedgerSection::template(ledger, "opening, closing and disputing its channels");
     format!(
@@ -592,8 +605,9 @@ interval_seconds = 900
 # times you are shown follow it, daylight saving included.
 time_zone = {time_zone}
 # Run the clock this many times faster than wall time, to try gridchan with simulated meters
-# (a day in 15 minutes at 96). Every neighbour must use the same; 1 with a real meter.
-speedup = 1
+# (1800: an interval every half second, a day in 48 s). Every neighbour must use the same; 1
+# with a real meter.
+speedup = {speedup}
 
 {meter}
 # Neighbours to keep channels with, one [[peers]] section each:
@@ -644,7 +658,13 @@ mod tests {
 
     fn home_template(listen: &str, ledger: &str) -> String {
         let meter = MeterSection::template("sim", 1).unwrap();
-        template(listen.parse().unwrap(), ledger, &meter, "Europe/Amsterdam")
+        template(
+            listen.parse().unwrap(),
+            ledger,
+            &meter,
+            "Europe/Amsterdam",
+            1,
+        )
     }
 
     #[test]
@@ -658,10 +678,16 @@ mod tests {
                 "K@127.0.0.1:1",
                 &meter,
                 zone,
+                1,
             );
             std::fs::write(&path, text).unwrap();
             Config::load(&path)
         };
+        let c = load("sim:0", "UTC").unwrap();
+        assert!(matches!(
+            c.meter,
+            Some(MeterSection::Simulated { pv_peak_w: 0, .. })
+        ));
         let c = load("sim", "Europe/Brussels").unwrap();
         assert!(matches!(
             c.meter,
@@ -695,11 +721,9 @@ mod tests {
                 "p1:ttyUSB0",
                 "neither a device path (/dev/ttyUSB0) nor HOST:PORT",
             ),
-            (
-                "mbus:1",
-                "write sim, csv:FILE, p1:/dev/DEVICE or p1:HOST:PORT",
-            ),
-            ("csv:", "write sim, csv:FILE"),
+            ("mbus:1", "csv:FILE, p1:/dev/DEVICE or p1:HOST:PORT"),
+            ("csv:", "write sim (or sim:PV_PEAK_W), csv:FILE"),
+            ("sim:lots", "write sim (or sim:PV_PEAK_W)"),
         ] {
             let err = MeterSection::template(spec, 1).unwrap_err().to_string();
             assert!(err.contains(says), "{spec}: {err}");

@@ -37,7 +37,11 @@ pub const MAX_REQUEST_LINE: usize = 64 * 1024;
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
     Status,
-    List,
+    /// The channels (those paid out too if `all`) and the proposals waiting for an answer.
+    List {
+        #[serde(default)]
+        all: bool,
+    },
     Show {
         channel: String,
         /// How many of the most recent settled intervals to list (at most
@@ -109,7 +113,11 @@ pub enum Response {
     Status {
         node: String,
         address: String,
+        /// Channels not yet paid out.
         channels: usize,
+        /// Channels paid out (closed for good).
+        #[serde(default)]
+        closed: usize,
         /// The account's tokens on the ledger (outside its channels), when the ledger answers,
         /// or why it did not.
         balance: Option<String>,
@@ -136,6 +144,9 @@ pub enum Response {
     },
     Channels {
         channels: Vec<ChannelSummary>,
+        /// Channels paid out and left out of the list (`--all` shows them).
+        #[serde(default)]
+        hidden: usize,
         /// Neighbours' proposals waiting for our answer.
         #[serde(default)]
         offers: Vec<OfferSummary>,
@@ -211,6 +222,11 @@ impl OfferSummary {
             waiting_s: now_ms.saturating_sub(o.received_ms) / 1000,
         }
     }
+}
+
+/// A channel the ledger paid out: nothing more happens to it.
+fn paid_out(c: &gridchan_channel::ChannelView) -> bool {
+    c.phase == gridchan_channel::Phase::Concluded
 }
 
 /// One channel as a person sees it.
@@ -432,7 +448,8 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
             Response::Status {
                 node: engine.node.to_string(),
                 address: engine.address.to_string(),
-                channels: channels.len(),
+                channels: channels.iter().filter(|c| !paid_out(c)).count(),
+                closed: channels.iter().filter(|c| paid_out(c)).count(),
                 balance: balance.as_ref().ok().cloned(),
                 balance_error: balance.err().map(|e| e.to_string()),
                 fees,
@@ -446,11 +463,17 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
                 offers: offers.len(),
             }
         }
-        Request::List => Response::Channels {
+        Request::List { all } => Response::Channels {
             channels: channels
                 .iter()
+                .filter(|c| all || !paid_out(c))
                 .map(|c| ChannelSummary::of(c, peers, &connected))
                 .collect(),
+            hidden: if all {
+                0
+            } else {
+                channels.iter().filter(|c| paid_out(c)).count()
+            },
             offers: offers
                 .iter()
                 .map(|o| OfferSummary::of(o, clock.now_ms()))

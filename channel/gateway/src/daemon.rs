@@ -330,8 +330,8 @@ async fn meter_intervals(
             let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
             if s.missing_since.is_none() {
                 tracing::warn!(
-                    "the meter has no reading for interval {} (and trading waits for one)",
-                    interval.0
+                    "the meter has no reading for the interval from {} (and trading waits for one)",
+                    crate::clock::utc_minute(start)
                 );
                 s.missing_since = Some(start);
             }

@@ -16,6 +16,7 @@
 //!   channel, recorded when it was opened.
 //! - [`towers`]: pushes every new doubly signed state to the household's watchtowers.
 //! - [`control`]: the control API on a Unix socket (mode 0600) that `gridchan channel ...` uses.
+//! - [`data_lock`]: one daemon per data folder.
 //! - [`config`]: the gateway's TOML configuration, and the commented template `gridchan init`
 //!   writes.
 //! - [`allocate`]: the rule that splits a gateway's metered export and import across its
@@ -26,6 +27,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod data_lock;
 pub mod engine;
 pub mod error;
 mod event_log;

@@ -90,13 +90,21 @@ pub fn configure(dir: &Path, ledger: &str, csv: &str, peer: Option<&str>) {
         .unwrap()
         .replace("PUBKEY@127.0.0.1:7400", ledger)
         .replace("interval_seconds = 900", "interval_seconds = 1")
-        .replace(
-            "kind = \"simulated\"\nseed = 1\npv_peak_w = 4000\nload_avg_w = 400\n",
-            &format!("kind = \"csv\"\npath = \"{csv}\"\n"),
-        )
         // These neighbours take each other's channels without asking (within the limits);
         // the tests of consent set "ask" again.
         .replace("from = \"ask\"", "from = \"anyone\"");
+    // The template's [meter] section (up to the blank line after it) becomes the CSV file.
+    let start = text
+        .find("[meter]\n")
+        .expect("the template has a [meter] section");
+    let end = start
+        + text[start..]
+            .find("\n\n")
+            .expect("and a blank line after it");
+    text.replace_range(
+        start..end,
+        &format!("[meter]\nkind = \"csv\"\npath = \"{csv}\""),
+    );
     if let Some(p) = peer {
         text.push_str(&format!("\n[[peers]]\naddress = \"{p}\"\n"));
     }
@@ -104,9 +112,12 @@ pub fn configure(dir: &Path, ledger: &str, csv: &str, peer: Option<&str>) {
 }
 
 pub fn meter_file(dir: &Path, import: u64, export: u64) -> String {
+    // A row for every (1-second) interval from a minute ago for 5,000 seconds.
     let mut csv = String::from("timestamp_utc,load_wh,pv_wh,import_wh,export_wh\n");
-    for _ in 0..5_000 {
-        csv.push_str(&format!("2025-07-14T00:00:00Z,0,0,{import},{export}\n"));
+    let now = jiff::Timestamp::now().as_second() - 60;
+    for s in now..now + 5_000 {
+        let t = jiff::Timestamp::from_second(s).unwrap();
+        csv.push_str(&format!("{t},0,0,{import},{export}\n"));
     }
     let path = dir.join("meter.csv");
     std::fs::write(&path, csv).unwrap();
@@ -117,6 +128,7 @@ pub fn channels(config: &Path) -> serde_json::Value {
     let out = gridchan(&[
         "channel",
         "list",
+        "--all",
         "--json",
         "--config",
         config.to_str().unwrap(),
