@@ -133,7 +133,7 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
         } => {
             table(channels);
             if *hidden > 0 {
-                println!("({hidden} paid-out channel(s) not shown: --all lists them)");
+                println!("({hidden} closed channel(s) not shown: --all lists them)");
             }
             offers_table(offers);
         }

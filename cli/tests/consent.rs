@@ -188,7 +188,7 @@ fn a_neighbours_terms_are_checked_and_its_proposal_waits_for_the_owner() {
     assert!(list["hidden"].as_u64().unwrap() >= 1, "{list}");
     let (_, text, _) = run(&ca, &["channel", "list"]);
     assert!(
-        text.contains("paid-out channel(s) not shown: --all lists them"),
+        text.contains("closed channel(s) not shown: --all lists them"),
         "{text}"
     );
     let list = json(&ca, &["channel", "list", "--all"]);

@@ -456,7 +456,14 @@ fn a_neighbour_metering_in_another_interval_refuses_the_channel_and_open_says_wh
                 .ends_with("the channel's metering interval is 1 s; this gateway meters every 2 s"),
         "{err}"
     );
+    // Closed, it is listed with --all, and counted without.
     let out = gridchan(&["channel", "list", "--config", ca.to_str().unwrap()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("(1 closed channel(s) not shown: --all lists them)"),
+        "{text}"
+    );
+    let out = gridchan(&["channel", "list", "--all", "--config", ca.to_str().unwrap()]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("the neighbour refused to open it"), "{text}");
     // Each side's log says who refused whom.
