@@ -84,6 +84,34 @@ pub async fn run(config_path: &Path) -> Result<()> {
                 clock.clone(),
             )))
         }
+        Some(MeterSection::Mqtt {
+            broker,
+            import,
+            export,
+            unit,
+            username,
+            password,
+            max_power_w,
+        }) => {
+            tracing::info!(
+                "meter: reading {} and {} on {broker}",
+                import.topic,
+                export.topic
+            );
+            let m = gridchan_gateway::meter::mqtt::MqttMeter {
+                broker: broker.clone(),
+                import: import.clone(),
+                export: export.clone(),
+                unit: *unit,
+                credentials: username.clone().zip(password.clone()),
+            };
+            Some(Box::new(LiveSource::mqtt(
+                m,
+                interval_seconds,
+                *max_power_w,
+                clock.clone(),
+            )))
+        }
     };
     let peers = config
         .peers

@@ -13,7 +13,8 @@ use std::time::Duration;
 pub struct SimClock {
     /// Real ms at the origin; `u64::MAX` while held.
     origin_real_ms: Arc<AtomicU64>,
-    origin_sim_ms: u64,
+    /// Simulated ms at the origin (moved only by [`SimClock::hold_at`], on a held clock).
+    origin_sim_ms: Arc<AtomicU64>,
     speedup: u32,
 }
 
@@ -21,7 +22,8 @@ pub struct SimClock {
 impl PartialEq for SimClock {
     fn eq(&self, other: &SimClock) -> bool {
         self.origin_real_ms.load(Ordering::Relaxed) == other.origin_real_ms.load(Ordering::Relaxed)
-            && self.origin_sim_ms == other.origin_sim_ms
+            && self.origin_sim_ms.load(Ordering::Relaxed)
+                == other.origin_sim_ms.load(Ordering::Relaxed)
             && self.speedup == other.speedup
     }
 }
@@ -41,7 +43,7 @@ impl SimClock {
         let now = real_now_ms();
         SimClock {
             origin_real_ms: Arc::new(AtomicU64::new(now)),
-            origin_sim_ms: now,
+            origin_sim_ms: Arc::new(AtomicU64::new(now)),
             speedup: 1,
         }
     }
@@ -50,7 +52,7 @@ impl SimClock {
     pub fn accelerated(sim_start_ms: u64, speedup: u32) -> SimClock {
         SimClock {
             origin_real_ms: Arc::new(AtomicU64::new(real_now_ms())),
-            origin_sim_ms: sim_start_ms,
+            origin_sim_ms: Arc::new(AtomicU64::new(sim_start_ms)),
             speedup: speedup.max(1),
         }
     }
@@ -61,7 +63,7 @@ impl SimClock {
     pub fn scaled_since(epoch_ms: u64, speedup: u32) -> SimClock {
         SimClock {
             origin_real_ms: Arc::new(AtomicU64::new(epoch_ms)),
-            origin_sim_ms: epoch_ms,
+            origin_sim_ms: Arc::new(AtomicU64::new(epoch_ms)),
             speedup: speedup.max(1),
         }
     }
@@ -71,7 +73,7 @@ impl SimClock {
     pub fn held(sim_start_ms: u64, speedup: u32) -> SimClock {
         SimClock {
             origin_real_ms: Arc::new(AtomicU64::new(u64::MAX)),
-            origin_sim_ms: sim_start_ms,
+            origin_sim_ms: Arc::new(AtomicU64::new(sim_start_ms)),
             speedup: speedup.max(1),
         }
     }
@@ -86,10 +88,18 @@ impl SimClock {
         );
     }
 
+    /// Moves a held clock (every clone with it) to `sim_ms`: tests step time this way. A clock
+    /// that runs is not changed.
+    pub fn hold_at(&self, sim_ms: u64) {
+        if self.origin_real_ms.load(Ordering::SeqCst) == u64::MAX {
+            self.origin_sim_ms.store(sim_ms, Ordering::SeqCst);
+        }
+    }
+
     pub fn now_ms(&self) -> u64 {
         let origin = self.origin_real_ms.load(Ordering::Relaxed);
         let real = real_now_ms().saturating_sub(origin);
-        self.origin_sim_ms + real * u64::from(self.speedup)
+        self.origin_sim_ms.load(Ordering::Relaxed) + real * u64::from(self.speedup)
     }
 
     /// Real time until the simulated instant `sim_ms`.

@@ -374,6 +374,20 @@ pub enum MeterSection {
         #[serde(default = "main_fuse_w")]
         max_power_w: u64,
     },
+    /// Cumulative registers published over MQTT.
+    Mqtt {
+        /// `HOST:PORT`
+        broker: String,
+        import: crate::meter::mqtt::Register,
+        export: crate::meter::mqtt::Register,
+        unit: crate::meter::mqtt::Unit,
+        #[serde(default)]
+        username: Option<String>,
+        #[serde(default)]
+        password: Option<String>,
+        #[serde(default = "main_fuse_w")]
+        max_power_w: u64,
+    },
 }
 
 /// Three phases of 25 A at 230 V: a common household connection.
@@ -412,9 +426,22 @@ impl MeterSection {
                     toml_string(&port.address())
                 )
             }
+            Some(("mqtt", broker)) if broker.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) => {
+                format!(
+                    "kind = \"mqtt\"\nbroker = {}\n# Each register's topic, and its field in a JSON payload (dots for nested objects;\n\
+                     # no field: the payload is the number). A Tasmota SML reader, as written; Home\n\
+                     # Assistant's statestream: topic = \"homeassistant/sensor/ENTITY/state\", no field.\n\
+                     import = {{ topic = \"tele/meter/SENSOR\", field = \"SML.Total_in\" }}\n\
+                     export = {{ topic = \"tele/meter/SENSOR\", field = \"SML.Total_out\" }}\n\
+                     # The registers' unit: \"kWh\" or \"Wh\".\nunit = \"kWh\"\n\
+                     # username = \"...\"\n# password = \"...\"\n\
+                     # The most your connection carries, in W (a register growing faster is refused).\nmax_power_w = 17250\n",
+                    toml_string(broker)
+                )
+            }
             _ => {
                 return Err(GatewayError::Config(format!(
-                    "--meter {spec:?}: write sim (or sim:PV_PEAK_W), csv:FILE, p1:/dev/DEVICE or p1:HOST:PORT"
+                    "--meter {spec:?}: write sim (or sim:PV_PEAK_W), csv:FILE, p1:/dev/DEVICE, p1:HOST:PORT or mqtt:HOST:PORT"
                 )))
             }
         };
@@ -709,6 +736,12 @@ mod tests {
         assert!(
             matches!(c.meter, Some(MeterSection::P1 { ref port, .. }) if port == "p1dongle.local:23")
         );
+        let c = load("mqtt:homeassistant.local:1883", "UTC").unwrap();
+        assert!(matches!(
+            c.meter,
+            Some(MeterSection::Mqtt { ref broker, ref import, unit: crate::meter::mqtt::Unit::Kwh, .. })
+                if broker == "homeassistant.local:1883" && import.field.as_deref() == Some("SML.Total_in")
+        ));
         let c = load("csv:meter.csv", "UTC").unwrap();
         assert_eq!(
             c.meter,
@@ -721,7 +754,11 @@ mod tests {
                 "p1:ttyUSB0",
                 "neither a device path (/dev/ttyUSB0) nor HOST:PORT",
             ),
-            ("mbus:1", "csv:FILE, p1:/dev/DEVICE or p1:HOST:PORT"),
+            (
+                "mbus:1",
+                "csv:FILE, p1:/dev/DEVICE, p1:HOST:PORT or mqtt:HOST:PORT",
+            ),
+            ("mqtt:broker", "or mqtt:HOST:PORT"),
             ("csv:", "write sim (or sim:PV_PEAK_W), csv:FILE"),
             ("sim:lots", "write sim (or sim:PV_PEAK_W)"),
         ] {

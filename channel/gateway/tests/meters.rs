@@ -245,8 +245,7 @@ async fn p1_dongle(
 /// micro-unit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_p1_meter_and_a_csv_file_settle_what_the_readings_say() {
-    use common::{csv_rows, key, until, view, Chain, Replay, FIRST_ROW};
-    use gridchan_channel::{Amount, MeterTolerance, OpenRequest, PricePerKwh, Tariff};
+    use common::{csv_rows, Chain, Replay, FIRST_ROW};
     const N: usize = 24;
     let _alone = common::one_replay_at_a_time().await;
     let dir = tempfile::tempdir().unwrap();
@@ -263,58 +262,17 @@ async fn a_p1_meter_and_a_csv_file_settle_what_the_readings_say() {
     let b = replay.home(2, "home-02", vec![], vec![]);
     let a = replay.home_with_meter(1, Box::new(p1), vec![b.engine.address.clone()]);
     let (ea, eb) = (a.engine.clone(), b.engine.clone());
-    let price = 150_000;
-    let channel = ea
-        .open(OpenRequest {
-            peer: key(2).id(),
-            deposit: Amount(20_000_000),
-            peer_deposit: Amount(20_000_000),
-            tariff: Tariff::Flat(PricePerKwh(price)),
-            challenge_window_blocks: 10,
-            funding_window_blocks: 200,
-            interval_seconds: 900,
-            tolerance: MeterTolerance {
-                absolute_wh: 0,
-                permille: 0,
-            },
-            opened_at: anchor,
-            nonce: [6; 32],
-        })
-        .await
-        .unwrap();
-    let last = anchor.0 + N as u64 - 1;
-    until("24 intervals settled", &[&ea, &eb], 60, || {
-        let (ea, eb) = (ea.clone(), eb.clone());
-        async move {
-            let settled = |v: Option<gridchan_channel::ChannelView>| {
-                v.and_then(|c| c.current)
-                    .is_some_and(|s| s.state().last_interval.0 >= last)
-            };
-            settled(view(&ea, channel).await) && settled(view(&eb, channel).await)
-        }
-    })
+    let channel = common::open_flat(&ea, 2, 150_000, anchor, 6).await;
+    common::settled_as_the_data_says(
+        (&ea, &eb),
+        channel,
+        anchor,
+        N,
+        FIRST_ROW + 40,
+        150_000,
+        &seller,
+        &buyer,
+    )
     .await;
     dongle.abort();
-
-    // The independent computation: the data's rows, which the dongle turned into registers.
-    let trades = ea.recent_trades(channel, 1_000).await.unwrap();
-    let mut energy = 0;
-    for t in &trades {
-        let row = FIRST_ROW + 40 + (t.interval - anchor.0) as usize;
-        let expected = seller[row].1.min(buyer[row].0);
-        assert_eq!(t.energy_wh, expected, "interval {}", t.interval);
-        assert_eq!(t.amount, expected * price / 1000, "interval {}", t.interval);
-        energy += t.energy_wh;
-    }
-    let traded: std::collections::HashSet<u64> = trades.iter().map(|t| t.interval).collect();
-    for i in anchor.0..=last {
-        let row = FIRST_ROW + 40 + (i - anchor.0) as usize;
-        if seller[row].1.min(buyer[row].0) > 0 {
-            assert!(traded.contains(&i), "interval {i} was not settled");
-        }
-    }
-    assert!(energy > 1_000, "a summer midday has solar: {energy} Wh");
-    let s = view(&ea, channel).await.unwrap().current.unwrap();
-    assert_eq!(s.state().energy_a_to_b.0, energy);
-    assert_eq!(Some(&s), view(&eb, channel).await.unwrap().current.as_ref());
 }

@@ -8,9 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use gridchan_channel::{Amount, Command, MeterTolerance, OpenRequest, Phase, PricePerKwh, Tariff};
+use gridchan_channel::{Amount, Command, Phase};
 
-use common::{csv_rows, key, until, view, Chain, Replay, FIRST_ROW, FUNDS, INTERVAL};
+use common::{csv_rows, key, until, view, Chain, Replay, FIRST_ROW, FUNDS};
 
 const SPEEDUP: u32 = 18_000;
 
@@ -39,24 +39,7 @@ async fn two_hundred_intervals(dir: &std::path::Path, chain: &Chain) {
     let a = replay.home(1, "home-03", vec![b.engine.address.clone()], vec![]);
     let (ea, eb) = (a.engine.clone(), b.engine.clone());
     let price = 150_000; // 0.15 per kWh
-    let channel = ea
-        .open(OpenRequest {
-            peer: kb.id(),
-            deposit: Amount(20_000_000),
-            peer_deposit: Amount(20_000_000),
-            tariff: Tariff::Flat(PricePerKwh(price)),
-            challenge_window_blocks: 10,
-            funding_window_blocks: 200,
-            interval_seconds: INTERVAL,
-            tolerance: MeterTolerance {
-                absolute_wh: 0,
-                permille: 0,
-            },
-            opened_at: anchor,
-            nonce: [5; 32],
-        })
-        .await
-        .unwrap();
+    let channel = common::open_flat(&ea, 2, price, anchor, 5).await;
     // Readings of intervals before the channel opens wait in the core and settle after.
     let target = anchor.0 + 200;
     until("200 intervals settled", &[&ea], 120, || {

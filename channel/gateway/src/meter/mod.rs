@@ -2,10 +2,13 @@
 //!
 //! - [`p1`]: a DSMR/ESMR P1 port, over a serial line or TCP: the meter's cumulative registers,
 //!   turned into interval readings by [`registers`].
+//! - [`mqtt`]: registers published over MQTT (Home Assistant, Tasmota, Shelly), through
+//!   [`registers`] too.
 //! - [`csv`]: a CSV file of interval readings, each row the reading of the interval it names.
 //! - [`sim`]: a seeded simulation of a home, for demos and for trying gridchan without a meter.
 
 pub mod csv;
+pub mod mqtt;
 pub mod p1;
 pub mod registers;
 pub mod sim;
@@ -176,6 +179,18 @@ impl LiveSource {
     ) -> LiveSource {
         let meter = LiveMeter::new(interval_seconds, max_power_w);
         let task = tokio::spawn(p1::run(port, meter.clone(), clock));
+        LiveSource { meter, task }
+    }
+
+    /// Reads an MQTT meter's topics; must be called within a tokio runtime.
+    pub fn mqtt(
+        m: mqtt::MqttMeter,
+        interval_seconds: u32,
+        max_power_w: u64,
+        clock: SimClock,
+    ) -> LiveSource {
+        let meter = LiveMeter::new(interval_seconds, max_power_w);
+        let task = tokio::spawn(mqtt::run(m, meter.clone(), clock));
         LiveSource { meter, task }
     }
 

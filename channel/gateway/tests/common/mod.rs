@@ -199,9 +199,13 @@ pub const FIRST_ROW: usize = 2 * 672;
 /// 15-minute intervals, as in the data.
 pub const INTERVAL: u32 = 900;
 
+/// The shipped data of `home`, found from whichever crate's tests include this module.
 pub fn data(home: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("../../data/neighbourhood/{home}.csv"))
+        .ancestors()
+        .map(|d| d.join(format!("data/neighbourhood/{home}.csv")))
+        .find(|p| p.exists())
+        .expect("the repository's data/neighbourhood")
 }
 
 /// Each row's metered (import, export) in Wh of the shipped data's `home`.
@@ -341,4 +345,101 @@ impl<'a> Replay<'a> {
         })
         .unwrap()
     }
+}
+
+/// A channel from `ea` to the gateway of key `peer` on a flat `price` (micro-units per kWh),
+/// 20 tokens each side, no meter tolerance, opened at `opened_at`.
+pub async fn open_flat(
+    ea: &EngineHandle,
+    peer: u8,
+    price: u64,
+    opened_at: gridchan_channel::IntervalIndex,
+    nonce: u8,
+) -> ChannelId {
+    use gridchan_channel::{MeterTolerance, OpenRequest, PricePerKwh, Tariff};
+    ea.open(OpenRequest {
+        peer: key(peer).id(),
+        deposit: Amount(20_000_000),
+        peer_deposit: Amount(20_000_000),
+        tariff: Tariff::Flat(PricePerKwh(price)),
+        challenge_window_blocks: 10,
+        funding_window_blocks: 200,
+        interval_seconds: INTERVAL,
+        tolerance: MeterTolerance {
+            absolute_wh: 0,
+            permille: 0,
+        },
+        opened_at,
+        nonce: [nonce; 32],
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits until both ends of `channel` settled `n` intervals from `first` (interval `first` is
+/// row `row` of the data), then checks them against the data, the independent computation:
+/// every trade is the smaller of the seller's (A's) export and the buyer's (B's) import, paid at
+/// `price`, to the Wh and the micro-unit, and every interval with energy to trade settled.
+#[allow(clippy::too_many_arguments)]
+pub async fn settled_as_the_data_says(
+    (ea, eb): (&EngineHandle, &EngineHandle),
+    channel: ChannelId,
+    first: gridchan_channel::IntervalIndex,
+    n: usize,
+    row: usize,
+    price: u64,
+    seller: &[(u64, u64)],
+    buyer: &[(u64, u64)],
+) {
+    let last = first.0 + n as u64 - 1;
+    until("the intervals settled", &[ea, eb], 90, || {
+        let (ea, eb) = (ea.clone(), eb.clone());
+        async move {
+            let settled = |v: Option<ChannelView>| {
+                v.and_then(|c| c.current)
+                    .is_some_and(|s| s.state().last_interval.0 >= last)
+            };
+            settled(view(&ea, channel).await) && settled(view(&eb, channel).await)
+        }
+    })
+    .await;
+    let expected = |interval: u64| {
+        let r = row + (interval - first.0) as usize;
+        seller[r].1.min(buyer[r].0)
+    };
+    // The trade history is written a moment after the state: wait for the newest owed trade.
+    let newest = (first.0..=last).rev().find(|i| expected(*i) > 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let trades = loop {
+        let trades = ea.recent_trades(channel, 10_000).await.unwrap();
+        if newest.is_none_or(|n| trades.iter().any(|t| t.interval == n))
+            || tokio::time::Instant::now() > deadline
+        {
+            break trades;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut energy = 0;
+    for t in trades.iter().filter(|t| t.interval <= last) {
+        assert_eq!(t.energy_wh, expected(t.interval), "interval {}", t.interval);
+        assert_eq!(
+            t.amount,
+            expected(t.interval) * price / 1000,
+            "interval {}",
+            t.interval
+        );
+        energy += t.energy_wh;
+    }
+    let total: u64 = (first.0..=last).map(expected).sum();
+    assert!(total > 0, "the intervals have energy to trade");
+    let traded: Vec<u64> = trades.iter().map(|t| t.interval).collect();
+    let owed: Vec<u64> = (first.0..=last).filter(|i| expected(*i) > 0).collect();
+    assert_eq!(
+        energy, total,
+        "every interval's trade, and only those: traded {traded:?}, owed {owed:?}"
+    );
+    let s = view(ea, channel).await.unwrap().current.unwrap();
+    assert!(s.state().energy_a_to_b.0 >= energy);
+    let at_b = view(eb, channel).await.unwrap().current.unwrap();
+    assert_eq!(s.state().last_interval, at_b.state().last_interval);
 }
