@@ -71,9 +71,13 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
             ledger_error,
             peers,
             meter,
+            trading,
             ledger_failed,
             offers,
         } => {
+            if !trading.is_empty() {
+                println!("{trading}");
+            }
             println!("node      {node}");
             println!("address   {address}");
             match closed {
@@ -89,6 +93,9 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
                 println!("gas       {}", gas_line(fees));
             }
             match (ledger_pending, ledger_error) {
+                (0, _) if balance_error.is_some() => {
+                    println!("ledger    nothing of ours waits to be sent (the ledger is not answering now)")
+                }
                 (0, _) => println!("ledger    up to date"),
                 (n, None) => println!("ledger    {n} transaction(s) on their way"),
                 (n, Some(e)) => println!("ledger    {n} transaction(s) waiting: {e}"),

@@ -408,7 +408,13 @@ fn run() -> Result<()> {
                 // The demo takes gateways offline on purpose: their warnings are the story
                 // it tells itself, not news.
                 let quiet = matches!(cli.command, Commands::Demo(_));
-                tracing_subscriber::EnvFilter::new(if quiet { "error" } else { "warn" })
+                // Otherwise warnings, the hourly trade summaries, and of the QUIC library
+                // only its errors (its warnings are about its own internals).
+                tracing_subscriber::EnvFilter::new(if quiet {
+                    "error"
+                } else {
+                    "warn,quinn=error,gridchan::trades=info"
+                })
             }),
         )
         .with_writer(std::io::stderr)

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{gridchan, ledger, spawn, wait_for_daemon};
+use common::{gridchan, ledger, spawn, spawn_logging, wait_for_daemon};
 
 /// `gridchan init` as the README gives it (port 0 for the test); returns the node id.
 fn init(dir: &Path, meter: &str) -> String {
@@ -63,9 +63,20 @@ fn two_fresh_homes_trade_following_the_readme() {
     }
     let (ca, cb) = (da.join("gridchan.toml"), db.join("gridchan.toml"));
     let (_b, addr_b) = spawn(&["daemon", "--config", cb.to_str().unwrap()]);
-    let (_a, _) = spawn(&["daemon", "--config", ca.to_str().unwrap()]);
+    // A's log at the default level, as journald would keep it.
+    let log = std::fs::File::create(da.join("daemon.log")).unwrap();
+    let (_a, _) = spawn_logging(&["daemon", "--config", ca.to_str().unwrap()], log);
     wait_for_daemon(&ca);
     wait_for_daemon(&cb);
+    let first_line = |config: &Path| {
+        let out = gridchan(&["status", "--config", config.to_str().unwrap()]);
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines().next().unwrap_or_default().to_string()
+    };
+    assert_eq!(
+        first_line(&ca),
+        "not trading: no channel (gridchan channel open, or gridchan market join)"
+    );
 
     // A second daemon on A's folder is refused in one line that names the holder, and A's
     // daemon goes on answering.
@@ -110,6 +121,10 @@ fn two_fresh_homes_trade_following_the_readme() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
+    assert_eq!(
+        first_line(&cb),
+        "not trading: a neighbour's proposal waits for your answer (gridchan channel list)"
+    );
     let out = gridchan(&[
         "channel",
         "accept",
@@ -142,5 +157,25 @@ fn two_fresh_homes_trade_following_the_readme() {
         }
         assert!(Instant::now() < deadline, "the homes never traded: {list}");
         std::thread::sleep(Duration::from_millis(200));
+    }
+    let line = first_line(&ca);
+    assert!(
+        line.starts_with("trading: 1 open channel(s), the last interval settled began"),
+        "{line}"
+    );
+    // A simulated hour passes in 2 s: the log says what was traded with whom, once an hour.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = std::fs::read_to_string(da.join("daemon.log")).unwrap();
+        if let Some(l) = log
+            .lines()
+            .find(|l| l.contains("traded ") && l.contains(" Wh for "))
+        {
+            assert!(l.contains(&format!("with {}", &node_b[..8])), "{l}");
+            assert!(l.contains("sold "), "{l}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no hourly trade line: {log}");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -55,11 +55,25 @@ pub enum Step {
     LeftOut { peer: NodeId, why: String },
 }
 
+/// The most energy a channel can settle with one neighbour in an interval: what each side's
+/// balance can still pay for at the interval's price. A neighbour that cannot pay for our
+/// surplus has none of it reserved for it (it goes to those who can), and we ask none from a
+/// neighbour we cannot pay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caps {
+    /// The most the neighbour can pay us for.
+    pub sell: WattHours,
+    /// The most we can pay the neighbour for.
+    pub buy: WattHours,
+}
+
 /// One interval's round of announcements.
 pub struct Round {
     interval: IntervalIndex,
     own: MeterReading,
     neighbours: HashSet<NodeId>,
+    /// What each neighbour's channel can settle (none: no limit).
+    caps: HashMap<NodeId, Caps>,
     /// Each neighbour's totals, from the first announcement it made for the interval.
     totals: HashMap<NodeId, (WattHours, WattHours)>,
     /// Each neighbour's round-2 totals and shares with us.
@@ -82,6 +96,7 @@ impl Round {
             interval,
             own,
             neighbours,
+            caps: HashMap::new(),
             totals: HashMap::new(),
             finals: HashMap::new(),
             own_shares: None,
@@ -94,6 +109,13 @@ impl Round {
             shares: None,
         });
         (round, first)
+    }
+
+    /// Limits the energy our shares offer each neighbour of `caps` to what its channel can
+    /// settle (before round 2: shares computed already keep what they were).
+    pub fn with_caps(mut self, caps: HashMap<NodeId, Caps>) -> Round {
+        self.caps = caps;
+        self
     }
 
     pub fn interval(&self) -> IntervalIndex {
@@ -168,7 +190,12 @@ impl Round {
             .totals
             .iter()
             .filter(|(peer, _)| !self.done.contains(peer))
-            .map(|(peer, &(import, export))| (*peer, import, export))
+            .map(|(peer, &(import, export))| match self.caps.get(peer) {
+                // The neighbour's import is what it would buy from us, its export what it
+                // would sell us: each at most what the channel can pay for.
+                Some(c) => (*peer, import.min(c.sell), export.min(c.buy)),
+                None => (*peer, import, export),
+            })
             .collect();
         seen.sort_by_key(|(peer, _, _)| *peer);
         let ours = shares(self.own.import, self.own.export, &seen);
@@ -419,6 +446,33 @@ mod tests {
         // B is unaffected.
         let steps = s.on_announce(id(2), &announce(500, 0, Some((0, 500))));
         assert_eq!(readings(&steps)[0].1.delivered, WattHours(200));
+    }
+
+    /// B can pay for only 120 Wh: the rest of S's 300 goes to C, not reserved for B.
+    #[test]
+    fn a_neighbour_that_cannot_pay_has_no_surplus_reserved_for_it() {
+        let (b, c) = (id(2), id(3));
+        let caps = HashMap::from([(
+            b,
+            Caps {
+                sell: WattHours(120),
+                buy: WattHours(u64::MAX),
+            },
+        )]);
+        let (s, _) = Round::start(IntervalIndex(5), meter(0, 300), [b, c].into());
+        let mut s = s.with_caps(caps);
+        s.on_announce(b, &announce(500, 0, None));
+        let steps = s.on_announce(c, &announce(500, 0, None));
+        let offered: HashMap<NodeId, WattHours> = steps
+            .iter()
+            .filter_map(|st| match st {
+                Step::AnnounceTo { peer, announce } => Some((*peer, announce.shares?.sell)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(offered[&b], WattHours(120));
+        assert_eq!(offered[&c], WattHours(180));
+        // Uncapped, they would have had 150 each.
     }
 
     #[test]

@@ -121,6 +121,15 @@ impl Node {
             .map(|ch| (ch.id(), *ch.peer(), ch.phase()))
     }
 
+    /// What channel `id` can still settle in `interval` (see [`crate::metering::Caps`]).
+    pub fn caps(
+        &self,
+        id: &ChannelId,
+        interval: crate::IntervalIndex,
+    ) -> Option<crate::metering::Caps> {
+        self.channels.get(id)?.caps(interval)
+    }
+
     /// The market channels, with the market's terms and our side (A: we are a member, B: we
     /// are the market node).
     pub fn market_channels(

@@ -1,7 +1,79 @@
 //! What the engine logs of the core's events: at the default level, what a person running the
 //! gateway should hear of (who did what, on which channel), worded from our side.
 
-use gridchan_channel::{ChannelId, Event, Node};
+use std::collections::BTreeMap;
+
+use gridchan_channel::{Amount, ChannelId, Event, Node, NodeId, Trade};
+
+/// Where the hourly trade summaries are logged: `info` for this target is on by default, so a
+/// working daemon says what it traded with whom (journald keeps it beside the warnings).
+pub const TRADES: &str = "gridchan::trades";
+
+/// Each hour's trades, by neighbour (or market node): logged as one line once the hour is over.
+#[derive(Default)]
+pub(crate) struct TradeLog {
+    /// The hour being summed (Unix seconds / 3600) and, per counterparty, the Wh we sold, the
+    /// money earned, the Wh we bought and the money paid.
+    hour: Option<u64>,
+    by_peer: BTreeMap<NodeId, (u64, u64, u64, u64)>,
+}
+
+impl TradeLog {
+    /// A settled trade of `channel`: summed into its hour; the hour before is logged when the
+    /// first trade of a later one arrives.
+    pub(crate) fn settled(&mut self, node: &Node, channel: &ChannelId, trade: &Trade) {
+        let Some(view) = node.channel(channel) else {
+            return;
+        };
+        let start = trade.interval.0 * u64::from(view.params.interval_seconds);
+        let hour = start / 3_600;
+        match self.hour {
+            Some(h) if h < hour => {
+                self.flush();
+                self.hour = Some(hour);
+            }
+            None => self.hour = Some(hour),
+            _ => {}
+        }
+        let e = self.by_peer.entry(view.peer).or_default();
+        if trade.seller == view.me {
+            e.0 += trade.energy.0;
+            e.1 += trade.amount.0;
+        } else {
+            e.2 += trade.energy.0;
+            e.3 += trade.amount.0;
+        }
+    }
+
+    /// Logs the hour summed so far, one line, and starts afresh.
+    pub(crate) fn flush(&mut self) {
+        let Some(hour) = self.hour.take() else {
+            return;
+        };
+        let parts: Vec<String> = std::mem::take(&mut self.by_peer)
+            .into_iter()
+            .map(|(peer, (sold, earned, bought, paid))| {
+                let mut p = Vec::new();
+                if sold > 0 {
+                    p.push(format!("sold {sold} Wh for {}", Amount(earned)));
+                }
+                if bought > 0 {
+                    p.push(format!("bought {bought} Wh for {}", Amount(paid)));
+                }
+                format!("{} with {}", p.join(" and "), &peer.to_string()[..8])
+            })
+            .collect();
+        if !parts.is_empty() {
+            tracing::info!(
+                target: TRADES,
+                "traded {} to {}: {}",
+                crate::clock::utc_minute(hour * 3_600),
+                crate::clock::utc_minute((hour + 1) * 3_600)[11..].to_string(),
+                parts.join("; ")
+            );
+        }
+    }
+}
 
 /// Logs what a person running the gateway should hear of at the default level: who did
 /// what, on which channel.

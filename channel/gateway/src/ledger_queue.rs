@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gridchan_chain::{Ledger, LedgerError, TxHash, TxKind};
+use gridchan_chain::{Ledger, LedgerError, TxError, TxHash, TxKind};
 use gridchan_channel::{ChannelId, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::Notify;
@@ -291,6 +291,11 @@ async fn submit_round(
                 tracing::info!("ledger: submitted {what}: {hash}");
                 inflight.insert(item.id, (hash, height));
             }
+            Err(LedgerError::Refused(e)) if already_done(&item.tx, &e) => {
+                tracing::info!("ledger: {what} not needed: {e} (done before)");
+                let (id, outcome) = (item.id, format!("not needed: {e}"));
+                blocking(queue, move |q| q.finish(id, &outcome)).await?;
+            }
             Err(LedgerError::Refused(e)) => {
                 tracing::warn!("ledger: {what} refused: {e}");
                 let (id, outcome) = (item.id, format!("refused: {e}"));
@@ -330,5 +335,51 @@ fn describe(item: &QueuedTx) -> String {
     match &item.channel {
         Some(c) => format!("{} of channel {}", item.tx.name(), c.short()),
         None => item.tx.name().to_string(),
+    }
+}
+
+/// Whether the ledger refused `tx` because what it asks for happened already: the neighbour
+/// concluded the channel first, or our withdrawal went through before a restart. Neither is a
+/// failure, and neither is news.
+fn already_done(tx: &TxKind, refusal: &TxError) -> bool {
+    match (tx, refusal) {
+        (TxKind::ConcludeFinal { .. } | TxKind::Conclude { .. }, TxError::WrongPhase(phase)) => {
+            phase == "concluded"
+        }
+        (TxKind::Withdraw { .. }, TxError::InsufficientClaimable { claimable, .. }) => {
+            claimable.0 == 0
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gridchan_channel::Amount;
+
+    #[test]
+    fn a_close_or_withdrawal_done_before_is_told_apart_from_a_refusal() {
+        let c = ChannelId([1; 32]);
+        let conclude = TxKind::Conclude { channel: c };
+        let withdraw = TxKind::Withdraw {
+            channel: c,
+            amount: Amount(2_000_000),
+        };
+        assert!(already_done(
+            &conclude,
+            &TxError::WrongPhase("concluded".into())
+        ));
+        assert!(!already_done(
+            &conclude,
+            &TxError::WrongPhase("open".into())
+        ));
+        let claimable = |c| TxError::InsufficientClaimable {
+            claimable: Amount(c),
+            needed: Amount(2_000_000),
+        };
+        assert!(already_done(&withdraw, &claimable(0)));
+        assert!(!already_done(&withdraw, &claimable(1)));
+        assert!(!already_done(&withdraw, &TxError::UnknownChannel));
     }
 }

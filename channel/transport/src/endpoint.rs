@@ -455,6 +455,11 @@ impl Endpoint {
                     })),
                 })
             }
+            // A client that went away mid-handshake (it restarted, or gave up) is not news.
+            Ok(Err(e @ TransportError::Lost(_))) => {
+                tracing::debug!(%remote, "handshake abandoned: {e}");
+                None
+            }
             Ok(Err(e)) => {
                 tracing::warn!(%remote, "refused: {e}");
                 None
@@ -473,6 +478,11 @@ impl Endpoint {
             addr,
             detail: detail.to_string(),
         };
+        // The connection failing mid-handshake (the peer went away, or refused us for a limit
+        // and said why) is not a failed proof.
+        let lost = |e: &dyn std::fmt::Display| {
+            TransportError::Lost(format!("during the handshake with {addr}: {e}"))
+        };
         let mut km = [0u8; 32];
         conn.export_keying_material(&mut km, auth::EXPORTER_LABEL, b"")
             .map_err(|_| auth_err("no keying material"))?;
@@ -480,7 +490,7 @@ impl Endpoint {
             Role::Client => conn.open_bi().await,
             Role::Server => conn.accept_bi().await,
         }
-        .map_err(|e| auth_err(&e.to_string()))?;
+        .map_err(|e| lost(&e))?;
         let ours = auth::hello(&self.signer, role, &km);
         let theirs_role = match role {
             Role::Client => Role::Server,
@@ -488,19 +498,13 @@ impl Endpoint {
         };
         let mut theirs = [0u8; HELLO_LEN];
         if let Role::Client = role {
-            send.write_all(&ours)
-                .await
-                .map_err(|e| auth_err(&e.to_string()))?;
+            send.write_all(&ours).await.map_err(|e| lost(&e))?;
         }
-        recv.read_exact(&mut theirs)
-            .await
-            .map_err(|e| auth_err(&e.to_string()))?;
+        recv.read_exact(&mut theirs).await.map_err(|e| lost(&e))?;
         let node = auth::check_hello(&theirs, theirs_role, &km)
             .ok_or_else(|| auth_err("its key proof does not verify for this connection"))?;
         if let Role::Server = role {
-            send.write_all(&ours)
-                .await
-                .map_err(|e| auth_err(&e.to_string()))?;
+            send.write_all(&ours).await.map_err(|e| lost(&e))?;
         }
         let _ = send.finish();
         Ok(node)

@@ -119,6 +119,16 @@ impl Channel {
         }
     }
 
+    /// What this channel can still settle in `interval` from its current balances: the energy
+    /// the peer can pay us for, and the energy we can pay the peer for; none before it trades.
+    pub fn caps(&self, interval: IntervalIndex) -> Option<crate::metering::Caps> {
+        let cur = self.current_state()?;
+        Some(crate::metering::Caps {
+            sell: self.affordable(cur, self.me.other(), interval),
+            buy: self.affordable(cur, self.me, interval),
+        })
+    }
+
     /// Energy `buyer` can still pay for in `interval` from its balance in `state`.
     pub(super) fn affordable(
         &self,

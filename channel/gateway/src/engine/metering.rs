@@ -5,9 +5,11 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use gridchan_channel::metering::{MeterReading, Round, Step};
+use gridchan_channel::metering::{Caps, MeterReading, Round, Step};
 use gridchan_channel::wire::Announce;
-use gridchan_channel::{ChannelId, Input, IntervalIndex, Message, NodeId, Phase, Precomputed};
+use gridchan_channel::{
+    ChannelId, Input, IntervalIndex, Message, NodeId, Phase, Precomputed, WattHours,
+};
 use tokio::time::Instant;
 
 use super::Engine;
@@ -23,6 +25,8 @@ pub(super) struct Rounds {
     /// When each round that waits for its neighbours' totals stops waiting.
     deadlines: BTreeMap<IntervalIndex, Instant>,
     early: Vec<(NodeId, Announce)>,
+    /// Neighbours whose balance with us is spent (said once, until they can pay again).
+    pub(super) cannot_pay: HashSet<NodeId>,
 }
 
 impl Rounds {
@@ -58,12 +62,29 @@ impl<S: super::EngineStore> Engine<S> {
                 self.order(i);
             }
         }
-        let neighbours: HashSet<NodeId> = self.open_channels(true).into_keys().collect();
+        let open = self.open_channels(true);
+        let neighbours: HashSet<NodeId> = open.keys().copied().collect();
         self.market_meter(interval, own, !neighbours.is_empty());
         if neighbours.is_empty() {
             return;
         }
-        let (mut round, first) = Round::start(interval, own, neighbours);
+        // Each neighbour's share of our meter at most what its channel can still settle.
+        let caps: HashMap<NodeId, Caps> = open
+            .iter()
+            .filter_map(|(peer, id)| Some((*peer, self.node.caps(id, interval)?)))
+            .collect();
+        for (peer, c) in &caps {
+            let spent = c.sell == WattHours(0);
+            if spent && self.rounds.cannot_pay.insert(*peer) {
+                tracing::warn!(
+                    "neighbour {peer} cannot pay for energy any more (its balance in our channel is spent): none of our surplus goes to it until the channel is topped up"
+                );
+            } else if !spent {
+                self.rounds.cannot_pay.remove(peer);
+            }
+        }
+        let (round, first) = Round::start(interval, own, neighbours);
+        let mut round = round.with_caps(caps);
         self.act(interval, vec![first], ahead);
         let mut steps = Vec::new();
         self.rounds.early.retain(|(peer, a)| {

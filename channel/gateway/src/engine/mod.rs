@@ -128,6 +128,8 @@ struct Engine<S> {
     /// (or a full [`MAX_PENDING_TRADES`] at once), in a transaction of their own: never on an
     /// update's path, and many intervals of a channel share its pages in the history's index.
     trades: Vec<gridchan_channel::Settled>,
+    /// This hour's trades, for the log's hourly summary.
+    trade_log: crate::event_log::TradeLog,
     /// Neighbours this gateway dialled (configured, or opened to by address): with those it has
     /// channels with, the keys whose connections the endpoint always admits.
     dialled: std::collections::HashSet<NodeId>,
@@ -281,6 +283,7 @@ pub fn spawn<S: ChannelStore + Send + 'static>(
         endpoint: endpoint.clone(),
         pool_signer,
         trades: Vec::new(),
+        trade_log: Default::default(),
         frozen: HashMap::new(),
         dialled: std::collections::HashSet::new(),
         stopping: None,

@@ -79,6 +79,7 @@ impl<S: super::EngineStore> Engine<S> {
                         trade,
                     } = &e
                     {
+                        self.trade_log.settled(&self.node, channel, trade);
                         self.trades.push((*channel, *version, *trade));
                         if self.trades.len() >= MAX_PENDING_TRADES {
                             self.flush_trades();
