@@ -16,6 +16,10 @@ fn parse_tariff(s: &str) -> Result<Tariff, gridchan_channel::TariffError> {
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    /// What to log (to standard error): error, warn, info, debug, trace, or a filter such as
+    /// `warn,gridchan_gateway=debug`; overrides GRIDCHAN_LOG.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Commands,
 }
@@ -402,20 +406,37 @@ fn run() -> Result<()> {
             std::process::exit(2);
         }
     };
+    let asked = match cli
+        .log_level
+        .as_deref()
+        .map(tracing_subscriber::EnvFilter::try_new)
+    {
+        Some(Ok(filter)) => Some(filter),
+        Some(Err(e)) => {
+            eprintln!(
+                "error: --log-level: {e}; write error, warn, info, debug, trace or a filter such as warn,gridchan_gateway=debug"
+            );
+            std::process::exit(2);
+        }
+        None => None,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GRIDCHAN_LOG").unwrap_or_else(|_| {
-                // The demo takes gateways offline on purpose: their warnings are the story
-                // it tells itself, not news.
-                let quiet = matches!(cli.command, Commands::Demo(_));
-                // Otherwise warnings, the hourly trade summaries, and of the QUIC library
-                // only its errors (its warnings are about its own internals).
-                tracing_subscriber::EnvFilter::new(if quiet {
-                    "error"
-                } else {
-                    "warn,quinn=error,gridchan::trades=info"
-                })
-            }),
+            asked
+                .map(Ok)
+                .unwrap_or_else(|| tracing_subscriber::EnvFilter::try_from_env("GRIDCHAN_LOG"))
+                .unwrap_or_else(|_| {
+                    // The demo takes gateways offline on purpose: their warnings are the story
+                    // it tells itself, not news.
+                    let quiet = matches!(cli.command, Commands::Demo(_));
+                    // Otherwise warnings, the hourly trade summaries, and of the QUIC library
+                    // only its errors (its warnings are about its own internals).
+                    tracing_subscriber::EnvFilter::new(if quiet {
+                        "error"
+                    } else {
+                        "warn,quinn=error,gridchan::trades=info"
+                    })
+                }),
         )
         .with_writer(std::io::stderr)
         // Colour only for a person at a terminal: a redirected log stays plain text.

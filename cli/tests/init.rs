@@ -82,3 +82,74 @@ fn an_address_left_as_the_placeholder_or_mistyped_is_one_line_naming_the_field()
     assert!(err.contains("peers[0].address in"), "{err}");
     assert!(err.contains("\"02abc@neighbour\""), "{err}");
 }
+
+#[test]
+fn init_refuses_a_meter_zone_or_speedup_it_cannot_use_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    for (args, says) in [
+        (
+            vec!["--meter", "p1:ttyUSB0"],
+            "neither a device path (/dev/ttyUSB0) nor HOST:PORT",
+        ),
+        (vec!["--meter", "zigbee"], "write sim (or sim:PV_PEAK_W)"),
+        (
+            vec!["--time-zone", "Mars/Olympus"],
+            "--time-zone \"Mars/Olympus\" is not a time zone name",
+        ),
+        (
+            vec!["--speedup", "0"],
+            "--speedup 0: write 1 (real time) to 3600",
+        ),
+        (vec!["--speedup", "100000"], "--speedup 100000"),
+    ] {
+        let mut all = vec!["init", "--dir", d];
+        all.extend(args.iter().copied());
+        let out = gridchan(&all);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(
+            !dir.path().join("gridchan.toml").exists(),
+            "nothing written"
+        );
+    }
+    // The meter and zone it was given are in the config it writes.
+    let out = gridchan(&[
+        "init",
+        "--dir",
+        d,
+        "--meter",
+        "p1:127.0.0.1:2000",
+        "--time-zone",
+        "Europe/Amsterdam",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = gridchan_gateway::config::Config::load(&dir.path().join("gridchan.toml")).unwrap();
+    assert_eq!(
+        config.metering.time_zone.as_deref(),
+        Some("Europe/Amsterdam")
+    );
+    assert!(matches!(
+        config.meter,
+        Some(gridchan_gateway::config::MeterSection::P1 { ref port, .. }) if port == "127.0.0.1:2000"
+    ));
+}
+
+#[test]
+fn a_log_level_that_is_not_one_says_what_to_write() {
+    let out = gridchan(&["--log-level", "loud=verbose", "status"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--log-level"), "{err}");
+    assert!(
+        err.contains("write error, warn, info, debug, trace"),
+        "{err}"
+    );
+}

@@ -36,6 +36,7 @@ pub mod metering;
 mod node;
 mod outbox;
 pub mod params;
+pub mod reading;
 pub mod signed;
 pub mod state;
 pub mod store;

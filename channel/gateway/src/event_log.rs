@@ -91,6 +91,14 @@ pub(crate) fn log(node: &Node, e: &Event) {
             reason,
         } => {
             let ours = node.channel(channel).is_some_and(|v| v.me == *by);
+            // An interval is shown as the time it began, not its index.
+            let reason = match (reason, node.channel(channel)) {
+                (gridchan_channel::Refusal::NoMeterReading(i), Some(v)) => format!(
+                    "no meter reading for the interval from {} (it never arrived in time, or is too old)",
+                    crate::clock::utc_minute(i * u64::from(v.params.interval_seconds))
+                ),
+                (r, _) => r.to_string(),
+            };
             if ours {
                 tracing::warn!(
                     "channel {}: we refused neighbour {}'s version {}: {reason}",

@@ -5,12 +5,15 @@
 //! - [`mqtt`]: registers published over MQTT (Home Assistant, Tasmota, Shelly), through
 //!   [`registers`] too.
 //! - [`csv`]: a CSV file of interval readings, each row the reading of the interval it names.
+//! - [`signing`]: any of them with registers kept and each interval's reading signed by a meter
+//!   key (`specs/readings.md`), as a calibrated meter signs inside.
 //! - [`sim`]: a seeded simulation of a home, for demos and for trying gridchan without a meter.
 
 pub mod csv;
 pub mod mqtt;
 pub mod p1;
 pub mod registers;
+pub mod signing;
 pub mod sim;
 
 use std::sync::{Arc, Mutex};
@@ -45,6 +48,15 @@ pub trait MeterSource: Send {
     /// live meter's first sample after the boundary comes a little after it.
     fn settle_ms(&self) -> u64 {
         0
+    }
+
+    /// The meter's own signed reading of `interval` (after [`MeterSource::reading`] gave it),
+    /// if the meter signs its readings.
+    fn signed_reading(
+        &self,
+        _interval: IntervalIndex,
+    ) -> Option<gridchan_channel::reading::SignedReading> {
+        None
     }
 }
 
