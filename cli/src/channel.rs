@@ -113,11 +113,16 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
             }
             match (meter.last_read, meter.missing_since) {
                 (_, Some(since)) => println!(
-                    "meter     no reading since {}: trading waits for the meter{}",
+                    "meter     no reading since {}: trading waits for the meter{}{}",
                     utc_time(since),
                     meter
                         .last_read
                         .map(|(at, _, _)| format!(" (last reading {})", utc_time(at)))
+                        .unwrap_or_default(),
+                    meter
+                        .problem
+                        .as_ref()
+                        .map(|p| format!("; last problem: {p}"))
                         .unwrap_or_default()
                 ),
                 (Some((at, import, export)), None) => println!(

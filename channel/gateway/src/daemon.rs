@@ -328,6 +328,7 @@ async fn meter_intervals(
         }
         let Some(own) = reading else {
             let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+            s.problem = meter.problem();
             if s.missing_since.is_none() {
                 tracing::warn!(
                     "the meter has no reading for the interval from {} (and trading waits for one)",
@@ -340,6 +341,7 @@ async fn meter_intervals(
         *status.lock().unwrap_or_else(|p| p.into_inner()) = crate::meter::MeterStatus {
             last_read: Some((start, own.import.0, own.export.0)),
             missing_since: None,
+            problem: None,
         };
         // Round 1 waits a tenth of the interval (of the clock's time) for the neighbours'
         // totals, and never less than MIN_ROUND_WAIT of real time.

@@ -37,6 +37,10 @@ pub struct MeterStatus {
     /// The start (Unix seconds) of the first interval since then that the meter had no
     /// reading for.
     pub missing_since: Option<u64>,
+    /// What the meter's connection or input last went wrong with (a live meter), when it has
+    /// no reading.
+    #[serde(default)]
+    pub problem: Option<String>,
 }
 
 /// A source of meter readings, one per metering interval.
@@ -48,6 +52,11 @@ pub trait MeterSource: Send {
     /// live meter's first sample after the boundary comes a little after it.
     fn settle_ms(&self) -> u64 {
         0
+    }
+
+    /// What last went wrong with the meter's connection or input, if anything (a live meter).
+    fn problem(&self) -> Option<String> {
+        None
     }
 
     /// The meter's own signed reading of `interval` (after [`MeterSource::reading`] gave it),
@@ -221,6 +230,10 @@ impl Drop for LiveSource {
 impl MeterSource for LiveSource {
     fn reading(&mut self, interval: IntervalIndex) -> Option<MeterReading> {
         self.meter.reading(interval)
+    }
+
+    fn problem(&self) -> Option<String> {
+        self.meter.stats().last_problem
     }
 
     fn settle_ms(&self) -> u64 {

@@ -54,6 +54,9 @@ pub struct Registers {
     tolerance_ms: u64,
     max_power_w: u64,
     last: Option<Sample>,
+    /// The last refused sample: if the next one agrees with it, the registers really moved (a
+    /// meter replaced, a register reset) and the count starts afresh from there.
+    refused: Option<Sample>,
     /// Boundary `k` (time `k * interval_ms`) to the registers there.
     boundaries: BTreeMap<u64, (WattHours, WattHours)>,
 }
@@ -72,13 +75,45 @@ impl Registers {
             tolerance_ms: interval_ms / 15,
             max_power_w,
             last: None,
+            refused: None,
             boundaries: BTreeMap::new(),
         }
     }
 
-    /// Takes a sample, or says why not (the sample is then not used at all).
+    /// Takes a sample, or says why not (the sample is then not used at all). Two samples in a
+    /// row that are refused against the last one taken but agree with each other start the
+    /// count afresh: the intervals across the discontinuity have no reading.
     pub fn push(&mut self, s: Sample) -> Result<(), Refused> {
-        if let Some(last) = self.last {
+        let Some(last) = self.last else {
+            self.take(s);
+            return Ok(());
+        };
+        match self.check(&last, &s) {
+            Ok(()) => {
+                self.refused = None;
+                self.take(s);
+                Ok(())
+            }
+            Err(e) => {
+                let anew = matches!(e, Refused::Backwards { .. } | Refused::Jump { .. })
+                    && self.refused.is_some_and(|r| self.check(&r, &s).is_ok());
+                if anew {
+                    // Counted from here; not a boundary's sample (the first after the boundary
+                    // was the refused one).
+                    self.refused = None;
+                    self.boundaries.clear();
+                    self.last = Some(s);
+                } else if !matches!(e, Refused::NotAfter { .. }) {
+                    self.refused = Some(s);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether `s` can follow `last`.
+    fn check(&self, last: &Sample, s: &Sample) -> Result<(), Refused> {
+        {
             if s.at_ms <= last.at_ms {
                 return Err(Refused::NotAfter {
                     at_ms: s.at_ms,
@@ -106,15 +141,22 @@ impl Registers {
                 }
             }
         }
-        self.last = Some(s);
+        Ok(())
+    }
+
+    /// Takes `s` as the newest sample, and as its boundary's if it is one.
+    fn take(&mut self, s: Sample) {
+        let before = self.last.replace(s);
         let k = s.at_ms / self.interval_ms;
-        if s.at_ms - k * self.interval_ms <= self.tolerance_ms {
+        let boundary = k * self.interval_ms;
+        // The boundary's sample is the first after it (the one before must precede it), and
+        // comes within the tolerance.
+        if s.at_ms - boundary <= self.tolerance_ms && before.is_none_or(|b| b.at_ms < boundary) {
             self.boundaries.entry(k).or_insert((s.import, s.export));
             while self.boundaries.len() > KEPT {
                 self.boundaries.pop_first();
             }
         }
-        Ok(())
     }
 
     /// The reading of `interval`: the registers' growth from its start to its end, if both
@@ -123,8 +165,8 @@ impl Registers {
         let (i0, e0) = self.boundaries.get(&interval.0)?;
         let (i1, e1) = self.boundaries.get(&interval.0.checked_add(1)?)?;
         Some(MeterReading {
-            import: WattHours(i1.0 - i0.0),
-            export: WattHours(e1.0 - e0.0),
+            import: WattHours(i1.0.checked_sub(i0.0)?),
+            export: WattHours(e1.0.checked_sub(e0.0)?),
         })
     }
 
@@ -215,6 +257,36 @@ mod tests {
                 export: WattHours(48)
             })
         );
+    }
+
+    #[test]
+    fn registers_that_really_moved_start_the_count_afresh() {
+        let mut r = Registers::new(900, 17_250);
+        r.push(sample(10 * I, 5_000, 0)).unwrap();
+        r.push(sample(10 * I + 60_000, 5_100, 0)).unwrap();
+        // A new meter: its registers start near zero. The first sample is refused, the next
+        // that agrees with it starts the count again.
+        assert!(r.push(sample(11 * I + 1_000, 3, 0)).is_err());
+        assert!(r.push(sample(11 * I + 2_000, 4, 0)).is_err());
+        r.push(sample(11 * I + 3_000, 5, 0)).unwrap();
+        r.push(sample(12 * I + 500, 200, 0)).unwrap();
+        r.push(sample(13 * I + 500, 400, 0)).unwrap();
+        assert_eq!(
+            r.reading(IntervalIndex(10)),
+            None,
+            "across the change: no reading"
+        );
+        assert_eq!(r.reading(IntervalIndex(11)), None);
+        assert_eq!(
+            r.reading(IntervalIndex(12)),
+            Some(MeterReading {
+                import: WattHours(200),
+                export: WattHours(0)
+            })
+        );
+        // A lone glitch is refused and the count goes on from before it.
+        r.push(sample(13 * I + 1_500, 9_999_999, 0)).unwrap_err();
+        r.push(sample(13 * I + 2_500, 401, 0)).unwrap();
     }
 
     proptest! {
