@@ -291,21 +291,38 @@ pub fn compute() -> Vec<FrameVector> {
             }),
         );
     }
-    for (name, shares) in [
-        ("announce_round_1", None),
+    // The meter of the third vector signs its reading (`specs/readings.md`).
+    let meter = Signer::new(&[0x4d; 32], &[0; 32]).expect("a valid key");
+    let signed = crate::reading::SignedReading::sign(
+        crate::reading::Reading {
+            meter: meter.id(),
+            interval: IntervalIndex(1_929_784),
+            interval_seconds: 900,
+            import_start: WattHours(4_000_000),
+            import_end: WattHours(4_000_000),
+            export_start: WattHours(2_500_000),
+            export_end: WattHours(2_501_250),
+        },
+        &meter,
+    );
+    for (name, shares, reading) in [
+        ("announce_round_1", None, None),
         (
             "announce_round_2",
             Some(crate::allocate::Shares {
                 sell: WattHours(625),
                 buy: WattHours(0),
             }),
+            None,
         ),
+        ("announce_signed_reading", None, Some(signed)),
     ] {
         let announce = Announce {
             interval: IntervalIndex(1_929_784),
             import: WattHours(0),
             export: WattHours(1_250),
             shares,
+            reading,
         };
         push(
             name,
@@ -315,6 +332,16 @@ pub fn compute() -> Vec<FrameVector> {
                 "import": 0,
                 "export": 1_250,
                 "shares": shares.map(|s| json!({ "sell": s.sell.0, "buy": s.buy.0 })),
+                "reading": reading.map(|r| json!({
+                    "meter": hex::encode(r.reading.meter.to_bytes()),
+                    "interval": r.reading.interval.0,
+                    "interval_seconds": r.reading.interval_seconds,
+                    "import_start": r.reading.import_start.0,
+                    "import_end": r.reading.import_end.0,
+                    "export_start": r.reading.export_start.0,
+                    "export_end": r.reading.export_end.0,
+                    "sig": sig_hex(&r.signature),
+                })),
             }),
         );
     }

@@ -18,6 +18,7 @@ use std::collections::{HashMap, HashSet};
 use crate::allocate::{flow, shares, Shares};
 use crate::crypto::NodeId;
 use crate::io::IntervalReading;
+use crate::reading::SignedReading;
 use crate::types::{IntervalIndex, WattHours};
 use crate::wire::Announce;
 
@@ -74,6 +75,12 @@ pub struct Round {
     neighbours: HashSet<NodeId>,
     /// What each neighbour's channel can settle (none: no limit).
     caps: HashMap<NodeId, Caps>,
+    /// Our meter's signed reading of the interval, sent with our announcements.
+    signed: Option<SignedReading>,
+    /// The meter key of each neighbour whose channel requires signed readings, and the
+    /// interval's length: such a neighbour's totals count only as its meter signed them.
+    meters: HashMap<NodeId, NodeId>,
+    interval_seconds: u32,
     /// Each neighbour's totals, from the first announcement it made for the interval.
     totals: HashMap<NodeId, (WattHours, WattHours)>,
     /// Each neighbour's round-2 totals and shares with us.
@@ -92,11 +99,25 @@ impl Round {
         own: MeterReading,
         neighbours: HashSet<NodeId>,
     ) -> (Round, Step) {
+        Round::start_signed(interval, own, None, neighbours)
+    }
+
+    /// [`Round::start`], our announcements carrying our meter's `signed` reading of the
+    /// interval (`specs/readings.md`).
+    pub fn start_signed(
+        interval: IntervalIndex,
+        own: MeterReading,
+        signed: Option<SignedReading>,
+        neighbours: HashSet<NodeId>,
+    ) -> (Round, Step) {
         let round = Round {
             interval,
             own,
             neighbours,
             caps: HashMap::new(),
+            signed,
+            meters: HashMap::new(),
+            interval_seconds: 0,
             totals: HashMap::new(),
             finals: HashMap::new(),
             own_shares: None,
@@ -107,6 +128,7 @@ impl Round {
             import: own.import,
             export: own.export,
             shares: None,
+            reading: signed,
         });
         (round, first)
     }
@@ -118,25 +140,79 @@ impl Round {
         self
     }
 
+    /// Requires of each neighbour of `meters` its meter's signed reading of the interval (of
+    /// `interval_seconds`) with its totals, and takes the totals only if they are what that
+    /// meter signed: a neighbour announcing an export its meter did not sign, or a reading
+    /// forged, replayed or of another meter, is left out of the interval.
+    pub fn with_meters(mut self, meters: HashMap<NodeId, NodeId>, interval_seconds: u32) -> Round {
+        self.meters = meters;
+        self.interval_seconds = interval_seconds;
+        self
+    }
+
     pub fn interval(&self) -> IntervalIndex {
         self.interval
     }
 
     /// A neighbour's announcement for this interval.
     pub fn on_announce(&mut self, peer: NodeId, a: &Announce) -> Vec<Step> {
-        if a.interval != self.interval || !self.neighbours.contains(&peer) {
+        if a.interval != self.interval
+            || !self.neighbours.contains(&peer)
+            || self.done.contains(&peer)
+        {
             return Vec::new();
+        }
+        let mut steps = Vec::new();
+        if !self.totals.contains_key(&peer) {
+            if let Some(why) = self.unsigned(peer, a) {
+                self.done.insert(peer);
+                steps.push(Step::LeftOut { peer, why });
+                if self.own_shares.is_none() && self.all_answered() {
+                    steps.extend(self.share_out());
+                }
+                steps.extend(self.readings());
+                return steps;
+            }
         }
         self.totals.entry(peer).or_insert((a.import, a.export));
         if let Some(shares) = a.shares {
             self.finals.insert(peer, ((a.import, a.export), shares));
         }
-        let mut steps = Vec::new();
-        if self.own_shares.is_none() && self.totals.len() == self.neighbours.len() {
+        if self.own_shares.is_none() && self.all_answered() {
             steps.extend(self.share_out());
         }
         steps.extend(self.readings());
         steps
+    }
+
+    /// Every neighbour gave its totals or was left out.
+    fn all_answered(&self) -> bool {
+        self.neighbours
+            .iter()
+            .all(|n| self.totals.contains_key(n) || self.done.contains(n))
+    }
+
+    /// Why `peer`'s totals in `a` do not count, if its channel requires signed readings and
+    /// they are not what its meter signed.
+    fn unsigned(&self, peer: NodeId, a: &Announce) -> Option<String> {
+        let meter = self.meters.get(&peer)?;
+        let Some(signed) = &a.reading else {
+            return Some(format!(
+                "announced its totals for interval {} without its meter's signed reading (the channel requires one)",
+                self.interval.0
+            ));
+        };
+        match signed.check(meter, self.interval, self.interval_seconds) {
+            Err(e) => Some(format!(
+                "sent a meter reading for interval {} that does not count: {e}",
+                self.interval.0
+            )),
+            Ok(r) if (r.import, r.export) != (a.import, a.export) => Some(format!(
+                "announced {} Wh of import and {} Wh of export for interval {}; its meter signed {} and {}",
+                a.import.0, a.export.0, self.interval.0, r.import.0, r.export.0
+            )),
+            Ok(_) => None,
+        }
     }
 
     /// When round 1 stops waiting (ms since the Unix epoch): a [`ROUND_WAIT_DIVISOR`]th of the
@@ -164,7 +240,7 @@ impl Round {
             let mut silent: Vec<NodeId> = self
                 .neighbours
                 .iter()
-                .filter(|n| !self.totals.contains_key(n))
+                .filter(|n| !self.totals.contains_key(n) && !self.done.contains(n))
                 .copied()
                 .collect();
             silent.sort();
@@ -210,6 +286,7 @@ impl Round {
                     import: self.own.import,
                     export: self.own.export,
                     shares: Some(shares),
+                    reading: self.signed,
                 },
             });
         }
@@ -293,6 +370,7 @@ mod tests {
                 sell: WattHours(sell),
                 buy: WattHours(buy),
             }),
+            reading: None,
         }
     }
 
@@ -446,6 +524,135 @@ mod tests {
         // B is unaffected.
         let steps = s.on_announce(id(2), &announce(500, 0, Some((0, 500))));
         assert_eq!(readings(&steps)[0].1.delivered, WattHours(200));
+    }
+
+    fn signed(meter: &crate::crypto::Signer, interval: u64, export: u64) -> SignedReading {
+        SignedReading::sign(
+            crate::reading::Reading {
+                meter: meter.id(),
+                interval: IntervalIndex(interval),
+                interval_seconds: 900,
+                import_start: WattHours(0),
+                import_end: WattHours(0),
+                export_start: WattHours(10_000),
+                export_end: WattHours(10_000 + export),
+            },
+            meter,
+        )
+    }
+
+    /// A buyer whose channels with two sellers require signed readings: S1 announces what
+    /// its meter signed, S2 announces more (it would bill energy it never exported), then
+    /// tries a forged, a replayed and a missing reading. Only S1 is counted.
+    #[test]
+    fn totals_count_only_as_the_sellers_meter_signed_them() {
+        let (s1, s2) = (id(1), id(2));
+        let (m1, m2) = (
+            Signer::new(&[0x31; 32], &[0; 32]).unwrap(),
+            Signer::new(&[0x32; 32], &[0; 32]).unwrap(),
+        );
+        let meters = HashMap::from([(s1, m1.id()), (s2, m2.id())]);
+        let buyer = || {
+            Round::start(IntervalIndex(5), meter(500, 0), [s1, s2].into())
+                .0
+                .with_meters(meters.clone(), 900)
+        };
+        let honest = Announce {
+            reading: Some(signed(&m1, 5, 300)),
+            ..announce(0, 300, None)
+        };
+        let cheats = [
+            (
+                "more than signed",
+                Announce {
+                    reading: Some(signed(&m2, 5, 100)),
+                    ..announce(0, 400, None)
+                },
+            ),
+            ("no reading", announce(0, 400, None)),
+            (
+                "another interval's reading",
+                Announce {
+                    reading: Some(signed(&m2, 4, 400)),
+                    ..announce(0, 400, None)
+                },
+            ),
+            (
+                "signed by its own key",
+                Announce {
+                    reading: Some(signed(&m1, 5, 400)),
+                    ..announce(0, 400, None)
+                },
+            ),
+            ("altered after signing", {
+                let mut r = signed(&m2, 5, 100);
+                r.reading.export_end = WattHours(10_400);
+                Announce {
+                    reading: Some(r),
+                    ..announce(0, 400, None)
+                }
+            }),
+        ];
+        for (what, cheat) in cheats {
+            let mut b = buyer();
+            b.on_announce(s1, &honest);
+            let steps = b.on_announce(s2, &cheat);
+            assert_eq!(left_out(&steps), vec![s2], "{what}");
+            // The buyer's shares went out at once (everyone answered or was left out): S1's
+            // whole 300, none reserved for S2.
+            let to_s1 = steps.iter().find_map(|st| match st {
+                Step::AnnounceTo { peer, announce } if *peer == s1 => announce.shares,
+                _ => None,
+            });
+            assert_eq!(to_s1.map(|s| s.buy), Some(WattHours(300)), "{what}");
+            let steps = b.on_announce(
+                s1,
+                &Announce {
+                    shares: Some(Shares {
+                        sell: WattHours(300),
+                        buy: WattHours(0),
+                    }),
+                    ..honest
+                },
+            );
+            assert_eq!(readings(&steps)[0].1.received, WattHours(300), "{what}");
+            // S2's later announcements count for nothing.
+            assert!(
+                b.on_announce(s2, &announce(0, 100, Some((100, 0))))
+                    .is_empty(),
+                "{what}"
+            );
+            assert!(b.finished());
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever a seller announces and whatever reading it attaches, a buyer whose channel
+        /// requires signed readings never receives more from it than its meter signed as
+        /// export for the interval.
+        #[test]
+        fn no_buyer_pays_beyond_the_signed_export(
+            signed_export in 0u64..2_000,
+            claimed in 0u64..4_000,
+            sell_share in 0u64..4_000,
+            import in 0u64..4_000,
+            reading_interval in 4u64..7,
+            own_key in proptest::bool::ANY,
+        ) {
+            let s = id(1);
+            let (m, impostor) = (Signer::new(&[0x31; 32], &[0; 32]).unwrap(), Signer::new(&[0x32; 32], &[0; 32]).unwrap());
+            let (mut b, _) = Round::start(IntervalIndex(5), meter(import, 0), [s].into());
+            b = b.with_meters(HashMap::from([(s, m.id())]), 900);
+            let key = if own_key { &impostor } else { &m };
+            let a = Announce { reading: Some(signed(key, reading_interval, signed_export)), ..announce(0, claimed, None) };
+            let mut steps = b.on_announce(s, &a);
+            steps.extend(b.on_announce(s, &Announce { shares: Some(Shares { sell: WattHours(sell_share), buy: WattHours(0) }), ..a }));
+            steps.extend(b.on_timeout());
+            let signed_here = if own_key || reading_interval != 5 { 0 } else { signed_export };
+            for (_, r) in readings(&steps) {
+                proptest::prop_assert!(r.received.0 <= signed_here);
+            }
+        }
     }
 
     /// B can pay for only 120 Wh: the rest of S's 300 goes to C, not reserved for B.

@@ -114,6 +114,10 @@ pub struct Announce {
     /// `None` in round 1 (the totals alone); in round 2 the sender's shares with the
     /// recipient ([`crate::allocate`]).
     pub shares: Option<crate::allocate::Shares>,
+    /// The sender's meter's own signed reading of the interval (`specs/readings.md`), when its
+    /// meter signs; a neighbour whose channel requires signed readings takes the totals only
+    /// as that reading says.
+    pub reading: Option<crate::reading::SignedReading>,
 }
 
 /// Why bytes from a peer are not a message. Every variant costs the peer its connection.
@@ -446,6 +450,7 @@ mod tests {
                     sell: WattHours(210),
                     buy: WattHours(0),
                 }),
+                reading: None,
             }),
         ]
     }

@@ -347,7 +347,12 @@ async fn meter_intervals(
         // totals, and never less than MIN_ROUND_WAIT of real time.
         let deadline = metering::round_deadline_ms(interval, interval_seconds);
         let wait = clock.until(deadline).max(MIN_ROUND_WAIT);
-        if engine.meter(interval, own, wait).await.is_err() {
+        let signed = meter.signed_reading(interval);
+        if engine
+            .meter_signed(interval, own, signed, wait)
+            .await
+            .is_err()
+        {
             return; // the engine stopped
         }
     }

@@ -166,6 +166,7 @@ async fn announcements_reach_the_neighbours_engine() {
         import: WattHours(0),
         export: WattHours(9),
         shares: None,
+        reading: None,
     };
     let got = tokio::time::timeout(Duration::from_secs(20), async {
         loop {

@@ -85,6 +85,7 @@ async fn an_honest_neighbour_keeps_settling_while_others_flood_and_memory_stays_
                 import: WattHours(1),
                 export: WattHours(1),
                 shares: None,
+                reading: None,
             })
             .encode();
             // A proposal for a channel nobody has: it costs the sender its connection.

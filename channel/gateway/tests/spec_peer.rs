@@ -213,9 +213,10 @@ async fn a_double_written_from_the_spec_is_answered_and_refused_as_the_spec_says
         gridchan_channel::Version(0)
     );
 
-    // 4. `Announce` (type 7): interval, import, export, then `shares` as an option<Shares>.
-    //    Round 2's shares (`1`, sell, buy) decode and change no channel; an option tag of `2`
-    //    is not an option: the victim closes the connection.
+    // 4. `Announce` (type 7): interval, import, export, `shares` as an option<Shares>, then
+    //    `reading` as an option<SignedReading> (`0`: none). Round 2's shares (`1`, sell, buy)
+    //    decode and change no channel; an option tag of `2` is not an option: the victim closes
+    //    the connection.
     let (conn, _reader, mut writer) = double.connect(&victim).await;
     let announce = |tag: u8| {
         let mut payload = Vec::new();
@@ -225,6 +226,7 @@ async fn a_double_written_from_the_spec_is_answered_and_refused_as_the_spec_says
         payload.push(tag);
         varint(&mut payload, 625);
         varint(&mut payload, 0);
+        payload.push(0);
         frame(7, &payload)
     };
     writer.write_raw(&announce(1)).await.unwrap();

@@ -450,6 +450,7 @@ fn meter_announcements_pass_through_without_touching_channels() {
             import: WattHours(0),
             export: WattHours(300),
             shares: None,
+            reading: None,
         }),
     );
     pair.drive();

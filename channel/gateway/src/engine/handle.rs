@@ -42,6 +42,7 @@ pub(super) enum Control {
     Meter(
         gridchan_channel::IntervalIndex,
         gridchan_channel::metering::MeterReading,
+        Option<gridchan_channel::reading::SignedReading>,
         tokio::time::Instant,
     ),
     /// The terms a market node sent when we connected to it.
@@ -216,8 +217,21 @@ impl EngineHandle {
         own: gridchan_channel::metering::MeterReading,
         wait: std::time::Duration,
     ) -> Result<(), EngineError> {
+        self.meter_signed(interval, own, None, wait).await
+    }
+
+    /// [`EngineHandle::meter`], with the meter's own `signed` reading of the interval, which
+    /// our announcements carry (`specs/readings.md`).
+    pub async fn meter_signed(
+        &self,
+        interval: gridchan_channel::IntervalIndex,
+        own: gridchan_channel::metering::MeterReading,
+        signed: Option<gridchan_channel::reading::SignedReading>,
+        wait: std::time::Duration,
+    ) -> Result<(), EngineError> {
         let deadline = tokio::time::Instant::now() + wait;
-        self.send(Control::Meter(interval, own, deadline)).await
+        self.send(Control::Meter(interval, own, signed, deadline))
+            .await
     }
 
     /// The terms `market_node` sent when we connected to it, once they arrived.

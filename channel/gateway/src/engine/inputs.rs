@@ -65,8 +65,8 @@ impl<S: super::EngineStore> Engine<S> {
             }
             Control::Balance(balance) => self.node.handle(Input::Balance(balance)),
             Control::Send(peer, message) => self.send(peer, message),
-            Control::Meter(interval, own, deadline) => {
-                self.on_meter(interval, own, deadline, ahead)
+            Control::Meter(interval, own, signed, deadline) => {
+                self.on_meter(interval, own, signed, deadline, ahead)
             }
             Control::Watch(watch) => {
                 let connected: Vec<NodeId> = self.peers.keys().copied().collect();

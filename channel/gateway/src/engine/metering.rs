@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use gridchan_channel::metering::{Caps, MeterReading, Round, Step};
+use gridchan_channel::reading::SignedReading;
 use gridchan_channel::wire::Announce;
 use gridchan_channel::{
     ChannelId, Input, IntervalIndex, Message, NodeId, Phase, Precomputed, WattHours,
@@ -43,6 +44,7 @@ impl<S: super::EngineStore> Engine<S> {
         &mut self,
         interval: IntervalIndex,
         own: MeterReading,
+        signed: Option<SignedReading>,
         deadline: Instant,
         ahead: &Precomputed,
     ) {
@@ -83,7 +85,7 @@ impl<S: super::EngineStore> Engine<S> {
                 self.rounds.cannot_pay.remove(peer);
             }
         }
-        let (round, first) = Round::start(interval, own, neighbours);
+        let (round, first) = Round::start_signed(interval, own, signed, neighbours);
         let mut round = round.with_caps(caps);
         self.act(interval, vec![first], ahead);
         let mut steps = Vec::new();
