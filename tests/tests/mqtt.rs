@@ -236,13 +236,13 @@ fn mqtt_meter(client: AsyncClient, clock: SimClock, first: IntervalIndex, rows: 
     });
 }
 
-/// Two daemons settle twelve sped-up intervals of a summer midday, the seller reading a P1
+/// Two daemons settle eight sped-up intervals of a summer midday, the seller reading a P1
 /// dongle over TCP, the buyer an MQTT meter through the broker: every trade is the smaller of
 /// the seller's export and the buyer's import in the data, to the Wh and the micro-unit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_p1_meter_and_an_mqtt_meter_settle_what_the_readings_say() {
     use common::{csv_rows, Chain, Replay, FIRST_ROW};
-    const N: usize = 12;
+    const N: usize = 8;
     const OFFSET: usize = 44; // 11:00 UTC
     let _alone = common::one_replay_at_a_time().await;
     let port = free_port();
