@@ -4,11 +4,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use gridchan_channel::Policy;
+use gridchan_channel::{Policy, WattHours};
 use gridchan_gateway::clock::SimClock;
 use gridchan_gateway::config::{Config, MeterSection};
 use gridchan_gateway::ledger_queue::LedgerQueue;
 use gridchan_gateway::meter::p1::P1Port;
+use gridchan_gateway::meter::signing::SigningMeter;
 use gridchan_gateway::meter::{CsvMeter, LiveSource, MeterSource, SimulatedMeter};
 use gridchan_gateway::store::SqliteStore;
 use gridchan_gateway::{control, daemon, engine};
@@ -161,6 +162,33 @@ pub async fn run(config_path: &Path) -> Result<()> {
     match &config.market_node {
         Some(_) => println!("market node {}", engine.address),
         None => println!("gateway {}", engine.address),
+    }
+    // A simulated signing meter signs every reading with its own key.
+    let meter = match (&config.signing_meter, meter) {
+        (Some(s), Some(inner)) => {
+            let key = keys::load_or_create(&s.key)?;
+            println!(
+                "meter key {} (this home's readings are signed with it; neighbours who require signed readings name it as your meter)",
+                hex::encode(key.id().to_bytes())
+            );
+            let signing =
+                SigningMeter::new(inner, key, interval_seconds, (WattHours(0), WattHours(0)));
+            Some(Box::new(signing) as Box<dyn MeterSource>)
+        }
+        (_, meter) => meter,
+    };
+    // Neighbours whose readings must be signed by the meter the config names.
+    let mut meters = std::collections::HashMap::new();
+    for (p, addr) in config.peers.iter().zip(&peers) {
+        if let Some(meter_key) = p.meter_key().map_err(in_config)? {
+            meters.insert(addr.node, meter_key);
+        }
+    }
+    if !meters.is_empty() {
+        engine
+            .require_meters(meters, interval_seconds)
+            .await
+            .context("the engine stopped")?;
     }
     let towers = config
         .towers

@@ -21,6 +21,9 @@ pub struct Config {
     pub meter: Option<MeterSection>,
     #[serde(default)]
     pub peers: Vec<PeerSection>,
+    /// A simulated signing meter: this home's readings signed with a key of its own.
+    #[serde(default)]
+    pub signing_meter: Option<SigningMeterSection>,
     /// Watchtowers that guard this gateway's channels while it is offline.
     #[serde(default)]
     pub towers: Vec<PeerSection>,
@@ -459,6 +462,36 @@ fn toml_string(s: &str) -> String {
 pub struct PeerSection {
     /// `PUBKEY@HOST:PORT`
     pub address: String,
+    /// The neighbour's meter key (hex, 33 bytes): its totals count only as that meter signed
+    /// them (`specs/readings.md`).
+    #[serde(default)]
+    pub meter: Option<String>,
+}
+
+impl PeerSection {
+    /// The meter key this neighbour's readings must be signed with, if one is named.
+    pub fn meter_key(&self) -> Result<Option<gridchan_channel::NodeId>, GatewayError> {
+        let Some(text) = &self.meter else {
+            return Ok(None);
+        };
+        hex::decode(text.trim())
+            .ok()
+            .and_then(|b| <[u8; 33]>::try_from(b).ok())
+            .and_then(|b| gridchan_channel::NodeId::from_bytes(&b).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                GatewayError::Config(format!(
+                    "meter {text:?} is not a meter key (66 hex digits, as the neighbour's daemon prints it)"
+                ))
+            })
+    }
+}
+
+/// A simulated signing meter: the key file its readings are signed with (created if missing).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningMeterSection {
+    pub key: PathBuf,
 }
 
 /// Why a configuration file cannot be used.
@@ -533,6 +566,10 @@ impl Config {
                 config.metering.speedup
             ))));
         }
+        for (i, p) in config.peers.iter().enumerate() {
+            p.meter_key()
+                .map_err(|e| invalid(GatewayError::Config(format!("peers[{i}].{e}"))))?;
+        }
         if let Some(MeterSection::P1 { port, .. }) = &config.meter {
             port.parse::<crate::meter::p1::P1Port>()
                 .map_err(|e| invalid(GatewayError::Config(format!("meter.port: {e}"))))?;
@@ -547,6 +584,9 @@ impl Config {
         fix(&mut config.node.data);
         if let Some(MeterSection::Csv { path }) = &mut config.meter {
             fix(path);
+        }
+        if let Some(m) = &mut config.signing_meter {
+            fix(&mut m.key);
         }
         Ok(config)
     }
@@ -637,9 +677,16 @@ time_zone = {time_zone}
 speedup = {speedup}
 
 {meter}
-# Neighbours to keep channels with, one [[peers]] section each:
+# Neighbours to keep channels with, one [[peers]] section each; `meter` (optional) is the
+# neighbour's meter key: its readings must then be signed by that meter, or it is left out.
 # [[peers]]
 # address = "PUBKEY@HOST:PORT"
+# meter = "METER KEY"
+
+# A simulated signing meter: this home's readings go out signed with this key (created if
+# missing; the daemon prints its public key for the neighbours who require signed readings).
+# [signing_meter]
+# key = "meter.key"
 
 [accept]
 # Channels neighbours propose. "ask": each waits for your answer (`gridchan channel list` shows
@@ -765,6 +812,15 @@ mod tests {
             let err = MeterSection::template(spec, 1).unwrap_err().to_string();
             assert!(err.contains(says), "{spec}: {err}");
         }
+        // A neighbour's meter key that is not one.
+        let text = std::fs::read_to_string(&path).unwrap()
+            + "\n[[peers]]\naddress = \"02aa@127.0.0.1:1\"\nmeter = \"02abcd\"\n";
+        std::fs::write(&path, text).unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("peers[0].meter \"02abcd\" is not a meter key (66 hex digits"),
+            "{err}"
+        );
         let err = load("sim", "Europe/Amsterdm").unwrap_err().to_string();
         assert!(
             err.contains("metering.time_zone = \"Europe/Amsterdm\" is not a time zone name"),

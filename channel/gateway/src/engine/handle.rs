@@ -45,6 +45,9 @@ pub(super) enum Control {
         Option<gridchan_channel::reading::SignedReading>,
         tokio::time::Instant,
     ),
+    /// The neighbours whose readings must be signed, by their meter keys, and the interval's
+    /// length those readings are of.
+    RequireMeters(std::collections::HashMap<NodeId, NodeId>, u32),
     /// The terms a market node sent when we connected to it.
     MarketTerms(
         NodeId,
@@ -231,6 +234,17 @@ impl EngineHandle {
     ) -> Result<(), EngineError> {
         let deadline = tokio::time::Instant::now() + wait;
         self.send(Control::Meter(interval, own, signed, deadline))
+            .await
+    }
+
+    /// From now on, each neighbour of `meters` (neighbour to meter key) counts in a metering
+    /// round only with its meter's signed reading of the interval (of `interval_seconds`).
+    pub async fn require_meters(
+        &self,
+        meters: std::collections::HashMap<NodeId, NodeId>,
+        interval_seconds: u32,
+    ) -> Result<(), EngineError> {
+        self.send(Control::RequireMeters(meters, interval_seconds))
             .await
     }
 

@@ -65,6 +65,10 @@ impl<S: super::EngineStore> Engine<S> {
             }
             Control::Balance(balance) => self.node.handle(Input::Balance(balance)),
             Control::Send(peer, message) => self.send(peer, message),
+            Control::RequireMeters(meters, interval_seconds) => {
+                self.rounds.meters = meters;
+                self.rounds.interval_seconds = interval_seconds;
+            }
             Control::Meter(interval, own, signed, deadline) => {
                 self.on_meter(interval, own, signed, deadline, ahead)
             }

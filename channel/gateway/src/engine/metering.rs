@@ -28,6 +28,9 @@ pub(super) struct Rounds {
     early: Vec<(NodeId, Announce)>,
     /// Neighbours whose balance with us is spent (said once, until they can pay again).
     pub(super) cannot_pay: HashSet<NodeId>,
+    /// Neighbours whose readings must be signed, by meter key, and the interval's length.
+    pub(super) meters: HashMap<NodeId, NodeId>,
+    pub(super) interval_seconds: u32,
 }
 
 impl Rounds {
@@ -86,7 +89,16 @@ impl<S: super::EngineStore> Engine<S> {
             }
         }
         let (round, first) = Round::start_signed(interval, own, signed, neighbours);
-        let mut round = round.with_caps(caps);
+        let meters = self
+            .rounds
+            .meters
+            .iter()
+            .filter(|(peer, _)| open.contains_key(peer))
+            .map(|(peer, meter)| (*peer, *meter))
+            .collect();
+        let mut round = round
+            .with_caps(caps)
+            .with_meters(meters, self.rounds.interval_seconds);
         self.act(interval, vec![first], ahead);
         let mut steps = Vec::new();
         self.rounds.early.retain(|(peer, a)| {

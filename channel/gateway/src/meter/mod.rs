@@ -69,6 +69,28 @@ pub trait MeterSource: Send {
     }
 }
 
+/// A boxed source is a source (a daemon picks its meter from the configuration).
+impl MeterSource for Box<dyn MeterSource> {
+    fn reading(&mut self, interval: IntervalIndex) -> Option<MeterReading> {
+        (**self).reading(interval)
+    }
+
+    fn settle_ms(&self) -> u64 {
+        (**self).settle_ms()
+    }
+
+    fn problem(&self) -> Option<String> {
+        (**self).problem()
+    }
+
+    fn signed_reading(
+        &self,
+        interval: IntervalIndex,
+    ) -> Option<gridchan_channel::reading::SignedReading> {
+        (**self).signed_reading(interval)
+    }
+}
+
 /// Something wrong with a live meter's input: logged, counted, and never the end of the readings
 /// that are good.
 #[derive(Clone, Debug, PartialEq, Eq)]

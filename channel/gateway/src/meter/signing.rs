@@ -91,6 +91,10 @@ impl<M: MeterSource> MeterSource for SigningMeter<M> {
     fn settle_ms(&self) -> u64 {
         self.inner.settle_ms()
     }
+
+    fn problem(&self) -> Option<String> {
+        self.inner.problem()
+    }
 }
 
 #[cfg(test)]
