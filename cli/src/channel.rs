@@ -264,7 +264,11 @@ fn peers_lines(peers: &[gridchan_gateway::peers::PeerStatus]) {
             (false, None) if p.address.is_some() => "not connected".to_string(),
             (false, None) => "not connected (it dials us)".to_string(),
         };
-        println!("          {}  {place:<21}  {how}", &p.node[..8]);
+        let readings = match &p.meter {
+            Some(m) => format!("readings signed by meter {}", &m[..8.min(m.len())]),
+            None => "readings taken at its word".to_string(),
+        };
+        println!("          {}  {place:<21}  {how}; {readings}", &p.node[..8]);
     }
 }
 

@@ -186,7 +186,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     }
     if !meters.is_empty() {
         engine
-            .require_meters(meters, interval_seconds)
+            .require_meters(meters.clone(), interval_seconds)
             .await
             .context("the engine stopped")?;
     }
@@ -221,6 +221,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
             peers: daemon.peers.clone(),
             meter: daemon.meter.clone(),
             ledger,
+            meters,
         };
         async move { control::serve(&socket, gateway).await }
     });

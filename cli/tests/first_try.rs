@@ -158,6 +158,10 @@ fn two_fresh_homes_trade_following_the_readme() {
         assert!(Instant::now() < deadline, "the homes never traded: {list}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Nobody named B's meter: its readings are taken at its word, and the status says so.
+    let out = gridchan(&["status", "--config", ca.to_str().unwrap()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("; readings taken at its word"), "{text}");
     let line = first_line(&ca);
     assert!(
         line.starts_with("trading: 1 open channel(s), the last interval settled began"),

@@ -63,7 +63,7 @@ fn two_daemons_trade_and_close_through_the_cli() {
         assert!(text.contains(meter), "{text}");
         let line = text.lines().last().unwrap();
         assert!(
-            line.contains(place) && line.ends_with("connected"),
+            line.contains(place) && line.ends_with("connected; readings taken at its word"),
             "{text}"
         );
     }

@@ -62,6 +62,10 @@ fn a_neighbour_whose_meter_signs_its_readings_is_bought_from() {
         assert!(Instant::now() < deadline, "B never bought: {list}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // B's status says how it takes A's readings.
+    let out = common::gridchan(&["status", "--config", cb.to_str().unwrap()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("; readings signed by meter "), "{text}");
 }
 
 #[test]

@@ -385,6 +385,9 @@ pub struct Gateway {
     pub meter: std::sync::Arc<std::sync::Mutex<crate::meter::MeterStatus>>,
     /// For the account's balance in `status`.
     pub ledger: std::sync::Arc<dyn gridchan_chain::Ledger>,
+    /// The neighbours whose readings must be signed, by meter key (`[[peers]] meter`): the
+    /// others are taken at their word, and `status` says which is which.
+    pub meters: std::collections::HashMap<gridchan_channel::NodeId, gridchan_channel::NodeId>,
 }
 
 /// Serves the control API on `path` until the task is aborted.
@@ -486,6 +489,7 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
         peers,
         meter,
         ledger,
+        meters,
     } = gateway;
     let (interval_seconds, clock) = (*interval_seconds, clock.clone());
     let err = |message: String| Response::Error { message };
@@ -528,7 +532,19 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
                 ledger_failed: finished
                     .into_iter()
                     .find(|f| !f.outcome.starts_with("included")),
-                peers: peers.status(&crate::peers::live(&channels), &connected),
+                peers: peers
+                    .status(&crate::peers::live(&channels), &connected)
+                    .into_iter()
+                    .map(|mut p| {
+                        p.meter = p
+                            .node
+                            .parse()
+                            .ok()
+                            .and_then(|n| meters.get(&n))
+                            .map(|m| hex::encode(m.to_bytes()));
+                        p
+                    })
+                    .collect(),
                 trading: trading_line(
                     &channels,
                     &connected,

@@ -41,6 +41,9 @@ pub struct PeerStatus {
     pub configured: bool,
     /// Why the last dial failed, while it is not connected.
     pub last_error: Option<String>,
+    /// The meter key its readings must be signed with; none: it is taken at its word.
+    #[serde(default)]
+    pub meter: Option<String>,
 }
 
 #[derive(Clone)]
@@ -153,6 +156,7 @@ impl Peers {
                     connected: up,
                     configured: e.is_some_and(|e| e.configured),
                     last_error: e.and_then(|e| e.last_error.clone()).filter(|_| !up),
+                    meter: None,
                 }
             })
             .collect()
