@@ -8,6 +8,13 @@ use serde::Deserialize;
 
 pub use gridchan_chain::LedgerSection;
 
+mod meter;
+mod template;
+
+pub(crate) use meter::toml_string;
+pub use meter::{MeterSection, MeteringSection, SigningMeterSection, MAX_SPEEDUP};
+pub use template::{market_template, template};
+
 /// A gateway's configuration, as read from TOML. Relative paths are relative to the file.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -313,152 +320,6 @@ pub struct NodeSection {
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MeteringSection {
-    /// The metering interval in seconds; divides an hour.
-    pub interval_seconds: u32,
-    /// Run the clock this many times faster than wall time (demos; 1 in real use).
-    #[serde(default = "one")]
-    pub speedup: u32,
-    /// The household's time zone, an IANA name; UTC when left out.
-    #[serde(default)]
-    pub time_zone: Option<String>,
-}
-
-fn one() -> u32 {
-    1
-}
-
-/// The fastest clock a gateway runs: an hour of readings a second.
-pub const MAX_SPEEDUP: u32 = 3_600;
-
-impl MeteringSection {
-    /// The household's time zone (UTC when none is named).
-    pub fn zone(&self) -> Result<jiff::tz::TimeZone, GatewayError> {
-        match &self.time_zone {
-            None => Ok(jiff::tz::TimeZone::UTC),
-            Some(name) => jiff::tz::TimeZone::get(name).map_err(|_| {
-                GatewayError::Config(format!(
-                    "metering.time_zone = {name:?} is not a time zone name such as \"Europe/Amsterdam\""
-                ))
-            }),
-        }
-    }
-}
-
-impl Default for MeteringSection {
-    fn default() -> MeteringSection {
-        MeteringSection {
-            interval_seconds: 900,
-            speedup: 1,
-            time_zone: None,
-        }
-    }
-}
-
-/// Where readings come from.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum MeterSection {
-    /// A seeded simulation of solar generation and household load.
-    Simulated {
-        seed: u64,
-        pv_peak_w: u32,
-        load_avg_w: u32,
-        #[serde(default)]
-        utc_offset_minutes: i32,
-    },
-    /// Interval readings from a CSV file, each row the reading of the interval it names.
-    Csv { path: PathBuf },
-    /// A DSMR/ESMR P1 port: a serial device (`/dev/ttyUSB0`) or a P1 dongle's TCP stream
-    /// (`HOST:PORT`).
-    P1 {
-        port: String,
-        /// The most the connection carries, in W: a register growing faster is refused.
-        #[serde(default = "main_fuse_w")]
-        max_power_w: u64,
-    },
-    /// Cumulative registers published over MQTT.
-    Mqtt {
-        /// `HOST:PORT`
-        broker: String,
-        import: crate::meter::mqtt::Register,
-        export: crate::meter::mqtt::Register,
-        unit: crate::meter::mqtt::Unit,
-        #[serde(default)]
-        username: Option<String>,
-        #[serde(default)]
-        password: Option<String>,
-        #[serde(default = "main_fuse_w")]
-        max_power_w: u64,
-    },
-}
-
-/// Three phases of 25 A at 230 V: a common household connection.
-fn main_fuse_w() -> u64 {
-    17_250
-}
-
-impl MeterSection {
-    /// The `[meter]` section for `spec`: `sim` or `sim:PV_PEAK_W` (seeded with `seed`), `csv:FILE`,
-    /// `p1:/dev/DEVICE` or `p1:HOST:PORT`; with a comment on each key.
-    pub fn template(spec: &str, seed: u64) -> Result<String, GatewayError> {
-        let head = "[meter]\n# Where readings come from: \"p1\" (a DSMR/ESMR smart meter's P1 port: a serial\n\
-            # device such as \"/dev/ttyUSB0\", or a P1 dongle's \"HOST:PORT\"), \"csv\" (a file of interval\n\
-            # readings: timestamp_utc,import_wh,export_wh, each row the interval starting then) or\n\
-            # \"simulated\" (a seeded model of solar and household load, to try gridchan without a meter).\n";
-        let simulated = |pv_peak_w: u32| {
-            format!(
-                "kind = \"simulated\"\n# Each home needs its own seed: two homes with one seed have the same meter.\n\
-                 seed = {seed}\n# The panels' peak output (0: a home without panels, which buys every interval)\n\
-                 # and the household's average load, in W.\npv_peak_w = {pv_peak_w}\nload_avg_w = 400\n"
-            )
-        };
-        let body = match spec.split_once(':') {
-            _ if spec == "sim" || spec == "simulated" => simulated(4000),
-            Some(("sim", watts)) if watts.parse::<u32>().is_ok() => {
-                simulated(watts.parse().unwrap_or_default())
-            }
-            Some(("csv", path)) if !path.is_empty() => {
-                format!("kind = \"csv\"\npath = {}\n", toml_string(path))
-            }
-            Some(("p1", port)) => {
-                let port: crate::meter::p1::P1Port = port.parse()?;
-                format!(
-                    "kind = \"p1\"\nport = {}\n# The most your connection carries, in W (a register growing faster is refused):\n\
-                     # 3 x 25 A at 230 V.\nmax_power_w = 17250\n",
-                    toml_string(&port.address())
-                )
-            }
-            Some(("mqtt", broker)) if broker.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) => {
-                format!(
-                    "kind = \"mqtt\"\nbroker = {}\n# Each register's topic, and its field in a JSON payload (dots for nested objects;\n\
-                     # no field: the payload is the number). A Tasmota SML reader, as written; Home\n\
-                     # Assistant's statestream: topic = \"homeassistant/sensor/ENTITY/state\", no field.\n\
-                     import = {{ topic = \"tele/meter/SENSOR\", field = \"SML.Total_in\" }}\n\
-                     export = {{ topic = \"tele/meter/SENSOR\", field = \"SML.Total_out\" }}\n\
-                     # The registers' unit: \"kWh\" or \"Wh\".\nunit = \"kWh\"\n\
-                     # username = \"...\"\n# password = \"...\"\n\
-                     # The most your connection carries, in W (a register growing faster is refused).\nmax_power_w = 17250\n",
-                    toml_string(broker)
-                )
-            }
-            _ => {
-                return Err(GatewayError::Config(format!(
-                    "--meter {spec:?}: write sim (or sim:PV_PEAK_W), csv:FILE, p1:/dev/DEVICE, p1:HOST:PORT or mqtt:HOST:PORT"
-                )))
-            }
-        };
-        Ok(format!("{head}{body}"))
-    }
-}
-
-/// `s` as a TOML basic string.
-fn toml_string(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
-}
-
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PeerSection {
     /// `PUBKEY@HOST:PORT`
     pub address: String,
@@ -485,13 +346,6 @@ impl PeerSection {
                 ))
             })
     }
-}
-
-/// A simulated signing meter: the key file its readings are signed with (created if missing).
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SigningMeterSection {
-    pub key: PathBuf,
 }
 
 /// Why a configuration file cannot be used.
@@ -590,140 +444,6 @@ impl Config {
         }
         Ok(config)
     }
-}
-
-/// The commented configuration `gridchan market init` writes: a market node (no meter), its
-/// market's id chosen at random.
-pub fn market_template(listen: SocketAddr, ledger: &str, market: &[u8; 32]) -> String {
-    let ledger = LedgerSection::template(ledger, "funding its members' channels and closing them");
-    format!(
-        r#"# gridchan market node configuration. Relative paths are relative to this file.
-# Homes join with `gridchan market join PUBKEY@HOST:PORT --deposit TOKENS`.
-
-[node]
-# The identity key (mode 0600). Members reach the market node by the node id derived from it.
-key = "node.key"
-# The data folder: the members' channels live here in SQLite. Back it up.
-data = "data"
-listen = "{listen}"
-
-{ledger}
-[metering]
-# The members' metering interval in seconds (divides an hour).
-interval_seconds = 900
-
-[accept]
-# Any home may join; every member's channel is on the market's terms below.
-from = "anyone"
-max_deposit_share = 1.0
-
-[market_node]
-# The market's id: members' pseudonyms are derived from it. Never change it.
-market = "{market}"
-# "pay-as-clear" (one uniform price) or "pay-as-bid".
-rule = "pay-as-clear"
-# Charged to buyers per kWh on top of the price, kept by the market node (tokens).
-fee = "0"
-# The book closes this many thousandths of an interval after the interval ends (after the
-# neighbour channels' rounds, which take a tenth).
-deadline_permille = 250
-# The grid's prices: no member sells below feed_in nor buys above retail (tokens per kWh,
-# `flat PRICE` or `tou +HH:MM 0-7=PRICE,...`).
-feed_in = "flat 0.08"
-retail = "tou +01:00 0-7=0.22,7-17=0.28,17-21=0.34,21-24=0.22"
-# The most the market node deposits in one member's channel: what it may pay the member for
-# its sales before the channel is topped up (tokens).
-member_deposit = "10"
-# The most members; a home joining beyond it is refused (every member checks every order of a
-# book: its size grows with the members).
-max_members = 1000
-"#,
-        market = hex::encode(market)
-    )
-}
-
-/// The commented configuration `gridchan init` writes.
-pub fn template(
-    listen: SocketAddr,
-    ledger: &str,
-    meter: &str,
-    time_zone: &str,
-    speedup: u32,
-) -> String {
-    let time_zone = toml_string(time_zone);
-    let ledger = LedgerSection::template(ledger, "opening, closing and disputing its channels");
-    format!(
-        r#"# gridchan gateway configuration. Relative paths are relative to this file.
-
-[node]
-# The identity key: 32 secret bytes in hex, readable by you only (mode 0600). Your node id,
-# which neighbours use to reach you, is derived from it: see `gridchan status`.
-key = "node.key"
-# The data folder: channel states live here in SQLite. Back it up; never run two daemons on it.
-data = "data"
-# Where neighbours reach this gateway (UDP, QUIC). Use 0.0.0.0:PORT to accept from the network.
-listen = "{listen}"
-
-{ledger}
-[metering]
-# The metering interval in seconds (divides an hour). Neighbours must use the same.
-interval_seconds = 900
-# The household's time zone (IANA name): the simulated meter's sun, time-of-use prices and the
-# times you are shown follow it, daylight saving included.
-time_zone = {time_zone}
-# Run the clock this many times faster than wall time, to try gridchan with simulated meters
-# (1800: an interval every half second, a day in 48 s). Every neighbour must use the same; 1
-# with a real meter.
-speedup = {speedup}
-
-{meter}
-# Neighbours to keep channels with, one [[peers]] section each; `meter` (optional) is the
-# neighbour's meter key: its readings must then be signed by that meter, or it is left out.
-# [[peers]]
-# address = "PUBKEY@HOST:PORT"
-# meter = "METER KEY"
-
-# A simulated signing meter: this home's readings go out signed with this key (created if
-# missing; the daemon prints its public key for the neighbours who require signed readings).
-# [signing_meter]
-# key = "meter.key"
-
-[accept]
-# Channels neighbours propose. "ask": each waits for your answer (`gridchan channel list` shows
-# it; `gridchan channel accept ID` or `gridchan channel reject ID`); "listed": only the keys
-# below; "anyone": anyone, within the limits below. Terms outside the limits are refused.
-from = "ask"
-# Node ids whose proposals need no answer (still within the limits).
-keys = []
-# The most you deposit into a channel a neighbour proposes: tokens, and a share of your balance.
-max_deposit = "10"
-max_deposit_share = 0.25
-# The challenge and funding windows you accept, in blocks (least, most).
-challenge_window_blocks = [10, 10000]
-funding_window_blocks = [1, 10000]
-# Every price of a proposed tariff lies between these, tokens per kWh: say your feed-in tariff
-# and your retail price.
-min_price = "0"
-max_price = "1"
-# How far a neighbour's bill may differ from your meter: at most this many Wh and permille.
-max_tolerance_wh = 50
-max_tolerance_permille = 50
-# How long a proposal waits for your answer, in hours.
-offer_hours = 24
-
-# Watchtowers that refute a neighbour's stale state while this gateway is offline, one
-# [[towers]] section each (or `gridchan tower add PUBKEY@HOST:PORT` while the daemon runs):
-# [[towers]]
-# address = "PUBKEY@HOST:PORT"
-
-# In a neighbourhood market (`gridchan market join PUBKEY@HOST:PORT --deposit TOKENS`): the
-# least you sell for and the most you buy for, tokens per kWh. Left out: the market's grid
-# prices, so you trade locally whenever that beats the grid.
-# [market]
-# sell_at_least = "flat 0.10"
-# buy_at_most = "tou +01:00 0-7=0.20,7-24=0.30"
-"#
-    )
 }
 
 #[cfg(test)]
