@@ -1,0 +1,73 @@
+//! The line `gridchan status` leads with: whether the gateway trades, or the first reason it
+//! does not.
+
+use std::collections::HashSet;
+
+use gridchan_channel::{ChannelView, NodeId, Phase};
+
+use super::paid_out;
+
+/// Whether the gateway trades, or the first reason it does not: the line `status` leads with
+/// when nothing settles.
+pub(super) fn trading_line(
+    channels: &[ChannelView],
+    connected: &HashSet<NodeId>,
+    offers: usize,
+    meter: &crate::meter::MeterStatus,
+    interval_seconds: u32,
+) -> String {
+    let live: Vec<_> = channels.iter().filter(|c| !paid_out(c)).collect();
+    let open: Vec<_> = live.iter().filter(|c| c.phase == Phase::Open).collect();
+    if open.is_empty() {
+        return if offers > 0 {
+            "not trading: a neighbour's proposal waits for your answer (gridchan channel list)"
+                .into()
+        } else if live.iter().any(|c| c.phase == Phase::AwaitingAccept) {
+            "not trading: waiting for the neighbour to accept the channel".into()
+        } else if live.iter().any(|c| c.phase == Phase::Funding) {
+            "not trading: waiting for the deposits on the ledger".into()
+        } else if !live.is_empty() {
+            "not trading: every channel is closing".into()
+        } else {
+            "not trading: no channel (gridchan channel open, or gridchan market join)".into()
+        };
+    }
+    if !open.iter().any(|c| connected.contains(&c.peer)) {
+        return "not trading: no neighbour with an open channel is connected".into();
+    }
+    if let Some(since) = meter.missing_since {
+        return format!(
+            "not trading: the meter has given no reading since {}",
+            crate::clock::utc_minute(since)
+        );
+    }
+    let balances = |c: &&&ChannelView| {
+        c.current.as_ref().map(|s| {
+            let st = s.state();
+            (st.balance(c.me).0, st.balance(c.me.other()).0)
+        })
+    };
+    if open.iter().filter_map(balances).all(|(_, peer)| peer == 0) {
+        return "trading only as a buyer: every neighbour's deposit with you is spent, so nobody can buy from you".into();
+    }
+    if open.iter().filter_map(balances).all(|(me, _)| me == 0) {
+        return "trading only as a seller: your deposit in every channel is spent, so you cannot buy".into();
+    }
+    let last = open
+        .iter()
+        .filter_map(|c| c.current.as_ref())
+        .map(|s| s.state().last_interval.0)
+        .max()
+        .unwrap_or(0);
+    match last {
+        0 => format!(
+            "trading: {} open channel(s), nothing settled yet",
+            open.len()
+        ),
+        i => format!(
+            "trading: {} open channel(s), the last interval settled began {}",
+            open.len(),
+            crate::clock::utc_minute(i * u64::from(interval_seconds))
+        ),
+    }
+}
