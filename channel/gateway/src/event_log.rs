@@ -1,9 +1,9 @@
 //! What the engine logs of the core's events: at the default level, what a person running the
 //! gateway should hear of (who did what, on which channel), worded from our side.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use gridchan_channel::{Amount, ChannelId, Event, Node, NodeId, Trade};
+use gridchan_channel::{Amount, ChannelId, Event, Node, NodeId, Party, Trade};
 
 /// Where the hourly trade summaries are logged: `info` for this target is on by default, so a
 /// working daemon says what it traded with whom (journald keeps it beside the warnings).
@@ -16,16 +16,28 @@ pub(crate) struct TradeLog {
     /// money earned, the Wh we bought and the money paid.
     hour: Option<u64>,
     by_peer: BTreeMap<NodeId, (u64, u64, u64, u64)>,
+    /// Each channel's neighbour, our side and interval length, looked up once (a channel's
+    /// view copies its states; this runs for every settled trade).
+    channels: HashMap<ChannelId, (NodeId, Party, u32)>,
 }
 
 impl TradeLog {
     /// A settled trade of `channel`: summed into its hour; the hour before is logged when the
     /// first trade of a later one arrives.
     pub(crate) fn settled(&mut self, node: &Node, channel: &ChannelId, trade: &Trade) {
-        let Some(view) = node.channel(channel) else {
-            return;
+        let known = match self.channels.get(channel) {
+            Some(k) => *k,
+            None => {
+                let Some(v) = node.channel(channel) else {
+                    return;
+                };
+                let k = (v.peer, v.me, v.params.interval_seconds);
+                self.channels.insert(*channel, k);
+                k
+            }
         };
-        let start = trade.interval.0 * u64::from(view.params.interval_seconds);
+        let (peer, me, interval_seconds) = known;
+        let start = trade.interval.0 * u64::from(interval_seconds);
         let hour = start / 3_600;
         match self.hour {
             Some(h) if h < hour => {
@@ -35,8 +47,8 @@ impl TradeLog {
             None => self.hour = Some(hour),
             _ => {}
         }
-        let e = self.by_peer.entry(view.peer).or_default();
-        if trade.seller == view.me {
+        let e = self.by_peer.entry(peer).or_default();
+        if trade.seller == me {
             e.0 += trade.energy.0;
             e.1 += trade.amount.0;
         } else {
