@@ -12,24 +12,7 @@ use common::{gridchan, ledger, spawn, spawn_logging, wait_for_daemon};
 
 /// `gridchan init` as the README gives it (port 0 for the test); returns the node id.
 fn init(dir: &Path, meter: &str) -> String {
-    let out = gridchan(&[
-        "init",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--meter",
-        meter,
-        "--speedup",
-        "1800",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    text.split_whitespace().nth(1).unwrap().to_string()
+    common::init_with(dir, &["--meter", meter, "--speedup", "1800"])
 }
 
 fn json(config: &Path, args: &[&str]) -> serde_json::Value {

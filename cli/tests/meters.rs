@@ -38,22 +38,7 @@ fn a_p1_dongle_absent_then_present_is_said_in_the_status_then_read() {
         .local_addr()
         .unwrap()
         .port();
-    let out = gridchan(&[
-        "init",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--meter",
-        &format!("p1:127.0.0.1:{port}"),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let node = String::from_utf8(out.stdout).unwrap();
-    let node = node.split_whitespace().nth(1).unwrap().to_string();
+    let node = common::init_with(&dir, &["--meter", &format!("p1:127.0.0.1:{port}")]);
     let (_ledger, ledger_addr) = ledger(&root.path().join("ledger"), "127.0.0.1:0", &[&node]);
     let config = dir.join("gridchan.toml");
     let text = std::fs::read_to_string(&config)

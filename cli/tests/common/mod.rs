@@ -66,14 +66,25 @@ pub fn spawn_logging(args: &[&str], log: impl Into<Stdio>) -> (Proc, String) {
 }
 
 pub fn init(dir: &Path) -> String {
-    let out = gridchan(&[
+    init_with(dir, &[])
+}
+
+/// `gridchan init --dir DIR --listen 127.0.0.1:0 EXTRA...`; returns the node id it printed.
+pub fn init_with(dir: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
         "init",
         "--dir",
         dir.to_str().unwrap(),
         "--listen",
         "127.0.0.1:0",
-    ]);
-    assert!(out.status.success());
+    ];
+    args.extend_from_slice(extra);
+    let out = gridchan(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     text.lines()
         .next()
