@@ -125,7 +125,7 @@ impl MeterSection {
                     toml_string(&port.address())
                 )
             }
-            Some(("mqtt", broker)) if broker.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) => {
+            Some(("mqtt", broker)) if crate::meter::host_port(broker).is_some() => {
                 format!(
                     "kind = \"mqtt\"\nbroker = {}\n# Each register's topic, and its field in a JSON payload (dots for nested objects;\n\
                      # no field: the payload is the number). A Tasmota SML reader, as written; Home\n\

@@ -28,6 +28,12 @@ pub use gridchan_channel::metering::MeterReading;
 use self::registers::{Registers, Sample};
 use crate::clock::SimClock;
 
+/// `HOST:PORT` split into its host and port, if it is one (a dongle's or a broker's address).
+pub fn host_port(s: &str) -> Option<(&str, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    Some((host, port.parse().ok()?)).filter(|(h, _)| !h.is_empty())
+}
+
 /// What the daemon's metering job last saw, for `gridchan status`: a meter (or a recording)
 /// that stops giving readings stops the trading, and the household should see why.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -106,13 +106,9 @@ pub fn value(payload: &[u8], field: Option<&str>, unit: Unit) -> Result<WattHour
 
 /// Reads the meter's topics for as long as the meter lives.
 pub(super) async fn run(m: MqttMeter, meter: LiveMeter, clock: SimClock) {
-    let (host, port) = match m
-        .broker
-        .rsplit_once(':')
-        .map(|(h, p)| (h, p.parse::<u16>()))
-    {
-        Some((host, Ok(port))) => (host.to_string(), port),
-        _ => {
+    let (host, port) = match super::host_port(&m.broker) {
+        Some((host, port)) => (host.to_string(), port),
+        None => {
             meter.problem(Problem::Connection(format!(
                 "mqtt: broker {:?} is not HOST:PORT",
                 m.broker

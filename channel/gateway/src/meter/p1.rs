@@ -55,11 +55,9 @@ impl std::str::FromStr for P1Port {
         if s.starts_with('/') {
             return Ok(P1Port::Serial(s.into()));
         }
-        match s.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-                Ok(P1Port::Tcp(s.to_string()))
-            }
-            _ => Err(crate::error::GatewayError::Config(format!(
+        match super::host_port(s) {
+            Some(_) => Ok(P1Port::Tcp(s.to_string())),
+            None => Err(crate::error::GatewayError::Config(format!(
                 "P1 port {s:?} is neither a device path (/dev/ttyUSB0) nor HOST:PORT"
             ))),
         }
