@@ -424,9 +424,19 @@ impl Config {
             p.meter_key()
                 .map_err(|e| invalid(GatewayError::Config(format!("peers[{i}].{e}"))))?;
         }
-        if let Some(MeterSection::P1 { port, .. }) = &config.meter {
-            port.parse::<crate::meter::p1::P1Port>()
-                .map_err(|e| invalid(GatewayError::Config(format!("meter.port: {e}"))))?;
+        match &config.meter {
+            Some(MeterSection::P1 { port, .. }) => {
+                port.parse::<crate::meter::p1::P1Port>()
+                    .map_err(|e| invalid(GatewayError::Config(format!("meter.port: {e}"))))?;
+            }
+            Some(MeterSection::Mqtt { broker, .. })
+                if crate::meter::host_port(broker).is_none() =>
+            {
+                return Err(invalid(GatewayError::Config(format!(
+                    "meter.broker {broker:?} is not HOST:PORT (such as \"192.168.1.20:1883\")"
+                ))));
+            }
+            _ => {}
         }
         if config.meter.is_none() && config.market_node.is_none() {
             return Err(ConfigError::Invalid {
@@ -576,6 +586,24 @@ mod tests {
         .unwrap();
         let err = Config::load(&path).unwrap_err().to_string();
         assert!(err.contains("meter.port: P1 port \"COM3\""), "{err}");
+        // An MQTT broker that is not HOST:PORT is refused when the config is read, not left
+        // to a meter that never reads.
+        let meter = MeterSection::template("mqtt:broker.local:1883", 1)
+            .unwrap()
+            .replace("broker.local:1883", "broker.local");
+        let text = template(
+            "127.0.0.1:7500".parse().unwrap(),
+            "K@127.0.0.1:1",
+            &meter,
+            "UTC",
+            1,
+        );
+        std::fs::write(&path, text).unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("meter.broker \"broker.local\" is not HOST:PORT"),
+            "{err}"
+        );
     }
 
     #[test]
