@@ -71,3 +71,63 @@ pub(super) fn trading_line(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meter::MeterStatus;
+    use gridchan_harness::{Pair, Side};
+
+    fn line(views: &[ChannelView], connected: bool, offers: usize, meter: &MeterStatus) -> String {
+        let up: HashSet<NodeId> = views.iter().filter(|_| connected).map(|v| v.peer).collect();
+        trading_line(views, &up, offers, meter, 900)
+    }
+
+    #[test]
+    fn the_first_reason_nothing_trades_is_the_one_said() {
+        let open = Pair::settled().view(Side::A);
+        let fine = MeterStatus::default();
+        let with = |phase| ChannelView {
+            phase,
+            ..open.clone()
+        };
+        assert_eq!(
+            line(&[], false, 0, &fine),
+            "not trading: no channel (gridchan channel open, or gridchan market join)"
+        );
+        assert!(line(&[], false, 1, &fine).contains("proposal waits for your answer"));
+        assert!(line(&[with(Phase::AwaitingAccept)], true, 0, &fine)
+            .contains("waiting for the neighbour to accept"));
+        assert!(line(&[with(Phase::Funding)], true, 0, &fine).contains("deposits on the ledger"));
+        assert!(line(&[with(Phase::Closing)], true, 0, &fine).contains("every channel is closing"));
+        assert_eq!(
+            line(&[with(Phase::Concluded)], true, 0, &fine),
+            "not trading: no channel (gridchan channel open, or gridchan market join)",
+            "a paid-out channel is no channel"
+        );
+        assert!(line(std::slice::from_ref(&open), false, 0, &fine)
+            .contains("no neighbour with an open channel is connected"));
+        let silent = MeterStatus {
+            missing_since: Some(1_765_000_800),
+            ..MeterStatus::default()
+        };
+        assert_eq!(
+            line(std::slice::from_ref(&open), true, 0, &silent),
+            "not trading: the meter has given no reading since 2025-12-06 06:00 UTC"
+        );
+        // B put nothing in: A can only buy from it, and B can only sell.
+        let one_sided = Pair::new(gridchan_harness::PairConfig {
+            deposit_b: gridchan_channel::Amount(0),
+            ..Default::default()
+        });
+        assert!(line(&[one_sided.view(Side::A)], true, 0, &fine)
+            .starts_with("trading only as a buyer: every neighbour's deposit with you is spent"));
+        assert!(line(&[one_sided.view(Side::B)], true, 0, &fine)
+            .starts_with("trading only as a seller: your deposit in every channel is spent"));
+        let trading = line(&[open], true, 0, &fine);
+        assert!(
+            trading.starts_with("trading: 1 open channel(s), the last interval settled began"),
+            "{trading}"
+        );
+    }
+}
