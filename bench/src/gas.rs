@@ -80,6 +80,7 @@ pub async fn gas_report(chain: &anvil::Anvil) -> Result<Vec<(&'static str, u64)>
         },
         opened_at: IntervalIndex(1),
         tariff,
+        evidence: Default::default(),
     };
     let signed = |p: &ChannelParams, version: u64, is_final: bool| {
         let state = State {

@@ -74,6 +74,7 @@ fn params(n: u32) -> ChannelParams {
         },
         opened_at: IntervalIndex(1),
         tariff: Tariff::Flat(PricePerKwh(100_000)),
+        evidence: Default::default(),
     }
 }
 

@@ -338,6 +338,7 @@ mod tests {
                     },
                     opened_at: IntervalIndex(0),
                     tariff: Tariff::Flat(gridchan_channel::PricePerKwh(1)),
+                    evidence: Default::default(),
                 }),
             }),
             2

@@ -97,6 +97,7 @@ impl Chain {
             },
             opened_at: IntervalIndex(1_000),
             tariff: Tariff::Flat(PricePerKwh(150_000)),
+            evidence: Default::default(),
         }
     }
 
@@ -319,6 +320,27 @@ async fn deposits_open_a_channel_and_its_parameters_come_back_whole() {
     assert_eq!(open.deposited, [Amount(DEPOSIT); 2]);
     let a = c.a.account(&c.sa.id()).await.expect("reads");
     assert_eq!(a.balance, Amount(100_000_000 - DEPOSIT));
+}
+
+#[tokio::test]
+async fn terms_with_named_meters_and_a_zoned_tariff_come_back_whole() {
+    // The terms' words (tariff, then evidence) travel where the tariff's did; the contract only
+    // checks them against their digest, and a follower rebuilds both.
+    let c = chain(None).await;
+    let mut p = c.params();
+    p.tariff = "tou Europe/Amsterdam 0-7=0.10,7-17=0.18,17-21=0.28,21-24=0.10"
+        .parse()
+        .expect("tariff");
+    let meter = |b: u8| Signer::new(&[b; 32], &[0; 32]).expect("key").id();
+    p.evidence = gridchan_channel::Evidence::signed(meter(0x51), meter(0x52));
+    ok(&*c.a, c.a.deposit(&p, p.deposit_a).await).await;
+    let funding = c
+        .other
+        .channel(&p.channel_id())
+        .await
+        .expect("reads")
+        .expect("exists");
+    assert_eq!(funding.params, p);
 }
 
 #[tokio::test]

@@ -160,6 +160,7 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
                 println!("ledger: {ledger}");
             }
             println!("tariff: {}", channel.tariff);
+            println!("readings: {}", channel.evidence);
             if recent.is_empty() {
                 println!("no intervals settled yet");
             }
@@ -288,6 +289,7 @@ fn offers_table(offers: &[gridchan_gateway::control::OfferSummary]) {
             Amount(o.peer_deposit),
             o.tariff
         );
+        println!("            readings: {}", o.evidence);
         println!(
             "            windows {} / {} blocks (challenge / funding), {} s intervals, meter tolerance {} Wh or {} permille, waiting {} min",
             o.challenge_window_blocks,

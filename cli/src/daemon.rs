@@ -126,7 +126,22 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let in_config = |e: gridchan_gateway::error::GatewayError| {
         anyhow::anyhow!("config {}: {e}", config_path.display())
     };
+    // This home's signing meter, and the neighbours' meters the owner names: what a channel's
+    // evidence may name (`specs/readings.md`).
+    let meter_key = match &config.signing_meter {
+        Some(s) => Some(keys::load_or_create(&s.key)?),
+        None => None,
+    };
+    let mut meters = std::collections::HashMap::new();
+    for (p, addr) in config.peers.iter().zip(&peers) {
+        if let Some(meter_key) = p.meter_key().map_err(in_config)? {
+            meters.insert(addr.node, meter_key);
+        }
+    }
     let mut accept = config.accept.policy().map_err(in_config)?;
+    let own_meter = meter_key.as_ref().map(|k| k.id());
+    accept.own_meter = own_meter;
+    accept.known_meters = meters.iter().map(|(p, m)| (*p, *m)).collect();
     // A market node takes its members' channels on its terms, depositing up to its limit in
     // each.
     let run = match &config.market_node {
@@ -164,9 +179,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
         None => println!("gateway {}", engine.address),
     }
     // A simulated signing meter signs every reading with its own key.
-    let meter = match (&config.signing_meter, meter) {
-        (Some(s), Some(inner)) => {
-            let key = keys::load_or_create(&s.key)?;
+    let meter = match (meter_key, meter) {
+        (Some(key), Some(inner)) => {
             println!(
                 "meter key {} (this home's readings are signed with it; neighbours who require signed readings name it as your meter)",
                 hex::encode(key.id().to_bytes())
@@ -177,13 +191,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
         }
         (_, meter) => meter,
     };
-    // Neighbours whose readings must be signed by the meter the config names.
-    let mut meters = std::collections::HashMap::new();
-    for (p, addr) in config.peers.iter().zip(&peers) {
-        if let Some(meter_key) = p.meter_key().map_err(in_config)? {
-            meters.insert(addr.node, meter_key);
-        }
-    }
+    // Neighbours whose readings must be signed by the meter the config names, whatever the
+    // channel's terms.
     if !meters.is_empty() {
         engine
             .require_meters(meters.clone(), interval_seconds)
@@ -222,6 +231,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
             meter: daemon.meter.clone(),
             ledger,
             meters,
+            own_meter,
         };
         async move { control::serve(&socket, gateway).await }
     });

@@ -159,13 +159,22 @@ enum ChannelAction {
         #[arg(long, value_parser = gridchan_cli::ledger::parse_amount, default_value = "0")]
         peer_deposit: Amount,
         /// The price schedule, in tokens per kWh: `flat 0.15`, or a time-of-use table
-        /// `tou +01:00 0-7=0.10,7-17=0.18,17-21=0.28,21-24=0.10 [WEEKEND RANGES]`
-        /// (UTC offset of the local clock, then hour ranges covering the day).
+        /// `tou Europe/Amsterdam 0-7=0.10,7-17=0.18,17-21=0.28,21-24=0.10 [WEEKEND RANGES]`
+        /// (the local clock: a time zone, which follows daylight saving, or a fixed UTC offset
+        /// such as +01:00; then hour ranges covering the day).
         #[arg(long, value_parser = parse_tariff, default_value = "flat 0.15", conflicts_with = "price")]
         tariff: Tariff,
         /// Shorthand for `--tariff "flat PRICE"`.
         #[arg(long, value_parser = gridchan_cli::ledger::parse_amount)]
         price: Option<Amount>,
+        /// What each side's readings rest on: `none` (its word) or `signed` (its meter signs
+        /// them; needs [signing_meter] here and the neighbour's meter key). Default: each side
+        /// whose meter is known (ours signing, theirs named) is bound to it.
+        #[arg(long, value_parser = ["none", "signed"])]
+        evidence: Option<String>,
+        /// The neighbour's meter key (66 hex digits); default: its [[peers]] `meter`.
+        #[arg(long)]
+        peer_meter: Option<String>,
     },
     /// List channels (those paid out only with --all) and proposals waiting for an answer.
     List {
@@ -545,6 +554,8 @@ fn run() -> Result<()> {
                     peer_deposit,
                     tariff,
                     price,
+                    evidence,
+                    peer_meter,
                 } => Request::Open {
                     peer,
                     deposit: deposit.0,
@@ -554,6 +565,8 @@ fn run() -> Result<()> {
                         .unwrap_or(tariff)
                         .to_string(),
                     challenge_window_blocks: 30,
+                    evidence,
+                    peer_meter,
                 },
                 ChannelAction::List { all } => Request::List { all },
                 ChannelAction::Show { channel, intervals } => Request::Show {

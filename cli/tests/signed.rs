@@ -1,7 +1,8 @@
 //! Signed readings between two daemons (`specs/readings.md`): A's meter signs its readings
-//! (`[signing_meter]`), B names A's meter key under `[[peers]]`. With the right key B buys from A;
-//! with a key that is not A's meter, B leaves A out of every interval and says why, and nothing
-//! is billed.
+//! (`[signing_meter]`), B opens a channel whose terms name A's meter (`--peer-meter`, or
+//! `[[peers]] meter`). With the right key B buys from A; with a key that is not A's meter, A refuses the
+//! channel at opening and says why; an owner who requires signed readings refuses a neighbour's
+//! word; `--evidence signed` without a signing meter is refused with what to do.
 
 mod common;
 
@@ -12,22 +13,28 @@ use common::{
     channels, configure, init, ledger, meter_file, open_channel, spawn_logging, wait_for_daemon,
 };
 
-/// A (exporting 100 Wh a second, its meter signing with `meter.key`) and B (importing 80 Wh,
-/// requiring A's readings signed by `pinned`); B opens the channel. Returns B's config, its log
-/// path, and the running processes.
+/// A (exporting 100 Wh a second, its meter signing with `meter.key`, `accept_a` appended to its
+/// config) and B (importing 80 Wh, naming A's meter as `pinned`); B opens the channel with
+/// `terms`. Returns B's config and the running processes.
 fn neighbours(
     root: &Path,
-    pinned: impl FnOnce(&str) -> String,
-) -> (std::path::PathBuf, std::path::PathBuf, Vec<common::Proc>) {
+    pinned: impl FnOnce(&str) -> Option<String>,
+    accept_a: &str,
+) -> (std::path::PathBuf, String, String, Vec<common::Proc>) {
     let (da, db) = (root.join("a"), root.join("b"));
     let (node_a, node_b) = (init(&da), init(&db));
     let (ledger_proc, ledger_addr) =
         ledger(&root.join("ledger"), "127.0.0.1:0", &[&node_a, &node_b]);
     configure(&da, &ledger_addr, &meter_file(&da, 0, 100), None);
     let ca = da.join("gridchan.toml");
-    let mut text = std::fs::read_to_string(&ca).unwrap();
-    text.push_str("\n[signing_meter]\nkey = \"meter.key\"\n");
-    std::fs::write(&ca, text).unwrap();
+    let text = std::fs::read_to_string(&ca)
+        .unwrap()
+        .replace("evidence = \"any\"", accept_a);
+    std::fs::write(
+        &ca,
+        format!("{text}\n[signing_meter]\nkey = \"meter.key\"\n"),
+    )
+    .unwrap();
     let log_a = std::fs::File::create(da.join("daemon.log")).unwrap();
     let (a, addr_a) = spawn_logging(&["daemon", "--config", ca.to_str().unwrap()], log_a);
     wait_for_daemon(&ca);
@@ -36,61 +43,88 @@ fn neighbours(
     let meter = hex::encode(meter.id().to_bytes());
     configure(&db, &ledger_addr, &meter_file(&db, 80, 0), Some(&addr_a));
     let cb = db.join("gridchan.toml");
-    let mut text = std::fs::read_to_string(&cb).unwrap();
-    text.push_str(&format!("meter = \"{}\"\n", pinned(&meter)));
-    std::fs::write(&cb, text).unwrap();
+    if let Some(pinned) = pinned(&meter) {
+        let mut text = std::fs::read_to_string(&cb).unwrap();
+        text.push_str(&format!("meter = \"{pinned}\"\n"));
+        std::fs::write(&cb, text).unwrap();
+    }
     let log_b = db.join("daemon.log");
     let (b, _) = spawn_logging(
         &["daemon", "--config", cb.to_str().unwrap()],
         std::fs::File::create(&log_b).unwrap(),
     );
     wait_for_daemon(&cb);
-    open_channel(&cb, &addr_a, &["--price", "0.2"]);
-    (cb, log_b, vec![ledger_proc, a, b])
+    (cb, addr_a, meter, vec![ledger_proc, a, b])
+}
+
+/// B proposes the channel and it is refused: the line `channel open` ends with.
+fn refused(cb: &Path, addr_a: &str, terms: &[&str]) -> String {
+    let mut args = vec!["channel", "open", addr_a, "--deposit", "10"];
+    args.extend_from_slice(terms);
+    args.extend(["--config", cb.to_str().unwrap()]);
+    let out = common::gridchan(&args);
+    assert!(!out.status.success(), "{out:?}");
+    // A progress line while it waits, then the one line of the refusal.
+    let err = String::from_utf8(out.stderr).unwrap();
+    let last = err.trim().lines().last().unwrap_or_default().to_string();
+    assert!(last.starts_with("error: "), "{err}");
+    last
+}
+
+/// Waits (60 s at most) for B's only channel to satisfy `done`.
+fn until(cb: &Path, what: &str, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = channels(cb);
+        if done(&list["channels"][0]) {
+            return list["channels"][0].clone();
+        }
+        assert!(Instant::now() < deadline, "{what}: {list}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
-fn a_neighbour_whose_meter_signs_its_readings_is_bought_from() {
+fn a_channel_whose_terms_name_the_sellers_meter_buys_from_it() {
     let root = tempfile::tempdir().unwrap();
-    let (cb, _, _procs) = neighbours(root.path(), |meter| meter.to_string());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let list = channels(&cb);
-        if list["channels"][0]["bought_wh"].as_u64().unwrap_or(0) > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "B never bought: {list}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // B's status says how it takes A's readings.
+    // B's config names no meter: the channel's terms alone bind A to its meter.
+    let (cb, addr_a, meter, _procs) = neighbours(root.path(), |_| None, "evidence = \"any\"");
+    open_channel(&cb, &addr_a, &["--price", "0.2", "--peer-meter", &meter]);
+    let channel = until(&cb, "B never bought", |c| {
+        c["bought_wh"].as_u64().unwrap_or(0) > 0
+    });
+    // The terms name A's meter (B's readings are B's word: B has no signing meter).
+    let evidence = channel["evidence"].as_str().unwrap();
+    assert!(evidence.starts_with("theirs signed by meter"), "{evidence}");
     let out = common::gridchan(&["status", "--config", cb.to_str().unwrap()]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("; readings signed by meter "), "{text}");
 }
 
 #[test]
-fn a_neighbour_whose_readings_are_not_its_named_meters_is_left_out() {
+fn a_proposal_naming_another_meter_as_the_sellers_is_refused_at_opening() {
     let root = tempfile::tempdir().unwrap();
     // B names another meter (a key that is not A's meter's).
     let other = gridchan_channel::Signer::new(&[0x77; 32], &[0; 32]).unwrap();
     let other = hex::encode(other.id().to_bytes());
-    let (cb, log_b, _procs) = neighbours(root.path(), |_| other.clone());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let said = loop {
-        let log = std::fs::read_to_string(&log_b).unwrap();
-        if let Some(line) = log.lines().find(|l| l.contains("does not count")) {
-            break line.to_string();
-        }
-        assert!(Instant::now() < deadline, "B never said why: {log}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(said.contains("left out of this interval"), "{said}");
+    let (cb, addr_a, _, _procs) =
+        neighbours(root.path(), |_| Some(other.clone()), "evidence = \"any\"");
+    let why = refused(&cb, &addr_a, &["--price", "0.2"]);
     assert!(
-        said.contains(&format!("not the party's meter {other}")),
-        "{said}"
+        why.contains(&format!("names meter {other} as this gateway's")),
+        "{why}"
     );
-    // The channel is open and trading would be possible, but nothing is billed.
-    let list = channels(&cb);
-    assert_eq!(list["channels"][0]["phase"], "Open", "{list}");
-    assert_eq!(list["channels"][0]["bought_wh"], 0, "{list}");
+}
+
+#[test]
+fn an_owner_who_requires_signed_readings_refuses_a_neighbours_word() {
+    let root = tempfile::tempdir().unwrap();
+    // B knows no meter of A's; A is B's neighbour here, so B's proposal leaves both readings
+    // their word... and A (requiring signed readings of its proposers) refuses it.
+    let (cb, addr_a, _, _procs) = neighbours(root.path(), |_| None, "evidence = \"signed\"");
+    // `--evidence signed` without a signing meter here: refused before anything is proposed.
+    let err = refused(&cb, &addr_a, &["--evidence", "signed"]);
+    assert!(err.contains("add a [signing_meter] section"), "{err}");
+    let why = refused(&cb, &addr_a, &["--price", "0.2"]);
+    assert!(why.contains("your word alone"), "{why}");
 }

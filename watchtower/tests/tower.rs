@@ -43,6 +43,7 @@ fn params(nonce: u8, window: u64) -> ChannelParams {
         },
         opened_at: IntervalIndex(100),
         tariff: Tariff::Flat(PricePerKwh(200_000)),
+        evidence: Default::default(),
     }
 }
 

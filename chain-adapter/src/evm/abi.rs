@@ -7,7 +7,7 @@ use alloy::sol_types::SolEventInterface;
 
 use gridchan_channel::{
     Amount, ChannelId, ChannelParams, IntervalIndex, MeterTolerance, NodeId, Party, Signature,
-    SignedStateParts, State, Tariff, Version,
+    SignedStateParts, State, Version,
 };
 
 use crate::rules::ChainEvent;
@@ -75,7 +75,7 @@ pub fn sol_params(p: &ChannelParams) -> GridchanAdjudicator::Params {
         toleranceAbsoluteWh: u64::from(p.tolerance.absolute_wh),
         tolerancePermille: u64::from(p.tolerance.permille),
         openedAt: p.opened_at.0,
-        tariffDigest: b256(&p.tariff.digest()),
+        tariffDigest: b256(&p.terms_digest()),
     }
 }
 
@@ -126,6 +126,7 @@ pub(super) fn params_from_created(
     };
     let small = |what: &'static str| move |_| CreatedError::TooLarge(what);
     let p = &c.params;
+    let (tariff, evidence) = ChannelParams::terms_from_words(&c.tariff)?;
     Ok(ChannelParams {
         party_a: key(&c.keyA)?,
         party_b: key(&c.keyB)?,
@@ -140,7 +141,8 @@ pub(super) fn params_from_created(
             permille: u16::try_from(p.tolerancePermille).map_err(small("tolerance permille"))?,
         },
         opened_at: IntervalIndex(p.openedAt),
-        tariff: Tariff::from_words(&c.tariff)?,
+        tariff,
+        evidence,
     })
 }
 

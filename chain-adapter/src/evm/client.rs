@@ -247,7 +247,7 @@ impl EvmLedger {
                 p: sol_params(params),
                 keyA: Bytes::from(params.party_a.to_xy().to_vec()),
                 keyB: Bytes::from(params.party_b.to_xy().to_vec()),
-                tariff: Bytes::from(params.tariff.words()),
+                tariff: Bytes::from(params.terms_words()),
                 amount: amount.0,
             }
             .abi_encode(),

@@ -42,6 +42,7 @@ pub fn params(a: &Signer, b: &Signer) -> ChannelParams {
         },
         opened_at: IntervalIndex(100),
         tariff: Tariff::Flat(PricePerKwh(200_000)),
+        evidence: Default::default(),
     }
 }
 

@@ -2,6 +2,7 @@
 //! wait for our owner. A gateway never signs or funds a channel its owner's policy does not
 //! allow (specs/protocol.md, "Opening").
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::crypto::NodeId;
@@ -53,6 +54,15 @@ pub struct AcceptPolicy {
     /// A market node's most members: channels on its market being opened, funded or open (not
     /// closing, disputed or closed). A home holds at most one of them.
     pub max_market_members: usize,
+    /// Whether the proposer's readings must be signed by its meter (`[accept] evidence =
+    /// "signed"`); otherwise a proposal may leave them its word, and `status` says so.
+    pub require_signed: bool,
+    /// This gateway's meter key, when its meter signs its readings: a proposal that names a
+    /// meter for us must name this one.
+    pub own_meter: Option<NodeId>,
+    /// Neighbours' meters the owner knows (`[[peers]] meter`): a proposal from one of them must
+    /// name that meter as its own.
+    pub known_meters: BTreeMap<NodeId, NodeId>,
 }
 
 impl Default for AcceptPolicy {
@@ -74,6 +84,9 @@ impl Default for AcceptPolicy {
             max_offers: 64,
             market: None,
             max_market_members: 1_000,
+            require_signed: false,
+            own_meter: None,
+            known_meters: BTreeMap::new(),
         }
     }
 }
@@ -163,7 +176,30 @@ impl AcceptPolicy {
                 max_permille: self.max_tolerance_permille,
             });
         }
-        Ok(())
+        self.check_evidence(p)
+    }
+
+    /// The evidence a proposal asks for: our meter named as ours, the proposer's as the owner
+    /// knows it, and the proposer's readings signed when the owner requires it (or knows its
+    /// meter).
+    fn check_evidence(&self, p: &ChannelParams) -> Result<(), TermsRefused> {
+        if let Some(named) = p.evidence.meter_b {
+            if self.own_meter != Some(named) {
+                return Err(TermsRefused::NotOurMeter {
+                    named: meter_hex(&named),
+                    ours: self.own_meter.as_ref().map(meter_hex),
+                });
+            }
+        }
+        let known = self.known_meters.get(&p.party_a);
+        match (p.evidence.meter_a, known) {
+            (None, _) if self.require_signed || known.is_some() => Err(TermsRefused::Unsigned),
+            (Some(named), Some(known)) if named != *known => Err(TermsRefused::NotTheirMeter {
+                named: meter_hex(&named),
+                known: meter_hex(known),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The most we deposit into a neighbour's channel now.
@@ -180,6 +216,10 @@ impl AcceptPolicy {
             None => self.max_deposit,
         }
     }
+}
+
+fn meter_hex(m: &NodeId) -> String {
+    hex::encode(m.to_bytes())
 }
 
 /// Why a neighbour's proposed channel is refused under the accept policy: the term and the
@@ -220,6 +260,21 @@ pub enum TermsRefused {
         max_wh: u32,
         max_permille: u16,
     },
+    #[error(
+        "your readings would be your word alone; this gateway requires them signed by your meter: propose again with `--evidence signed` and a signing meter"
+    )]
+    Unsigned,
+    /// Meters are named by their keys in hex.
+    #[error(
+        "it names meter {named} as this gateway's; {}",
+        match ours {
+            Some(m) => format!("this gateway's meter is {m}"),
+            None => "this gateway's meter does not sign its readings: propose with `--evidence none`".to_string(),
+        }
+    )]
+    NotOurMeter { named: String, ours: Option<String> },
+    #[error("it names meter {named} as yours; this gateway's owner knows your meter as {known}")]
+    NotTheirMeter { named: String, known: String },
 }
 
 /// A neighbour's channel proposal waiting for the owner's answer. Nothing is signed or stored
@@ -259,6 +314,7 @@ mod tests {
             },
             opened_at: IntervalIndex(1),
             tariff: Tariff::Flat(PricePerKwh(200_000)),
+            evidence: Default::default(),
         }
     }
 
@@ -284,6 +340,49 @@ mod tests {
             let err = policy.check_terms(&p, None).unwrap_err().to_string();
             assert!(err.contains(why), "{err}");
         }
+    }
+
+    #[test]
+    fn the_evidence_a_proposal_names_is_checked_against_what_we_know() {
+        use crate::params::Evidence;
+        let meter = |b| crate::Signer::new(&[b; 32], &[b; 32]).unwrap().id();
+        let (theirs, ours, other) = (meter(11), meter(12), meter(13));
+        let with = |e: Evidence| ChannelParams {
+            evidence: e,
+            ..params()
+        };
+        let signed = with(Evidence::signed(theirs, ours));
+        let refused = |policy: &AcceptPolicy, p: &ChannelParams| {
+            policy.check_terms(p, None).unwrap_err().to_string()
+        };
+        // A gateway whose meter does not sign cannot be bound to signed readings.
+        let plain = AcceptPolicy::default();
+        assert!(refused(&plain, &signed).contains("does not sign its readings"));
+        assert_eq!(plain.check_terms(&params(), None), Ok(()), "word for word");
+        // Our meter named as ours, theirs named as theirs.
+        let mut policy = AcceptPolicy {
+            own_meter: Some(ours),
+            ..AcceptPolicy::default()
+        };
+        assert_eq!(policy.check_terms(&signed, None), Ok(()));
+        let wrong_ours = with(Evidence::signed(theirs, other));
+        assert!(refused(&policy, &wrong_ours).contains("this gateway's meter is"));
+        // Only theirs signed: fine, ours may stay our word.
+        let only_theirs = with(Evidence {
+            meter_a: Some(theirs),
+            meter_b: None,
+        });
+        assert_eq!(policy.check_terms(&only_theirs, None), Ok(()));
+        // The owner requires signed readings: the neighbour's word alone is refused.
+        policy.require_signed = true;
+        assert!(refused(&policy, &params()).contains("your word alone"));
+        policy.require_signed = false;
+        // The owner knows their meter: another key, or none, is refused.
+        policy.known_meters.insert(params().party_a, theirs);
+        assert_eq!(policy.check_terms(&signed, None), Ok(()));
+        let wrong_theirs = with(Evidence::signed(other, ours));
+        assert!(refused(&policy, &wrong_theirs).contains("knows your meter as"));
+        assert!(refused(&policy, &params()).contains("your word alone"));
     }
 
     #[test]

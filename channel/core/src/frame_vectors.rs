@@ -7,7 +7,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::crypto::{Signature, Signer};
+use crate::crypto::{NodeId, Signature, Signer};
+use crate::params::ChannelParams;
 use crate::signed::{ProposalParts, SignedStateParts};
 use crate::state::{Refusal, State};
 use crate::tariff::Tariff;
@@ -59,6 +60,14 @@ fn tariff_json(t: &Tariff) -> Value {
     match t {
         Tariff::Flat(p) => json!({ "flat": p.0 }),
         Tariff::TimeOfUse(tou) => json!({ "time_of_use": tou_json(tou) }),
+        Tariff::Zoned(z) => json!({
+            "zoned_time_of_use": {
+                "zone": z.zone,
+                "rules": z.rules,
+                "weekday": z.weekday.iter().map(|p| p.0).collect::<Vec<_>>(),
+                "weekend": z.weekend.iter().map(|p| p.0).collect::<Vec<_>>(),
+            }
+        }),
         Tariff::Market(m) => json!({
             "market": {
                 "market": hex::encode(m.market),
@@ -70,6 +79,24 @@ fn tariff_json(t: &Tariff) -> Value {
             }
         }),
     }
+}
+
+fn params_json(p: &ChannelParams) -> Value {
+    let meter = |m: Option<NodeId>| m.map(|m| hex::encode(m.to_bytes()));
+    json!({
+        "party_a": hex::encode(p.party_a.to_bytes()),
+        "party_b": hex::encode(p.party_b.to_bytes()),
+        "nonce": hex::encode(p.nonce),
+        "deposit_a": p.deposit_a.0,
+        "deposit_b": p.deposit_b.0,
+        "challenge_window_blocks": p.challenge_window_blocks,
+        "funding_window_blocks": p.funding_window_blocks,
+        "interval_seconds": p.interval_seconds,
+        "tolerance": { "absolute_wh": p.tolerance.absolute_wh, "permille": p.tolerance.permille },
+        "opened_at": p.opened_at.0,
+        "tariff": tariff_json(&p.tariff),
+        "evidence": { "meter_a": meter(p.evidence.meter_a), "meter_b": meter(p.evidence.meter_b) },
+    })
 }
 
 fn proposal_json(p: &ProposalParts) -> Value {
@@ -195,22 +222,34 @@ pub fn compute() -> Vec<FrameVector> {
             params: p.clone(),
             sig_a: sig_a0,
         })),
-        json!({
-            "params": {
-                "party_a": hex::encode(p.party_a.to_bytes()),
-                "party_b": hex::encode(p.party_b.to_bytes()),
-                "nonce": hex::encode(p.nonce),
-                "deposit_a": p.deposit_a.0,
-                "deposit_b": p.deposit_b.0,
-                "challenge_window_blocks": p.challenge_window_blocks,
-                "funding_window_blocks": p.funding_window_blocks,
-                "interval_seconds": p.interval_seconds,
-                "tolerance": { "absolute_wh": p.tolerance.absolute_wh, "permille": p.tolerance.permille },
-                "opened_at": p.opened_at.0,
-                "tariff": tariff_json(&p.tariff),
-            },
-            "sig_a": sig_hex(&sig_a0),
-        }),
+        json!({ "params": params_json(&p), "sig_a": sig_hex(&sig_a0) }),
+    );
+    // The same channel with both meters named and a tariff on Amsterdam's clock: the terms'
+    // fifth variant (specs/protocol.md, "Encodings").
+    let mut signed = p.clone();
+    signed.evidence = crate::params::Evidence::signed(
+        Signer::new(&[0x31; 32], &[0; 32])
+            .expect("a valid key")
+            .id(),
+        Signer::new(&[0x32; 32], &[0; 32])
+            .expect("a valid key")
+            .id(),
+    );
+    signed.tariff = Tariff::Zoned(Box::new(crate::tariff::ZonedTimeOfUse {
+        zone: "Europe/Amsterdam".into(),
+        rules: "2026f".into(),
+        weekday: [PricePerKwh(120_000); 24],
+        weekend: [PricePerKwh(100_000); 24],
+    }));
+    let v0_signed = State::initial(&signed);
+    let sig_signed = a.sign(&v0_signed.digest());
+    push(
+        "open_channel_signed_readings",
+        Message::OpenChannel(Box::new(OpenChannel {
+            params: signed.clone(),
+            sig_a: sig_signed,
+        })),
+        json!({ "params": params_json(&signed), "sig_a": sig_hex(&sig_signed) }),
     );
     let sig_b0 = b.sign(&v0.digest());
     push(

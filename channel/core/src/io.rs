@@ -104,7 +104,7 @@ impl IntervalReading {
 #[derive(Clone, Debug)]
 pub enum Command {
     /// Propose a channel to `peer`, this node being party A.
-    Open(OpenRequest),
+    Open(Box<OpenRequest>),
     /// Close cooperatively: propose a final state.
     Close(ChannelId),
     /// Close unilaterally: register the newest state on the ledger.
@@ -131,6 +131,8 @@ pub struct OpenRequest {
     pub interval_seconds: u32,
     pub tolerance: MeterTolerance,
     pub opened_at: IntervalIndex,
+    /// What each party's energy figures rest on: their word, or their meters' signatures.
+    pub evidence: crate::params::Evidence,
     /// Fresh randomness from the host, so channels between the same parties differ.
     pub nonce: [u8; 32],
 }
@@ -150,6 +152,7 @@ impl OpenRequest {
             tolerance: self.tolerance,
             opened_at: self.opened_at,
             tariff: self.tariff,
+            evidence: self.evidence,
         }
     }
 }

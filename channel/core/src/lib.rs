@@ -57,13 +57,13 @@ pub use io::{
 };
 pub use node::{CommandError, Node};
 pub use params::{
-    ChannelParams, MeterTolerance, ParamsError, MAX_CHALLENGE_WINDOW_BLOCKS,
+    ChannelParams, Evidence, MeterTolerance, ParamsError, MAX_CHALLENGE_WINDOW_BLOCKS,
     MAX_FUNDING_WINDOW_BLOCKS,
 };
 pub use signed::{Proposal, ProposalParts, SignedState, SignedStateParts};
 pub use state::{Refusal, State, Trade, NO_BOOK};
 pub use store::{ChannelStore, MemoryStore, Settled, StoreError};
-pub use tariff::{Tariff, TariffError, TimeOfUse};
+pub use tariff::{zone_rules, Tariff, TariffError, TimeOfUse, ZonedTimeOfUse};
 pub use types::{
     Amount, AmountError, ChannelId, IntervalIndex, Party, PricePerKwh, Version, WattHours,
 };

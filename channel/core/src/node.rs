@@ -9,7 +9,7 @@ use crate::consent::Offer;
 use crate::crypto::{Keys, NodeId, Precomputed, Signer};
 use crate::io::{ChannelRecord, Command, Input, OpenRequest, Output, Phase, Policy};
 use crate::outbox::Outbox;
-use crate::params::ParamsError;
+use crate::params::{ChannelParams, ParamsError};
 
 use crate::state::Refusal;
 use crate::types::{Amount, ChannelId, Party, Version};
@@ -121,6 +121,18 @@ impl Node {
             .map(|ch| (ch.id(), *ch.peer(), ch.phase()))
     }
 
+    /// Channel `id`'s parameters, without copying its states.
+    pub fn params(&self, id: &ChannelId) -> Option<&ChannelParams> {
+        self.channels.get(id).map(Channel::params_ref)
+    }
+
+    /// The meter whose signed readings the neighbour of channel `id` must give, if the
+    /// channel's terms name one.
+    pub fn peer_meter(&self, id: &ChannelId) -> Option<NodeId> {
+        let ch = self.channels.get(id)?;
+        ch.params_ref().evidence.meter(ch.me().other())
+    }
+
     /// What channel `id` can still settle in `interval` (see [`crate::metering::Caps`]).
     pub fn caps(
         &self,
@@ -186,6 +198,7 @@ impl Node {
     pub fn open(&mut self, req: OpenRequest, connected: bool) -> Result<ChannelId, CommandError> {
         let params = req.params(self.signer.id());
         params.validate(self.policy.min_challenge_window_blocks)?;
+        params.tariff.check_clock().map_err(ParamsError::from)?;
         let id = params.channel_id();
         if self.channels.contains_key(&id) {
             return Err(CommandError::Exists(id));
@@ -307,7 +320,7 @@ impl Node {
     /// Carries out a command, reporting why it could not be.
     pub fn command(&mut self, cmd: Command) -> Result<(), CommandError> {
         match cmd {
-            Command::Open(req) => self.open(req, false).map(|_| ()),
+            Command::Open(req) => self.open(*req, false).map(|_| ()),
             Command::Close(id) => self
                 .with_channel(&id, &NOTHING, |ch, ctx| {
                     let phase = ch.view().phase;

@@ -499,6 +499,7 @@ mod tests {
             },
             opened_at: IntervalIndex(10),
             tariff: Tariff::Flat(PricePerKwh(1_000)),
+            evidence: Default::default(),
         }
     }
 

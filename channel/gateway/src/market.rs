@@ -82,6 +82,7 @@ pub async fn join(
             },
             opened_at: j.opened_at,
             nonce: j.nonce,
+            evidence: Default::default(),
         })
         .await?;
     Ok((id, terms))

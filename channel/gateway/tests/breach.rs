@@ -84,6 +84,7 @@ async fn breach(dir: &std::path::Path, chain: &Chain) {
             },
             opened_at: anchor,
             nonce: [6; 32],
+            evidence: Default::default(),
         })
         .await
         .unwrap();

@@ -209,6 +209,7 @@ async fn world() -> World {
             },
             opened_at: IntervalIndex(now_interval),
             nonce: [4; 32],
+            evidence: Default::default(),
         })
         .await
         .unwrap();

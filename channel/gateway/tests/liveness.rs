@@ -81,6 +81,7 @@ fn request(peer: gridchan_channel::NodeId, nonce: u8) -> OpenRequest {
         },
         opened_at: IntervalIndex(now),
         nonce: [nonce; 32],
+        evidence: Default::default(),
     }
 }
 

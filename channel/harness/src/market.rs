@@ -135,6 +135,7 @@ impl MarketNet {
                 },
                 opened_at: IntervalIndex(0),
                 nonce: [i as u8; 32],
+                evidence: Default::default(),
             };
             let channel = node.open(request, true).expect("valid parameters");
             let member = Member::new(

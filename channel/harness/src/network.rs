@@ -128,6 +128,7 @@ impl Network {
                 },
                 opened_at: IntervalIndex(0),
                 nonce: [b as u8; 32],
+                evidence: Default::default(),
             };
             let id = net.homes[a]
                 .node

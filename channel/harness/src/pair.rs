@@ -208,6 +208,7 @@ impl Pair {
             tolerance: config.tolerance,
             opened_at: config.opened_at,
             nonce: [7; 32],
+            evidence: Default::default(),
         };
         pair.channel = pair
             .node_mut(Side::A)

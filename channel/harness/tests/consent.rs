@@ -32,6 +32,7 @@ fn request(nonce: u8) -> OpenRequest {
         },
         opened_at: IntervalIndex(1_000),
         nonce: [nonce; 32],
+        evidence: Default::default(),
     }
 }
 

@@ -617,6 +617,7 @@ fn an_open_in_another_metering_interval_is_refused_and_the_opener_sees_why() {
                 tolerance: config.tolerance,
                 opened_at: config.opened_at,
                 nonce: [8; 32],
+                evidence: Default::default(),
             },
             true,
         )

@@ -350,6 +350,7 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
                     },
                     opened_at: IntervalIndex(anchor.0 - 1),
                     nonce: derive(o.seed, "channel", n),
+                    evidence: Default::default(),
                 })
                 .await?
         };

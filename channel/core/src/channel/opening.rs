@@ -31,6 +31,10 @@ impl Channel {
         params
             .validate(ctx.policy.min_challenge_window_blocks)
             .map_err(|e| (Refusal::BadParams(e.to_string()), false))?;
+        params
+            .tariff
+            .check_clock()
+            .map_err(|e| (Refusal::BadParams(e.to_string()), false))?;
         if let Some(ours) = ctx.policy.interval_seconds {
             if params.interval_seconds != ours {
                 let why = format!(

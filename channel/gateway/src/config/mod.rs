@@ -100,7 +100,11 @@ fn tables(field: &str, text: &str) -> Result<gridchan_channel::TimeOfUse, Gatewa
         .parse()
         .map_err(|e| GatewayError::Config(format!("{field}: {e}")))?;
     gridchan_channel::TimeOfUse::of(&tariff)
-        .ok_or_else(|| GatewayError::Config(format!("{field}: write a flat or time-of-use tariff")))
+        .ok_or_else(|| {
+            GatewayError::Config(format!(
+                "{field}: write a flat tariff or a time-of-use tariff on a fixed UTC offset (a market's prices do not follow a time zone yet)"
+            ))
+        })
 }
 
 impl MarketNodeSection {
@@ -178,6 +182,14 @@ pub struct AcceptSection {
     /// How long a proposal waits for the owner's answer, in hours.
     #[serde(default = "day")]
     pub offer_hours: u32,
+    /// What a proposer's readings must rest on: `"any"` (its word is enough; `status` says so)
+    /// or `"signed"` (its meter must sign them, `specs/readings.md`).
+    #[serde(default = "any")]
+    pub evidence: String,
+}
+
+fn any() -> String {
+    "any".into()
 }
 
 /// Tokens in a config file: a number or a string of decimal tokens.
@@ -302,6 +314,15 @@ impl AcceptSection {
             max_tolerance_wh: self.max_tolerance_wh,
             max_tolerance_permille: self.max_tolerance_permille,
             offer_ttl_ms: u64::from(self.offer_hours.max(1)) * 3_600_000,
+            require_signed: match self.evidence.as_str() {
+                "any" => false,
+                "signed" => true,
+                other => {
+                    return Err(GatewayError::Config(format!(
+                        "accept.evidence = {other:?}: expected \"any\" (a neighbour's readings may be its word) or \"signed\" (its meter must sign them)"
+                    )))
+                }
+            },
             ..gridchan_channel::AcceptPolicy::default()
         })
     }

@@ -90,7 +90,8 @@ speedup = {speedup}
 
 {meter}
 # Neighbours to keep channels with, one [[peers]] section each; `meter` (optional) is the
-# neighbour's meter key: its readings must then be signed by that meter, or it is left out.
+# neighbour's meter key: a channel you open names it in its terms, a proposal from that
+# neighbour must name it, and its readings must be signed by it, or it is left out.
 # [[peers]]
 # address = "PUBKEY@HOST:PORT"
 # meter = "METER KEY"
@@ -122,6 +123,9 @@ max_tolerance_wh = 50
 max_tolerance_permille = 50
 # How long a proposal waits for your answer, in hours.
 offer_hours = 24
+# What a proposer's readings must rest on: "any" (its word is enough; `status` says which
+# neighbours are taken at their word) or "signed" (its meter must sign them).
+evidence = "any"
 
 # Watchtowers that refute a neighbour's stale state while this gateway is offline, one
 # [[towers]] section each (or `gridchan tower add PUBKEY@HOST:PORT` while the daemon runs):

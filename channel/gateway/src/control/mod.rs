@@ -63,6 +63,14 @@ pub enum Request {
         tariff: String,
         #[serde(default = "default_window")]
         challenge_window_blocks: u64,
+        /// What each side's readings rest on: `none` (their word) or `signed` (their meters');
+        /// left out: each side whose meter is known (ours signing, theirs named) is bound to
+        /// its meter's signed readings, the other's are its word.
+        #[serde(default)]
+        evidence: Option<String>,
+        /// The neighbour's meter key (hex); left out: the one `[[peers]] meter` names.
+        #[serde(default)]
+        peer_meter: Option<String>,
     },
     Close {
         channel: String,
@@ -208,6 +216,9 @@ pub struct OfferSummary {
     pub interval_seconds: u32,
     pub tolerance_wh: u32,
     pub tolerance_permille: u16,
+    /// What each side's readings rest on (`none`, `signed`, ...), and the meters it names.
+    #[serde(default)]
+    pub evidence: String,
     /// Seconds it has waited.
     pub waiting_s: u64,
 }
@@ -221,6 +232,7 @@ impl OfferSummary {
             deposit: p.deposit_b.0,
             peer_deposit: p.deposit_a.0,
             tariff: p.tariff.to_string(),
+            evidence: evidence_text(&p.evidence, gridchan_channel::Party::B),
             challenge_window_blocks: p.challenge_window_blocks,
             funding_window_blocks: p.funding_window_blocks,
             interval_seconds: p.interval_seconds,
@@ -253,6 +265,9 @@ pub struct ChannelSummary {
     pub frozen: bool,
     /// The agreed tariff, written as `--tariff` takes it.
     pub tariff: String,
+    /// What each side's readings rest on, and the meters the channel names.
+    #[serde(default)]
+    pub evidence: String,
     /// Which party we are (`A` opened the channel), as the history's `seller` names them.
     #[serde(default)]
     pub me: String,
@@ -296,6 +311,7 @@ impl ChannelSummary {
             last_interval: get(&|s| s.last_interval.0),
             frozen: v.frozen,
             tariff: v.params.tariff.to_string(),
+            evidence: evidence_text(&v.params.evidence, me),
             me: format!("{me:?}"),
             open_refused: v
                 .refused
@@ -326,6 +342,51 @@ pub struct Gateway {
     /// The neighbours whose readings must be signed, by meter key (`[[peers]] meter`): the
     /// others are taken at their word, and `status` says which is which.
     pub meters: std::collections::HashMap<gridchan_channel::NodeId, gridchan_channel::NodeId>,
+    /// This home's meter key, when its meter signs its readings.
+    pub own_meter: Option<gridchan_channel::NodeId>,
+}
+
+/// A channel's evidence as a person reads it: whose readings are signed by which meter.
+pub(crate) fn evidence_text(e: &gridchan_channel::Evidence, we: gridchan_channel::Party) -> String {
+    let short = |m: &gridchan_channel::NodeId| hex::encode(&m.to_bytes()[..6]);
+    let (ours, theirs) = match we {
+        gridchan_channel::Party::A => (e.meter_a, e.meter_b),
+        gridchan_channel::Party::B => (e.meter_b, e.meter_a),
+    };
+    match (ours, theirs) {
+        (None, None) => "none (each side's readings are its word)".into(),
+        (Some(o), Some(t)) => format!("signed (our meter {}.., theirs {}..)", short(&o), short(&t)),
+        (Some(o), None) => format!("ours signed by meter {}.., theirs their word", short(&o)),
+        (None, Some(t)) => format!("theirs signed by meter {}.., ours our word", short(&t)),
+    }
+}
+
+/// The evidence a channel we open names: `requested` (`none`, `signed`, or left out: each
+/// known meter signs its side's readings), our meter, and the neighbour's.
+fn evidence_for(
+    requested: Option<&str>,
+    own: Option<gridchan_channel::NodeId>,
+    theirs: Option<gridchan_channel::NodeId>,
+) -> Result<gridchan_channel::Evidence, String> {
+    use gridchan_channel::Evidence;
+    match (requested, own, theirs) {
+        (Some("signed"), Some(o), Some(t)) => Ok(Evidence::signed(o, t)),
+        // Left out: whichever meters are known sign their side's readings.
+        (None, own, theirs) => Ok(Evidence {
+            meter_a: own,
+            meter_b: theirs,
+        }),
+        (Some("none"), _, _) => Ok(Evidence::NONE),
+        (Some("signed"), None, _) => Err(
+            "--evidence signed needs this home's meter to sign its readings: add a [signing_meter] section to the config (see `gridchan init`)".into(),
+        ),
+        (Some("signed"), _, None) => Err(
+            "--evidence signed needs the neighbour's meter key: give --peer-meter KEY, or name it as `meter` in the neighbour's [[peers]] section".into(),
+        ),
+        (Some(other), _, _) => Err(format!(
+            "--evidence {other:?}: expected \"none\" (each side's word) or \"signed\" (each side's meter signs)"
+        )),
+    }
 }
 
 /// Serves the control API on `path` until the task is aborted.
@@ -428,6 +489,7 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
         meter,
         ledger,
         meters,
+        own_meter,
     } = gateway;
     let (interval_seconds, clock) = (*interval_seconds, clock.clone());
     let err = |message: String| Response::Error { message };
@@ -474,11 +536,15 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
                     .status(&crate::peers::live(&channels), &connected)
                     .into_iter()
                     .map(|mut p| {
-                        p.meter = p
-                            .node
-                            .parse()
-                            .ok()
-                            .and_then(|n| meters.get(&n))
+                        // The meter a live channel's terms name for the neighbour, else the
+                        // one the owner names.
+                        let node: Option<gridchan_channel::NodeId> = p.node.parse().ok();
+                        let named = channels
+                            .iter()
+                            .filter(|c| Some(c.peer) == node && !paid_out(c))
+                            .find_map(|c| c.params.evidence.meter(c.me.other()));
+                        p.meter = named
+                            .or_else(|| node.and_then(|n| meters.get(&n).copied()))
                             .map(|m| hex::encode(m.to_bytes()));
                         p
                     })
@@ -530,6 +596,8 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
             peer_deposit,
             tariff,
             challenge_window_blocks,
+            evidence,
+            peer_meter,
         } => {
             let tariff: Tariff = match tariff.parse() {
                 Ok(t) => t,
@@ -538,6 +606,20 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
             let peer: PeerAddr = match peer.parse() {
                 Ok(p) => p,
                 Err(e) => return err(format!("{e}")),
+            };
+            let theirs = match peer_meter
+                .as_deref()
+                .map(str::parse::<gridchan_channel::NodeId>)
+            {
+                Some(Ok(m)) => Some(m),
+                Some(Err(_)) => {
+                    return err("--peer-meter: not a meter key (66 hex digits)".to_string())
+                }
+                None => meters.get(&peer.node).copied(),
+            };
+            let evidence = match evidence_for(evidence.as_deref(), *own_meter, theirs) {
+                Ok(e) => e,
+                Err(e) => return err(e),
             };
             if let Err(e) = can_fund(
                 ledger.as_ref(),
@@ -570,6 +652,7 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
                 },
                 opened_at: IntervalIndex::containing(now, interval_seconds),
                 nonce,
+                evidence,
             };
             match engine.open(req).await {
                 Ok(id) => {

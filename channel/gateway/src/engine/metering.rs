@@ -89,16 +89,23 @@ impl<S: super::EngineStore> Engine<S> {
             }
         }
         let (round, first) = Round::start_signed(interval, own, signed, neighbours);
-        let meters = self
-            .rounds
-            .meters
+        // A neighbour counts only with its meter's signed reading when the channel's terms
+        // name its meter, or the owner does (`[[peers]] meter`).
+        let meters = open
             .iter()
-            .filter(|(peer, _)| open.contains_key(peer))
-            .map(|(peer, meter)| (*peer, *meter))
+            .filter_map(|(peer, id)| {
+                let named = self.node.peer_meter(id);
+                Some((
+                    *peer,
+                    named.or_else(|| self.rounds.meters.get(peer).copied())?,
+                ))
+            })
             .collect();
-        let mut round = round
-            .with_caps(caps)
-            .with_meters(meters, self.rounds.interval_seconds);
+        let interval_seconds = open
+            .values()
+            .find_map(|id| self.node.params(id).map(|p| p.interval_seconds))
+            .unwrap_or(self.rounds.interval_seconds);
+        let mut round = round.with_caps(caps).with_meters(meters, interval_seconds);
         self.act(interval, vec![first], ahead);
         let mut steps = Vec::new();
         self.rounds.early.retain(|(peer, a)| {

@@ -371,6 +371,7 @@ pub async fn open_flat(
         },
         opened_at,
         nonce: [nonce; 32],
+        evidence: Default::default(),
     })
     .await
     .unwrap()
