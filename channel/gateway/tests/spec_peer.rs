@@ -46,8 +46,14 @@ fn read_varint(b: &[u8], at: &mut usize) -> u64 {
     }
 }
 
-/// `ChannelParams` of the spec's table (a flat tariff).
+/// `ChannelParams` of the spec's table (a flat tariff), its `terms` the plain tariff.
 fn params_bytes(p: &ChannelParams) -> Vec<u8> {
+    params_bytes_with(p, None)
+}
+
+/// `ChannelParams` with `terms` variant 4 when `evidence` is given: the flat tariff, then
+/// `meter_a` and `meter_b` as option<NodeId> (`0`, or `1` and the 33-byte key).
+fn params_bytes_with(p: &ChannelParams, evidence: Option<[Option<[u8; 33]>; 2]>) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&p.party_a.to_bytes());
     out.extend_from_slice(&p.party_b.to_bytes());
@@ -67,8 +73,20 @@ fn params_bytes(p: &ChannelParams) -> Vec<u8> {
     let Tariff::Flat(price) = &p.tariff else {
         panic!("this double speaks flat tariffs")
     };
+    if evidence.is_some() {
+        varint(&mut out, 4);
+    }
     varint(&mut out, 0);
     varint(&mut out, price.0);
+    for meter in evidence.into_iter().flatten() {
+        match meter {
+            None => out.push(0),
+            Some(key) => {
+                out.push(1);
+                out.extend_from_slice(&key);
+            }
+        }
+    }
     out
 }
 
@@ -123,7 +141,12 @@ impl Double {
 
     /// `OpenChannel`: type 1, the parameters, A's signature on version 0.
     fn open(&self, p: &ChannelParams) -> Vec<u8> {
-        let mut payload = params_bytes(p);
+        self.open_with(p, params_bytes(p))
+    }
+
+    /// `OpenChannel` with the parameters' bytes as given, signed as `p`'s version 0.
+    fn open_with(&self, p: &ChannelParams, params: Vec<u8>) -> Vec<u8> {
+        let mut payload = params;
         payload.extend_from_slice(&self.key.sign(&State::initial(p).digest()).0);
         frame(1, &payload)
     }
@@ -243,4 +266,54 @@ async fn a_double_written_from_the_spec_is_answered_and_refused_as_the_spec_says
         channel.current.unwrap().version(),
         gridchan_channel::Version(0)
     );
+
+    // 5. `OpenChannel` whose terms (variant 4) name a meter for the victim, which has no signing
+    //    meter: `Refuse` for version 0, `BadParams` saying so; the channel id covers the
+    //    evidence (encoding.md, "Terms").
+    let (conn, mut reader, mut writer) = double.connect(&victim).await;
+    let meter = key(9).id();
+    let mut signed = p.clone();
+    signed.nonce = [5; 32];
+    signed.evidence = gridchan_channel::Evidence {
+        meter_a: None,
+        meter_b: Some(meter),
+    };
+    let bytes = params_bytes_with(&signed, Some([None, Some(meter.to_bytes())]));
+    writer
+        .write_raw(&double.open_with(&signed, bytes))
+        .await
+        .unwrap();
+    // (The victim first reestablishes the channel of step 2: type 6.)
+    let body = loop {
+        let body = next(&mut reader).await;
+        if body[2] != 6 {
+            break body;
+        }
+    };
+    assert_eq!(&body[..3], &[0, 1, 5], "type 5 (Refuse)");
+    assert_eq!(&body[3..35], &signed.channel_id().0);
+    let mut at = 35;
+    assert_eq!(read_varint(&body, &mut at), 0, "version 0");
+    assert_eq!(read_varint(&body, &mut at), 18, "BadParams");
+    let len = read_varint(&body, &mut at) as usize;
+    let why = std::str::from_utf8(&body[at..at + len]).unwrap();
+    assert!(why.contains("does not sign its readings"), "{why}");
+
+    // 6. Terms variant 4 naming no meter at all is not an encoding (the plain tariff is the
+    //    only one of those terms): the victim closes the connection.
+    let mut none = p.clone();
+    none.nonce = [6; 32];
+    let bytes = params_bytes_with(&none, Some([None, None]));
+    writer
+        .write_raw(&double.open_with(&none, bytes))
+        .await
+        .unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(10), conn.closed())
+        .await
+        .expect("closed in time");
+    assert!(
+        reason.contains("decode") || reason.contains("malformed"),
+        "{reason}"
+    );
+    assert!(victim.channel(none.channel_id()).await.unwrap().is_none());
 }
