@@ -251,6 +251,7 @@ pub async fn run(
                 funding_window_blocks: 20,
                 opened_at,
                 nonce: [i as u8; 32],
+                meter: None,
             },
         )
         .await

@@ -64,9 +64,14 @@ fn market_checks_ran(s: &serde_json::Value) {
         "the market node's wrong clearing refused by every member",
         "local trade equals the pooled bound",
         "the market node's books balance",
+        "energy a home's meter never signed is never paid for",
     ] {
         assert!(names.contains(&want), "{want}: {names:?}");
     }
+    // The overbilling home's inflated orders were refused against its meter's signed readings.
+    let b = &s["overbilling"];
+    assert!(b["orders_refused"].as_u64().unwrap() >= 1, "{b}");
+    assert_eq!(b["market_paid_wh"], 0, "{b}");
 }
 
 #[test]
@@ -102,6 +107,9 @@ fn the_ring_topology_trades_between_neighbours_only() {
     assert!(channels
         .iter()
         .all(|c| c["homes"].as_array().unwrap().iter().all(|h| h != "market")));
+    // The overbilling home's neighbours left it out: its claims were not what its meter signed.
+    let b = &s["overbilling"];
+    assert!(b["left_out_by_neighbours"].as_u64().unwrap() >= 1, "{b}");
 }
 
 #[test]

@@ -8,7 +8,7 @@ use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::crypto::Signature;
-use crate::market::{Enrol, MarketTerms, OrderRefusal, Part, Receipt, SignedOrder};
+use crate::market::{Enrol, MarketTerms, OrderMessage, OrderRefusal, Part, Receipt};
 use crate::params::ChannelParams;
 use crate::signed::{ProposalParts, SignedStateParts};
 use crate::state::Refusal;
@@ -47,8 +47,9 @@ pub enum Message {
     Announce(Announce),
     /// A member tells the market node the pseudonym it orders with (`specs/market.md`).
     Enrol(Enrol),
-    /// A member's signed order for an interval.
-    Order(SignedOrder),
+    /// A member's signed order for an interval, with its meter's signed reading when its
+    /// meter signs.
+    Order(Box<OrderMessage>),
     /// The market node took an order.
     Receipt(Receipt),
     /// The market node did not take an order, and why.

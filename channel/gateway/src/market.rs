@@ -31,6 +31,9 @@ pub struct Join {
     pub opened_at: IntervalIndex,
     /// Fresh randomness.
     pub nonce: [u8; 32],
+    /// This home's meter, when it signs its readings: the channel's terms name it, and every
+    /// order then carries its signed reading (`specs/market.md`, "Evidence").
+    pub meter: Option<gridchan_channel::NodeId>,
 }
 
 /// Dials the market node, waits for its terms and opens a market channel under them: the
@@ -82,7 +85,11 @@ pub async fn join(
             },
             opened_at: j.opened_at,
             nonce: j.nonce,
-            evidence: Default::default(),
+            // The market node meters nothing of its own.
+            evidence: gridchan_channel::Evidence {
+                meter_a: j.meter,
+                meter_b: None,
+            },
         })
         .await?;
     Ok((id, terms))

@@ -79,6 +79,7 @@ async fn members_settle_every_book_they_checked_and_refuse_a_wrong_one() {
                 funding_window_blocks: 20,
                 opened_at,
                 nonce: [n as u8; 32],
+                meter: None,
             },
         )
         .await

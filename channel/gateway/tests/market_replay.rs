@@ -65,6 +65,7 @@ async fn a_day(dir: &std::path::Path, chain: &Chain) {
                 funding_window_blocks: 200,
                 opened_at: anchor,
                 nonce: [n as u8 + 7; 32],
+                meter: None,
             },
         )
         .await

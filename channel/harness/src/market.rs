@@ -10,8 +10,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use gridchan_channel::market::{
-    Allowance, Book, Exchange, Limits, MarketTerms, Member, MemberStep, Parts, Rule, Settlement,
-    Topic,
+    Allowance, Book, Exchange, Limits, MarketTerms, Member, MemberStep, OrderMessage, Parts, Rule,
+    Sender, Settlement, Topic,
 };
 use gridchan_channel::metering::MeterReading;
 use gridchan_channel::tariff::TimeOfUse;
@@ -237,7 +237,11 @@ impl MarketNet {
                 .member
                 .order(interval, *meter, &limits, allowance)
             {
-                self.send(i + 1, 0, &Message::Order(order));
+                self.send(
+                    i + 1,
+                    0,
+                    &Message::Order(Box::new(OrderMessage::unsigned(order))),
+                );
             }
         }
         self.drive();
@@ -250,12 +254,15 @@ impl MarketNet {
     /// returns the market node's answer to it.
     pub fn member_says(&mut self, i: usize, message: Message) -> Option<Message> {
         let channel = self.open_channel_of(i + 1);
-        let allowance = self.allowance(channel);
-        self.exchange.on_message(
+        let from = channel.map(|channel| Sender {
             channel,
+            allowance: self.allowance(Some(channel)),
+            meter: None,
+        });
+        self.exchange.on_message(
+            from,
             &message,
             self.now_ms,
-            allowance,
             &Recovered::NONE,
             &self.market_signer,
         )

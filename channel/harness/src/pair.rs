@@ -758,7 +758,7 @@ fn describe(m: &Message) -> String {
             r.highest_signed
         ),
         Message::Enrol(_) => "Enrol".into(),
-        Message::Order(o) => format!("Order {}", o.order.interval),
+        Message::Order(o) => format!("Order {}", o.order.order.interval),
         Message::Receipt(_) => "Receipt".into(),
         Message::OrderRefused(r) => format!("OrderRefused {} ({})", r.interval, r.reason),
         Message::Part(p) => format!("Part {:?} {} {}/{}", p.topic, p.key, p.index, p.count),

@@ -3,7 +3,9 @@
 //! balance, nobody waits for an absent member, and a market node that breaks the rules is
 //! refused by the members it cheats.
 
-use gridchan_channel::market::{BookRefusal, MemberStep, Order, OrderRefusal, SignedOrder};
+use gridchan_channel::market::{
+    BookRefusal, MemberStep, Order, OrderMessage, OrderRefusal, SignedOrder,
+};
 use gridchan_channel::metering::MeterReading;
 use gridchan_channel::wire::Message;
 use gridchan_channel::{Amount, IntervalIndex, PricePerKwh, Refusal, Signer, WattHours};
@@ -246,7 +248,8 @@ fn orders_a_market_node_must_not_take_are_refused_with_their_reason() {
         Some(Message::OrderRefused(r)) => r.reason,
         other => panic!("{other:?}"),
     };
-    let signed = |o: Order| Message::Order(SignedOrder::sign(o, &own));
+    let signed =
+        |o: Order| Message::Order(Box::new(OrderMessage::unsigned(SignedOrder::sign(o, &own))));
     // Another market's order.
     let mut other = order(5, 0);
     other.market = [1; 32];
@@ -257,20 +260,23 @@ fn orders_a_market_node_must_not_take_are_refused_with_their_reason() {
     // Signed by a pseudonym that is not this channel's.
     let stranger = SignedOrder::sign(order(5, 0), &Signer::new(&[9; 32], &[0; 32]).unwrap());
     assert_eq!(
-        refusal(net.member_says(0, Message::Order(stranger))),
+        refusal(net.member_says(
+            0,
+            Message::Order(Box::new(OrderMessage::unsigned(stranger)))
+        )),
         OrderRefusal::NotYours
     );
     // Member 1's pseudonym over member 0's channel.
     let theirs = SignedOrder::sign(order(5, 0), &own);
     assert_eq!(
-        refusal(net.member_says(1, Message::Order(theirs))),
+        refusal(net.member_says(1, Message::Order(Box::new(OrderMessage::unsigned(theirs))))),
         OrderRefusal::NotYours
     );
     // A signature that does not verify.
     let mut forged = SignedOrder::sign(order(5, 0), &own);
     forged.order.import = WattHours(6);
     assert_eq!(
-        refusal(net.member_says(0, Message::Order(forged))),
+        refusal(net.member_says(0, Message::Order(Box::new(OrderMessage::unsigned(forged))))),
         OrderRefusal::BadSignature
     );
     // Both ways, a price above the maximum, more than the deposit pays for.

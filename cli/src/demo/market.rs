@@ -32,6 +32,7 @@ pub(super) async fn join_market(
             funding_window_blocks: 400,
             opened_at: IntervalIndex(at.0 - 1),
             nonce: derive(o.seed, "market-channel", n),
+            meter: Some(homes[a].meter.id()),
         },
     )
     .await

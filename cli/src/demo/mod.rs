@@ -26,6 +26,7 @@ use gridchan_channel::{
 use gridchan_gateway::clock::SimClock;
 use gridchan_gateway::daemon::{self, Daemon, DaemonParts};
 use gridchan_gateway::engine::{self, EngineHandle, Report};
+use gridchan_gateway::meter::signing::SigningMeter;
 use gridchan_gateway::meter::{CsvMeter, MeterReading, MeterSource};
 use gridchan_transport::PeerAddr;
 use gridchan_watchtower::{Tower, TowerLimits};
@@ -207,9 +208,11 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
             neighbours: Vec::new(),
             secret: derive(o.seed, "home", i),
             key: key("home", i)?,
+            meter: meter_key(&o, i)?,
             addr: "127.0.0.1:0".parse()?,
             dir: root.join(format!("home-{:02}", i + 1)),
             daemon: None,
+            cheat: Arc::default(),
         });
     }
     // The market node, after the homes (its index is the number of homes).
@@ -229,9 +232,11 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
             neighbours: Vec::new(),
             secret: derive(o.seed, "market", 0),
             key: key("market", 0)?,
+            meter: key("market-meter", 0)?,
             addr: "127.0.0.1:0".parse()?,
             dir: root.join("market"),
             daemon: None,
+            cheat: Arc::default(),
         });
     }
 
@@ -350,7 +355,11 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
                     },
                     opened_at: IntervalIndex(anchor.0 - 1),
                     nonce: derive(o.seed, "channel", n),
-                    evidence: Default::default(),
+                    // Both homes' readings are their meters' signed readings.
+                    evidence: gridchan_channel::Evidence::signed(
+                        homes[*a].meter.id(),
+                        homes[*b].meter.id(),
+                    ),
                 })
                 .await?
         };
@@ -430,6 +439,13 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
     let wrong_at = anchor.0 + o.intervals * 3 / 4;
     let mut offline: Option<(usize, u64)> = None;
     let mut wrong_staged = false;
+    // Staged everywhere: a home whose software bills energy its meter never measured, for an
+    // hour in the afternoon (its meter still signs what it measured).
+    let overbiller = 1;
+    let cheat_at = anchor.0 + o.intervals * 9 / 16;
+    let mut overbilling: Option<(u64, u64)> = None;
+    // The neighbours that left the overbilling home out, and of which interval.
+    let mut left_out_by: Vec<(usize, u64)> = Vec::new();
     let mut market_log = MarketLog::default();
     let mut openers: HashMap<ChannelId, usize> = links.iter().map(|l| (l.id, l.a)).collect();
     let mut old_states: HashMap<ChannelId, SignedState> = HashMap::new();
@@ -486,6 +502,32 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
                     .await?;
                 market_log.staged = true;
                 wrong_staged = true;
+            }
+        }
+        if o.homes >= 3
+            && o.intervals >= 16
+            && overbilling.is_none()
+            && now.0 >= cheat_at
+            && now.0 + 5 < end
+        {
+            homes[overbiller]
+                .cheat
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            overbilling = Some((now.0, now.0 + 4));
+            say(format!(
+                "{} starts claiming {OVERBILLED_WH} Wh more export an interval than its meter signed, for an hour",
+                homes[overbiller].name
+            ));
+        }
+        if let Some((_, until)) = overbilling {
+            let cheating = homes[overbiller]
+                .cheat
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if cheating && now.0 >= until {
+                homes[overbiller]
+                    .cheat
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                say(format!("{} bills honestly again", homes[overbiller].name));
             }
         }
         // Midday (or the first trade after it): a channel with an old state worth cheating with.
@@ -555,6 +597,18 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
                     say(line);
                 }
             }
+            // A neighbour channel leaving the overbilling home out: its claim is not what its
+            // meter signed.
+            Ok(Some((
+                i,
+                Report::LeftOut {
+                    peer,
+                    interval,
+                    why,
+                },
+            ))) if peer == homes[overbiller].key.id() && why.contains("its meter signed") => {
+                left_out_by.push((i, interval.0));
+            }
             Ok(Some((i, Report::Event(e)))) => match e {
                 Event::PeerMisbehaved { peer, reason } => {
                     say(format!("{}: disconnected {peer}: {reason}", homes[i].name))
@@ -596,6 +650,12 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
         day_seconds,
         &root,
         (market, &market_log),
+        overbilling.map(|(from, until)| Overbilled {
+            home: overbiller,
+            from,
+            until,
+            left_out_by,
+        }),
     )
     .await?;
     for h in &mut homes {

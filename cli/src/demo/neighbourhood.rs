@@ -152,6 +152,44 @@ pub(super) fn derive(seed: u64, what: &str, i: usize) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// Home `i`'s meter key: every home's meter signs its readings (`specs/readings.md`, a
+/// simulation of a calibrated meter's key), and its channels name it.
+pub(super) fn meter_key(o: &DemoOptions, i: usize) -> Result<Signer> {
+    Ok(Signer::new(&derive(o.seed, "meter", i), &blinding())?)
+}
+
+/// A gateway whose software claims more export than its meter measured while `on` is set:
+/// the demo's overbilling cheater. Its meter still signs what it measured, so the claim and
+/// the signature disagree, and whoever checks the signature refuses the claim.
+pub(super) struct Overbilling<M> {
+    pub(super) inner: M,
+    pub(super) on: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What the cheater claims on top of everything its meter measured, per interval.
+pub(super) const OVERBILLED_WH: u64 = 250;
+
+impl<M: MeterSource> MeterSource for Overbilling<M> {
+    fn reading(&mut self, interval: IntervalIndex) -> Option<MeterReading> {
+        let r = self.inner.reading(interval)?;
+        if !self.on.load(std::sync::atomic::Ordering::Relaxed) {
+            return Some(r);
+        }
+        // Everything it used, and more, claimed as export.
+        Some(MeterReading {
+            import: gridchan_channel::WattHours(0),
+            export: gridchan_channel::WattHours(r.export.0 + r.import.0 + OVERBILLED_WH),
+        })
+    }
+
+    fn signed_reading(
+        &self,
+        interval: IntervalIndex,
+    ) -> Option<gridchan_channel::reading::SignedReading> {
+        self.inner.signed_reading(interval)
+    }
+}
+
 /// Home `i`'s meter: home `i mod 8` of the data, and beyond the eighth home the same data
 /// scaled by a seeded factor in [0.7, 1.3) (documented in the README), readings only for the
 /// day played.
@@ -212,9 +250,14 @@ pub(super) struct Home {
     /// The home's secret key, for its ledger clients; `key` signs with it.
     pub(super) secret: [u8; 32],
     pub(super) key: Signer,
+    /// The key its meter signs readings with (the market node's is unused).
+    pub(super) meter: Signer,
     pub(super) addr: SocketAddr,
     pub(super) dir: PathBuf,
     pub(super) daemon: Option<Daemon>,
+    /// While set, the home's software claims energy its meter did not measure (the demo's
+    /// overbilling cheater; see [`Overbilling`]).
+    pub(super) cheat: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Home {
@@ -259,6 +302,8 @@ pub(super) fn listen(o: &DemoOptions, home: &mut Home) -> Result<EngineHandle> {
             max_deposit_permille: 1000,
             price: (PricePerKwh(0), PricePerKwh(u64::MAX)),
             market: Some(Box::new(run.terms.clone())),
+            // Every member's orders are checked against its meter's signed readings.
+            require_signed: true,
             ..gridchan_channel::AcceptPolicy::default()
         },
         // Every home takes its neighbours' channels on the terms a household would set: a
@@ -269,6 +314,8 @@ pub(super) fn listen(o: &DemoOptions, home: &mut Home) -> Result<EngineHandle> {
             max_deposit: Amount(DEPOSIT),
             max_deposit_permille: 1000,
             price: (PricePerKwh(FEED_IN), PricePerKwh(retail(18))),
+            own_meter: Some(home.meter.id()),
+            require_signed: true,
             ..gridchan_channel::AcceptPolicy::default()
         },
     };
@@ -315,10 +362,21 @@ pub(super) async fn start_home(
 ) -> Result<Daemon> {
     let h = &homes[i];
     let ledger = net.chain.client(&h.secret)?;
-    // The market node has no meter.
+    // The market node has no meter; a home's meter signs its readings.
     let meter: Option<Box<dyn MeterSource>> = match h.market.run {
         Some(_) => None,
-        None => Some(Box::new(home_meter(o, i, net.anchor)?)),
+        None => Some(Box::new(Overbilling {
+            inner: SigningMeter::new(
+                home_meter(o, i, net.anchor)?,
+                h.meter.duplicate(&blinding()),
+                INTERVAL,
+                (
+                    gridchan_channel::WattHours(0),
+                    gridchan_channel::WattHours(0),
+                ),
+            ),
+            on: h.cheat.clone(),
+        })),
     };
     Ok(daemon::start(DaemonParts {
         engine,

@@ -42,6 +42,34 @@ pub struct DisputeSummary {
     pub paid_version: u64,
 }
 
+/// What the demo saw of the overbilling home: which it was, the intervals it cheated in (the
+/// first and the one after the last), and each neighbour that left it out of an interval.
+pub(super) struct Overbilled {
+    pub(super) home: usize,
+    pub(super) from: u64,
+    pub(super) until: u64,
+    pub(super) left_out_by: Vec<(usize, u64)>,
+}
+
+/// The home that billed energy its meter never measured, and what came of it.
+#[derive(Serialize)]
+pub struct OverbillingSummary {
+    pub home: String,
+    /// The intervals it claimed more than its meter signed (the first and the one after the
+    /// last, as interval indexes).
+    pub from: u64,
+    pub until: u64,
+    /// What it claimed on top of everything its meter measured, per interval.
+    pub claimed_extra_wh: u64,
+    /// Its market orders the market node refused for claiming more than the meter signed.
+    pub orders_refused: usize,
+    /// Energy it was paid for in the market in those intervals (must be none).
+    pub market_paid_wh: u64,
+    /// Times a neighbour channel left it out of an interval because its claim was not what its
+    /// meter signed (one per neighbour and interval).
+    pub left_out_by_neighbours: usize,
+}
+
 #[derive(Serialize)]
 pub struct MarketSummary {
     pub books: usize,
@@ -78,6 +106,7 @@ pub struct Summary {
     pub homes: Vec<HomeSummary>,
     pub channels: Vec<ChannelSummary>,
     pub dispute: Option<DisputeSummary>,
+    pub overbilling: Option<OverbillingSummary>,
     pub market: Option<MarketSummary>,
     pub updates: u64,
     pub seconds: f64,
@@ -103,6 +132,7 @@ pub(super) async fn summarize(
     day_seconds: f64,
     root: &Path,
     (market, log): (Option<usize>, &MarketLog),
+    overbilling: Option<Overbilled>,
 ) -> Result<Summary> {
     let mut checks = Vec::new();
     let mut check = |what: &str, ok: bool, detail: String| {
@@ -348,6 +378,66 @@ pub(super) async fn summarize(
             ),
         );
     }
+    // The overbilling home: the market refused its inflated orders, and nothing it claimed
+    // beyond its meter was paid for (the totals above: sold <= metered export).
+    let overbilling_home = overbilling.as_ref().map(|b| b.home);
+    let overbilling = overbilling.map(|b| {
+        let Overbilled {
+            home: i,
+            from,
+            until,
+            left_out_by,
+        } = b;
+        let refused: Vec<u64> = log
+            .left_out
+            .iter()
+            .filter(|(who, _, why)| *who == i && why.contains("more than the meter signed"))
+            .map(|(_, interval, _)| interval.0)
+            .collect();
+        let paid: u64 = links
+            .iter()
+            .filter(|l| l.a == i && Some(l.b) == market)
+            .flat_map(|l| {
+                refused.iter().filter_map(move |k| {
+                    log.expected
+                        .get(&(l.id, IntervalIndex(*k)))
+                        .map(|s| s.sold.0)
+                })
+            })
+            .sum();
+        OverbillingSummary {
+            home: homes[i].name.clone(),
+            from,
+            until,
+            claimed_extra_wh: OVERBILLED_WH,
+            orders_refused: refused.len(),
+            market_paid_wh: paid,
+            left_out_by_neighbours: left_out_by.len(),
+        }
+    });
+    if let Some((b, i)) = overbilling.as_ref().zip(overbilling_home) {
+        // Every inflated order refused, and with neighbour channels each neighbour leaving it
+        // out (the first and last interval may straddle the switch).
+        let sure = b.until.saturating_sub(b.from).saturating_sub(2) as usize;
+        let refused_enough = market.is_none() || b.orders_refused >= sure;
+        let neighbours = links
+            .iter()
+            .filter(|l| Some(l.b) != market && (l.a == i || l.b == i))
+            .count();
+        let left_out_enough = b.left_out_by_neighbours >= sure * neighbours;
+        check(
+            "energy a home's meter never signed is never paid for",
+            energy_ok && refused_enough && left_out_enough && b.market_paid_wh == 0,
+            format!(
+                "{} claimed {} Wh an interval beyond its meter for an hour: {} orders refused by the market node, {} Wh of them paid; left out of an interval {} times by its neighbour channels; sold <= metered export for every home",
+                b.home,
+                b.claimed_extra_wh,
+                b.orders_refused,
+                b.market_paid_wh,
+                b.left_out_by_neighbours
+            ),
+        );
+    }
     Ok(Summary {
         ledger: match o.ledger {
             DemoLedger::Local => "local",
@@ -357,6 +447,7 @@ pub(super) async fn summarize(
         homes: home_summaries,
         channels,
         dispute,
+        overbilling,
         market: market_summary,
         updates,
         seconds: day_seconds,
@@ -598,6 +689,16 @@ pub(super) fn print_summary(s: &Summary) {
             d.newest_version,
             d.tower_refuted_with,
             d.paid_version
+        );
+    }
+    if let Some(b) = &s.overbilling {
+        println!(
+            "overbilling: {} claimed {} Wh an interval its meter never signed, for an hour; {} of its orders refused by the market node, {} Wh of them paid; left out of an interval {} times by its neighbours",
+            b.home,
+            b.claimed_extra_wh,
+            b.orders_refused,
+            b.market_paid_wh,
+            b.left_out_by_neighbours
         );
     }
     if let Some(m) = &s.market {

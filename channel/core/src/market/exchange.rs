@@ -3,14 +3,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::crypto::{Recovered, Signer};
+use crate::crypto::{NodeId, Recovered, Signer};
 use crate::state::State;
 use crate::types::{ChannelId, IntervalIndex, WattHours};
 use crate::wire::{Message, OrderRefused};
 
 use super::book::{Book, Roster};
 use super::clearing::BookError;
-use super::order::{pseudonym_id, Enrol, Receipt, SignedOrder};
+use super::order::{pseudonym_id, Enrol, OrderMessage, Receipt, SignedOrder};
 use super::{MarketTerms, Settlement, MAX_PRICE};
 
 /// The most energy an order may claim in one interval, given its channel's current state:
@@ -99,6 +99,24 @@ pub enum OrderRefusal {
     Unsettled,
     #[error("the pseudonym is already enrolled by another channel")]
     PseudonymTaken,
+    #[error("the channel's terms name this member's meter, and the order carries no reading signed by it")]
+    Unsigned,
+    #[error("the order's meter reading does not count: {0}")]
+    BadReading(String),
+    #[error(
+        "the order claims more than the meter signed ({import} Wh imported, {export} Wh exported)"
+    )]
+    BeyondReading { import: u64, export: u64 },
+}
+
+/// Who an order or an enrolment comes from: the member's open market channel with us, what
+/// the channel can still settle (`None` while its previous settlement is not countersigned),
+/// and the member's meter when the channel's terms name one.
+#[derive(Clone, Copy, Debug)]
+pub struct Sender {
+    pub channel: ChannelId,
+    pub allowance: Option<Allowance>,
+    pub meter: Option<NodeId>,
 }
 
 /// The market node's book-keeping.
@@ -216,13 +234,14 @@ impl Exchange {
     /// why it is refused.
     pub fn on_order(
         &mut self,
-        channel: ChannelId,
-        o: &SignedOrder,
+        from: &Sender,
+        message: &OrderMessage,
         now_ms: u64,
-        allowance: Option<Allowance>,
         known: &Recovered,
         node: &Signer,
     ) -> Result<Receipt, OrderRefusal> {
+        let (channel, allowance) = (from.channel, from.allowance);
+        let o = &message.order;
         let order = &o.order;
         if order.market != self.terms.market {
             return Err(OrderRefusal::WrongMarket);
@@ -252,6 +271,20 @@ impl Exchange {
         if order.sell_at_least > MAX_PRICE || order.buy_at_most > MAX_PRICE {
             return Err(OrderRefusal::PriceTooHigh);
         }
+        if let Some(meter) = &from.meter {
+            // The order is what the member's meter signed, less what its neighbour channels
+            // took: never more than the meter's own registers grew.
+            let reading = message.reading.as_ref().ok_or(OrderRefusal::Unsigned)?;
+            let signed = reading
+                .check(meter, order.interval, self.interval_seconds)
+                .map_err(|e| OrderRefusal::BadReading(e.to_string()))?;
+            if order.import > signed.import || order.export > signed.export {
+                return Err(OrderRefusal::BeyondReading {
+                    import: signed.import.0,
+                    export: signed.export.0,
+                });
+            }
+        }
         let allowance = allowance.ok_or(OrderRefusal::Unsettled)?;
         if order.import > allowance.buy || order.export > allowance.sell {
             return Err(OrderRefusal::AboveAllowance {
@@ -274,13 +307,13 @@ impl Exchange {
     /// if any. Anything but an enrolment or an order is not the exchange's.
     pub fn on_message(
         &mut self,
-        channel: Option<ChannelId>,
+        from: Option<Sender>,
         message: &Message,
         now_ms: u64,
-        allowance: Option<Allowance>,
         known: &Recovered,
         node: &Signer,
     ) -> Option<Message> {
+        let channel = from.map(|f| f.channel);
         let refused =
             |interval, reason| Some(Message::OrderRefused(OrderRefused { interval, reason }));
         match message {
@@ -293,13 +326,14 @@ impl Exchange {
                     Err(reason) => refused(IntervalIndex(0), reason),
                 }
             }
-            Message::Order(o) => {
-                let Some(channel) = channel else {
-                    return refused(o.order.interval, OrderRefusal::NotEnrolled);
+            Message::Order(m) => {
+                let interval = m.order.order.interval;
+                let Some(from) = from else {
+                    return refused(interval, OrderRefusal::NotEnrolled);
                 };
-                match self.on_order(channel, o, now_ms, allowance, known, node) {
+                match self.on_order(&from, m, now_ms, known, node) {
                     Ok(receipt) => Some(Message::Receipt(receipt)),
-                    Err(reason) => refused(o.order.interval, reason),
+                    Err(reason) => refused(interval, reason),
                 }
             }
             _ => None,
@@ -432,6 +466,37 @@ mod tests {
 
     const NOW: u64 = 11 * 900_000 + 1;
 
+    /// The member of `channel` with room to trade, and `meter` named by its channel's terms.
+    fn from(channel: ChannelId, allowance: Option<Allowance>, meter: Option<NodeId>) -> Sender {
+        Sender {
+            channel,
+            allowance,
+            meter,
+        }
+    }
+
+    fn plain(o: SignedOrder) -> OrderMessage {
+        OrderMessage::unsigned(o)
+    }
+
+    /// `pseudonym`'s order, its word, from the member of `channel` with `allowance`.
+    fn plain_order(
+        x: &mut Exchange,
+        channel: ChannelId,
+        allowance: Option<Allowance>,
+        pseudonym: &Signer,
+        node: &Signer,
+    ) -> Result<Receipt, OrderRefusal> {
+        let o = plain(order_of(pseudonym));
+        x.on_order(
+            &from(channel, allowance, None),
+            &o,
+            NOW,
+            &Recovered::NONE,
+            node,
+        )
+    }
+
     /// Orders kept by the host come back into books still open, and only those: a book that
     /// closed does not take them, nor does another market's.
     #[test]
@@ -461,7 +526,7 @@ mod tests {
         let mut x = exchange();
         // An order before any enrolment.
         assert_eq!(
-            x.on_order(c1, &order_of(&p1), NOW, ROOMY, &Recovered::NONE, &node),
+            plain_order(&mut x, c1, ROOMY, &p1, &node),
             Err(OrderRefusal::NotEnrolled)
         );
         // An enrolment for another channel than the one it came on.
@@ -484,17 +549,82 @@ mod tests {
         );
         // A member whose earlier settlement is unsigned.
         assert_eq!(
-            x.on_order(c1, &order_of(&p1), NOW, None, &Recovered::NONE, &node),
+            plain_order(&mut x, c1, None, &p1, &node),
             Err(OrderRefusal::Unsettled)
         );
-        assert!(x
-            .on_order(c1, &order_of(&p1), NOW, ROOMY, &Recovered::NONE, &node)
-            .is_ok());
+        assert!(plain_order(&mut x, c1, ROOMY, &p1, &node).is_ok());
         // Once the member leaves, its pseudonym is free for its new channel.
         x.leave(&c1);
         x.enrol(c2, &Enrol::sign(&[7; 32], c2, &p1)).unwrap();
         x.enrol(c1, &Enrol::sign(&[7; 32], c1, &p2)).unwrap();
         assert_eq!(x.members(), 2);
+    }
+
+    /// A member whose channel names its meter: the order must carry that meter's reading of
+    /// the interval, and claim no more than it signed.
+    #[test]
+    fn an_order_of_a_member_whose_meter_signs_is_checked_against_its_reading() {
+        use crate::reading::{Reading, SignedReading};
+        let (node, p1, meter) = (signer(1), signer(2), signer(9));
+        let c1 = ChannelId([1; 32]);
+        let mut x = exchange();
+        x.enrol(c1, &Enrol::sign(&[7; 32], c1, &p1)).unwrap();
+        let member = from(c1, ROOMY, Some(meter.id()));
+        // Interval 10, registers growing by 5 Wh imported (what `order_of` buys).
+        let reading = |key: &Signer, interval: u64, import_end: u64| {
+            SignedReading::sign(
+                Reading {
+                    meter: key.id(),
+                    interval: IntervalIndex(interval),
+                    interval_seconds: 900,
+                    import_start: WattHours(1_000),
+                    import_end: WattHours(import_end),
+                    export_start: WattHours(0),
+                    export_end: WattHours(0),
+                },
+                key,
+            )
+        };
+        let with = |r: SignedReading| OrderMessage {
+            order: order_of(&p1),
+            reading: Some(r),
+        };
+        let take = |x: &mut Exchange, m: &OrderMessage| {
+            x.on_order(&member, m, NOW, &Recovered::NONE, &node)
+        };
+        assert_eq!(
+            take(&mut x, &plain(order_of(&p1))),
+            Err(OrderRefusal::Unsigned)
+        );
+        let other_meter = take(&mut x, &with(reading(&signer(8), 10, 1_005)));
+        assert!(
+            matches!(&other_meter, Err(OrderRefusal::BadReading(why)) if why.contains("not the party's meter")),
+            "{other_meter:?}"
+        );
+        let replayed = take(&mut x, &with(reading(&meter, 9, 1_005)));
+        assert!(
+            matches!(&replayed, Err(OrderRefusal::BadReading(why)) if why.contains("interval 9")),
+            "{replayed:?}"
+        );
+        let mut forged = with(reading(&meter, 10, 1_005));
+        forged.reading.as_mut().unwrap().reading.import_end = WattHours(2_000);
+        assert!(matches!(
+            take(&mut x, &forged),
+            Err(OrderRefusal::BadReading(_))
+        ));
+        // The meter signed 4 Wh; the order buys 5.
+        assert_eq!(
+            take(&mut x, &with(reading(&meter, 10, 1_004))),
+            Err(OrderRefusal::BeyondReading {
+                import: 4,
+                export: 0
+            })
+        );
+        assert!(take(&mut x, &with(reading(&meter, 10, 1_005))).is_ok());
+        // A member whose channel names no meter is taken at its word.
+        let mut y = exchange();
+        y.enrol(c1, &Enrol::sign(&[7; 32], c1, &p1)).unwrap();
+        assert!(plain_order(&mut y, c1, ROOMY, &p1, &node).is_ok());
     }
 
     #[test]

@@ -21,9 +21,9 @@ use crate::types::{Amount, IntervalIndex, PricePerKwh, WattHours};
 
 pub use book::{Book, BookRefusal, Part, PartError, Parts, Roster, Topic};
 pub use clearing::{clear, BookError, Clearing, Fill, Grid};
-pub use exchange::{allowance, Allowance, Exchange, OrderRefusal};
+pub use exchange::{allowance, Allowance, Exchange, OrderRefusal, Sender};
 pub use member::{Limits, Member, MemberStep, ReceiptError};
-pub use order::{pseudonym_id, Enrol, Order, Receipt, SignedOrder};
+pub use order::{pseudonym_id, Enrol, Order, OrderMessage, Receipt, SignedOrder};
 
 /// The highest price a market accepts anywhere (its grid prices, its fee, an order's limits):
 /// 1,000 tokens per kWh. It keeps every product of energy and price far inside 128 bits.

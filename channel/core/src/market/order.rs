@@ -61,6 +61,25 @@ impl Order {
     }
 }
 
+/// A member's order as it travels to the market node (message 9): the signed order, and its
+/// meter's signed reading of the interval when its meter signs (`specs/market.md`,
+/// "Evidence"). The reading stays with the market node: books carry the order alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderMessage {
+    pub order: SignedOrder,
+    pub reading: Option<crate::reading::SignedReading>,
+}
+
+impl OrderMessage {
+    /// An order with no reading: its member's word.
+    pub fn unsigned(order: SignedOrder) -> OrderMessage {
+        OrderMessage {
+            order,
+            reading: None,
+        }
+    }
+}
+
 /// An order with its pseudonym's signature.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SignedOrder {

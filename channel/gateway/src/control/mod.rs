@@ -726,6 +726,7 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
                 funding_window_blocks: 60,
                 opened_at: IntervalIndex::containing(now, interval_seconds),
                 nonce,
+                meter: *own_meter,
             };
             match crate::market::join(engine, join).await {
                 Ok((id, terms)) => {

@@ -69,7 +69,7 @@ impl<S: super::EngineStore> Engine<S> {
         }
         let open = self.open_channels(true);
         let neighbours: HashSet<NodeId> = open.keys().copied().collect();
-        self.market_meter(interval, own, !neighbours.is_empty());
+        self.market_meter(interval, own, signed, !neighbours.is_empty());
         if neighbours.is_empty() {
             return;
         }
@@ -201,6 +201,11 @@ impl<S: super::EngineStore> Engine<S> {
                 }
                 Step::LeftOut { peer, why } => {
                     tracing::warn!("neighbour {peer} left out of this interval: it {why}");
+                    let _ = self.reports.send(super::Report::LeftOut {
+                        peer,
+                        interval,
+                        why,
+                    });
                 }
                 Step::Reading { peer, reading } => {
                     let (d, r) = (reading.delivered.0, reading.received.0);

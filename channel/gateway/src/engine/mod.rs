@@ -75,6 +75,13 @@ pub enum Report {
     },
     /// Something that happened in a market this gateway runs or is a member of.
     Market(MarketReport),
+    /// A neighbour left out of an interval's round with us (its totals did not count, or it
+    /// said nothing in time), and why.
+    LeftOut {
+        peer: NodeId,
+        interval: gridchan_channel::IntervalIndex,
+        why: String,
+    },
 }
 
 /// Why a request to the engine failed.

@@ -222,6 +222,7 @@ impl<S: crate::engine::EngineStore> Engine<S> {
         &mut self,
         interval: IntervalIndex,
         own: MeterReading,
+        signed: Option<gridchan_channel::reading::SignedReading>,
         round: bool,
     ) {
         if self.markets.members.is_empty() {
@@ -231,6 +232,7 @@ impl<S: crate::engine::EngineStore> Engine<S> {
             interval,
             Share {
                 own,
+                signed,
                 delivered: 0,
                 received: 0,
                 ordered: false,
@@ -319,7 +321,16 @@ impl<S: crate::engine::EngineStore> Engine<S> {
             import: order.order.import,
             export: order.order.export,
         }));
-        self.send(view.peer, Message::Order(order));
+        // The meter's signed reading goes with the order (the market node requires it when
+        // the channel's terms name the meter).
+        let reading = self.markets.shares.get(&interval).and_then(|s| s.signed);
+        self.send(
+            view.peer,
+            Message::Order(Box::new(gridchan_channel::market::OrderMessage {
+                order,
+                reading,
+            })),
+        );
     }
 }
 

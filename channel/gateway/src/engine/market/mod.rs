@@ -106,6 +106,8 @@ pub enum Stage {
 /// and whether the market order went.
 struct Share {
     own: MeterReading,
+    /// The meter's signed reading of the interval, when it signs: it goes with the order.
+    signed: Option<gridchan_channel::reading::SignedReading>,
     delivered: u64,
     received: u64,
     ordered: bool,

@@ -53,12 +53,17 @@ impl<S: crate::engine::EngineStore> Engine<S> {
             .market_channels()
             .find(|(_, p, phase, me, _)| *p == peer && *phase == Phase::Open && *me == Party::B)
             .map(|(id, ..)| id);
-        let allowance = channel
-            .and_then(|id| self.node.channel(&id))
-            .and_then(|view| gridchan_channel::market::allowance(&view, &terms, now));
+        // The member's channel: what it can still settle, and the meter its terms name.
+        let from = channel.map(|id| gridchan_channel::market::Sender {
+            channel: id,
+            allowance: self
+                .node
+                .channel(&id)
+                .and_then(|view| gridchan_channel::market::allowance(&view, &terms, now)),
+            meter: self.node.peer_meter(&id),
+        });
         let exchange = self.markets.exchange.as_mut().expect("checked above");
-        let answer =
-            exchange.on_message(channel, message, now, allowance, known, &self.pool_signer);
+        let answer = exchange.on_message(from, message, now, known, &self.pool_signer);
         match (&answer, message) {
             (Some(Message::OrderRefused(r)), _) => {
                 tracing::info!(
@@ -78,7 +83,7 @@ impl<S: crate::engine::EngineStore> Engine<S> {
             (Some(receipt @ Message::Receipt(_)), Message::Order(o))
                 if self.markets.store.is_some() =>
             {
-                self.markets.receipts.push((peer, *o, receipt));
+                self.markets.receipts.push((peer, o.order, receipt));
             }
             (Some(answer), _) => self.send(peer, answer),
             (None, _) => {}
