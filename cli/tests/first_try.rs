@@ -1,7 +1,8 @@
 //! A household's first try, as the README's "Running the pieces by hand" writes it: two fresh
 //! `gridchan init`s (a home with panels, a home without, their clocks sped up), a ledger, two
-//! daemons, a channel proposed and accepted; the homes trade with nothing else edited. And a
-//! second daemon on a data folder in use is refused, naming the process that holds it.
+//! daemons, a channel proposed and accepted; the homes trade with nothing else edited, within
+//! two intervals of the first surplus after the channel opened. And a second daemon on a data
+//! folder in use is refused, naming the process that holds it.
 
 mod common;
 
@@ -13,6 +14,40 @@ use common::{gridchan, ledger, spawn, spawn_logging, wait_for_daemon};
 /// `gridchan init` as the README gives it (port 0 for the test); returns the node id.
 fn init(dir: &Path, meter: &str) -> String {
     common::init_with(dir, &["--meter", meter, "--speedup", "1800"])
+}
+
+/// The first interval from `from` in which A's simulated meter exports and B's imports, as the
+/// daemons of `ca` and `cb` read them.
+fn first_surplus(ca: &Path, cb: &Path, from: u64) -> u64 {
+    use gridchan_gateway::config::{Config, MeterSection};
+    use gridchan_gateway::meter::{MeterSource, SimulatedMeter};
+    let meter = |config: &Path| {
+        let c = Config::load(config).unwrap();
+        let Some(MeterSection::Simulated {
+            seed,
+            pv_peak_w,
+            load_avg_w,
+            ..
+        }) = c.meter
+        else {
+            panic!("a simulated meter")
+        };
+        SimulatedMeter {
+            seed,
+            pv_peak_w,
+            load_avg_w,
+            interval_seconds: c.metering.interval_seconds,
+            zone: c.metering.zone().unwrap(),
+        }
+    };
+    let (mut a, mut b) = (meter(ca), meter(cb));
+    (from..from + 200)
+        .find(|k| {
+            let k = gridchan_channel::IntervalIndex(*k);
+            let (ra, rb) = (a.reading(k).unwrap(), b.reading(k).unwrap());
+            ra.export.0 > 0 && rb.import.0 > 0
+        })
+        .expect("a surplus within two simulated days")
 }
 
 fn json(config: &Path, args: &[&str]) -> serde_json::Value {
@@ -127,20 +162,51 @@ fn two_fresh_homes_trade_following_the_readme() {
         String::from_utf8_lossy(&opened.stderr)
     );
 
+    // Once the channel is open (and A's meter has read an interval), the last interval read.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let read_when_open = loop {
+        let list = json(&ca, &["channel", "list"]);
+        let read = json(&ca, &["status"])["meter"]["last_read"][0].as_u64();
+        if let (true, Some(start)) = (list["channels"][0]["phase"] == "Open", read) {
+            break start / 900;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the channel never opened: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
     // A simulated day passes in 48 s: within one, the home with panels sells to the one
     // without (whatever hour of the simulated day the channel opened at).
     let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
+    let channel = loop {
         let list = json(&ca, &["channel", "list"]);
         let c = &list["channels"][0];
         if c["sold_wh"].as_u64().unwrap_or(0) > 0 {
             let b = &json(&cb, &["channel", "list"])["channels"][0];
             assert_eq!(b["phase"], "Open", "{b}");
-            break;
+            break c["channel"].as_str().unwrap().to_string();
         }
         assert!(Instant::now() < deadline, "the homes never traded: {list}");
         std::thread::sleep(Duration::from_millis(200));
-    }
+    };
+    // Within two intervals: the first interval after the channel opened in which A's panels
+    // gave more than its load and B drew from the grid (the same seeded meters the daemons
+    // read, from their configs) is the one the homes first settle, or one of the two after it
+    // (an interval is half a second here, on a machine running other tests).
+    let surplus = first_surplus(&ca, &cb, read_when_open + 1);
+    let shown = json(&ca, &["channel", "show", &channel, "--intervals", "200"]);
+    let first_trade = shown["recent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["interval"].as_u64())
+        .min()
+        .unwrap();
+    assert!(
+        (surplus..=surplus + 2).contains(&first_trade),
+        "the first interval with a surplus after opening is {surplus}; the first trade settled {first_trade}"
+    );
     // Nobody named B's meter: its readings are taken at its word, and the status says so.
     let out = gridchan(&["status", "--config", ca.to_str().unwrap()]);
     let text = String::from_utf8(out.stdout).unwrap();
