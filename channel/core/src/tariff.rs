@@ -76,10 +76,14 @@ impl ZonedTimeOfUse {
             .map_err(|_| TariffError::Zone(self.zone.clone()))
     }
 
-    /// The price in `interval`, at its start on the zone's clock; `None` if the zone is not
-    /// one this build knows with these rules, or beyond the representable time range.
+    /// The price in `interval`, at its start on the zone's clock by this build's rules; `None`
+    /// if the zone is not one this build knows, or beyond the representable time range. (Both
+    /// ends had the same rules when the channel opened, [`Tariff::check_clock`]; a gateway
+    /// upgraded since to newer rules prices by them, which differ from the old ones only where
+    /// the zone's law changed, and a neighbour that prices an hour otherwise refuses the update
+    /// as `PriceOffTariff`, so a difference shows and is never settled silently.)
     pub fn price_at(&self, interval: IntervalIndex, interval_seconds: u32) -> Option<PricePerKwh> {
-        let tz = self.time_zone().ok()?;
+        let tz = jiff::tz::db().get(&self.zone).ok()?;
         let start = i64::try_from(interval.start_unix(interval_seconds)?).ok()?;
         let start = jiff::Timestamp::from_second(start).ok()?;
         let local = start.to_zoned(tz);
@@ -789,10 +793,14 @@ mod tests {
         assert_eq!(Tariff::from_words(&t.words()), Ok(t.clone()));
         assert_eq!(t.to_string().parse::<Tariff>().unwrap(), t);
         assert_eq!(Tariff::words_len(&t.words()), Ok(t.words().len()));
-        // Other rules than this build's: no price, and a clear reason.
+        // Other rules than this build's: refused at opening with a clear reason; a channel
+        // opened before an upgrade still prices by the zone.
         let mut other = amsterdam();
         other.rules = "1999a".into();
-        assert_eq!(other.price_at(at("2026-07-15T15:00:00Z"), 900), None);
+        assert_eq!(
+            other.price_at(at("2026-07-15T15:00:00Z"), 900),
+            Some(PricePerKwh(300_000))
+        );
         let e = Tariff::Zoned(Box::new(other)).check_clock().unwrap_err();
         assert!(e.to_string().contains("rules of 1999a"), "{e}");
         // A zone this build does not know; a name that does not fit its word.
