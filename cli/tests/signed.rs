@@ -125,6 +125,8 @@ fn an_owner_who_requires_signed_readings_refuses_a_neighbours_word() {
     // `--evidence signed` without a signing meter here: refused before anything is proposed.
     let err = refused(&cb, &addr_a, &["--evidence", "signed"]);
     assert!(err.contains("add a [signing_meter] section"), "{err}");
+    let err = refused(&cb, &addr_a, &["--peer-meter", "nope"]);
+    assert!(err.contains("not a meter key"), "{err}");
     let why = refused(&cb, &addr_a, &["--price", "0.2"]);
     assert!(why.contains("your word alone"), "{why}");
 }

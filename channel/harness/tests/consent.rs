@@ -36,6 +36,16 @@ fn request(nonce: u8) -> OpenRequest {
     }
 }
 
+/// Time of use on `zone`'s clock by the time-zone `rules` of that name.
+fn zoned(zone: &str, rules: &str) -> Tariff {
+    Tariff::Zoned(Box::new(gridchan_channel::ZonedTimeOfUse {
+        zone: zone.into(),
+        rules: rules.into(),
+        weekday: [PricePerKwh(200_000); 24],
+        weekend: [PricePerKwh(150_000); 24],
+    }))
+}
+
 /// A's `OpenChannel` for `req`, signed by A.
 fn open_from_a(req: OpenRequest) -> (ChannelId, Message) {
     let params = req.params(key(1).id());
@@ -94,8 +104,22 @@ fn accepted(out: &[Output]) -> bool {
 #[test]
 fn terms_outside_the_policy_are_refused_whoever_proposes_and_nothing_is_signed() {
     type Change = fn(&mut OpenRequest);
-    let cases: [(Change, &str); 6] = [
+    let cases: [(Change, &str); 9] = [
         (|r| r.peer_deposit = Amount(89_000_000), "deposit 89.000000"),
+        // A zoned tariff priced by other time-zone rules, or on a zone nobody knows.
+        (
+            |r| r.tariff = zoned("Europe/Amsterdam", "1999a"),
+            "rules of 1999a",
+        ),
+        (
+            |r| r.tariff = zoned("Mars/Olympus_Mons", gridchan_channel::zone_rules()),
+            "not a time zone",
+        ),
+        // A meter named as B's, which has no signing meter.
+        (
+            |r| r.evidence.meter_b = Some(key(9).id()),
+            "does not sign its readings",
+        ),
         (
             |r| r.tariff = Tariff::Flat(PricePerKwh(1_000_000_000_000)),
             "prices from",

@@ -724,6 +724,11 @@ mod tests {
                 "accept.challenge_window_blocks",
             ),
             ("min_price = \"0\"", "min_price = \"5\"", "accept.min_price"),
+            (
+                "evidence = \"any\"",
+                "evidence = \"always\"",
+                "accept.evidence",
+            ),
         ] {
             assert!(template.contains(from), "{from}");
             std::fs::write(&path, template.replace(from, to)).unwrap();
@@ -736,12 +741,14 @@ mod tests {
             &path,
             template
                 .replace("max_deposit = \"10\"", "max_deposit = 2.5")
-                .replace("from = \"ask\"", "from = \"anyone\""),
+                .replace("from = \"ask\"", "from = \"anyone\"")
+                .replace("evidence = \"any\"", "evidence = \"signed\""),
         )
         .unwrap();
         let policy = Config::load(&path).unwrap().accept.policy().unwrap();
         assert_eq!(policy.max_deposit, gridchan_channel::Amount(2_500_000));
         assert_eq!(policy.from, gridchan_channel::Acceptance::Anyone);
+        assert!(policy.require_signed);
     }
 
     #[test]
