@@ -8,6 +8,7 @@ pub mod evm;
 pub mod init;
 pub mod keys;
 pub mod ledger;
+pub mod report;
 pub mod vectors;
 pub mod watchtower;
 

@@ -46,6 +46,29 @@ enum Commands {
         #[arg(long)]
         config: PathBuf,
     },
+    /// A statement of what this home traded with whom over a month or a day (its local
+    /// time): per neighbour and market, energy and money by day, with the states that prove
+    /// them. Reads the channel store; the daemon may be running.
+    Report {
+        /// The gateway's config file.
+        #[arg(long, default_value = "gridchan.toml")]
+        config: PathBuf,
+        /// The month, 2026-11.
+        #[arg(long, conflicts_with = "day", required_unless_present = "day")]
+        month: Option<String>,
+        /// The day, 2026-11-03.
+        #[arg(long)]
+        day: Option<String>,
+        /// Print the day lines as CSV.
+        #[arg(long, conflicts_with_all = ["json", "quarter_hours"])]
+        csv: bool,
+        /// Print JSON for scripts.
+        #[arg(long, conflicts_with = "quarter_hours")]
+        json: bool,
+        /// Print the home's quarter-hour balances as CSV (received and delivered per interval).
+        #[arg(long)]
+        quarter_hours: bool,
+    },
     /// Open, inspect and close channels of a running gateway.
     Channel {
         /// The gateway's config file.
@@ -683,6 +706,29 @@ fn run() -> Result<()> {
             let ok = until_stopped("the demo", gridchan_cli::demo::run(options))?;
             if !ok {
                 anyhow::bail!("a check failed: see the lines marked FAIL above");
+            }
+            Ok(())
+        }
+        Commands::Report {
+            config,
+            month,
+            day,
+            csv,
+            json,
+            quarter_hours,
+        } => {
+            use gridchan_cli::report;
+            let text = month.or(day).unwrap_or_default();
+            let period = report::Period::parse(&text)?;
+            let s = report::statement(&config, &period)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else if csv {
+                print!("{}", report::days_csv(&s));
+            } else if quarter_hours {
+                print!("{}", report::quarter_hours_csv(&s)?);
+            } else {
+                report::print_text(&s);
             }
             Ok(())
         }

@@ -219,6 +219,8 @@ pub enum Event {
         channel: ChannelId,
         version: Version,
         trade: Trade,
+        /// The digest of the state that settled it, signed by both.
+        digest: [u8; 32],
     },
     /// The peer refused our proposal (or we refused theirs) for an honest reason.
     Refused {

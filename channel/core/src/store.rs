@@ -7,8 +7,9 @@ use crate::io::ChannelRecord;
 use crate::state::Trade;
 use crate::types::{ChannelId, Version};
 
-/// An interval a channel settled: the channel, the version that settled it, and the trade.
-pub type Settled = (ChannelId, Version, Trade);
+/// An interval a channel settled: the channel, the version that settled it, the trade, and the
+/// digest of that version's state (signed by both: what proves the trade, `gridchan report`).
+pub type Settled = (ChannelId, Version, Trade, [u8; 32]);
 
 /// Why a store could not write or read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -67,6 +67,9 @@ const MIGRATIONS: &[&str] = &[
     );",
     // A market channel's settled interval names the book it settles (`specs/market.md`).
     "ALTER TABLE trades ADD COLUMN book BLOB;",
+    // The digest of the doubly signed state that settled each interval: what a statement
+    // cites as proof (`gridchan report`). Rows written before have none.
+    "ALTER TABLE trades ADD COLUMN digest BLOB;",
 ];
 
 /// One settled interval, as `gridchan channel show` lists it.
@@ -101,6 +104,17 @@ impl TradeRow {
     }
 }
 
+/// One settled interval as a statement reads it: the channel, the version that settled it, the
+/// trade, and the digest of that version's doubly signed state (none for rows written before
+/// digests were kept).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettledRow {
+    pub channel: ChannelId,
+    pub version: Version,
+    pub trade: Trade,
+    pub digest: Option<[u8; 32]>,
+}
+
 /// A channel record as stored: plain fields, signatures checked again on load.
 #[derive(Serialize, Deserialize)]
 struct Stored {
@@ -133,6 +147,45 @@ impl SqliteStore {
         let mut store = SqliteStore { conn };
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Every interval settled from `from` to `to` (interval indexes, both included) on any
+    /// channel, in the order they were settled per channel.
+    pub fn settled_between(
+        &self,
+        from: IntervalIndex,
+        to: IntervalIndex,
+    ) -> Result<Vec<SettledRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT channel, version, interval, seller, energy_wh, price, amount, book, digest
+                 FROM trades WHERE interval >= ?1 AND interval <= ?2 ORDER BY channel, version",
+            )
+            .map_err(read_err)?;
+        let rows = stmt
+            .query_map(params![from.0 as i64, to.0 as i64], |r| {
+                let bytes32 = |b: Option<Vec<u8>>| b.and_then(|b| <[u8; 32]>::try_from(b).ok());
+                Ok(SettledRow {
+                    channel: ChannelId(bytes32(Some(r.get(0)?)).unwrap_or_default()),
+                    version: Version(r.get::<_, i64>(1)? as u64),
+                    trade: Trade {
+                        interval: IntervalIndex(r.get::<_, i64>(2)? as u64),
+                        seller: if r.get::<_, i64>(3)? == 0 {
+                            Party::A
+                        } else {
+                            Party::B
+                        },
+                        energy: WattHours(r.get::<_, i64>(4)? as u64),
+                        price: PricePerKwh(r.get::<_, i64>(5)? as u64),
+                        amount: Amount(r.get::<_, i64>(6)? as u64),
+                        book: bytes32(r.get(7)?).unwrap_or(gridchan_channel::NO_BOOK),
+                    },
+                    digest: bytes32(r.get(8)?),
+                })
+            })
+            .map_err(read_err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(read_err)
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
@@ -224,11 +277,11 @@ impl ChannelStore for SqliteStore {
             let mut stmt = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO trades
-                     (channel, version, interval, seller, energy_wh, price, amount, book)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                     (channel, version, interval, seller, energy_wh, price, amount, book, digest)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )
                 .map_err(write_err)?;
-            for (channel, version, t) in trades {
+            for (channel, version, t, digest) in trades {
                 stmt.execute(params![
                     channel.0.to_vec(),
                     version.0 as i64,
@@ -237,7 +290,8 @@ impl ChannelStore for SqliteStore {
                     t.energy.0 as i64,
                     t.price.0 as i64,
                     t.amount.0 as i64,
-                    (t.book != gridchan_channel::NO_BOOK).then(|| t.book.to_vec())
+                    (t.book != gridchan_channel::NO_BOOK).then(|| t.book.to_vec()),
+                    digest.to_vec()
                 ])
                 .map_err(write_err)?;
             }

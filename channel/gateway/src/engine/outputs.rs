@@ -77,10 +77,11 @@ impl<S: super::EngineStore> Engine<S> {
                         channel,
                         version,
                         trade,
+                        digest,
                     } = &e
                     {
                         self.trade_log.settled(&self.node, channel, trade);
-                        self.trades.push((*channel, *version, *trade));
+                        self.trades.push((*channel, *version, *trade, *digest));
                         if self.trades.len() >= MAX_PENDING_TRADES {
                             self.flush_trades();
                         }
