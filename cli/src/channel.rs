@@ -74,12 +74,16 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
             trading,
             ledger_failed,
             offers,
+            metrics,
         } => {
             if !trading.is_empty() {
                 println!("{trading}");
             }
             println!("node      {node}");
             println!("address   {address}");
+            if let Some(m) = metrics {
+                println!("metrics   {m}");
+            }
             match closed {
                 0 => println!("channels  {channels}"),
                 n => println!("channels  {channels} (and {n} paid out)"),

@@ -207,6 +207,17 @@ pub async fn run(config_path: &Path) -> Result<()> {
             crate::config_address(&format!("towers[{i}].address"), &t.address, config_path)
         })
         .collect::<Result<Vec<_>>>()?;
+    // The Prometheus endpoint, when the owner asks for one.
+    let metrics = match config.metrics.listen {
+        Some(listen) => {
+            let bound = gridchan_gateway::metrics::serve(listen, engine.clone(), interval_seconds)
+                .await
+                .map_err(in_config)?;
+            println!("metrics http://{bound}/metrics");
+            Some(bound)
+        }
+        None => None,
+    };
     let daemon = daemon::start(daemon::DaemonParts {
         engine: engine.clone(),
         store_path,
@@ -232,6 +243,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
             ledger,
             meters,
             own_meter,
+            metrics,
         };
         async move { control::serve(&socket, gateway).await }
     });

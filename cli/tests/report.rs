@@ -6,9 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{
-    channels, configure, gridchan, init, ledger, meter_file, open_channel, spawn, wait_for_daemon,
-};
+use common::{channels, gridchan, open_channel};
 
 fn run(args: &[&str]) -> String {
     let out = gridchan(args);
@@ -23,21 +21,8 @@ fn run(args: &[&str]) -> String {
 #[test]
 fn a_days_statement_is_the_sum_of_its_settled_intervals() {
     let root = tempfile::tempdir().unwrap();
-    let (da, db) = (root.path().join("a"), root.path().join("b"));
-    let (node_a, node_b) = (init(&da), init(&db));
-    let (_ledger, ledger_addr) = ledger(
-        &root.path().join("ledger"),
-        "127.0.0.1:0",
-        &[&node_a, &node_b],
-    );
-    configure(&da, &ledger_addr, &meter_file(&da, 0, 100), None);
-    let ca = da.join("gridchan.toml");
-    let (a, addr_a) = spawn(&["daemon", "--config", ca.to_str().unwrap()]);
-    wait_for_daemon(&ca);
-    configure(&db, &ledger_addr, &meter_file(&db, 80, 0), Some(&addr_a));
-    let cb = db.join("gridchan.toml");
-    let (_b, _) = spawn(&["daemon", "--config", cb.to_str().unwrap()]);
-    wait_for_daemon(&cb);
+    let mut pair = common::seller_and_buyer(root.path(), "");
+    let (cb, addr_a, node_a) = (pair.cb.clone(), pair.addr_a.clone(), pair.node_a.clone());
     open_channel(&cb, &addr_a, &["--price", "0.2"]);
     // A few intervals traded; then A stops, and B trades no more.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -50,7 +35,8 @@ fn a_days_statement_is_the_sum_of_its_settled_intervals() {
         assert!(Instant::now() < deadline, "B never bought: {list}");
         std::thread::sleep(Duration::from_millis(100));
     };
-    drop(a);
+    // (The processes: the ledger, A, B.)
+    drop(pair.procs.remove(1));
     // The day (B's time zone) of its first settled interval (1-second intervals here).
     let config = gridchan_gateway::config::Config::load(&cb).unwrap();
     let zone = config.metering.zone().unwrap();

@@ -36,6 +36,7 @@ mod links;
 pub mod market;
 pub mod market_store;
 pub mod meter;
+pub mod metrics;
 pub mod peers;
 pub mod sqlite;
 pub mod store;

@@ -252,3 +252,38 @@ pub fn start_daemon(config: &Path) -> (Proc, String) {
     wait_for_daemon(config);
     started
 }
+
+/// Two homes over a local ledger, both daemons up, no channel yet: A exports 100 Wh an interval
+/// (its config with `a_extra` appended), B imports 80 and names A as its neighbour.
+pub struct SellerAndBuyer {
+    pub ca: std::path::PathBuf,
+    pub cb: std::path::PathBuf,
+    pub addr_a: String,
+    pub node_a: String,
+    pub procs: Vec<Proc>,
+}
+
+#[allow(dead_code)]
+pub fn seller_and_buyer(root: &Path, a_extra: &str) -> SellerAndBuyer {
+    let (da, db) = (root.join("a"), root.join("b"));
+    let (node_a, node_b) = (init(&da), init(&db));
+    let (ledger_proc, ledger_addr) =
+        ledger(&root.join("ledger"), "127.0.0.1:0", &[&node_a, &node_b]);
+    configure(&da, &ledger_addr, &meter_file(&da, 0, 100), None);
+    let ca = da.join("gridchan.toml");
+    let text = std::fs::read_to_string(&ca).unwrap();
+    std::fs::write(&ca, format!("{text}\n{a_extra}\n")).unwrap();
+    let (a, addr_a) = spawn(&["daemon", "--config", ca.to_str().unwrap()]);
+    wait_for_daemon(&ca);
+    configure(&db, &ledger_addr, &meter_file(&db, 80, 0), Some(&addr_a));
+    let cb = db.join("gridchan.toml");
+    let (b, _) = spawn(&["daemon", "--config", cb.to_str().unwrap()]);
+    wait_for_daemon(&cb);
+    SellerAndBuyer {
+        ca,
+        cb,
+        addr_a,
+        node_a,
+        procs: vec![ledger_proc, a, b],
+    }
+}

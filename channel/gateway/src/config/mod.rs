@@ -43,6 +43,9 @@ pub struct Config {
     /// The market this gateway runs, if it is a market node (`gridchan market init`).
     #[serde(default)]
     pub market_node: Option<MarketNodeSection>,
+    /// The Prometheus endpoint, off unless an address is given.
+    #[serde(default)]
+    pub metrics: MetricsSection,
 }
 
 /// The `[market]` section: the least this home sells for and the most it buys for in a
@@ -326,6 +329,13 @@ impl AcceptSection {
             ..gridchan_channel::AcceptPolicy::default()
         })
     }
+}
+
+/// `[metrics]`: where the daemon serves Prometheus metrics (`GET /metrics`); none by default.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]

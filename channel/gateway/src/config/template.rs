@@ -127,6 +127,12 @@ offer_hours = 24
 # neighbours are taken at their word) or "signed" (its meter must sign them).
 evidence = "any"
 
+# Prometheus metrics (energy and money per channel, states signed, refusals, neighbours
+# connected, the market's prices) on http://ADDRESS/metrics; off unless set. Keep it on
+# 127.0.0.1 unless a firewall guards it: anyone who reaches it reads what you trade.
+# [metrics]
+# listen = "127.0.0.1:9710"
+
 # Watchtowers that refute a neighbour's stale state while this gateway is offline, one
 # [[towers]] section each (or `gridchan tower add PUBKEY@HOST:PORT` while the daemon runs):
 # [[towers]]

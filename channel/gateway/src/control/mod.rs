@@ -156,6 +156,9 @@ pub enum Response {
         /// included but failed): the queue is done with it, and a person should know.
         #[serde(default)]
         ledger_failed: Option<crate::ledger_queue::FinishedTx>,
+        /// Where Prometheus metrics are served (`[metrics] listen`), if they are.
+        #[serde(default)]
+        metrics: Option<String>,
     },
     Channels {
         channels: Vec<ChannelSummary>,
@@ -344,6 +347,8 @@ pub struct Gateway {
     pub meters: std::collections::HashMap<gridchan_channel::NodeId, gridchan_channel::NodeId>,
     /// This home's meter key, when its meter signs its readings.
     pub own_meter: Option<gridchan_channel::NodeId>,
+    /// Where Prometheus metrics are served, if they are.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// A channel's evidence as a person reads it: whose readings are signed by which meter.
@@ -490,6 +495,7 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
         ledger,
         meters,
         own_meter,
+        metrics,
     } = gateway;
     let (interval_seconds, clock) = (*interval_seconds, clock.clone());
     let err = |message: String| Response::Error { message };
@@ -520,6 +526,7 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
             let fees = fees.ok().and_then(Result::ok).flatten();
             let meter_now = meter.lock().unwrap_or_else(|p| p.into_inner()).clone();
             Response::Status {
+                metrics: metrics.map(|a| format!("http://{a}/metrics")),
                 node: engine.node.to_string(),
                 address: engine.address.to_string(),
                 channels: channels.iter().filter(|c| !paid_out(c)).count(),

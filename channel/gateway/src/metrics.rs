@@ -1,0 +1,255 @@
+//! The daemon's Prometheus endpoint (`[metrics] listen`, off by default): the `metrics` facade's
+//! Prometheus recorder, fed from the engine's reports in one place, served as text on
+//! `GET /metrics` by a small HTTP/1.1 responder bound where the owner says (README, "Metrics").
+//!
+//! The names follow Prometheus conventions (`gridchan_` prefix, units in the name, `_total` for
+//! counters); a channel is labelled by its id's first 8 hex digits and `kind` (`neighbour` or
+//! `market`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use gridchan_channel::{ChannelId, Event, Party};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::engine::{EngineHandle, MarketReport, Report};
+use crate::error::GatewayError;
+
+/// The longest request line the endpoint reads.
+const MAX_REQUEST: usize = 4096;
+
+/// Installs the Prometheus recorder for this process and serves it on `listen`; returns the
+/// address bound (port 0 picks one). Call once per process.
+pub async fn serve(
+    listen: SocketAddr,
+    engine: EngineHandle,
+    interval_seconds: u32,
+) -> Result<SocketAddr, GatewayError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets(&[
+            0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+        ])
+        .map_err(|e| GatewayError::Config(format!("metrics: {e}")))?
+        .install_recorder()
+        .map_err(|e| GatewayError::Config(format!("metrics: {e}")))?;
+    describe();
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        GatewayError::Config(format!(
+            "metrics.listen = {listen}: cannot listen there: {e}"
+        ))
+    })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| GatewayError::Config(format!("metrics: {e}")))?;
+    tokio::spawn(answer_scrapes(listener, handle));
+    tokio::spawn(observe(engine, interval_seconds));
+    Ok(bound)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "gridchan_energy_sold_wh_total",
+        Unit::Count,
+        "Energy this home sold, in Wh, per channel"
+    );
+    describe_counter!(
+        "gridchan_energy_bought_wh_total",
+        Unit::Count,
+        "Energy this home bought, in Wh, per channel"
+    );
+    describe_counter!(
+        "gridchan_money_earned_micro_total",
+        "Money earned, in micro-units of the settlement token, per channel"
+    );
+    describe_counter!(
+        "gridchan_money_paid_micro_total",
+        "Money paid, in micro-units of the settlement token, per channel"
+    );
+    describe_counter!(
+        "gridchan_states_signed_total",
+        "States signed by both parties, per channel"
+    );
+    describe_counter!(
+        "gridchan_refusals_total",
+        "Proposals refused (by either side), by reason"
+    );
+    describe_counter!(
+        "gridchan_neighbours_left_out_total",
+        "Intervals a neighbour was left out of (no totals in time, or not what its meter signed)"
+    );
+    describe_gauge!(
+        "gridchan_neighbours_connected",
+        "Neighbours (and market nodes) connected now"
+    );
+    describe_histogram!(
+        "gridchan_settle_delay_seconds",
+        Unit::Seconds,
+        "From an interval's end to its settlement on a channel"
+    );
+    describe_counter!(
+        "gridchan_market_books_total",
+        "Books closed (a market node) or checked (a member)"
+    );
+    describe_gauge!(
+        "gridchan_market_clearing_price_micro_per_kwh",
+        "The last book's clearing price, micro-units per kWh"
+    );
+    describe_counter!(
+        "gridchan_market_traded_wh_total",
+        "Energy traded in the books this market node closed, in Wh"
+    );
+}
+
+/// Answers each connection with the metrics (`GET /metrics`) or 404, then closes it.
+async fn answer_scrapes(listener: tokio::net::TcpListener, handle: PrometheusHandle) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; MAX_REQUEST];
+            let mut len = 0;
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while len < buf.len() {
+                    let n = stream.read(&mut buf[len..]).await.ok()?;
+                    if n == 0 {
+                        return None;
+                    }
+                    len += n;
+                    if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                        return Some(());
+                    }
+                }
+                None
+            })
+            .await;
+            if !matches!(read, Ok(Some(()))) {
+                return;
+            }
+            let head = String::from_utf8_lossy(&buf[..len]);
+            let line = head.lines().next().unwrap_or_default();
+            let response = if line.starts_with("GET /metrics ") || line == "GET /metrics" {
+                let body = handle.render();
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_string()
+            };
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+/// Which side we are of each channel, and its kind, as first looked up.
+#[derive(Default)]
+struct Channels(HashMap<ChannelId, (Party, &'static str)>);
+
+impl Channels {
+    async fn of(&mut self, engine: &EngineHandle, id: ChannelId) -> Option<(Party, &'static str)> {
+        if let Some(c) = self.0.get(&id) {
+            return Some(*c);
+        }
+        let view = engine.channel(id).await.ok()??;
+        let kind = if view.params.tariff.market().is_some() {
+            "market"
+        } else {
+            "neighbour"
+        };
+        self.0.insert(id, (view.me, kind));
+        Some((view.me, kind))
+    }
+}
+
+/// Turns the engine's reports into metrics until the engine stops.
+async fn observe(engine: EngineHandle, interval_seconds: u32) {
+    let mut reports = engine.reports();
+    let mut channels = Channels::default();
+    loop {
+        let report = match reports.recv().await {
+            Ok(r) => r,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(_) => return,
+        };
+        match report {
+            Report::Event(Event::Settled { channel, trade, .. }) => {
+                let Some((me, kind)) = channels.of(&engine, channel).await else {
+                    continue;
+                };
+                let labels = [
+                    ("channel", channel.to_string()[..8].to_string()),
+                    ("kind", kind.to_string()),
+                ];
+                let (energy, money) = if trade.seller == me {
+                    (
+                        "gridchan_energy_sold_wh_total",
+                        "gridchan_money_earned_micro_total",
+                    )
+                } else {
+                    (
+                        "gridchan_energy_bought_wh_total",
+                        "gridchan_money_paid_micro_total",
+                    )
+                };
+                metrics::counter!(energy, &labels).increment(trade.energy.0);
+                metrics::counter!(money, &labels).increment(trade.amount.0);
+                metrics::counter!("gridchan_states_signed_total", &labels).increment(1);
+                if let Some(ends) = trade
+                    .interval
+                    .0
+                    .checked_add(1)
+                    .and_then(|n| n.checked_mul(u64::from(interval_seconds)))
+                {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs_f64())
+                        .unwrap_or(0.0);
+                    // A sped-up clock settles intervals from the past of wall time: not a delay.
+                    let delay = now - ends as f64;
+                    if (0.0..3_600.0).contains(&delay) {
+                        metrics::histogram!("gridchan_settle_delay_seconds").record(delay);
+                    }
+                }
+            }
+            Report::Event(Event::Refused { reason, .. }) => {
+                let reason = format!("{reason:?}");
+                let name = reason
+                    .split(|c: char| !c.is_alphanumeric())
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                metrics::counter!("gridchan_refusals_total", "reason" => name).increment(1);
+            }
+            Report::Peer { .. } => {
+                if let Ok(peers) = engine.connected_peers().await {
+                    metrics::gauge!("gridchan_neighbours_connected").set(peers.len() as f64);
+                }
+            }
+            Report::LeftOut { .. } => {
+                metrics::counter!("gridchan_neighbours_left_out_total").increment(1);
+            }
+            Report::Market(MarketReport::BookClosed { price, traded, .. }) => {
+                metrics::counter!("gridchan_market_books_total").increment(1);
+                metrics::counter!("gridchan_market_traded_wh_total").increment(traded.0);
+                if let Some(p) = price {
+                    metrics::gauge!("gridchan_market_clearing_price_micro_per_kwh").set(p.0 as f64);
+                }
+            }
+            Report::Market(MarketReport::BookChecked { price, .. }) => {
+                metrics::counter!("gridchan_market_books_total").increment(1);
+                if let Some(p) = price {
+                    metrics::gauge!("gridchan_market_clearing_price_micro_per_kwh").set(p.0 as f64);
+                }
+            }
+            _ => {}
+        }
+    }
+}
