@@ -39,10 +39,73 @@ pub async fn run(config_path: &Path) -> Result<()> {
         .context("cannot open the tower store")?;
     tower.listen(endpoint.clone());
     println!("watchtower {address}");
+    if let Some(listen) = config.metrics {
+        let bound = gridchan_gateway::metrics::install(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("config {}: {e}", config_path.display()))?;
+        println!("metrics http://{bound}/metrics");
+        tokio::spawn(sample(
+            tower.clone(),
+            store_path(&config),
+            crate::evm::client(&config.ledger, &config.key, config_path).await?,
+        ));
+    }
     eprintln!("{}: stopping the watchtower", stop.recv().await);
     tower.stop();
     endpoint.shut_down(std::time::Duration::from_secs(1)).await;
     Ok(())
+}
+
+/// The tower's metrics, sampled every two seconds: its clients, the channels it guards, the
+/// refutes it sent and those the ledger included, and its account's gas on a chain with fees.
+async fn sample(
+    tower: std::sync::Arc<Tower>,
+    store: std::path::PathBuf,
+    ledger: std::sync::Arc<dyn gridchan_chain::Ledger>,
+) {
+    use metrics::{describe_gauge, gauge};
+    describe_gauge!(
+        "gridchan_tower_clients",
+        "Gateways registered with the tower"
+    );
+    describe_gauge!(
+        "gridchan_tower_channels_guarded",
+        "Channels the tower guards now"
+    );
+    describe_gauge!(
+        "gridchan_tower_refutes",
+        "Refutes the tower sent since its store began"
+    );
+    describe_gauge!(
+        "gridchan_tower_refutes_included",
+        "Refutes the ledger included"
+    );
+    describe_gauge!(
+        "gridchan_tower_gas_balance_wei",
+        "The tower account's balance for fees, on a chain that charges them"
+    );
+    loop {
+        gauge!("gridchan_tower_channels_guarded").set(tower.guarded() as f64);
+        if let Ok(s) = TowerStore::open_read_only(&store) {
+            if let Ok(clients) = s.clients() {
+                gauge!("gridchan_tower_clients").set(clients.len() as f64);
+            }
+            if let Ok(actions) = s.actions() {
+                gauge!("gridchan_tower_refutes").set(actions.len() as f64);
+                let included = actions
+                    .iter()
+                    .filter(|a| a.included_height.is_some())
+                    .count();
+                gauge!("gridchan_tower_refutes_included").set(included as f64);
+            }
+        }
+        if let Ok(Ok(Some(fees))) =
+            tokio::time::timeout(std::time::Duration::from_secs(2), ledger.fees()).await
+        {
+            gauge!("gridchan_tower_gas_balance_wei").set(fees.balance as f64);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
 }
 
 /// Writes `dir/watchtower.toml`; refuses to overwrite it.

@@ -127,3 +127,70 @@ fn the_metrics_counters_equal_the_channels_state_and_parse_as_prometheus_text() 
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn the_watchtower_serves_its_operators_metrics_when_configured() {
+    use std::io::BufRead;
+    let root = tempfile::tempdir().unwrap();
+    let (_ledger, ledger_addr) = common::ledger(&root.path().join("ledger"), "127.0.0.1:0", &[]);
+    let dir = root.path().join("tower");
+    let out = common::gridchan(&[
+        "watchtower",
+        "init",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--ledger",
+        &ledger_addr,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = dir.join("watchtower.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gridchan"))
+        .args(["watchtower", "--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // "watchtower ADDRESS", then "metrics URL".
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let _tower = common::Proc(child);
+    assert!(lines.next().unwrap().unwrap().starts_with("watchtower "));
+    let url = lines.next().unwrap().unwrap();
+    let addr = url
+        .strip_prefix("metrics http://")
+        .and_then(|u| u.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{url}"))
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (line, body) = get(&addr, "/metrics");
+        assert_eq!(line, "HTTP/1.1 200 OK");
+        assert_prometheus_text(&body);
+        if body.contains("gridchan_tower_refutes ") {
+            assert_eq!(
+                value(&body, "gridchan_tower_channels_guarded"),
+                Some(0),
+                "{body}"
+            );
+            assert_eq!(value(&body, "gridchan_tower_clients"), Some(0), "{body}");
+            assert_eq!(
+                value(&body, "gridchan_tower_refutes_included"),
+                Some(0),
+                "{body}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no tower gauges: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

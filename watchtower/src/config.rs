@@ -22,6 +22,9 @@ pub struct TowerConfig {
     pub ledger: gridchan_chain::LedgerSection,
     #[serde(default)]
     pub limits: LimitsSection,
+    /// Where the tower serves Prometheus metrics (`GET /metrics`); none unless set.
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -150,6 +153,9 @@ key = "tower.key"
 data = "data"
 # Where gateways reach the tower (UDP, QUIC). Use 0.0.0.0:PORT to accept from the network.
 listen = "{listen}"
+# Prometheus metrics for the operator (clients, channels guarded, refutes, the account's gas) on
+# http://ADDRESS/metrics; off unless set.
+# metrics = "127.0.0.1:9711"
 
 {ledger}
 [limits]

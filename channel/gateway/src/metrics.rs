@@ -21,12 +21,8 @@ use crate::error::GatewayError;
 const MAX_REQUEST: usize = 4096;
 
 /// Installs the Prometheus recorder for this process and serves it on `listen`; returns the
-/// address bound (port 0 picks one). Call once per process.
-pub async fn serve(
-    listen: SocketAddr,
-    engine: EngineHandle,
-    interval_seconds: u32,
-) -> Result<SocketAddr, GatewayError> {
+/// address bound (port 0 picks one). Call once per process; then feed it (see [`serve`]).
+pub async fn install(listen: SocketAddr) -> Result<SocketAddr, GatewayError> {
     let handle = PrometheusBuilder::new()
         .set_buckets(&[
             0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
@@ -34,16 +30,27 @@ pub async fn serve(
         .map_err(|e| GatewayError::Config(format!("metrics: {e}")))?
         .install_recorder()
         .map_err(|e| GatewayError::Config(format!("metrics: {e}")))?;
-    describe();
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         GatewayError::Config(format!(
-            "metrics.listen = {listen}: cannot listen there: {e}"
+            "metrics listen = {listen}: cannot listen there: {e}"
         ))
     })?;
     let bound = listener
         .local_addr()
         .map_err(|e| GatewayError::Config(format!("metrics: {e}")))?;
     tokio::spawn(answer_scrapes(listener, handle));
+    Ok(bound)
+}
+
+/// A gateway's metrics: [`install`], then the engine's reports turned into metrics until the
+/// engine stops.
+pub async fn serve(
+    listen: SocketAddr,
+    engine: EngineHandle,
+    interval_seconds: u32,
+) -> Result<SocketAddr, GatewayError> {
+    let bound = install(listen).await?;
+    describe();
     tokio::spawn(observe(engine, interval_seconds));
     Ok(bound)
 }
