@@ -355,23 +355,7 @@ fn opening_a_channel_to_a_neighbour_that_does_not_answer_says_so_while_it_retrie
 fn the_ledger_node_and_the_watchtower_stop_cleanly_on_sigterm() {
     let root = tempfile::tempdir().unwrap();
     let (mut ledger_node, ledger_addr) = ledger(&root.path().join("ledger"), "127.0.0.1:0", &[]);
-    let tower_dir = root.path().join("tower");
-    let out = gridchan(&[
-        "watchtower",
-        "init",
-        "--dir",
-        tower_dir.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--ledger",
-        &ledger_addr,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let config = tower_dir.join("watchtower.toml");
+    let config = common::tower_init(&root.path().join("tower"), &ledger_addr);
     let (mut tower, _) = common::spawn(&["watchtower", "--config", config.to_str().unwrap()]);
     let status = tower.terminate();
     assert!(status.success(), "the tower: {status}");

@@ -133,23 +133,7 @@ fn the_watchtower_serves_its_operators_metrics_when_configured() {
     use std::io::BufRead;
     let root = tempfile::tempdir().unwrap();
     let (_ledger, ledger_addr) = common::ledger(&root.path().join("ledger"), "127.0.0.1:0", &[]);
-    let dir = root.path().join("tower");
-    let out = common::gridchan(&[
-        "watchtower",
-        "init",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--ledger",
-        &ledger_addr,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let config = dir.join("watchtower.toml");
+    let config = common::tower_init(&root.path().join("tower"), &ledger_addr);
     let text = std::fs::read_to_string(&config).unwrap().replace(
         "listen = \"127.0.0.1:0\"",
         "listen = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"",

@@ -287,3 +287,25 @@ pub fn seller_and_buyer(root: &Path, a_extra: &str) -> SellerAndBuyer {
         procs: vec![ledger_proc, a, b],
     }
 }
+
+/// `gridchan watchtower init` in `dir`, listening on 127.0.0.1:0, following `ledger`: the
+/// tower's config file.
+#[allow(dead_code)]
+pub fn tower_init(dir: &Path, ledger: &str) -> std::path::PathBuf {
+    let out = gridchan(&[
+        "watchtower",
+        "init",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--ledger",
+        ledger,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join("watchtower.toml")
+}
