@@ -22,6 +22,8 @@ pub struct LedgerOptions {
     pub min_challenge_window: u64,
     /// Clients connected at once (every gateway of the neighbourhood holds one or two).
     pub max_clients: usize,
+    /// Where to serve Prometheus metrics (height, transactions waiting, supply); none if unset.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Parses `NODEID=AMOUNT` (amount in tokens, up to six decimals).
@@ -69,6 +71,31 @@ pub async fn run(opts: LedgerOptions) -> Result<()> {
     // The address line is what operators and scripts read: keep it first and stable.
     println!("ledger {}", endpoint.peer_addr());
     println!("height {}", ledger.height());
+    if let Some(listen) = opts.metrics {
+        let bound = gridchan_gateway::metrics::install(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!("metrics http://{bound}/metrics");
+        let ledger = ledger.clone();
+        tokio::spawn(async move {
+            use metrics::{describe_gauge, gauge};
+            describe_gauge!("gridchan_ledger_height", "The ledger's height, in blocks");
+            describe_gauge!(
+                "gridchan_ledger_transactions_waiting",
+                "Transactions submitted and not yet in a block"
+            );
+            describe_gauge!(
+                "gridchan_ledger_supply_micro",
+                "Tokens in all accounts and channels, in micro-units"
+            );
+            loop {
+                gauge!("gridchan_ledger_height").set(ledger.height() as f64);
+                gauge!("gridchan_ledger_transactions_waiting").set(ledger.pending() as f64);
+                gauge!("gridchan_ledger_supply_micro").set(ledger.total_supply() as f64);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
     let producer = ledger.spawn_producer(Duration::from_millis(opts.block_ms.max(1)));
     let serving = tokio::spawn(server::serve(endpoint.clone(), ledger.clone()));
     let signal = stop.recv().await;

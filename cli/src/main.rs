@@ -166,6 +166,9 @@ enum Commands {
         /// Clients connected at once (every gateway holds one or two).
         #[arg(long, default_value_t = 256)]
         max_clients: usize,
+        /// Serve Prometheus metrics (height, transactions waiting, supply) on this address.
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
     },
 }
 
@@ -747,6 +750,7 @@ fn run() -> Result<()> {
             fund,
             min_challenge_window,
             max_clients,
+            metrics,
         } => runtime()?.block_on(gridchan_cli::ledger::run(
             gridchan_cli::ledger::LedgerOptions {
                 data,
@@ -755,6 +759,7 @@ fn run() -> Result<()> {
                 fund,
                 min_challenge_window,
                 max_clients,
+                metrics,
             },
         )),
     }

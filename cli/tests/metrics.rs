@@ -128,9 +128,72 @@ fn the_metrics_counters_equal_the_channels_state_and_parse_as_prometheus_text() 
     }
 }
 
+/// Starts `gridchan args`, which prints its address lines and then `metrics URL`: the process
+/// and the metrics' HOST:PORT.
+fn spawn_with_metrics(args: &[&str]) -> (common::Proc, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gridchan"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let proc = common::Proc(child);
+    for line in lines.take(5) {
+        let line = line.unwrap();
+        if let Some(url) = line.strip_prefix("metrics http://") {
+            return (proc, url.strip_suffix("/metrics").unwrap().to_string());
+        }
+    }
+    panic!("{args:?} printed no metrics line")
+}
+
+/// Scrapes `addr` until `series` is served (20 s at most); the body.
+fn scrape_until(addr: &str, series: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (line, body) = get(addr, "/metrics");
+        assert_eq!(line, "HTTP/1.1 200 OK");
+        assert_prometheus_text(&body);
+        if body.contains(series) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "no {series}: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_ledger_node_serves_its_height_when_asked() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("ledger");
+    let (_ledger, addr) = spawn_with_metrics(&[
+        "ledger",
+        "--data",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--block-ms",
+        "50",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let body = scrape_until(&addr, "gridchan_ledger_height ");
+    assert_eq!(
+        value(&body, "gridchan_ledger_transactions_waiting"),
+        Some(0),
+        "{body}"
+    );
+    assert_eq!(
+        value(&body, "gridchan_ledger_supply_micro"),
+        Some(0),
+        "{body}"
+    );
+}
+
 #[test]
 fn the_watchtower_serves_its_operators_metrics_when_configured() {
-    use std::io::BufRead;
     let root = tempfile::tempdir().unwrap();
     let (_ledger, ledger_addr) = common::ledger(&root.path().join("ledger"), "127.0.0.1:0", &[]);
     let config = common::tower_init(&root.path().join("tower"), &ledger_addr);
@@ -139,42 +202,18 @@ fn the_watchtower_serves_its_operators_metrics_when_configured() {
         "listen = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"",
     );
     std::fs::write(&config, text).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gridchan"))
-        .args(["watchtower", "--config", config.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
     // "watchtower ADDRESS", then "metrics URL".
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let _tower = common::Proc(child);
-    assert!(lines.next().unwrap().unwrap().starts_with("watchtower "));
-    let url = lines.next().unwrap().unwrap();
-    let addr = url
-        .strip_prefix("metrics http://")
-        .and_then(|u| u.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("{url}"))
-        .to_string();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (line, body) = get(&addr, "/metrics");
-        assert_eq!(line, "HTTP/1.1 200 OK");
-        assert_prometheus_text(&body);
-        if body.contains("gridchan_tower_refutes ") {
-            assert_eq!(
-                value(&body, "gridchan_tower_channels_guarded"),
-                Some(0),
-                "{body}"
-            );
-            assert_eq!(value(&body, "gridchan_tower_clients"), Some(0), "{body}");
-            assert_eq!(
-                value(&body, "gridchan_tower_refutes_included"),
-                Some(0),
-                "{body}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "no tower gauges: {body}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (_tower, addr) = spawn_with_metrics(&["watchtower", "--config", config.to_str().unwrap()]);
+    let body = scrape_until(&addr, "gridchan_tower_refutes ");
+    assert_eq!(
+        value(&body, "gridchan_tower_channels_guarded"),
+        Some(0),
+        "{body}"
+    );
+    assert_eq!(value(&body, "gridchan_tower_clients"), Some(0), "{body}");
+    assert_eq!(
+        value(&body, "gridchan_tower_refutes_included"),
+        Some(0),
+        "{body}"
+    );
 }

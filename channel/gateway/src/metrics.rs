@@ -96,6 +96,14 @@ fn describe() {
         Unit::Seconds,
         "From an interval's end to its settlement on a channel"
     );
+    describe_gauge!(
+        "gridchan_ledger_queue_depth",
+        "Ledger transactions waiting to be included"
+    );
+    describe_gauge!(
+        "gridchan_ledger_recent_failures",
+        "Of the last 100 finished ledger transactions, those refused or failed"
+    );
     describe_counter!(
         "gridchan_market_books_total",
         "Books closed (a market node) or checked (a member)"
@@ -176,15 +184,37 @@ impl Channels {
     }
 }
 
+/// The ledger queue: transactions waiting, and of the recent finished ones those that did not
+/// go through.
+fn sample_ledger_queue(engine: &EngineHandle) {
+    if let Ok(n) = engine.ledger_queue.pending_count() {
+        metrics::gauge!("gridchan_ledger_queue_depth").set(n as f64);
+    }
+    if let Ok(done) = engine.ledger_queue.finished(100) {
+        let failed = done
+            .iter()
+            .filter(|f| !f.outcome.starts_with("included"))
+            .count();
+        metrics::gauge!("gridchan_ledger_recent_failures").set(failed as f64);
+    }
+}
+
 /// Turns the engine's reports into metrics until the engine stops.
 async fn observe(engine: EngineHandle, interval_seconds: u32) {
     let mut reports = engine.reports();
     let mut channels = Channels::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
-        let report = match reports.recv().await {
-            Ok(r) => r,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(_) => return,
+        let report = tokio::select! {
+            r = reports.recv() => match r {
+                Ok(r) => r,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return,
+            },
+            _ = tick.tick() => {
+                sample_ledger_queue(&engine);
+                continue;
+            }
         };
         match report {
             Report::Event(Event::Settled { channel, trade, .. }) => {
