@@ -188,6 +188,14 @@ impl<M: MeterSource> MeterSource for Overbilling<M> {
     ) -> Option<gridchan_channel::reading::SignedReading> {
         self.inner.signed_reading(interval)
     }
+
+    fn settle_ms(&self) -> u64 {
+        self.inner.settle_ms()
+    }
+
+    fn problem(&self) -> Option<String> {
+        self.inner.problem()
+    }
 }
 
 /// Home `i`'s meter: home `i mod 8` of the data, and beyond the eighth home the same data
