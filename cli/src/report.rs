@@ -83,9 +83,23 @@ pub struct Statement {
     pub sold_wh: u64,
     pub paid: u64,
     pub earned: u64,
-    /// The home's meter, interval by interval: (interval start, Unix seconds; bought Wh; sold Wh).
+    /// What the home's meter measured over the period (the readings the daemon kept).
+    pub metered_import_wh: u64,
+    pub metered_export_wh: u64,
+    /// The home's meter, interval by interval: its start (Unix seconds), then imported and
+    /// exported (as the meter read them, when it did), received from and delivered to the
+    /// neighbours and the market, in Wh.
     #[serde(skip)]
-    pub quarter_hours: Vec<(u64, u64, u64)>,
+    pub quarter_hours: Vec<QuarterHour>,
+}
+
+/// One interval of the home's meter, as [`Statement::quarter_hours`] lists it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QuarterHour {
+    pub start: u64,
+    pub metered: Option<(u64, u64)>,
+    pub received: u64,
+    pub delivered: u64,
 }
 
 /// The statement of `period` for the gateway of `config`, read from its store (the daemon may
@@ -122,7 +136,12 @@ pub fn statement(config_path: &Path, period: &Period) -> Result<Statement> {
         .collect();
     let rows = store.settled_between(from, to)?;
     let mut days: BTreeMap<(String, String, String), DayLine> = BTreeMap::new();
-    let mut quarter: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    let mut quarter: BTreeMap<u64, QuarterHour> = BTreeMap::new();
+    let readings = gridchan_gateway::readings::ReadingLog::open(&store_path)?.between(from, to)?;
+    for (interval, r) in &readings {
+        let start = interval.0.saturating_mul(u64::from(interval_seconds));
+        quarter.entry(start).or_default().metered = Some((r.import.0, r.export.0));
+    }
     for SettledRow {
         channel,
         version,
@@ -153,11 +172,11 @@ pub fn statement(config_path: &Path, period: &Period) -> Result<Statement> {
         if sold {
             line.sold_wh += trade.energy.0;
             line.earned += trade.amount.0;
-            q.1 += trade.energy.0;
+            q.delivered += trade.energy.0;
         } else {
             line.bought_wh += trade.energy.0;
             line.paid += trade.amount.0;
-            q.0 += trade.energy.0;
+            q.received += trade.energy.0;
         }
         line.intervals += 1;
         line.first_version = line.first_version.min(version.0);
@@ -179,8 +198,13 @@ pub fn statement(config_path: &Path, period: &Period) -> Result<Statement> {
         sold_wh: sum(|d| d.sold_wh),
         paid: sum(|d| d.paid),
         earned: sum(|d| d.earned),
+        metered_import_wh: readings.iter().map(|(_, r)| r.import.0).sum(),
+        metered_export_wh: readings.iter().map(|(_, r)| r.export.0).sum(),
         days,
-        quarter_hours: quarter.into_iter().map(|(t, (b, s))| (t, b, s)).collect(),
+        quarter_hours: quarter
+            .into_iter()
+            .map(|(start, q)| QuarterHour { start, ..q })
+            .collect(),
     })
 }
 
@@ -216,11 +240,13 @@ pub fn print_text(s: &Statement) {
         );
     }
     println!(
-        "total: bought {} Wh for {}, sold {} Wh for {}",
+        "total: bought {} Wh for {}, sold {} Wh for {}; the meter imported {} Wh and exported {} Wh",
         s.bought_wh,
         Amount(s.paid),
         s.sold_wh,
-        Amount(s.earned)
+        Amount(s.earned),
+        s.metered_import_wh,
+        s.metered_export_wh
     );
 }
 
@@ -248,13 +274,23 @@ pub fn days_csv(s: &Statement) -> String {
     out
 }
 
-/// The home's quarter-hour balances as CSV: one row per interval with a trade, its start in
-/// UTC, the gateway, the energy it received from and delivered to the community.
+/// The home's quarter-hour balances as CSV: one row per interval with a reading or a trade:
+/// its start in UTC, the gateway, what the meter imported and exported (empty where the daemon
+/// kept no reading), and what the home received from and delivered to the community.
 pub fn quarter_hours_csv(s: &Statement) -> Result<String> {
-    let mut out = String::from("interval_start_utc,gateway,received_wh,delivered_wh\n");
-    for (start, bought, sold) in &s.quarter_hours {
-        let t = jiff::Timestamp::from_second(i64::try_from(*start)?)?;
-        out.push_str(&format!("{t},{},{bought},{sold}\n", s.node));
+    let mut out = String::from(
+        "interval_start_utc,gateway,imported_wh,exported_wh,received_wh,delivered_wh\n",
+    );
+    for q in &s.quarter_hours {
+        let t = jiff::Timestamp::from_second(i64::try_from(q.start)?)?;
+        let (imported, exported) = match q.metered {
+            Some((i, e)) => (i.to_string(), e.to_string()),
+            None => (String::new(), String::new()),
+        };
+        out.push_str(&format!(
+            "{t},{},{imported},{exported},{},{}\n",
+            s.node, q.received, q.delivered
+        ));
     }
     Ok(out)
 }

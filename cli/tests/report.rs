@@ -125,13 +125,26 @@ fn a_days_statement_is_the_sum_of_its_settled_intervals() {
         assert_eq!(row[4], bought.to_string(), "{csv}");
         assert_eq!(row[6], paid.to_string(), "{csv}");
         let quarters = run(&["report", "--day", &day, "--quarter-hours", "--config", cfg]);
-        let received: u64 = quarters
+        let rows: Vec<Vec<&str>> = quarters
             .lines()
             .skip(1)
-            .map(|l| l.split(',').nth(2).unwrap().parse::<u64>().unwrap())
-            .sum();
-        assert_eq!(received, bought, "{quarters}");
-        assert_eq!(quarters.lines().count() - 1, of_day.len(), "{quarters}");
+            .map(|l| l.split(',').collect())
+            .collect();
+        let received: Vec<u64> = rows.iter().map(|r| r[4].parse().unwrap()).collect();
+        assert_eq!(received.iter().sum::<u64>(), bought, "{quarters}");
+        assert_eq!(
+            received.iter().filter(|r| **r > 0).count(),
+            of_day.len(),
+            "{quarters}"
+        );
+        // B's meter imports 80 Wh every interval, as the daemon kept it.
+        assert!(rows.iter().any(|r| !r[2].is_empty()), "{quarters}");
+        assert!(
+            rows.iter()
+                .all(|r| r[2].is_empty() || (r[2] == "80" && r[3] == "0")),
+            "{quarters}"
+        );
+        assert!(s["metered_import_wh"].as_u64().unwrap() >= bought, "{s}");
         break;
     }
     // A period that is neither a month nor a day: one line.

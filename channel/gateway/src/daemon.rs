@@ -83,12 +83,14 @@ pub fn start(parts: DaemonParts) -> Result<Daemon, GatewayError> {
         tokio::spawn(follow_ledger(engine.clone(), ledger, queue)),
     ];
     if let Some(meter) = meter {
+        let log = crate::readings::ReadingLog::open(&store_path)?;
         tasks.push(tokio::spawn(meter_intervals(
             engine.clone(),
             meter,
             interval_seconds,
             clock,
             meter_status.clone(),
+            log,
         )));
     }
     Ok(Daemon {
@@ -304,8 +306,10 @@ async fn meter_intervals(
     interval_seconds: u32,
     clock: crate::clock::SimClock,
     status: Arc<std::sync::Mutex<crate::meter::MeterStatus>>,
+    log: crate::readings::ReadingLog,
 ) {
     let period_ms = u64::from(interval_seconds) * 1000;
+    let mut log_failed = false;
     let mut next_boundary = (clock.now_ms() / period_ms + 1) * period_ms;
     loop {
         // Until the clock reads the boundary (a sleep rounds down, and a held clock has not
@@ -338,6 +342,16 @@ async fn meter_intervals(
             }
             continue;
         };
+        // The home's own record of its meter, for its statements (said once if it cannot be
+        // kept: trading does not depend on it).
+        match log.record(interval, own) {
+            Err(e) if !log_failed => {
+                tracing::warn!("cannot keep the meter's readings for statements: {e}");
+                log_failed = true;
+            }
+            Err(_) => {}
+            Ok(()) => log_failed = false,
+        }
         *status.lock().unwrap_or_else(|p| p.into_inner()) = crate::meter::MeterStatus {
             last_read: Some((start, own.import.0, own.export.0)),
             missing_since: None,

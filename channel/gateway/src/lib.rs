@@ -38,6 +38,7 @@ pub mod market_store;
 pub mod meter;
 pub mod metrics;
 pub mod peers;
+pub mod readings;
 pub mod sqlite;
 pub mod store;
 pub mod towers;
