@@ -75,6 +75,7 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
             ledger_failed,
             offers,
             metrics,
+            page,
         } => {
             if !trading.is_empty() {
                 println!("{trading}");
@@ -83,6 +84,9 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
             println!("address   {address}");
             if let Some(m) = metrics {
                 println!("metrics   {m}");
+            }
+            if let Some(p) = page {
+                println!("page      {p}");
             }
             match closed {
                 0 => println!("channels  {channels}"),

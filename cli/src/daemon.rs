@@ -230,6 +230,26 @@ pub async fn run(config_path: &Path) -> Result<()> {
         tower_key,
     })
     .context("cannot open the ledger queue")?;
+    // The household's page, when the owner asks for one.
+    let page = match config.page.listen {
+        Some(listen) => {
+            let bound = crate::page::serve(
+                listen,
+                crate::page::Page {
+                    config: config_path.to_path_buf(),
+                    engine: engine.clone(),
+                    peers: daemon.peers.clone(),
+                    clock: clock.clone(),
+                    token: config.page.token.clone(),
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("config {}: {e}", config_path.display()))?;
+            println!("page http://{bound}/");
+            Some(bound)
+        }
+        None => None,
+    };
     let socket = control_socket(&config);
     let control = tokio::spawn({
         let socket = socket.clone();
@@ -244,6 +264,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
             meters,
             own_meter,
             metrics,
+            page,
         };
         async move { control::serve(&socket, gateway).await }
     });

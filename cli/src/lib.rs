@@ -8,6 +8,7 @@ pub mod evm;
 pub mod init;
 pub mod keys;
 pub mod ledger;
+pub mod page;
 pub mod report;
 pub mod vectors;
 pub mod watchtower;

@@ -118,6 +118,28 @@ fn describe() {
     );
 }
 
+/// An HTTP request's head (up to the blank line), at most `max` bytes, within 5 s; `None` if
+/// the client sends less, more, or nothing in time.
+pub async fn read_head(stream: &mut tokio::net::TcpStream, max: usize) -> Option<String> {
+    let mut buf = vec![0u8; max];
+    let mut len = 0;
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        while len < buf.len() {
+            let n = stream.read(&mut buf[len..]).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            len += n;
+            if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                return Some(());
+            }
+        }
+        None
+    })
+    .await;
+    matches!(read, Ok(Some(()))).then(|| String::from_utf8_lossy(&buf[..len]).to_string())
+}
+
 /// Answers each connection with the metrics (`GET /metrics`) or 404, then closes it.
 async fn answer_scrapes(listener: tokio::net::TcpListener, handle: PrometheusHandle) {
     loop {
@@ -127,26 +149,9 @@ async fn answer_scrapes(listener: tokio::net::TcpListener, handle: PrometheusHan
         };
         let handle = handle.clone();
         tokio::spawn(async move {
-            let mut buf = vec![0u8; MAX_REQUEST];
-            let mut len = 0;
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while len < buf.len() {
-                    let n = stream.read(&mut buf[len..]).await.ok()?;
-                    if n == 0 {
-                        return None;
-                    }
-                    len += n;
-                    if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                        return Some(());
-                    }
-                }
-                None
-            })
-            .await;
-            if !matches!(read, Ok(Some(()))) {
+            let Some(head) = read_head(&mut stream, MAX_REQUEST).await else {
                 return;
-            }
-            let head = String::from_utf8_lossy(&buf[..len]);
+            };
             let line = head.lines().next().unwrap_or_default();
             let response = if line.starts_with("GET /metrics ") || line == "GET /metrics" {
                 let body = handle.render();

@@ -46,6 +46,9 @@ pub struct Config {
     /// The Prometheus endpoint, off unless an address is given.
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// The household's page, off unless an address is given.
+    #[serde(default)]
+    pub page: PageSection,
 }
 
 /// The `[market]` section: the least this home sells for and the most it buys for in a
@@ -331,6 +334,15 @@ impl AcceptSection {
     }
 }
 
+/// `[page]`: where the daemon serves the household's page (`GET /`), and the token it asks for
+/// (needed on any address but loopback).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageSection {
+    pub listen: Option<SocketAddr>,
+    pub token: Option<String>,
+}
+
 /// `[metrics]`: where the daemon serves Prometheus metrics (`GET /metrics`); none by default.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -444,6 +456,14 @@ impl Config {
             }
         }
         config.market.limits().map_err(invalid)?;
+        if let Some(listen) = config.page.listen {
+            let weak = config.page.token.as_ref().is_none_or(|t| t.len() < 16);
+            if !listen.ip().is_loopback() && weak {
+                return Err(invalid(GatewayError::Config(format!(
+                    "page.listen = {listen} is reachable from other machines: set page.token to a secret of at least 16 characters"
+                ))));
+            }
+        }
         config.metering.zone().map_err(invalid)?;
         if config.metering.speedup > MAX_SPEEDUP {
             return Err(invalid(GatewayError::Config(format!(

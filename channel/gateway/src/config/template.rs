@@ -127,6 +127,13 @@ offer_hours = 24
 # neighbours are taken at their word) or "signed" (its meter must sign them).
 evidence = "any"
 
+# The household's page (today and this month, the day's chart, the channels, what needs
+# attention) on http://ADDRESS/; off unless set. On any address but 127.0.0.1 it needs a token
+# (at least 16 characters), given as ?token=... or Authorization: Bearer ....
+# [page]
+# listen = "127.0.0.1:9720"
+# token = "a long random secret"
+
 # Prometheus metrics (energy and money per channel, states signed, refusals, neighbours
 # connected, the market's prices) on http://ADDRESS/metrics; off unless set. Keep it on
 # 127.0.0.1 unless a firewall guards it: anyone who reaches it reads what you trade.

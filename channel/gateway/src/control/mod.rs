@@ -159,6 +159,9 @@ pub enum Response {
         /// Where Prometheus metrics are served (`[metrics] listen`), if they are.
         #[serde(default)]
         metrics: Option<String>,
+        /// Where the household's page is served (`[page] listen`), if it is.
+        #[serde(default)]
+        page: Option<String>,
     },
     Channels {
         channels: Vec<ChannelSummary>,
@@ -349,6 +352,8 @@ pub struct Gateway {
     pub own_meter: Option<gridchan_channel::NodeId>,
     /// Where Prometheus metrics are served, if they are.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Where the household's page is served, if it is.
+    pub page: Option<std::net::SocketAddr>,
 }
 
 /// A channel's evidence as a person reads it: whose readings are signed by which meter.
@@ -496,6 +501,7 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
         meters,
         own_meter,
         metrics,
+        page,
     } = gateway;
     let (interval_seconds, clock) = (*interval_seconds, clock.clone());
     let err = |message: String| Response::Error { message };
@@ -527,6 +533,7 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
             let meter_now = meter.lock().unwrap_or_else(|p| p.into_inner()).clone();
             Response::Status {
                 metrics: metrics.map(|a| format!("http://{a}/metrics")),
+                page: page.map(|a| format!("http://{a}/")),
                 node: engine.node.to_string(),
                 address: engine.address.to_string(),
                 channels: channels.iter().filter(|c| !paid_out(c)).count(),
