@@ -108,8 +108,8 @@ pub fn statement(config_path: &Path, period: &Period) -> Result<Statement> {
     let config = Config::load(config_path)?;
     let zone = config.metering.zone()?;
     let interval_seconds = config.metering.interval_seconds;
-    let dir = config_path.parent().unwrap_or(Path::new("."));
-    let data = dir.join(&config.node.data);
+    // (The config's paths are resolved against its folder when it is loaded.)
+    let data = &config.node.data;
     let store_path = data.join("channels.sqlite");
     if !store_path.exists() {
         bail!(
@@ -187,7 +187,7 @@ pub fn statement(config_path: &Path, period: &Period) -> Result<Statement> {
     }
     let days: Vec<DayLine> = days.into_values().collect();
     let sum = |f: fn(&DayLine) -> u64| days.iter().map(f).sum::<u64>();
-    let key = crate::keys::load(&dir.join(&config.node.key))
+    let key = crate::keys::load(&config.node.key)
         .map(|k| k.id().to_string())
         .unwrap_or_default();
     Ok(Statement {

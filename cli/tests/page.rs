@@ -1,6 +1,8 @@
 //! The household's page (`[page]`): off unless configured; its figures for today and this
-//! month are `gridchan report`'s (`--json`) for the same day and month; it refuses requests
-//! without its token; a page reachable from other machines without a token is refused at start.
+//! month, as a real headless browser (Chromium from the distribution's packages, installed by
+//! `scripts/chromium.sh` if missing) renders them, are `gridchan report`'s (`--json`) for the
+//! same day and month; it refuses requests without its token; a page reachable from other
+//! machines without a token is refused at start.
 
 mod common;
 
@@ -31,6 +33,54 @@ fn figure<'a>(page: &'a str, name: &str) -> &'a str {
     let start = rest.find('>').unwrap() + 1;
     let end = rest[start..].find('<').unwrap();
     &rest[start..start + end]
+}
+
+/// A headless Chromium: the distribution's, installed by the project's script when missing.
+fn chromium() -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/chromium.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// `url` as Chromium renders it: the DOM after loading, and a screenshot at `png`.
+fn browse(url: &str, png: &std::path::Path) -> String {
+    let browser = chromium();
+    let base = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+    ];
+    let dom = std::process::Command::new(&browser)
+        .args(base)
+        .args(["--dump-dom", url])
+        .output()
+        .unwrap();
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let shot = std::process::Command::new(&browser)
+        .args(base)
+        .arg(format!("--screenshot={}", png.display()))
+        .args(["--window-size=1050,1500", url])
+        .output()
+        .unwrap();
+    assert!(
+        shot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shot.stderr)
+    );
+    String::from_utf8(dom.stdout).unwrap()
 }
 
 #[test]
@@ -94,8 +144,14 @@ fn the_page_shows_the_reports_figures_to_whoever_has_its_token() {
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (line, html) = get(&addr, "/", &bearer);
-        assert_eq!(line, "HTTP/1.1 200 OK");
+        // The page as a browser renders it.
+        let png = root.path().join("page.png");
+        let html = browse(&format!("http://{addr}/?token={TOKEN}"), &png);
+        let shot = std::fs::read(&png).unwrap();
+        assert!(shot.starts_with(b"\x89PNG"), "a screenshot");
+        if let Ok(keep) = std::env::var("GRIDCHAN_PAGE_SCREENSHOT") {
+            std::fs::write(keep, &shot).unwrap();
+        }
         let day = report(&["--day", &today.to_string()]);
         let whole = report(&["--month", &month]);
         let same = |prefix: &str, r: &serde_json::Value| {

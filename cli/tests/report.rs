@@ -114,6 +114,26 @@ fn a_days_statement_is_the_sum_of_its_settled_intervals() {
             64,
             "{line}"
         );
+        // The same from the config's folder, naming the config by a relative path.
+        let relative = std::process::Command::new(env!("CARGO_BIN_EXE_gridchan"))
+            .current_dir(cb.parent().unwrap())
+            .args([
+                "report",
+                "--day",
+                &day,
+                "--json",
+                "--config",
+                "gridchan.toml",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            relative.status.success(),
+            "{}",
+            String::from_utf8_lossy(&relative.stderr)
+        );
+        let again: serde_json::Value = serde_json::from_slice(&relative.stdout).unwrap();
+        assert_eq!(again["bought_wh"], s["bought_wh"], "{again}");
         // The same figures as CSV, and the quarter-hour balances interval by interval.
         let csv = run(&["report", "--day", &day, "--csv", "--config", cfg]);
         let mut rows = csv.lines();
