@@ -159,11 +159,22 @@ fn figures(out: &mut String, prefix: &str, s: &Statement) {
         "earned",
         Amount(s.earned).to_string(),
     );
+    let saved = s.saved.map_or_else(
+        || "set [grid] retail and feed_in in the config to see it".to_string(),
+        report::signed_tokens,
+    );
+    figure(
+        out,
+        &format!("{prefix}.saved"),
+        "saved against the grid",
+        saved,
+    );
     out.push_str("</table>");
 }
 
-/// The day interval by interval: the meter's import below the line, its export above, and
-/// what went to or came from the community as a darker part of each bar.
+/// The day interval by interval: the meter's import below the line, its export above, what
+/// went to or came from the community as a darker part of each bar, and the traded price as a
+/// blue line on a scale of its own.
 fn chart(s: &Statement) -> String {
     let (w, h, mid) = (960.0_f64, 220.0_f64, 110.0_f64);
     let max = s
@@ -211,6 +222,31 @@ fn chart(s: &Statement) -> String {
             mid - scale(q.delivered),
             scale(q.delivered),
             q.delivered
+        );
+    }
+    // The price of each interval's trade, on a scale of its own (the day's highest at the top).
+    let top = s
+        .quarter_hours
+        .iter()
+        .filter_map(|q| q.price)
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let points: Vec<String> = s
+        .quarter_hours
+        .iter()
+        .filter_map(|q| {
+            let x = (q.start - first) as f64 / span * (w - bar) + bar / 2.0;
+            q.price
+                .map(|p| format!("{x:.1},{:.1}", h - 4.0 - p as f64 / top * (h - 8.0)))
+        })
+        .collect();
+    if !points.is_empty() {
+        let _ = write!(
+            svg,
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"#2c6fbb\" stroke-width=\"1.5\"><title>price, up to {} a kWh</title></polyline>",
+            points.join(" "),
+            Amount(top as u64)
         );
     }
     svg.push_str("</svg>");

@@ -70,6 +70,10 @@ pub struct DayLine {
     /// The digest of the last version's state, signed by both (hex; empty for intervals
     /// settled before digests were kept).
     pub last_state_digest: String,
+    /// What trading saved against the grid (`[grid]`): the retail price of what was bought
+    /// less what was paid, plus what was earned less the feed-in price of what was sold, in
+    /// micro-units; none without grid prices.
+    pub saved: Option<i64>,
 }
 
 /// A statement: what the home traded with whom over the period.
@@ -83,6 +87,8 @@ pub struct Statement {
     pub sold_wh: u64,
     pub paid: u64,
     pub earned: u64,
+    /// What trading saved against the grid over the period (see [`DayLine::saved`]).
+    pub saved: Option<i64>,
     /// What the home's meter measured over the period (the readings the daemon kept).
     pub metered_import_wh: u64,
     pub metered_export_wh: u64,
@@ -100,6 +106,8 @@ pub struct QuarterHour {
     pub metered: Option<(u64, u64)>,
     pub received: u64,
     pub delivered: u64,
+    /// The price of the interval's trade (micro-units per kWh; the highest, if several).
+    pub price: Option<u64>,
 }
 
 /// The statement of `period` for the gateway of `config`, read from its store (the daemon may
@@ -108,6 +116,7 @@ pub fn statement(config_path: &Path, period: &Period) -> Result<Statement> {
     let config = Config::load(config_path)?;
     let zone = config.metering.zone()?;
     let interval_seconds = config.metering.interval_seconds;
+    let grid = config.grid.tariffs()?;
     // (The config's paths are resolved against its folder when it is loaded.)
     let data = &config.node.data;
     let store_path = data.join("channels.sqlite");
@@ -165,10 +174,26 @@ pub fn statement(config_path: &Path, period: &Period) -> Result<Statement> {
                 counterparty: who,
                 channel: channel.to_string(),
                 first_version: version.0,
+                saved: grid.as_ref().map(|_| 0),
                 ..DayLine::default()
             });
+        // What the energy would have cost or fetched at the grid's price of its interval.
+        let at_grid = |tariff: &gridchan_channel::Tariff| {
+            tariff
+                .price_at(trade.interval, interval_seconds)
+                .and_then(|p| p.cost(trade.energy))
+                .map_or(0, |a| a.0 as i64)
+        };
+        if let (Some(saved), Some((retail, feed_in))) = (line.saved.as_mut(), grid.as_ref()) {
+            *saved += if trade.seller == *me {
+                trade.amount.0 as i64 - at_grid(feed_in)
+            } else {
+                at_grid(retail) - trade.amount.0 as i64
+            };
+        }
         let sold = trade.seller == *me;
         let q = quarter.entry(begins).or_default();
+        q.price = q.price.max(Some(trade.price.0));
         if sold {
             line.sold_wh += trade.energy.0;
             line.earned += trade.amount.0;
@@ -198,6 +223,9 @@ pub fn statement(config_path: &Path, period: &Period) -> Result<Statement> {
         sold_wh: sum(|d| d.sold_wh),
         paid: sum(|d| d.paid),
         earned: sum(|d| d.earned),
+        saved: grid
+            .as_ref()
+            .map(|_| days.iter().filter_map(|d| d.saved).sum()),
         metered_import_wh: readings.iter().map(|(_, r)| r.import.0).sum(),
         metered_export_wh: readings.iter().map(|(_, r)| r.export.0).sum(),
         days,
@@ -239,6 +267,9 @@ pub fn print_text(s: &Statement) {
             &d.last_state_digest[..d.last_state_digest.len().min(16)]
         );
     }
+    if let Some(saved) = s.saved {
+        println!("saved against the grid: {}", signed_tokens(saved));
+    }
     println!(
         "total: bought {} Wh for {}, sold {} Wh for {}; the meter imported {} Wh and exported {} Wh",
         s.bought_wh,
@@ -250,14 +281,20 @@ pub fn print_text(s: &Statement) {
     );
 }
 
+/// Micro-units as tokens with a sign: `-0.012000`.
+pub fn signed_tokens(micro: i64) -> String {
+    let sign = if micro < 0 { "-" } else { "" };
+    format!("{sign}{}", Amount(micro.unsigned_abs()))
+}
+
 /// The day lines as CSV (header first; money in micro-units).
 pub fn days_csv(s: &Statement) -> String {
     let mut out = String::from(
-        "date,counterparty,channel,intervals,bought_wh,sold_wh,paid_micro,earned_micro,first_version,last_version,last_state_digest\n",
+        "date,counterparty,channel,intervals,bought_wh,sold_wh,paid_micro,earned_micro,saved_micro,first_version,last_version,last_state_digest\n",
     );
     for d in &s.days {
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{}\n",
             d.date,
             d.counterparty,
             d.channel,
@@ -266,6 +303,7 @@ pub fn days_csv(s: &Statement) -> String {
             d.sold_wh,
             d.paid,
             d.earned,
+            d.saved.map(|s| s.to_string()).unwrap_or_default(),
             d.first_version,
             d.last_version,
             d.last_state_digest

@@ -86,7 +86,9 @@ fn browse(url: &str, png: &std::path::Path) -> String {
 #[test]
 fn the_page_shows_the_reports_figures_to_whoever_has_its_token() {
     let root = tempfile::tempdir().unwrap();
-    let page = format!("[page]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"");
+    let page = format!(
+        "[page]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n[grid]\nretail = \"flat 0.30\"\nfeed_in = \"flat 0.08\""
+    );
     let mut pair = common::seller_and_buyer(root.path(), &page);
     let (ca, cb) = (pair.ca.clone(), pair.cb.clone());
     let status = |config: &std::path::Path| -> serde_json::Value {
@@ -163,9 +165,13 @@ fn the_page_shows_the_reports_figures_to_whoever_has_its_token() {
                 && figure(&html, &format!("{prefix}.metered_import_wh")) == wh("metered_import_wh")
                 && figure(&html, &format!("{prefix}.earned")) == money("earned")
                 && figure(&html, &format!("{prefix}.paid")) == money("paid")
+                && figure(&html, &format!("{prefix}.saved"))
+                    == gridchan_cli::report::signed_tokens(r["saved"].as_i64().unwrap())
         };
         if same("day", &day) && same("month", &whole) {
             assert!(day["sold_wh"].as_u64().unwrap() > 0, "{day}");
+            // Sold at 0.20 a kWh rather than fed in at 0.08: a saving.
+            assert!(day["saved"].as_i64().unwrap() > 0, "{day}");
             // The day's chart, and the channel with A's balance.
             assert!(html.contains("<svg"), "{html}");
             assert!(html.contains("data-figure=\"channel."), "{html}");

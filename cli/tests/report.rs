@@ -37,6 +37,13 @@ fn a_days_statement_is_the_sum_of_its_settled_intervals() {
     };
     // (The processes: the ledger, A, B.)
     drop(pair.procs.remove(1));
+    // B's grid prices, for its savings (read by `report`, not by the running daemon).
+    let text = std::fs::read_to_string(&cb).unwrap();
+    std::fs::write(
+        &cb,
+        format!("{text}\n[grid]\nretail = \"flat 0.30\"\nfeed_in = \"flat 0.08\"\n"),
+    )
+    .unwrap();
     // The day (B's time zone) of its first settled interval (1-second intervals here).
     let config = gridchan_gateway::config::Config::load(&cb).unwrap();
     let zone = config.metering.zone().unwrap();
@@ -100,6 +107,10 @@ fn a_days_statement_is_the_sum_of_its_settled_intervals() {
             continue;
         }
         assert_eq!(s["paid"].as_u64(), Some(paid), "{s}");
+        // Bought at 0.20 a kWh rather than 0.30 from the grid: 0.10 a kWh saved, rounded down
+        // per interval in the buyer's favour.
+        let saved = s["saved"].as_i64().unwrap();
+        assert!(saved > 0 && saved <= (bought * 100) as i64, "{s}");
         assert_eq!(s["sold_wh"], 0, "{s}");
         let lines = s["days"].as_array().unwrap();
         assert_eq!(lines.len(), 1, "one neighbour, one day: {s}");

@@ -49,6 +49,9 @@ pub struct Config {
     /// The household's page, off unless an address is given.
     #[serde(default)]
     pub page: PageSection,
+    /// The household's own grid prices: what its statements and page count savings against.
+    #[serde(default)]
+    pub grid: GridSection,
 }
 
 /// The `[market]` section: the least this home sells for and the most it buys for in a
@@ -334,6 +337,34 @@ impl AcceptSection {
     }
 }
 
+/// `[grid]`: the prices the household pays the grid for energy and is paid for its export
+/// (tariffs in `--tariff`'s form); savings are counted against them when both are set.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GridSection {
+    pub retail: Option<String>,
+    pub feed_in: Option<String>,
+}
+
+impl GridSection {
+    /// The retail and feed-in tariffs, when both are set; what is wrong, naming the key.
+    pub fn tariffs(
+        &self,
+    ) -> Result<Option<(gridchan_channel::Tariff, gridchan_channel::Tariff)>, GatewayError> {
+        let parse = |key: &str, text: &str| {
+            text.parse::<gridchan_channel::Tariff>()
+                .map_err(|e| GatewayError::Config(format!("grid.{key}: {e}")))
+        };
+        match (&self.retail, &self.feed_in) {
+            (Some(r), Some(f)) => Ok(Some((parse("retail", r)?, parse("feed_in", f)?))),
+            (None, None) => Ok(None),
+            _ => Err(GatewayError::Config(
+                "grid: set both retail and feed_in (or neither)".into(),
+            )),
+        }
+    }
+}
+
 /// `[page]`: where the daemon serves the household's page (`GET /`), and the token it asks for
 /// (needed on any address but loopback).
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -456,6 +487,7 @@ impl Config {
             }
         }
         config.market.limits().map_err(invalid)?;
+        config.grid.tariffs().map_err(invalid)?;
         if let Some(listen) = config.page.listen {
             let weak = config.page.token.as_ref().is_none_or(|t| t.len() < 16);
             if !listen.ip().is_loopback() && weak {

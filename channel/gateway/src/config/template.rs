@@ -127,6 +127,12 @@ offer_hours = 24
 # neighbours are taken at their word) or "signed" (its meter must sign them).
 evidence = "any"
 
+# Your own grid prices (tokens per kWh, `flat PRICE` or `tou ZONE 0-7=PRICE,...`): your
+# statements and page count what trading saved you against them.
+# [grid]
+# retail = "tou Europe/Amsterdam 0-7=0.22,7-17=0.28,17-21=0.34,21-24=0.22"
+# feed_in = "flat 0.08"
+
 # The household's page (today and this month, the day's chart, the channels, what needs
 # attention) on http://ADDRESS/; off unless set. On any address but 127.0.0.1 it needs a token
 # (at least 16 characters), given as ?token=... or Authorization: Bearer ....
