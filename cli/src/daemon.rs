@@ -207,17 +207,6 @@ pub async fn run(config_path: &Path) -> Result<()> {
             crate::config_address(&format!("towers[{i}].address"), &t.address, config_path)
         })
         .collect::<Result<Vec<_>>>()?;
-    // The Prometheus endpoint, when the owner asks for one.
-    let metrics = match config.metrics.listen {
-        Some(listen) => {
-            let bound = gridchan_gateway::metrics::serve(listen, engine.clone(), interval_seconds)
-                .await
-                .map_err(in_config)?;
-            println!("metrics http://{bound}/metrics");
-            Some(bound)
-        }
-        None => None,
-    };
     let daemon = daemon::start(daemon::DaemonParts {
         engine: engine.clone(),
         store_path,
@@ -230,6 +219,22 @@ pub async fn run(config_path: &Path) -> Result<()> {
         tower_key,
     })
     .context("cannot open the ledger queue")?;
+    // The Prometheus endpoint, when the owner asks for one.
+    let metrics = match config.metrics.listen {
+        Some(listen) => {
+            let sampled = gridchan_gateway::metrics::Sampled {
+                towers: daemon.towers.clone(),
+                ledger: ledger.clone(),
+            };
+            let bound =
+                gridchan_gateway::metrics::serve(listen, engine.clone(), interval_seconds, sampled)
+                    .await
+                    .map_err(in_config)?;
+            println!("metrics http://{bound}/metrics");
+            Some(bound)
+        }
+        None => None,
+    };
     // The household's page, when the owner asks for one.
     let page = match config.page.listen {
         Some(listen) => {

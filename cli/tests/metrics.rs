@@ -78,6 +78,16 @@ fn the_metrics_counters_equal_the_channels_state_and_parse_as_prometheus_text() 
         .to_string();
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
     assert_eq!(get(&addr, "/other").0, "HTTP/1.1 404 Not Found");
+    // A watchtower guards A's channels.
+    let tower_config = common::tower_init(&root.path().join("tower"), &pair.ledger);
+    let (_tower, tower) =
+        common::spawn(&["watchtower", "--config", tower_config.to_str().unwrap()]);
+    let out = common::gridchan(&["tower", "add", &tower, "--config", ca.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     open_channel(&cb, &addr_a, &["--price", "0.2"]);
     // While they trade: A's counters for the channel equal A's side of its state (read before
     // and after the scrape, until no interval settles in between).
@@ -117,6 +127,26 @@ fn the_metrics_counters_equal_the_channels_state_and_parse_as_prometheus_text() 
                     body.contains("# TYPE gridchan_settle_delay_seconds histogram"),
                     "{body}"
                 );
+                // The ledger queue and the towers are sampled every 2 s.
+                let body = scrape_until(&addr, "gridchan_ledger_queue_depth ");
+                assert!(
+                    value(&body, "gridchan_ledger_recent_failures").is_some(),
+                    "{body}"
+                );
+                let tower_label = format!("{{tower=\"{}\"}}", &tower[..16]);
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let body = scrape_until(&addr, "gridchan_tower_channels_acknowledged");
+                    let acked = format!("gridchan_tower_channels_acknowledged{tower_label}");
+                    if value(&body, &acked) == Some(1) {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "the tower never acknowledged: {body}"
+                    );
+                    std::thread::sleep(Duration::from_millis(200));
+                }
                 break;
             }
         }

@@ -42,16 +42,25 @@ pub async fn install(listen: SocketAddr) -> Result<SocketAddr, GatewayError> {
     Ok(bound)
 }
 
+/// What a gateway's metrics sample besides the engine's reports: its watchtowers'
+/// acknowledgements and its ledger account's gas.
+#[derive(Clone)]
+pub struct Sampled {
+    pub towers: crate::towers::Towers,
+    pub ledger: std::sync::Arc<dyn gridchan_chain::Ledger>,
+}
+
 /// A gateway's metrics: [`install`], then the engine's reports turned into metrics until the
-/// engine stops.
+/// engine stops, and every two seconds the ledger queue, the towers and the gas.
 pub async fn serve(
     listen: SocketAddr,
     engine: EngineHandle,
     interval_seconds: u32,
+    sampled: Sampled,
 ) -> Result<SocketAddr, GatewayError> {
     let bound = install(listen).await?;
     describe();
-    tokio::spawn(observe(engine, interval_seconds));
+    tokio::spawn(observe(engine, interval_seconds, sampled));
     Ok(bound)
 }
 
@@ -95,6 +104,26 @@ fn describe() {
         "gridchan_settle_delay_seconds",
         Unit::Seconds,
         "From an interval's end to its settlement on a channel"
+    );
+    describe_counter!(
+        "gridchan_market_bound_wh_total",
+        "What the books' members could have traded among themselves, in Wh"
+    );
+    describe_gauge!(
+        "gridchan_market_local_share",
+        "The last book's traded energy over what its members could have traded (0 to 1)"
+    );
+    describe_gauge!(
+        "gridchan_tower_channels_acknowledged",
+        "Channels whose newest state a watchtower acknowledged, per tower"
+    );
+    describe_gauge!(
+        "gridchan_tower_channels_behind",
+        "Channels with a newer state than a watchtower acknowledged, per tower"
+    );
+    describe_gauge!(
+        "gridchan_gas_balance_wei",
+        "The gateway account's balance for fees, on a chain that charges them"
     );
     describe_gauge!(
         "gridchan_ledger_queue_depth",
@@ -204,8 +233,28 @@ fn sample_ledger_queue(engine: &EngineHandle) {
     }
 }
 
+/// Per watchtower, the channels whose newest state it acknowledged and those it lags behind
+/// on; the account's gas on a chain that charges fees.
+async fn sample_towers_and_gas(sampled: &Sampled) {
+    if let Ok(towers) = sampled.towers.list().await {
+        for t in towers {
+            let tower = t.address.split('@').next().unwrap_or_default()[..16.min(t.address.len())]
+                .to_string();
+            metrics::gauge!("gridchan_tower_channels_acknowledged", "tower" => tower.clone())
+                .set(t.acknowledged as f64);
+            metrics::gauge!("gridchan_tower_channels_behind", "tower" => tower)
+                .set(t.pending as f64);
+        }
+    }
+    if let Ok(Ok(Some(fees))) =
+        tokio::time::timeout(Duration::from_secs(2), sampled.ledger.fees()).await
+    {
+        metrics::gauge!("gridchan_gas_balance_wei").set(fees.balance as f64);
+    }
+}
+
 /// Turns the engine's reports into metrics until the engine stops.
-async fn observe(engine: EngineHandle, interval_seconds: u32) {
+async fn observe(engine: EngineHandle, interval_seconds: u32, sampled: Sampled) {
     let mut reports = engine.reports();
     let mut channels = Channels::default();
     let mut tick = tokio::time::interval(Duration::from_secs(2));
@@ -218,6 +267,7 @@ async fn observe(engine: EngineHandle, interval_seconds: u32) {
             },
             _ = tick.tick() => {
                 sample_ledger_queue(&engine);
+                sample_towers_and_gas(&sampled).await;
                 continue;
             }
         };
@@ -278,9 +328,19 @@ async fn observe(engine: EngineHandle, interval_seconds: u32) {
             Report::LeftOut { .. } => {
                 metrics::counter!("gridchan_neighbours_left_out_total").increment(1);
             }
-            Report::Market(MarketReport::BookClosed { price, traded, .. }) => {
+            Report::Market(MarketReport::BookClosed {
+                price,
+                traded,
+                bound,
+                ..
+            }) => {
                 metrics::counter!("gridchan_market_books_total").increment(1);
                 metrics::counter!("gridchan_market_traded_wh_total").increment(traded.0);
+                metrics::counter!("gridchan_market_bound_wh_total").increment(bound.0);
+                if bound.0 > 0 {
+                    metrics::gauge!("gridchan_market_local_share")
+                        .set(traded.0 as f64 / bound.0 as f64);
+                }
                 if let Some(p) = price {
                     metrics::gauge!("gridchan_market_clearing_price_micro_per_kwh").set(p.0 as f64);
                 }

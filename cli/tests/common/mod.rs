@@ -260,6 +260,7 @@ pub struct SellerAndBuyer {
     pub cb: std::path::PathBuf,
     pub addr_a: String,
     pub node_a: String,
+    pub ledger: String,
     pub procs: Vec<Proc>,
 }
 
@@ -284,6 +285,7 @@ pub fn seller_and_buyer(root: &Path, a_extra: &str) -> SellerAndBuyer {
         cb,
         addr_a,
         node_a,
+        ledger: ledger_addr,
         procs: vec![ledger_proc, a, b],
     }
 }

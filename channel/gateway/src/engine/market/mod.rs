@@ -60,6 +60,9 @@ pub enum MarketReport {
         traded: WattHours,
         income: u64,
         members: usize,
+        /// What the book's members could have traded among themselves: the smaller of all
+        /// its orders' exports and all its imports.
+        bound: WattHours,
     },
     /// (Member) a book checked: our settlement in it, if we traded.
     BookChecked {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use gridchan_channel::market::{Parts, Topic};
 use gridchan_channel::wire::Message;
-use gridchan_channel::{ChannelId, Input, NodeId, Party, Phase, PricePerKwh, Recovered};
+use gridchan_channel::{ChannelId, Input, NodeId, Party, Phase, PricePerKwh, Recovered, WattHours};
 
 use super::{MarketReport, Stage};
 use crate::engine::{Engine, Report};
@@ -214,7 +214,14 @@ impl<S: crate::engine::EngineStore> Engine<S> {
                 p.0
             ))
         );
+        let (import, export) = book.orders.iter().fold((0u64, 0u64), |(i, e), o| {
+            (
+                i.saturating_add(o.order.import.0),
+                e.saturating_add(o.order.export.0),
+            )
+        });
         let _ = self.reports.send(Report::Market(MarketReport::BookClosed {
+            bound: WattHours(import.min(export)),
             interval,
             staged,
             orders: book.orders.len(),
