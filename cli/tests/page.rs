@@ -57,6 +57,8 @@ fn browse(url: &str, png: &std::path::Path) -> String {
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
+        // A container's /dev/shm is small.
+        "--disable-dev-shm-usage",
         "--hide-scrollbars",
     ];
     let dom = std::process::Command::new(&browser)
