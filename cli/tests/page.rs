@@ -148,7 +148,13 @@ fn the_page_shows_the_reports_figures_to_whoever_has_its_token() {
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        // The page as a browser renders it.
+        // The page as a browser renders it, between two reads of the report: A's meter goes on
+        // reading while nothing trades, so its metered figures lie between the two reads, and
+        // every other figure equals both.
+        let before = (
+            report(&["--day", &today.to_string()]),
+            report(&["--month", &month]),
+        );
         let png = root.path().join("page.png");
         let html = browse(&format!("http://{addr}/?token={TOKEN}"), &png);
         let shot = std::fs::read(&png).unwrap();
@@ -158,19 +164,28 @@ fn the_page_shows_the_reports_figures_to_whoever_has_its_token() {
         }
         let day = report(&["--day", &today.to_string()]);
         let whole = report(&["--month", &month]);
-        let same = |prefix: &str, r: &serde_json::Value| {
+        let same = |prefix: &str, r: &serde_json::Value, earlier: &serde_json::Value| {
             let wh = |k: &str| format!("{} Wh", r[k].as_u64().unwrap());
             let money = |k: &str| gridchan_channel::Amount(r[k].as_u64().unwrap()).to_string();
-            figure(&html, &format!("{prefix}.sold_wh")) == wh("sold_wh")
+            let metered = |k: &str| {
+                let shown: u64 = figure(&html, &format!("{prefix}.{k}"))
+                    .trim_end_matches(" Wh")
+                    .parse()
+                    .unwrap();
+                (earlier[k].as_u64().unwrap()..=r[k].as_u64().unwrap()).contains(&shown)
+            };
+            let settled = ["sold_wh", "bought_wh", "paid", "earned", "saved"];
+            settled.iter().all(|k| earlier[k] == r[k])
+                && figure(&html, &format!("{prefix}.sold_wh")) == wh("sold_wh")
                 && figure(&html, &format!("{prefix}.bought_wh")) == wh("bought_wh")
-                && figure(&html, &format!("{prefix}.metered_export_wh")) == wh("metered_export_wh")
-                && figure(&html, &format!("{prefix}.metered_import_wh")) == wh("metered_import_wh")
+                && metered("metered_export_wh")
+                && metered("metered_import_wh")
                 && figure(&html, &format!("{prefix}.earned")) == money("earned")
                 && figure(&html, &format!("{prefix}.paid")) == money("paid")
                 && figure(&html, &format!("{prefix}.saved"))
                     == gridchan_cli::report::signed_tokens(r["saved"].as_i64().unwrap())
         };
-        if same("day", &day) && same("month", &whole) {
+        if same("day", &day, &before.0) && same("month", &whole, &before.1) {
             assert!(day["sold_wh"].as_u64().unwrap() > 0, "{day}");
             // Sold at 0.20 a kWh rather than fed in at 0.08: a saving.
             assert!(day["saved"].as_i64().unwrap() > 0, "{day}");
