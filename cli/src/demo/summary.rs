@@ -68,6 +68,29 @@ pub struct OverbillingSummary {
     /// Times a neighbour channel left it out of an interval because its claim was not what its
     /// meter signed (one per neighbour and interval).
     pub left_out_by_neighbours: usize,
+    /// Whether it was a market member, and its neighbour channels (with the demo's topology).
+    pub in_market: bool,
+    pub neighbour_channels: usize,
+}
+
+impl OverbillingSummary {
+    /// What came of its claims, in the words of the topology it ran in.
+    fn outcome(&self) -> String {
+        let mut parts = Vec::new();
+        if self.in_market {
+            parts.push(format!(
+                "{} of its orders refused by the market node, {} Wh of them paid",
+                self.orders_refused, self.market_paid_wh
+            ));
+        }
+        if self.neighbour_channels > 0 {
+            parts.push(format!(
+                "left out of an interval {} times by its neighbour channels",
+                self.left_out_by_neighbours
+            ));
+        }
+        parts.join("; ")
+    }
 }
 
 #[derive(Serialize)]
@@ -380,7 +403,6 @@ pub(super) async fn summarize(
     }
     // The overbilling home: the market refused its inflated orders, and nothing it claimed
     // beyond its meter was paid for (the totals above: sold <= metered export).
-    let overbilling_home = overbilling.as_ref().map(|b| b.home);
     let overbilling = overbilling.map(|b| {
         let Overbilled {
             home: i,
@@ -413,28 +435,27 @@ pub(super) async fn summarize(
             orders_refused: refused.len(),
             market_paid_wh: paid,
             left_out_by_neighbours: left_out_by.len(),
+            in_market: market.is_some(),
+            neighbour_channels: links
+                .iter()
+                .filter(|l| Some(l.b) != market && (l.a == i || l.b == i))
+                .count(),
         }
     });
-    if let Some((b, i)) = overbilling.as_ref().zip(overbilling_home) {
+    if let Some(b) = &overbilling {
         // Every inflated order refused, and with neighbour channels each neighbour leaving it
         // out (the first and last interval may straddle the switch).
         let sure = b.until.saturating_sub(b.from).saturating_sub(2) as usize;
         let refused_enough = market.is_none() || b.orders_refused >= sure;
-        let neighbours = links
-            .iter()
-            .filter(|l| Some(l.b) != market && (l.a == i || l.b == i))
-            .count();
-        let left_out_enough = b.left_out_by_neighbours >= sure * neighbours;
+        let left_out_enough = b.left_out_by_neighbours >= sure * b.neighbour_channels;
         check(
             "energy a home's meter never signed is never paid for",
             energy_ok && refused_enough && left_out_enough && b.market_paid_wh == 0,
             format!(
-                "{} claimed {} Wh an interval beyond its meter for an hour: {} orders refused by the market node, {} Wh of them paid; left out of an interval {} times by its neighbour channels; sold <= metered export for every home",
+                "{} claimed {} Wh an interval beyond its meter for an hour: {}; sold <= metered export for every home",
                 b.home,
                 b.claimed_extra_wh,
-                b.orders_refused,
-                b.market_paid_wh,
-                b.left_out_by_neighbours
+                b.outcome()
             ),
         );
     }
@@ -693,12 +714,10 @@ pub(super) fn print_summary(s: &Summary) {
     }
     if let Some(b) = &s.overbilling {
         println!(
-            "overbilling: {} claimed {} Wh an interval its meter never signed, for an hour; {} of its orders refused by the market node, {} Wh of them paid; left out of an interval {} times by its neighbours",
+            "overbilling: {} claimed {} Wh an interval its meter never signed, for an hour; {}",
             b.home,
             b.claimed_extra_wh,
-            b.orders_refused,
-            b.market_paid_wh,
-            b.left_out_by_neighbours
+            b.outcome()
         );
     }
     if let Some(m) = &s.market {
