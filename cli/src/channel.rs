@@ -76,6 +76,8 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
             offers,
             metrics,
             page,
+            data_folder,
+            data_bytes,
         } => {
             if !trading.is_empty() {
                 println!("{trading}");
@@ -87,6 +89,12 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
             }
             if let Some(p) = page {
                 println!("page      {p}");
+            }
+            if !data_folder.is_empty() {
+                println!(
+                    "data      {:.1} MB in {data_folder}",
+                    *data_bytes as f64 / 1_000_000.0
+                );
             }
             match closed {
                 0 => println!("channels  {channels}"),

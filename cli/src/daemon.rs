@@ -270,6 +270,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
             own_meter,
             metrics,
             page,
+            data: config.node.data.clone(),
         };
         async move { control::serve(&socket, gateway).await }
     });

@@ -70,7 +70,14 @@ fn the_metrics_counters_equal_the_channels_state_and_parse_as_prometheus_text() 
         serde_json::from_slice(&out.stdout).unwrap()
     };
     assert!(status(&cb)["metrics"].is_null());
-    let url = status(&ca)["metrics"].as_str().unwrap().to_string();
+    let a_status = status(&ca);
+    let url = a_status["metrics"].as_str().unwrap().to_string();
+    // `status` also says how much its data folder takes.
+    assert!(a_status["data_bytes"].as_u64().unwrap() > 0, "{a_status}");
+    assert!(
+        a_status["data_folder"].as_str().unwrap().ends_with("data"),
+        "{a_status}"
+    );
     let addr = url
         .strip_prefix("http://")
         .and_then(|u| u.strip_suffix("/metrics"))

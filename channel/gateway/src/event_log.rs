@@ -127,6 +127,14 @@ pub(crate) fn log(node: &Node, e: &Event) {
                 );
             }
         }
+        Event::Frozen { channel } => tracing::error!(
+            "channel {}: frozen: its newest state could not be written to the data folder (disk full or failing?); nothing is signed on it until a write succeeds, which is retried every few seconds: free space or check the disk",
+            channel.short()
+        ),
+        Event::Thawed { channel } => tracing::warn!(
+            "channel {}: written again: it trades again",
+            channel.short()
+        ),
         Event::Offered { channel, peer } => tracing::warn!(
             "neighbour {peer} proposes channel {}: it waits for your answer (`gridchan channel list`, then `gridchan channel accept {}` or `reject {}`)",
             channel.short(),

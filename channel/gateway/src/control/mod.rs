@@ -162,6 +162,11 @@ pub enum Response {
         /// Where the household's page is served (`[page] listen`), if it is.
         #[serde(default)]
         page: Option<String>,
+        /// The data folder and the bytes its files take.
+        #[serde(default)]
+        data_folder: String,
+        #[serde(default)]
+        data_bytes: u64,
     },
     Channels {
         channels: Vec<ChannelSummary>,
@@ -354,6 +359,23 @@ pub struct Gateway {
     pub metrics: Option<std::net::SocketAddr>,
     /// Where the household's page is served, if it is.
     pub page: Option<std::net::SocketAddr>,
+    /// The data folder (its size is in `status`).
+    pub data: std::path::PathBuf,
+}
+
+/// The bytes the files under `dir` take (its subfolders too, a few levels deep).
+fn folder_bytes(dir: &Path, depth: u32) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() && depth > 0 => folder_bytes(&e.path(), depth - 1),
+            Ok(m) if m.is_file() => m.len(),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// A channel's evidence as a person reads it: whose readings are signed by which meter.
@@ -502,6 +524,7 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
         own_meter,
         metrics,
         page,
+        data,
     } = gateway;
     let (interval_seconds, clock) = (*interval_seconds, clock.clone());
     let err = |message: String| Response::Error { message };
@@ -534,6 +557,8 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
             Response::Status {
                 metrics: metrics.map(|a| format!("http://{a}/metrics")),
                 page: page.map(|a| format!("http://{a}/")),
+                data_folder: data.display().to_string(),
+                data_bytes: folder_bytes(data, 3),
                 node: engine.node.to_string(),
                 address: engine.address.to_string(),
                 channels: channels.iter().filter(|c| !paid_out(c)).count(),

@@ -32,6 +32,12 @@ pub(super) fn trading_line(
             "not trading: no channel (gridchan channel open, or gridchan market join)".into()
         };
     }
+    let frozen = live.iter().filter(|c| c.frozen).count();
+    if frozen > 0 {
+        return format!(
+            "not trading on {frozen} channel(s): a write to the data folder failed (disk full or failing?); retried every few seconds, they trade again once one succeeds"
+        );
+    }
     if !open.iter().any(|c| connected.contains(&c.peer)) {
         return "not trading: no neighbour with an open channel is connected".into();
     }
@@ -124,6 +130,12 @@ mod tests {
             .starts_with("trading only as a buyer: every neighbour's deposit with you is spent"));
         assert!(line(&[one_sided.view(Side::B)], true, 0, &fine)
             .starts_with("trading only as a seller: your deposit in every channel is spent"));
+        let frozen = ChannelView {
+            frozen: true,
+            ..open.clone()
+        };
+        assert!(line(&[frozen], true, 0, &fine)
+            .starts_with("not trading on 1 channel(s): a write to the data folder failed"));
         let trading = line(&[open], true, 0, &fine);
         assert!(
             trading.starts_with("trading: 1 open channel(s), the last interval settled began"),
