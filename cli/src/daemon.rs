@@ -33,9 +33,16 @@ pub async fn run(config_path: &Path) -> Result<()> {
     // Held until the daemon ends: a second daemon on this folder is refused.
     let _lock = gridchan_gateway::data_lock::DataLock::take(&config.node.data)?;
     let store_path = config.node.data.join("channels.sqlite");
-    let store = SqliteStore::open(&store_path).with_context(|| "cannot open the channel store")?;
+    let store = SqliteStore::open(&store_path).with_context(|| {
+        format!(
+            "cannot open the channel store {} (restore it from a backup, or move it aside to start without its channels)",
+            store_path.display()
+        )
+    })?;
     let ledger_queue =
-        Arc::new(LedgerQueue::open(&store_path).with_context(|| "cannot open the ledger queue")?);
+        Arc::new(LedgerQueue::open(&store_path).with_context(|| {
+            format!("cannot open the ledger queue in {}", store_path.display())
+        })?);
     let ledger = crate::evm::client(&config.ledger, &config.node.key, config_path).await?;
     let interval_seconds = config.metering.interval_seconds;
     // A sped-up clock runs from a fixed epoch, so every neighbour with the same speedup tells
@@ -209,7 +216,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let daemon = daemon::start(daemon::DaemonParts {
         engine: engine.clone(),
-        store_path,
+        store_path: store_path.clone(),
         ledger: ledger.clone(),
         meter,
         interval_seconds,
@@ -218,7 +225,12 @@ pub async fn run(config_path: &Path) -> Result<()> {
         towers,
         tower_key,
     })
-    .context("cannot open the ledger queue")?;
+    .with_context(|| {
+        format!(
+            "cannot start the daemon's jobs (towers, neighbours, meter readings) on {}",
+            store_path.display()
+        )
+    })?;
     // The Prometheus endpoint, when the owner asks for one.
     let metrics = match config.metrics.listen {
         Some(listen) => {

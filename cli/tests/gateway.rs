@@ -489,3 +489,24 @@ fn a_ledger_transaction_refused_for_good_shows_in_the_status() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_garbled_channel_store_stops_the_daemon_with_one_line_naming_the_file() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("a");
+    init(&dir);
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("channels.sqlite"), vec![0x5a; 8192]).unwrap();
+    let config = dir.join("gridchan.toml");
+    let out = gridchan(&["daemon", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("cannot open the channel store"), "{err}");
+    assert!(
+        err.contains(&data.join("channels.sqlite").display().to_string()),
+        "{err}"
+    );
+    assert!(err.contains("restore it from a backup"), "{err}");
+}
