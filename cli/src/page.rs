@@ -58,7 +58,7 @@ pub async fn serve(listen: SocketAddr, page: Page) -> Result<SocketAddr> {
 }
 
 async fn answer(mut stream: tokio::net::TcpStream, page: &Page) -> Result<()> {
-    let Some(head) = gridchan_gateway::metrics::read_head(&mut stream, MAX_REQUEST).await else {
+    let Some(head) = gridchan_gateway::http::read_head(&mut stream, MAX_REQUEST).await else {
         return Ok(());
     };
     let request = head.lines().next().unwrap_or_default().to_string();

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use gridchan_channel::{ChannelId, Event, Party};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::engine::{EngineHandle, MarketReport, Report};
 use crate::error::GatewayError;
@@ -147,28 +147,6 @@ fn describe() {
     );
 }
 
-/// An HTTP request's head (up to the blank line), at most `max` bytes, within 5 s; `None` if
-/// the client sends less, more, or nothing in time.
-pub async fn read_head(stream: &mut tokio::net::TcpStream, max: usize) -> Option<String> {
-    let mut buf = vec![0u8; max];
-    let mut len = 0;
-    let read = tokio::time::timeout(Duration::from_secs(5), async {
-        while len < buf.len() {
-            let n = stream.read(&mut buf[len..]).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            len += n;
-            if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                return Some(());
-            }
-        }
-        None
-    })
-    .await;
-    matches!(read, Ok(Some(()))).then(|| String::from_utf8_lossy(&buf[..len]).to_string())
-}
-
 /// Answers each connection with the metrics (`GET /metrics`) or 404, then closes it.
 async fn answer_scrapes(listener: tokio::net::TcpListener, handle: PrometheusHandle) {
     loop {
@@ -178,7 +156,7 @@ async fn answer_scrapes(listener: tokio::net::TcpListener, handle: PrometheusHan
         };
         let handle = handle.clone();
         tokio::spawn(async move {
-            let Some(head) = read_head(&mut stream, MAX_REQUEST).await else {
+            let Some(head) = crate::http::read_head(&mut stream, MAX_REQUEST).await else {
                 return;
             };
             let line = head.lines().next().unwrap_or_default();
