@@ -126,6 +126,17 @@ fn the_page_shows_the_reports_figures_to_whoever_has_its_token() {
     assert_eq!(line, "HTTP/1.1 200 OK");
     let bearer = format!("Authorization: Bearer {TOKEN}\r\n");
     assert_eq!(get(&addr, "/nothing", &bearer).0, "HTTP/1.1 404 Not Found");
+    // Only GET.
+    let mut post = std::net::TcpStream::connect(&addr).unwrap();
+    post.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(post, "POST / HTTP/1.1\r\nHost: {addr}\r\n{bearer}\r\n").unwrap();
+    let mut answer = String::new();
+    post.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 405 Method Not Allowed"),
+        "{answer}"
+    );
     // Today in A's time zone (its clock is not sped up here), as `report` gives it.
     let zone = gridchan_gateway::config::Config::load(&ca)
         .unwrap()

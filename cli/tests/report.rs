@@ -178,6 +178,20 @@ fn a_days_statement_is_the_sum_of_its_settled_intervals() {
         assert!(s["metered_import_wh"].as_u64().unwrap() >= bought, "{s}");
         break;
     }
+    // A gateway whose daemon never ran has no store: one line saying so.
+    let fresh = root.path().join("fresh");
+    common::init(&fresh);
+    let out = gridchan(&[
+        "report",
+        "--day",
+        "2026-11-03",
+        "--config",
+        fresh.join("gridchan.toml").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("has this gateway's daemon run?"), "{err}");
     // A period that is neither a month nor a day: one line.
     let out = gridchan(&["report", "--month", "November", "--config", cfg]);
     assert!(!out.status.success());
