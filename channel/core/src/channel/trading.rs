@@ -326,7 +326,7 @@ impl Channel {
                     channel: self.id,
                     version,
                     trade,
-                    digest: signed.state().digest(),
+                    digest: *signed.digest(),
                 },
             );
         }
