@@ -93,6 +93,7 @@ pub async fn gas_report(chain: &anvil::Anvil) -> Result<Vec<(&'static str, u64)>
             last_interval: IntervalIndex(1 + version),
             is_final,
             book: gridchan_channel::NO_BOOK,
+            funds: Default::default(),
         };
         let d = state.digest();
         SignedStateParts {

@@ -153,6 +153,7 @@ pub fn compute() -> Vec<FrameVector> {
             state: v1.clone(),
         },
         claimable: [Amount(0); 2],
+        funds: gridchan_channel::Funds::default(),
     };
     out.extend([
         frame(

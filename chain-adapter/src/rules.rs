@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use gridchan_channel::{
-    Amount, ChannelId, ChannelParams, NodeId, Party, SignedState, SignedStateParts, State, Version,
+    Amount, ChannelId, ChannelParams, Funds, NodeId, Party, SignedState, SignedStateParts, State,
+    Version,
 };
 
 use crate::tx::{Tx, TxKind};
@@ -60,6 +61,9 @@ pub struct ChannelAccount {
     pub status: ChannelStatus,
     /// Paid out or refunded, not yet withdrawn, per party (A, B).
     pub claimable: [Amount; 2],
+    /// Top-ups each party made and withdrawals the ledger paid each while the channel was
+    /// open (cumulative; zero again once it concluded).
+    pub funds: Funds,
 }
 
 /// Something that happened on the ledger, in a block.
@@ -102,6 +106,21 @@ pub enum ChainEvent {
         party: Party,
         amount: Amount,
     },
+    /// `party` added `amount` to the open channel; `total` is all it added so far.
+    ToppedUp {
+        channel: ChannelId,
+        party: Party,
+        amount: Amount,
+        total: Amount,
+    },
+    /// The open channel paid `party` a withdrawal of `amount`; `total` is all it was paid so
+    /// far.
+    WithdrawnOpen {
+        channel: ChannelId,
+        party: Party,
+        amount: Amount,
+        total: Amount,
+    },
 }
 
 impl ChainEvent {
@@ -115,7 +134,9 @@ impl ChainEvent {
             | ChainEvent::Registered { channel, .. }
             | ChainEvent::Refuted { channel, .. }
             | ChainEvent::Concluded { channel, .. }
-            | ChainEvent::Withdrawn { channel, .. } => Some(*channel),
+            | ChainEvent::Withdrawn { channel, .. }
+            | ChainEvent::ToppedUp { channel, .. }
+            | ChainEvent::WithdrawnOpen { channel, .. } => Some(*channel),
         }
     }
 }
@@ -187,6 +208,15 @@ pub enum TxError {
     /// ran out of gas, say).
     #[error("reverted on chain: {0}")]
     Reverted(String),
+    /// A state counts top-ups the ledger does not hold.
+    #[error("the state counts top-ups the ledger does not hold")]
+    TopUpNotMade,
+    /// A state from before a withdrawal the ledger already paid.
+    #[error("the state is older than a withdrawal the ledger paid")]
+    WithdrawalNotInState,
+    /// A withdrawal state the ledger already paid in full.
+    #[error("nothing to withdraw: the ledger paid this state's withdrawals")]
+    NothingToWithdraw,
 }
 
 /// All ledger state.
@@ -435,7 +465,7 @@ impl LedgerState {
                     return Err(TxError::Window { deadline });
                 }
                 let state = state.clone();
-                Ok(vec![ch.pay_out(*channel, version, &state)])
+                ch.pay_out(*channel, version, &state).map(|e| vec![e])
             }
             TxKind::ConcludeFinal { state } => {
                 let (id, signed) = self.verified(state)?;
@@ -454,7 +484,46 @@ impl LedgerState {
                     }
                     other => return Err(TxError::WrongPhase(other.name().into())),
                 }
-                Ok(vec![ch.pay_out(id, signed.version(), signed.state())])
+                ch.pay_out(id, signed.version(), signed.state())
+                    .map(|e| vec![e])
+            }
+            TxKind::TopUp { channel, amount } => self.top_up(sender, channel, *amount),
+            TxKind::WithdrawOpen { state } => {
+                let (id, signed) = self.verified(state)?;
+                if signed.state().is_final {
+                    return Err(TxError::FinalFlag);
+                }
+                let ch = self.channels.get(&id).ok_or(TxError::UnknownChannel)?;
+                if ch.status != ChannelStatus::Open {
+                    return Err(TxError::WrongPhase(ch.status.name().into()));
+                }
+                let params = ch.params.clone();
+                let paid = ch.funds.withdrawn;
+                let owed = signed.state().funds.withdrawn;
+                // `verified` refused a state below what the ledger paid.
+                let due = [owed[0].0 - paid[0].0, owed[1].0 - paid[1].0];
+                if due == [0, 0] {
+                    return Err(TxError::NothingToWithdraw);
+                }
+                for party in [Party::A, Party::B] {
+                    self.check_credit(params.node(party), Amount(due[party.index()]))?;
+                }
+                let mut events = Vec::new();
+                for party in [Party::A, Party::B] {
+                    let amount = Amount(due[party.index()]);
+                    if amount == Amount(0) {
+                        continue;
+                    }
+                    self.add(params.node(party), amount);
+                    events.push(ChainEvent::WithdrawnOpen {
+                        channel: id,
+                        party,
+                        amount,
+                        total: owed[party.index()],
+                    });
+                }
+                self.channel_mut(&id)?.funds.withdrawn = owed;
+                Ok(events)
             }
             TxKind::Withdraw { channel, amount } => {
                 self.check_credit(&sender, *amount)?;
@@ -519,6 +588,7 @@ impl LedgerState {
             deposited: [Amount(0); 2],
             status: ChannelStatus::Funding { deadline },
             claimable: [Amount(0); 2],
+            funds: Funds::default(),
         });
         ch.deposited[party.index()] = amount;
         let funded = ch.deposited[0] == params.deposit_a && ch.deposited[1] == params.deposit_b;
@@ -537,7 +607,47 @@ impl LedgerState {
         Ok(events)
     }
 
-    /// Checks a state's signatures against its channel's parties, and its money.
+    /// Adds `amount` of the sender's tokens to its open channel
+    /// (`specs/adjudicator.md`, "Top-up").
+    fn top_up(
+        &mut self,
+        sender: NodeId,
+        channel: &ChannelId,
+        amount: Amount,
+    ) -> Result<Vec<ChainEvent>, TxError> {
+        let ch = self.channels.get(channel).ok_or(TxError::UnknownChannel)?;
+        let party = ch.params.party_of(&sender).ok_or(TxError::NotAParty)?;
+        if ch.status != ChannelStatus::Open {
+            return Err(TxError::WrongPhase(ch.status.name().into()));
+        }
+        if amount == Amount(0) {
+            return Err(TxError::WrongDepositAmount {
+                expected: Amount(1),
+            });
+        }
+        let total = ch.funds.topped_up[party.index()]
+            .checked_add(amount)
+            .ok_or(TxError::Overflow)?;
+        // Every state's balances are 64-bit: what the channel holds must stay one.
+        let mut after = ch.funds;
+        after.topped_up[party.index()] = total;
+        after
+            .held(ch.params.total_deposit())
+            .ok_or(TxError::Overflow)?;
+        self.check_debit(&sender, amount)?;
+        self.sub(&sender, amount);
+        self.channel_mut(channel)?.funds = after;
+        Ok(vec![ChainEvent::ToppedUp {
+            channel: *channel,
+            party,
+            amount,
+            total,
+        }])
+    }
+
+    /// Checks a state's signatures against its channel's parties, and its money: its balances
+    /// hold the deposits plus its top-ups less its withdrawals, it counts no top-up the ledger
+    /// does not hold, and it is not older than a withdrawal the ledger paid.
     fn verified(&self, parts: &SignedStateParts) -> Result<(ChannelId, SignedState), TxError> {
         let id = parts.state.channel_id;
         let ch = self.channels.get(&id).ok_or(TxError::UnknownChannel)?;
@@ -546,8 +656,17 @@ impl LedgerState {
             .verify(&ch.params, &id)
             .map_err(|e| TxError::BadStateSignature(e.to_string()))?;
         let s = signed.state();
-        if s.balance_a.0.checked_add(s.balance_b.0) != Some(ch.params.total_deposit().0) {
+        let held = s.held(&ch.params).ok_or(TxError::MoneyNotConserved)?;
+        if s.balance_a.0.checked_add(s.balance_b.0) != Some(held.0) {
             return Err(TxError::MoneyNotConserved);
+        }
+        for i in 0..2 {
+            if s.funds.topped_up[i] > ch.funds.topped_up[i] {
+                return Err(TxError::TopUpNotMade);
+            }
+            if s.funds.withdrawn[i] < ch.funds.withdrawn[i] {
+                return Err(TxError::WithdrawalNotInState);
+            }
         }
         Ok((id, signed))
     }
@@ -566,24 +685,45 @@ impl ChannelStatus {
 }
 
 impl ChannelAccount {
-    /// Tokens this channel holds: deposits not yet paid out, and payouts not yet withdrawn.
+    /// Tokens this channel holds: deposits and top-ups not yet paid out (less withdrawals paid
+    /// while open), and payouts not yet withdrawn.
     pub fn held(&self) -> u128 {
-        self.deposited
-            .iter()
-            .chain(self.claimable.iter())
-            .map(|a| u128::from(a.0))
-            .sum()
+        let sum = |a: &[Amount; 2]| a.iter().map(|a| u128::from(a.0)).sum::<u128>();
+        (sum(&self.deposited) + sum(&self.funds.topped_up) + sum(&self.claimable))
+            .saturating_sub(sum(&self.funds.withdrawn))
     }
 
-    fn pay_out(&mut self, id: ChannelId, version: Version, state: &State) -> ChainEvent {
-        let payout = [state.balance_a, state.balance_b];
+    /// What `state` pays each party: its balance, plus the party's top-ups the state does not
+    /// count yet, plus its withdrawals the state makes and the ledger has not paid
+    /// (`specs/adjudicator.md`, "Payout"). `verified` made sure neither difference is negative.
+    pub fn payout(&self, state: &State) -> Result<[Amount; 2], TxError> {
+        let mut payout = [state.balance_a, state.balance_b];
+        for (i, p) in payout.iter_mut().enumerate() {
+            let unheld = self.funds.topped_up[i].0 - state.funds.topped_up[i].0;
+            let unpaid = state.funds.withdrawn[i].0 - self.funds.withdrawn[i].0;
+            p.0 =
+                p.0.checked_add(unheld)
+                    .and_then(|v| v.checked_add(unpaid))
+                    .ok_or(TxError::Overflow)?;
+        }
+        Ok(payout)
+    }
+
+    fn pay_out(
+        &mut self,
+        id: ChannelId,
+        version: Version,
+        state: &State,
+    ) -> Result<ChainEvent, TxError> {
+        let payout = self.payout(state)?;
         self.claimable = payout;
         self.deposited = [Amount(0); 2];
+        self.funds = Funds::default();
         self.status = ChannelStatus::Concluded { version };
-        ChainEvent::Concluded {
+        Ok(ChainEvent::Concluded {
             channel: id,
             version,
             payout,
-        }
+        })
     }
 }

@@ -32,6 +32,10 @@ pub enum TxKind {
     ConcludeFinal { state: Box<SignedStateParts> },
     /// Move part of the sender's payout from a concluded channel to its account.
     Withdraw { channel: ChannelId, amount: Amount },
+    /// Add the sender's tokens to its open channel.
+    TopUp { channel: ChannelId, amount: Amount },
+    /// Pay the withdrawals a state signed by both makes, the channel staying open (anyone may).
+    WithdrawOpen { state: Box<SignedStateParts> },
 }
 
 impl TxKind {
@@ -45,6 +49,8 @@ impl TxKind {
             TxKind::Conclude { .. } => "conclude",
             TxKind::ConcludeFinal { .. } => "conclude-final",
             TxKind::Withdraw { .. } => "withdraw",
+            TxKind::TopUp { .. } => "top-up",
+            TxKind::WithdrawOpen { .. } => "withdraw-open",
         }
     }
 }
@@ -67,6 +73,13 @@ impl From<&gridchan_channel::LedgerRequest> for TxKind {
             },
             R::Conclude { channel } => TxKind::Conclude { channel: *channel },
             R::ConcludeFinal(s) => TxKind::ConcludeFinal {
+                state: Box::new(s.to_parts()),
+            },
+            R::TopUp { channel, amount } => TxKind::TopUp {
+                channel: *channel,
+                amount: *amount,
+            },
+            R::Withdraw(s) => TxKind::WithdrawOpen {
                 state: Box::new(s.to_parts()),
             },
         }

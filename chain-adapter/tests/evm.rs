@@ -16,8 +16,8 @@ use alloy::sol_types::SolCall;
 use gridchan_chain::evm::{self, anvil::Anvil, EvmConfig, EvmLedger, GridchanAdjudicator};
 use gridchan_chain::{ChannelStatus, Ledger, LedgerError, TxError, TxKind};
 use gridchan_channel::{
-    Amount, ChannelParams, IntervalIndex, MeterTolerance, PricePerKwh, Signature, SignedStateParts,
-    Signer, State, Tariff, TimeOfUse, Version, WattHours,
+    Amount, ChannelParams, IntervalIndex, MeterTolerance, NodeId, Party, PricePerKwh, Signature,
+    SignedStateParts, Signer, State, Tariff, TimeOfUse, Version, WattHours,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -118,6 +118,7 @@ impl Chain {
             last_interval: IntervalIndex(1_000 + version),
             is_final,
             book: gridchan_channel::NO_BOOK,
+            funds: Default::default(),
         };
         self.sign(state)
     }
@@ -234,6 +235,11 @@ async fn the_digest_views_equal_the_published_vectors() {
             lastInterval: n("last_interval"),
             isFinal: f["is_final"].as_bool().expect("bool"),
             book: FixedBytes::from(hex32(&f["book"])),
+            // Absent until a state's funds change (then the digest is version 3's).
+            toppedUpA: f["funds"]["topped_up_a"].as_u64().unwrap_or(0),
+            toppedUpB: f["funds"]["topped_up_b"].as_u64().unwrap_or(0),
+            withdrawnA: f["funds"]["withdrawn_a"].as_u64().unwrap_or(0),
+            withdrawnB: f["funds"]["withdrawn_b"].as_u64().unwrap_or(0),
         };
         let digest = call(
             provider,
@@ -1143,5 +1149,119 @@ async fn the_first_deposit_must_carry_the_parties_keys_and_the_tariff_of_the_par
     assert!(matches!(
         c.a.transfer(to, Amount(1)).await,
         Err(LedgerError::Failed(_))
+    ));
+}
+
+/// The same rules as `tests/funds.rs` on the contract: a top-up while open (the token approved
+/// and taken), a withdrawal paid once, a state from before it refused, a state from before the
+/// top-up still paying it, and the payout adding what the registered state does not count.
+#[tokio::test]
+async fn top_ups_and_withdrawals_while_open_pay_once_and_are_never_lost() {
+    let c = chain(None).await;
+    let p = c.open().await;
+    let id = p.channel_id();
+    let balance =
+        |l: Arc<EvmLedger>, s: NodeId| async move { l.account(&s).await.expect("reads").balance.0 };
+    let a0 = balance(c.a.clone(), c.sa.id()).await;
+    // B tops up 3,000 while A's state v3 (from before it) stands.
+    let v3 = c.state(&p, 3, 1_000, false);
+    let events = ok(
+        &*c.b,
+        tx(
+            &c.b,
+            TxKind::TopUp {
+                channel: id,
+                amount: Amount(3_000),
+            },
+        )
+        .await,
+    )
+    .await;
+    assert!(matches!(
+        events[..],
+        [gridchan_chain::ChainEvent::ToppedUp {
+            party: Party::B,
+            amount: Amount(3_000),
+            total: Amount(3_000),
+            ..
+        }]
+    ));
+    assert_eq!(
+        refused(
+            tx(
+                &c.other,
+                TxKind::TopUp {
+                    channel: id,
+                    amount: Amount(1)
+                }
+            )
+            .await
+        ),
+        TxError::NotAParty
+    );
+    // v4 counts the top-up; v5 has A take 500 of its balance out.
+    let v4 = c.sign(
+        v3.state
+            .with_funds(Version(4), Party::B, Amount(3_000), Amount(0))
+            .expect("valid"),
+    );
+    let v5 = c.sign(
+        v4.state
+            .with_funds(Version(5), Party::A, Amount(0), Amount(500))
+            .expect("valid"),
+    );
+    let mut ahead = v5.state.clone();
+    ahead.funds.topped_up[1] = Amount(4_000);
+    ahead.balance_b = Amount(ahead.balance_b.0 + 1_000);
+    assert_eq!(
+        refused(
+            tx(
+                &c.a,
+                TxKind::WithdrawOpen {
+                    state: Box::new(c.sign(ahead))
+                }
+            )
+            .await
+        ),
+        TxError::TopUpNotMade
+    );
+    let withdraw = TxKind::WithdrawOpen {
+        state: Box::new(v5.clone()),
+    };
+    let events = ok(&*c.other, tx(&c.other, withdraw.clone()).await).await;
+    assert!(matches!(
+        events[..],
+        [gridchan_chain::ChainEvent::WithdrawnOpen {
+            party: Party::A,
+            amount: Amount(500),
+            total: Amount(500),
+            ..
+        }]
+    ));
+    assert_eq!(balance(c.a.clone(), c.sa.id()).await, a0 + 500);
+    assert_eq!(
+        refused(tx(&c.a, withdraw).await),
+        TxError::NothingToWithdraw
+    );
+    // v4 is from before the paid withdrawal: refused; v3 too. v5 is registered.
+    assert_eq!(
+        refused(tx(&c.b, register(&v4)).await),
+        TxError::WithdrawalNotInState
+    );
+    ok(&*c.a, tx(&c.a, register(&v5)).await).await;
+    let ch = c.a.channel(&id).await.expect("reads").expect("exists");
+    assert_eq!(ch.funds.topped_up, [Amount(0), Amount(3_000)]);
+    assert_eq!(ch.funds.withdrawn, [Amount(500), Amount(0)]);
+    assert!(
+        matches!(ch.status, ChannelStatus::Registered { ref state, .. } if state.funds == v5.state.funds)
+    );
+    c.mine(6).await;
+    let events = ok(&*c.b, c.b.conclude(id).await).await;
+    // A paid B 1,000 and took 500 out while open (paid then, not again); B has its deposit,
+    // the 1,000 and its top-up.
+    assert!(matches!(
+        events[..],
+        [gridchan_chain::ChainEvent::Concluded { version: Version(5), payout, .. }]
+            if payout == [Amount(DEPOSIT - 1_500), Amount(DEPOSIT + 1_000 + 3_000)]
     ));
 }

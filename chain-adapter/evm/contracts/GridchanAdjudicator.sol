@@ -16,6 +16,7 @@ interface IERC20 {
 /// @dev No owner, no upgrade, no pause: nobody can move a channel's tokens but its rules.
 contract GridchanAdjudicator {
     bytes32 private constant STATE_DOMAIN = "gridchan.state.v2";
+    bytes32 private constant STATE_DOMAIN_V3 = "gridchan.state.v3";
     bytes32 private constant PARAMS_DOMAIN = "gridchan.params.v1";
     /// Half the secp256k1 group order: a signature's `s` must not exceed it.
     uint256 private constant HALF_ORDER =
@@ -50,6 +51,12 @@ contract GridchanAdjudicator {
         bool isFinal;
         /// The digest of the market book the state settles; zero for a tariff trade.
         bytes32 book;
+        /// Top-ups and withdrawals while open, cumulative per party; all zero until the first
+        /// (the digest is then version 2's).
+        uint64 toppedUpA;
+        uint64 toppedUpB;
+        uint64 withdrawnA;
+        uint64 withdrawnB;
     }
 
     /// A 65-byte signature `r || s || v` (`specs/encoding.md`, "Signatures").
@@ -90,6 +97,18 @@ contract GridchanAdjudicator {
         uint64 energyBToA;
         uint64 lastInterval;
         bytes32 book;
+        /// Top-ups each party made and withdrawals paid each while open (cumulative).
+        Funds funds;
+        /// The registered (or concluded) state's own top-ups and withdrawals.
+        Funds stateFunds;
+    }
+
+    /// Money added and taken out while a channel is open, cumulative per party.
+    struct Funds {
+        uint64 toppedUpA;
+        uint64 toppedUpB;
+        uint64 withdrawnA;
+        uint64 withdrawnB;
     }
 
     IERC20 public immutable token;
@@ -113,6 +132,8 @@ contract GridchanAdjudicator {
     event Refuted(bytes32 indexed channelId, uint64 version, uint64 deadline);
     event Concluded(bytes32 indexed channelId, uint64 version, uint64 payoutA, uint64 payoutB);
     event Withdrawn(bytes32 indexed channelId, uint8 party, uint64 amount);
+    event ToppedUp(bytes32 indexed channelId, uint8 party, uint64 amount, uint64 total);
+    event WithdrawnOpen(bytes32 indexed channelId, uint8 party, uint64 amount, uint64 total);
 
     error InsufficientBalance(uint256 balance, uint256 needed);
     error UnknownChannel();
@@ -132,6 +153,10 @@ contract GridchanAdjudicator {
     error TokenTransferFailed();
     /// The depositor has not approved the adjudicator to take the deposit.
     error InsufficientAllowance(uint256 allowance, uint256 needed);
+    error TopUpNotMade();
+    error WithdrawalNotInState();
+    error NothingToWithdraw();
+    error Overflow();
 
     constructor(IERC20 token_, uint64 minChallengeWindow_) {
         token = token_;
@@ -142,6 +167,25 @@ contract GridchanAdjudicator {
 
     /// The state digest the parties sign: `sha256(abi.encode(...))` of `specs/encoding.md`.
     function stateDigest(State calldata s) public pure returns (bytes32) {
+        if ((s.toppedUpA | s.toppedUpB | s.withdrawnA | s.withdrawnB) != 0) {
+            return sha256(
+                bytes.concat(
+                    abi.encode(
+                        STATE_DOMAIN_V3,
+                        s.channelId,
+                        s.version,
+                        s.balanceA,
+                        s.balanceB,
+                        s.energyAToB,
+                        s.energyBToA,
+                        s.lastInterval
+                    ),
+                    abi.encode(
+                        s.isFinal, s.book, s.toppedUpA, s.toppedUpB, s.withdrawnA, s.withdrawnB
+                    )
+                )
+            );
+        }
         return sha256(
             abi.encode(
                 STATE_DOMAIN,
@@ -308,6 +352,39 @@ contract GridchanAdjudicator {
         _payOut(s.channelId, ch);
     }
 
+    /// Adds `amount` of the sender's tokens to its open channel (`specs/adjudicator.md`,
+    /// "Top-up"). The sender must have approved `amount` of the token to this contract.
+    function topUp(bytes32 id, uint64 amount) external {
+        Channel storage ch = _existing(id);
+        uint8 party = _partyOf(ch.partyA, ch.partyB, msg.sender);
+        if (ch.phase != Phase.Open) revert WrongPhase(ch.phase);
+        if (amount == 0) revert WrongDepositAmount(1);
+        uint256 total = uint256(party == 0 ? ch.funds.toppedUpA : ch.funds.toppedUpB) + amount;
+        if (total > type(uint64).max || _held(ch) + amount > type(uint64).max) revert Overflow();
+        _checkFunds(msg.sender, amount);
+        if (party == 0) ch.funds.toppedUpA = uint64(total);
+        else ch.funds.toppedUpB = uint64(total);
+        emit ToppedUp(id, party, amount, uint64(total));
+        _pullExactly(msg.sender, amount);
+    }
+
+    /// Pays the withdrawals a state signed by both makes that the channel has not paid yet; the
+    /// channel stays open (`specs/adjudicator.md`, "Withdraw while open"). Anyone may submit it.
+    function withdrawOpen(State calldata s, Sig calldata sigA, Sig calldata sigB) external {
+        Channel storage ch = _verified(s, sigA, sigB);
+        if (s.isFinal) revert FinalFlag();
+        if (ch.phase != Phase.Open) revert WrongPhase(ch.phase);
+        uint64 dueA = s.withdrawnA - ch.funds.withdrawnA;
+        uint64 dueB = s.withdrawnB - ch.funds.withdrawnB;
+        if (dueA == 0 && dueB == 0) revert NothingToWithdraw();
+        ch.funds.withdrawnA = s.withdrawnA;
+        ch.funds.withdrawnB = s.withdrawnB;
+        if (dueA > 0) emit WithdrawnOpen(s.channelId, 0, dueA, s.withdrawnA);
+        if (dueB > 0) emit WithdrawnOpen(s.channelId, 1, dueB, s.withdrawnB);
+        if (dueA > 0) _send(ch.partyA, dueA);
+        if (dueB > 0) _send(ch.partyB, dueB);
+    }
+
     /// Moves `amount` of the sender's payout or refund to the sender (`specs/adjudicator.md`,
     /// "Withdraw").
     function withdraw(bytes32 id, uint64 amount) external {
@@ -368,9 +445,21 @@ contract GridchanAdjudicator {
         bytes32 digest = stateDigest(s);
         if (signer(digest, sigA) != ch.partyA) revert BadStateSignature("not signed by party A");
         if (signer(digest, sigB) != ch.partyB) revert BadStateSignature("not signed by party B");
-        if (uint256(s.balanceA) + uint256(s.balanceB) != uint256(ch.depositA) + uint256(ch.depositB)) {
+        uint256 held = uint256(ch.depositA) + ch.depositB + s.toppedUpA + s.toppedUpB;
+        uint256 taken = uint256(s.withdrawnA) + s.withdrawnB;
+        if (taken > held || uint256(s.balanceA) + s.balanceB != held - taken) {
             revert MoneyNotConserved();
         }
+        if (s.toppedUpA > ch.funds.toppedUpA || s.toppedUpB > ch.funds.toppedUpB) revert TopUpNotMade();
+        if (s.withdrawnA < ch.funds.withdrawnA || s.withdrawnB < ch.funds.withdrawnB) {
+            revert WithdrawalNotInState();
+        }
+    }
+
+    /// What an open channel holds: the deposits, plus top-ups, less withdrawals paid.
+    function _held(Channel storage ch) private view returns (uint256) {
+        return uint256(ch.depositA) + ch.depositB + ch.funds.toppedUpA + ch.funds.toppedUpB - ch.funds.withdrawnA
+            - ch.funds.withdrawnB;
     }
 
     function _keep(Channel storage ch, State calldata s) private {
@@ -381,15 +470,31 @@ contract GridchanAdjudicator {
         ch.energyBToA = s.energyBToA;
         ch.lastInterval = s.lastInterval;
         ch.book = s.book;
+        ch.stateFunds.toppedUpA = s.toppedUpA;
+        ch.stateFunds.toppedUpB = s.toppedUpB;
+        ch.stateFunds.withdrawnA = s.withdrawnA;
+        ch.stateFunds.withdrawnB = s.withdrawnB;
     }
 
+    /// Pays the kept state: each party its balance, plus its top-ups the state does not count,
+    /// plus its withdrawals the state makes and the channel has not paid
+    /// (`specs/adjudicator.md`, "Payout").
     function _payOut(bytes32 id, Channel storage ch) private {
-        ch.claimableA = ch.balanceA;
-        ch.claimableB = ch.balanceB;
+        uint256 a = uint256(ch.balanceA) + (ch.funds.toppedUpA - ch.stateFunds.toppedUpA)
+            + (ch.stateFunds.withdrawnA - ch.funds.withdrawnA);
+        uint256 b = uint256(ch.balanceB) + (ch.funds.toppedUpB - ch.stateFunds.toppedUpB)
+            + (ch.stateFunds.withdrawnB - ch.funds.withdrawnB);
+        if (a > type(uint64).max || b > type(uint64).max) revert Overflow();
+        ch.claimableA = uint64(a);
+        ch.claimableB = uint64(b);
         ch.depositedA = 0;
         ch.depositedB = 0;
+        ch.funds.toppedUpA = 0;
+        ch.funds.toppedUpB = 0;
+        ch.funds.withdrawnA = 0;
+        ch.funds.withdrawnB = 0;
         ch.phase = Phase.Concluded;
-        emit Concluded(id, ch.version, ch.balanceA, ch.balanceB);
+        emit Concluded(id, ch.version, uint64(a), uint64(b));
     }
 
     function _checkFunds(address from, uint64 amount) private view {

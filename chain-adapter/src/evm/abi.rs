@@ -91,6 +91,10 @@ pub fn sol_state(s: &State) -> GridchanAdjudicator::State {
         lastInterval: s.last_interval.0,
         isFinal: s.is_final,
         book: b256(&s.book),
+        toppedUpA: s.funds.topped_up[0].0,
+        toppedUpB: s.funds.topped_up[1].0,
+        withdrawnA: s.funds.withdrawn[0].0,
+        withdrawnB: s.funds.withdrawn[1].0,
     }
 }
 
@@ -192,6 +196,18 @@ pub(super) fn chain_event(log: &Log) -> Option<ChainEvent> {
             channel: id(&e.channelId),
             party: party(e.party),
             amount: Amount(e.amount),
+        },
+        Ev::ToppedUp(e) => ChainEvent::ToppedUp {
+            channel: id(&e.channelId),
+            party: party(e.party),
+            amount: Amount(e.amount),
+            total: Amount(e.total),
+        },
+        Ev::WithdrawnOpen(e) => ChainEvent::WithdrawnOpen {
+            channel: id(&e.channelId),
+            party: party(e.party),
+            amount: Amount(e.amount),
+            total: Amount(e.total),
         },
     })
 }

@@ -12,7 +12,8 @@ use alloy::sol_types::{SolCall, SolEvent};
 use async_trait::async_trait;
 
 use gridchan_channel::{
-    Amount, ChannelId, ChannelParams, IntervalIndex, NodeId, Signer, State, Version, WattHours,
+    Amount, ChannelId, ChannelParams, Funds, IntervalIndex, NodeId, Signer, State, Version,
+    WattHours,
 };
 
 use crate::block::{BlockEvents, Receipt, TxOutcome};
@@ -270,6 +271,15 @@ impl EvmLedger {
                 amount: amount.0,
             }
             .abi_encode(),
+            TxKind::TopUp { channel, amount } => G::topUpCall {
+                id: b256(&channel.0),
+                amount: amount.0,
+            }
+            .abi_encode(),
+            TxKind::WithdrawOpen { state } => {
+                let (s, a, b) = sol_signed(state);
+                G::withdrawOpenCall { s, sigA: a, sigB: b }.abi_encode()
+            }
         })
     }
 
@@ -512,6 +522,16 @@ impl Ledger for EvmLedger {
                     last_interval: IntervalIndex(ch.lastInterval),
                     is_final: false,
                     book: ch.book.0,
+                    funds: Funds {
+                        topped_up: [
+                            Amount(ch.stateFunds.toppedUpA),
+                            Amount(ch.stateFunds.toppedUpB),
+                        ],
+                        withdrawn: [
+                            Amount(ch.stateFunds.withdrawnA),
+                            Amount(ch.stateFunds.withdrawnB),
+                        ],
+                    },
                 },
             },
             4 => ChannelStatus::Concluded {
@@ -532,6 +552,10 @@ impl Ledger for EvmLedger {
             deposited: [Amount(ch.depositedA), Amount(ch.depositedB)],
             status,
             claimable: [Amount(ch.claimableA), Amount(ch.claimableB)],
+            funds: Funds {
+                topped_up: [Amount(ch.funds.toppedUpA), Amount(ch.funds.toppedUpB)],
+                withdrawn: [Amount(ch.funds.withdrawnA), Amount(ch.funds.withdrawnB)],
+            },
         }))
     }
 
@@ -539,7 +563,7 @@ impl Ledger for EvmLedger {
     /// is carried out from its `kind`, by this account.
     async fn submit(&self, kind: TxKind) -> Result<TxHash, LedgerError> {
         let mut nonce = self.nonce.lock().await;
-        if let TxKind::Deposit { amount, .. } = &kind {
+        if let TxKind::Deposit { amount, .. } | TxKind::TopUp { amount, .. } = &kind {
             self.approve(&mut nonce, amount.0).await?;
         }
         let input = self.adjudicator_call(&kind).await?;

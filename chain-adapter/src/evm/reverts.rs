@@ -48,6 +48,10 @@ pub fn decode_revert(data: &[u8]) -> Option<TxError> {
                 deadline: e.deadline,
             },
             E::FinalFlag(_) => TxError::FinalFlag,
+            E::TopUpNotMade(_) => TxError::TopUpNotMade,
+            E::WithdrawalNotInState(_) => TxError::WithdrawalNotInState,
+            E::NothingToWithdraw(_) => TxError::NothingToWithdraw,
+            E::Overflow(_) => TxError::Overflow,
             E::InsufficientClaimable(e) => TxError::InsufficientClaimable {
                 claimable: Amount(e.claimable),
                 needed: Amount(e.needed),

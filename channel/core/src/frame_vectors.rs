@@ -12,7 +12,7 @@ use crate::params::ChannelParams;
 use crate::signed::{ProposalParts, SignedStateParts};
 use crate::state::{Refusal, State};
 use crate::tariff::Tariff;
-use crate::types::{IntervalIndex, Party, PricePerKwh, Version, WattHours};
+use crate::types::{Amount, IntervalIndex, Party, PricePerKwh, Version, WattHours};
 use crate::vectors::{params, secret, tou};
 use crate::wire::{
     AcceptChannel, Announce, Countersign, Message, OpenChannel, Reestablish, Refuse,
@@ -45,6 +45,10 @@ fn state_json(s: &State) -> Value {
         "last_interval": s.last_interval.0,
         "is_final": s.is_final,
         "book": hex::encode(s.book),
+        "funds": {
+            "topped_up": [s.funds.topped_up[0].0, s.funds.topped_up[1].0],
+            "withdrawn": [s.funds.withdrawn[0].0, s.funds.withdrawn[1].0],
+        },
     })
 }
 
@@ -153,6 +157,8 @@ pub fn every_refusal() -> Vec<Refusal> {
         Refusal::BookMissing,
         Refusal::NoBook(1_929_750),
         Refusal::NotTheBook(1_929_751),
+        Refusal::BadFunds,
+        Refusal::TopUpNotSeen { total: 5_000_000 },
     ]
 }
 
@@ -175,6 +181,7 @@ fn refusal_json(r: &Refusal) -> Value {
         Refusal::NoMeterReading(interval) => (r.name(), json!({ "interval": interval })),
         Refusal::VersionBurned { highest } => (r.name(), json!({ "highest": highest })),
         Refusal::BadParams(why) => (r.name(), json!({ "why": why })),
+        Refusal::TopUpNotSeen { total } => (r.name(), json!({ "total": total })),
         _ => (r.name(), json!({})),
     };
     json!({ "variant": r.variant(), "reason": name, "fields": fields })
@@ -269,6 +276,20 @@ pub fn compute() -> Vec<FrameVector> {
         "propose",
         Message::Propose(proposal.clone()),
         proposal_json(&proposal),
+    );
+    // A withdrawal while open: the state carries its funds (flags bit 1, four amounts).
+    let withdrawal = v1
+        .with_funds(Version(2), Party::A, Amount(0), Amount(7_000_000))
+        .expect("a valid withdrawal");
+    let proposal_funds = ProposalParts {
+        state: withdrawal.clone(),
+        proposer: Party::A,
+        sig: a.sign(&withdrawal.digest()),
+    };
+    push(
+        "propose_withdrawal",
+        Message::Propose(proposal_funds.clone()),
+        proposal_json(&proposal_funds),
     );
     let sig_b1 = b.sign(&v1.digest());
     push(

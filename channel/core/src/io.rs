@@ -117,6 +117,12 @@ pub enum Command {
     Reject { channel: ChannelId, reason: String },
     /// We withdraw our own proposal that the neighbour has not accepted yet.
     Cancel(ChannelId),
+    /// Add `amount` of our account's tokens to an open channel: a ledger transaction, then a
+    /// state that credits it once the ledger confirmed it.
+    TopUp { channel: ChannelId, amount: Amount },
+    /// Take `amount` of our balance out of an open channel: a state that withdraws it, signed
+    /// by both, then a ledger transaction that pays it.
+    Withdraw { channel: ChannelId, amount: Amount },
 }
 
 /// What a new channel should look like.
@@ -172,6 +178,10 @@ pub enum LedgerEvent {
     WindowClosed,
     /// The ledger paid out the state with this version.
     Concluded { version: Version },
+    /// The ledger holds `total` of top-ups from `party` (cumulative).
+    ToppedUp { party: Party, total: Amount },
+    /// The ledger paid `party` withdrawals of `total` from the open channel (cumulative).
+    Withdrawn { party: Party, total: Amount },
 }
 
 /// Something the host should submit to the ledger.
@@ -192,6 +202,10 @@ pub enum LedgerRequest {
     Conclude { channel: ChannelId },
     /// Pay out a final state at once.
     ConcludeFinal(SignedState),
+    /// Add our tokens to an open channel.
+    TopUp { channel: ChannelId, amount: Amount },
+    /// Pay the withdrawals a state signed by both makes (the channel stays open).
+    Withdraw(SignedState),
 }
 
 impl LedgerRequest {
@@ -199,10 +213,13 @@ impl LedgerRequest {
     pub fn channel(&self) -> ChannelId {
         match self {
             LedgerRequest::Deposit { params, .. } => params.channel_id(),
-            LedgerRequest::Reclaim { channel } | LedgerRequest::Conclude { channel } => *channel,
+            LedgerRequest::Reclaim { channel }
+            | LedgerRequest::Conclude { channel }
+            | LedgerRequest::TopUp { channel, .. } => *channel,
             LedgerRequest::Register(s)
             | LedgerRequest::Refute(s)
-            | LedgerRequest::ConcludeFinal(s) => s.state().channel_id,
+            | LedgerRequest::ConcludeFinal(s)
+            | LedgerRequest::Withdraw(s) => s.state().channel_id,
         }
     }
 }
@@ -212,6 +229,21 @@ impl LedgerRequest {
 pub enum Event {
     /// Both parties signed version 0.
     ChannelAgreed { channel: ChannelId, peer: NodeId },
+    /// A state signed by both changed `party`'s top-ups or withdrawals (cumulative totals).
+    FundsChanged {
+        channel: ChannelId,
+        version: Version,
+        party: Party,
+        topped_up: Amount,
+        withdrawn: Amount,
+    },
+    /// The ledger confirmed `party`'s top-ups, or paid its withdrawals (cumulative totals).
+    LedgerFunds {
+        channel: ChannelId,
+        party: Party,
+        topped_up: Amount,
+        withdrawn: Amount,
+    },
     /// Both deposits are on the ledger: trading starts.
     ChannelOpen { channel: ChannelId },
     /// An interval settled: a new state signed by both.
@@ -334,6 +366,18 @@ pub struct ChannelRecord {
     pub highest_signed: Version,
     /// The highest version we have seen the peer sign.
     pub peer_highest: Version,
+    /// Top-ups and withdrawals as the ledger confirmed them, and ours asked for.
+    pub funds: FundsRecord,
+}
+
+/// What a channel knows of money added and taken out while it is open, beyond its states.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FundsRecord {
+    /// Each party's top-ups and paid withdrawals as the ledger confirmed them (cumulative).
+    pub ledger: crate::state::Funds,
+    /// The total we asked to take out of the channel (cumulative); a state withdraws it once
+    /// the peer countersigns.
+    pub withdraw_wanted: Amount,
 }
 
 /// Limits and timeouts a node applies; not part of any channel's parameters.
@@ -351,6 +395,9 @@ pub struct Policy {
     /// How long we wait, after losing a crossing, for the winner's proposal before we propose
     /// again ourselves. An honest winner proposes at once.
     pub crossing_wait_ms: u64,
+    /// How long after the peer refused our funds update (it had not seen our top-up on the
+    /// ledger yet) we propose it again.
+    pub funds_retry_ms: u64,
     /// Own readings kept per channel (older unsettled ones are dropped).
     pub max_readings: usize,
     /// The metering interval this node's meter reads in: a channel opened to it with another
@@ -379,6 +426,7 @@ impl Default for Policy {
             reading_wait_ms: 120_000,
             peer_turn_wait_ms: 120_000,
             crossing_wait_ms: 5_000,
+            funds_retry_ms: 5_000,
             max_readings: 4 * 96,
             interval_seconds: None,
             accept: crate::consent::AcceptPolicy::default(),

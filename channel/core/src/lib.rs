@@ -52,8 +52,8 @@ pub use crypto::{
     Signature, Signer,
 };
 pub use io::{
-    ChannelRecord, Command, Event, Input, IntervalReading, LedgerEvent, LedgerRequest, OpenRequest,
-    Output, Phase, Policy, UpdateId,
+    ChannelRecord, Command, Event, FundsRecord, Input, IntervalReading, LedgerEvent, LedgerRequest,
+    OpenRequest, Output, Phase, Policy, UpdateId,
 };
 pub use node::{CommandError, Node};
 pub use params::{
@@ -61,7 +61,7 @@ pub use params::{
     MAX_FUNDING_WINDOW_BLOCKS,
 };
 pub use signed::{Proposal, ProposalParts, SignedState, SignedStateParts};
-pub use state::{Refusal, State, Trade, NO_BOOK};
+pub use state::{Funds, Refusal, State, Trade, NO_BOOK};
 pub use store::{ChannelStore, MemoryStore, Settled, StoreError};
 pub use tariff::{zone_rules, Tariff, TariffError, TimeOfUse, ZonedTimeOfUse};
 pub use types::{

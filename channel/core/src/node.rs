@@ -43,6 +43,9 @@ pub enum CommandError {
     /// The proposal cannot be accepted as it stands.
     #[error("cannot accept channel {channel}: {why}")]
     CannotAccept { channel: ChannelId, why: String },
+    /// A top-up or withdrawal that cannot be made now.
+    #[error("channel {channel}: {why}")]
+    Funds { channel: ChannelId, why: String },
 }
 
 /// The protocol engine of one gateway.
@@ -360,6 +363,14 @@ impl Node {
                 self.refuse_open(offer.peer, channel, Refusal::BadParams(why));
                 Ok(())
             }
+            Command::TopUp { channel, amount } => self
+                .with_channel(&channel, &NOTHING, |ch, ctx| ch.top_up(amount, ctx))
+                .ok_or(CommandError::UnknownChannel(channel))?
+                .map_err(|why| CommandError::Funds { channel, why }),
+            Command::Withdraw { channel, amount } => self
+                .with_channel(&channel, &NOTHING, |ch, ctx| ch.withdraw(amount, ctx))
+                .ok_or(CommandError::UnknownChannel(channel))?
+                .map_err(|why| CommandError::Funds { channel, why }),
             Command::Cancel(id) => {
                 let (mut ctx, channels) = self.ctx(&NOTHING);
                 let ch = channels

@@ -10,9 +10,42 @@ use crate::types::{Amount, ChannelId, IntervalIndex, Party, PricePerKwh, Version
 /// The domain tag of a signed state; it names the protocol version (see `specs/encoding.md`).
 pub const STATE_DOMAIN: [u8; 32] = domain_tag("gridchan.state.v2");
 
+/// The domain tag of a state whose channel was topped up or paid a withdrawal while open: the
+/// ten words of version 2 and the four of its [`Funds`] (`specs/encoding.md`, "State").
+pub const STATE_DOMAIN_V3: [u8; 32] = domain_tag("gridchan.state.v3");
+
+/// Money a channel gained or paid out while open, per party, cumulative since it opened: what
+/// each party topped up on the ledger and what the ledger paid each a withdrawal of. A state's
+/// balances add up to the deposits plus the top-ups less the withdrawals.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Funds {
+    /// Added by party A and B (indexed by [`Party::index`]).
+    pub topped_up: [Amount; 2],
+    /// Taken out by party A and B.
+    pub withdrawn: [Amount; 2],
+}
+
+impl Funds {
+    pub fn is_zero(&self) -> bool {
+        *self == Funds::default()
+    }
+
+    /// The money a state with these funds holds in a channel of `deposits`; `None` if it does
+    /// not fit or is negative.
+    pub fn held(&self, deposits: Amount) -> Option<Amount> {
+        let added = self.topped_up[0].0.checked_add(self.topped_up[1].0)?;
+        let taken = self.withdrawn[0].0.checked_add(self.withdrawn[1].0)?;
+        deposits
+            .0
+            .checked_add(added)?
+            .checked_sub(taken)
+            .map(Amount)
+    }
+}
+
 /// One balance state of a channel. It counts only with both parties' signatures
 /// ([`crate::SignedState`]).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct State {
     pub channel_id: ChannelId,
     pub version: Version,
@@ -30,6 +63,150 @@ pub struct State {
     /// update, `specs/market.md`); [`NO_BOOK`] for a tariff trade and version 0. A market
     /// state keeps the digest of the last book it settled until the next one.
     pub book: [u8; 32],
+    /// Top-ups and withdrawals made while the channel was open; zero in a state from before the
+    /// first, whose encoding is then version 2's, byte for byte.
+    pub funds: Funds,
+}
+
+/// A state's wire and storage form (`specs/protocol.md`, "Payload encoding"): its fields in
+/// order with `is_final` as a flags byte (bit 0: final; bit 1: the four [`Funds`] amounts
+/// follow the book), so a state whose funds never changed is encoded exactly as before they
+/// existed. Human-readable formats get the plain fields.
+impl Serialize for State {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        if serializer.is_human_readable() {
+            return Readable::from(self.clone()).serialize(serializer);
+        }
+        let with_funds = !self.funds.is_zero();
+        let mut t = serializer.serialize_tuple(if with_funds { 10 } else { 9 })?;
+        t.serialize_element(&self.channel_id)?;
+        t.serialize_element(&self.version)?;
+        t.serialize_element(&self.balance_a)?;
+        t.serialize_element(&self.balance_b)?;
+        t.serialize_element(&self.energy_a_to_b)?;
+        t.serialize_element(&self.energy_b_to_a)?;
+        t.serialize_element(&self.last_interval)?;
+        t.serialize_element(&(u8::from(self.is_final) | if with_funds { FLAG_FUNDS } else { 0 }))?;
+        t.serialize_element(&self.book)?;
+        if with_funds {
+            t.serialize_element(&self.funds)?;
+        }
+        t.end()
+    }
+}
+
+/// Bit 1 of a state's flags byte: its [`Funds`] follow.
+const FLAG_FUNDS: u8 = 2;
+
+impl<'de> Deserialize<'de> for State {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<State, D::Error> {
+        if deserializer.is_human_readable() {
+            return Readable::deserialize(deserializer).map(State::from);
+        }
+        deserializer.deserialize_tuple(10, StateVisitor)
+    }
+}
+
+struct StateVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StateVisitor {
+    type Value = State;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a channel state")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<State, A::Error> {
+        use serde::de::Error;
+        let missing = || A::Error::custom("a state ends early");
+        let channel_id = seq.next_element()?.ok_or_else(missing)?;
+        let version = seq.next_element()?.ok_or_else(missing)?;
+        let balance_a = seq.next_element()?.ok_or_else(missing)?;
+        let balance_b = seq.next_element()?.ok_or_else(missing)?;
+        let energy_a_to_b = seq.next_element()?.ok_or_else(missing)?;
+        let energy_b_to_a = seq.next_element()?.ok_or_else(missing)?;
+        let last_interval = seq.next_element()?.ok_or_else(missing)?;
+        let flags: u8 = seq.next_element()?.ok_or_else(missing)?;
+        if flags & !(1 | FLAG_FUNDS) != 0 {
+            return Err(A::Error::custom(format!(
+                "state flags {flags:#04x}: unknown bits"
+            )));
+        }
+        let book = seq.next_element()?.ok_or_else(missing)?;
+        let funds: Funds = if flags & FLAG_FUNDS != 0 {
+            let funds: Funds = seq.next_element()?.ok_or_else(missing)?;
+            if funds.is_zero() {
+                // One state, one encoding: zero funds are written by leaving them out.
+                return Err(A::Error::custom("a state's funds flag with no funds"));
+            }
+            funds
+        } else {
+            Funds::default()
+        };
+        Ok(State {
+            channel_id,
+            version,
+            balance_a,
+            balance_b,
+            energy_a_to_b,
+            energy_b_to_a,
+            last_interval,
+            is_final: flags & 1 != 0,
+            book,
+            funds,
+        })
+    }
+}
+
+/// [`State`] in human-readable formats: its fields by name, funds only when not zero.
+#[derive(Serialize, Deserialize)]
+struct Readable {
+    channel_id: ChannelId,
+    version: Version,
+    balance_a: Amount,
+    balance_b: Amount,
+    energy_a_to_b: WattHours,
+    energy_b_to_a: WattHours,
+    last_interval: IntervalIndex,
+    is_final: bool,
+    book: [u8; 32],
+    #[serde(default, skip_serializing_if = "Funds::is_zero")]
+    funds: Funds,
+}
+
+impl From<State> for Readable {
+    fn from(s: State) -> Readable {
+        Readable {
+            channel_id: s.channel_id,
+            version: s.version,
+            balance_a: s.balance_a,
+            balance_b: s.balance_b,
+            energy_a_to_b: s.energy_a_to_b,
+            energy_b_to_a: s.energy_b_to_a,
+            last_interval: s.last_interval,
+            is_final: s.is_final,
+            book: s.book,
+            funds: s.funds,
+        }
+    }
+}
+
+impl From<Readable> for State {
+    fn from(s: Readable) -> State {
+        State {
+            channel_id: s.channel_id,
+            version: s.version,
+            balance_a: s.balance_a,
+            balance_b: s.balance_b,
+            energy_a_to_b: s.energy_a_to_b,
+            energy_b_to_a: s.energy_b_to_a,
+            last_interval: s.last_interval,
+            is_final: s.is_final,
+            book: s.book,
+            funds: s.funds,
+        }
+    }
 }
 
 /// The `book` of a state that settles no market book.
@@ -122,6 +299,16 @@ pub enum Refusal {
     /// A market update that does not settle what the checked book gives the member.
     #[error("the update does not settle what the book of interval {0} gives")]
     NotTheBook(u64),
+    /// A funds update that changes the other party's funds, lowers a total, moves energy, or
+    /// does not move the proposer's balance by exactly its top-up less its withdrawal.
+    #[error(
+        "a funds update may only raise the proposer's top-ups or withdrawals, by its own balance"
+    )]
+    BadFunds,
+    /// A funds update naming top-ups the receiver has not seen confirmed on the ledger yet:
+    /// propose it again later.
+    #[error("top-ups of {total} are not confirmed on the ledger yet")]
+    TopUpNotSeen { total: u64 },
 }
 
 impl Refusal {
@@ -152,6 +339,8 @@ impl Refusal {
             Refusal::BookMissing => 20,
             Refusal::NoBook(_) => 21,
             Refusal::NotTheBook(_) => 22,
+            Refusal::BadFunds => 23,
+            Refusal::TopUpNotSeen { .. } => 24,
         }
     }
 
@@ -181,6 +370,8 @@ impl Refusal {
             Refusal::BookMissing => "BookMissing",
             Refusal::NoBook(_) => "NoBook",
             Refusal::NotTheBook(_) => "NotTheBook",
+            Refusal::BadFunds => "BadFunds",
+            Refusal::TopUpNotSeen { .. } => "TopUpNotSeen",
         }
     }
 
@@ -193,6 +384,7 @@ impl Refusal {
                 | Refusal::OutsideTolerance { .. }
                 | Refusal::NoMeterReading(_)
                 | Refusal::NoBook(_)
+                | Refusal::TopUpNotSeen { .. }
                 | Refusal::VersionBurned { .. }
                 | Refusal::NotAccepting
         )
@@ -212,13 +404,16 @@ impl State {
             last_interval: params.opened_at,
             is_final: false,
             book: NO_BOOK,
+            funds: Funds::default(),
         }
     }
 
-    /// The 10-word encoding that is hashed and signed (see `specs/encoding.md`).
+    /// The encoding that is hashed and signed (see `specs/encoding.md`): ten words, or fourteen
+    /// under the version 3 tag once the channel's funds changed.
     pub fn encode(&self) -> Words {
-        let mut w = Words::with_capacity(10);
-        w.bytes32(&STATE_DOMAIN)
+        let v3 = !self.funds.is_zero();
+        let mut w = Words::with_capacity(if v3 { 14 } else { 10 });
+        w.bytes32(if v3 { &STATE_DOMAIN_V3 } else { &STATE_DOMAIN })
             .bytes32(&self.channel_id.0)
             .uint(self.version.0)
             .uint(self.balance_a.0)
@@ -228,7 +423,19 @@ impl State {
             .uint(self.last_interval.0)
             .boolean(self.is_final)
             .bytes32(&self.book);
+        if v3 {
+            w.uint(self.funds.topped_up[0].0)
+                .uint(self.funds.topped_up[1].0)
+                .uint(self.funds.withdrawn[0].0)
+                .uint(self.funds.withdrawn[1].0);
+        }
         w
+    }
+
+    /// The money this state says the channel holds: the deposits, plus top-ups, less
+    /// withdrawals (`None` if that does not fit).
+    pub fn held(&self, params: &ChannelParams) -> Option<Amount> {
+        self.funds.held(params.total_deposit())
     }
 
     /// `sha256(abi.encode(STATE_DOMAIN, channelId, version, ...))`: what both parties sign.
@@ -375,6 +582,67 @@ impl State {
         }
     }
 
+    /// The state at `version` after `party`'s cumulative top-ups and withdrawals became
+    /// `funds` (the other party's unchanged): its balance gains what it added and loses what it
+    /// takes out.
+    pub fn with_funds(
+        &self,
+        version: Version,
+        party: Party,
+        topped_up: Amount,
+        withdrawn: Amount,
+    ) -> Result<State, Refusal> {
+        let i = party.index();
+        let added = topped_up
+            .0
+            .checked_sub(self.funds.topped_up[i].0)
+            .ok_or(Refusal::BadFunds)?;
+        let taken = withdrawn
+            .0
+            .checked_sub(self.funds.withdrawn[i].0)
+            .ok_or(Refusal::BadFunds)?;
+        let balance = self
+            .balance(party)
+            .0
+            .checked_add(added)
+            .ok_or(Refusal::Overflow)?
+            .checked_sub(taken)
+            .ok_or(Refusal::InsufficientBalance { needed: taken })?;
+        let mut next = self.clone();
+        next.version = version;
+        next.funds.topped_up[i] = topped_up;
+        next.funds.withdrawn[i] = withdrawn;
+        match party {
+            Party::A => next.balance_a = Amount(balance),
+            Party::B => next.balance_b = Amount(balance),
+        }
+        Ok(next)
+    }
+
+    /// A funds update (`specs/protocol.md`, "Top-up and withdrawal"): only the proposer's
+    /// totals change, upward, and its balance by exactly what it added less what it takes out;
+    /// nothing else moves. Whether the ledger confirmed a top-up is the caller's to check.
+    fn check_funds_update(&self, proposed: &State, proposer: Party) -> Result<(), Refusal> {
+        let other = proposer.other().index();
+        if proposed.is_final
+            || proposed.funds.topped_up[other] != self.funds.topped_up[other]
+            || proposed.funds.withdrawn[other] != self.funds.withdrawn[other]
+        {
+            return Err(Refusal::BadFunds);
+        }
+        let i = proposer.index();
+        let expected = self.with_funds(
+            proposed.version,
+            proposer,
+            proposed.funds.topped_up[i],
+            proposed.funds.withdrawn[i],
+        )?;
+        if expected != *proposed {
+            return Err(Refusal::BadFunds);
+        }
+        Ok(())
+    }
+
     /// The final state at `version`: same balances and energy, `is_final` set.
     pub fn finalized(&self, version: Version) -> State {
         let mut next = self.clone();
@@ -402,13 +670,16 @@ impl State {
                 got: proposed.version.0,
             });
         }
-        let total = params.total_deposit().0;
+        let total = proposed.held(params).ok_or(Refusal::Overflow)?.0;
         let sum = proposed.balance_a.0.checked_add(proposed.balance_b.0);
         if sum != Some(total) {
             return Err(Refusal::MoneyNotConserved {
                 expected: total,
                 got: sum.unwrap_or(u64::MAX),
             });
+        }
+        if proposed.funds != self.funds {
+            return self.check_funds_update(proposed, proposer).map(|()| None);
         }
         if proposed.energy_a_to_b < self.energy_a_to_b
             || proposed.energy_b_to_a < self.energy_b_to_a
@@ -501,6 +772,150 @@ mod tests {
             tariff: Tariff::Flat(PricePerKwh(1_000)),
             evidence: Default::default(),
         }
+    }
+
+    fn bincode_of(s: &State) -> Vec<u8> {
+        bincode::serde::encode_to_vec(s, bincode::config::standard()).unwrap()
+    }
+
+    fn from_bincode(b: &[u8]) -> Result<State, bincode::error::DecodeError> {
+        bincode::serde::decode_from_slice(b, bincode::config::standard()).map(|(s, _)| s)
+    }
+
+    /// The state as the derived layout wrote it before funds existed: the compatibility the
+    /// flags byte keeps.
+    #[derive(Serialize)]
+    struct Before {
+        channel_id: ChannelId,
+        version: Version,
+        balance_a: Amount,
+        balance_b: Amount,
+        energy_a_to_b: WattHours,
+        energy_b_to_a: WattHours,
+        last_interval: IntervalIndex,
+        is_final: bool,
+        book: [u8; 32],
+    }
+
+    #[test]
+    fn a_state_without_funds_is_encoded_as_before_funds_existed() {
+        let p = params();
+        let mut s = State::initial(&p).finalized(Version(3));
+        s.book = [7; 32];
+        let before = Before {
+            channel_id: s.channel_id,
+            version: s.version,
+            balance_a: s.balance_a,
+            balance_b: s.balance_b,
+            energy_a_to_b: s.energy_a_to_b,
+            energy_b_to_a: s.energy_b_to_a,
+            last_interval: s.last_interval,
+            is_final: s.is_final,
+            book: s.book,
+        };
+        let old = bincode::serde::encode_to_vec(&before, bincode::config::standard()).unwrap();
+        assert_eq!(bincode_of(&s), old);
+        assert_eq!(from_bincode(&old).unwrap(), s);
+        assert_eq!(s.encode().as_bytes().len(), 320);
+        assert_eq!(&s.encode().as_bytes()[..17], b"gridchan.state.v2");
+    }
+
+    #[test]
+    fn a_state_with_funds_round_trips_under_version_3() {
+        let p = params();
+        let s = State::initial(&p)
+            .with_funds(Version(1), Party::B, Amount(500), Amount(0))
+            .unwrap()
+            .with_funds(Version(2), Party::A, Amount(0), Amount(300))
+            .unwrap();
+        assert_eq!(s.balance_a, Amount(700));
+        assert_eq!(s.balance_b, Amount(1_500));
+        assert_eq!(s.held(&p), Some(Amount(2_200)));
+        assert_eq!(from_bincode(&bincode_of(&s)).unwrap(), s);
+        assert_eq!(s.encode().as_bytes().len(), 14 * 32);
+        assert_eq!(&s.encode().as_bytes()[..17], b"gridchan.state.v3");
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<State>(&json).unwrap(), s);
+    }
+
+    #[test]
+    fn a_state_encoding_with_unknown_flags_or_empty_funds_is_refused() {
+        let p = params();
+        let s = State::initial(&p);
+        let mut b = bincode_of(&s);
+        // The flags byte sits just before the 32 bytes of the book.
+        let flags = b.len() - 33;
+        b[flags] = 4;
+        assert!(from_bincode(&b)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown bits"));
+        b[flags] = 2;
+        b.extend_from_slice(&[0, 0, 0, 0]);
+        assert!(from_bincode(&b)
+            .unwrap_err()
+            .to_string()
+            .contains("no funds"));
+        let mut short = bincode_of(&s);
+        short[flags] = 2;
+        assert!(from_bincode(&short).is_err());
+    }
+
+    #[test]
+    fn a_funds_update_moves_only_the_proposers_money_by_its_change() {
+        let p = params();
+        let cur = State::initial(&p);
+        let topped = cur
+            .with_funds(Version(1), Party::A, Amount(250), Amount(0))
+            .unwrap();
+        assert_eq!(
+            cur.check_successor(&p, &topped, Party::A, Version(1)),
+            Ok(None)
+        );
+        // Only the party whose money moves proposes it.
+        assert_eq!(
+            cur.check_successor(&p, &topped, Party::B, Version(1)),
+            Err(Refusal::BadFunds)
+        );
+        // A withdrawal beyond the balance, a total that goes down, money taken from the other
+        // side, energy moved in the same update, a final funds update: all refused.
+        assert_eq!(
+            cur.with_funds(Version(1), Party::A, Amount(0), Amount(1_001)),
+            Err(Refusal::InsufficientBalance { needed: 1_001 })
+        );
+        let lower = topped
+            .with_funds(Version(2), Party::A, Amount(100), Amount(0))
+            .unwrap_err();
+        assert_eq!(lower, Refusal::BadFunds);
+        let mut stolen = topped.clone();
+        stolen.version = Version(2);
+        stolen.funds.withdrawn[1] = Amount(100);
+        stolen.balance_a = Amount(stolen.balance_a.0 - 100);
+        assert_eq!(
+            topped.check_successor(&p, &stolen, Party::A, Version(2)),
+            Err(Refusal::BadFunds)
+        );
+        let mut with_energy = cur
+            .with_funds(Version(1), Party::A, Amount(0), Amount(100))
+            .unwrap();
+        with_energy.energy_a_to_b = WattHours(1);
+        assert_eq!(
+            cur.check_successor(&p, &with_energy, Party::A, Version(1)),
+            Err(Refusal::BadFunds)
+        );
+        let mut final_one = topped.clone();
+        final_one.is_final = true;
+        assert_eq!(
+            cur.check_successor(&p, &final_one, Party::A, Version(1)),
+            Err(Refusal::BadFunds)
+        );
+        // Money that does not add up to deposits + top-ups - withdrawals.
+        let mut unbalanced = topped.clone();
+        unbalanced.balance_b = Amount(1_001);
+        assert!(matches!(
+            cur.check_successor(&p, &unbalanced, Party::A, Version(1)),
+            Err(Refusal::MoneyNotConserved { .. })
+        ));
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub struct Vector {
     pub params_encoding: String,
     pub channel_id: String,
     pub state: StateFields,
-    /// The 9-word state encoding (hex, 288 bytes) and its SHA-256.
+    /// The state encoding (hex: ten words, or fourteen once its funds changed) and its SHA-256.
     pub state_encoding: String,
     pub digest: String,
     /// 65-byte `r || s || v` signatures by A and B over the digest (hex).
@@ -46,6 +46,19 @@ pub struct StateFields {
     pub is_final: bool,
     /// The book digest, hex (zero for a tariff trade).
     pub book: String,
+    /// Top-ups and withdrawals while open (`Funds`), present only when one is not zero: the
+    /// state is then encoded under `gridchan.state.v3`, fourteen words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub funds: Option<FundsFields>,
+}
+
+/// A state's funds as decimal numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FundsFields {
+    pub topped_up_a: u64,
+    pub topped_up_b: u64,
+    pub withdrawn_a: u64,
+    pub withdrawn_b: u64,
 }
 
 /// The market of the vectors: pay-as-clear, a fee of 0.005/kWh, books closing a tenth into
@@ -129,6 +142,13 @@ pub fn compute() -> Vec<Vector> {
         )
         .expect("valid trade");
     let v2_final = v1.finalized(Version(2));
+    // B tops up 5.0 (confirmed on the ledger), then A takes 10.0 of its balance out.
+    let v3_topped = v1
+        .with_funds(Version(3), Party::B, Amount(5_000_000), Amount(0))
+        .expect("valid top-up");
+    let v4_withdrawn = v3_topped
+        .with_funds(Version(4), Party::A, Amount(0), Amount(10_000_000))
+        .expect("valid withdrawal");
     let tou_params = params(&a, &b, tou(), (10_000_000, 10_000_000));
     let t0 = State::initial(&tou_params);
     // 17:00 local (22:00 UTC) on Monday 2025-01-13: the peak.
@@ -195,6 +215,20 @@ pub fn compute() -> Vec<Vector> {
             (sa, sb),
         ),
         (
+            "flat tariff, B topped up 5.0 (state version 3 of the encoding)",
+            &flat,
+            &v3_topped,
+            (&a, &b),
+            (sa, sb),
+        ),
+        (
+            "flat tariff, then A withdrew 10.0 while open",
+            &flat,
+            &v4_withdrawn,
+            (&a, &b),
+            (sa, sb),
+        ),
+        (
             "time-of-use tariff, B sold 1234 Wh at the peak",
             &tou_params,
             &t1,
@@ -238,6 +272,12 @@ pub fn compute() -> Vec<Vector> {
                 last_interval: state.last_interval.0,
                 is_final: state.is_final,
                 book: hex::encode(state.book),
+                funds: (!state.funds.is_zero()).then_some(FundsFields {
+                    topped_up_a: state.funds.topped_up[0].0,
+                    topped_up_b: state.funds.topped_up[1].0,
+                    withdrawn_a: state.funds.withdrawn[0].0,
+                    withdrawn_b: state.funds.withdrawn[1].0,
+                }),
             },
             state_encoding: hex::encode(state.encode().as_bytes()),
             digest: hex::encode(digest),
@@ -273,7 +313,7 @@ mod tests {
     #[test]
     fn published_vectors_match_the_code() {
         let published: Vec<Vector> = serde_json::from_str(PUBLISHED).unwrap();
-        assert_eq!(published.len(), 6);
+        assert_eq!(published.len(), 8);
         for v in &published {
             let a = Signer::new(&unhex(&v.secret_a), &[9; 32]).unwrap();
             let b = Signer::new(&unhex(&v.secret_b), &[9; 32]).unwrap();
@@ -291,6 +331,12 @@ mod tests {
                 last_interval: IntervalIndex(f.last_interval),
                 is_final: f.is_final,
                 book: unhex(&f.book),
+                funds: f
+                    .funds
+                    .map_or_else(crate::state::Funds::default, |f| crate::state::Funds {
+                        topped_up: [Amount(f.topped_up_a), Amount(f.topped_up_b)],
+                        withdrawn: [Amount(f.withdrawn_a), Amount(f.withdrawn_b)],
+                    }),
             };
             assert_eq!(
                 hex::encode(state.encode().as_bytes()),

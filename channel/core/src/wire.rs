@@ -402,6 +402,7 @@ mod tests {
             last_interval: IntervalIndex(1_929_700),
             is_final: false,
             book: [4; 32],
+            funds: Default::default(),
         }
     }
 

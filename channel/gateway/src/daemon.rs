@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gridchan_chain::{ChainEvent, ChannelStatus, Ledger, Subscription};
-use gridchan_channel::{ChannelId, IntervalIndex, LedgerEvent, Phase};
+use gridchan_channel::{ChannelId, IntervalIndex, LedgerEvent, Party, Phase};
 use gridchan_transport::PeerAddr;
 use tokio::task::JoinHandle;
 
@@ -200,6 +200,30 @@ async fn follow_ledger(engine: EngineHandle, ledger: Arc<dyn Ledger>, queue: Arc
                     withdraw_payout(&engine, &queue, *channel, *payout).await;
                     (*channel, LedgerEvent::Concluded { version: *version })
                 }
+                ChainEvent::ToppedUp {
+                    channel,
+                    party,
+                    total,
+                    ..
+                } => (
+                    *channel,
+                    LedgerEvent::ToppedUp {
+                        party: *party,
+                        total: *total,
+                    },
+                ),
+                ChainEvent::WithdrawnOpen {
+                    channel,
+                    party,
+                    total,
+                    ..
+                } => (
+                    *channel,
+                    LedgerEvent::Withdrawn {
+                        party: *party,
+                        total: *total,
+                    },
+                ),
                 _ => continue,
             };
             let _ = engine.ledger_event(channel, ev).await;
@@ -245,6 +269,24 @@ async fn catch_up(
             continue;
         };
         let id = view.id;
+        if account.status == ChannelStatus::Open {
+            // Top-ups and withdrawals while we were away (the core ignores what it knew).
+            for party in [Party::A, Party::B] {
+                let i = party.index();
+                for event in [
+                    LedgerEvent::ToppedUp {
+                        party,
+                        total: account.funds.topped_up[i],
+                    },
+                    LedgerEvent::Withdrawn {
+                        party,
+                        total: account.funds.withdrawn[i],
+                    },
+                ] {
+                    let _ = engine.ledger_event(id, event).await;
+                }
+            }
+        }
         let missed = match account.status {
             ChannelStatus::Funding { deadline } => {
                 deadlines.funding.insert(id, deadline);

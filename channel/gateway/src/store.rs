@@ -7,9 +7,9 @@ use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 
 use gridchan_channel::{
-    Amount, ChannelId, ChannelParams, ChannelRecord, ChannelStore, IntervalIndex, Party, Phase,
-    PricePerKwh, Proposal, ProposalParts, Settled, SignedStateParts, StoreError, Trade, Version,
-    WattHours,
+    Amount, ChannelId, ChannelParams, ChannelRecord, ChannelStore, FundsRecord, IntervalIndex,
+    Party, Phase, PricePerKwh, Proposal, ProposalParts, Settled, SignedStateParts, StoreError,
+    Trade, Version, WattHours,
 };
 
 /// The schema migrations, in order; `PRAGMA user_version` records how many have run.
@@ -220,13 +220,37 @@ fn encode(record: &ChannelRecord) -> Vec<u8> {
         highest_signed: record.highest_signed,
         peer_highest: record.peer_highest,
     };
-    bincode::serde::encode_to_vec(&stored, bincode::config::standard()).expect("records encode")
+    let mut bytes = bincode::serde::encode_to_vec(&stored, bincode::config::standard())
+        .expect("records encode");
+    // What a channel knows of top-ups and withdrawals follows the record, only once there is
+    // any: records from before they existed read as none.
+    if record.funds != FundsRecord::default() {
+        bytes.extend(
+            bincode::serde::encode_to_vec(record.funds, bincode::config::standard())
+                .expect("records encode"),
+        );
+    }
+    bytes
 }
 
 fn decode(id: &[u8], bytes: &[u8]) -> Result<ChannelRecord, StoreError> {
-    let (stored, _): (Stored, usize) =
+    let (stored, used): (Stored, usize) =
         bincode::serde::decode_from_slice(bytes, bincode::config::standard())
             .map_err(|e| read_err(format!("channel {}: {e}", hex(id))))?;
+    let funds = if used < bytes.len() {
+        let (funds, more): (FundsRecord, usize) =
+            bincode::serde::decode_from_slice(&bytes[used..], bincode::config::standard())
+                .map_err(|e| read_err(format!("channel {}: funds: {e}", hex(id))))?;
+        if used + more != bytes.len() {
+            return Err(read_err(format!(
+                "channel {}: bytes after the record",
+                hex(id)
+            )));
+        }
+        funds
+    } else {
+        FundsRecord::default()
+    };
     let channel_id = stored.params.channel_id();
     if channel_id.0[..] != id[..] {
         return Err(read_err(format!(
@@ -253,6 +277,7 @@ fn decode(id: &[u8], bytes: &[u8]) -> Result<ChannelRecord, StoreError> {
         proposal,
         highest_signed: stored.highest_signed,
         peer_highest: stored.peer_highest,
+        funds,
     })
 }
 

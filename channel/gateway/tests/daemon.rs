@@ -457,6 +457,7 @@ async fn a_channel_of_others_on_the_same_ledger_costs_the_gateway_nothing() {
         last_interval: IntervalIndex(2),
         is_final: false,
         book: gridchan_channel::NO_BOOK,
+        funds: Default::default(),
     };
     let digest = state.digest();
     let signed = gridchan_channel::SignedStateParts {

@@ -620,7 +620,7 @@ impl Pair {
         }
         peer.seen = peer.seen.max(cur.version());
         let s = cur.state();
-        if s.balance_a.0 + s.balance_b.0 != view.params.total_deposit().0 {
+        if Some(Amount(s.balance_a.0 + s.balance_b.0)) != s.held(&view.params) {
             self.violations.push(format!(
                 "{side:?} holds {} with money not conserved",
                 cur.version()

@@ -91,6 +91,9 @@ impl Channel {
                     },
                 );
             }
+            LedgerEvent::ToppedUp { .. } | LedgerEvent::Withdrawn { .. } => {
+                self.on_ledger_funds(&event, ctx);
+            }
             _ => {}
         }
     }

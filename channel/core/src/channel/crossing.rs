@@ -81,7 +81,15 @@ impl Channel {
             self.books.insert(claim.interval, (claim, ctx.now_ms));
             return;
         }
-        let delivered = ours.state().energy_from(self.me).0 - cur.energy_from(self.me).0;
+        let delivered = ours
+            .state()
+            .energy_from(self.me)
+            .0
+            .saturating_sub(cur.energy_from(self.me).0);
+        if delivered == 0 {
+            // A funds update: proposed again from the record when it is still due.
+            return;
+        }
         let interval = ours.state().last_interval;
         let reading = IntervalReading {
             interval,

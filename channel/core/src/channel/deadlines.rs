@@ -77,6 +77,14 @@ impl Channel {
         }
         if self.may_propose() && self.next_version().is_some() {
             if let Some(cur) = self.current_state() {
+                if self.funds_wanted(cur).is_some() {
+                    // Due now, or once the peer's refusal of the last one is old enough.
+                    let retry = self
+                        .session
+                        .funds_refused
+                        .map_or(0, |at| at.saturating_add(policy.funds_retry_ms));
+                    due(retry);
+                }
                 if self.is_market() && (!self.books.is_empty() && self.me == Party::B) {
                     due(0);
                 }

@@ -5,6 +5,7 @@
 mod closing;
 mod crossing;
 mod deadlines;
+mod funds;
 mod market;
 mod opening;
 mod reconnect;
@@ -80,6 +81,8 @@ pub(crate) struct Channel {
     /// The peer's last refusal of one of our proposals: its version and why. For the host's
     /// view only (not persisted).
     refused: Option<(Version, Refusal)>,
+    /// Top-ups and withdrawals the ledger confirmed, and ours asked for.
+    funds: crate::io::FundsRecord,
 }
 
 /// What a channel knows that lasts only as long as one connection to the peer: every new
@@ -98,6 +101,9 @@ struct Session {
     /// We lost a crossing at this time: the winner proposes next, within the policy's
     /// `crossing_wait_ms`, or we propose again ourselves.
     yielding: Option<u64>,
+    /// The peer refused our funds update at this time (it had not seen our top-up on the
+    /// ledger yet): we propose it again after the policy's `funds_retry_ms`.
+    funds_refused: Option<u64>,
 }
 
 impl Session {
@@ -124,6 +130,8 @@ pub struct ChannelView {
     /// The peer's last refusal of one of our proposals since the channel was loaded: its
     /// version (0: the peer refused to open the channel) and why.
     pub refused: Option<(Version, Refusal)>,
+    /// Top-ups and withdrawals the ledger confirmed, and ours asked for.
+    pub funds: crate::io::FundsRecord,
 }
 
 impl Channel {
@@ -138,6 +146,7 @@ impl Channel {
         ch.proposal = record.proposal;
         ch.highest_signed = record.highest_signed;
         ch.peer_highest = record.peer_highest;
+        ch.funds = record.funds;
         ch
     }
 
@@ -176,6 +185,7 @@ impl Channel {
             connected: false,
             session: Session::default(),
             refused: None,
+            funds: Default::default(),
         }
     }
 
@@ -211,6 +221,7 @@ impl Channel {
             highest_signed: self.highest_signed,
             frozen: self.frozen,
             refused: self.refused.clone(),
+            funds: self.funds,
         }
     }
 
@@ -224,6 +235,7 @@ impl Channel {
             proposal: self.proposal.clone(),
             highest_signed: self.highest_signed,
             peer_highest: self.peer_highest,
+            funds: self.funds,
         }
     }
 

@@ -82,6 +82,9 @@ impl Channel {
         let Some(version) = self.next_version() else {
             return;
         };
+        if self.maybe_propose_funds(&cur, version, ctx) {
+            return;
+        }
         if self.is_market() {
             if let Some(next) = self.next_market_state(&cur, version) {
                 self.propose(next, ctx);
@@ -230,7 +233,10 @@ impl Channel {
         // malformed one, even validly signed, must not move anything.
         self.session.yielding = None;
         match trade {
-            None => self.countersign(proposal, None, ctx),
+            None => match self.check_peer_funds(&cur, proposal.state()) {
+                Ok(()) => self.countersign(proposal, None, ctx),
+                Err(reason) => self.refuse(proposal.version(), reason, ctx),
+            },
             Some(trade) => self.decide_on_trade(proposal, trade, ctx),
         }
         self.maybe_propose(ctx);
@@ -306,6 +312,7 @@ impl Channel {
         self.session.crossings = 0;
         let version = signed.version();
         let is_final = signed.state().is_final;
+        let funds_before = self.current_state().map(|s| s.funds).unwrap_or_default();
         self.current = Some(signed.clone());
         if self
             .proposal
@@ -319,6 +326,7 @@ impl Channel {
         }
         self.persist(ctx);
         self.emit(ctx, Output::Watchtower(signed.clone()));
+        self.on_funds_installed(&funds_before, &signed, ctx);
         if let Some(trade) = trade {
             self.event(
                 ctx,
@@ -408,6 +416,9 @@ impl Channel {
             self.persist(ctx);
             self.maybe_propose(ctx);
             return Ok(());
+        }
+        if matches!(msg.reason, Refusal::TopUpNotSeen { .. }) {
+            self.session.funds_refused = Some(ctx.now_ms);
         }
         self.refused = Some((msg.version, msg.reason.clone()));
         self.event(
