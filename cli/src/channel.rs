@@ -177,6 +177,16 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
             }
             println!("tariff: {}", channel.tariff);
             println!("readings: {}", channel.evidence);
+            if channel.added > 0 || channel.taken_out > 0 {
+                println!(
+                    "while open you added {} and took out {}",
+                    Amount(channel.added),
+                    Amount(channel.taken_out)
+                );
+            }
+            if let Some(pending) = &channel.funds_pending {
+                println!("under way: {pending}");
+            }
             if recent.is_empty() {
                 println!("no intervals settled yet");
             }
@@ -349,6 +359,8 @@ fn table(channels: &[ChannelSummary]) {
                 format!("  the neighbour refused to open it: {why}")
             } else if c.withdrawn {
                 "  withdrawn before the neighbour accepted".to_string()
+            } else if let Some(pending) = &c.funds_pending {
+                format!("  {pending}")
             } else if !c.peer_connected
                 && !matches!(c.phase.as_str(), "Concluded" | "ClosedCooperatively")
             {

@@ -220,6 +220,22 @@ enum ChannelAction {
     Close { channel: String },
     /// Close unilaterally: register our newest state and wait out the challenge window.
     ForceClose { channel: String },
+    /// Add tokens from our account to an open channel without closing it: the ledger takes
+    /// them, then both sign a state that credits them (trading goes on meanwhile).
+    Topup {
+        channel: String,
+        /// In tokens.
+        #[arg(long, value_parser = gridchan_cli::ledger::parse_amount)]
+        amount: Amount,
+    },
+    /// Take part of our balance out of an open channel without closing it: both sign a state
+    /// that withdraws it, then the ledger pays it into our account.
+    Withdraw {
+        channel: String,
+        /// In tokens.
+        #[arg(long, value_parser = gridchan_cli::ledger::parse_amount)]
+        amount: Amount,
+    },
     /// Accept a neighbour's proposal that waits for your answer (`channel list` shows them).
     Accept { channel: String },
     /// Decline a neighbour's proposal that waits for your answer; the neighbour sees the reason.
@@ -601,6 +617,14 @@ fn run() -> Result<()> {
                 },
                 ChannelAction::Close { channel } => Request::Close { channel },
                 ChannelAction::ForceClose { channel } => Request::ForceClose { channel },
+                ChannelAction::Topup { channel, amount } => Request::TopUp {
+                    channel,
+                    amount: amount.0,
+                },
+                ChannelAction::Withdraw { channel, amount } => Request::Withdraw {
+                    channel,
+                    amount: amount.0,
+                },
                 ChannelAction::Accept { channel } => Request::Accept { channel },
                 ChannelAction::Reject { channel, reason } => Request::Reject { channel, reason },
                 ChannelAction::Cancel { channel } => Request::Cancel { channel },
@@ -613,6 +637,19 @@ fn run() -> Result<()> {
                 _ => None,
             };
             let r = gridchan_cli::channel::call(&config, &request)?;
+            if !json && matches!(r, gridchan_gateway::control::Response::Done) {
+                match &request {
+                    Request::TopUp { amount, .. } => {
+                        println!("top-up of {} sent to the ledger; the channel credits it once the ledger confirms it and the neighbour countersigns (`channel show` follows it)", Amount(*amount));
+                        return Ok(());
+                    }
+                    Request::Withdraw { amount, .. } => {
+                        println!("withdrawal of {} proposed to the neighbour; once both signed, the ledger pays it into your account (`channel show` follows it)", Amount(*amount));
+                        return Ok(());
+                    }
+                    _ => {}
+                }
+            }
             gridchan_cli::channel::print(&r, json)?;
             if json {
                 return Ok(());

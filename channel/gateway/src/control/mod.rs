@@ -80,6 +80,18 @@ pub enum Request {
     ForceClose {
         channel: String,
     },
+    /// Add our tokens to an open channel (micro-units): a ledger transaction, then a state
+    /// that credits them once the ledger confirmed it.
+    TopUp {
+        channel: String,
+        amount: u64,
+    },
+    /// Take part of our balance out of an open channel (micro-units): a state that withdraws
+    /// it, signed by both, then a ledger transaction that pays it.
+    Withdraw {
+        channel: String,
+        amount: u64,
+    },
     /// Accept a neighbour's proposal that waits for an answer (an id prefix is enough).
     Accept {
         channel: String,
@@ -299,6 +311,15 @@ pub struct ChannelSummary {
     /// We withdrew our proposal before the neighbour accepted it (`channel cancel`).
     #[serde(default)]
     pub withdrawn: bool,
+    /// What we added to the open channel and took out of it, as the newest state counts them
+    /// (micro-units, cumulative).
+    #[serde(default)]
+    pub added: u64,
+    #[serde(default)]
+    pub taken_out: u64,
+    /// A top-up or withdrawal on its way (ours or the neighbour's), for a person.
+    #[serde(default)]
+    pub funds_pending: Option<String>,
 }
 
 impl ChannelSummary {
@@ -337,8 +358,48 @@ impl ChannelSummary {
             withdrawn: v.phase == gridchan_channel::Phase::Concluded
                 && v.current.is_none()
                 && v.refused.is_none(),
+            added: get(&|s| s.funds.topped_up[me.index()].0),
+            taken_out: get(&|s| s.funds.withdrawn[me.index()].0),
+            funds_pending: s.as_ref().and_then(|s| funds_pending(v, s)),
         }
     }
+}
+
+/// A top-up or withdrawal under way on `v` whose newest state is `s`, said for a person.
+fn funds_pending(v: &ChannelView, s: &gridchan_channel::State) -> Option<String> {
+    let me = v.me.index();
+    let ledger = &v.funds.ledger;
+    let mut parts = Vec::new();
+    let topped = ledger.topped_up[me]
+        .0
+        .saturating_sub(s.funds.topped_up[me].0);
+    if topped > 0 {
+        parts.push(format!(
+            "a top-up of {} is on the ledger, waiting for the neighbour to countersign it",
+            Amount(topped)
+        ));
+    }
+    let asked = v
+        .funds
+        .withdraw_wanted
+        .0
+        .saturating_sub(s.funds.withdrawn[me].0);
+    if asked > 0 {
+        parts.push(format!(
+            "a withdrawal of {} waits for the neighbour's signature",
+            Amount(asked)
+        ));
+    }
+    let unpaid = s.funds.withdrawn[me]
+        .0
+        .saturating_sub(ledger.withdrawn[me].0);
+    if unpaid > 0 {
+        parts.push(format!(
+            "a withdrawal of {} is signed, waiting for the ledger to pay it",
+            Amount(unpaid)
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// What the control API answers from.
@@ -677,6 +738,20 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
         Request::Close { channel } => on_channel(engine, &channel, &channels, Command::Close).await,
         Request::ForceClose { channel } => {
             on_channel(engine, &channel, &channels, Command::ForceClose).await
+        }
+        Request::TopUp { channel, amount } => {
+            on_channel(engine, &channel, &channels, |channel| Command::TopUp {
+                channel,
+                amount: Amount(amount),
+            })
+            .await
+        }
+        Request::Withdraw { channel, amount } => {
+            on_channel(engine, &channel, &channels, |channel| Command::Withdraw {
+                channel,
+                amount: Amount(amount),
+            })
+            .await
         }
         Request::TowerAdd { address } => match address.parse() {
             Ok(addr) => match towers.add(addr) {
