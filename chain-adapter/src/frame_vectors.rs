@@ -71,6 +71,16 @@ pub fn compute() -> Vec<FrameVector> {
             channel: id,
             amount: Amount(5_090_000),
         },
+        TxKind::TopUp {
+            channel: id,
+            amount: Amount(1_000_000),
+        },
+        TxKind::WithdrawOpen {
+            state: signed(
+                &v1.with_funds(Version(2), Party::A, Amount(0), Amount(2_000_000))
+                    .expect("a valid withdrawal"),
+            ),
+        },
     ];
     let mut out = vec![
         frame(
@@ -256,7 +266,10 @@ mod tests {
             .filter(|v| v.name.starts_with("request"))
             .map(|v| v.message_type)
             .collect();
-        assert_eq!(requests, [0, 1, 2, 3, 4, 4, 4, 4, 4, 4, 4, 4, 5, 6, 7]);
+        assert_eq!(
+            requests,
+            [0, 1, 2, 3, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 5, 6, 7]
+        );
         let responses: Vec<u8> = compute()
             .iter()
             .filter(|v| v.name.starts_with("response"))
@@ -310,6 +323,9 @@ mod tests {
             TxError::Overflow,
             TxError::TokenRefused(String::new()),
             TxError::Reverted(String::new()),
+            TxError::TopUpNotMade,
+            TxError::WithdrawalNotInState,
+            TxError::NothingToWithdraw,
         ];
         for (n, e) in errors.iter().enumerate() {
             assert_eq!(code(e), n as u8, "{e:?}");
