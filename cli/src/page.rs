@@ -287,11 +287,11 @@ async fn render(page: &Page) -> Result<String> {
             attention.push(format!("the neighbour of channel {short} is offline"));
         }
         if let Some(s) = &c.current {
-            let total = c.params.total_deposit().0.max(1);
+            let total = s.state().held(&c.params).unwrap_or_default().0.max(1);
             let mine = s.state().balance(c.me).0;
             if mine * 10 < total {
                 attention.push(format!(
-                    "channel {short}: your side holds {} of {}: top it up or it cannot pay",
+                    "channel {short}: your side holds {} of {}: `gridchan channel topup {short} --amount N` tops it up, or it cannot pay",
                     Amount(mine),
                     Amount(total)
                 ));
