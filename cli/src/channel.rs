@@ -78,6 +78,7 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
             page,
             data_folder,
             data_bytes,
+            funds,
         } => {
             if !trading.is_empty() {
                 println!("{trading}");
@@ -89,6 +90,12 @@ pub fn print(response: &Response, json: bool) -> Result<()> {
             }
             if let Some(p) = page {
                 println!("page      {p}");
+            }
+            if let Some(policy) = &funds.policy {
+                println!("funds     {policy}");
+                if let Some(last) = &funds.last {
+                    println!("          last: {last}");
+                }
             }
             if !data_folder.is_empty() {
                 println!(

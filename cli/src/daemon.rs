@@ -224,6 +224,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         clock: clock.clone(),
         towers,
         tower_key,
+        funds: config.funds.policy().map_err(in_config)?,
     })
     .with_context(|| {
         format!(
@@ -283,6 +284,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
             metrics,
             page,
             data: config.node.data.clone(),
+            funds: daemon.funds.clone(),
         };
         async move { control::serve(&socket, gateway).await }
     });

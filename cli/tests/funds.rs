@@ -79,3 +79,37 @@ fn a_channel_is_topped_up_and_partly_withdrawn_without_closing() {
     ]);
     assert!(!unknown.status.success());
 }
+
+/// `[funds]`: the seller's surplus above its ceiling is swept back to its account, the buyer's
+/// side is topped up to what it typically buys, and `status` says what the policy is and did.
+#[test]
+fn the_funds_policy_sweeps_the_sellers_surplus_and_tops_up_the_buyer() {
+    let root = tempfile::tempdir().unwrap();
+    let pair = common::seller_and_buyer_with(
+        root.path(),
+        "[funds]\nsweep_above = 9",
+        "[funds]\nkeep_days = 30\nmax_top_up = 4",
+    );
+    let (ca, cb) = (pair.ca.clone(), pair.cb.clone());
+    let status = |config: &std::path::Path| {
+        let out = run(&["status", "--config", config.to_str().unwrap()]);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(status(&ca).contains("sweeps our balance above 9.000000 back to the account"));
+    open_channel(&cb, &pair.addr_a, &["--price", "0.2"]);
+    // A holds 10 and earns: what is above 9 goes back to its account.
+    let a = until("the seller's surplus swept", &ca, |a| {
+        a["taken_out"].as_u64().unwrap_or(0) >= 1_000_000 && a["funds_pending"].is_null()
+    });
+    assert!(a["balance"].as_u64().unwrap() <= 9_000_000 + 100_000, "{a}");
+    assert!(status(&ca).contains("last: swept"), "{}", status(&ca));
+    // B buys every interval: 30 days of that is far above its 10, so it adds 4 (its limit).
+    until("the buyer topped up", &cb, |b| {
+        b["added"].as_u64().unwrap_or(0) >= 4_000_000
+    });
+    assert!(
+        status(&cb).contains("last: topped up channel"),
+        "{}",
+        status(&cb)
+    );
+}

@@ -28,6 +28,8 @@ pub struct Daemon {
     pub peers: crate::peers::Peers,
     /// What the meter last gave.
     pub meter: Arc<std::sync::Mutex<crate::meter::MeterStatus>>,
+    /// The funds policy and what it last did.
+    pub funds: Arc<std::sync::Mutex<crate::funds::FundsStatus>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -56,6 +58,8 @@ pub struct DaemonParts {
     pub towers: Vec<PeerAddr>,
     /// The gateway's key, to authenticate to towers (they know their clients by it).
     pub tower_key: gridchan_channel::Signer,
+    /// The automatic top-up and sweep (`[funds]`), if configured.
+    pub funds: Option<crate::funds::FundsPolicy>,
 }
 
 /// Starts the daemon's jobs.
@@ -70,6 +74,7 @@ pub fn start(parts: DaemonParts) -> Result<Daemon, GatewayError> {
         clock,
         towers,
         tower_key,
+        funds,
     } = parts;
     let towers =
         crate::towers::Towers::start(engine.clone(), store_path.clone(), tower_key, &towers)?;
@@ -80,8 +85,20 @@ pub fn start(parts: DaemonParts) -> Result<Daemon, GatewayError> {
         tokio::spawn(crate::peers::keep_connected(engine.clone(), peers.clone())),
         tokio::spawn(run_submitter(queue.clone(), ledger.clone())),
         tokio::spawn(read_balance(engine.clone(), ledger.clone())),
-        tokio::spawn(follow_ledger(engine.clone(), ledger, queue)),
+        tokio::spawn(follow_ledger(engine.clone(), ledger.clone(), queue)),
     ];
+    let funds_status: Arc<std::sync::Mutex<crate::funds::FundsStatus>> = Arc::default();
+    if let Some(policy) = funds {
+        funds_status.lock().expect("new").policy = Some(policy.describe());
+        tasks.push(tokio::spawn(crate::funds::keep_funded(
+            engine.clone(),
+            ledger.clone(),
+            policy,
+            clock.clone(),
+            interval_seconds,
+            funds_status.clone(),
+        )));
+    }
     if let Some(meter) = meter {
         let log = crate::readings::ReadingLog::open(&store_path)?;
         tasks.push(tokio::spawn(meter_intervals(
@@ -98,6 +115,7 @@ pub fn start(parts: DaemonParts) -> Result<Daemon, GatewayError> {
         towers,
         peers,
         meter: meter_status,
+        funds: funds_status,
         tasks,
     })
 }

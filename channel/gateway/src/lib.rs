@@ -31,6 +31,7 @@ pub mod data_lock;
 pub mod engine;
 pub mod error;
 mod event_log;
+pub mod funds;
 pub mod http;
 pub mod ledger_queue;
 mod links;

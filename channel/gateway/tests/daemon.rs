@@ -134,6 +134,7 @@ fn gateway_on(
         clock: gridchan_gateway::clock::SimClock::real(),
         towers: vec![],
         tower_key: key(k),
+        funds: None,
     })
     .unwrap();
     (daemon, faults)

@@ -58,6 +58,7 @@ fn home(
         clock: gridchan_gateway::clock::SimClock::real(),
         towers: vec![],
         tower_key: key(99),
+        funds: None,
     })
     .unwrap()
 }

@@ -61,6 +61,7 @@ fn gateway(
         clock: gridchan_gateway::clock::SimClock::real(),
         towers: vec![],
         tower_key: key(k),
+        funds: None,
     })
     .unwrap()
 }

@@ -396,6 +396,7 @@ pub(super) async fn start_home(
         clock: net.clock.clone(),
         towers: vec![net.tower_addr.clone()],
         tower_key: h.key.duplicate(&blinding()),
+        funds: None,
     })?)
 }
 

@@ -266,6 +266,11 @@ pub struct SellerAndBuyer {
 
 #[allow(dead_code)]
 pub fn seller_and_buyer(root: &Path, a_extra: &str) -> SellerAndBuyer {
+    seller_and_buyer_with(root, a_extra, "")
+}
+
+/// [`seller_and_buyer`] with `b_extra` appended to the buyer's config too.
+pub fn seller_and_buyer_with(root: &Path, a_extra: &str, b_extra: &str) -> SellerAndBuyer {
     let (da, db) = (root.join("a"), root.join("b"));
     let (node_a, node_b) = (init(&da), init(&db));
     let (ledger_proc, ledger_addr) =
@@ -278,6 +283,8 @@ pub fn seller_and_buyer(root: &Path, a_extra: &str) -> SellerAndBuyer {
     wait_for_daemon(&ca);
     configure(&db, &ledger_addr, &meter_file(&db, 80, 0), Some(&addr_a));
     let cb = db.join("gridchan.toml");
+    let text = std::fs::read_to_string(&cb).unwrap();
+    std::fs::write(&cb, format!("{text}\n{b_extra}\n")).unwrap();
     let (b, _) = spawn(&["daemon", "--config", cb.to_str().unwrap()]);
     wait_for_daemon(&cb);
     SellerAndBuyer {

@@ -52,6 +52,60 @@ pub struct Config {
     /// The household's own grid prices: what its statements and page count savings against.
     #[serde(default)]
     pub grid: GridSection,
+    /// The automatic top-up and sweep of channel balances, off unless configured.
+    #[serde(default)]
+    pub funds: FundsSection,
+}
+
+/// The `[funds]` section: keep each open channel able to pay `keep_days` of this home's typical
+/// purchases over it (topping up from the account when our side falls below half of that, by
+/// at most `max_top_up` at a time), and sweep our balance above `sweep_above` back to the
+/// account once it is a tenth above it. Both off by default.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FundsSection {
+    #[serde(default)]
+    pub keep_days: f64,
+    #[serde(default)]
+    pub sweep_above: Option<TokenAmount>,
+    #[serde(default = "ten")]
+    pub max_top_up: TokenAmount,
+}
+
+impl Default for FundsSection {
+    fn default() -> FundsSection {
+        FundsSection {
+            keep_days: 0.0,
+            sweep_above: None,
+            max_top_up: ten(),
+        }
+    }
+}
+
+impl FundsSection {
+    /// The policy, or `None` when it does nothing.
+    pub fn policy(&self) -> Result<Option<crate::funds::FundsPolicy>, GatewayError> {
+        if !self.keep_days.is_finite() || !(0.0..=30.0).contains(&self.keep_days) {
+            return Err(GatewayError::Config(format!(
+                "funds.keep_days = {}: give a number of days from 0 (off) to 30",
+                self.keep_days
+            )));
+        }
+        let sweep_above = self
+            .sweep_above
+            .as_ref()
+            .map(|a| a.amount("funds.sweep_above"))
+            .transpose()?;
+        let max_top_up = self.max_top_up.amount("funds.max_top_up")?;
+        if self.keep_days == 0.0 && sweep_above.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(crate::funds::FundsPolicy {
+            keep_days: self.keep_days,
+            sweep_above,
+            max_top_up,
+        }))
+    }
 }
 
 /// The `[market]` section: the least this home sells for and the most it buys for in a
@@ -487,6 +541,7 @@ impl Config {
             }
         }
         config.market.limits().map_err(invalid)?;
+        config.funds.policy().map_err(invalid)?;
         config.grid.tariffs().map_err(invalid)?;
         if let Some(listen) = config.page.listen {
             let weak = config.page.token.as_ref().is_none_or(|t| t.len() < 16);
@@ -552,6 +607,39 @@ mod tests {
             "Europe/Amsterdam",
             1,
         )
+    }
+
+    #[test]
+    fn the_funds_policy_is_off_by_default_and_a_bad_value_is_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gridchan.toml");
+        let load = |extra: &str| {
+            let text = home_template("127.0.0.1:7500", "K@127.0.0.1:1") + extra;
+            std::fs::write(&path, text).unwrap();
+            Config::load(&path)
+        };
+        assert_eq!(load("").unwrap().funds.policy().unwrap(), None);
+        let p = load("\n[funds]\nkeep_days = 1.5\nsweep_above = \"40\"\n")
+            .unwrap()
+            .funds
+            .policy()
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.keep_days, 1.5);
+        assert_eq!(p.sweep_above, Some(gridchan_channel::Amount(40_000_000)));
+        assert_eq!(p.max_top_up, gridchan_channel::Amount(10_000_000));
+        for (bad, says) in [
+            ("keep_days = -1", "from 0 (off) to 30"),
+            ("keep_days = 400", "from 0 (off) to 30"),
+            ("sweep_above = \"lots\"", "funds.sweep_above"),
+            ("keep_days = 1\nmax_top_up = -3", "funds.max_top_up"),
+        ] {
+            let e = load(&format!("\n[funds]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
     }
 
     #[test]

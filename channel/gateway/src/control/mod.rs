@@ -181,6 +181,9 @@ pub enum Response {
         data_folder: String,
         #[serde(default)]
         data_bytes: u64,
+        /// The automatic funds policy (`[funds]`) and what it last did.
+        #[serde(default)]
+        funds: crate::funds::FundsStatus,
     },
     Channels {
         channels: Vec<ChannelSummary>,
@@ -424,6 +427,8 @@ pub struct Gateway {
     pub page: Option<std::net::SocketAddr>,
     /// The data folder (its size is in `status`).
     pub data: std::path::PathBuf,
+    /// The automatic funds policy and what it last did.
+    pub funds: std::sync::Arc<std::sync::Mutex<crate::funds::FundsStatus>>,
 }
 
 /// The bytes the files under `dir` take (its subfolders too, a few levels deep).
@@ -545,6 +550,7 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
         metrics,
         page,
         data,
+        funds,
     } = gateway;
     let (interval_seconds, clock) = (*interval_seconds, clock.clone());
     let err = |message: String| Response::Error { message };
@@ -579,6 +585,7 @@ async fn answer(req: Request, gateway: &Gateway) -> Response {
                 page: page.map(|a| format!("http://{a}/")),
                 data_folder: data.display().to_string(),
                 data_bytes: folder_bytes(data, 3),
+                funds: funds.lock().map(|f| f.clone()).unwrap_or_default(),
                 node: engine.node.to_string(),
                 address: engine.address.to_string(),
                 channels: channels.iter().filter(|c| !paid_out(c)).count(),

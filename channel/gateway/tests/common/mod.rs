@@ -342,6 +342,7 @@ impl<'a> Replay<'a> {
             clock: self.clock.clone(),
             towers,
             tower_key: key(k),
+            funds: None,
         })
         .unwrap()
     }
