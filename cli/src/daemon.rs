@@ -35,8 +35,9 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let store_path = config.node.data.join("channels.sqlite");
     let store = SqliteStore::open(&store_path).with_context(|| {
         format!(
-            "cannot open the channel store {} (restore it from a backup, or move it aside to start without its channels)",
-            store_path.display()
+            "cannot open the channel store {} (move it aside, then `gridchan restore --config {}` takes its channels from the watchtowers; or restore it from a backup)",
+            store_path.display(),
+            config_path.display()
         )
     })?;
     let ledger_queue =
@@ -44,6 +45,11 @@ pub async fn run(config_path: &Path) -> Result<()> {
             format!("cannot open the ledger queue in {}", store_path.display())
         })?);
     let ledger = crate::evm::client(&config.ledger, &config.node.key, config_path).await?;
+    // Damage is never silent: a channel a tower holds newer than the store (a lost or rolled
+    // back data folder) stops the daemon with what to do.
+    let stored = gridchan_channel::ChannelStore::load(&store)
+        .with_context(|| format!("cannot read the channel store {}", store_path.display()))?;
+    crate::restore::check_at_start(&config, config_path, &signer, &stored, &ledger).await?;
     let interval_seconds = config.metering.interval_seconds;
     // A sped-up clock runs from a fixed epoch, so every neighbour with the same speedup tells
     // the same time and a restart finds the intervals where it left them.

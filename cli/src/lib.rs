@@ -10,6 +10,7 @@ pub mod keys;
 pub mod ledger;
 pub mod page;
 pub mod report;
+pub mod restore;
 pub mod vectors;
 pub mod watchtower;
 

@@ -46,6 +46,14 @@ enum Commands {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Take this gateway's channels' newest states from its watchtowers after its data folder
+    /// was lost or rolled back (the daemon refuses to start until then). The daemon must be
+    /// stopped.
+    Restore {
+        /// The gateway's config file (its key, ledger and [[towers]]).
+        #[arg(long, default_value = "gridchan.toml")]
+        config: PathBuf,
+    },
     /// A statement of what this home traded with whom over a month or a day (its local
     /// time): per neighbour and market, energy and money by day, with the states that prove
     /// them. Reads the channel store; the daemon may be running.
@@ -578,6 +586,7 @@ fn run() -> Result<()> {
             which: BenchCommand::GatewayPeer { dir },
         } => runtime()?.block_on(gridchan_cli::bench_gateway_peer(dir)),
         Commands::Daemon { config } => runtime()?.block_on(gridchan_cli::daemon::run(&config)),
+        Commands::Restore { config } => runtime()?.block_on(gridchan_cli::restore::run(&config)),
         Commands::Status { config, json } => {
             let r =
                 gridchan_cli::channel::call(&config, &gridchan_gateway::control::Request::Status)?;

@@ -1,6 +1,6 @@
 //! The client side: a gateway registers with a tower and hands it states.
 
-use gridchan_channel::{ChannelId, SignedState, Signer, Version};
+use gridchan_channel::{ChannelId, ChannelParams, SignedState, Signer, Version};
 use gridchan_transport::{PeerAddr, RpcClient};
 
 use crate::receipt::{BatchReceipt, Receipt};
@@ -115,6 +115,36 @@ impl TowerClient {
         match self.call(&Request::Held(channel)).await? {
             Response::Held(v) => Ok(v),
             r => Err(TowerError::Bad(format!("{r:?}"))),
+        }
+    }
+
+    /// Every channel of ours the tower holds, each state checked against its parameters (a
+    /// state that does not verify is left out: a tower cannot forge one, only lie by omission
+    /// or age, which the caller's comparison across towers and with the ledger catches).
+    pub async fn recover(&self) -> Result<Vec<(ChannelParams, SignedState)>, TowerError> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let Response::Recovered { channels, more } =
+                self.call(&Request::Recover { after }).await?
+            else {
+                return Err(TowerError::Bad("the tower did not answer Recover".into()));
+            };
+            let last = channels.last().map(|c| c.state.state.channel_id);
+            for c in channels {
+                let id = c.params.channel_id();
+                if c.state.state.channel_id != id {
+                    continue;
+                }
+                if let Ok(state) = c.state.verify(&c.params, &id) {
+                    out.push((c.params, state));
+                }
+            }
+            // A page that does not move on would loop: stop.
+            match (more, last) {
+                (true, Some(l)) if after.is_none_or(|a| l > a) => after = Some(l),
+                _ => return Ok(out),
+            }
         }
     }
 

@@ -90,8 +90,24 @@ pub fn compute() -> Vec<FrameVector> {
         ),
         frame(
             "request_guard_many",
-            rpc::encode(&Request::GuardMany(vec![state.clone(), state])),
-            json!({ "states": [state_json.clone(), state_json] }),
+            rpc::encode(&Request::GuardMany(vec![state.clone(), state.clone()])),
+            json!({ "states": [state_json.clone(), state_json.clone()] }),
+        ),
+        frame(
+            "request_recover",
+            rpc::encode(&Request::Recover { after: Some(id) }),
+            json!({ "after": hex::encode(id.0) }),
+        ),
+        frame(
+            "response_recovered",
+            rpc::encode(&Response::Recovered {
+                channels: vec![rpc::HeldChannel {
+                    params: params.clone(),
+                    state: state.clone(),
+                }],
+                more: false,
+            }),
+            json!({ "channels": [{ "params_channel_id": hex::encode(id.0), "state": state_json }], "more": false }),
         ),
         frame(
             "response_registered",
@@ -188,6 +204,8 @@ mod tests {
         assert_eq!(of("response_held"), 2);
         assert_eq!(of("response_rejected_closed"), 3);
         assert_eq!(of("response_accepted_many"), 4);
+        assert_eq!(of("request_recover"), 4);
+        assert_eq!(of("response_recovered"), 5);
         for (n, r) in every_rejection().into_iter().enumerate() {
             assert_eq!(
                 rpc::encode(&Response::Rejected(r.clone()))[2],

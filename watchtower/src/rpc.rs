@@ -44,6 +44,19 @@ pub enum Request {
     Held(ChannelId),
     /// Several states at once (at most [`MAX_BATCH`]), each answered on its own.
     GuardMany(Vec<SignedStateParts>),
+    /// Every channel of ours the tower holds a state of, in channel-id order, after `after`:
+    /// what a gateway that lost its data restores from (at most [`MAX_RECOVERED`] a page).
+    Recover { after: Option<ChannelId> },
+}
+
+/// Channels in one `Recovered` page.
+pub const MAX_RECOVERED: usize = 64;
+
+/// A channel as a tower holds it: the parameters the ledger recorded and the newest state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldChannel {
+    pub params: gridchan_channel::ChannelParams,
+    pub state: SignedStateParts,
 }
 
 /// States in one `GuardMany`.
@@ -59,6 +72,11 @@ pub enum Response {
     AcceptedMany {
         answers: Vec<Result<(), Rejection>>,
         receipt: Option<BatchReceipt>,
+    },
+    /// A page of `Recover`; `more`: ask again after the last one.
+    Recovered {
+        channels: Vec<HeldChannel>,
+        more: bool,
     },
 }
 

@@ -59,7 +59,7 @@ async fn world(window: u64) -> World {
         min_challenge_window: 2,
         balances: [A, B, C]
             .iter()
-            .map(|k| (key(*k).id(), Amount(10_000_000)))
+            .map(|k| (key(*k).id(), Amount(100_000_000)))
             .collect(),
     };
     let ledger = LocalLedger::open(&dir.path().join("ledger"), genesis).unwrap();
@@ -492,4 +492,35 @@ async fn a_batch_is_answered_state_by_state() {
         "{answer:?}"
     );
     tower.stop();
+}
+
+/// `Recover`: a party gets back every channel of its own the tower holds, newest state and
+/// parameters, across pages; another key gets none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_recovers_its_channels_and_no_one_elses() {
+    let w = world(20).await;
+    let (_tower, addr) = start_tower(&w, T1, "recover.sqlite", TowerLimits::default());
+    let a = client(&addr, A);
+    a.register().await.unwrap();
+    // More channels than one page holds.
+    let n = rpc::MAX_RECOVERED + 6;
+    let mut channels = vec![w.params.clone()];
+    for nonce in 2..(n as u8 + 1) {
+        let p = params(nonce, 20);
+        fund(&w.ledger, &p).await;
+        channels.push(p);
+    }
+    for p in &channels {
+        a.guard(&state(p, 1)).await.unwrap();
+        a.guard(&state(p, 3)).await.unwrap();
+    }
+    let got = a.recover().await.unwrap();
+    assert_eq!(got.len(), n);
+    assert!(got.iter().all(|(_, s)| s.version() == Version(3)));
+    let mut ids: Vec<_> = got.iter().map(|(p, _)| p.channel_id()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), n);
+    // B, the other party, may recover them too; C, a stranger, gets nothing.
+    assert_eq!(client(&addr, B).recover().await.unwrap().len(), n);
+    assert!(client(&addr, C).recover().await.unwrap().is_empty());
 }

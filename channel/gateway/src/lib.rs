@@ -41,6 +41,7 @@ pub mod meter;
 pub mod metrics;
 pub mod peers;
 pub mod readings;
+pub mod restore;
 pub mod sqlite;
 pub mod store;
 pub mod towers;

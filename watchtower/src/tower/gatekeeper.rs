@@ -107,6 +107,29 @@ impl Tower {
                     receipt,
                 })
             }
+            Request::Recover { after } => {
+                let m = lock(&self.memory);
+                let mut ours: Vec<(&ChannelId, &super::Held)> = m
+                    .channels
+                    .iter()
+                    .filter(|(id, h)| {
+                        h.params.party_of(&client).is_some() && after.is_none_or(|a| **id > a)
+                    })
+                    .collect();
+                ours.sort_by_key(|(id, _)| **id);
+                let more = ours.len() > rpc::MAX_RECOVERED;
+                Ok(Response::Recovered {
+                    channels: ours
+                        .into_iter()
+                        .take(rpc::MAX_RECOVERED)
+                        .map(|(_, h)| rpc::HeldChannel {
+                            params: (*h.params).clone(),
+                            state: h.state.to_parts(),
+                        })
+                        .collect(),
+                    more,
+                })
+            }
             Request::Held(id) => {
                 let m = lock(&self.memory);
                 Ok(Response::Held(
