@@ -12,20 +12,29 @@ use gridchan_channel::{
     State, Tariff, Version, WattHours,
 };
 
-/// Waits until `hash` is included successfully.
+/// Waits until `hash` is included successfully, every operation of a batch too.
 async fn included(l: &EvmLedger, hash: TxHash) -> Result<TxHash, LedgerError> {
     let r = l.wait_for(&hash, Duration::from_secs(60)).await?;
-    r.outcome.result.map_err(LedgerError::Refused)?;
+    let events = r.outcome.result.map_err(LedgerError::Refused)?;
+    for e in events {
+        if let gridchan_chain::ChainEvent::BatchItemFailed { index, error } = e {
+            return Err(LedgerError::failed(format!(
+                "operation {index} of the batch: {error}"
+            )));
+        }
+    }
     Ok(hash)
 }
 
-/// Gas each adjudicator operation uses, measured on a fresh anvil: the deployments, then a
-/// channel through deposit, register, refute, conclude and withdraw, one closed by a final
-/// state, and one reclaimed.
-pub async fn gas_report(chain: &anvil::Anvil) -> Result<Vec<(&'static str, u64)>, LedgerError> {
+/// A fresh deployment (key 3 of `tag` deploys and mints) and the two parties' ledgers (keys 1
+/// and 2), each with a billion test tokens.
+async fn parties(
+    chain: &anvil::Anvil,
+    tag: u8,
+) -> Result<(gridchan_chain::evm::Deployed, EvmLedger, EvmLedger), LedgerError> {
     let key = |n: u8| {
         let mut s = [0u8; 32];
-        s[0] = 0x31;
+        s[0] = tag;
         s[31] = n;
         s
     };
@@ -35,8 +44,6 @@ pub async fn gas_report(chain: &anvil::Anvil) -> Result<Vec<(&'static str, u64)>
             .map_err(LedgerError::failed)
     };
     let (id_a, id_b) = (id(1)?, id(2)?);
-    let mut out = Vec::new();
-    // Key 3 deploys, and mints the parties their tokens.
     let deployed = chain
         .deploy_with_test_tokens(
             &key(3),
@@ -46,25 +53,34 @@ pub async fn gas_report(chain: &anvil::Anvil) -> Result<Vec<(&'static str, u64)>
             1_000_000_000,
         )
         .await?;
+    let config = deployed.config(&chain.rpc, 1);
+    let a = EvmLedger::connect(config.clone(), &key(1), &key(4))?;
+    let b = EvmLedger::connect(config, &key(2), &key(5))?;
+    Ok((deployed, a, b))
+}
+
+/// The gas a transaction used.
+async fn gas_used(l: &EvmLedger, hash: TxHash) -> Result<u64, LedgerError> {
+    l.provider()
+        .get_transaction_receipt(B256::from(hash.0))
+        .await
+        .map_err(LedgerError::unavailable)?
+        .map(|r| r.gas_used)
+        .ok_or_else(|| LedgerError::failed("no receipt"))
+}
+
+/// Gas each adjudicator operation uses, measured on a fresh anvil: the deployments, then a
+/// channel through deposit, register, refute, conclude and withdraw, one closed by a final
+/// state, and one reclaimed.
+pub async fn gas_report(chain: &anvil::Anvil) -> Result<Vec<(&'static str, u64)>, LedgerError> {
+    let mut out = Vec::new();
+    let (deployed, a, b) = parties(chain, 0x31).await?;
     out.push((
         "deploy the test token (dev chains only)",
         deployed.gas_used - deployed.adjudicator_gas,
     ));
     out.push(("deploy the adjudicator", deployed.adjudicator_gas));
-    let config = deployed.config(&chain.rpc, 1);
-    let a = EvmLedger::connect(config.clone(), &key(1), &key(4))?;
-    let b = EvmLedger::connect(config, &key(2), &key(5))?;
-    let gas_of = |hash: TxHash| {
-        let provider = a.provider().clone();
-        async move {
-            provider
-                .get_transaction_receipt(B256::from(hash.0))
-                .await
-                .map_err(LedgerError::unavailable)?
-                .map(|r| r.gas_used)
-                .ok_or_else(|| LedgerError::failed("no receipt"))
-        }
-    };
+    let gas_of = |hash: TxHash| gas_used(&a, hash);
     let params = |nonce: u8, tariff: Tariff| ChannelParams {
         party_a: a.signer().id(),
         party_b: b.signer().id(),
@@ -173,10 +189,134 @@ pub async fn gas_report(chain: &anvil::Anvil) -> Result<Vec<(&'static str, u64)>
     )
     .await?;
     out.push(("conclude-final (cooperative close)", gas_of(h).await?));
+    // Money in and out of an open channel.
+    let open = params(4, Tariff::Flat(PricePerKwh(150_000)));
+    included(&a, a.deposit(&open, open.deposit_a).await?).await?;
+    included(&b, b.deposit(&open, open.deposit_b).await?).await?;
+    let h = included(
+        &a,
+        a.submit(TxKind::TopUp {
+            channel: open.channel_id(),
+            amount: Amount(5_000_000),
+        })
+        .await?,
+    )
+    .await?;
+    out.push(("top-up (an open channel)", gas_of(h).await?));
+    let taken = State::initial(&open)
+        .with_funds(
+            Version(2),
+            gridchan_channel::Party::A,
+            Amount(0),
+            Amount(3_000_000),
+        )
+        .map_err(LedgerError::failed)?;
+    let d = taken.digest();
+    let h = included(
+        &a,
+        a.submit(TxKind::WithdrawOpen {
+            state: Box::new(SignedStateParts {
+                sig_a: a.signer().sign(&d),
+                sig_b: b.signer().sign(&d),
+                state: taken,
+            }),
+        })
+        .await?,
+    )
+    .await?;
+    out.push(("withdraw while open", gas_of(h).await?));
     let lone = params(3, Tariff::Flat(PricePerKwh(150_000)));
     included(&a, a.deposit(&lone, lone.deposit_a).await?).await?;
     chain.mine(3).await.map_err(LedgerError::unavailable)?;
     let h = included(&a, a.reclaim(lone.channel_id()).await?).await?;
     out.push(("reclaim (funding window passed)", gas_of(h).await?));
     Ok(out)
+}
+
+/// Gas per channel of the operations a market node or a demo makes for many channels at once,
+/// one transaction per batch of `sizes[i]` channels: each operation's name and its gas per
+/// channel at each size.
+pub async fn batch_gas_report(
+    chain: &anvil::Anvil,
+    sizes: &[usize],
+) -> Result<Vec<(&'static str, Vec<u64>)>, LedgerError> {
+    let (_, a, b) = parties(chain, 0x32).await?;
+    let gas_of = |hash: TxHash| gas_used(&a, hash);
+    let names = [
+        "deposit, first (creates the channel)",
+        "deposit, second (funds the channel)",
+        "conclude-final (cooperative close)",
+        "withdraw the payout",
+    ];
+    let mut rows: Vec<Vec<u64>> = vec![Vec::new(); names.len()];
+    for (round, &n) in sizes.iter().enumerate() {
+        let channels: Vec<ChannelParams> = (0..n)
+            .map(|i| {
+                let mut nonce = [0u8; 32];
+                nonce[0] = round as u8;
+                nonce[1..9].copy_from_slice(&(i as u64).to_be_bytes());
+                ChannelParams {
+                    party_a: a.signer().id(),
+                    party_b: b.signer().id(),
+                    nonce,
+                    deposit_a: Amount(1_000_000),
+                    deposit_b: Amount(1_000_000),
+                    challenge_window_blocks: 2,
+                    funding_window_blocks: 2,
+                    interval_seconds: 900,
+                    tolerance: MeterTolerance {
+                        absolute_wh: 10,
+                        permille: 20,
+                    },
+                    opened_at: IntervalIndex(1),
+                    tariff: Tariff::Flat(PricePerKwh(150_000)),
+                    evidence: Default::default(),
+                }
+            })
+            .collect();
+        let batch = |items: Vec<TxKind>| TxKind::Batch { items };
+        let deposits = |who_a: bool| {
+            batch(
+                channels
+                    .iter()
+                    .map(|p| TxKind::Deposit {
+                        params: Box::new(p.clone()),
+                        amount: if who_a { p.deposit_a } else { p.deposit_b },
+                    })
+                    .collect(),
+            )
+        };
+        let h = included(&a, a.submit(deposits(true)).await?).await?;
+        rows[0].push(gas_of(h).await? / n as u64);
+        let h = included(&b, b.submit(deposits(false)).await?).await?;
+        rows[1].push(gas_of(h).await? / n as u64);
+        let finals = channels
+            .iter()
+            .map(|p| {
+                let mut s = State::initial(p).finalized(Version(5));
+                s.balance_a = Amount(1_000_100);
+                s.balance_b = Amount(999_900);
+                let d = s.digest();
+                TxKind::ConcludeFinal {
+                    state: Box::new(SignedStateParts {
+                        sig_a: a.signer().sign(&d),
+                        sig_b: b.signer().sign(&d),
+                        state: s,
+                    }),
+                }
+            })
+            .collect();
+        let h = included(&a, a.submit(batch(finals)).await?).await?;
+        rows[2].push(gas_of(h).await? / n as u64);
+        let payouts = channels
+            .iter()
+            .map(|p| TxKind::Withdraw {
+                channel: p.channel_id(),
+                amount: Amount(1_000_100),
+            })
+            .collect();
+        let h = included(&a, a.submit(batch(payouts)).await?).await?;
+        rows[3].push(gas_of(h).await? / n as u64);
+    }
+    Ok(names.into_iter().zip(rows).collect())
 }

@@ -81,6 +81,15 @@ pub fn compute() -> Vec<FrameVector> {
                     .expect("a valid withdrawal"),
             ),
         },
+        TxKind::Batch {
+            items: vec![
+                TxKind::Conclude { channel: id },
+                TxKind::Withdraw {
+                    channel: id,
+                    amount: Amount(1),
+                },
+            ],
+        },
     ];
     let mut out = vec![
         frame(
@@ -268,7 +277,7 @@ mod tests {
             .collect();
         assert_eq!(
             requests,
-            [0, 1, 2, 3, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 5, 6, 7]
+            [0, 1, 2, 3, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 5, 6, 7]
         );
         let responses: Vec<u8> = compute()
             .iter()
@@ -326,6 +335,7 @@ mod tests {
             TxError::TopUpNotMade,
             TxError::WithdrawalNotInState,
             TxError::NothingToWithdraw,
+            TxError::InvalidBatch(String::new()),
         ];
         for (n, e) in errors.iter().enumerate() {
             assert_eq!(code(e), n as u8, "{e:?}");

@@ -30,5 +30,7 @@ pub use block::{BlockEvents, Receipt, TxOutcome};
 pub use client::{Fees, Ledger, LedgerError, LocalClient, RemoteClient, Subscription};
 pub use config::{EvmSection, LedgerSection};
 pub use local::LocalLedger;
-pub use rules::{Account, ChainEvent, ChannelAccount, ChannelStatus, Genesis, Height, TxError};
+pub use rules::{
+    Account, ChainEvent, ChannelAccount, ChannelStatus, Genesis, Height, TxError, MAX_BATCH_ITEMS,
+};
 pub use tx::{Tx, TxHash, TxKind};

@@ -16,6 +16,9 @@ use crate::tx::{Tx, TxKind};
 /// Block heights.
 pub type Height = u64;
 
+/// The most operations one batch transaction carries (`specs/adjudicator.md`, "Batch").
+pub const MAX_BATCH_ITEMS: usize = 1_000;
+
 /// Ledger-wide settings fixed at genesis.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Genesis {
@@ -121,13 +124,15 @@ pub enum ChainEvent {
         amount: Amount,
         total: Amount,
     },
+    /// Operation `index` of a batch was refused (and changed nothing); the others went on.
+    BatchItemFailed { index: u32, error: TxError },
 }
 
 impl ChainEvent {
     /// The channel the event is about (none for a transfer between accounts).
     pub fn channel(&self) -> Option<ChannelId> {
         match self {
-            ChainEvent::Transferred { .. } => None,
+            ChainEvent::Transferred { .. } | ChainEvent::BatchItemFailed { .. } => None,
             ChainEvent::Deposited { channel, .. }
             | ChainEvent::Funded { channel }
             | ChainEvent::Reclaimed { channel, .. }
@@ -217,6 +222,9 @@ pub enum TxError {
     /// A withdrawal state the ledger already paid in full.
     #[error("nothing to withdraw: the ledger paid this state's withdrawals")]
     NothingToWithdraw,
+    /// A batch that is empty, too long, or holds a batch.
+    #[error("invalid batch: {0}")]
+    InvalidBatch(String),
 }
 
 /// All ledger state.
@@ -363,8 +371,40 @@ impl LedgerState {
     }
 
     fn execute(&mut self, tx: &Tx, height: Height) -> Result<Vec<ChainEvent>, TxError> {
-        let sender = tx.sender;
-        match &tx.kind {
+        self.execute_kind(tx.sender, &tx.kind, height)
+    }
+
+    fn execute_kind(
+        &mut self,
+        sender: NodeId,
+        kind: &TxKind,
+        height: Height,
+    ) -> Result<Vec<ChainEvent>, TxError> {
+        match kind {
+            TxKind::Batch { items } => {
+                if items.is_empty() || items.len() > MAX_BATCH_ITEMS {
+                    return Err(TxError::InvalidBatch(format!(
+                        "{} operations: a batch holds 1 to {MAX_BATCH_ITEMS}",
+                        items.len()
+                    )));
+                }
+                if items.iter().any(|k| matches!(k, TxKind::Batch { .. })) {
+                    return Err(TxError::InvalidBatch("a batch inside a batch".into()));
+                }
+                // Each operation on its own: one that fails changes nothing (every rule checks
+                // before it changes anything) and is reported in its place.
+                let mut events = Vec::new();
+                for (index, item) in items.iter().enumerate() {
+                    match self.execute_kind(sender, item, height) {
+                        Ok(e) => events.extend(e),
+                        Err(error) => events.push(ChainEvent::BatchItemFailed {
+                            index: index as u32,
+                            error,
+                        }),
+                    }
+                }
+                Ok(events)
+            }
             TxKind::Transfer { to, amount } => {
                 self.check_debit(&sender, *amount)?;
                 if *to != sender {

@@ -36,9 +36,26 @@ pub enum TxKind {
     TopUp { channel: ChannelId, amount: Amount },
     /// Pay the withdrawals a state signed by both makes, the channel staying open (anyone may).
     WithdrawOpen { state: Box<SignedStateParts> },
+    /// Several of the sender's operations in one transaction, each applied on its own in order:
+    /// one that is refused is reported in its place (`ChainEvent::BatchItemFailed`) and the
+    /// others go on.
+    Batch { items: Vec<TxKind> },
 }
 
 impl TxKind {
+    /// The sender's tokens this transaction takes into channels (deposits and top-ups, a
+    /// batch's added up): what an ERC-20 adjudicator must be approved for.
+    pub fn tokens_pulled(&self) -> u64 {
+        match self {
+            TxKind::Deposit { amount, .. } | TxKind::TopUp { amount, .. } => amount.0,
+            TxKind::Batch { items } => items
+                .iter()
+                .map(TxKind::tokens_pulled)
+                .fold(0u64, u64::saturating_add),
+            _ => 0,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             TxKind::Transfer { .. } => "transfer",
@@ -51,6 +68,7 @@ impl TxKind {
             TxKind::Withdraw { .. } => "withdraw",
             TxKind::TopUp { .. } => "top-up",
             TxKind::WithdrawOpen { .. } => "withdraw-open",
+            TxKind::Batch { .. } => "batch",
         }
     }
 }

@@ -1265,3 +1265,100 @@ async fn top_ups_and_withdrawals_while_open_pay_once_and_are_never_lost() {
             if payout == [Amount(DEPOSIT - 1_500), Amount(DEPOSIT + 1_000 + 3_000)]
     ));
 }
+
+/// A batch on the contract: several channels funded, closed and paid out in one transaction
+/// each; an operation that reverts is reported in its place and the others go on.
+#[tokio::test]
+async fn a_batch_funds_closes_and_pays_many_channels_each_on_its_own() {
+    let c = chain(None).await;
+    let channels: Vec<ChannelParams> = (0..4u8)
+        .map(|n| {
+            let mut p = c.params();
+            p.nonce = [0x60 + n; 32];
+            p.deposit_a = Amount(DEPOSIT / 4);
+            p.deposit_b = Amount(DEPOSIT / 4);
+            p
+        })
+        .collect();
+    // A batch of one works as well.
+    let mut single = c.params();
+    single.nonce = [0x5f; 32];
+    single.deposit_a = Amount(1_000_000);
+    let events = ok(
+        &*c.a,
+        tx(
+            &c.a,
+            TxKind::Batch {
+                items: vec![TxKind::Deposit {
+                    params: Box::new(single.clone()),
+                    amount: single.deposit_a,
+                }],
+            },
+        )
+        .await,
+    )
+    .await;
+    assert!(
+        matches!(events[..], [gridchan_chain::ChainEvent::Deposited { .. }]),
+        "{events:?}"
+    );
+    let deposits = |a_side: bool| TxKind::Batch {
+        items: channels
+            .iter()
+            .map(|p| TxKind::Deposit {
+                params: Box::new(p.clone()),
+                amount: if a_side { p.deposit_a } else { p.deposit_b },
+            })
+            .collect(),
+    };
+    let events = ok(&*c.a, tx(&c.a, deposits(true)).await).await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, gridchan_chain::ChainEvent::BatchItemFailed { .. })),
+        "{events:?}"
+    );
+    ok(&*c.b, tx(&c.b, deposits(false)).await).await;
+    for p in &channels {
+        assert_eq!(status(&*c.a, p).await, Some(ChannelStatus::Open));
+    }
+    // B is paid 700 in each channel's final state.
+    let quarter = |p: &ChannelParams, is_final: bool| {
+        let mut s = State::initial(p).finalized(Version(3));
+        s.is_final = is_final;
+        s.balance_a = Amount(DEPOSIT / 4 - 700);
+        s.balance_b = Amount(DEPOSIT / 4 + 700);
+        c.sign(s)
+    };
+    let mut finals: Vec<TxKind> = channels
+        .iter()
+        .map(|p| conclude_final(&quarter(p, true)))
+        .collect();
+    finals[1] = conclude_final(&quarter(&channels[1], false));
+    let events = ok(&*c.a, tx(&c.a, TxKind::Batch { items: finals }).await).await;
+    let _ = &events;
+    assert!(
+        events.contains(&gridchan_chain::ChainEvent::BatchItemFailed {
+            index: 1,
+            error: TxError::FinalFlag
+        })
+    );
+    assert_eq!(status(&*c.a, &channels[1]).await, Some(ChannelStatus::Open));
+    let payouts = [0usize, 2, 3]
+        .iter()
+        .map(|i| TxKind::Withdraw {
+            channel: channels[*i].channel_id(),
+            amount: Amount(DEPOSIT / 4 + 700),
+        })
+        .collect();
+    let events = ok(&*c.b, tx(&c.b, TxKind::Batch { items: payouts }).await).await;
+    let paid = events
+        .iter()
+        .filter(|e| matches!(e, gridchan_chain::ChainEvent::Withdrawn { .. }))
+        .count();
+    assert_eq!(paid, 3, "{events:?}");
+    assert_eq!(
+        refused(tx(&c.a, TxKind::Batch { items: vec![] }).await),
+        TxError::InvalidBatch("1 to 1000 operations".into())
+    );
+}

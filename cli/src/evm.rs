@@ -178,6 +178,16 @@ pub async fn bench() -> Result<()> {
     for (what, gas) in report {
         println!("  {what:<58} {gas:>9}");
     }
+    let sizes = [1, 10, 100];
+    eprintln!("batches of {sizes:?} channels ...");
+    let batches = gridchan_bench::gas::batch_gas_report(&chain, &sizes)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("gas per channel, one batch transaction of 1 / 10 / 100 channels");
+    for (what, gas) in batches {
+        let cells: Vec<String> = gas.iter().map(|g| format!("{g:>9}")).collect();
+        println!("  {what:<58} {}", cells.join(" "));
+    }
     Ok(())
 }
 

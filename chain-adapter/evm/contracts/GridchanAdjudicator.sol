@@ -118,6 +118,8 @@ contract GridchanAdjudicator {
     /// protocol's limits (specs/adjudicator.md, "Limits"), the same on every ledger.
     uint64 public constant MAX_CHALLENGE_WINDOW = 10_000_000;
     uint64 public constant MAX_FUNDING_WINDOW = 10_000_000;
+    /// The most operations one batch carries.
+    uint256 public constant MAX_BATCH = 1_000;
 
     mapping(bytes32 => Channel) private channels;
 
@@ -134,6 +136,8 @@ contract GridchanAdjudicator {
     event Withdrawn(bytes32 indexed channelId, uint8 party, uint64 amount);
     event ToppedUp(bytes32 indexed channelId, uint8 party, uint64 amount, uint64 total);
     event WithdrawnOpen(bytes32 indexed channelId, uint8 party, uint64 amount, uint64 total);
+    /// Operation `index` of a batch reverted with `reason` (and changed nothing).
+    event BatchItemFailed(uint256 index, bytes reason);
 
     error InsufficientBalance(uint256 balance, uint256 needed);
     error UnknownChannel();
@@ -157,6 +161,7 @@ contract GridchanAdjudicator {
     error WithdrawalNotInState();
     error NothingToWithdraw();
     error Overflow();
+    error InvalidBatch(string reason);
 
     constructor(IERC20 token_, uint64 minChallengeWindow_) {
         token = token_;
@@ -383,6 +388,27 @@ contract GridchanAdjudicator {
         if (dueB > 0) emit WithdrawnOpen(s.channelId, 1, dueB, s.withdrawnB);
         if (dueA > 0) _send(ch.partyA, dueA);
         if (dueB > 0) _send(ch.partyB, dueB);
+    }
+
+    /// Several of the sender's operations (calls of this contract) in one transaction, each on
+    /// its own: one that reverts is reported (`BatchItemFailed`) and changes nothing, the others
+    /// go on (`specs/adjudicator.md`, "Batch"). Each runs as if the sender had called it.
+    function batch(bytes[] calldata calls) external {
+        if (calls.length == 0 || calls.length > MAX_BATCH) revert InvalidBatch("1 to 1000 operations");
+        for (uint256 i = 0; i < calls.length; i++) {
+            if (calls[i].length >= 4 && bytes4(calls[i][:4]) == this.batch.selector) {
+                revert InvalidBatch("a batch inside a batch");
+            }
+            uint256 before = gasleft();
+            (bool ok, bytes memory reason) = address(this).delegatecall(calls[i]);
+            if (!ok) {
+                // An operation that ran out of gas is the sender's gas limit, not the
+                // operation's fault: the whole batch fails, so a gas estimate never settles on
+                // a limit that starves the operations and reports them as refused.
+                if (gasleft() <= before / 63) revert InvalidBatch("out of gas");
+                emit BatchItemFailed(i, reason);
+            }
+        }
     }
 
     /// Moves `amount` of the sender's payout or refund to the sender (`specs/adjudicator.md`,

@@ -203,6 +203,12 @@ pub(super) fn chain_event(log: &Log) -> Option<ChainEvent> {
             amount: Amount(e.amount),
             total: Amount(e.total),
         },
+        Ev::BatchItemFailed(e) => ChainEvent::BatchItemFailed {
+            index: u32::try_from(e.index).unwrap_or(u32::MAX),
+            error: super::reverts::decode_revert(&e.reason).unwrap_or_else(|| {
+                crate::TxError::Reverted(format!("0x{}", hex::encode(&e.reason)))
+            }),
+        },
         Ev::WithdrawnOpen(e) => ChainEvent::WithdrawnOpen {
             channel: id(&e.channelId),
             party: party(e.party),

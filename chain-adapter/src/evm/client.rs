@@ -235,7 +235,7 @@ impl EvmLedger {
         Err(LedgerError::Failed("nonce kept changing".into()))
     }
 
-    async fn adjudicator_call(&self, kind: &TxKind) -> Result<Vec<u8>, LedgerError> {
+    fn adjudicator_call(&self, kind: &TxKind) -> Result<Vec<u8>, LedgerError> {
         use GridchanAdjudicator as G;
         Ok(match kind {
             TxKind::Transfer { to, amount } => {
@@ -280,6 +280,13 @@ impl EvmLedger {
                 let (s, a, b) = sol_signed(state);
                 G::withdrawOpenCall { s, sigA: a, sigB: b }.abi_encode()
             }
+            TxKind::Batch { items } => G::batchCall {
+                calls: items
+                    .iter()
+                    .map(|k| self.adjudicator_call(k).map(Bytes::from))
+                    .collect::<Result<Vec<_>, _>>()?,
+            }
+            .abi_encode(),
         })
     }
 
@@ -563,10 +570,11 @@ impl Ledger for EvmLedger {
     /// is carried out from its `kind`, by this account.
     async fn submit(&self, kind: TxKind) -> Result<TxHash, LedgerError> {
         let mut nonce = self.nonce.lock().await;
-        if let TxKind::Deposit { amount, .. } | TxKind::TopUp { amount, .. } = &kind {
-            self.approve(&mut nonce, amount.0).await?;
+        let pulled = kind.tokens_pulled();
+        if pulled > 0 {
+            self.approve(&mut nonce, pulled).await?;
         }
-        let input = self.adjudicator_call(&kind).await?;
+        let input = self.adjudicator_call(&kind)?;
         self.send(&mut nonce, self.config.adjudicator, input).await
     }
 

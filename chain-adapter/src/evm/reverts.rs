@@ -52,6 +52,7 @@ pub fn decode_revert(data: &[u8]) -> Option<TxError> {
             E::WithdrawalNotInState(_) => TxError::WithdrawalNotInState,
             E::NothingToWithdraw(_) => TxError::NothingToWithdraw,
             E::Overflow(_) => TxError::Overflow,
+            E::InvalidBatch(e) => TxError::InvalidBatch(e.reason),
             E::InsufficientClaimable(e) => TxError::InsufficientClaimable {
                 claimable: Amount(e.claimable),
                 needed: Amount(e.needed),

@@ -398,6 +398,10 @@ pub struct Policy {
     /// How long after the peer refused our funds update (it had not seen our top-up on the
     /// ledger yet) we propose it again.
     pub funds_retry_ms: u64,
+    /// How long after both signed a final state we proposed we leave it to the peer (which
+    /// countersigned it) to conclude it on the ledger before we submit it too. The peer
+    /// submits at once, a market node in a batch with its other channels.
+    pub final_submit_wait_ms: u64,
     /// Own readings kept per channel (older unsettled ones are dropped).
     pub max_readings: usize,
     /// The metering interval this node's meter reads in: a channel opened to it with another
@@ -427,6 +431,7 @@ impl Default for Policy {
             peer_turn_wait_ms: 120_000,
             crossing_wait_ms: 5_000,
             funds_retry_ms: 5_000,
+            final_submit_wait_ms: 30_000,
             max_readings: 4 * 96,
             interval_seconds: None,
             accept: crate::consent::AcceptPolicy::default(),

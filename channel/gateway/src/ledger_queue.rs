@@ -233,9 +233,21 @@ pub async fn blocking<T: Send + 'static>(
 
 /// Submits what the queue holds until each is included or refused; wakes when something is
 /// pushed and retries with backoff while the ledger is away. Runs until its task is aborted.
+/// The most queued operations sent as one batch transaction.
+pub const BATCH_MAX: usize = 100;
+
+/// Where a queued transaction went: its hash, the height when it was sent, and its place in
+/// the batch that carried it (if one did).
+#[derive(Clone, Copy)]
+struct Sent {
+    hash: TxHash,
+    at: u64,
+    index: Option<u32>,
+}
+
 pub async fn run_submitter(queue: Arc<LedgerQueue>, ledger: Arc<dyn Ledger>) {
-    // Submitted and not yet seen in a block: queue id -> (hash, height when sent).
-    let mut inflight: HashMap<i64, (TxHash, u64)> = HashMap::new();
+    // Submitted and not yet seen in a block, by queue id.
+    let mut inflight: HashMap<i64, Sent> = HashMap::new();
     let mut backoff = Duration::from_millis(200);
     loop {
         match submit_round(&queue, &ledger, &mut inflight).await {
@@ -260,12 +272,51 @@ pub async fn run_submitter(queue: Arc<LedgerQueue>, ledger: Arc<dyn Ledger>) {
     }
 }
 
+/// Whether a queued operation may share a transaction with others: funding, top-ups,
+/// conclusions and withdrawals. Registrations and refutes go alone, at once.
+fn batchable(tx: &TxKind) -> bool {
+    matches!(
+        tx,
+        TxKind::Deposit { .. }
+            | TxKind::TopUp { .. }
+            | TxKind::ConcludeFinal { .. }
+            | TxKind::Conclude { .. }
+            | TxKind::Withdraw { .. }
+            | TxKind::WithdrawOpen { .. }
+            | TxKind::Reclaim { .. }
+    )
+}
+
+/// The unsent operations in queue order, as the transactions that carry them: runs of
+/// batchable operations (two or more) become one batch of at most [`BATCH_MAX`], the rest go
+/// one by one.
+fn group(unsent: &[&QueuedTx]) -> Vec<Vec<QueuedTx>> {
+    let mut out: Vec<Vec<QueuedTx>> = Vec::new();
+    let mut run: Vec<QueuedTx> = Vec::new();
+    let flush = |run: &mut Vec<QueuedTx>, out: &mut Vec<Vec<QueuedTx>>| {
+        for chunk in run.chunks(BATCH_MAX) {
+            out.push(chunk.to_vec());
+        }
+        run.clear();
+    };
+    for item in unsent {
+        if batchable(&item.tx) {
+            run.push((*item).clone());
+        } else {
+            flush(&mut run, &mut out);
+            out.push(vec![(*item).clone()]);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
 /// One pass: submit what waits, then collect receipts. An error means the ledger (or the
 /// store) is unavailable; the pass is retried after a backoff.
 async fn submit_round(
     queue: &Arc<LedgerQueue>,
     ledger: &Arc<dyn Ledger>,
-    inflight: &mut HashMap<i64, (TxHash, u64)>,
+    inflight: &mut HashMap<i64, Sent>,
 ) -> Result<(), GatewayError> {
     let pending = blocking(queue, |q| q.pending()).await?;
     inflight.retain(|id, _| pending.iter().any(|p| p.id == *id));
@@ -284,48 +335,139 @@ async fn submit_round(
         .iter()
         .filter(|p| !inflight.contains_key(&p.id))
         .collect();
-    for item in unsent {
-        let what = describe(item);
-        match ledger.submit(item.tx.clone()).await {
+    for group in group(&unsent) {
+        if let [item] = &group[..] {
+            submit_one(queue, ledger, item, height, inflight).await?;
+            continue;
+        }
+        let kind = TxKind::Batch {
+            items: group.iter().map(|i| i.tx.clone()).collect(),
+        };
+        match ledger.submit(kind).await {
             Ok(hash) => {
-                tracing::info!("ledger: submitted {what}: {hash}");
-                inflight.insert(item.id, (hash, height));
-            }
-            Err(LedgerError::Refused(e)) if already_done(&item.tx, &e) => {
-                tracing::info!("ledger: {what} not needed: {e} (done before)");
-                let (id, outcome) = (item.id, format!("not needed: {e}"));
-                blocking(queue, move |q| q.finish(id, &outcome)).await?;
+                tracing::info!(
+                    "ledger: submitted {} operations in one batch: {hash}",
+                    group.len()
+                );
+                for (index, item) in group.iter().enumerate() {
+                    let index = Some(index as u32);
+                    inflight.insert(
+                        item.id,
+                        Sent {
+                            hash,
+                            at: height,
+                            index,
+                        },
+                    );
+                }
             }
             Err(LedgerError::Refused(e)) => {
-                tracing::warn!("ledger: {what} refused: {e}");
-                let (id, outcome) = (item.id, format!("refused: {e}"));
-                blocking(queue, move |q| q.finish(id, &outcome)).await?;
+                // The batch as a whole (not one operation in it): send them one by one.
+                tracing::warn!(
+                    "ledger: a batch of {} refused ({e}); sending them one by one",
+                    group.len()
+                );
+                for item in &group {
+                    submit_one(queue, ledger, item, height, inflight).await?;
+                }
             }
             Err(e) => {
-                let (id, msg) = (item.id, e.to_string());
+                let (id, msg) = (group[0].id, e.to_string());
                 blocking(queue, move |q| q.attempt_failed(id, &msg)).await?;
-                return Err(GatewayError::Ledger(format!("{what}: {e}")));
+                return Err(GatewayError::Ledger(format!(
+                    "a batch of {}: {e}",
+                    group.len()
+                )));
             }
         }
     }
-    let waiting: Vec<(i64, (TxHash, u64))> = inflight.iter().map(|(k, v)| (*k, *v)).collect();
-    for (id, (hash, sent_at)) in waiting {
-        let receipt = ledger.receipt(&hash).await;
-        match receipt.map_err(|e| GatewayError::Ledger(e.to_string()))? {
+    let waiting: Vec<(i64, Sent)> = inflight.iter().map(|(k, v)| (*k, *v)).collect();
+    let mut receipts: HashMap<TxHash, Option<gridchan_chain::Receipt>> = HashMap::new();
+    for (id, sent) in waiting {
+        let receipt = match receipts.get(&sent.hash) {
+            Some(r) => r.clone(),
+            None => {
+                let r = ledger
+                    .receipt(&sent.hash)
+                    .await
+                    .map_err(|e| GatewayError::Ledger(e.to_string()))?;
+                receipts.insert(sent.hash, r.clone());
+                r
+            }
+        };
+        match receipt {
             Some(r) => {
-                let outcome = match &r.outcome.result {
-                    Ok(_) => format!("included at {}", r.height),
-                    Err(e) => format!("failed at {}: {e}", r.height),
+                let item = pending.iter().find(|p| p.id == id);
+                let outcome = match (&r.outcome.result, sent.index) {
+                    (Err(e), _) => format!("failed at {}: {e}", r.height),
+                    (Ok(events), Some(index)) => {
+                        let failed = events.iter().find_map(|e| match e {
+                            gridchan_chain::ChainEvent::BatchItemFailed { index: i, error }
+                                if *i == index =>
+                            {
+                                Some(error)
+                            }
+                            _ => None,
+                        });
+                        match (failed, item) {
+                            (Some(e), Some(item)) if already_done(&item.tx, e) => {
+                                format!("not needed: {e}")
+                            }
+                            (Some(e), _) => format!("failed at {}: {e}", r.height),
+                            (None, _) => format!("included at {} (in a batch)", r.height),
+                        }
+                    }
+                    (Ok(_), None) => format!("included at {}", r.height),
                 };
-                tracing::info!("ledger: {hash} {outcome}");
+                tracing::info!("ledger: {} {outcome}", sent.hash);
                 inflight.remove(&id);
                 blocking(queue, move |q| q.finish(id, &outcome)).await?;
             }
-            None if height > sent_at + RESUBMIT_AFTER_BLOCKS => {
+            None if height > sent.at + RESUBMIT_AFTER_BLOCKS => {
                 // Dropped (a ledger restart loses its pending pool): send it again.
                 inflight.remove(&id);
             }
             None => {}
+        }
+    }
+    Ok(())
+}
+
+/// Submits one queued operation on its own.
+async fn submit_one(
+    queue: &Arc<LedgerQueue>,
+    ledger: &Arc<dyn Ledger>,
+    item: &QueuedTx,
+    height: u64,
+    inflight: &mut HashMap<i64, Sent>,
+) -> Result<(), GatewayError> {
+    let what = describe(item);
+    match ledger.submit(item.tx.clone()).await {
+        Ok(hash) => {
+            tracing::info!("ledger: submitted {what}: {hash}");
+            inflight.insert(
+                item.id,
+                Sent {
+                    hash,
+                    at: height,
+                    index: None,
+                },
+            );
+        }
+        Err(LedgerError::Refused(e)) if already_done(&item.tx, &e) => {
+            tracing::info!("ledger: {what} not needed: {e} (done before)");
+            let (id, outcome) = (item.id, format!("not needed: {e}"));
+            blocking(queue, move |q| q.finish(id, &outcome)).await?;
+        }
+        Err(LedgerError::Refused(e)) => {
+            tracing::warn!("ledger: {what} refused: {e}");
+            let (id, outcome) = (item.id, format!("refused: {e}"));
+            blocking(queue, move |q| q.finish(id, &outcome)).await?;
+        }
+        Err(e) => {
+            let (id, msg) = (item.id, e.to_string());
+            blocking(queue, move |q| q.attempt_failed(id, &msg)).await?;
+            return Err(GatewayError::Ledger(format!("{what}: {e}")));
         }
     }
     Ok(())
@@ -357,6 +499,58 @@ fn already_done(tx: &TxKind, refusal: &TxError) -> bool {
 mod tests {
     use super::*;
     use gridchan_channel::Amount;
+
+    #[test]
+    fn runs_of_batchable_operations_go_together_and_registrations_alone_in_queue_order() {
+        let c = ChannelId([1; 32]);
+        let item = |id: i64, tx: TxKind| QueuedTx {
+            id,
+            channel: Some(c),
+            tx,
+            attempts: 0,
+            last_error: None,
+        };
+        let conclude = || TxKind::Conclude { channel: c };
+        let register = || TxKind::Reclaim { channel: c };
+        let mut queued = vec![item(1, conclude()), item(2, conclude())];
+        let withdraw = TxKind::Withdraw {
+            channel: c,
+            amount: Amount(1),
+        };
+        queued.push(item(3, withdraw));
+        let signed = gridchan_channel::SignedStateParts {
+            state: gridchan_channel::State {
+                channel_id: c,
+                version: gridchan_channel::Version(1),
+                balance_a: Amount(1),
+                balance_b: Amount(1),
+                energy_a_to_b: gridchan_channel::WattHours(0),
+                energy_b_to_a: gridchan_channel::WattHours(0),
+                last_interval: gridchan_channel::IntervalIndex(1),
+                is_final: false,
+                book: gridchan_channel::NO_BOOK,
+                funds: Default::default(),
+            },
+            sig_a: gridchan_channel::Signature([0; 65]),
+            sig_b: gridchan_channel::Signature([0; 65]),
+        };
+        queued.push(item(
+            4,
+            TxKind::Register {
+                state: Box::new(signed),
+            },
+        ));
+        queued.push(item(5, register()));
+        for n in 0..(BATCH_MAX as i64 + 3) {
+            queued.push(item(10 + n, conclude()));
+        }
+        let refs: Vec<&QueuedTx> = queued.iter().collect();
+        let sizes: Vec<usize> = group(&refs).iter().map(Vec::len).collect();
+        // Three together, the registration alone, then the reclaim and the conclusions in
+        // batches of at most BATCH_MAX.
+        assert_eq!(sizes, [3, 1, BATCH_MAX, 4]);
+        assert_eq!(group(&refs)[1][0].id, 4);
+    }
 
     #[test]
     fn a_close_or_withdrawal_done_before_is_told_apart_from_a_refusal() {

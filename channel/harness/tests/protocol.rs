@@ -254,13 +254,21 @@ fn cooperative_close_signs_a_final_state_and_asks_the_ledger_to_pay_it() {
     assert!(cur.state().is_final);
     assert_eq!(cur, pair.current(Side::B));
     assert_eq!(cur.state().energy_a_to_b, WattHours(400));
+    let asked = |pair: &Pair, side| {
+        pair.ledger_requests(side)
+            .iter()
+            .any(|r| matches!(r, LedgerRequest::ConcludeFinal(s) if *s == cur))
+    };
     for side in [Side::A, Side::B] {
         assert_eq!(pair.view(side).phase, Phase::ClosedCooperatively);
-        assert!(pair
-            .ledger_requests(side)
-            .iter()
-            .any(|r| matches!(r, LedgerRequest::ConcludeFinal(s) if *s == cur)));
     }
+    // A countersigned B's final state: A asks the ledger at once; B, the proposer, leaves it
+    // to A for a while, then asks too (A may have gone away).
+    assert!(asked(&pair, Side::A));
+    assert!(!asked(&pair, Side::B));
+    pair.advance(PairConfig::default().policy.final_submit_wait_ms);
+    pair.drive();
+    assert!(asked(&pair, Side::B));
     // No trades after the final state.
     pair.trade(Trade::agreed(iv(2), Side::A, WattHours(400)));
     pair.drive();

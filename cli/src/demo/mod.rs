@@ -633,7 +633,16 @@ pub async fn run(o: DemoOptions) -> Result<bool> {
 
     // Close: cooperatively where both sides are trading; the disputed channel concludes after
     // its window.
+    let (close_from, close_started) = (chain.height().await, Instant::now());
     close_all(&homes, &links, &chain, &mut events, &say).await?;
+    let (all, closing, concluded) = chain
+        .closing_transactions(close_from + 1, chain.height().await)
+        .await;
+    say(format!(
+        "closing took {:.1} s: {concluded} channel(s) concluded in {closing} ledger transaction(s) (the market node's in batches of up to {}); {all} transactions in all, with each home's payout withdrawal",
+        close_started.elapsed().as_secs_f64(),
+        gridchan_gateway::ledger_queue::BATCH_MAX
+    ));
     if dispute.is_none() {
         say("no channel traded by midday: no dispute staged".to_string());
     }

@@ -40,6 +40,47 @@ impl Chain {
         })
     }
 
+    /// The ledger's height now (0 while an EVM chain does not answer).
+    pub(super) async fn height(&self) -> u64 {
+        match self {
+            Chain::Local { ledger, .. } => ledger.height(),
+            Chain::Evm(evm) => evm.reader.height().await.unwrap_or(0),
+        }
+    }
+
+    /// The transactions in blocks `from..=to`: how many there were, how many concluded at least
+    /// one channel, and how many channels they concluded.
+    pub(super) async fn closing_transactions(&self, from: u64, to: u64) -> (usize, usize, usize) {
+        let (mut all, mut closing, mut concluded) = (0, 0, 0);
+        let mut next = from;
+        while next <= to {
+            let blocks = match self {
+                Chain::Local { ledger, .. } => ledger.blocks(next, 256).unwrap_or_default(),
+                Chain::Evm(evm) => evm.reader.blocks(next, 256).await.unwrap_or_default(),
+            };
+            if blocks.is_empty() {
+                break;
+            }
+            for b in blocks.iter().filter(|b| b.height <= to) {
+                for o in &b.outcomes {
+                    all += 1;
+                    let n = o.result.as_ref().map_or(0, |events| {
+                        events
+                            .iter()
+                            .filter(|e| matches!(e, gridchan_chain::ChainEvent::Concluded { .. }))
+                            .count()
+                    });
+                    if n > 0 {
+                        closing += 1;
+                        concluded += n;
+                    }
+                }
+            }
+            next = blocks.last().map_or(to + 1, |b| b.height + 1);
+        }
+        (all, closing, concluded)
+    }
+
     /// A channel as the ledger has it (`None` also while an EVM chain does not answer).
     pub(super) async fn channel(&self, id: &ChannelId) -> Option<ChannelAccount> {
         match self {

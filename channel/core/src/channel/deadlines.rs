@@ -4,6 +4,15 @@ use super::*;
 
 impl Channel {
     pub fn on_tick(&mut self, ctx: &mut Ctx) {
+        if self.final_pending && self.phase == Phase::ClosedCooperatively {
+            let since = *self.final_since.get_or_insert(ctx.now_ms);
+            if ctx.now_ms.saturating_sub(since) >= ctx.policy.final_submit_wait_ms {
+                self.final_pending = false;
+                if let Some(cur) = self.current.clone() {
+                    self.emit(ctx, Output::Ledger(LedgerRequest::ConcludeFinal(cur)));
+                }
+            }
+        }
         if let Some(since) = self.session.yielding {
             if ctx.now_ms.saturating_sub(since) >= ctx.policy.crossing_wait_ms {
                 // The winner of the crossing proposes at once; one that does not is stalling
@@ -58,6 +67,11 @@ impl Channel {
     pub fn next_deadline(&self, policy: &Policy) -> Option<u64> {
         let mut at: Option<u64> = None;
         let mut due = |t: u64| at = Some(at.map_or(t, |a| a.min(t)));
+        if self.final_pending && self.phase == Phase::ClosedCooperatively {
+            due(self
+                .final_since
+                .map_or(0, |s| s.saturating_add(policy.final_submit_wait_ms)));
+        }
         if let Some(since) = self.session.yielding {
             due(since.saturating_add(policy.crossing_wait_ms));
         }

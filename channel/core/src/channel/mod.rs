@@ -83,6 +83,12 @@ pub(crate) struct Channel {
     refused: Option<(Version, Refusal)>,
     /// Top-ups and withdrawals the ledger confirmed, and ours asked for.
     funds: crate::io::FundsRecord,
+    /// A final state we proposed waits for the peer (which countersigned it, and submits it at
+    /// once, in a batch with its others) to conclude it on the ledger; after the policy's
+    /// `final_submit_wait_ms` from `final_since` (set by the first tick when `None`) we submit
+    /// it ourselves. Not persisted: a restart in `ClosedCooperatively` waits again.
+    final_pending: bool,
+    final_since: Option<u64>,
 }
 
 /// What a channel knows that lasts only as long as one connection to the peer: every new
@@ -147,6 +153,7 @@ impl Channel {
         ch.highest_signed = record.highest_signed;
         ch.peer_highest = record.peer_highest;
         ch.funds = record.funds;
+        ch.final_pending = ch.phase == Phase::ClosedCooperatively;
         ch
     }
 
@@ -186,6 +193,8 @@ impl Channel {
             session: Session::default(),
             refused: None,
             funds: Default::default(),
+            final_pending: false,
+            final_since: None,
         }
     }
 

@@ -313,6 +313,10 @@ impl Channel {
         let version = signed.version();
         let is_final = signed.state().is_final;
         let funds_before = self.current_state().map(|s| s.funds).unwrap_or_default();
+        let proposed_by_us = self
+            .proposal
+            .as_ref()
+            .is_some_and(|p| p.version() == version);
         self.current = Some(signed.clone());
         if self
             .proposal
@@ -338,8 +342,18 @@ impl Channel {
                 },
             );
         }
+        if is_final && proposed_by_us {
+            // The peer countersigned it and submits it at once; we do if it has not concluded
+            // after a while (`Channel::on_tick`).
+            self.final_pending = true;
+            self.final_since = Some(ctx.now_ms);
+        } else if is_final {
+            self.emit(
+                ctx,
+                Output::Ledger(LedgerRequest::ConcludeFinal(signed.clone())),
+            );
+        }
         if is_final {
-            self.emit(ctx, Output::Ledger(LedgerRequest::ConcludeFinal(signed)));
             self.event(
                 ctx,
                 Event::ClosedCooperatively {
