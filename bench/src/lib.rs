@@ -20,3 +20,4 @@ pub mod hostile;
 pub mod ledger;
 pub mod market;
 pub mod tower;
+pub mod year;

@@ -231,6 +231,12 @@ pub async fn run(config_path: &Path) -> Result<()> {
         towers,
         tower_key,
         funds: config.funds.policy().map_err(in_config)?,
+        history: (config.history.keep_days > 0).then(|| gridchan_gateway::history::HistoryPolicy {
+            keep_days: config.history.keep_days,
+            zone: zone.clone(),
+            interval_seconds,
+            grid: config.grid.tariffs().ok().flatten(),
+        }),
     })
     .with_context(|| {
         format!(

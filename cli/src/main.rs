@@ -359,6 +359,17 @@ enum EvmAction {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// A simulated year of a household's data folder: 10 channels settling every 15 minutes,
+    /// written through the gateway's store, with the history rolled up after 90 days and kept
+    /// whole, side by side.
+    Year {
+        /// Days to simulate.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Channels.
+        #[arg(long, default_value_t = 10)]
+        channels: usize,
+    },
     /// The protocol core alone: one channel's updates through the in-memory harness, both sides
     /// signing and verifying, beside 2 signs + 2 verifies.
     Core {
@@ -535,6 +546,35 @@ fn run() -> Result<()> {
             println!("{}", b.report());
             Ok(())
         }),
+        Commands::Bench {
+            which: BenchCommand::Year { days, channels },
+        } => {
+            for keep in [Some(90), None] {
+                let dir = tempfile::tempdir()?;
+                let y = gridchan_bench::year::run(dir.path(), days, channels, keep);
+                let mb = |b: u64| b as f64 / 1_000_000.0;
+                println!(
+                    "{days} days, {channels} channels, {} settled intervals, history {}: data folder {:.1} MB at the end ({:.1} s)",
+                    y.settled,
+                    keep.map_or("kept whole".to_string(), |k| format!("rolled up after {k} days")),
+                    mb(y.final_bytes),
+                    y.seconds
+                );
+                let months: Vec<String> = y
+                    .monthly_bytes
+                    .iter()
+                    .map(|b| format!("{:.1}", mb(*b)))
+                    .collect();
+                println!("  MB at the end of each 30 days: {}", months.join(" "));
+            }
+            if let Some(kb) = gridchan_bench::year::peak_rss_kb() {
+                println!(
+                    "peak resident memory of this process: {:.1} MB",
+                    kb as f64 / 1000.0
+                );
+            }
+            Ok(())
+        }
         Commands::Bench {
             which: BenchCommand::Evm,
         } => until_stopped("the benchmark", gridchan_cli::evm::bench()),

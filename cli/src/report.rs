@@ -210,6 +210,47 @@ pub fn statement(config_path: &Path, period: &Period) -> Result<Statement> {
             line.last_state_digest = digest.map(hex::encode).unwrap_or_default();
         }
     }
+    // Days older than `[history] keep_days` were rolled into daily totals.
+    let last_day = end_day.yesterday()?.to_string();
+    let history = gridchan_gateway::history::History::open(&store_path)?;
+    for t in history.days(&first_day.to_string(), &last_day)? {
+        let Some((me, peer, market)) = channels.get(&t.channel) else {
+            continue;
+        };
+        let who = format!("{} {peer}", if *market { "market" } else { "neighbour" });
+        let line = days
+            .entry((t.day.clone(), who.clone(), t.channel.to_string()))
+            .or_insert_with(|| DayLine {
+                date: t.day.clone(),
+                counterparty: who,
+                channel: t.channel.to_string(),
+                first_version: t.first_version,
+                saved: grid.as_ref().map(|_| 0),
+                ..DayLine::default()
+            });
+        let sold = t.seller == *me;
+        if sold {
+            line.sold_wh += t.energy_wh;
+            line.earned += t.amount;
+        } else {
+            line.bought_wh += t.energy_wh;
+            line.paid += t.amount;
+        }
+        if let (Some(saved), Some(value)) = (line.saved.as_mut(), t.grid_value) {
+            *saved += if sold {
+                t.amount as i64 - value
+            } else {
+                value - t.amount as i64
+            };
+        }
+        line.intervals += t.intervals;
+        line.first_version = line.first_version.min(t.first_version);
+        if t.last_version >= line.last_version {
+            line.last_version = t.last_version;
+            line.last_state_digest = t.last_digest.map(hex::encode).unwrap_or_default();
+        }
+    }
+    let rolled_readings = history.reading_days(&first_day.to_string(), &last_day)?;
     let days: Vec<DayLine> = days.into_values().collect();
     let sum = |f: fn(&DayLine) -> u64| days.iter().map(f).sum::<u64>();
     let key = crate::keys::load(&config.node.key)
@@ -226,8 +267,10 @@ pub fn statement(config_path: &Path, period: &Period) -> Result<Statement> {
         saved: grid
             .as_ref()
             .map(|_| days.iter().filter_map(|d| d.saved).sum()),
-        metered_import_wh: readings.iter().map(|(_, r)| r.import.0).sum(),
-        metered_export_wh: readings.iter().map(|(_, r)| r.export.0).sum(),
+        metered_import_wh: readings.iter().map(|(_, r)| r.import.0).sum::<u64>()
+            + rolled_readings.iter().map(|d| d.import_wh).sum::<u64>(),
+        metered_export_wh: readings.iter().map(|(_, r)| r.export.0).sum::<u64>()
+            + rolled_readings.iter().map(|d| d.export_wh).sum::<u64>(),
         days,
         quarter_hours: quarter
             .into_iter()

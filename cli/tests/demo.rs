@@ -25,7 +25,18 @@ fn small_demo(data: &std::path::Path, more: &[&str]) -> serde_json::Value {
     args.extend_from_slice(more);
     let out = gridchan(&args);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    if !out.status.success() {
+        // Which checks failed, from the JSON summary (stderr has only the log).
+        let failed: Vec<String> = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|s| s["checks"].as_array().cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c["ok"] != true)
+            .map(|c| c.to_string())
+            .collect();
+        panic!("failed checks: {failed:?}\n{stderr}");
+    }
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let checks = s["checks"].as_array().unwrap();
     assert!(checks.len() >= 5, "{checks:?}");

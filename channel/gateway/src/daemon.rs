@@ -60,6 +60,8 @@ pub struct DaemonParts {
     pub tower_key: gridchan_channel::Signer,
     /// The automatic top-up and sweep (`[funds]`), if configured.
     pub funds: Option<crate::funds::FundsPolicy>,
+    /// How long per-interval history is kept (`[history]`); `None` keeps it all.
+    pub history: Option<crate::history::HistoryPolicy>,
 }
 
 /// Starts the daemon's jobs.
@@ -75,6 +77,7 @@ pub fn start(parts: DaemonParts) -> Result<Daemon, GatewayError> {
         towers,
         tower_key,
         funds,
+        history,
     } = parts;
     let towers =
         crate::towers::Towers::start(engine.clone(), store_path.clone(), tower_key, &towers)?;
@@ -87,6 +90,14 @@ pub fn start(parts: DaemonParts) -> Result<Daemon, GatewayError> {
         tokio::spawn(read_balance(engine.clone(), ledger.clone())),
         tokio::spawn(follow_ledger(engine.clone(), ledger.clone(), queue)),
     ];
+    if let Some(policy) = history {
+        tasks.push(tokio::spawn(crate::history::keep_history(
+            engine.clone(),
+            store_path.clone(),
+            policy,
+            clock.clone(),
+        )));
+    }
     let funds_status: Arc<std::sync::Mutex<crate::funds::FundsStatus>> = Arc::default();
     if let Some(policy) = funds {
         funds_status.lock().expect("new").policy = Some(policy.describe());

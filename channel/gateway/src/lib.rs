@@ -32,6 +32,7 @@ pub mod engine;
 pub mod error;
 mod event_log;
 pub mod funds;
+pub mod history;
 pub mod http;
 pub mod ledger_queue;
 mod links;

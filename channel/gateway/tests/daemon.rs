@@ -135,6 +135,7 @@ fn gateway_on(
         towers: vec![],
         tower_key: key(k),
         funds: None,
+        history: None,
     })
     .unwrap();
     (daemon, faults)

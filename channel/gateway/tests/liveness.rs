@@ -59,6 +59,7 @@ fn home(
         towers: vec![],
         tower_key: key(99),
         funds: None,
+        history: None,
     })
     .unwrap()
 }

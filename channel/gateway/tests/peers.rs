@@ -62,6 +62,7 @@ fn gateway(
         towers: vec![],
         tower_key: key(k),
         funds: None,
+        history: None,
     })
     .unwrap()
 }

@@ -438,6 +438,7 @@ pub(super) async fn start_home(
         towers: vec![net.tower_addr.clone()],
         tower_key: h.key.duplicate(&blinding()),
         funds: None,
+        history: None,
     })?)
 }
 

@@ -55,6 +55,28 @@ pub struct Config {
     /// The automatic top-up and sweep of channel balances, off unless configured.
     #[serde(default)]
     pub funds: FundsSection,
+    /// How long per-interval history is kept before it is rolled into daily totals.
+    #[serde(default)]
+    pub history: HistorySection,
+}
+
+/// `[history]`: `keep_days` of per-interval rows (settled intervals and meter readings; what
+/// the quarter-hour statement needs), daily totals after that. 0 keeps every interval.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistorySection {
+    #[serde(default = "ninety")]
+    pub keep_days: u32,
+}
+
+fn ninety() -> u32 {
+    90
+}
+
+impl Default for HistorySection {
+    fn default() -> HistorySection {
+        HistorySection { keep_days: 90 }
+    }
 }
 
 /// The `[funds]` section: keep each open channel able to pay `keep_days` of this home's typical

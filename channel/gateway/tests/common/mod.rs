@@ -343,6 +343,7 @@ impl<'a> Replay<'a> {
             towers,
             tower_key: key(k),
             funds: None,
+            history: None,
         })
         .unwrap()
     }
