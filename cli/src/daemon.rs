@@ -176,6 +176,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let policy = Policy {
         interval_seconds: Some(interval_seconds),
         accept,
+        min_acks: config.watchtowers.min_acks,
         ..Policy::default()
     };
     let mut parts =
@@ -231,6 +232,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         towers,
         tower_key,
         funds: config.funds.policy().map_err(in_config)?,
+        min_acks: config.watchtowers.min_acks,
         history: (config.history.keep_days > 0).then(|| gridchan_gateway::history::HistoryPolicy {
             keep_days: config.history.keep_days,
             zone: zone.clone(),

@@ -99,6 +99,8 @@ impl Homes {
             procs.push(p);
             towers.push_str(&format!("\n[[towers]]\naddress = \"{addr}\"\n"));
         }
+        // A signs nothing beyond a state both towers hold.
+        towers.push_str("\n[watchtowers]\nmin_acks = 2\n");
         common::configure(&da, &ledger, &common::meter_file(&da, 0, 100), None);
         let ca = da.join("gridchan.toml");
         let text = std::fs::read_to_string(&ca).unwrap();

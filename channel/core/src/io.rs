@@ -52,6 +52,12 @@ pub enum Input {
     },
     /// The current time, in milliseconds since the Unix epoch. Timeouts only advance on ticks.
     Tick { now_ms: u64 },
+    /// `version` of `channel` (and every older one) is acknowledged by at least the policy's
+    /// `min_acks` watchtowers: the channel may sign beyond it.
+    TowersAcked {
+        channel: ChannelId,
+        version: Version,
+    },
     /// Our account's tokens on the ledger outside channels, as the host last read them: the
     /// accept policy's share of the balance is taken of it.
     Balance(Amount),
@@ -402,6 +408,10 @@ pub struct Policy {
     /// countersigned it) to conclude it on the ledger before we submit it too. The peer
     /// submits at once, a market node in a batch with its other channels.
     pub final_submit_wait_ms: u64,
+    /// Watchtowers that must have acknowledged a channel's newest state before the channel signs
+    /// a newer one (proposes, or countersigns the peer's); 0: none. The host reports acks with
+    /// `Input::TowersAcked`.
+    pub min_acks: u8,
     /// Own readings kept per channel (older unsettled ones are dropped).
     pub max_readings: usize,
     /// The metering interval this node's meter reads in: a channel opened to it with another
@@ -432,6 +442,7 @@ impl Default for Policy {
             crossing_wait_ms: 5_000,
             funds_retry_ms: 5_000,
             final_submit_wait_ms: 30_000,
+            min_acks: 0,
             max_readings: 4 * 96,
             interval_seconds: None,
             accept: crate::consent::AcceptPolicy::default(),

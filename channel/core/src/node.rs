@@ -176,7 +176,9 @@ impl Node {
         channel: &ChannelId,
         reading: &crate::io::IntervalReading,
     ) -> Option<[u8; 32]> {
-        self.channels.get(channel)?.preview_proposal(reading)
+        self.channels
+            .get(channel)?
+            .preview_proposal(reading, &self.policy)
     }
 
     /// This node's signer: a host that received a burst of proposals signs their digests ahead
@@ -292,6 +294,9 @@ impl Node {
             }
             Input::Ledger { channel, event } => {
                 self.with_channel(&channel, ahead, |ch, ctx| ch.on_ledger(event, ctx));
+            }
+            Input::TowersAcked { channel, version } => {
+                self.with_channel(&channel, ahead, |ch, ctx| ch.on_towers_acked(version, ctx));
             }
             Input::Balance(balance) => self.balance = Some(balance),
             Input::Tick { now_ms } => {

@@ -62,6 +62,9 @@ pub struct DaemonParts {
     pub funds: Option<crate::funds::FundsPolicy>,
     /// How long per-interval history is kept (`[history]`); `None` keeps it all.
     pub history: Option<crate::history::HistoryPolicy>,
+    /// Towers that must hold a channel's newest state before it signs a newer one (the
+    /// engine's policy says the same).
+    pub min_acks: u8,
 }
 
 /// Starts the daemon's jobs.
@@ -78,9 +81,15 @@ pub fn start(parts: DaemonParts) -> Result<Daemon, GatewayError> {
         tower_key,
         funds,
         history,
+        min_acks,
     } = parts;
-    let towers =
-        crate::towers::Towers::start(engine.clone(), store_path.clone(), tower_key, &towers)?;
+    let towers = crate::towers::Towers::start(
+        engine.clone(),
+        store_path.clone(),
+        tower_key,
+        &towers,
+        min_acks,
+    )?;
     let queue = engine.ledger_queue.clone();
     let peers = crate::peers::Peers::open(&store_path, &peers)?;
     let meter_status: Arc<std::sync::Mutex<crate::meter::MeterStatus>> = Arc::default();

@@ -16,7 +16,7 @@ use std::time::Duration;
 use gridchan_channel::{ChannelId, NodeId, Phase, SignedState, Signer, Version};
 use gridchan_transport::PeerAddr;
 use gridchan_watchtower::{Rejection, TowerClient, TowerError};
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::EngineHandle;
@@ -38,6 +38,8 @@ struct Inner {
     conn: Mutex<Connection>,
     auth: Signer,
     pushers: Mutex<HashMap<NodeId, Pusher>>,
+    /// Towers that must hold a channel's newest state before it signs a newer one (0: none).
+    min_acks: u8,
 }
 
 struct Pusher {
@@ -75,6 +77,7 @@ impl Towers {
         store_path: PathBuf,
         auth: Signer,
         configured: &[PeerAddr],
+        min_acks: u8,
     ) -> Result<Towers, GatewayError> {
         let conn = crate::sqlite::open(&store_path)?;
         let towers = Towers(Arc::new(Inner {
@@ -82,9 +85,20 @@ impl Towers {
             conn: Mutex::new(conn),
             auth,
             pushers: Mutex::new(HashMap::new()),
+            min_acks,
         }));
         for addr in configured {
             towers.record(addr)?;
+        }
+        if min_acks > 0 {
+            // What the towers acknowledged before the restart lets the channels go on.
+            let towers = towers.clone();
+            tokio::spawn(async move {
+                if let Ok(channels) = towers.0.engine.channels().await {
+                    let ids: Vec<ChannelId> = channels.iter().map(|c| c.id).collect();
+                    towers.report_acked(&ids).await;
+                }
+            });
         }
         for addr in towers.recorded()? {
             towers.spawn(addr);
@@ -227,6 +241,32 @@ impl Towers {
             }
         }
         Ok(out)
+    }
+
+    /// The newest version of `channel` that at least `min_acks` towers acknowledged.
+    fn acked_by_enough(&self, channel: &ChannelId) -> Result<Option<Version>, GatewayError> {
+        let conn = lock(&self.0.conn);
+        let mut stmt = conn.prepare_cached(
+            "SELECT version FROM tower_acks WHERE channel = ?1 ORDER BY version DESC LIMIT 1 OFFSET ?2",
+        )?;
+        let n = i64::from(self.0.min_acks.max(1)) - 1;
+        Ok(stmt
+            .query_row(params![channel.0.to_vec(), n], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(|v| Version(v as u64)))
+    }
+
+    /// Tells the engine, for each of `channels`, the newest version enough towers hold.
+    async fn report_acked(&self, channels: &[ChannelId]) {
+        for id in channels {
+            match self.acked_by_enough(id) {
+                Ok(Some(version)) => {
+                    let _ = self.0.engine.towers_acked(*id, version).await;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!("tower acknowledgements of {} unread: {e}", id.short()),
+            }
+        }
     }
 
     /// Records what `tower` acknowledged: per channel, the version and which of `receipts` (the
@@ -384,6 +424,9 @@ async fn push(towers: Towers, addr: PeerAddr, last_error: Arc<Mutex<Option<Strin
         if !done.is_empty() {
             if let Err(e) = towers.store_acks(&addr.node, &done, &receipts) {
                 tracing::error!("tower acknowledgements not recorded: {e}");
+            } else if inner.min_acks > 0 {
+                let ids: Vec<ChannelId> = done.iter().map(|(id, _, _)| *id).collect();
+                towers.report_acked(&ids).await;
             }
             for (id, v, _) in &done {
                 acked.insert(*id, *v);

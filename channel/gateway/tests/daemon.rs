@@ -136,6 +136,7 @@ fn gateway_on(
         tower_key: key(k),
         funds: None,
         history: None,
+        min_acks: 0,
     })
     .unwrap();
     (daemon, faults)

@@ -60,6 +60,7 @@ fn home(
         tower_key: key(99),
         funds: None,
         history: None,
+        min_acks: 0,
     })
     .unwrap()
 }

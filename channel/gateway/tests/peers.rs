@@ -63,6 +63,7 @@ fn gateway(
         tower_key: key(k),
         funds: None,
         history: None,
+        min_acks: 0,
     })
     .unwrap()
 }

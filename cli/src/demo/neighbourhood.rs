@@ -439,6 +439,7 @@ pub(super) async fn start_home(
         tower_key: h.key.duplicate(&blinding()),
         funds: None,
         history: None,
+        min_acks: 0,
     })?)
 }
 

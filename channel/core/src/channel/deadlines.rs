@@ -41,6 +41,14 @@ impl Channel {
                 self.refuse(version, reason, ctx);
             }
         }
+        if let Some((held, _, since)) = &self.session.awaiting_acks {
+            if ctx.now_ms.saturating_sub(*since) >= ctx.policy.reading_wait_ms {
+                // The towers did not catch up in time: the peer may propose it again later.
+                let version = held.version();
+                self.session.awaiting_acks = None;
+                self.refuse(version, Refusal::NotAccepting, ctx);
+            }
+        }
         if self.proposal.is_some() && self.proposal_sent_ms.is_none() {
             self.proposal_sent_ms = Some(ctx.now_ms);
         }
@@ -89,7 +97,10 @@ impl Channel {
                 Some(_) => {}
             }
         }
-        if self.may_propose() && self.next_version().is_some() {
+        if let Some((_, _, since)) = &self.session.awaiting_acks {
+            due(since.saturating_add(policy.reading_wait_ms));
+        }
+        if self.may_propose(policy) && self.next_version().is_some() {
             if let Some(cur) = self.current_state() {
                 if self.funds_wanted(cur).is_some() {
                     // Due now, or once the peer's refusal of the last one is old enough.

@@ -89,6 +89,9 @@ pub(crate) struct Channel {
     /// it ourselves. Not persisted: a restart in `ClosedCooperatively` waits again.
     final_pending: bool,
     final_since: Option<u64>,
+    /// The newest version the policy's `min_acks` watchtowers acknowledged (as the host last
+    /// said; not persisted: the host says it again at start).
+    acked: Version,
 }
 
 /// What a channel knows that lasts only as long as one connection to the peer: every new
@@ -107,6 +110,9 @@ struct Session {
     /// We lost a crossing at this time: the winner proposes next, within the policy's
     /// `crossing_wait_ms`, or we propose again ourselves.
     yielding: Option<u64>,
+    /// A peer proposal (and the trade it claims) waiting until enough watchtowers acknowledged
+    /// our newest state, with the time it arrived.
+    awaiting_acks: Option<(Proposal, Option<Trade>, u64)>,
     /// The peer refused our funds update at this time (it had not seen our top-up on the
     /// ledger yet): we propose it again after the policy's `funds_retry_ms`.
     funds_refused: Option<u64>,
@@ -117,7 +123,10 @@ impl Session {
     /// has caught up with us, we do not yield to it, and no proposal of its waits for our
     /// reading.
     fn ready(&self) -> bool {
-        self.reestablished && self.yielding.is_none() && self.held.is_none()
+        self.reestablished
+            && self.yielding.is_none()
+            && self.held.is_none()
+            && self.awaiting_acks.is_none()
     }
 }
 
@@ -195,6 +204,7 @@ impl Channel {
             funds: Default::default(),
             final_pending: false,
             final_since: None,
+            acked: Version(0),
         }
     }
 

@@ -7,8 +7,8 @@ impl Channel {
     /// The digest of the state this channel would propose if `reading` arrived now and were its
     /// only unsettled reading; `None` when it would not propose. A preview for hosts that sign
     /// ahead (see `Node::preview_proposal`): it changes nothing.
-    pub fn preview_proposal(&self, reading: &IntervalReading) -> Option<[u8; 32]> {
-        if !self.may_propose() || self.readings.keys().any(|i| *i < reading.interval) {
+    pub fn preview_proposal(&self, reading: &IntervalReading, policy: &Policy) -> Option<[u8; 32]> {
+        if !self.may_propose(policy) || self.readings.keys().any(|i| *i < reading.interval) {
             return None;
         }
         let cur = self.current_state()?;
@@ -62,18 +62,55 @@ impl Channel {
         self.maybe_propose(ctx);
     }
 
-    pub(super) fn may_propose(&self) -> bool {
+    pub(super) fn may_propose(&self, policy: &Policy) -> bool {
         matches!(self.phase, Phase::Open | Phase::Closing)
             && self.connected
             && self.session.ready()
             && !self.frozen
             && self.proposal.is_none()
+            && self.towers_caught_up(policy)
+    }
+
+    /// Whether enough watchtowers acknowledged our newest state for us to sign a newer one.
+    pub(super) fn towers_caught_up(&self, policy: &Policy) -> bool {
+        policy.min_acks == 0
+            || self
+                .current_state()
+                .is_none_or(|cur| cur.version <= self.acked)
+    }
+
+    /// The towers acknowledged `version`: a held peer proposal is decided, ours may go.
+    pub fn on_towers_acked(&mut self, version: Version, ctx: &mut Ctx) {
+        if version <= self.acked {
+            return;
+        }
+        self.acked = version;
+        if self.towers_caught_up(ctx.policy) {
+            if let Some((proposal, trade, _)) = self.session.awaiting_acks.take() {
+                self.decide(proposal, trade, ctx);
+            }
+        }
+        self.maybe_propose(ctx);
+    }
+
+    /// A structurally valid peer proposal (claiming `trade`), once nothing stands in its way.
+    fn decide(&mut self, proposal: Proposal, trade: Option<Trade>, ctx: &mut Ctx) {
+        let Some(cur) = self.current_state().cloned() else {
+            return;
+        };
+        match trade {
+            None => match self.check_peer_funds(&cur, proposal.state()) {
+                Ok(()) => self.countersign(proposal, None, ctx),
+                Err(reason) => self.refuse(proposal.version(), reason, ctx),
+            },
+            Some(trade) => self.decide_on_trade(proposal, trade, ctx),
+        }
     }
 
     /// Proposes the next update we are owed, if any; in `Closing` with nothing owed, the final
     /// state.
     pub fn maybe_propose(&mut self, ctx: &mut Ctx) {
-        if !self.may_propose() {
+        if !self.may_propose(ctx.policy) {
             return;
         }
         let Some(cur) = self.current_state().cloned() else {
@@ -232,13 +269,12 @@ impl Channel {
         // its version is burned). A held one will be repeated after a reconnect, and a
         // malformed one, even validly signed, must not move anything.
         self.session.yielding = None;
-        match trade {
-            None => match self.check_peer_funds(&cur, proposal.state()) {
-                Ok(()) => self.countersign(proposal, None, ctx),
-                Err(reason) => self.refuse(proposal.version(), reason, ctx),
-            },
-            Some(trade) => self.decide_on_trade(proposal, trade, ctx),
+        if !self.towers_caught_up(ctx.policy) {
+            // Not beyond a state too few watchtowers hold: decided once they acknowledge it.
+            self.session.awaiting_acks = Some((proposal, trade, ctx.now_ms));
+            return Ok(());
         }
+        self.decide(proposal, trade, ctx);
         self.maybe_propose(ctx);
         Ok(())
     }

@@ -58,6 +58,19 @@ pub struct Config {
     /// How long per-interval history is kept before it is rolled into daily totals.
     #[serde(default)]
     pub history: HistorySection,
+    /// What the channels ask of the watchtowers in `[[towers]]`.
+    #[serde(default)]
+    pub watchtowers: WatchtowersSection,
+}
+
+/// `[watchtowers]`: `min_acks`, the towers that must hold a channel's newest state before the
+/// gateway signs a newer one (0, the default: trading never waits for a tower). At most the
+/// number of `[[towers]]`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchtowersSection {
+    #[serde(default)]
+    pub min_acks: u8,
 }
 
 /// `[history]`: `keep_days` of per-interval rows (settled intervals and meter readings; what
@@ -564,6 +577,13 @@ impl Config {
         }
         config.market.limits().map_err(invalid)?;
         config.funds.policy().map_err(invalid)?;
+        if usize::from(config.watchtowers.min_acks) > config.towers.len() {
+            return Err(invalid(GatewayError::Config(format!(
+                "watchtowers.min_acks = {} but {} [[towers]] are configured: the channels would never trade; name more towers or lower it",
+                config.watchtowers.min_acks,
+                config.towers.len()
+            ))));
+        }
         config.grid.tariffs().map_err(invalid)?;
         if let Some(listen) = config.page.listen {
             let weak = config.page.token.as_ref().is_none_or(|t| t.len() < 16);
@@ -641,6 +661,15 @@ mod tests {
             Config::load(&path)
         };
         assert_eq!(load("").unwrap().funds.policy().unwrap(), None);
+        // More towers asked to acknowledge than are configured: refused in one line.
+        let e = load("\n[watchtowers]\nmin_acks = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("watchtowers.min_acks = 1 but 0 [[towers]]"),
+            "{e}"
+        );
+        assert_eq!(e.lines().count(), 1);
         let p = load("\n[funds]\nkeep_days = 1.5\nsweep_above = \"40\"\n")
             .unwrap()
             .funds

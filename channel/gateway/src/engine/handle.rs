@@ -37,6 +37,8 @@ pub(super) enum Control {
     Offers(oneshot::Sender<Vec<gridchan_channel::Offer>>),
     /// Our tokens on the ledger outside channels, as last read.
     Balance(gridchan_channel::Amount),
+    /// A channel's newest version enough watchtowers acknowledged.
+    TowersAcked(ChannelId, gridchan_channel::Version),
     Send(NodeId, Message),
     /// The meter's reading of an interval; its round stops waiting for the neighbours then.
     Meter(
@@ -106,6 +108,15 @@ impl EngineHandle {
         readings: Vec<(ChannelId, IntervalReading)>,
     ) -> Result<(), EngineError> {
         self.send(Control::Readings(readings)).await
+    }
+
+    /// Enough watchtowers acknowledged `version` of `channel` (`[watchtowers] min_acks`).
+    pub async fn towers_acked(
+        &self,
+        channel: ChannelId,
+        version: gridchan_channel::Version,
+    ) -> Result<(), EngineError> {
+        self.send(Control::TowersAcked(channel, version)).await
     }
 
     pub async fn ledger_event(

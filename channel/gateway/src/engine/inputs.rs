@@ -64,6 +64,9 @@ impl<S: super::EngineStore> Engine<S> {
                 let _ = reply.send(self.node.offers().cloned().collect());
             }
             Control::Balance(balance) => self.node.handle(Input::Balance(balance)),
+            Control::TowersAcked(channel, version) => {
+                self.node.handle(Input::TowersAcked { channel, version })
+            }
             Control::Send(peer, message) => self.send(peer, message),
             Control::RequireMeters(meters, interval_seconds) => {
                 self.rounds.meters = meters;

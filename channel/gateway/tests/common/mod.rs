@@ -344,6 +344,7 @@ impl<'a> Replay<'a> {
             tower_key: key(k),
             funds: None,
             history: None,
+            min_acks: 0,
         })
         .unwrap()
     }
