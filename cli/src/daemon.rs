@@ -33,13 +33,15 @@ pub async fn run(config_path: &Path) -> Result<()> {
     // Held until the daemon ends: a second daemon on this folder is refused.
     let _lock = gridchan_gateway::data_lock::DataLock::take(&config.node.data)?;
     let store_path = config.node.data.join("channels.sqlite");
-    let store = SqliteStore::open(&store_path).with_context(|| {
+    let damaged = || {
         format!(
             "cannot open the channel store {} (move it aside, then `gridchan restore --config {}` takes its channels from the watchtowers; or restore it from a backup)",
             store_path.display(),
             config_path.display()
         )
-    })?;
+    };
+    let store = SqliteStore::open(&store_path).with_context(damaged)?;
+    store.check().with_context(damaged)?;
     let ledger_queue =
         Arc::new(LedgerQueue::open(&store_path).with_context(|| {
             format!("cannot open the ledger queue in {}", store_path.display())

@@ -241,6 +241,16 @@ fn every_damage_to_the_channel_store_is_said_and_restored() {
     h.start_a();
     h.settled_past(h.version());
     h.stop_a();
+    // Damaged pages behind an intact header: the integrity check at start says so.
+    let mut bytes = std::fs::read(&store).unwrap();
+    for b in bytes.iter_mut().skip(4096) {
+        *b = 0xa5;
+    }
+    std::fs::write(&store, &bytes).unwrap();
+    sidecars(&store);
+    let line = h.refused();
+    assert!(line.contains(&store.display().to_string()), "{line}");
+    assert!(line.contains("move it aside"), "{line}");
     // Garbled: the file is named, and what to do.
     std::fs::write(&store, vec![0x5a; 64 * 1024]).unwrap();
     sidecars(&store);

@@ -15,9 +15,12 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS readings (
     export_wh INTEGER NOT NULL
 );";
 
-/// The readings table of a gateway's file.
+/// The readings table of a gateway's file. The connection is opened for each use, not held:
+/// one reading an interval does not need one, and a host running a thousand homes in one
+/// process (the demo) needs the file descriptors.
 pub struct ReadingLog {
-    conn: Mutex<Connection>,
+    path: std::path::PathBuf,
+    conn: Mutex<Option<Connection>>,
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -27,24 +30,49 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 impl ReadingLog {
     /// Opens the table in the gateway's file at `path` (creating it if the file has none).
     pub fn open(path: &Path) -> Result<ReadingLog, StoreError> {
-        let conn = crate::sqlite::open(path).map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
-        // Nothing signed depends on a reading: no flush to the disk per interval (a crash may
-        // lose the last few, which the statement then shows as unread).
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err)?;
-        Ok(ReadingLog {
-            conn: Mutex::new(conn),
-        })
+        let log = ReadingLog {
+            path: path.to_path_buf(),
+            conn: Mutex::new(None),
+        };
+        log.conn()?.execute_batch(SCHEMA).map_err(err)?;
+        Ok(log)
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    /// The connection for one use (closed when the guard's scope ends).
+    fn conn(&self) -> Result<Connected<'_>, StoreError> {
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            let conn = crate::sqlite::open(&self.path).map_err(err)?;
+            // Nothing signed depends on a reading: no flush to the disk per interval (a crash
+            // may lose the last few, which the statement then shows as unread).
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(err)?;
+            *guard = Some(conn);
+        }
+        Ok(Connected(guard))
     }
+}
 
+/// A reading log's connection, closed when dropped.
+struct Connected<'a>(std::sync::MutexGuard<'a, Option<Connection>>);
+
+impl std::ops::Deref for Connected<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.0.as_ref().expect("opened by ReadingLog::conn")
+    }
+}
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        self.0.take();
+    }
+}
+
+impl ReadingLog {
     /// Keeps the meter's reading of `interval` (a second reading of it replaces the first).
     pub fn record(&self, interval: IntervalIndex, r: MeterReading) -> Result<(), StoreError> {
-        self.conn()
+        self.conn()?
             .execute(
                 "INSERT OR REPLACE INTO readings (interval, import_wh, export_wh) VALUES (?1, ?2, ?3)",
                 params![interval.0 as i64, r.import.0 as i64, r.export.0 as i64],
@@ -59,7 +87,7 @@ impl ReadingLog {
         from: IntervalIndex,
         to: IntervalIndex,
     ) -> Result<Vec<(IntervalIndex, MeterReading)>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn
             .prepare(
                 "SELECT interval, import_wh, export_wh FROM readings

@@ -149,6 +149,24 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// SQLite's `quick_check` of the whole file (channels, history, queue, towers): the first
+    /// problem it finds, if any. The daemon runs it at start, so damage anywhere in the file
+    /// is said at once rather than found by the statement that reads the damaged page.
+    pub fn check(&self) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("PRAGMA quick_check(1)")
+            .map_err(read_err)?;
+        let first: String = stmt
+            .query_row([], |r| r.get(0))
+            .map_err(|e| read_err(format!("integrity check: {e}")))?;
+        if first == "ok" {
+            Ok(())
+        } else {
+            Err(read_err(format!("fails its integrity check: {first}")))
+        }
+    }
+
     /// Every interval settled from `from` to `to` (interval indexes, both included) on any
     /// channel, in the order they were settled per channel.
     pub fn settled_between(
