@@ -274,3 +274,50 @@ fn every_damage_to_the_channel_store_is_said_and_restored() {
             && c["peer_connected"] == true
     });
 }
+
+/// `gridchan restore` on a gateway with no towers, and with towers that do not answer: one line
+/// each, nothing written.
+#[test]
+fn restore_without_towers_or_with_none_answering_says_so_in_one_line() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("a");
+    common::init(&dir);
+    // A ledger nobody listens at either (a key of ours, a port bound and closed again).
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let key = common::init(&root.path().join("t"));
+    let nowhere = format!("{key}@127.0.0.1:{port}");
+    common::configure(&dir, &nowhere, &common::meter_file(&dir, 0, 0), None);
+    let config = dir.join("gridchan.toml");
+    let out = gridchan(&["restore", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let line = String::from_utf8_lossy(&out.stderr);
+    assert!(line.contains("names no [[towers]]"), "{line}");
+    assert_eq!(line.trim().lines().count(), 1, "{line}");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[[towers]]\naddress = \"{nowhere}\"\n"),
+    )
+    .unwrap();
+    let out = gridchan(&["restore", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no tower answered: nothing restored"), "{err}");
+    assert!(!dir.join("data").join("channels.sqlite").exists() || channels_empty(&config));
+}
+
+fn channels_empty(config: &std::path::Path) -> bool {
+    let data = config
+        .parent()
+        .unwrap()
+        .join("data")
+        .join("channels.sqlite");
+    let store = gridchan_gateway::store::SqliteStore::open(&data).unwrap();
+    gridchan_channel::ChannelStore::load(&store)
+        .unwrap()
+        .is_empty()
+}

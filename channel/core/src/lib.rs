@@ -37,6 +37,7 @@ mod node;
 mod outbox;
 pub mod params;
 pub mod reading;
+pub mod refusal;
 pub mod signed;
 pub mod state;
 pub mod store;
